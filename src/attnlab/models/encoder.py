@@ -1,0 +1,93 @@
+"""Encoder-only models (BERT-style, Devlin et al. 2019): every token sees every other token.
+
+The body turns token ids into contextual vectors. Heads on top: masked-language modelling (predict
+the hidden token from both sides), a pooler (the [CLS] vector through a dense layer and tanh) and
+sequence classification.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.models.config import ConfigError, TransformerConfig
+from attnlab.models.stack import Embeddings, Stack, check_token_ids, positions_for, set_attention_backend
+from attnlab.nn import HookPoint, make_norm, padding_mask
+
+
+class EncoderModel(nn.Module):
+    """The encoder body. ``forward`` returns hidden states ``(batch, seq, d_model)``."""
+
+    def __init__(self, config: TransformerConfig, *, pooler: bool = True) -> None:
+        super().__init__()
+        if config.family != "encoder":
+            raise ConfigError(f"EncoderModel needs family='encoder', got {config.family!r}")
+        self.config = config
+        self.embed = Embeddings(config)
+        self.stack = Stack(config, config.n_layers)
+        self.pooler = nn.Linear(config.d_model, config.d_model) if pooler else None
+        set_attention_backend(self, config.attention_backend)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        check_token_ids(input_ids, self.config)
+        x = self.embed(input_ids, positions_for(input_ids, self.config), token_type_ids)
+        mask = padding_mask(attention_mask) if attention_mask is not None else None
+        return self.stack(x, mask=mask)
+
+    def pool(self, hidden: Tensor) -> Tensor:
+        """BERT's pooled output: tanh(W h_[CLS] + b)."""
+        if self.pooler is None:
+            raise ValueError("this encoder was built without a pooler")
+        return torch.tanh(self.pooler(hidden[:, 0]))
+
+
+def mean_pool(hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    """Average of the real tokens' vectors (the sentence embedding of Sentence-BERT models)."""
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    weights = attention_mask.to(hidden.dtype)[..., None]
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+class EncoderForMaskedLM(nn.Module):
+    """Encoder + BERT's MLM head (dense, GELU, norm, then the tied vocabulary projection)."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = EncoderModel(config, pooler=False)
+        self.transform = nn.Linear(config.d_model, config.d_model)
+        self.transform_norm = make_norm(config.norm, config.d_model, config.norm_eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.encoder.embed.token.weight
+        self.hook_logits = HookPoint()
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        h = self.transform_norm(nn.functional.gelu(self.transform(hidden)))
+        return self.hook_logits(self.lm_head(h))  # (batch, seq, vocab)
+
+
+class EncoderForClassification(nn.Module):
+    """Encoder + pooler + a linear classifier over ``config.n_classes`` labels."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        if config.n_classes < 1:
+            raise ConfigError("EncoderForClassification needs n_classes >= 1")
+        self.config = config
+        self.encoder = EncoderModel(config, pooler=True)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.d_model, config.n_classes)
+        self.hook_logits = HookPoint()
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        return self.hook_logits(self.classifier(self.dropout(self.encoder.pool(hidden))))  # (batch, n_classes)

@@ -1,0 +1,166 @@
+"""The parts every family shares: the embedding layer, the block stack and the decoding cache.
+
+Encoder-only, decoder-only and encoder-decoder models are thin wrappers around these two modules;
+they differ by flags (``causal``, ``cross_attend``) and output heads, not by copied code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.models.config import TransformerConfig
+from attnlab.nn import (
+    BACKENDS,
+    Block,
+    HookPoint,
+    LayerCache,
+    LearnedPositions,
+    MultiHeadAttention,
+    RotaryEmbedding,
+    SinusoidalPositions,
+    make_norm,
+)
+
+
+class InputError(ValueError):
+    """Model input of the wrong dtype, shape or length; the message says which and why."""
+
+
+def check_token_ids(ids: Tensor, config: TransformerConfig, what: str = "input_ids") -> None:
+    if not isinstance(ids, Tensor):
+        raise InputError(f"{what} must be a torch.Tensor of token ids, got {type(ids).__name__}")
+    if ids.dtype not in (torch.int64, torch.int32):
+        raise InputError(f"{what} must hold integer token ids (int64), got dtype {ids.dtype}")
+    if ids.dim() != 2:
+        raise InputError(f"{what} must have shape (batch, seq_len), got {tuple(ids.shape)}")
+    if ids.shape[1] == 0:
+        raise InputError(f"{what} is empty: give at least one token")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= config.vocab_size):
+        raise InputError(
+            f"{what} holds ids outside the vocabulary [0, {config.vocab_size}): "
+            f"min {int(ids.min())}, max {int(ids.max())}"
+        )
+
+
+class Embeddings(nn.Module):
+    """Token embedding plus absolute positional signal (if any); the input of a block stack.
+
+    Hook points: ``hook_tok_embed``, ``hook_pos_embed`` (absolute positions only; rotary positions
+    act inside attention) and ``hook_embed`` (what enters the first block).
+    """
+
+    def __init__(self, config: TransformerConfig, token: nn.Embedding | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.token = token if token is not None else nn.Embedding(config.vocab_size, config.d_model)
+        self.scale = math.sqrt(config.d_model) if config.scale_embeddings else 1.0
+        self.positions: nn.Module | None = None
+        if config.positions == "sinusoidal":
+            self.positions = SinusoidalPositions(config.max_len, config.d_model)
+        elif config.positions == "learned":
+            self.positions = LearnedPositions(config.max_len, config.d_model)
+        self.token_type = nn.Embedding(config.type_vocab_size, config.d_model) if config.type_vocab_size else None
+        self.norm = make_norm(config.norm, config.d_model, config.norm_eps) if config.embedding_norm else None
+        self.dropout = nn.Dropout(config.dropout)
+        self.hook_tok_embed = HookPoint()
+        self.hook_pos_embed = HookPoint()
+        self.hook_embed = HookPoint()
+
+    def forward(self, ids: Tensor, positions: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        x = self.hook_tok_embed(self.token(ids) * self.scale)  # (batch, seq, d_model)
+        if self.positions is not None:
+            x = x + self.hook_pos_embed(self.positions(positions))[None]
+        if self.token_type is not None:
+            types = token_type_ids if token_type_ids is not None else torch.zeros_like(ids)
+            x = x + self.token_type(types)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.hook_embed(self.dropout(x))
+
+
+class Stack(nn.Module):
+    """``n`` identical blocks, plus the final norm a pre-norm stack needs."""
+
+    def __init__(self, config: TransformerConfig, n_layers: int, *, cross_attend: bool = False) -> None:
+        super().__init__()
+        rotary = None
+        if config.positions == "rotary":
+            assert config.head_dim is not None
+            rotary = RotaryEmbedding(config.head_dim, config.max_len, config.rope_theta)
+        self.blocks = nn.ModuleList(
+            Block(
+                config.d_model, config.n_heads, config.d_ff,
+                n_kv_heads=config.n_kv_heads, head_dim=config.head_dim, cross_attend=cross_attend,
+                norm=config.norm, norm_eps=config.norm_eps, norm_placement=config.norm_placement,
+                activation=config.activation, bias=config.bias, fused_qkv=config.fused_qkv,
+                dropout=config.dropout, attn_dropout=config.attn_dropout, rotary=rotary,
+            )
+            for _ in range(n_layers)
+        )
+        self.final_norm = make_norm(config.norm, config.d_model, config.norm_eps) if config.final_norm else None
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        positions: Tensor | None = None,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        cache: DecodingCache | None = None,
+    ) -> Tensor:
+        for i, block in enumerate(self.blocks):
+            x = block(
+                x, mask=mask, is_causal=is_causal, positions=positions, memory=memory,
+                memory_mask=memory_mask, cache=cache.layers[i] if cache is not None else None,
+            )
+        return self.final_norm(x) if self.final_norm is not None else x
+
+
+class DecodingCache:
+    """Per-layer KV caches of a decoder, for incremental decoding (one new token per step)."""
+
+    def __init__(self, n_layers: int, max_len: int) -> None:
+        self.max_len = max_len
+        self.layers = [LayerCache(max_len) for _ in range(n_layers)]
+
+    @property
+    def length(self) -> int:
+        """How many positions are cached (the position of the next token)."""
+        return self.layers[0].self_attn.length if self.layers else 0
+
+    def reorder(self, index: Tensor) -> None:
+        for layer in self.layers:
+            layer.reorder(index)
+
+
+def positions_for(ids: Tensor, config: TransformerConfig, start: int = 0) -> Tensor:
+    """Absolute positions ``start .. start + seq_len - 1``; too long an input is a clear error."""
+    end = start + ids.shape[1]
+    if end > config.max_len:
+        raise InputError(
+            f"sequence of {end} tokens is longer than the model's {config.max_len} positions "
+            f"(max_len); shorten the input"
+        )
+    return torch.arange(start, end, device=ids.device)
+
+
+def set_attention_backend(model: nn.Module, backend: str) -> None:
+    """Switch every attention layer of ``model`` to ``math`` (weights visible) or ``sdpa`` (fused)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention):
+            module.backend = backend  # type: ignore[assignment]
+
+
+def attention_backend(model: nn.Module) -> str:
+    """The backend of the model's attention layers (they are switched together)."""
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention):
+            return module.backend
+    raise ValueError("model has no attention layers")

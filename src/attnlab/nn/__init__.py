@@ -1,0 +1,38 @@
+"""Floor 1: pure building blocks (no I/O). Everything above is assembled from these."""
+
+from attnlab.nn.attention import (
+    BACKENDS,
+    AttentionBackendError,
+    KVCache,
+    MultiHeadAttention,
+    StaticKV,
+    attention,
+    causal_mask,
+    combine_masks,
+    padding_mask,
+)
+from attnlab.nn.hooks import HookPoint
+from attnlab.nn.layers import Block, FeedForward, LayerCache, RMSNorm, make_norm
+from attnlab.nn.positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions, sinusoidal_table
+
+__all__ = [
+    "BACKENDS",
+    "AttentionBackendError",
+    "Block",
+    "FeedForward",
+    "HookPoint",
+    "KVCache",
+    "LayerCache",
+    "LearnedPositions",
+    "MultiHeadAttention",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "SinusoidalPositions",
+    "StaticKV",
+    "attention",
+    "causal_mask",
+    "combine_masks",
+    "make_norm",
+    "padding_mask",
+    "sinusoidal_table",
+]
