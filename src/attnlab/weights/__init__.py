@@ -1,0 +1,1 @@
+"""Checkpoints (safetensors, atomic), weight maps to and from other formats, the model catalogue."""
