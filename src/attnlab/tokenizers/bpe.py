@@ -1,0 +1,90 @@
+"""Byte-level BPE (GPT-2's scheme) trained on the user's corpus with Hugging Face ``tokenizers``.
+
+Working on UTF-8 *bytes* rather than characters means the 256 byte values form the base alphabet,
+so every string, in any script, has an encoding and decodes back exactly; merges learned from the
+corpus (Sennrich et al. 2016) make frequent byte sequences single tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+_BYTE_LEVEL = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte -> printable-character table, inverted (printable bytes map to themselves)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table: dict[str, int] = {chr(b): b for b in keep}
+    extra = 0
+    for b in range(256):
+        if b not in keep:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+_BYTES = _byte_decoder()
+
+
+class BPETokenizer:
+    """A byte-level BPE tokenizer; ``train`` learns it from text, ``to_json`` saves it whole."""
+
+    kind = "bpe"
+
+    def __init__(self, hf: HFTokenizer) -> None:
+        self._hf = hf
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2) -> BPETokenizer:
+        """Learn merges from ``texts`` (an iterable of strings, e.g. lines or files) up to ``vocab_size``."""
+        if vocab_size < 256:
+            raise ValueError(f"byte-level BPE needs vocab_size >= 256 (the byte alphabet), got {vocab_size}")
+        hf = HFTokenizer(models.BPE())
+        hf.pre_tokenizer = _BYTE_LEVEL
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[],
+        )
+        hf.train_from_iterator(texts, trainer=trainer)
+        return cls(hf)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._hf.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._hf.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        size = self.vocab_size
+        for i in ids:
+            if not 0 <= int(i) < size:
+                raise ValueError(f"token id {int(i)} is outside the vocabulary [0, {size})")
+        return self._hf.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def tokens(self, ids: list[int]) -> list[str]:
+        """Each token's bytes as text; a token that is part of a multi-byte character shows as \\xNN."""
+        out = []
+        for i in ids:
+            piece = self._hf.id_to_token(int(i))
+            if piece is None:
+                raise ValueError(f"token id {int(i)} is outside the vocabulary [0, {self.vocab_size})")
+            raw = bytes(_BYTES[ch] for ch in piece)
+            out.append(raw.decode("utf-8", errors="backslashreplace"))
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind, "tokenizer": json.loads(self._hf.to_str())}, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BPETokenizer:
+        inner = data.get("tokenizer")
+        if not isinstance(inner, dict):
+            raise ValueError("bpe tokenizer JSON needs a 'tokenizer' object (Hugging Face tokenizer.json)")
+        return cls(HFTokenizer.from_str(json.dumps(inner)))
