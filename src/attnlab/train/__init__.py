@@ -1,0 +1,1 @@
+"""Training: data preparation, the learning-rate schedule, the loop, and DDP plumbing."""

@@ -1,0 +1,170 @@
+"""From a text file (or a folder of them) to memory-mapped token arrays and random training blocks.
+
+The corpus is read in chunks, checked to be UTF-8 (an error names the file and byte offset), encoded
+chunk by chunk and written to ``tokens.npy``. Training opens that file with ``np.load(mmap_mode="r")``,
+so a corpus larger than memory streams from disk: a batch reads only the blocks it samples.
+
+The split is the one nanoGPT uses: the first ``1 - val_fraction`` of the tokens train, the rest
+validate. With a folder, the files are first put in an order shuffled by ``seed``, so which files end
+up (mostly) in validation is deterministic but not alphabetical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from attnlab.tokenizers import Tokenizer
+
+CHUNK_BYTES = 1 << 22
+
+
+class DataError(ValueError):
+    """A corpus that cannot train a model (empty, too short, not UTF-8); the message says why."""
+
+
+def corpus_files(path: str | Path, seed: int = 0) -> list[Path]:
+    """The text files of ``path`` (a file, or a folder searched recursively; hidden files skipped)."""
+    root = Path(path)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise DataError(f"{root}: no such file or folder")
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    if not files:
+        raise DataError(f"{root}: the folder holds no files (the corpus is empty)")
+    random.Random(seed).shuffle(files)
+    return files
+
+
+def iter_text(files: list[Path], chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
+    """Decoded text in chunks that end at a newline (a newline byte never sits inside a UTF-8 character)."""
+    for file in files:
+        with open(file, "rb") as f:
+            offset, carry = 0, b""
+            while True:
+                block = f.read(chunk_bytes)
+                data = carry + block
+                if not data:
+                    break
+                cut = data.rfind(b"\n") + 1 if block else len(data)
+                if cut == 0 and len(data) >= 4 * chunk_bytes:  # a very long line: cut before a lead byte
+                    cut = max(i for i in range(len(data) - 4, len(data)) if data[i] & 0xC0 != 0x80)
+                piece, carry = data[:cut], data[cut:]
+                if piece:
+                    try:
+                        yield piece.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        bad = piece[exc.start : exc.start + 1]
+                        raise DataError(
+                            f"{file}: not UTF-8 text: byte 0x{bad.hex()} at byte offset {offset + exc.start} "
+                            f"({exc.reason}); convert the file to UTF-8"
+                        ) from None
+                offset += len(piece)
+                if not block and not carry:
+                    break
+
+
+@dataclass
+class TokenData:
+    """Train and validation token arrays (memory-mapped views of one ``tokens.npy``)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    directory: Path
+
+
+def prepare_tokens(
+    files: list[Path], tokenizer: Tokenizer, directory: str | Path, val_fraction: float = 0.1
+) -> TokenData:
+    """Encode ``files`` into ``directory/tokens.npy`` (+ ``split.json``) and open it memory-mapped."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
+    raw = out / f".tokens.bin.tmp-{os.getpid()}"
+    n = 0
+    with open(raw, "wb") as f:
+        for text in iter_text(files):
+            ids = np.asarray(tokenizer.encode(text), dtype=dtype)
+            f.write(ids.tobytes())
+            n += len(ids)
+    if n == 0:
+        raw.unlink()
+        raise DataError(f"the corpus ({', '.join(str(p) for p in files[:3])}) is empty: no text to train on")
+    source = np.memmap(raw, dtype=dtype, mode="r", shape=(n,))
+    tmp_npy = out / f".tokens.npy.tmp-{os.getpid()}.npy"
+    dest = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=dtype, shape=(n,))
+    for start in range(0, n, CHUNK_BYTES):
+        dest[start : start + CHUNK_BYTES] = source[start : start + CHUNK_BYTES]
+    dest.flush()
+    del dest, source
+    raw.unlink()
+    os.replace(tmp_npy, out / "tokens.npy")
+    split = int(n * (1.0 - val_fraction))
+    (out / "split.json").write_text(json.dumps({"n_tokens": n, "split": split, "files": [str(p) for p in files]}))
+    return open_tokens(out)
+
+
+def open_tokens(directory: str | Path) -> TokenData:
+    """Open prepared tokens memory-mapped (nothing is read until a block is sampled)."""
+    out = Path(directory)
+    meta_path, tokens_path = out / "split.json", out / "tokens.npy"
+    if not meta_path.is_file() or not tokens_path.is_file():
+        raise DataError(f"{out}: no prepared tokens (tokens.npy and split.json)")
+    meta = json.loads(meta_path.read_text())
+    tokens = np.load(tokens_path, mmap_mode="r")
+    if len(tokens) != meta["n_tokens"]:
+        raise DataError(f"{tokens_path}: holds {len(tokens)} tokens, split.json says {meta['n_tokens']}")
+    return TokenData(train=tokens[: meta["split"]], val=tokens[meta["split"] :], directory=out)
+
+
+class BlockSampler:
+    """Random ``(x, y)`` blocks of ``block_size`` tokens, ``y`` shifted by one (next-token targets).
+
+    Every rank draws the same *global* batch of ``batch_size * world_size`` offsets from one seeded
+    generator and keeps its own slice, so N processes see exactly the blocks one process would with
+    the same global batch. The generator's state is the data position saved in checkpoints.
+    """
+
+    def __init__(
+        self, tokens: np.ndarray, block_size: int, batch_size: int, *, seed: int = 0, rank: int = 0,
+        world_size: int = 1, split: str = "train",
+    ) -> None:
+        if len(tokens) < block_size + 1:
+            raise DataError(
+                f"the {split} split has {len(tokens)} tokens, fewer than one block of {block_size} + 1; "
+                f"use a longer corpus or a smaller block size"
+            )
+        self.tokens = tokens
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self._arange = np.arange(block_size + 1)
+
+    def next(self) -> tuple[Tensor, Tensor]:
+        starts = torch.randint(
+            len(self.tokens) - self.block_size, (self.batch_size * self.world_size,), generator=self.generator
+        )
+        mine = starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size].numpy()
+        blocks = torch.from_numpy(self.tokens[mine[:, None] + self._arange].astype(np.int64))
+        return blocks[:, :-1], blocks[:, 1:]
+
+    def state(self) -> Tensor:
+        return self.generator.get_state()
+
+    def set_state(self, state: Tensor) -> None:
+        self.generator.set_state(state)
