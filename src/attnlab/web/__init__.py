@@ -1,0 +1,1 @@
+"""The interactive walkthrough: a FastAPI app (``create_app``) over payload builders and a static front-end."""

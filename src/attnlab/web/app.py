@@ -1,0 +1,154 @@
+"""The walkthrough's web server: JSON routes over the payload builders, and the static front-end.
+
+Heavy work (forward passes) runs in worker threads, at most ``HEAVY_CONCURRENCY`` at a time, so the
+event loop keeps answering; request bodies are capped before they are read; every bad input is a 4xx
+answer whose ``detail`` names the problem. The static route serves only the files that exist in
+``static/`` when the app starts, looked up by exact name, so no path can reach outside that folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from attnlab.models import ConfigError, InputError
+from attnlab.web import content, diagram, generation, payloads, timeline
+from attnlab.web import schemas as s
+from attnlab.web.errors import NotFoundError, PayloadError
+from attnlab.web.models import default_model
+from attnlab.weights import catalog as cat
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_BODY_BYTES = 16 * 1024
+HEAVY_CONCURRENCY = 2
+
+_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
+          ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
+          ".ico": "image/x-icon"}
+
+T = TypeVar("T")
+
+
+class BodySizeLimit:
+    """ASGI middleware: answer 413 to a request body over ``limit`` bytes (declared or streamed)."""
+
+    def __init__(self, app: Any, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_big = JSONResponse({"detail": f"request body is larger than the limit of {self.limit} bytes"}, 413)
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await too_big(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await too_big(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app() -> FastAPI:
+    """The FastAPI app (models load on first use; see ``attnlab.web.models``)."""
+    app = FastAPI(title="attnlab walkthrough", version="0.1.0",
+                  description="Every number comes from the model's forward pass (attnlab.inspect.run_with_cache).")
+    app.add_middleware(BodySizeLimit)
+    static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in _TYPES}
+    limiter: dict[str, anyio.CapacityLimiter] = {}
+
+    async def heavy(fn: Callable[[Any], T], arg: Any) -> T:
+        if "heavy" not in limiter:
+            limiter["heavy"] = anyio.CapacityLimiter(HEAVY_CONCURRENCY)
+        return await anyio.to_thread.run_sync(fn, arg, limiter=limiter["heavy"])
+
+    @app.exception_handler(PayloadError)
+    async def _payload_error(_: Request, exc: PayloadError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+
+    @app.exception_handler(InputError)
+    @app.exception_handler(ConfigError)
+    async def _input_error(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(static_files["index.html"], media_type=_TYPES[".html"])
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        path = static_files.get(name)
+        if path is None:
+            raise NotFoundError(f"no static file {name!r}")
+        return FileResponse(path, media_type=_TYPES[path.suffix], headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/models")
+    async def models() -> s.ModelsResponse:
+        default, note = default_model()
+        rows = [s.ModelSummary(name=i.name, family=i.family, description=i.description, n_params=i.n_params,
+                               source=i.source, licence=i.licence, available=i.available, install_hint=i.install_hint)
+                for i in cat.catalog()]
+        return s.ModelsResponse(models=rows, default=default, note=note)
+
+    @app.get("/api/architecture")
+    async def architecture() -> s.ArchitectureResponse:
+        return diagram.architecture()
+
+    @app.get("/api/content")
+    async def content_index() -> s.ContentIndex:
+        return content.index()
+
+    @app.get("/api/content/{slug}")
+    async def content_page(slug: str) -> s.ContentPage:
+        return content.page(slug)
+
+    @app.post("/api/attention")
+    async def attention(req: s.TextRequest) -> s.AttentionResponse:
+        return await heavy(payloads.attention, req)
+
+    @app.post("/api/qkv")
+    async def qkv(req: s.QKVRequest) -> s.QKVResponse:
+        return await heavy(payloads.qkv, req)
+
+    @app.post("/api/part")
+    async def part(req: s.PartRequest) -> s.PartResponse:
+        return await heavy(payloads.part, req)
+
+    @app.post("/api/positions")
+    async def positions(req: s.OrderRequest) -> s.PositionsResponse:
+        return await heavy(payloads.positions, req)
+
+    @app.post("/api/generate")
+    async def generate(req: s.GenerateRequest) -> s.GenerateResponse:
+        return await heavy(generation.generate, req)
+
+    @app.get("/api/timeline")
+    async def timeline_index(model: str = "shakespeare-char") -> s.TimelineResponse:
+        return await heavy(timeline.timeline, model)
+
+    @app.post("/api/timeline/attention")
+    async def timeline_attention(req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse:
+        return await heavy(timeline.attention_at, req)
+
+    return app

@@ -1,0 +1,83 @@
+"""Tiny random-weight models for trying the walkthrough's plumbing without any downloaded weights.
+
+``attnlab serve --demo`` and the web tests register them: a decoder, an encoder and an
+encoder-decoder of a few thousand parameters over a printable-ASCII character vocabulary, plus a
+short real training run of the decoder (a few Adam steps on one sentence) whose snapshots and
+``metrics.jsonl`` feed the training timeline. Their attention is meaningless; their numbers are
+still exactly what the models compute, which is what the tests check.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from attnlab.models import DecoderLM, EncoderDecoder, EncoderModel, TransformerConfig
+from attnlab.tokenizers import CharTokenizer
+from attnlab.web import timeline
+from attnlab.weights import catalog as cat
+
+ALPHABET = string.printable[:95]  # digits, letters, punctuation, space
+DEMO_SENTENCE = "the cat sat on the mat. the dog sat on the log."
+
+
+def _config(family: str, positions: str = "learned", **kw: object) -> TransformerConfig:
+    return TransformerConfig(
+        name=f"demo-{family}", family=family, vocab_size=len(ALPHABET), d_model=32, n_heads=4, n_layers=2,
+        d_ff=64, max_len=128, positions=positions, attention_backend="sdpa", **kw,  # type: ignore[arg-type]
+    )
+
+
+def _entry(name: str, family: str, build: type, config: TransformerConfig, seed: int) -> cat.ModelInfo:
+    def loader() -> cat.LoadedModel:
+        torch.manual_seed(seed)
+        model = build(config).eval()
+        return cat.LoadedModel(name=name, model=model, tokenizer=CharTokenizer(ALPHABET), config=config, info=info)
+
+    info = cat.ModelInfo(
+        name=name, family=family, description=f"tiny random-weight {family} (demo and tests)", n_params="~30k",
+        source="built in memory", licence="MIT", install_hint="nothing to install",
+        is_available=lambda: True, loader=loader,
+    )
+    return info
+
+
+def register_demo_models(timeline_dir: Path | None = None) -> list[str]:
+    """Register ``demo-decoder``, ``demo-encoder`` and ``demo-seq2seq``; with ``timeline_dir``, train the
+    decoder briefly and register its snapshots as the decoder's timeline."""
+    entries = [
+        _entry("demo-decoder", "decoder", DecoderLM, _config("decoder"), 1),
+        _entry("demo-encoder", "encoder", EncoderModel, _config("encoder", "sinusoidal"), 2),
+        _entry("demo-seq2seq", "encoder-decoder", EncoderDecoder, _config("encoder-decoder", "sinusoidal"), 3),
+    ]
+    for info in entries:
+        cat.register(info)
+    if timeline_dir is not None:
+        write_demo_timeline(timeline_dir)
+        timeline.register_timeline("demo-decoder", timeline_dir, DEMO_SENTENCE)
+    return [e.name for e in entries]
+
+
+def write_demo_timeline(directory: Path, steps: tuple[int, ...] = (0, 20, 60)) -> None:
+    """Train a fresh demo decoder on one sentence, saving snapshots at ``steps`` and a loss log."""
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(1)
+    config = _config("decoder")
+    model = DecoderLM(config)
+    ids = torch.tensor([CharTokenizer(ALPHABET).encode(DEMO_SENTENCE)])
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    with (directory / "metrics.jsonl").open("w") as log:
+        for step in range(max(steps) + 1):
+            logits = model(ids[:, :-1])
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[0, 1:])
+            log.write(json.dumps({"step": step, "train_loss": round(loss.item(), 5)}) + "\n")
+            if step in steps:
+                save_file({k: v.contiguous().clone() for k, v in model.state_dict().items()},
+                          str(directory / f"step_{step:06d}.safetensors"))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()

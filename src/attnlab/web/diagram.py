@@ -1,0 +1,110 @@
+"""The architecture diagram as data: boxes, arrows and frames of the three Transformer families.
+
+views.js draws whatever this describes, so the picture and its explanations stay in one place. Box
+``part`` names the explanation page and the live values shown on click; ``changed`` says what differs
+from the 2017 encoder-decoder (Vaswani et al. 2017, Figure 1) in the other two families.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from attnlab.web import schemas as s
+
+WIDTH, HEIGHT = 600.0, 620.0
+W, H = 190.0, 34.0
+
+CONTENT_OF_PART = {
+    "input-embedding": "embeddings",
+    "output-embedding": "embeddings",
+    "positional-encoding": "positional-encoding",
+    "self-attention": "self-attention",
+    "masked-self-attention": "masking",
+    "cross-attention": "cross-attention",
+    "add-norm": "add-norm",
+    "feed-forward": "feed-forward",
+    "linear": "linear",
+    "softmax": "softmax",
+}
+
+_KIND = {
+    "input-embedding": "embed", "output-embedding": "embed", "positional-encoding": "position",
+    "self-attention": "attention", "masked-self-attention": "attention", "cross-attention": "attention",
+    "add-norm": "norm", "feed-forward": "ffn", "linear": "output", "softmax": "output",
+}
+
+_LABEL = {
+    "input-embedding": "Input embedding", "output-embedding": "Output embedding",
+    "positional-encoding": "+ Positional encoding", "self-attention": "Multi-head attention",
+    "masked-self-attention": "Masked multi-head attention", "cross-attention": "Cross-attention (enc→dec)",
+    "add-norm": "Add & norm", "feed-forward": "Feed-forward", "linear": "Linear", "softmax": "Softmax",
+}
+
+
+def _box(box_id: str, part: str, x: float, y: float, changed: str | None = None) -> s.Box:
+    return s.Box(id=box_id, part=part, label=_LABEL[part], x=x, y=y, w=W, h=H, kind=_KIND[part], changed=changed)
+
+
+def _chain(ids: list[str]) -> list[s.Arrow]:
+    return [s.Arrow(source=a, target=b) for a, b in itertools.pairwise(ids)]
+
+
+def _encoder(x: float, changed: dict[str, str] | None = None) -> tuple[list[s.Box], list[str], s.Frame]:
+    c = changed or {}
+    spec = [("enc-embed", "input-embedding", 560), ("enc-pos", "positional-encoding", 505),
+            ("enc-attn", "self-attention", 420), ("enc-norm1", "add-norm", 375),
+            ("enc-ff", "feed-forward", 315), ("enc-norm2", "add-norm", 270)]
+    boxes = [_box(i, p, x, y, c.get(i)) for i, p, y in spec]
+    return boxes, [i for i, _, _ in spec], s.Frame(label="Encoder block × N", x=x - 15, y=255, w=W + 30, h=215)
+
+
+def _variants() -> list[s.Variant]:
+    ex, dx = 50.0, 350.0
+    enc_boxes, enc_ids, enc_frame = _encoder(ex)
+    dec_spec = [("dec-embed", "output-embedding", 560), ("dec-pos", "positional-encoding", 505),
+                ("dec-attn", "masked-self-attention", 440), ("dec-norm1", "add-norm", 395),
+                ("dec-cross", "cross-attention", 335), ("dec-norm2", "add-norm", 290),
+                ("dec-ff", "feed-forward", 230), ("dec-norm3", "add-norm", 185),
+                ("linear", "linear", 110), ("softmax", "softmax", 60)]
+    dec_boxes = [_box(i, p, dx, y) for i, p, y in dec_spec]
+    dec_ids = [i for i, _, _ in dec_spec]
+    full = s.Variant(
+        id="encoder-decoder", title="Encoder–decoder (2017)",
+        summary="The original translation model: the encoder reads the source, the decoder writes the target "
+                "and consults the encoder through cross-attention.",
+        boxes=enc_boxes + dec_boxes,
+        arrows=_chain(enc_ids) + _chain(dec_ids) + [s.Arrow(source="enc-norm2", target="dec-cross")],
+        frames=[enc_frame, s.Frame(label="Decoder block × N", x=dx - 15, y=170, w=W + 30, h=315)],
+    )
+    cx = (WIDTH - W) / 2
+    eo_boxes, eo_ids, eo_frame = _encoder(cx, {
+        "enc-attn": "Every token sees every other token: no mask (bidirectional).",
+    })
+    eo_boxes += [
+        _box("linear", "linear", cx, 190, "An output head instead of a decoder: masked-token prediction (MLM) or a classifier."),
+        _box("softmax", "softmax", cx, 140, "Probabilities over the vocabulary for each masked position."),
+    ]
+    encoder_only = s.Variant(
+        id="encoder-only", title="Encoder-only (BERT-style)",
+        summary="Just the encoder stack: contextual vectors for every token, trained by filling in masked tokens. "
+                "The decoder and cross-attention are gone.",
+        boxes=eo_boxes, arrows=_chain([*eo_ids, "linear", "softmax"]), frames=[eo_frame],
+    )
+    do_spec = [("dec-embed", "output-embedding", 560, "The prompt enters here; there is no separate source."),
+               ("dec-pos", "positional-encoding", 505, "GPT-2 learns position vectors; Llama rotates queries and keys (RoPE) instead."),
+               ("dec-attn", "masked-self-attention", 430, "The only attention: causal self-attention over the text so far."),
+               ("dec-norm1", "add-norm", 385, "Pre-norm in GPT-2 and Llama: the norm comes before each sublayer."),
+               ("dec-ff", "feed-forward", 325, None), ("dec-norm3", "add-norm", 280, None),
+               ("linear", "linear", 200, None), ("softmax", "softmax", 150, "Next-token probabilities: sample one, append it, repeat.")]
+    decoder_only = s.Variant(
+        id="decoder-only", title="Decoder-only (GPT/Llama-style)",
+        summary="Just the decoder stack without cross-attention: it predicts the next token from the ones before it.",
+        boxes=[_box(i, p, cx, y, c) for i, p, y, c in do_spec],
+        arrows=_chain([i for i, _, _, _ in do_spec]),
+        frames=[s.Frame(label="Decoder block × N", x=cx - 15, y=265, w=W + 30, h=210)],
+    )
+    return [full, encoder_only, decoder_only]
+
+
+def architecture() -> s.ArchitectureResponse:
+    return s.ArchitectureResponse(width=WIDTH, height=HEIGHT, variants=_variants())

@@ -1,0 +1,78 @@
+"""The generation playground: next-token probabilities, sampling controls, attention and the KV cache.
+
+The prompt is run once through the model, then one token at a time with its ``DecodingCache``, as a
+real decoder does; each step records the new token's attention row (its query against every cached
+key) with ``run_with_cache``. The sampling filters (temperature, top-k, top-p) are applied to the
+model's final logits here, so the page can show the distribution before and after each filter.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from attnlab.inspect import run_with_cache
+from attnlab.web import schemas as s
+from attnlab.web.errors import PayloadError
+from attnlab.web.models import get_model, model_lock, tokenize
+
+N_CANDIDATES = 12
+
+
+def filter_probs(logits: Tensor, *, temperature: float, top_k: int, top_p: float) -> tuple[Tensor, Tensor]:
+    """``(probs, kept)``: softmax(logits / T), and that distribution after top-k and top-p, renormalised.
+
+    ``temperature == 0`` is greedy decoding: all mass on the highest logit.
+    """
+    logits = logits.double()
+    if temperature == 0:
+        probs = torch.softmax(logits, dim=-1)
+        kept = torch.zeros_like(probs)
+        kept[logits.argmax()] = 1.0
+        return probs, kept
+    probs = torch.softmax(logits / temperature, dim=-1)
+    keep = torch.ones_like(probs, dtype=torch.bool)
+    if 0 < top_k < probs.numel():
+        keep &= probs >= probs.topk(top_k).values[-1]
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        before = sorted_p.cumsum(0) - sorted_p  # mass of the tokens ranked above each one
+        in_nucleus = torch.zeros_like(keep)
+        in_nucleus[order] = before < top_p  # the smallest prefix whose mass reaches top_p
+        keep &= in_nucleus
+    kept = torch.where(keep, probs, torch.zeros_like(probs))
+    return probs, kept / kept.sum()
+
+
+def generate(req: s.GenerateRequest) -> s.GenerateResponse:
+    loaded = get_model(req.model)
+    if loaded.config.family != "decoder" or not hasattr(loaded.model, "new_cache"):
+        raise PayloadError(f"the playground needs a decoder model; {loaded.name!r} is {loaded.config.family}")
+    if req.top_k > loaded.tokenizer.vocab_size:
+        raise PayloadError(f"top_k is {req.top_k}; the vocabulary has only {loaded.tokenizer.vocab_size} tokens")
+    room = loaded.config.max_len - req.max_new_tokens
+    ids, prompt_tokens = tokenize(loaded, req.text, limit=min(64, room))
+    generator = torch.Generator().manual_seed(req.seed)
+    steps: list[s.GenerationStep] = []
+    with model_lock(loaded.name):
+        kv = loaded.model.new_cache()
+        x = torch.tensor([ids])
+        for _ in range(req.max_new_tokens):
+            logits, cache = run_with_cache(loaded.model, x, cache=kv, names="*attn.hook_weights")
+            probs, kept = filter_probs(logits[0, -1], temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
+            token = int(torch.multinomial(kept, 1, generator=generator)) if req.temperature > 0 else int(kept.argmax())
+            order = sorted(cache, key=lambda n: int(n.split("blocks.")[1].split(".")[0]))
+            attention = [cache[n][0, :, -1].double().tolist() for n in order]  # (layer, head, key)
+            best = probs.topk(min(N_CANDIDATES, probs.numel())).indices.tolist()
+            if token not in best:
+                best[-1] = token
+            steps.append(s.GenerationStep(
+                token=loaded.tokenizer.tokens([token])[0], id=token,
+                candidates=[s.Candidate(token=loaded.tokenizer.tokens([i])[0], id=i, prob=float(probs[i]), kept=float(kept[i])) for i in best],
+                attention=attention, cache_length=kv.length,
+            ))
+            x = torch.tensor([[token]])
+    return s.GenerateResponse(
+        model=loaded.name, prompt_tokens=prompt_tokens, steps=steps,
+        text=loaded.tokenizer.decode(ids + [st.id for st in steps]), engine="attnlab.web.generation (KV cache)",
+    )

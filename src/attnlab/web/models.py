@@ -1,0 +1,127 @@
+"""Access to catalogue models for the web app: load lazily once, tokenize with limits, run one at a time.
+
+``run_with_cache`` attaches hooks to the model itself, so two forward passes of the *same* model at
+once would record into each other's caches. Every forward pass here therefore holds that model's lock;
+different models still run in parallel (the app bounds how many heavy requests run at all).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from attnlab.inspect import ActivationCache, run_with_cache
+from attnlab.web.errors import ModelNotInstalledError, PayloadError, UnknownModelError
+from attnlab.weights import catalog as cat
+
+MAX_CHARS = 400
+MAX_TOKENS = 64
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def get_model(name: str) -> cat.LoadedModel:
+    """The loaded catalogue model ``name``; unknown or missing models are 4xx/503 errors with a hint."""
+    known = {info.name: info for info in cat.catalog()}
+    if name not in known:
+        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(sorted(known)) or 'none'}")
+    try:
+        return cat.load(name)
+    except cat.ModelUnavailableError as exc:
+        raise ModelNotInstalledError(str(exc)) from None
+
+
+@contextmanager
+def model_lock(name: str) -> Iterator[None]:
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(name, threading.Lock())
+    with lock:
+        yield
+
+
+def default_model() -> tuple[str | None, str | None]:
+    """``shakespeare-char`` when available, else the first available model; with a note when falling back."""
+    infos = cat.catalog()
+    available = [i.name for i in infos if i.available]
+    if "shakespeare-char" in available:
+        return "shakespeare-char", None
+    if not available:
+        return None, "no model is available; install one (see `attnlab models` or the README)"
+    return available[0], f"the bundled 'shakespeare-char' model is not available; showing {available[0]!r} instead"
+
+
+def max_tokens(loaded: cat.LoadedModel) -> int:
+    return min(MAX_TOKENS, loaded.config.max_len)
+
+
+def tokenize(loaded: cat.LoadedModel, text: str, *, limit: int | None = None) -> tuple[list[int], list[str]]:
+    """Ids and labels of ``text``, enforcing the character and token limits (stated in the error)."""
+    if not text or not text.strip():
+        raise PayloadError("text is empty: type a sentence")
+    if len(text) > MAX_CHARS:
+        raise PayloadError(f"text is {len(text)} characters long; the limit is {MAX_CHARS} characters")
+    try:
+        ids = loaded.tokenizer.encode(text)
+    except (KeyError, ValueError) as exc:
+        raise PayloadError(
+            f"model {loaded.name!r} cannot encode this text (unsupported characters?): {exc}"
+        ) from None
+    limit = limit if limit is not None else max_tokens(loaded)
+    if not ids:
+        raise PayloadError(f"text gives no tokens for model {loaded.name!r}")
+    if len(ids) > limit:
+        raise PayloadError(
+            f"text is {len(ids)} tokens long for model {loaded.name!r}; the limit is {limit} tokens"
+        )
+    return ids, [str(t) for t in loaded.tokenizer.tokens(ids)]
+
+
+def forward(loaded: cat.LoadedModel, ids: list[int], names: object = None) -> tuple[Tensor, ActivationCache]:
+    """One forward pass through ``run_with_cache`` (math backend, hooks recorded), holding the model's lock.
+
+    An encoder-decoder reads the sentence as its source and is given the same tokens as target, so
+    both stacks (and the cross-attention between them) have something to show.
+    """
+    x = torch.tensor([ids], dtype=torch.long)
+    args = (x, x) if loaded.config.family == "encoder-decoder" else (x,)
+    with model_lock(loaded.name):
+        return run_with_cache(loaded.model, *args, names=names)
+
+
+_BLOCK = re.compile(r"^(?P<prefix>(?:.*\.)?)blocks\.(?P<layer>\d+)\.attn\.hook_weights$")
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """Where a model's self-attention hooks live: name prefix (``""``, ``"encoder."``...) and depth."""
+
+    prefix: str
+    n_layers: int
+    causal: bool
+
+    def name(self, layer: int, point: str) -> str:
+        return f"{self.prefix}blocks.{layer}.{point}"
+
+
+def self_attention_stack(cache: ActivationCache, family: str) -> StackInfo:
+    """The stack the attention views show: the only one, or the encoder of an encoder-decoder."""
+    prefixes: dict[str, int] = {}
+    for name in cache:
+        m = _BLOCK.match(name)
+        if m:
+            prefixes[m["prefix"]] = max(prefixes.get(m["prefix"], 0), int(m["layer"]) + 1)
+    if not prefixes:
+        raise PayloadError("this model recorded no attention weights")
+    if len(prefixes) == 1:
+        prefix = next(iter(prefixes))
+    else:
+        prefix = next((p for p in prefixes if "encoder" in p), sorted(prefixes)[0])
+    causal = family == "decoder" or "decoder" in prefix
+    return StackInfo(prefix, prefixes[prefix], causal)

@@ -1,0 +1,257 @@
+"""Payload builders: turn one forward pass of a real model into the JSON each view draws.
+
+Every number comes from the model's own hook points via ``attnlab.inspect.run_with_cache``; the
+builders select, slice and label, they do not re-derive attention. (The one product computed here,
+q . k before scaling, is reported next to ``hook_scores`` with the difference, so the page shows the
+scaling step and proves it matches the model.)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.inspect.roles import detect_roles
+from attnlab.nn import MultiHeadAttention
+from attnlab.nn.positions import sinusoidal_table
+from attnlab.web import schemas as s
+from attnlab.web.errors import PayloadError
+from attnlab.web.models import forward, get_model, self_attention_stack, tokenize
+from attnlab.weights import catalog as cat
+
+MAX_COLUMNS = 64
+
+
+def _floats(t: Tensor) -> list:
+    return t.detach().to(torch.float64).tolist()
+
+
+def _check_index(what: str, value: int, count: int) -> None:
+    if not 0 <= value < count:
+        raise PayloadError(f"{what} {value} does not exist; this model has {count} (0 to {count - 1})")
+
+
+def attention(req: s.TextRequest) -> s.AttentionResponse:
+    """All layers x heads of the self-attention weights (``hook_weights``) with each head's role."""
+    loaded = get_model(req.model)
+    ids, tokens = tokenize(loaded, req.text)
+    _, cache = forward(loaded, ids, names="*hook_weights")
+    stack = self_attention_stack(cache, loaded.config.family)
+    layers = [cache[stack.name(i, "attn.hook_weights")][0] for i in range(stack.n_layers)]  # (heads, q, k)
+    roles = [
+        [s.HeadRoleOut(role=r.role, scores=r.scores) for r in detect_roles(w, causal=stack.causal)] for w in layers
+    ]
+    return s.AttentionResponse(
+        model=loaded.name, family=loaded.config.family, causal=stack.causal, stack=stack.prefix,
+        tokens=tokens, ids=ids, n_layers=stack.n_layers, n_heads=layers[0].shape[0],
+        weights=[_floats(w) for w in layers], roles=roles,
+    )
+
+
+def qkv(req: s.QKVRequest) -> s.QKVResponse:
+    """Q, K, V step by step for one query token and head, from hook_q/k/v/scores/weights/z."""
+    loaded = get_model(req.model)
+    ids, tokens = tokenize(loaded, req.text)
+    _, cache = forward(loaded, ids, names=["*attn.hook_*"])
+    stack = self_attention_stack(cache, loaded.config.family)
+    _check_index("layer", req.layer, stack.n_layers)
+    names = {p: stack.name(req.layer, f"attn.hook_{p}") for p in ("q", "k", "v", "scores", "weights", "z")}
+    q_all, k_all, v_all = (cache[names[p]][0] for p in "qkv")  # (heads | kv_heads, seq, d_k)
+    n_heads = q_all.shape[0]
+    _check_index("head", req.head, n_heads)
+    _check_index("focus token", req.focus, len(ids))
+    kv_head = req.head // (n_heads // k_all.shape[0])  # grouped-query attention shares K/V heads
+    q, keys, values = q_all[req.head, req.focus], k_all[kv_head], v_all[kv_head]
+    scores = cache[names["scores"]][0, req.head, req.focus]
+    weights = cache[names["weights"]][0, req.head, req.focus]
+    d_k = q.shape[-1]
+    dots = keys.double() @ q.double()
+    masked = torch.isinf(scores) & (scores < 0)
+    visible = ~masked
+    error = (dots[visible] / math.sqrt(d_k) - scores[visible].double()).abs().max().item()
+    return s.QKVResponse(
+        model=loaded.name, tokens=tokens, layer=req.layer, head=req.head, focus=req.focus, d_k=d_k,
+        sqrt_d_k=math.sqrt(d_k), query=_floats(q), keys=_floats(keys), values=_floats(values),
+        dots=_floats(dots), scores=[None if m else float(v) for v, m in zip(_floats(scores), masked.tolist(), strict=True)],
+        masked=masked.tolist(), weights=_floats(weights), output=_floats(cache[names["z"]][0, req.head, req.focus]),
+        max_scale_error=error, hooks=names,
+    )
+
+
+# --- live values of the diagram's parts -------------------------------------------------------------
+
+# part -> (hook-name suffix, label); "{L}" is the layer. Several parts show more than one tensor.
+_PART_HOOKS: dict[str, list[tuple[str, str]]] = {
+    "input-embedding": [("embed.hook_tok_embed", "token embeddings"), ("embed.hook_embed", "what enters block 0")],
+    "output-embedding": [("embed.hook_tok_embed", "token embeddings"), ("embed.hook_embed", "what enters block 0")],
+    "positional-encoding": [("embed.hook_pos_embed", "positional vectors added to the embeddings")],
+    "self-attention": [("blocks.{L}.attn.hook_weights", "attention weights")],
+    "masked-self-attention": [("blocks.{L}.attn.hook_weights", "masked attention weights")],
+    "cross-attention": [("blocks.{L}.cross_attn.hook_weights", "cross-attention weights (target x source)")],
+    "add-norm": [("blocks.{L}.hook_resid_pre", "block input"), ("blocks.{L}.hook_resid_mid", "after attention + residual"),
+                 ("blocks.{L}.hook_resid_post", "block output")],
+    "feed-forward": [("blocks.{L}.ff.hook_hidden", "hidden layer after the non-linearity"),
+                     ("blocks.{L}.ff.hook_out", "feed-forward output")],
+    "linear": [("hook_logits", "logits")],
+    "softmax": [("hook_logits", "logits")],
+}
+
+# Which stack a part of the 2017 diagram belongs to, for an encoder-decoder model.
+_SIDE = {
+    "input-embedding": "src_embed.", "output-embedding": "tgt_embed.", "self-attention": "encoder.",
+    "masked-self-attention": "decoder.", "cross-attention": "decoder.",
+}
+
+PARTS = tuple(_PART_HOOKS)
+
+
+def _family_reason(part: str, family: str) -> str | None:
+    if family == "decoder" and part in ("input-embedding", "self-attention", "cross-attention"):
+        return ("a decoder-only model has no encoder and no cross-attention; its one attention is the "
+                "masked self-attention")
+    if family == "encoder" and part in ("output-embedding", "masked-self-attention", "cross-attention"):
+        return "an encoder-only model has no decoder: its self-attention is unmasked and there is no cross-attention"
+    return None
+
+
+def part(req: s.PartRequest) -> s.PartResponse:
+    """The recorded tensors of one diagram part (layer ``req.layer``) for the current sentence."""
+    if req.part not in _PART_HOOKS:
+        raise PayloadError(f"unknown part {req.part!r}; parts: {', '.join(PARTS)}")
+    loaded = get_model(req.model)
+    family = loaded.config.family
+    reason = _family_reason(req.part, family)
+    if reason:
+        return s.PartResponse(part=req.part, model=loaded.name, available=False, reason=reason)
+    ids, tokens = tokenize(loaded, req.text)
+    _, cache = forward(loaded, ids)
+    side = _SIDE.get(req.part, "") if family == "encoder-decoder" else ""
+    views: list[s.TensorView] = []
+    found_any = False
+    for suffix, label in _PART_HOOKS[req.part]:
+        pattern = suffix.replace("{L}", str(req.layer))
+        names = [n for n in cache if _matches(n, pattern) and n.startswith(side)]
+        if not names and "{L}" in suffix and any(suffix.split("{L}")[1] in n for n in cache):
+            raise PayloadError(f"layer {req.layer} does not exist in model {loaded.name!r}")
+        for name in names[:1]:
+            found_any = True
+            t = cache[name]
+            t = t[0] if t.dim() >= 3 else t  # drop the batch of one (positional vectors have none)
+            if t.dim() == 3:  # (heads, q, k): one view per head
+                views += [_view(name, f"{label}, head {h}", t[h], tokens) for h in range(t.shape[0])]
+            else:
+                views.append(_view(name, label, t, tokens))
+    if not found_any:
+        if req.part == "positional-encoding" and loaded.config.positions == "rotary":
+            reason = "this model uses rotary positions: they rotate queries and keys inside attention, nothing is added"
+        elif req.part == "positional-encoding" and loaded.config.positions == "none":
+            reason = "this model has no positional information"
+        else:
+            reason = f"model {loaded.name!r} records no tensor for this part"
+        return s.PartResponse(part=req.part, model=loaded.name, available=False, reason=reason)
+    top, top_label = [], None
+    if req.part in ("linear", "softmax"):
+        logits = next(cache[n] for n in cache if n.endswith("hook_logits"))[0]
+        if logits.dim() == 2 and logits.shape[-1] == loaded.tokenizer.vocab_size:
+            values = torch.softmax(logits.double(), dim=-1) if req.part == "softmax" else logits.double()
+            best = values.topk(min(5, values.shape[-1]), dim=-1)
+            top = [
+                [s.TopToken(token=loaded.tokenizer.tokens([int(i)])[0], value=float(v)) for v, i in zip(vs, ix, strict=True)]
+                for vs, ix in zip(best.values, best.indices, strict=True)
+            ]
+            top_label = "probabilities (softmax of the logits)" if req.part == "softmax" else "highest logits"
+    return s.PartResponse(part=req.part, model=loaded.name, available=True, tensors=views, top=top, top_label=top_label)
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """``pattern`` is the end of the hook name (``src_embed.`` and ``tgt_embed.`` also end in ``embed.``)."""
+    return name == pattern or name.endswith("." + pattern) or (pattern.startswith("embed.") and name.endswith("_" + pattern))
+
+
+def _view(name: str, label: str, t: Tensor, tokens: list[str]) -> s.TensorView:
+    """A (rows x columns) tensor as a heatmap: one row per token, the first ``MAX_COLUMNS`` columns."""
+    t = t.detach().double()
+    if t.dim() == 1:
+        t = t[None]
+    shown = t[:, :MAX_COLUMNS]
+    rows = tokens[: t.shape[0]] if len(tokens) >= t.shape[0] else [str(i) for i in range(t.shape[0])]
+    return s.TensorView(
+        hook=name, label=label, shape=list(t.shape), rows=rows, values=shown.tolist(),
+        shown_columns=shown.shape[1], min=float(t.min()), max=float(t.max()),
+    )
+
+
+# --- order matters: positions on and off ----------------------------------------------------------
+
+_UNPOSITIONED: dict[str, nn.Module] = {}
+_UNPOSITIONED_LOCK = threading.Lock()
+
+
+def _without_positions(loaded: cat.LoadedModel) -> nn.Module:
+    """A copy of the model with its positional information removed (absolute table or rotary)."""
+    with _UNPOSITIONED_LOCK:
+        if loaded.name not in _UNPOSITIONED:
+            clone = copy.deepcopy(loaded.model)
+            for module in clone.modules():
+                if hasattr(module, "positions") and isinstance(getattr(module, "positions", None), nn.Module):
+                    module.positions = None
+                if isinstance(module, MultiHeadAttention):
+                    module.rotary = None
+            _UNPOSITIONED[loaded.name] = clone.eval()
+        return _UNPOSITIONED[loaded.name]
+
+
+def _order_model(name: str | None) -> cat.LoadedModel | None:
+    """The model for the order experiment: the chosen one if it is an encoder, else the first available encoder."""
+    if name:
+        chosen = get_model(name)
+        if chosen.config.family == "encoder":
+            return chosen
+    for info in cat.catalog():
+        if info.family == "encoder" and info.available:
+            return get_model(info.name)
+    return None
+
+
+def positions(req: s.OrderRequest) -> s.PositionsResponse:
+    """The sinusoidal table, and two word orders through an encoder with and without positions."""
+    table = _floats(sinusoidal_table(50, 64))
+    loaded = _order_model(req.model)
+    if loaded is None:
+        return s.PositionsResponse(
+            table=table, model=None, model_positions=None, first_tokens=[], second_tokens=[], comparisons=[],
+            note="the order experiment needs an encoder model (bidirectional); none is available",
+        )
+    first_ids, first_tokens = tokenize(loaded, req.first)
+    second_ids, second_tokens = tokenize(loaded, req.second)
+    if sorted(first_ids) != sorted(second_ids):
+        raise PayloadError("the two sentences must hold the same tokens in a different order")
+    from attnlab.inspect import run_with_cache  # the position-free copy is run the same way
+
+    comparisons = []
+    for positioned, model in ((True, loaded.model), (False, _without_positions(loaded))):
+        outs = []
+        for ids in (first_ids, second_ids):
+            if positioned:
+                _, cache = forward(loaded, ids, names="*hook_resid_post")
+            else:
+                with _UNPOSITIONED_LOCK:
+                    _, cache = run_with_cache(model, torch.tensor([ids]), names="*hook_resid_post")
+            stack_last = sorted(cache, key=_block_index)[-1]
+            outs.append(cache[stack_last][0].double())
+        dist = torch.cdist(outs[0], outs[1])
+        comparisons.append(s.OrderComparison(positions=positioned, distances=dist.tolist(), nearest=dist.min(dim=1).values.tolist()))
+    note = None if req.model == loaded.name else f"shown with the encoder {loaded.name!r}: a decoder's causal mask already breaks the symmetry"
+    return s.PositionsResponse(
+        table=table, model=loaded.name, model_positions=loaded.config.positions, first_tokens=first_tokens,
+        second_tokens=second_tokens, comparisons=comparisons, note=note,
+    )
+
+
+def _block_index(name: str) -> int:
+    parts = name.split(".")
+    return int(parts[parts.index("blocks") + 1])

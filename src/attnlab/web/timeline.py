@@ -1,0 +1,140 @@
+"""The training timeline: the bundled model's snapshots, its loss curve, and a head's attention per step.
+
+A training run that ships with a catalogue model leaves, beside the final weights, snapshots named with
+their step (``*step*<n>*.safetensors`` anywhere under the model's folder) and a ``metrics.jsonl`` log
+(one JSON object per line with a ``step`` and one or more ``*loss*`` values). Each snapshot is loaded
+into a copy of the catalogue model (strict key check) and run through ``run_with_cache`` on a fixed
+sentence, so the slider shows what that step's weights actually compute.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from attnlab.inspect import run_with_cache
+from attnlab.inspect.roles import detect_roles
+from attnlab.web import schemas as s
+from attnlab.web.errors import NotFoundError, PayloadError
+from attnlab.web.models import get_model, self_attention_stack, tokenize
+from attnlab.weights import catalog as cat
+
+SENTENCE = "ROMEO: But soft, what light through yonder window breaks?"
+
+_DIRS: dict[str, Path] = {}
+_SENTENCES: dict[str, str] = {}
+_SNAPSHOT_MODELS: dict[tuple[str, int], nn.Module] = {}
+_LOCK = threading.Lock()
+_STEP = re.compile(r"(\d+)")
+
+
+def register_timeline(model: str, directory: Path, sentence: str = SENTENCE) -> None:
+    """Declare where a model's training snapshots and metrics live (the bundled model is found by default)."""
+    _DIRS[model] = Path(directory)
+    _SENTENCES[model] = sentence
+
+
+def _directory(model: str) -> Path:
+    if model in _DIRS:
+        return _DIRS[model]
+    bundled = Path(str(resources.files("attnlab"))) / "bundled" / model
+    if bundled.is_dir():
+        return bundled
+    raise NotFoundError(f"model {model!r} has no training timeline (no snapshots under attnlab/bundled/{model}/)")
+
+
+def snapshots(model: str) -> dict[int, Path]:
+    """Snapshot files by training step."""
+    found: dict[int, Path] = {}
+    for path in sorted(_directory(model).rglob("*.safetensors")):
+        if "step" not in path.name.lower() and "snapshot" not in str(path.parent).lower():
+            continue
+        numbers = _STEP.findall(path.stem)
+        if numbers:
+            found[int(numbers[-1])] = path
+    if not found:
+        raise NotFoundError(f"model {model!r} ships no training snapshots")
+    return dict(sorted(found.items()))
+
+
+def _curve(model: str) -> list[s.LossPoint]:
+    points: list[s.LossPoint] = []
+    for path in sorted(_directory(model).rglob("metrics.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                continue
+            for key, value in row.items():
+                if "loss" in key and isinstance(value, int | float):
+                    points.append(s.LossPoint(step=row["step"], value=float(value), series=key))
+    return points
+
+
+def timeline(model: str) -> s.TimelineResponse:
+    loaded = get_model(model)
+    steps = snapshots(model)
+    curve = _curve(model)
+    series = sorted({p.series for p in curve}, key=lambda k: ("val" not in k, k))
+    loss_at: dict[int, float] = {p.step: p.value for p in curve if series and p.series == series[0]}
+    cfg = loaded.config
+    return s.TimelineResponse(
+        model=model, sentence=_sentence(loaded), snapshots=[s.Snapshot(step=k, loss=loss_at.get(k)) for k in steps],
+        curve=curve, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
+    )
+
+
+def _sentence(loaded: cat.LoadedModel) -> str:
+    return _SENTENCES.get(loaded.name, SENTENCE)[: loaded.config.max_len]
+
+
+def _snapshot_model(loaded: cat.LoadedModel, step: int, path: Path) -> nn.Module:
+    key = (loaded.name, step)
+    if key not in _SNAPSHOT_MODELS:
+        state = load_file(str(path))
+        model = copy.deepcopy(loaded.model)
+        expected = set(model.state_dict())
+        state = {k.removeprefix("model."): v for k, v in state.items()}
+        missing, extra = expected - set(state), set(state) - expected
+        if missing or extra:
+            raise PayloadError(
+                f"snapshot {path.name} does not match the model: missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}"
+            )
+        model.load_state_dict(state)
+        if len(_SNAPSHOT_MODELS) > 16:
+            _SNAPSHOT_MODELS.pop(next(iter(_SNAPSHOT_MODELS)))
+        _SNAPSHOT_MODELS[key] = model.eval()
+    return _SNAPSHOT_MODELS[key]
+
+
+def attention_at(req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse:
+    """One head's attention on the fixed sentence with the weights of training step ``req.step``."""
+    loaded = get_model(req.model)
+    steps = snapshots(req.model)
+    if req.step not in steps:
+        raise PayloadError(f"no snapshot at step {req.step}; steps: {', '.join(map(str, steps))}")
+    ids, tokens = tokenize(loaded, _sentence(loaded))
+    with _LOCK:
+        model = _snapshot_model(loaded, req.step, steps[req.step])
+        _, cache = run_with_cache(model, torch.tensor([ids]), names="*attn.hook_weights")
+    stack = self_attention_stack(cache, loaded.config.family)
+    if not 0 <= req.layer < stack.n_layers:
+        raise PayloadError(f"layer {req.layer} does not exist; this model has {stack.n_layers}")
+    weights = cache[stack.name(req.layer, "attn.hook_weights")][0]
+    if not 0 <= req.head < weights.shape[0]:
+        raise PayloadError(f"head {req.head} does not exist; this model has {weights.shape[0]}")
+    role = detect_roles(weights, causal=stack.causal)[req.head]
+    return s.TimelineAttentionResponse(
+        model=req.model, step=req.step, layer=req.layer, head=req.head, tokens=tokens,
+        weights=weights[req.head].double().tolist(), role=s.HeadRoleOut(role=role.role, scores=role.scores),
+    )
