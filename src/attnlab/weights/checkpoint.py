@@ -168,8 +168,14 @@ def save_checkpoint(
     model: nn.Module,
     tokenizer: Tokenizer,
     training: TrainingState | None = None,
+    *,
+    dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write a complete checkpoint to ``directory``, replacing any previous one atomically."""
+    """Write a complete checkpoint to ``directory``, replacing any previous one atomically.
+
+    ``dtype`` (e.g. ``torch.bfloat16``) stores floating-point weights smaller; loading casts them back
+    to the model's dtype. Used for training snapshots, never for a checkpoint meant to resume.
+    """
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
@@ -179,6 +185,8 @@ def save_checkpoint(
     try:
         tmp.mkdir()
         tensors, aliases = unique_state_dict(model)
+        if dtype is not None:
+            tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         save_file(tensors, str(tmp / MODEL_FILE), metadata={"format": "pt", "aliases": json.dumps(aliases)})
         _write_json(tmp / CONFIG_FILE, config.to_dict())
         (tmp / TOKENIZER_FILE).write_text(tokenizer.to_json(), encoding="utf-8")
