@@ -1,0 +1,199 @@
+"""Declarative two-way key maps between attnlab state dicts and other checkpoint layouts.
+
+A map is a list of ``Rule``s, each pairing attnlab keys with checkpoint ("theirs") keys and naming
+the ``Transform`` between them; ``{layer}`` in a key stands for every block index. The same rules
+run in both directions, so import and export cannot drift apart (the LitGPT / nanoGPT way).
+
+Before a tensor is copied, the whole key set and every shape are checked against what the config
+expects: a missing or unexpected key is an error naming the key, a wrong shape names the key and
+both shapes. The expected checkpoint layout is not written down twice: it is derived by running the
+map backwards over the target model's state dict built on the ``meta`` device (shapes, no memory).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+StateDict = dict[str, Tensor]
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that does not fit the config: a missing, unexpected or wrongly shaped key."""
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A named, invertible tensor mapping: ``to_ours`` reads a checkpoint, ``to_theirs`` writes one.
+
+    Each side takes and returns a list, so one checkpoint tensor can become several of ours (a fused
+    QKV split in three) and the other way round.
+    """
+
+    name: str
+    to_ours: Callable[[Sequence[Tensor]], list[Tensor]]
+    to_theirs: Callable[[Sequence[Tensor]], list[Tensor]]
+
+    def then(self, other: Transform) -> Transform:
+        """This transform followed by ``other`` (on the way to ours; reversed on the way back)."""
+        return Transform(
+            f"{self.name}+{other.name}",
+            lambda ts: other.to_ours(self.to_ours(ts)),
+            lambda ts: self.to_theirs(other.to_theirs(ts)),
+        )
+
+
+IDENTITY = Transform("identity", list, list)
+# GPT-2's Conv1D stores (in, out); nn.Linear stores (out, in).
+TRANSPOSE = Transform("transpose", lambda ts: [ts[0].t()], lambda ts: [ts[0].t()])
+
+
+def fuse(sizes: Sequence[int]) -> Transform:
+    """Several checkpoint tensors (e.g. q, k, v) concatenated along dim 0 into one of ours."""
+    sizes = list(sizes)
+    return Transform(
+        "fuse",
+        lambda ts: [torch.cat(list(ts), dim=0)],
+        lambda ts: list(ts[0].split(sizes, dim=0)),
+    )
+
+
+def split(sizes: Sequence[int]) -> Transform:
+    """One fused checkpoint tensor cut along dim 0 into several of ours (the inverse of ``fuse``)."""
+    f = fuse(sizes)
+    return Transform("split", f.to_theirs, f.to_ours)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """attnlab key(s) <-> checkpoint key(s) through a named transform."""
+
+    ours: tuple[str, ...]
+    theirs: tuple[str, ...]
+    transform: Transform = IDENTITY
+
+    def at(self, layer: int) -> Rule:
+        return Rule(
+            tuple(k.format(layer=layer) for k in self.ours),
+            tuple(k.format(layer=layer) for k in self.theirs),
+            self.transform,
+        )
+
+    @property
+    def per_layer(self) -> bool:
+        return any("{layer}" in k for k in (*self.ours, *self.theirs))
+
+
+def _keys(k: str | Sequence[str]) -> tuple[str, ...]:
+    return (k,) if isinstance(k, str) else tuple(k)
+
+
+def rule(ours: str | Sequence[str], theirs: str | Sequence[str], transform: Transform = IDENTITY) -> Rule:
+    """Shorthand: a single key may be given as a string."""
+    return Rule(_keys(ours), _keys(theirs), transform)
+
+
+def _names(keys: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    return shown + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def check_keys_and_shapes(
+    given: Mapping[str, Tensor],
+    expected: Mapping[str, Tensor],
+    *,
+    what: str,
+    optional: set[str] | frozenset[str] = frozenset(),
+) -> None:
+    """Raise ``CheckpointMismatchError`` unless ``given`` has exactly ``expected``'s keys and shapes."""
+    missing = [k for k in expected if k not in given and k not in optional]
+    if missing:
+        raise CheckpointMismatchError(f"{what} is missing key(s) {_names(missing)}")
+    unexpected = [k for k in given if k not in expected]
+    if unexpected:
+        raise CheckpointMismatchError(
+            f"{what} has unexpected key(s) {_names(unexpected)}; does the config match the checkpoint?"
+        )
+    for k, tensor in given.items():
+        if tuple(tensor.shape) != tuple(expected[k].shape):
+            raise CheckpointMismatchError(
+                f"shape mismatch for {k!r}: {what} has {tuple(tensor.shape)}, "
+                f"the config expects {tuple(expected[k].shape)}"
+            )
+
+
+@dataclass
+class KeyMap:
+    """A complete two-way map for one architecture and one config.
+
+    ``ours_tied`` / ``theirs_tied`` map an alias key to the key whose tensor it shares (a tied output
+    layer): aliases are written on export, optional on import, and must equal their source.
+    ``ignore`` holds regular expressions of checkpoint keys that are buffers, not weights
+    (``attn.bias`` causal masks, ``position_ids``, rotary ``inv_freq``); they are dropped on import.
+    """
+
+    name: str
+    rules: list[Rule]
+    n_layers: int
+    ours_tied: dict[str, str] = field(default_factory=dict)
+    theirs_tied: dict[str, str] = field(default_factory=dict)
+    ignore: tuple[str, ...] = ()
+
+    def concrete_rules(self) -> list[Rule]:
+        """Rules with ``{layer}`` expanded for every block."""
+        out: list[Rule] = []
+        for r in self.rules:
+            if r.per_layer:
+                out.extend(r.at(i) for i in range(self.n_layers))
+            else:
+                out.append(r)
+        return out
+
+    def _apply(self, sd: Mapping[str, Tensor], *, to_ours: bool) -> StateDict:
+        out: StateDict = {}
+        for r in self.concrete_rules():
+            src, dst = (r.theirs, r.ours) if to_ours else (r.ours, r.theirs)
+            fn = r.transform.to_ours if to_ours else r.transform.to_theirs
+            results = fn([sd[k] for k in src])
+            for key, tensor in zip(dst, results, strict=True):
+                out[key] = tensor.contiguous()
+        return out
+
+    def _drop_aliases(self, sd: Mapping[str, Tensor], tied: dict[str, str], what: str) -> StateDict:
+        """Remove alias keys after checking that each equals the tensor it is tied to."""
+        for alias, source in tied.items():
+            if alias in sd and source in sd and not torch.equal(sd[alias], sd[source]):
+                raise CheckpointMismatchError(
+                    f"{what}: {alias!r} differs from {source!r}, but the config ties them (tie_embeddings=True)"
+                )
+        return {k: v for k, v in sd.items() if k not in tied}
+
+    def expected_theirs(self, reference: Mapping[str, Tensor]) -> StateDict:
+        """The checkpoint layout (keys and shapes, aliases included) implied by our reference state dict."""
+        expected = self._apply({k: v for k, v in reference.items() if k not in self.ours_tied}, to_ours=False)
+        return {**expected, **{alias: expected[source] for alias, source in self.theirs_tied.items()}}
+
+    def to_ours(self, theirs: Mapping[str, Tensor], reference: Mapping[str, Tensor]) -> StateDict:
+        """Checkpoint state dict -> attnlab state dict, checked against ``reference`` (ours, may be meta)."""
+        what = f"the {self.name} state dict"
+        theirs = {k: v for k, v in theirs.items() if not any(re.search(p, k) for p in self.ignore)}
+        check_keys_and_shapes(theirs, self.expected_theirs(reference), what=what, optional=set(self.theirs_tied))
+        theirs = self._drop_aliases(theirs, self.theirs_tied, what)
+        out = self._apply(theirs, to_ours=True)
+        for alias, source in self.ours_tied.items():
+            out[alias] = out[source]
+        check_keys_and_shapes(out, reference, what="the converted state dict")
+        return out
+
+    def to_theirs(self, ours: Mapping[str, Tensor], reference: Mapping[str, Tensor]) -> StateDict:
+        """attnlab state dict -> checkpoint state dict (aliases of tied weights included)."""
+        check_keys_and_shapes(ours, reference, what="the attnlab state dict", optional=set(self.ours_tied))
+        out = self._apply(self._drop_aliases(ours, self.ours_tied, "the attnlab state dict"), to_ours=False)
+        for alias, source in self.theirs_tied.items():
+            out[alias] = out[source]
+        return out
+
