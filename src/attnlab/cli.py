@@ -32,6 +32,73 @@ def presets() -> None:
         typer.echo(f"{name:24s} {config.family:16s} {n_params / 1e6:8.2f}M parameters")
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; the default keeps the app local to this machine."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the walkthrough in the default browser."),
+    demo: bool = typer.Option(False, "--demo", help="Also offer tiny random-weight demo models (no downloads)."),
+) -> None:
+    """Start the interactive walkthrough (a local web app) at http://HOST:PORT."""
+    from attnlab.web.serve import run
+
+    run(host=host, port=port, open_browser=open_browser, demo=demo)
+
+
+@app.command()
+def train(
+    data: str = typer.Option(..., help="A UTF-8 text file, or a folder of them."),
+    out: str = typer.Option(..., help="Run directory: last/ and best/ checkpoints, metrics.jsonl, loss.png."),
+    preset: str = typer.Option("shakespeare-char", help="Model preset (see `attnlab presets`); decoder presets."),
+    iters: int = typer.Option(2000, help="Optimizer steps."),
+    batch_size: int = typer.Option(12, help="Sequences per step per process."),
+    accum: int = typer.Option(1, help="Gradient accumulation micro-batches per step."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate."),
+    min_lr: float = typer.Option(1e-4, help="Learning rate at the end of the cosine decay."),
+    warmup: int = typer.Option(100, help="Linear warmup steps."),
+    weight_decay: float = typer.Option(0.1, help="AdamW weight decay (matrices only)."),
+    beta2: float = typer.Option(0.99, help="AdamW beta2."),
+    grad_clip: float = typer.Option(1.0, help="Gradient-norm clip (0: off)."),
+    eval_interval: int = typer.Option(250, help="Steps between validation estimates and checkpoints."),
+    eval_iters: int = typer.Option(20, help="Validation batches per estimate."),
+    tokenizer: str = typer.Option("char", help="'char' or 'bpe' (byte-level BPE trained on the corpus)."),
+    bpe_vocab_size: int = typer.Option(1024, help="Vocabulary size for --tokenizer bpe."),
+    bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (faster on CPUs with bf16 matmul)."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (slow start)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last exactly where it stopped."),
+    seed: int = typer.Option(1337, help="Seed for initialisation, data order and sampling."),
+    snapshots: str = typer.Option("", help="Comma-separated steps at which to save small bf16 snapshots."),
+    threads: int = typer.Option(0, help="torch threads (0: PyTorch's default)."),
+) -> None:
+    """Train a language model on your text (torchrun --nproc_per_node=N -m attnlab train ... for DDP)."""
+    import torch
+
+    from attnlab.train.data import DataError
+    from attnlab.train.loop import TrainConfig, TrainingDiverged
+    from attnlab.train.loop import train as run_training
+    from attnlab.weights.checkpoint import CheckpointError
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        cfg = TrainConfig(
+            data=data, out=out, preset=preset, iters=iters, batch_size=batch_size, accum=accum, lr=lr, min_lr=min_lr,
+            warmup=warmup, weight_decay=weight_decay, beta2=beta2, grad_clip=grad_clip, eval_interval=eval_interval,
+            eval_iters=eval_iters, tokenizer=tokenizer, bpe_vocab_size=bpe_vocab_size, bf16=bf16,
+            compile=compile_model, resume=resume, seed=seed,
+            snapshots=tuple(int(s) for s in snapshots.split(",") if s.strip()),
+        )
+        result = run_training(cfg)
+    except (DataError, CheckpointError, TrainingDiverged, ValueError, KeyError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    verb = "stopped (Ctrl-C) and saved" if result.stopped == "interrupted" else "finished"
+    typer.echo(
+        f"{verb} at step {result.step} in {result.seconds:.1f} s; best validation loss {result.best_val:.4f}; "
+        f"checkpoints in {result.out / 'last'} and {result.out / 'best'}"
+    )
+
+
 def main() -> None:
     app()
 

@@ -49,6 +49,8 @@ def test_train_writes_checkpoints_metrics_and_plot(corpus) -> None:
     result = train(config(corpus, "run", iters=40, eval_interval=20, snapshots=(0, 20)))
     out = result.out
     assert result.step == 40 and result.stopped == "done"
+    vocab = load_checkpoint(out / "last").config.vocab_size
+    assert abs(result.losses[0] - math.log(vocab)) < 0.3  # GPT-2 init: the first guess is near uniform
     assert result.losses[-1] < result.losses[0] - 0.5  # it learns
     for d in ("last", "best", "snapshots/step-000000", "snapshots/step-000020"):
         assert (out / d / "model.safetensors").is_file(), d

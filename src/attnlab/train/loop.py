@@ -31,6 +31,7 @@ from attnlab.models import TransformerConfig, build_model, preset
 from attnlab.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 from attnlab.train import distributed
 from attnlab.train.data import BlockSampler, TokenData, corpus_files, iter_text, open_tokens, prepare_tokens
+from attnlab.train.init import init_weights
 from attnlab.train.schedule import WarmupCosine
 from attnlab.weights.checkpoint import (
     TrainingState,
@@ -185,6 +186,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         config = preset(cfg.preset).replace(vocab_size=tokenizer.vocab_size, **cfg.model_overrides)
         torch.manual_seed(cfg.seed)
         model = build_model(config)
+        init_weights(model, config)
     if config.family != "decoder":
         raise ValueError(f"attnlab train supports causal language models (decoder presets); {cfg.preset!r} is {config.family!r}")
     data = _prepare_data(cfg, tokenizer, out / "data", env, reuse=cfg.resume)
