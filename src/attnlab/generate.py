@@ -1,0 +1,265 @@
+"""Text generation: greedy, temperature, top-k and top-p sampling with a KV cache; beam search.
+
+A decoder predicts one token at a time. Without a cache each step re-reads the whole context
+(quadratic work); with the ``DecodingCache`` each step feeds only the newest token and attends to
+the keys and values kept from earlier steps (linear work), which is why it is on by default. The
+cached and uncached paths see exactly the same context windows, so they produce the same tokens.
+
+When the text outgrows the model's ``max_len`` positions, the context slides: it is cut to the last
+``max_len // 2`` tokens and the cache rebuilt from them (halving, rather than dropping one token per
+step, so a rebuild happens only every ``max_len / 2`` tokens).
+
+``stream`` is a generator: callers print each piece as it arrives; with ``top_probs=N`` every step
+also reports the model's N most likely next tokens and their probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.tokenizers import Tokenizer
+
+
+class GenerationError(ValueError):
+    """Bad generation settings or input; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to pick each next token. ``temperature=0`` is greedy (the most likely token)."""
+
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1.0: off
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise GenerationError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class Step:
+    """One generated token: its id, the new text it adds (may be empty mid-character) and, when
+    asked for, the top next-token candidates ``(id, label, probability)`` the choice was made from."""
+
+    token_id: int
+    text: str
+    top: list[tuple[int, str, float]] | None = None
+
+
+def sample_next(logits: Tensor, sampling: Sampling, generator: torch.Generator | None = None) -> int:
+    """Choose a token from ``(vocab,)`` logits: temperature, then top-k, then top-p (nucleus)."""
+    if sampling.temperature == 0:
+        return int(logits.argmax())
+    logits = logits.float() / sampling.temperature
+    if 0 < sampling.top_k < logits.numel():
+        kth = torch.topk(logits, sampling.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if sampling.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        outside = probs.cumsum(-1) - probs >= sampling.top_p  # mass above this token already covers p
+        logits = logits.index_fill(0, order[outside], -math.inf)
+    probs = torch.softmax(logits, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _top(logits: Tensor, n: int, temperature: float, tokenizer: Tokenizer | None) -> list[tuple[int, str, float]]:
+    probs = torch.softmax(logits.float() / (temperature or 1.0), dim=-1)
+    values, ids = torch.topk(probs, min(n, probs.numel()))
+    labels = tokenizer.tokens(ids.tolist()) if tokenizer is not None else [str(i) for i in ids.tolist()]
+    return [(int(i), label, float(p)) for i, label, p in zip(ids, labels, values, strict=True)]
+
+
+def _window_start(n_tokens: int, start: int, max_len: int) -> int:
+    """Where the context begins: unchanged while it fits, else the last ``max_len // 2`` tokens."""
+    if n_tokens - start > max_len:
+        return n_tokens - max(1, max_len // 2)
+    return start
+
+
+@torch.inference_mode()
+def stream_ids(
+    model: nn.Module,
+    prompt_ids: Sequence[int],
+    *,
+    max_new_tokens: int = 200,
+    sampling: Sampling | None = None,
+    seed: int | None = None,
+    use_cache: bool = True,
+    top_probs: int = 0,
+    tokenizer: Tokenizer | None = None,
+) -> Iterator[tuple[int, list[tuple[int, str, float]] | None]]:
+    """Yield ``(token_id, top)`` for each new token of a decoder-only model (no text handling)."""
+    sampling = sampling or Sampling()
+    if len(prompt_ids) == 0:
+        raise GenerationError("the prompt is empty: give at least one token to continue from")
+    if max_new_tokens < 0:
+        raise GenerationError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    max_len = model.config.max_len
+    generator = torch.Generator()
+    generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+    was_training = model.training
+    model.eval()
+    ids = list(prompt_ids)
+    start = max(0, len(ids) - max_len)
+    cache = model.new_cache() if use_cache else None
+    logits = model(torch.tensor([ids[start:]]), cache=cache)[0, -1]
+    one = torch.empty((1, 1), dtype=torch.long)
+    try:
+        for _ in range(max_new_tokens):
+            token = sample_next(logits, sampling, generator)
+            yield token, (_top(logits, top_probs, sampling.temperature, tokenizer) if top_probs else None)
+            ids.append(token)
+            new_start = _window_start(len(ids), start, max_len)
+            if cache is None:
+                start = new_start
+                logits = model(torch.tensor([ids[start:]]))[0, -1]
+            elif new_start != start:  # the window slid: rebuild the cache from the kept tokens
+                start = new_start
+                cache = model.new_cache()
+                logits = model(torch.tensor([ids[start:]]), cache=cache)[0, -1]
+            else:
+                one[0, 0] = token
+                logits = model(one, cache=cache)[0, -1]
+    finally:
+        model.train(was_training)
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """How many trailing characters could be the start of a stop string (not printed yet)."""
+    hold = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:k]):
+                hold = max(hold, k)
+                break
+    return hold
+
+
+def stream(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    prompt: str,
+    *,
+    max_new_tokens: int = 200,
+    sampling: Sampling | None = None,
+    stop: Sequence[str] = (),
+    seed: int | None = None,
+    use_cache: bool = True,
+    top_probs: int = 0,
+) -> Iterator[Step]:
+    """Continue ``prompt``, yielding each token as soon as it is chosen.
+
+    Text is released only when it is complete: a byte-level token that ends mid-character, or text
+    that might be the beginning of a stop string, waits for the next token. Generation ends after
+    ``max_new_tokens`` or at the first stop string (which is not included).
+    """
+    prompt_ids = tokenizer.encode(prompt)
+    if not prompt_ids:
+        raise GenerationError("the prompt is empty: give at least one character to continue from")
+    generated: list[int] = []
+    emitted = 0
+    for token, top in stream_ids(
+        model, prompt_ids, max_new_tokens=max_new_tokens, sampling=sampling, seed=seed,
+        use_cache=use_cache, top_probs=top_probs, tokenizer=tokenizer,
+    ):
+        generated.append(token)
+        text = tokenizer.decode(generated)
+        cut = min((i for i in (text.find(s, max(0, emitted - len(s))) for s in stop if s) if i >= 0), default=-1)
+        if cut >= 0:
+            yield Step(token, text[emitted:cut], top)
+            return
+        ready = len(text) - _held_back(text, stop)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for its remaining bytes
+            ready = min(ready, len(text.rstrip("\ufffd")))
+        piece = text[emitted:ready] if ready > emitted else ""
+        emitted = max(emitted, ready)
+        yield Step(token, piece, top)
+    text = tokenizer.decode(generated)
+    if len(text) > emitted:  # what was held back at the end
+        yield Step(generated[-1], text[emitted:], None)
+
+
+def generate(model: nn.Module, tokenizer: Tokenizer, prompt: str, **kwargs) -> str:
+    """The whole continuation as one string (``stream`` joined)."""
+    return "".join(step.text for step in stream(model, tokenizer, prompt, **kwargs))
+
+
+# ------------------------------------------------------------------------------ encoder-decoder
+
+
+@torch.inference_mode()
+def translate_ids(
+    model: nn.Module,
+    src_ids: Sequence[int],
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_new_tokens: int = 100,
+    beam_size: int = 1,
+    length_penalty: float = 0.6,
+) -> tuple[list[int], float]:
+    """Greedy (``beam_size=1``) or beam search decoding of an ``EncoderDecoder``.
+
+    Returns the target ids (without BOS/EOS) and their total log-probability. Beam search keeps the
+    ``beam_size`` best partial translations; finished ones are ranked by log-probability divided by
+    ``((5 + length) / 6) ** length_penalty`` (Wu et al. 2016), so short outputs are not favoured
+    merely for having fewer factors below one.
+    """
+    if not src_ids:
+        raise GenerationError("the source is empty")
+    if beam_size < 1:
+        raise GenerationError(f"beam_size must be >= 1, got {beam_size}")
+    was_training = model.training
+    model.eval()
+    try:
+        max_steps = min(max_new_tokens + 1, model.config.max_len)
+        memory = model.encode(torch.tensor([list(src_ids)]))
+        memory = memory.expand(beam_size, -1, -1).contiguous()
+        cache = model.new_cache()
+        beams = torch.full((beam_size, 1), bos_id, dtype=torch.long)
+        scores = torch.zeros(beam_size)
+        scores[1:] = -math.inf  # all beams start identical: expand only the first
+        finished: list[tuple[float, list[int], float]] = []
+        for _ in range(max_steps):
+            logp = torch.log_softmax(model.decode(beams[:, -1:], memory, cache=cache)[:, -1].float(), dim=-1)
+            cand = (scores[:, None] + logp).reshape(-1)  # (beam * vocab)
+            top_scores, top_idx = cand.topk(min(2 * beam_size, cand.numel()))
+            vocab = logp.shape[-1]
+            keep_beam, keep_tok, keep_score = [], [], []
+            for s, i in zip(top_scores.tolist(), top_idx.tolist(), strict=True):
+                if s == -math.inf:
+                    break
+                b, t = divmod(i, vocab)
+                if t == eos_id:
+                    out = beams[b, 1:].tolist()
+                    finished.append((s / ((5 + len(out) + 1) / 6) ** length_penalty, out, s))
+                else:
+                    keep_beam.append(b), keep_tok.append(t), keep_score.append(s)
+                if len(keep_beam) == beam_size:
+                    break
+            if len(finished) >= beam_size or not keep_beam:
+                break
+            while len(keep_beam) < beam_size:  # pad with dead beams so shapes stay fixed
+                keep_beam.append(keep_beam[0]), keep_tok.append(keep_tok[0]), keep_score.append(-math.inf)
+            index = torch.tensor(keep_beam)
+            cache.reorder(index)
+            beams = torch.cat([beams[index], torch.tensor(keep_tok)[:, None]], dim=1)
+            scores = torch.tensor(keep_score)
+        if not finished:  # ran out of steps: take the best unfinished translation
+            b = int(scores.argmax())
+            return beams[b, 1:].tolist(), float(scores[b])
+        _, out, logprob = max(finished, key=lambda f: f[0])
+        return out, logprob
+    finally:
+        model.train(was_training)

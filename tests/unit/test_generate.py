@@ -1,0 +1,138 @@
+"""Generation: cached == uncached, top-k=1 == greedy, seeds, stop strings, sliding window, beam search."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnlab.generate import GenerationError, Sampling, generate, sample_next, stream, stream_ids, translate_ids
+from attnlab.models import DecoderLM, EncoderDecoder, TransformerConfig
+from attnlab.tokenizers import BPETokenizer, CharTokenizer
+from attnlab.train.init import init_weights
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads; on a busy 2-core machine, spinning threads cost seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+CHARS = CharTokenizer("abcdefgh .\n")
+
+
+def lm(max_len: int = 24, positions: str = "learned", seed: int = 0) -> DecoderLM:
+    torch.manual_seed(seed)
+    config = TransformerConfig(family="decoder", vocab_size=CHARS.vocab_size, d_model=32, n_heads=4, n_layers=2,
+                               d_ff=64, max_len=max_len, positions=positions)
+    model = DecoderLM(config).eval()
+    init_weights(model, config, std=0.3)  # large weights: sharp, input-dependent distributions
+    return model
+
+
+def ids_of(model, prompt, n, **kw) -> list[int]:
+    return [t for t, _ in stream_ids(model, CHARS.encode(prompt), max_new_tokens=n, **kw)]
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_cached_equals_uncached_greedy_even_past_max_len(positions) -> None:
+    model = lm(max_len=12, positions=positions)
+    greedy = Sampling(temperature=0)
+    cached = ids_of(model, "abc d", 40, sampling=greedy)  # 45 tokens > 12: the window slides
+    assert cached == ids_of(model, "abc d", 40, sampling=greedy, use_cache=False)
+    assert len(set(cached)) > 1
+
+
+def test_cached_equals_uncached_sampling_same_seed() -> None:
+    model = lm()
+    a = ids_of(model, "he", 30, sampling=Sampling(temperature=1.3, top_p=0.9), seed=5)
+    assert a == ids_of(model, "he", 30, sampling=Sampling(temperature=1.3, top_p=0.9), seed=5, use_cache=False)
+
+
+def test_top_k_one_is_greedy_and_seeds_are_deterministic() -> None:
+    model = lm()
+    greedy = ids_of(model, "bad", 20, sampling=Sampling(temperature=0))
+    assert ids_of(model, "bad", 20, sampling=Sampling(temperature=2.0, top_k=1), seed=1) == greedy
+    s = Sampling(temperature=1.5)
+    assert ids_of(model, "bad", 20, sampling=s, seed=7) == ids_of(model, "bad", 20, sampling=s, seed=7)
+    assert ids_of(model, "bad", 20, sampling=s, seed=7) != ids_of(model, "bad", 20, sampling=s, seed=8)
+
+
+def test_sampling_filters_respect_their_sets() -> None:
+    logits = torch.tensor([4.0, 3.0, 2.0, 1.0, 0.0])
+    g = torch.Generator().manual_seed(0)
+    picks_k = {sample_next(logits, Sampling(top_k=2), g) for _ in range(200)}
+    assert picks_k == {0, 1}
+    # softmax mass: 0.64, 0.24, 0.09, ...: top_p=0.8 keeps exactly the first two tokens
+    picks_p = {sample_next(logits, Sampling(top_p=0.8), g) for _ in range(200)}
+    assert picks_p == {0, 1}
+    assert {sample_next(logits, Sampling(top_p=0.5), g) for _ in range(50)} == {0}
+    with pytest.raises(GenerationError, match="top_p"):
+        Sampling(top_p=0)
+
+
+def test_stream_text_top_probs_and_stop_strings() -> None:
+    model = lm()
+    steps = list(stream(model, CHARS, "abc", max_new_tokens=15, sampling=Sampling(temperature=0), top_probs=3))
+    text = "".join(s.text for s in steps)
+    assert text == CHARS.decode([s.token_id for s in steps])
+    for s in steps:
+        assert len(s.top) == 3 and s.top[0][0] == s.token_id  # greedy picks the most likely token
+        probs = [p for _, _, p in s.top]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    stop = text[5:7]
+    cut = generate(model, CHARS, "abc", max_new_tokens=15, sampling=Sampling(temperature=0), stop=[stop])
+    assert cut == text[: text.find(stop)]
+    with pytest.raises(GenerationError, match="prompt is empty"):
+        generate(model, CHARS, "")
+
+
+def test_byte_level_pieces_are_whole_characters() -> None:
+    tok = BPETokenizer.train(["日本語のテキスト ü"] * 10, vocab_size=260)
+    torch.manual_seed(1)
+    config = TransformerConfig(family="decoder", vocab_size=tok.vocab_size, d_model=16, n_heads=2, n_layers=1,
+                               d_ff=32, max_len=64)
+    model = DecoderLM(config).eval()
+    steps = list(stream(model, tok, "日本", max_new_tokens=30, seed=0))
+    final = tok.decode([s.token_id for s in steps])
+    assert "".join(s.text for s in steps) == final
+    # nothing released is ever revised: a half character waits instead of showing as U+FFFD
+    for i in range(len(steps)):
+        assert final.startswith("".join(s.text for s in steps[: i + 1]))
+    assert any(s.text == "" for s in steps)  # some tokens were a fraction of a character
+
+
+def seq2seq() -> EncoderDecoder:
+    torch.manual_seed(0)
+    config = TransformerConfig(family="encoder-decoder", vocab_size=7, d_model=32, n_heads=4, n_layers=1, d_ff=64,
+                               max_len=12)
+    model = EncoderDecoder(config).eval()
+    init_weights(model, config, std=0.3)
+    return model
+
+
+def score(model, src, out, bos, eos) -> float:
+    tgt = torch.tensor([[bos, *out]])
+    logp = torch.log_softmax(model(torch.tensor([src]), tgt)[0].float(), -1)
+    targets = [*out, eos]
+    return float(sum(logp[i, t] for i, t in enumerate(targets)))
+
+
+def test_beam_search_scores_are_true_logprobs_and_beam_one_is_greedy() -> None:
+    model = seq2seq()
+    src = [3, 4, 5, 6, 2]
+    greedy, _ = translate_ids(model, src, bos_id=0, eos_id=1, max_new_tokens=10, beam_size=1)
+    step_by_step = []
+    with torch.no_grad():  # greedy by hand, without any cache
+        for _ in range(11):
+            nxt = int(model(torch.tensor([src]), torch.tensor([[0, *step_by_step]]))[0, -1].argmax())
+            if nxt == 1:
+                break
+            step_by_step.append(nxt)
+    assert greedy == step_by_step
+    out, logprob = translate_ids(model, src, bos_id=0, eos_id=1, max_new_tokens=10, beam_size=4)
+    if len(out) < 11:  # finished with EOS: the reported score is the teacher-forced log-probability
+        with torch.no_grad():
+            assert logprob == pytest.approx(score(model, src, out, 0, 1), abs=1e-4)
