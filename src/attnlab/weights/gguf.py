@@ -1,0 +1,250 @@
+"""Llama-architecture GGUF files (llama.cpp's format) into attnlab's ``DecoderLM`` and a tokenizer.
+
+A GGUF file holds metadata (architecture, shapes, tokenizer vocabulary and merges, chat template)
+and tensors, most of them quantized in blocks (Q4_1: 32 weights share a float16 scale and minimum,
+each weight is 4 bits). We read it with the ``gguf`` package and dequantize every tensor to float32,
+so the model runs with exactly the values the quantized file encodes.
+
+Two layout facts matter (checked against Hugging Face's own GGUF import in the tests):
+- GGUF lists dimensions fastest-first, the reverse of PyTorch: a ``[576, 1536]`` GGUF tensor is a
+  ``(1536, 576)`` PyTorch weight. The bytes are the same; only the shape is written backwards.
+- llama.cpp's converter permutes the rows of W_Q and W_K so that rotary pairs are adjacent
+  (dimension ``2i`` with ``2i+1``, the interleaved pairing of the original RoPE code). attnlab's
+  ``RotaryEmbedding`` pairs dimension ``i`` with ``i + head_dim/2`` ("rotate half"), like Hugging
+  Face, so ``unpermute_rotary`` undoes the permutation head by head.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType, GGUFReader
+from gguf.quants import dequantize
+from tokenizers import AddedToken, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer
+from torch import Tensor
+
+from attnlab.models import DecoderLM, TransformerConfig
+from attnlab.tokenizers.hf_json import HFJsonTokenizer
+
+Q = GGMLQuantizationType
+# The tensor types we dequantize (plain floats and the common llama.cpp block formats).
+SUPPORTED_TYPES = frozenset(
+    {Q.F32, Q.F16, Q.BF16, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K}
+)
+SUPPORTED_ARCHITECTURES = ("llama",)
+_CONTROL_TOKEN = 3  # llama.cpp token type: special tokens such as <|im_start|>
+
+
+class GGUFError(ValueError):
+    """A GGUF file attnlab cannot use; the message names the file and the problem."""
+
+
+@dataclass
+class GGUFFile:
+    """The metadata and (still quantized) tensors of one GGUF file."""
+
+    path: Path
+    metadata: dict[str, Any]
+    tensors: dict[str, Any]  # name -> gguf.ReaderTensor
+
+    def get(self, key: str, default: Any = None, *, required: bool = False) -> Any:
+        if key not in self.metadata:
+            if required:
+                raise GGUFError(f"{self.path}: metadata key {key!r} is missing")
+            return default
+        return self.metadata[key]
+
+    @property
+    def architecture(self) -> str:
+        return str(self.get("general.architecture", required=True))
+
+    def tensor(self, name: str) -> Tensor:
+        """One tensor, dequantized to float32, in PyTorch's dimension order."""
+        if name not in self.tensors:
+            raise GGUFError(f"{self.path}: tensor {name!r} is missing")
+        t = self.tensors[name]
+        shape = tuple(int(d) for d in reversed(list(t.shape)))
+        if t.tensor_type in (Q.F32, Q.F16):
+            values = np.array(t.data, dtype=np.float32)
+        else:
+            values = dequantize(t.data, t.tensor_type)
+        return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32).reshape(shape))
+
+
+def read_gguf(path: str | Path) -> GGUFFile:
+    """Open a GGUF file and check it can be used: readable, complete, only supported tensor types."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise GGUFError(f"{path}: cannot open ({exc})") from None
+    if magic != b"GGUF":
+        raise GGUFError(f"{path}: not a GGUF file (starts with {magic!r}, expected b'GGUF')")
+    try:
+        reader = GGUFReader(path)
+    except Exception as exc:  # the reader raises ValueError, KeyError, IndexError... on damaged files
+        raise GGUFError(f"{path}: corrupt or truncated GGUF file ({type(exc).__name__}: {exc})") from None
+    metadata: dict[str, Any] = {}
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        try:
+            metadata[key] = field.contents()
+        except Exception as exc:
+            raise GGUFError(f"{path}: metadata {key!r} cannot be read ({exc})") from None
+    tensors = {}
+    for t in reader.tensors:
+        if t.tensor_type not in SUPPORTED_TYPES:
+            names = ", ".join(sorted(q.name for q in SUPPORTED_TYPES))
+            raise GGUFError(
+                f"{path}: tensor {t.name!r} uses quantization {t.tensor_type.name}, which attnlab does not "
+                f"support (supported: {names})"
+            )
+        if t.data.nbytes != int(t.n_bytes):
+            raise GGUFError(f"{path}: tensor {t.name!r} is truncated ({t.data.nbytes} of {int(t.n_bytes)} bytes)")
+        tensors[t.name] = t
+    return GGUFFile(path=path, metadata=metadata, tensors=tensors)
+
+
+def llama_config(gf: GGUFFile, *, name: str | None = None) -> TransformerConfig:
+    """The attnlab config a llama-architecture GGUF describes (pre-norm RMSNorm, SwiGLU, RoPE, GQA)."""
+    arch = gf.architecture
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise GGUFError(
+            f"{gf.path}: architecture {arch!r} is not supported (supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
+        )
+    scaling = [k for k in gf.metadata if k.startswith(f"{arch}.rope.scaling")]
+    if scaling and gf.get(f"{arch}.rope.scaling.type", "none") not in ("none",):
+        raise GGUFError(f"{gf.path}: RoPE scaling ({', '.join(scaling)}) is not supported")
+
+    def meta(key: str, default: Any = None) -> Any:
+        return gf.get(f"{arch}.{key}", default, required=default is None)
+
+    d_model, n_heads = int(meta("embedding_length")), int(meta("attention.head_count"))
+    head_dim = d_model // n_heads
+    rotary_dims = int(meta("rope.dimension_count", head_dim))
+    if rotary_dims != head_dim:
+        raise GGUFError(f"{gf.path}: partial rotary ({rotary_dims} of {head_dim} dims per head) is not supported")
+    tokens = gf.get("tokenizer.ggml.tokens")
+    vocab_size = int(meta("vocab_size", len(tokens) if tokens is not None else None))
+    return TransformerConfig(
+        name=name or str(gf.get("general.name", gf.path.stem)), family="decoder", vocab_size=vocab_size,
+        d_model=d_model, n_heads=n_heads, n_kv_heads=int(meta("attention.head_count_kv", n_heads)),
+        n_layers=int(meta("block_count")), d_ff=int(meta("feed_forward_length")),
+        max_len=int(meta("context_length")), positions="rotary", rope_theta=float(meta("rope.freq_base", 10000.0)),
+        norm="rmsnorm", norm_eps=float(meta("attention.layer_norm_rms_epsilon")), norm_placement="pre",
+        activation="swiglu", bias=False, tie_embeddings="output.weight" not in gf.tensors,
+    )
+
+
+def unpermute_rotary(weight: Tensor, n_heads: int) -> Tensor:
+    """Undo llama.cpp's Q/K row permutation: per head, rows (pair, 2) -> (2, pair).
+
+    llama.cpp stores head row ``2j + s`` (``s`` in {0, 1}) what Hugging Face stores at row
+    ``j + s * head_dim / 2``; reading each head as ``(head_dim/2, 2)`` and transposing restores it.
+    """
+    rows, cols = weight.shape
+    head_dim = rows // n_heads
+    return weight.reshape(n_heads, head_dim // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+_LAYER_MAP = {  # GGUF tensor (per block) -> attnlab DecoderLM key
+    "attn_norm.weight": "attn_norm.weight",
+    "attn_q.weight": "attn.q_proj.weight",
+    "attn_k.weight": "attn.k_proj.weight",
+    "attn_v.weight": "attn.v_proj.weight",
+    "attn_output.weight": "attn.out_proj.weight",
+    "ffn_norm.weight": "ff_norm.weight",
+    "ffn_gate.weight": "ff.gate.weight",
+    "ffn_up.weight": "ff.up.weight",
+    "ffn_down.weight": "ff.down.weight",
+}
+
+
+def llama_state_dict(gf: GGUFFile, config: TransformerConfig) -> dict[str, Tensor]:
+    """Dequantized tensors renamed to a ``DecoderLM``'s keys, Q/K un-permuted, shapes checked."""
+    names = {"token_embd.weight": "embed.token.weight", "output_norm.weight": "stack.final_norm.weight"}
+    if not config.tie_embeddings:
+        names["output.weight"] = "lm_head.weight"
+    for i in range(config.n_layers):
+        for theirs, ours in _LAYER_MAP.items():
+            names[f"blk.{i}.{theirs}"] = f"stack.blocks.{i}.{ours}"
+    unexpected = sorted(set(gf.tensors) - set(names))
+    if unexpected:
+        raise GGUFError(f"{gf.path}: unexpected tensors for a {config.n_layers}-layer llama: {unexpected[:5]}")
+    with torch.device("meta"):
+        expected = DecoderLM(config).state_dict()
+    out: dict[str, Tensor] = {}
+    for theirs, ours in names.items():
+        tensor = gf.tensor(theirs)
+        if theirs.endswith("attn_q.weight"):
+            tensor = unpermute_rotary(tensor, config.n_heads)
+        elif theirs.endswith("attn_k.weight"):
+            assert config.n_kv_heads is not None
+            tensor = unpermute_rotary(tensor, config.n_kv_heads)
+        if tuple(tensor.shape) != tuple(expected[ours].shape):
+            raise GGUFError(
+                f"{gf.path}: tensor {theirs!r} has shape {tuple(tensor.shape)}, the metadata implies "
+                f"{tuple(expected[ours].shape)}"
+            )
+        out[ours] = tensor
+    if config.tie_embeddings:
+        out["lm_head.weight"] = out["embed.token.weight"]
+    return out
+
+
+# Pre-tokenizers of the llama.cpp "gpt2" tokenizer model that we reproduce exactly.
+_PRE_TOKENIZERS = {
+    "default": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    "gpt2": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    # SmolLM: every digit is its own piece, then GPT-2's regular expression (llama.cpp's "smollm").
+    "smollm": lambda: pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    ),
+}
+
+
+def gguf_tokenizer(gf: GGUFFile) -> HFJsonTokenizer:
+    """The byte-level BPE tokenizer stored in the metadata (tokens, merges, token types)."""
+    kind = gf.get("tokenizer.ggml.model", required=True)
+    if kind != "gpt2":
+        raise GGUFError(f"{gf.path}: tokenizer model {kind!r} is not supported (only byte-level BPE, 'gpt2')")
+    pre = str(gf.get("tokenizer.ggml.pre", "default"))
+    if pre not in _PRE_TOKENIZERS:
+        raise GGUFError(f"{gf.path}: pre-tokenizer {pre!r} is not supported ({', '.join(_PRE_TOKENIZERS)})")
+    tokens: list[str] = list(gf.get("tokenizer.ggml.tokens", required=True))
+    merges = [tuple(m.split(" ", 1)) for m in gf.get("tokenizer.ggml.merges", required=True)]
+    if any(len(m) != 2 for m in merges):
+        raise GGUFError(f"{gf.path}: tokenizer.ggml.merges holds an entry that is not two symbols")
+    types = list(gf.get("tokenizer.ggml.token_type", [1] * len(tokens)))
+    hf = HFTokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges, fuse_unk=False))
+    hf.pre_tokenizer = _PRE_TOKENIZERS[pre]()
+    hf.decoder = decoders.ByteLevel()
+    special = [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types, strict=True) if k == _CONTROL_TOKEN]
+    hf.add_special_tokens(special)
+    return HFJsonTokenizer(hf, add_special_tokens=False)
+
+
+def load_llama_gguf(path: str | Path, *, name: str | None = None) -> tuple[DecoderLM, HFJsonTokenizer, GGUFFile]:
+    """Build a ``DecoderLM`` and its tokenizer from a llama-architecture GGUF file."""
+    gf = read_gguf(path)
+    config = llama_config(gf, name=name)
+    tokenizer = gguf_tokenizer(gf)
+    tokenizer.check_vocab_size(config.vocab_size, source=gf.path)
+    model = DecoderLM(config)
+    model.load_state_dict(llama_state_dict(gf, config))
+    model.eval()
+    return model, tokenizer, gf
+
+
+def chat_system_default(template: str) -> str | None:
+    """The default system message a ChatML template inserts when the chat does not start with one."""
+    found = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", template, flags=re.S)
+    return found.group(1) if found else None

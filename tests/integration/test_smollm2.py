@@ -1,0 +1,140 @@
+"""SmolLM2-135M-Instruct from its GGUF file, against Hugging Face LlamaForCausalLM on the same weights.
+
+The reference gets the dequantized tensors through Hugging Face's own GGUF conversion
+(``LlamaTensorProcessor`` un-permutes Q/K its own way), so a wrong un-permutation on our side shows up
+as a logit mismatch rather than cancelling out.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from attnlab.pretrained.packages import SMOLLM2_PACKAGE
+from attnlab.pretrained.smollm2 import GGUF_FILE
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not SMOLLM2_PACKAGE.has(GGUF_FILE),
+        reason=f"SmolLM2 GGUF file is not installed ({SMOLLM2_PACKAGE.install_hint})",
+    ),
+]
+
+TEXTS = [
+    "The capital of France is",
+    "  leading spaces\n\n\ttabs   and   runs   \n",
+    "naïve café, 日本語, 😀👍🏽 emoji",
+    "I'm sure they've said we'll; can't?",
+    "<|im_start|>user\nHi!<|im_end|>\n",
+    "x 2024 abc123 3.14159 $1,000,000",
+    "def f(x):\n    return x ** 2\r\n",
+]
+
+
+@pytest.fixture(scope="module")
+def ours():
+    from attnlab.weights.gguf import load_llama_gguf
+
+    return load_llama_gguf(SMOLLM2_PACKAGE.path(GGUF_FILE))  # (model, tokenizer, gguf file)
+
+
+@pytest.fixture(scope="module")
+def reference(ours):
+    transformers = pytest.importorskip("transformers")
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    model, _, gf = ours
+    c = model.config
+    config = transformers.LlamaConfig(
+        vocab_size=c.vocab_size, hidden_size=c.d_model, intermediate_size=c.d_ff, num_hidden_layers=c.n_layers,
+        num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads, rms_norm_eps=c.norm_eps,
+        rope_theta=c.rope_theta, max_position_embeddings=c.max_len, tie_word_embeddings=True,
+    )
+    processor = LlamaTensorProcessor(config={"num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads})
+    top = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
+    per_layer = {
+        "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+        "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
+        "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+    }
+    state = {}
+    for name in gf.tensors:
+        weights = processor.process(gf.tensor(name).numpy(), name).weights
+        if name in top:
+            key = top[name]
+        else:
+            _, layer, part, _ = name.split(".")
+            key = f"model.layers.{layer}.{per_layer[part]}.weight"
+        state[key] = torch.from_numpy(np.ascontiguousarray(weights))
+    hf = transformers.LlamaForCausalLM(config).eval()
+    result = hf.load_state_dict(state, strict=False)
+    assert result.unexpected_keys == [] and result.missing_keys == ["lm_head.weight"]  # tied to the embedding
+    hf.tie_weights()
+    assert torch.equal(hf.lm_head.weight, state["model.embed_tokens.weight"])
+    return hf
+
+
+def test_logits_match_hf_llama(ours, reference) -> None:
+    model, tokenizer, _ = ours
+    ids = torch.tensor([tokenizer.encode("Hello there! The quick brown fox, 12 jumps; naïve café.")])
+    with torch.no_grad():
+        got, want = model(ids), reference(ids).logits
+    assert got.shape == (1, ids.shape[1], 49152)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+def test_cached_decoding_matches_uncached_and_says_paris(ours) -> None:
+    from attnlab.pretrained.smollm2 import stream
+
+    model, tokenizer, _ = ours
+    prompt = "The capital of France is"
+    new = list(stream(model, tokenizer, prompt, max_new_tokens=4))  # greedy, KV cache
+    assert "Paris" in tokenizer.decode(new)
+    ids = torch.tensor([tokenizer.encode(prompt) + new])
+    n_prompt = ids.shape[1] - len(new)
+    with torch.no_grad():
+        full = model(ids)  # uncached: the whole sequence at once
+        cache = model.new_cache(max_len=ids.shape[1])
+        steps = [model(ids[:, :n_prompt], cache=cache)[:, -1]]
+        steps += [model(ids[:, i : i + 1], cache=cache)[:, -1] for i in range(n_prompt, ids.shape[1] - 1)]
+    cached = torch.stack(steps, dim=1)
+    torch.testing.assert_close(cached, full[:, n_prompt - 1 : -1], atol=1e-4, rtol=0)
+    assert cached.argmax(-1)[0].tolist() == new[: cached.shape[1]] == full[0, n_prompt - 1 : -1].argmax(-1).tolist()
+
+
+def test_tokenizer_matches_transformers_gguf_tokenizer(ours) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    transformers = pytest.importorskip("transformers")
+    _, tokenizer, gf = ours
+    reference = transformers.AutoTokenizer.from_pretrained(str(gf.path.parent), gguf_file=gf.path.name)
+    for text in TEXTS:
+        ids = tokenizer.encode(text)
+        assert ids == reference.encode(text, add_special_tokens=False), text
+        assert tokenizer.decode(ids) == text
+    assert tokenizer.vocab_size == 49152
+    assert tokenizer.tokens(tokenizer.encode("<|im_start|>user The")) == ["<|im_start|>", "user", " The"]
+
+
+def test_chat_prompt_renders_the_files_template(ours) -> None:
+    jinja2 = pytest.importorskip("jinja2")
+    from attnlab.pretrained.smollm2 import chat_prompt
+    from attnlab.weights.gguf import chat_system_default
+
+    _, tokenizer, gf = ours
+    template = jinja2.Environment().from_string(gf.get("tokenizer.chat_template", required=True))
+    system = chat_system_default(gf.get("tokenizer.chat_template"))
+    conversations = [
+        [{"role": "user", "content": "What is 2+2?"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+         {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}],
+    ]
+    for messages in conversations:
+        for add in (True, False):
+            want = template.render(messages=messages, add_generation_prompt=add)
+            assert chat_prompt(messages, system=system, add_generation_prompt=add) == want
+    ids = tokenizer.encode(chat_prompt(conversations[0], system=system))
+    assert ids[0] == tokenizer.token_id("<|im_start|>") and ids.count(tokenizer.token_id("<|im_end|>")) == 2
