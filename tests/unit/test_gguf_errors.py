@@ -1,0 +1,149 @@
+"""Bad weight files give errors that name the file and the problem (small crafted files in tmp_path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+gguf = pytest.importorskip("gguf")
+
+from attnlab.weights.gguf import GGUFError, load_llama_gguf, read_gguf  # noqa: E402
+
+D, FF, HEADS, KV_HEADS = 8, 16, 2, 1
+TOKENS = ["a", "b", "ab", "Ġ", "<|im_start|>", "<|im_end|>"]
+
+
+def write_tiny_llama(
+    path: Path, *, arch: str = "llama", vocab_size: int | None = None, quant_tensor: bool = False
+) -> Path:
+    """A one-block llama GGUF with random float32 weights and a six-token BPE vocabulary."""
+    rng = np.random.default_rng(0)
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(1)
+    w.add_context_length(16)
+    w.add_embedding_length(D)
+    w.add_feed_forward_length(FF)
+    w.add_head_count(HEADS)
+    w.add_head_count_kv(KV_HEADS)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(10000.0)
+    w.add_vocab_size(vocab_size or len(TOKENS))
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(TOKENS)
+    w.add_token_types([1, 1, 1, 1, 3, 3])
+    w.add_token_merges(["a b"])
+    n = len(TOKENS)
+    head = D // HEADS
+    shapes = {
+        "token_embd.weight": (n, D), "output_norm.weight": (D,), "blk.0.attn_norm.weight": (D,),
+        "blk.0.attn_q.weight": (D, D), "blk.0.attn_k.weight": (KV_HEADS * head, D),
+        "blk.0.attn_v.weight": (KV_HEADS * head, D), "blk.0.attn_output.weight": (D, D),
+        "blk.0.ffn_norm.weight": (D,), "blk.0.ffn_gate.weight": (FF, D), "blk.0.ffn_up.weight": (FF, D),
+        "blk.0.ffn_down.weight": (D, FF),
+    }
+    for name, shape in shapes.items():
+        if quant_tensor and name == "blk.0.ffn_up.weight":
+            # IQ4_NL: blocks of 32 weights in 18 bytes; rows of 32 weights -> (16, 18) bytes
+            w.add_tensor(name, np.zeros((FF, 18), dtype=np.uint8), raw_dtype=gguf.GGMLQuantizationType.IQ4_NL)
+            continue
+        w.add_tensor(name, rng.standard_normal(shape).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_tiny_llama_loads_and_runs(tmp_path: Path) -> None:
+    """The crafted file is valid, so the failures below come from the damage alone."""
+    model, tokenizer, _ = load_llama_gguf(write_tiny_llama(tmp_path / "tiny.gguf"))
+    assert model.config.n_kv_heads == KV_HEADS and model.config.tie_embeddings
+    assert tokenizer.encode("ab a<|im_end|>") == [2, 3, 0, 5]
+    assert model(torch.tensor([[0, 1, 2]])).shape == (1, 3, len(TOKENS))
+
+
+def test_not_a_gguf_file(tmp_path: Path) -> None:
+    path = tmp_path / "weights.gguf"
+    path.write_bytes(b"PK\x03\x04 definitely a zip")
+    with pytest.raises(GGUFError, match=r"weights\.gguf: not a GGUF file"):
+        read_gguf(path)
+    with pytest.raises(GGUFError, match=r"missing\.gguf: cannot open"):
+        read_gguf(tmp_path / "missing.gguf")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.97])
+def test_truncated_gguf(tmp_path: Path, keep: float) -> None:
+    path = write_tiny_llama(tmp_path / "cut.gguf")
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(GGUFError, match=r"cut\.gguf: .*(corrupt|truncated)"):
+        read_gguf(path)
+
+
+def test_corrupt_header(tmp_path: Path) -> None:
+    path = write_tiny_llama(tmp_path / "bad.gguf")
+    data = bytearray(path.read_bytes())
+    data[8:16] = (10**15).to_bytes(8, "little")  # an absurd tensor count
+    path.write_bytes(bytes(data))
+    with pytest.raises(GGUFError, match=r"bad\.gguf: corrupt or truncated"):
+        read_gguf(path)
+
+
+def test_unsupported_architecture(tmp_path: Path) -> None:
+    path = write_tiny_llama(tmp_path / "bert.gguf", arch="bert")
+    with pytest.raises(GGUFError, match=r"bert\.gguf: architecture 'bert' is not supported"):
+        load_llama_gguf(path)
+
+
+def test_unsupported_quantization(tmp_path: Path) -> None:
+    path = write_tiny_llama(tmp_path / "iq.gguf", quant_tensor=True)
+    with pytest.raises(GGUFError, match=r"iq\.gguf: tensor 'blk\.0\.ffn_up\.weight' uses quantization IQ4_NL"):
+        read_gguf(path)
+
+
+def test_tokenizer_vocab_must_match_model(tmp_path: Path) -> None:
+    from attnlab.tokenizers.hf_json import TokenizerFileError
+
+    path = write_tiny_llama(tmp_path / "mismatch.gguf", vocab_size=100)
+    with pytest.raises(TokenizerFileError, match=r"mismatch\.gguf: the tokenizer has 6 tokens but the model's vocabulary has 100"):
+        load_llama_gguf(path)
+
+
+def test_corrupt_or_truncated_safetensors(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from attnlab.pretrained.minilm import WeightsFileError, read_safetensors
+
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.ones(64, 64)}, str(path))
+    assert read_safetensors(path)["w"].shape == (64, 64)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    with pytest.raises(WeightsFileError, match=r"model\.safetensors: not a readable safetensors file"):
+        read_safetensors(path)
+    path.write_bytes(b"\xff" * 64)
+    with pytest.raises(WeightsFileError, match=r"model\.safetensors"):
+        read_safetensors(path)
+
+
+def test_bert_checkpoint_with_wrong_keys_or_shapes(tmp_path: Path) -> None:
+    from attnlab.models import EncoderModel, preset
+    from attnlab.pretrained.minilm import WeightsFileError, bert_state_dict
+
+    model = EncoderModel(preset("bert-tiny", vocab_size=50))
+    theirs = {"embeddings.word_embeddings.weight": torch.zeros(50, 128)}
+    with pytest.raises(WeightsFileError, match=r"ckpt\.safetensors: missing keys"):
+        bert_state_dict(theirs, model, source=tmp_path / "ckpt.safetensors")
+
+
+def test_corrupt_tokenizer_json(tmp_path: Path) -> None:
+    from attnlab.tokenizers.hf_json import HFJsonTokenizer, TokenizerFileError
+
+    path = tmp_path / "tokenizer.json"
+    path.write_text('{"version": "1.0", "model": ')
+    with pytest.raises(TokenizerFileError, match=r"tokenizer\.json: not a readable"):
+        HFJsonTokenizer.from_file(path)
