@@ -99,6 +99,25 @@ def train(
     )
 
 
+@app.command()
+def models() -> None:
+    """List the catalogue: family, size, source, licence, and whether the files are installed."""
+    from attnlab.weights.catalog import catalog
+
+    rows = [("name", "family", "size", "files", "licence", "source")]
+    hints = {}
+    for info in catalog():
+        rows.append((info.name, info.family, info.n_params, "present" if info.available else "missing",
+                     info.licence, info.source))
+        if not info.available:
+            hints[info.name] = info.install_hint
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
+        if row[0] in hints:
+            typer.echo(" " * (widths[0] + 2) + f"install with: {hints[row[0]]}")
+
+
 def main() -> None:
     app()
 

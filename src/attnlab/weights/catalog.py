@@ -89,3 +89,5 @@ def load(name: str) -> LoadedModel:
 def _register_builtin() -> None:
     """Import the modules that register catalogue entries (each calls ``register``)."""
     # Entries are added here as their loaders land (bundled Shakespeare model, MiniLM, SmolLM2, ...).
+    import attnlab.pretrained.minilm
+    import attnlab.pretrained.smollm2  # noqa: F401
