@@ -100,6 +100,37 @@ def train(
 
 
 @app.command()
+def experiment(
+    name: str = typer.Argument(..., help="context-cost | rnn-vs-transformer | positions | heads-form | scaling"),
+    quick: bool = typer.Option(False, "--quick", help="The about-a-minute version (default: the full one)."),
+    out: str = typer.Option("", help="Output folder for results.json and PNGs (default runs/experiments/NAME)."),
+    data: str = typer.Option("", help="UTF-8 text corpus for heads-form and scaling (default: synthetic text)."),
+    seed: int = typer.Option(0, help="Seed for initialisation and data."),
+) -> None:
+    """Run one experiment that tests a claim about Transformers; see docs/experiments.md."""
+    from attnlab.experiments import EXPERIMENTS, run_experiment
+
+    if name not in EXPERIMENTS:
+        typer.echo(f"error: unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)}", err=True)
+        raise typer.Exit(2)
+    extra: dict[str, object] = {"seed": seed}
+    if data:
+        if name not in ("heads-form", "scaling"):
+            typer.echo(f"error: --data applies to heads-form and scaling, not {name}", err=True)
+            raise typer.Exit(2)
+        extra["data"] = data
+    try:
+        result = run_experiment(name, "quick" if quick else "full", out or None, **extra)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for line in result["summary"]:
+        typer.echo(line)
+    folder = out or f"runs/experiments/{name}"
+    typer.echo(f"{result['elapsed_s']:.0f} s; results.json and {', '.join(result['figures'])} in {folder}")
+
+
+@app.command()
 def models() -> None:
     """List the catalogue: family, size, source, licence, and whether the files are installed."""
     from attnlab.weights.catalog import catalog

@@ -107,7 +107,8 @@ def create_app() -> FastAPI:
     async def models() -> s.ModelsResponse:
         default, note = default_model()
         rows = [s.ModelSummary(name=i.name, family=i.family, description=i.description, n_params=i.n_params,
-                               source=i.source, licence=i.licence, available=i.available, install_hint=i.install_hint)
+                               source=i.source, licence=i.licence, available=i.available, install_hint=i.install_hint,
+                               timeline=timeline.has_timeline(i.name))
                 for i in cat.catalog()]
         return s.ModelsResponse(models=rows, default=default, note=note)
 

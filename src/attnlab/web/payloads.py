@@ -48,7 +48,8 @@ def attention(req: s.TextRequest) -> s.AttentionResponse:
     return s.AttentionResponse(
         model=loaded.name, family=loaded.config.family, causal=stack.causal, stack=stack.prefix,
         tokens=tokens, ids=ids, n_layers=stack.n_layers, n_heads=layers[0].shape[0],
-        weights=[_floats(w) for w in layers], roles=roles,
+        weights=[_floats(w) for w in layers], mean_weights=[_floats(w.double().mean(dim=0)) for w in layers],
+        roles=roles,
     )
 
 

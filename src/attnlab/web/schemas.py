@@ -25,6 +25,7 @@ class ModelSummary(BaseModel):
     licence: str
     available: bool
     install_hint: str
+    timeline: bool = Field(description="ships training snapshots for the timeline view")
 
 
 class ModelsResponse(BaseModel):
@@ -53,6 +54,7 @@ class AttentionResponse(BaseModel):
     n_layers: int
     n_heads: int
     weights: list[list[list[list[float]]]] = Field(description="(layer, head, query, key), from hook_weights")
+    mean_weights: list[list[list[float]]] = Field(description="(layer, query, key): hook_weights averaged over heads")
     roles: list[list[HeadRoleOut]] = Field(description="(layer, head), from attnlab.inspect.roles")
 
 

@@ -51,6 +51,14 @@ def _directory(model: str) -> Path:
     raise NotFoundError(f"model {model!r} has no training timeline (no snapshots under attnlab/bundled/{model}/)")
 
 
+def has_timeline(model: str) -> bool:
+    """Whether ``model`` ships snapshots (checked on disk, without loading the model)."""
+    try:
+        return bool(snapshots(model))
+    except NotFoundError:
+        return False
+
+
 def snapshots(model: str) -> dict[int, Path]:
     """Snapshot files by training step."""
     found: dict[int, Path] = {}

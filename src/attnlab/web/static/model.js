@@ -1,0 +1,65 @@
+// Data: talks to the JSON API and holds what the page currently shows. No drawing here.
+
+export class ApiError extends Error {}
+
+async function call(path, body) {
+  const init = body === undefined ? {} : {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  };
+  const response = await fetch(path, init);
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const detail = typeof data.detail === "string" ? data.detail
+      : Array.isArray(data.detail) ? data.detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ")
+      : response.statusText;
+    throw new ApiError(detail);
+  }
+  return data;
+}
+
+export const api = {
+  models: () => call("/api/models"),
+  architecture: () => call("/api/architecture"),
+  contentIndex: () => call("/api/content"),
+  content: (slug) => call(`/api/content/${encodeURIComponent(slug)}`),
+  attention: (model, text) => call("/api/attention", { model, text }),
+  qkv: (model, text, layer, head, focus) => call("/api/qkv", { model, text, layer, head, focus }),
+  part: (model, text, part, layer = 0) => call("/api/part", { model, text, part, layer }),
+  positions: (model) => call("/api/positions", { model }),
+  generate: (request) => call("/api/generate", request),
+  timeline: (model) => call(`/api/timeline?model=${encodeURIComponent(model)}`),
+  timelineAttention: (model, step, layer, head) => call("/api/timeline/attention", { model, step, layer, head }),
+};
+
+export const DEFAULT_SENTENCE = "John gave the book to Sarah because she liked it.";
+
+// The page's state. `payloads` keeps the last JSON each view drew (exported by the JSON button).
+export const state = {
+  models: [],
+  model: null,
+  text: DEFAULT_SENTENCE,
+  variant: "encoder-decoder",
+  part: null,
+  layer: 0,
+  head: 0, // a number, or "mean" for the average over heads
+  focus: 0,
+  genStep: 0,
+  timelineIndex: 0,
+  tlLayer: 0,
+  tlHead: 0,
+  payloads: {},
+};
+
+export function currentModel() {
+  return state.models.find((m) => m.name === state.model) || null;
+}
+
+// The URL hash remembers the view and its selection: #arch/enc-attn, #learn/scaling, #attention.
+export function parseHash(hash) {
+  const [view, arg] = hash.replace(/^#/, "").split("/");
+  return { view: view || "arch", arg: arg ? decodeURIComponent(arg) : null };
+}
+
+export function formatHash(view, arg) {
+  return arg ? `#${view}/${encodeURIComponent(arg)}` : `#${view}`;
+}

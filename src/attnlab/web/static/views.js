@@ -1,0 +1,272 @@
+// Drawing: pure functions from data to SVG/HTML. Colours are written as attributes (not CSS classes)
+// so an exported SVG looks the same outside the page.
+
+const SVG = "http://www.w3.org/2000/svg";
+
+export function el(tag, attrs = {}, parent = null, text = null) {
+  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) if (v !== undefined && v !== null) node.setAttribute(k, v);
+  if (text !== null) node.textContent = text;
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+export function clear(node) {
+  while (node.firstChild) node.removeChild(node.firstChild);
+  return node;
+}
+
+function size(svg, width, height) {
+  svg.setAttribute("xmlns", SVG);
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
+  el("svg:rect", { x: 0, y: 0, width, height, fill: "#ffffff" }, svg);
+}
+
+// Sequential white -> blue for weights in [0, 1]; diverging blue-white-red for signed values.
+export function colour(value, { min = 0, max = 1, diverging = false } = {}) {
+  if (!Number.isFinite(value)) return "#e6e8ee";
+  if (diverging) {
+    const m = Math.max(Math.abs(min), Math.abs(max)) || 1;
+    const t = Math.max(-1, Math.min(1, value / m));
+    const a = Math.round(255 * (1 - Math.abs(t)));
+    return t >= 0 ? `rgb(255,${a},${a})` : `rgb(${a},${a},255)`;
+  }
+  const t = Math.max(0, Math.min(1, (value - min) / ((max - min) || 1)));
+  return `rgb(${Math.round(255 - 219 * t)},${Math.round(255 - 169 * t)},${Math.round(255 - 56 * t)})`;
+}
+
+// Token labels: whitespace made visible, long ones cut.
+const short = (s, n = 10) => (s.length > n ? s.slice(0, n - 1) + "…" : s).replace(/\n/g, "⏎").replace(/ /g, "␣");
+export const fmt = (v, d = 4) => (v === null || v === undefined ? "−∞" : Number(v).toFixed(d));
+
+// --- the architecture diagram ---------------------------------------------------------------------
+
+const KIND_FILL = { embed: "#fde7c8", position: "#f3f0ff", attention: "#fbd3d0", norm: "#fff8c4", ffn: "#cfe8ff", output: "#d9f2dc" };
+
+export function drawDiagram(svg, layout, variant, selected, onSelect) {
+  clear(svg);
+  size(svg, layout.width, layout.height);
+  const defs = el("svg:defs", {}, svg);
+  const marker = el("svg:marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" }, defs);
+  el("svg:path", { d: "M0,0 L10,5 L0,10 z", fill: "#5b6475" }, marker);
+  for (const f of variant.frames) {
+    el("svg:rect", { x: f.x, y: f.y, width: f.w, height: f.h, rx: 10, fill: "none", stroke: "#9aa1ad", "stroke-dasharray": "5 4" }, svg);
+    el("svg:text", { x: f.x + f.w + 4, y: f.y + 14, "font-size": 11, fill: "#5b6475", "writing-mode": "tb" }, svg, f.label);
+  }
+  const byId = Object.fromEntries(variant.boxes.map((b) => [b.id, b]));
+  for (const a of variant.arrows) {
+    const s = byId[a.from], t = byId[a.to];
+    if (!s || !t) continue;
+    const sideways = Math.abs(s.x - t.x) > 1;
+    const x1 = sideways ? s.x + s.w : s.x + s.w / 2, y1 = sideways ? s.y + s.h / 2 : s.y;
+    const x2 = sideways ? t.x : t.x + t.w / 2, y2 = sideways ? t.y + t.h / 2 : t.y + t.h;
+    const d = sideways ? `M${x1},${y1} C${x1 + 50},${y1} ${x2 - 50},${y2} ${x2},${y2}` : `M${x1},${y1} L${x2},${y2}`;
+    el("svg:path", { d, fill: "none", stroke: "#5b6475", "stroke-width": 1.4, "marker-end": "url(#arrow)" }, svg);
+  }
+  for (const b of variant.boxes) {
+    const g = el("svg:g", { class: "box", tabindex: 0, role: "button", "data-box": b.id, "data-part": b.part,
+      "aria-label": b.label + (b.changed ? ` (changed: ${b.changed})` : ""), "aria-pressed": String(b.id === selected) }, svg);
+    const stroke = b.id === selected ? "#2456c7" : b.changed ? "#d0641c" : "#7d8597";
+    el("svg:rect", { x: b.x, y: b.y, width: b.w, height: b.h, rx: 6, fill: KIND_FILL[b.kind] || "#fff", stroke,
+      "stroke-width": b.id === selected || b.changed ? 2.5 : 1.2 }, g);
+    el("svg:text", { x: b.x + b.w / 2, y: b.y + b.h / 2 + 5, "text-anchor": "middle", "font-size": 13, fill: "#1d2330" }, g, b.label);
+    if (b.changed) el("svg:circle", { cx: b.x + b.w - 6, cy: b.y + 6, r: 4, fill: "#d0641c" }, g);
+    el("svg:title", {}, g, b.changed ? `${b.label}: ${b.changed}` : b.label);
+    g.addEventListener("click", () => onSelect(b));
+    g.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); onSelect(b); } });
+  }
+}
+
+// --- heatmaps -----------------------------------------------------------------------------------------
+
+export function heatmap(svg, matrix, { rows = [], cols = [], cell = 18, diverging = false, min, max, masked = null, title = "" } = {}) {
+  clear(svg);
+  const nr = matrix.length, nc = nr ? matrix[0].length : 0;
+  const flat = matrix.flat().filter(Number.isFinite);
+  const lo = min ?? Math.min(...flat, 0), hi = max ?? Math.max(...flat, 0);
+  const left = rows.length ? 80 : 4, top = cols.length ? 64 : 4;
+  const width = left + nc * cell + 8, height = top + nr * cell + 8;
+  size(svg, width, height);
+  if (title) el("svg:title", {}, svg, title);
+  cols.forEach((c, j) => el("svg:text", { x: left + j * cell + cell / 2, y: top - 4, "font-size": 11, fill: "#1d2330",
+    transform: `rotate(-60 ${left + j * cell + cell / 2} ${top - 4})` }, svg, short(c)));
+  rows.forEach((r, i) => el("svg:text", { x: left - 4, y: top + i * cell + cell * 0.7, "font-size": 11, "text-anchor": "end", fill: "#1d2330" }, svg, short(r)));
+  matrix.forEach((row, i) => row.forEach((v, j) => {
+    const isMasked = masked ? masked(i, j) : false;
+    const r = el("svg:rect", { x: left + j * cell, y: top + i * cell, width: cell - 1, height: cell - 1,
+      fill: isMasked ? "#c9ced8" : colour(v, { min: lo, max: hi, diverging }), "data-i": i, "data-j": j }, svg);
+    el("svg:title", {}, r, `${rows[i] ?? i} → ${cols[j] ?? j}: ${isMasked ? "masked" : fmt(v)}`);
+  }));
+  return svg;
+}
+
+// --- attention as lines between tokens ----------------------------------------------------------------
+
+export function tokenLines(svg, tokens, weights, focus, onFocus) {
+  clear(svg);
+  const rowH = 22, top = 20, width = 560, height = top + tokens.length * rowH + 10;
+  size(svg, width, height);
+  const lx = 190, rx = 370;
+  el("svg:text", { x: lx, y: 12, "text-anchor": "end", "font-size": 11, fill: "#5b6475" }, svg, "query (focus)");
+  el("svg:text", { x: rx, y: 12, "font-size": 11, fill: "#5b6475" }, svg, "keys");
+  const row = weights[focus] || [];
+  const top1 = Math.max(...row, 1e-9); // widths relative to the row's largest weight, printed values absolute
+  row.forEach((w, j) => {
+    if (w <= 0) return;
+    el("svg:line", { x1: lx + 6, y1: top + focus * rowH + 10, x2: rx - 6, y2: top + j * rowH + 10, stroke: "#2456c7",
+      "stroke-width": (0.5 + 7 * w / top1).toFixed(2), "stroke-opacity": (0.1 + 0.9 * w / top1).toFixed(3), "data-key": j, "data-weight": w }, svg);
+  });
+  tokens.forEach((t, i) => {
+    const g = el("svg:g", { class: "box", tabindex: 0, role: "button", "data-token": i, "aria-label": `focus on token ${i}: ${t}` }, svg);
+    el("svg:rect", { x: lx - 170, y: top + i * rowH, width: 172, height: rowH - 3, rx: 3, fill: i === focus ? "#ffe18a" : "#ffffff" }, g);
+    el("svg:text", { x: lx, y: top + i * rowH + 14, "text-anchor": "end", "font-size": 13, fill: "#1d2330", "font-weight": i === focus ? 700 : 400 }, g, short(t, 22));
+    g.addEventListener("click", () => onFocus(i));
+    g.addEventListener("keydown", (e) => { if (e.key === "Enter") onFocus(i); });
+    const w = row[i] ?? 0;
+    el("svg:rect", { x: rx, y: top + i * rowH, width: 170, height: rowH - 3, rx: 3, fill: colour(w, { max: top1 }) }, svg);
+    el("svg:text", { x: rx + 4, y: top + i * rowH + 14, "font-size": 13, fill: "#1d2330" }, svg, `${short(t, 14)}  ${fmt(w, 3)}`);
+  });
+}
+
+// The focus row's numbers, in full precision, in a table (for screen readers and the tests).
+export function weightsTable(table, tokens, row, { layer, head, focus }) {
+  clear(table);
+  table.dataset.layer = layer; table.dataset.head = head; table.dataset.focus = focus;
+  const head_ = el("tr", {}, el("thead", {}, table));
+  el("th", {}, head_, "key"); el("th", {}, head_, "weight");
+  const body = el("tbody", {}, table);
+  row.forEach((w, j) => {
+    const tr = el("tr", {}, body);
+    el("td", {}, tr, tokens[j]);
+    el("td", { "data-key": j, "data-value": String(w) }, tr, String(w));
+  });
+}
+
+// --- small multiples of layers x heads -----------------------------------------------------------------
+
+export function headGrid(container, payload, selected, onPick) {
+  clear(container);
+  payload.weights.forEach((layer, l) => layer.forEach((w, h) => {
+    const cell = el("div", { class: "cell", role: "button", tabindex: 0, "data-layer": l, "data-head": h,
+      "aria-pressed": String(selected.layer === l && selected.head === h), title: roleTitle(payload.roles[l][h]) }, container);
+    el("span", {}, cell, `L${l} H${h}`);
+    el("span", { class: "role" }, cell, payload.roles[l][h].role || "");
+    heatmap(el("svg:svg", {}, cell), w, { cell: Math.max(2, Math.min(6, Math.floor(84 / w.length))), min: 0 });
+    cell.addEventListener("click", () => onPick(l, h));
+    cell.addEventListener("keydown", (e) => { if (e.key === "Enter") onPick(l, h); });
+  }));
+}
+
+function roleTitle(role) {
+  return Object.entries(role.scores).map(([k, v]) => `${k}: ${v.toFixed(2)}`).join(", ");
+}
+
+// --- tensors of a diagram part --------------------------------------------------------------------------
+
+export function tensorViews(container, part) {
+  if (!part.available) { el("p", { class: "note" }, container, part.reason); return; }
+  const attention = part.tensors.length && part.tensors[0].hook.endsWith("hook_weights");
+  const holder = attention ? el("div", { class: "grid" }, container) : container;
+  for (const t of part.tensors) {
+    const box = el("div", { class: "tensor" }, holder);
+    el("div", { class: "meta" }, box, `${t.label} · ${t.hook} · shape [${t.shape.join(", ")}]` +
+      (t.shown_columns < t.shape[t.shape.length - 1] ? ` · first ${t.shown_columns} columns` : "") +
+      ` · min ${fmt(t.min, 3)} max ${fmt(t.max, 3)}`);
+    heatmap(el("svg:svg", {}, box), t.values, { rows: t.rows, cell: attention ? Math.max(5, Math.min(14, Math.floor(300 / t.rows.length))) : 7,
+      diverging: !attention, min: attention ? 0 : t.min, max: t.max, cols: attention ? t.rows : [] });
+  }
+  if (part.top.length) {
+    el("h4", {}, container, part.top_label);
+    const table = el("table", { class: "numbers" }, container);
+    part.top.forEach((row, i) => {
+      const tr = el("tr", {}, table);
+      el("th", {}, tr, part.tensors[0]?.rows[i] ?? String(i));
+      row.forEach((c) => el("td", {}, tr, `${short(c.token, 12)} ${fmt(c.value, 3)}`));
+    });
+  }
+}
+
+// --- Q, K, V step by step ---------------------------------------------------------------------------------
+
+const vec = (v, n = 6) => "[" + v.slice(0, n).map((x) => x.toFixed(3)).join(", ") + (v.length > n ? ", …" : "") + "]";
+
+export function qkvSteps(container, p) {
+  clear(container);
+  el("p", {}, container, `Query of “${p.tokens[p.focus]}” (hook_q, d_k = ${p.d_k}): `).appendChild(el("span", { class: "vec" }, null, vec(p.query, 8)));
+  const table = el("table", { class: "numbers", id: "qkv-table" }, container);
+  const hr = el("tr", {}, el("thead", {}, table));
+  ["key token", "key k (hook_k)", "q · k", `÷ √d_k = ${p.sqrt_d_k.toFixed(3)} (hook_scores)`, "mask", "softmax (hook_weights)", "value v (hook_v)"]
+    .forEach((h) => el("th", {}, hr, h));
+  const body = el("tbody", {}, table);
+  p.tokens.forEach((t, j) => {
+    const tr = el("tr", { class: j === p.focus ? "focus" : "" }, body);
+    el("td", {}, tr, t);
+    el("td", { class: "vec" }, tr, vec(p.keys[j], 4));
+    el("td", {}, tr, fmt(p.dots[j]));
+    el("td", { class: p.masked[j] ? "masked" : "" }, tr, p.masked[j] ? "−∞" : fmt(p.scores[j]));
+    el("td", { class: p.masked[j] ? "masked" : "" }, tr, p.masked[j] ? "masked" : "visible");
+    const w = el("td", { "data-value": String(p.weights[j]) }, tr);
+    const bar = el("svg:svg", { width: 80, height: 10 }, w);
+    el("svg:rect", { x: 0, y: 1, width: Math.max(0.5, 80 * p.weights[j]), height: 8, fill: "#2456c7" }, bar);
+    w.appendChild(document.createTextNode(" " + fmt(p.weights[j])));
+    el("td", { class: "vec" }, tr, vec(p.values[j], 4));
+  });
+  el("p", {}, container, "Weighted sum of the values, Σ softmax · v (hook_z): ").appendChild(el("span", { class: "vec" }, null, vec(p.output, 8)));
+  el("p", { class: "note" }, container, `Check: |q·k/√d_k − hook_scores| ≤ ${p.max_scale_error.toExponential(2)} over the visible keys.`);
+}
+
+// --- generation ---------------------------------------------------------------------------------------------
+
+export function probabilityBars(svg, step) {
+  clear(svg);
+  const rowH = 20, width = 480, height = step.candidates.length * rowH + 30;
+  size(svg, width, height);
+  el("svg:text", { x: 110, y: 12, "font-size": 11, fill: "#5b6475" }, svg, "grey: softmax(logits / T) · blue: after top-k / top-p");
+  step.candidates.forEach((c, i) => {
+    const y = 20 + i * rowH;
+    el("svg:text", { x: 100, y: y + 13, "text-anchor": "end", "font-size": 13, fill: c.id === step.id ? "#b3261e" : "#1d2330",
+      "font-weight": c.id === step.id ? 700 : 400 }, svg, JSON.stringify(c.token));
+    el("svg:rect", { x: 110, y: y + 2, width: Math.max(0.5, 300 * c.prob), height: 7, fill: "#9aa1ad" }, svg);
+    el("svg:rect", { x: 110, y: y + 10, width: Math.max(0, 300 * c.kept), height: 7, fill: "#2456c7" }, svg);
+    el("svg:text", { x: 420, y: y + 13, "font-size": 11, fill: "#1d2330" }, svg, c.kept.toFixed(3));
+  });
+}
+
+export function kvCache(svg, length, capacity) {
+  clear(svg);
+  const cell = 10, width = Math.max(340, capacity * (cell + 1) + 10);
+  size(svg, width, 34);
+  for (let i = 0; i < capacity; i += 1) {
+    el("svg:rect", { x: 4 + i * (cell + 1), y: 4, width: cell, height: 14, fill: i < length ? "#2456c7" : "#e6e8ee" }, svg);
+  }
+  el("svg:text", { x: 4, y: 30, "font-size": 11, fill: "#1d2330" }, svg, `${length} positions cached (keys and values of every layer)`);
+}
+
+// --- loss curve -----------------------------------------------------------------------------------------------
+
+export function lossCurve(svg, curve, step) {
+  clear(svg);
+  const width = 480, height = 240, pad = 40;
+  size(svg, width, height);
+  if (!curve.length) { el("svg:text", { x: 20, y: 40, fill: "#5b6475" }, svg, "no loss log shipped with this model"); return; }
+  const xs = curve.map((p) => p.step), ys = curve.map((p) => p.value);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs) || 1, y0 = Math.min(...ys), y1 = Math.max(...ys);
+  const X = (v) => pad + ((v - x0) / ((x1 - x0) || 1)) * (width - 2 * pad);
+  const Y = (v) => height - pad - ((v - y0) / ((y1 - y0) || 1)) * (height - 2 * pad);
+  const series = [...new Set(curve.map((p) => p.series))];
+  const colours = ["#2456c7", "#d0641c", "#3a8a3a"];
+  series.forEach((name, k) => {
+    const pts = curve.filter((p) => p.series === name).map((p) => `${X(p.step).toFixed(1)},${Y(p.value).toFixed(1)}`);
+    el("svg:polyline", { points: pts.join(" "), fill: "none", stroke: colours[k % 3], "stroke-width": 1.5 }, svg);
+    el("svg:text", { x: width - pad, y: 14 + 14 * k, "text-anchor": "end", "font-size": 11, fill: colours[k % 3] }, svg, name);
+  });
+  el("svg:line", { x1: pad, y1: height - pad, x2: width - pad, y2: height - pad, stroke: "#5b6475" }, svg);
+  el("svg:line", { x1: pad, y1: pad, x2: pad, y2: height - pad, stroke: "#5b6475" }, svg);
+  el("svg:text", { x: pad, y: height - 20, "font-size": 11, fill: "#5b6475" }, svg, `step ${x0}`);
+  el("svg:text", { x: width - pad, y: height - 20, "font-size": 11, fill: "#5b6475", "text-anchor": "end" }, svg, `step ${x1}`);
+  el("svg:text", { x: 4, y: pad, "font-size": 11, fill: "#5b6475" }, svg, y1.toFixed(2));
+  el("svg:text", { x: 4, y: height - pad, "font-size": 11, fill: "#5b6475" }, svg, y0.toFixed(2));
+  el("svg:line", { x1: X(step), y1: pad - 10, x2: X(step), y2: height - pad, stroke: "#b3261e", "stroke-width": 2, id: "step-marker" }, svg);
+}
