@@ -85,8 +85,9 @@ def test_bert_padding_matches_on_real_tokens(ids: torch.Tensor) -> None:
     assert_close(hidden[real], ref[real])
 
 
-def test_bert_mlm_logits(ids: torch.Tensor) -> None:
-    hf = _randomize(transformers.BertForMaskedLM(bert_config()))
+@pytest.mark.parametrize("act", ["gelu", "relu", "gelu_new"])
+def test_bert_mlm_logits(ids: torch.Tensor, act: str) -> None:
+    hf = _randomize(transformers.BertForMaskedLM(bert_config(hidden_act=act)))
     ours = load_hf_model(hf)
     with torch.no_grad():
         assert_close(ours(ids), hf(ids).logits)

@@ -72,15 +72,25 @@ class TransformerConfig:
         for key, allowed in _CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key}={getattr(self, key)!r} is not one of {allowed}")
-        for key in ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
+        for key in ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_len",
+                    "n_decoder_layers", "n_kv_heads", "head_dim"):
             value = getattr(self, key)
+            if value is None and key in ("n_decoder_layers", "n_kv_heads", "head_dim"):
+                continue  # derived below
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        for key in ("rope_theta", "norm_eps"):
+            if not isinstance(getattr(self, key), (int, float)) or getattr(self, key) <= 0:
+                raise ConfigError(f"{key} must be a positive number, got {getattr(self, key)!r}")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(f"pad_token_id={self.pad_token_id} is outside the vocabulary [0, {self.vocab_size})")
+        if self.n_classes and self.family != "encoder":
+            raise ConfigError(f"n_classes is for encoder classifiers; family={self.family!r} has no classification head")
         if self.n_decoder_layers is None:
             self.n_decoder_layers = self.n_layers
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
-        if self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads != 0:
+        if self.n_heads % self.n_kv_heads != 0:
             raise ConfigError(
                 f"n_heads ({self.n_heads}) must be a positive multiple of n_kv_heads ({self.n_kv_heads})"
             )

@@ -14,8 +14,8 @@ from attnlab.models.config import ConfigError, TransformerConfig
 from attnlab.models.stack import (
     DecodingCache,
     Embeddings,
-    InputError,
     Stack,
+    check_attention_mask,
     check_token_ids,
     positions_for,
     set_attention_backend,
@@ -52,15 +52,10 @@ class DecoderLM(nn.Module):
         check_token_ids(input_ids, self.config)
         start = cache.length if cache is not None else 0
         positions = positions_for(input_ids, self.config, start)
-        if attention_mask is not None:
-            if attention_mask.shape[1] != start + input_ids.shape[1]:
-                raise InputError(
-                    f"attention_mask covers {attention_mask.shape[1]} positions; expected cached + new = "
-                    f"{start + input_ids.shape[1]}"
-                )
+        mask = None
+        if attention_mask is not None:  # it covers the cached positions and the new ones
+            check_attention_mask(attention_mask, input_ids.shape[0], start + input_ids.shape[1])
             mask = padding_mask(attention_mask)
-        else:
-            mask = None
         x = self.embed(input_ids, positions)
         x = self.stack(x, mask=mask, is_causal=True, positions=positions, cache=cache)
         return self.hook_logits(self.lm_head(x))

@@ -11,7 +11,14 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.models.config import ConfigError, TransformerConfig
-from attnlab.models.stack import Embeddings, Stack, check_token_ids, positions_for, set_attention_backend
+from attnlab.models.stack import (
+    Embeddings,
+    Stack,
+    check_attention_mask,
+    check_token_ids,
+    positions_for,
+    set_attention_backend,
+)
 from attnlab.nn import HookPoint, make_norm, padding_mask
 
 
@@ -33,7 +40,10 @@ class EncoderModel(nn.Module):
     ) -> Tensor:
         check_token_ids(input_ids, self.config)
         x = self.embed(input_ids, positions_for(input_ids, self.config), token_type_ids)
-        mask = padding_mask(attention_mask) if attention_mask is not None else None
+        mask = None
+        if attention_mask is not None:
+            check_attention_mask(attention_mask, *input_ids.shape)
+            mask = padding_mask(attention_mask)
         return self.stack(x, mask=mask)
 
     def pool(self, hidden: Tensor) -> Tensor:
@@ -52,7 +62,7 @@ def mean_pool(hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
 
 
 class EncoderForMaskedLM(nn.Module):
-    """Encoder + BERT's MLM head (dense, GELU, norm, then the tied vocabulary projection)."""
+    """Encoder + BERT's MLM head (dense, activation, norm, then the tied vocabulary projection)."""
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -69,7 +79,12 @@ class EncoderForMaskedLM(nn.Module):
         self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
     ) -> Tensor:
         hidden = self.encoder(input_ids, attention_mask, token_type_ids)
-        h = self.transform_norm(nn.functional.gelu(self.transform(hidden)))
+        h = self.transform(hidden)
+        if self.config.activation == "relu":  # BERT's head uses the model's hidden activation
+            h = nn.functional.relu(h)
+        else:
+            h = nn.functional.gelu(h, approximate="tanh" if self.config.activation == "gelu_tanh" else "none")
+        h = self.transform_norm(h)
         return self.hook_logits(self.lm_head(h))  # (batch, seq, vocab)
 
 

@@ -14,7 +14,9 @@ from attnlab.models.config import ConfigError, TransformerConfig
 from attnlab.models.stack import (
     DecodingCache,
     Embeddings,
+    InputError,
     Stack,
+    check_attention_mask,
     check_token_ids,
     positions_for,
     set_attention_backend,
@@ -50,6 +52,8 @@ class EncoderDecoder(nn.Module):
 
     def encode(self, src_ids: Tensor, src_mask: Tensor | None = None) -> Tensor:
         check_token_ids(src_ids, self.config, "src_ids")
+        if src_mask is not None:
+            check_attention_mask(src_mask, *src_ids.shape, what="src_mask")
         x = self.src_embed(src_ids, positions_for(src_ids, self.config))
         return self.encoder(x, mask=padding_mask(src_mask) if src_mask is not None else None)
 
@@ -61,6 +65,13 @@ class EncoderDecoder(nn.Module):
         cache: DecodingCache | None = None,
     ) -> Tensor:
         check_token_ids(tgt_ids, self.config, "tgt_ids")
+        if memory.dim() != 3 or memory.shape[0] != tgt_ids.shape[0] or memory.shape[2] != self.config.d_model:
+            raise InputError(
+                f"memory (the encoder output) must be (batch={tgt_ids.shape[0]}, src_len, "
+                f"d_model={self.config.d_model}), got {tuple(memory.shape)}"
+            )
+        if src_mask is not None:
+            check_attention_mask(src_mask, *memory.shape[:2], what="src_mask")
         start = cache.length if cache is not None else 0
         positions = positions_for(tgt_ids, self.config, start)
         x = self.tgt_embed(tgt_ids, positions)

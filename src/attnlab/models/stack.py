@@ -45,6 +45,20 @@ def check_token_ids(ids: Tensor, config: TransformerConfig, what: str = "input_i
         )
 
 
+def check_attention_mask(mask: Tensor, batch: int, length: int, what: str = "attention_mask") -> None:
+    """A ``(batch, length)`` mask of 1 (real token) and 0 (padding); anything else is an ``InputError``.
+
+    Values are checked too: an additive mask (0 / -inf, as some libraries use) would otherwise turn
+    into "attend everywhere" without a word.
+    """
+    if not isinstance(mask, Tensor):
+        raise InputError(f"{what} must be a torch.Tensor, got {type(mask).__name__}")
+    if tuple(mask.shape) != (batch, length):
+        raise InputError(f"{what} must have shape (batch, seq_len) = {(batch, length)}, got {tuple(mask.shape)}")
+    if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
+        raise InputError(f"{what} must hold 1 for real tokens and 0 for padding (or booleans)")
+
+
 class Embeddings(nn.Module):
     """Token embedding plus absolute positional signal (if any); the input of a block stack.
 
@@ -69,13 +83,26 @@ class Embeddings(nn.Module):
         self.hook_pos_embed = HookPoint()
         self.hook_embed = HookPoint()
 
+    def _check_types(self, types: Tensor, ids: Tensor) -> None:
+        if types.shape != ids.shape or types.dtype not in (torch.int64, torch.int32):
+            raise InputError(
+                f"token_type_ids must be integers shaped like input_ids {tuple(ids.shape)}, "
+                f"got {types.dtype} {tuple(types.shape)}"
+            )
+        n = self.config.type_vocab_size
+        if types.numel() and (int(types.min()) < 0 or int(types.max()) >= n):
+            raise InputError(f"token_type_ids must lie in [0, {n}) (type_vocab_size), got max {int(types.max())}")
+
     def forward(self, ids: Tensor, positions: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         x = self.hook_tok_embed(self.token(ids) * self.scale)  # (batch, seq, d_model)
         if self.positions is not None:
             x = x + self.hook_pos_embed(self.positions(positions))[None]
         if self.token_type is not None:
             types = token_type_ids if token_type_ids is not None else torch.zeros_like(ids)
+            self._check_types(types, ids)
             x = x + self.token_type(types)
+        elif token_type_ids is not None:
+            raise InputError("token_type_ids given, but this model has no token types (type_vocab_size=0)")
         if self.norm is not None:
             x = self.norm(x)
         return self.hook_embed(self.dropout(x))

@@ -164,6 +164,11 @@ class KVCache:
             self._k = k.new_empty(shape)
             self._v = v.new_empty(shape)
         assert self._v is not None
+        if k.shape[:2] != self._k.shape[:2] or k.shape[3] != self._k.shape[3]:
+            raise ValueError(
+                f"KV cache holds (batch, kv_heads, d_k) = {(self._k.shape[0], self._k.shape[1], self._k.shape[3])}, "
+                f"got {(k.shape[0], k.shape[1], k.shape[3])}; start a new cache for another batch"
+            )
         self._k[:, :, self.length : self.length + new] = k
         self._v[:, :, self.length : self.length + new] = v
         self.length += new
@@ -289,7 +294,9 @@ class MultiHeadAttention(nn.Module):
             k, v = cache.update(k, v)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
 
-        watch = self.backend == "math"
+        # The math backend always feeds the score/weight hook points. For sdpa they are passed only
+        # when someone hooked them, so that attention() refuses instead of silently never calling them.
+        watch = self.backend == "math" or bool(self.hook_scores._forward_hooks or self.hook_weights._forward_hooks)
         z, _ = attention(
             q,
             k,

@@ -213,6 +213,7 @@ def from_hf_state_dict(kind: str, hf_state_dict: Mapping[str, Tensor], config: T
     Key sets and shapes are checked before anything is copied; a mismatch raises
     ``CheckpointMismatchError`` naming the key (and both shapes).
     """
+    _check_kind(kind, config)
     theirs = _canonical_keys(kind, hf_state_dict)
     pooler = kind == "bert" and "pooler.dense.weight" in theirs
     return hf_keymap(kind, config, pooler=pooler).to_ours(theirs, _reference(kind, config, pooler))
