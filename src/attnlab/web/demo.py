@@ -62,14 +62,14 @@ def register_demo_models(timeline_dir: Path | None = None) -> list[str]:
     return [e.name for e in entries]
 
 
-def write_demo_timeline(directory: Path, steps: tuple[int, ...] = (0, 20, 60)) -> None:
+def write_demo_timeline(directory: Path, steps: tuple[int, ...] = (0, 10, 30)) -> None:
     """Train a fresh demo decoder on one sentence, saving snapshots at ``steps`` and a loss log."""
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(1)
     config = _config("decoder")
     model = DecoderLM(config)
     ids = torch.tensor([CharTokenizer(ALPHABET).encode(DEMO_SENTENCE)])
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     with (directory / "metrics.jsonl").open("w") as log:
         for step in range(max(steps) + 1):
             logits = model(ids[:, :-1])

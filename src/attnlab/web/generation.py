@@ -1,9 +1,10 @@
 """The generation playground: next-token probabilities, sampling controls, attention and the KV cache.
 
 The prompt is run once through the model, then one token at a time with its ``DecodingCache``, as a
-real decoder does; each step records the new token's attention row (its query against every cached
-key) with ``run_with_cache``. The sampling filters (temperature, top-k, top-p) are applied to the
-model's final logits here, so the page can show the distribution before and after each filter.
+real decoder does; each step records the attention row of the position that makes the prediction (its
+query against every cached key) with ``run_with_cache``. The token is chosen by the library's sampler
+(``attnlab.generate.sample_next``); ``filter_probs`` recomputes the same filters only to *show* the
+distribution before and after temperature, top-k and top-p.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from attnlab.generate import GenerationError, Sampling, sample_next
 from attnlab.inspect import run_with_cache
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
@@ -52,6 +54,10 @@ def generate(req: s.GenerateRequest) -> s.GenerateResponse:
         raise PayloadError(f"top_k is {req.top_k}; the vocabulary has only {loaded.tokenizer.vocab_size} tokens")
     room = loaded.config.max_len - req.max_new_tokens
     ids, prompt_tokens = tokenize(loaded, req.text, limit=min(64, room))
+    try:
+        sampling = Sampling(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
+    except GenerationError as exc:
+        raise PayloadError(str(exc)) from None
     generator = torch.Generator().manual_seed(req.seed)
     steps: list[s.GenerationStep] = []
     with model_lock(loaded.name):
@@ -60,7 +66,7 @@ def generate(req: s.GenerateRequest) -> s.GenerateResponse:
         for _ in range(req.max_new_tokens):
             logits, cache = run_with_cache(loaded.model, x, cache=kv, names="*attn.hook_weights")
             probs, kept = filter_probs(logits[0, -1], temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
-            token = int(torch.multinomial(kept, 1, generator=generator)) if req.temperature > 0 else int(kept.argmax())
+            token = sample_next(logits[0, -1], sampling, generator)
             order = sorted(cache, key=lambda n: int(n.split("blocks.")[1].split(".")[0]))
             attention = [cache[n][0, :, -1].double().tolist() for n in order]  # (layer, head, key)
             best = probs.topk(min(N_CANDIDATES, probs.numel())).indices.tolist()
@@ -74,5 +80,5 @@ def generate(req: s.GenerateRequest) -> s.GenerateResponse:
             x = torch.tensor([[token]])
     return s.GenerateResponse(
         model=loaded.name, prompt_tokens=prompt_tokens, steps=steps,
-        text=loaded.tokenizer.decode(ids + [st.id for st in steps]), engine="attnlab.web.generation (KV cache)",
+        text=loaded.tokenizer.decode(ids + [st.id for st in steps]), engine="attnlab.generate.sample_next, KV cache",
     )

