@@ -1,0 +1,156 @@
+"""Speed of the pretrained models in attnlab's own code, beside Hugging Face on the same weights.
+
+    .venv/bin/python benchmarks/bench_pretrained.py [--new-tokens 64] [--repeats 3] [--threads 0]
+
+SmolLM2-135M-Instruct: greedy decoding at batch 1 with a KV cache (new tokens per second, prompt
+excluded) and prompt processing (tokens per second). all-MiniLM-L6-v2: sentence embeddings per
+second (batch 32 x ~16 tokens). Each figure is the median of ``--repeats`` runs; the machine is
+shared, so compare the attnlab / Hugging Face ratio rather than absolute numbers across runs.
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PROMPT = "The history of the printing press begins in the fifteenth century, when"
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def hf_llama_from_gguf(model, gf):
+    """Hugging Face LlamaForCausalLM holding the same dequantized weights (HF's own Q/K un-permute)."""
+    import transformers
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    c = model.config
+    config = transformers.LlamaConfig(
+        vocab_size=c.vocab_size, hidden_size=c.d_model, intermediate_size=c.d_ff, num_hidden_layers=c.n_layers,
+        num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads, rms_norm_eps=c.norm_eps,
+        rope_theta=c.rope_theta, max_position_embeddings=c.max_len, tie_word_embeddings=True,
+    )
+    processor = LlamaTensorProcessor(config={"num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads})
+    top = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
+    per_layer = {
+        "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+        "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
+        "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+    }
+    state = {}
+    for name in gf.tensors:
+        weights = processor.process(gf.tensor(name).numpy(), name).weights
+        if name in top:
+            key = top[name]
+        else:
+            _, layer, part, _ = name.split(".")
+            key = f"model.layers.{layer}.{per_layer[part]}.weight"
+        state[key] = torch.from_numpy(np.ascontiguousarray(weights))
+    hf = transformers.LlamaForCausalLM(config).eval()
+    hf.load_state_dict(state, strict=False)
+    hf.tie_weights()
+    return hf
+
+
+def bench_smollm2(new_tokens: int, repeats: int) -> dict[str, float]:
+    from attnlab.pretrained.packages import SMOLLM2_PACKAGE
+    from attnlab.pretrained.smollm2 import GGUF_FILE, stream
+    from attnlab.weights.gguf import load_llama_gguf
+
+    start = time.perf_counter()
+    model, tokenizer, gf = load_llama_gguf(SMOLLM2_PACKAGE.path(GGUF_FILE))
+    load_s = time.perf_counter() - start
+    hf = hf_llama_from_gguf(model, gf)
+    ids = tokenizer.encode(PROMPT)
+    x = torch.tensor([ids])
+
+    def ours_generate() -> None:
+        out = list(stream(model, tokenizer, PROMPT, max_new_tokens=new_tokens, stop=()))
+        assert len(out) == new_tokens
+
+    def hf_generate() -> None:
+        with torch.no_grad():
+            out = hf.generate(x, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                              pad_token_id=2)
+        assert out.shape[1] == len(ids) + new_tokens
+
+    def prefill(m: Callable) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                m(x)
+        return run
+
+    ours_prefill = median_seconds(prefill(model), repeats)
+    hf_prefill = median_seconds(prefill(lambda t: hf(t).logits), repeats)
+    ours_gen = median_seconds(ours_generate, repeats)
+    hf_gen = median_seconds(hf_generate, repeats)
+    # generation time includes one prompt pass; subtract it to get per-new-token speed
+    return {
+        "smollm2_load_s": round(load_s, 2),
+        "smollm2_prompt_tokens": len(ids),
+        "smollm2_prefill_tok_per_s_attnlab": round(len(ids) / ours_prefill, 1),
+        "smollm2_prefill_tok_per_s_hf": round(len(ids) / hf_prefill, 1),
+        "smollm2_decode_tok_per_s_attnlab": round(new_tokens / max(ours_gen - ours_prefill, 1e-9), 1),
+        "smollm2_decode_tok_per_s_hf": round(new_tokens / max(hf_gen - hf_prefill, 1e-9), 1),
+        "smollm2_end_to_end_tok_per_s_attnlab": round(new_tokens / ours_gen, 1),
+        "smollm2_end_to_end_tok_per_s_hf": round(new_tokens / hf_gen, 1),
+    }
+
+
+def bench_minilm(repeats: int) -> dict[str, float]:
+    import transformers
+
+    from attnlab.pretrained.minilm import batch_encode, embed_with, load_model
+    from attnlab.pretrained.packages import MINILM_PACKAGE
+
+    model, tokenizer = load_model()
+    hf = transformers.BertModel.from_pretrained(str(MINILM_PACKAGE.path("model/config.json").parent)).eval()
+    texts = [f"Sentence number {i} is about attention in Transformers." for i in range(32)]
+    ids, mask = batch_encode(tokenizer, texts)
+
+    def hf_run() -> None:
+        with torch.no_grad():
+            hf(input_ids=ids, attention_mask=mask)
+
+    ours = median_seconds(lambda: embed_with(model, tokenizer, texts), repeats)
+    ref = median_seconds(hf_run, repeats)
+    return {
+        "minilm_batch": f"{len(texts)} x {ids.shape[1]}",
+        "minilm_sentences_per_s_attnlab": round(len(texts) / ours, 1),
+        "minilm_sentences_per_s_hf_body_only": round(len(texts) / ref, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result: dict[str, object] = {"torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]}
+    result |= bench_minilm(args.repeats)
+    result |= bench_smollm2(args.new_tokens, args.repeats)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
