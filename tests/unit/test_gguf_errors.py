@@ -133,11 +133,17 @@ def test_corrupt_or_truncated_safetensors(tmp_path: Path) -> None:
 def test_bert_checkpoint_with_wrong_keys_or_shapes(tmp_path: Path) -> None:
     from attnlab.models import EncoderModel, preset
     from attnlab.pretrained.minilm import WeightsFileError, bert_state_dict
+    from attnlab.weights.hf import to_hf_state_dict
 
-    model = EncoderModel(preset("bert-tiny", vocab_size=50))
-    theirs = {"embeddings.word_embeddings.weight": torch.zeros(50, 128)}
-    with pytest.raises(WeightsFileError, match=r"ckpt\.safetensors: missing keys"):
-        bert_state_dict(theirs, model, source=tmp_path / "ckpt.safetensors")
+    config = preset("bert-tiny", vocab_size=50)
+    theirs = to_hf_state_dict("bert", EncoderModel(config).state_dict(), config)
+    assert set(bert_state_dict(theirs, config, source="ok.safetensors")) == set(EncoderModel(config).state_dict())
+    wrong_shape = {**theirs, "embeddings.word_embeddings.weight": torch.zeros(60, 128)}
+    with pytest.raises(WeightsFileError, match=r"ckpt\.safetensors: .*embeddings\.word_embeddings\.weight"):
+        bert_state_dict(wrong_shape, config, source=tmp_path / "ckpt.safetensors")
+    missing = {k: v for k, v in theirs.items() if "layer.1." not in k}
+    with pytest.raises(WeightsFileError, match=r"ckpt\.safetensors: .*missing key"):
+        bert_state_dict(missing, config, source=tmp_path / "ckpt.safetensors")
 
 
 def test_corrupt_tokenizer_json(tmp_path: Path) -> None:

