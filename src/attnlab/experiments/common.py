@@ -1,0 +1,272 @@
+"""What every experiment shares: modes, seeding, timing, fitting, a tiny training step, result files.
+
+Experiments need only a few hundred optimizer steps on toy tasks, so the training helper here is
+deliberately minimal (no checkpoints, schedules or resumption; that is ``attnlab.train``'s job).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+Mode = Literal["tiny", "quick", "full"]
+MODES: tuple[str, ...] = ("tiny", "quick", "full")
+RESULTS_FILE = "results.json"
+
+
+def check_mode(mode: str) -> Mode:
+    """Reject an unknown mode with a message that lists the known ones."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+    return mode  # type: ignore[return-value]
+
+
+def pick(mode: Mode, tiny: Any, quick: Any, full: Any) -> Any:
+    """The setting of the given mode (reads like a three-column table in each experiment)."""
+    return {"tiny": tiny, "quick": quick, "full": full}[mode]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python and PyTorch so that a run repeats exactly on the same CPU and thread count."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers came from; timings mean little without it."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs after ``warmup`` untimed ones.
+
+    The median, not the mean: on a shared machine a single slow outlier should not move the answer.
+    """
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def loglog_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Least-squares line through ``(log x, log y)``: returns ``(slope, intercept)``.
+
+    The slope is the growth exponent: y ~ x^slope. Needs two or more positive points.
+    """
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys, strict=True) if x > 0 and y > 0]
+    if len(pts) < 2:
+        raise ValueError("a log-log fit needs at least two positive points")
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    if sxx == 0:
+        raise ValueError("a log-log fit needs at least two distinct x values")
+    slope = sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
+    return slope, my - slope * mx
+
+
+def count_params(model: nn.Module) -> int:
+    """Trainable parameters, each shared tensor counted once (tied embeddings)."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen and p.requires_grad:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[], Tensor],
+               clip: float = 1.0) -> float:
+    """One optimizer step on ``loss_fn()`` with gradient clipping; returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn()
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def progress(iterable: Iterable[Any] | None, *, total: int | None = None, desc: str = "", enabled: bool = True) -> Any:
+    """A tqdm bar on stderr (silent when ``enabled`` is false, e.g. in tests)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.8) -> tuple[Any, Any]:
+    """A matplotlib figure on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+
+
+def save_figure(fig: Any, out: Path, name: str) -> str:
+    """Write ``fig`` as ``out/name`` (PNG, 110 dpi: small enough to commit) and close it."""
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def write_results(out: Path, result: dict[str, Any]) -> Path:
+    """Write ``out/results.json`` (the index the web app and ``list_results`` read)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RESULTS_FILE
+    path.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def finish(name: str, title: str, mode: Mode, seed: int, started: float, out: Path, *, data: dict[str, Any],
+           summary: list[str], figures: list[str], notes: list[str] | None = None) -> dict[str, Any]:
+    """Assemble the common result record, write it and return it."""
+    result = {
+        "experiment": name,
+        "title": title,
+        "mode": mode,
+        "seed": seed,
+        "command": f"attnlab experiment {name}" + {"tiny": " (tiny mode, tests only)", "quick": " --quick",
+                                                   "full": ""}[mode],
+        "machine": machine_info(),
+        "elapsed_s": round(time.perf_counter() - started, 2),
+        "summary": summary,
+        "notes": notes or [],
+        "figures": figures,
+        "data": data,
+    }
+    write_results(out, result)
+    return result
+
+
+def default_out(name: str) -> Path:
+    return Path("runs") / "experiments" / name
+
+
+# --- character corpora -------------------------------------------------------------------------
+
+_SUBJECTS = ("the king", "a fool", "my lord", "the queen", "her brother", "this man", "the good duke", "our friend")
+_VERBS = ("speaks to", "loves", "fears", "betrays", "follows", "waits for", "forgives", "remembers")
+_OBJECTS = ("the crown", "his sword", "the night", "a letter", "the old house", "her mother", "the sea", "my honour")
+_ENDINGS = (".", "!", "?", ", and so it is.", "; what then?")
+
+
+def synthetic_text(n_chars: int, seed: int = 0) -> str:
+    """A deterministic toy corpus of simple sentences (subject, verb, object), ``n_chars`` long.
+
+    It has the structure that makes heads form (repeated words, spaces, punctuation) and needs no
+    file, so tests and a bare ``attnlab experiment`` run everywhere. Pass ``--data`` for real text.
+    """
+    rng = random.Random(seed)
+    parts: list[str] = []
+    size = 0
+    while size < n_chars:
+        line = f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}{rng.choice(_ENDINGS)}"
+        line = line[0].upper() + line[1:] + ("\n" if rng.random() < 0.3 else " ")
+        parts.append(line)
+        size += len(line)
+    return "".join(parts)[:n_chars]
+
+
+class CharCorpus:
+    """A text as character ids, split 90/10 into train and validation, with seeded random batches."""
+
+    def __init__(self, text: str, source: str) -> None:
+        if len(text) < 200:
+            raise ValueError(f"corpus {source!r} is too short ({len(text)} characters); give at least 200")
+        self.source = source
+        self.chars = sorted(set(text))
+        index = {c: i for i, c in enumerate(self.chars)}
+        ids = torch.tensor([index[c] for c in text], dtype=torch.long)
+        split = int(0.9 * len(ids))
+        self.train, self.val = ids[:split], ids[split:]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def batch(self, split: str, batch: int, block: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Random windows ``(batch, block)`` and their next-character targets."""
+        data = self.train if split == "train" else self.val
+        if len(data) <= block + 1:
+            raise ValueError(f"the {split} split ({len(data)} characters) is shorter than one block of {block}")
+        starts = torch.randint(0, len(data) - block - 1, (batch,), generator=generator)
+        x = torch.stack([data[s : s + block] for s in starts.tolist()])
+        y = torch.stack([data[s + 1 : s + block + 1] for s in starts.tolist()])
+        return x, y
+
+
+def load_corpus(data: str | Path | None, n_synthetic: int, seed: int = 0) -> CharCorpus:
+    """The file at ``data`` (UTF-8), or the synthetic corpus when none is given."""
+    if data is None:
+        return CharCorpus(synthetic_text(n_synthetic, seed), "synthetic")
+    path = Path(data)
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus file {str(path)!r} does not exist")
+    return CharCorpus(path.read_text(encoding="utf-8"), path.name)
+
+
+@torch.no_grad()
+def eval_lm_loss(model: nn.Module, corpus: CharCorpus, block: int, batches: int, batch: int, seed: int) -> float:
+    """Mean next-character cross-entropy on fixed validation windows (same windows every call)."""
+    generator = torch.Generator().manual_seed(seed + 20_000)
+    was_training = model.training
+    model.eval()
+    losses = []
+    for _ in range(batches):
+        x, y = corpus.batch("val", batch, block, generator)
+        logits = model(x)
+        losses.append(float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))))
+    model.train(was_training)
+    return sum(losses) / len(losses)
+
+
+def gpt2_init(model: nn.Module, std: float = 0.02) -> nn.Module:
+    """GPT-2's initialisation: weights of linear and embedding layers ~ N(0, 0.02), biases 0.
+
+    attnlab's models keep PyTorch's defaults, where ``nn.Embedding`` is N(0, 1); with the output
+    layer tied to it, the first logits are then huge (initial loss ~40 instead of ln(vocab)) and
+    short training runs spend their first steps undoing that. Norm layers keep weight 1, bias 0.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+    return model

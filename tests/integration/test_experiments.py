@@ -1,0 +1,183 @@
+"""Each experiment in its tiny mode: the shape and sanity of its results, never exact numbers or timings."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from attnlab.experiments import EXPERIMENTS, list_results, run_experiment
+from attnlab.experiments.common import loglog_fit, synthetic_text
+from attnlab.experiments.positions import which_first_batch
+from attnlab.experiments.rnn_vs_transformer import delayed_copy_batch, matched_models
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    """Tiny models run best on one thread, and on a busy machine (CI, shared cores) two threads that
+    wait for each other at every small operator were measured 8x slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _check_written(result: dict, out: Path) -> dict:
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["experiment"] == result["experiment"]
+    assert on_disk["mode"] == "tiny"
+    assert result["figures"]
+    for name in result["figures"]:
+        png = out / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result["summary"] and all(isinstance(line, str) for line in result["summary"])
+    return on_disk
+
+
+@pytest.mark.slow
+def test_context_cost_tiny(tmp_path: Path) -> None:
+    result = run_experiment("context-cost", "tiny", tmp_path, show_progress=False)
+    _check_written(result, tmp_path)
+    rows, fits = result["data"]["rows"], result["data"]["fits"]
+    assert {(r["backend"], r["tokens"]) for r in rows} == {(b, n) for b in ("math", "sdpa") for n in (64, 128, 256)}
+    for r in rows:
+        assert r["total_s"] > 0 and r["forward_s"] > 0 and r["peak_bytes"] > 0
+    for fit in fits.values():
+        assert math.isfinite(fit["time_exponent"]) and math.isfinite(fit["memory_exponent"])
+    # Memory is deterministic (allocation records, not timings): the explicit weights of math
+    # attention, 6 heads x n x n floats, must be in its peak and must exceed the fused kernel's.
+    math_256 = next(r for r in rows if r["backend"] == "math" and r["tokens"] == 256)
+    sdpa_256 = next(r for r in rows if r["backend"] == "sdpa" and r["tokens"] == 256)
+    assert math_256["peak_bytes"] >= 6 * 256 * 256 * 4
+    assert math_256["peak_bytes"] > sdpa_256["peak_bytes"]
+    assert fits["math"]["memory_exponent"] > fits["sdpa"]["memory_exponent"]
+
+
+@pytest.mark.slow
+def test_rnn_vs_transformer_tiny(tmp_path: Path) -> None:
+    result = run_experiment("rnn-vs-transformer", "tiny", tmp_path, show_progress=False)
+    _check_written(result, tmp_path)
+    a, b = result["data"]["throughput"], result["data"]["long_range"]
+    kinds = {"rnn", "lstm", "gru", "transformer"}
+    assert {(r["model"], r["seq_len"]) for r in a["rows"]} == {(k, n) for k in kinds for n in a["lengths"]}
+    assert all(r["step_s"] > 0 and r["tokens_per_s"] > 0 for r in a["rows"])
+    assert all(math.isfinite(v) for v in a["step_time_exponent"].values())
+    target = a["params"]["transformer"]
+    for kind in ("rnn", "lstm", "gru"):  # parameter-matched within 5%
+        assert abs(a["params"][kind] - target) / target < 0.05
+    assert {(r["model"], r["delay"]) for r in b["rows"]} == {(k, d) for k in kinds for d in b["delays"]}
+    assert all(0.0 <= r["accuracy"] <= 1.0 and math.isfinite(r["final_loss"]) for r in b["rows"])
+
+
+def test_models_are_parameter_matched_and_copy_task_is_well_formed() -> None:
+    models = matched_models(65, 64, 2, 128)
+    # nn.Module.parameters() yields a tied (shared) tensor once, so these are honest counts.
+    counts = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
+    for kind in ("rnn", "lstm", "gru"):
+        assert abs(counts[kind] - counts["transformer"]) / counts["transformer"] < 0.05
+    ids, targets = delayed_copy_batch(4, 3, 5, torch.Generator().manual_seed(0))
+    assert ids.shape == targets.shape == (4, 8)
+    assert (targets[:, :3] == -100).all()
+    assert torch.equal(targets[:, 3:], ids[:, :-3])
+
+
+@pytest.mark.slow
+def test_positions_tiny(tmp_path: Path) -> None:
+    result = run_experiment("positions", "tiny", tmp_path, show_progress=False)
+    _check_written(result, tmp_path)
+    perm = result["data"]["permutation_error"]
+    # Without positions an encoder is permutation-equivariant (up to float rounding); with any it is not.
+    assert perm["none"] < 1e-4
+    assert all(perm[k] > 1e-3 for k in ("sinusoidal", "learned", "rotary"))
+    acc = {r["positions"]: r["accuracy"] for r in result["data"]["runs"]}
+    # Without positions the [CLS] output cannot depend on order at all: chance, whatever the training.
+    assert abs(acc["none"] - 0.5) < 0.1
+    assert max(acc[k] for k in ("sinusoidal", "learned", "rotary")) > acc["none"] + 0.15
+
+
+def test_which_first_batch_places_one_a_and_one_b() -> None:
+    ids, labels = which_first_batch(16, 10, torch.Generator().manual_seed(0))
+    assert ids.shape == (16, 10) and (ids[:, 0] == 0).all()
+    assert ((ids == 1).sum(1) == 1).all() and ((ids == 2).sum(1) == 1).all()
+    a_first = (ids == 1).float().argmax(1) < (ids == 2).float().argmax(1)
+    assert torch.equal(labels, a_first.long())
+
+
+@pytest.mark.slow
+def test_heads_form_tiny(tmp_path: Path) -> None:
+    result = run_experiment("heads-form", "tiny", tmp_path, show_progress=False)
+    _check_written(result, tmp_path)
+    snapshots = result["data"]["snapshots"]
+    assert snapshots[0]["step"] == 0 and snapshots[-1]["step"] == result["data"]["steps"]
+    n_layers, n_heads = result["data"]["config"]["n_layers"], result["data"]["config"]["n_heads"]
+    for snap in snapshots:
+        assert math.isfinite(snap["val_loss"])
+        assert len(snap["layers"]) == n_layers
+        for layer in snap["layers"]:
+            assert layer["row_sum_error"] < 1e-5  # recorded attention rows sum to 1
+            assert len(layer["entropy"]) == len(layer["roles"]) == n_heads
+            assert all(0.0 <= e <= math.log(64) + 1e-6 for e in layer["entropy"])
+    assert snapshots[-1]["val_loss"] < snapshots[0]["val_loss"]  # it learned something
+
+
+@pytest.mark.slow
+def test_scaling_tiny(tmp_path: Path) -> None:
+    result = run_experiment("scaling", "tiny", tmp_path, show_progress=False)
+    _check_written(result, tmp_path)
+    runs, fit = result["data"]["runs"], result["data"]["fit"]
+    assert len(runs) >= 4
+    params = [r["params"] for r in runs]
+    assert params == sorted(params) and len(set(params)) == len(params)
+    tokens = {r["curve"][-1]["tokens"] for r in runs}
+    assert len(tokens) == 1  # the same token budget for every size
+    for r in runs:
+        assert r["flops"] == 6 * r["params"] * r["curve"][-1]["tokens"]
+    assert math.isfinite(fit["alpha_params"]) and math.isfinite(fit["alpha_compute"])
+
+
+def test_loglog_fit_recovers_an_exponent() -> None:
+    xs = [2.0**i for i in range(1, 8)]
+    slope, intercept = loglog_fit(xs, [3.0 * x**1.7 for x in xs])
+    assert slope == pytest.approx(1.7) and math.exp(intercept) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="two"):
+        loglog_fit([1.0], [1.0])
+
+
+def test_synthetic_text_is_deterministic() -> None:
+    assert synthetic_text(500, seed=1) == synthetic_text(500, seed=1)
+    assert len(synthetic_text(500)) == 500
+
+
+def test_unknown_experiment_and_mode_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="known experiments"):
+        run_experiment("nope", "tiny", tmp_path)
+    with pytest.raises(ValueError, match="unknown mode"):
+        run_experiment("positions", "huge", tmp_path)  # type: ignore[arg-type]
+
+
+def test_list_results_indexes_result_folders(tmp_path: Path) -> None:
+    good = tmp_path / "positions"
+    good.mkdir()
+    (good / "positions.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (good / "results.json").write_text(json.dumps({
+        "experiment": "positions", "title": "t", "mode": "quick", "summary": ["s"],
+        "figures": ["positions.png", "missing.png"]}))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "results.json").write_text("{not json")
+    entries = list_results(tmp_path)
+    assert [e["name"] for e in entries] == ["positions"]
+    assert entries[0]["figures"] == [str((good / "positions.png").resolve())]
+    assert list_results(tmp_path / "absent") == []
+
+
+def test_cli_experiment_rejects_unknown_names() -> None:
+    from attnlab.cli import app
+
+    result = CliRunner().invoke(app, ["experiment", "nope"])
+    assert result.exit_code == 2
+    assert all(name in result.output for name in EXPERIMENTS)
