@@ -106,9 +106,15 @@ def experiment(
     out: str = typer.Option("", help="Output folder for results.json and PNGs (default runs/experiments/NAME)."),
     data: str = typer.Option("", help="UTF-8 text corpus for heads-form and scaling (default: synthetic text)."),
     seed: int = typer.Option(0, help="Seed for initialisation and data."),
+    threads: int = typer.Option(0, help="torch threads (0: PyTorch's default; 1 is steadier on a busy machine)."),
 ) -> None:
     """Run one experiment that tests a claim about Transformers; see docs/experiments.md."""
+    import torch
+
     from attnlab.experiments import EXPERIMENTS, run_experiment
+
+    if threads:
+        torch.set_num_threads(threads)
 
     if name not in EXPERIMENTS:
         typer.echo(f"error: unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)}", err=True)
