@@ -64,6 +64,10 @@ def test_tiny_llama_loads_and_runs(tmp_path: Path) -> None:
     assert model.config.n_kv_heads == KV_HEADS and model.config.tie_embeddings
     assert tokenizer.encode("ab a<|im_end|>") == [2, 3, 0, 5]
     assert model(torch.tensor([[0, 1, 2]])).shape == (1, 3, len(TOKENS))
+    assert model.config.max_len == 16
+    capped, _, _ = load_llama_gguf(tmp_path / "tiny.gguf", max_len=4)
+    assert capped.config.max_len == 4
+    torch.testing.assert_close(capped(torch.tensor([[0, 1, 2]])), model(torch.tensor([[0, 1, 2]])), atol=1e-6, rtol=0)
 
 
 def test_not_a_gguf_file(tmp_path: Path) -> None:

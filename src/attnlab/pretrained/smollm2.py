@@ -26,6 +26,9 @@ from attnlab.weights.gguf import chat_system_default, load_llama_gguf
 NAME = "smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FALLBACK_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+# The file allows 8,192 positions; a default KV cache that long costs ~380 MB per sequence, far more
+# than a walkthrough prompt needs. Pass max_len=8192 to ``load_model`` for the full context.
+MAX_LEN = 2048
 
 
 @dataclass
@@ -39,10 +42,10 @@ class SmolLM2(LoadedModel):
         return chat_system_default(self.chat_template) or FALLBACK_SYSTEM
 
 
-def load_model(path: str | Path | None = None) -> SmolLM2:
+def load_model(path: str | Path | None = None, *, max_len: int = MAX_LEN) -> SmolLM2:
     """Read the GGUF (the package's file unless ``path`` is given) into a ``DecoderLM``."""
     path = Path(path) if path is not None else SMOLLM2_PACKAGE.path(GGUF_FILE)
-    model, tokenizer, gf = load_llama_gguf(path, name="SmolLM2-135M-Instruct")
+    model, tokenizer, gf = load_llama_gguf(path, name="SmolLM2-135M-Instruct", max_len=max_len)
     template = str(gf.get("tokenizer.chat_template", ""))
     return SmolLM2(name=NAME, model=model, tokenizer=tokenizer, config=model.config, info=INFO, chat_template=template)
 

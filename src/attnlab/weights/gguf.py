@@ -113,8 +113,12 @@ def read_gguf(path: str | Path) -> GGUFFile:
     return GGUFFile(path=path, metadata=metadata, tensors=tensors)
 
 
-def llama_config(gf: GGUFFile, *, name: str | None = None) -> TransformerConfig:
-    """The attnlab config a llama-architecture GGUF describes (pre-norm RMSNorm, SwiGLU, RoPE, GQA)."""
+def llama_config(gf: GGUFFile, *, name: str | None = None, max_len: int | None = None) -> TransformerConfig:
+    """The attnlab config a llama-architecture GGUF describes (pre-norm RMSNorm, SwiGLU, RoPE, GQA).
+
+    ``max_len`` (default: the file's context length) caps the positions, which sizes the rotary
+    tables and the default KV cache; it changes no weight.
+    """
     arch = gf.architecture
     if arch not in SUPPORTED_ARCHITECTURES:
         raise GGUFError(
@@ -138,7 +142,7 @@ def llama_config(gf: GGUFFile, *, name: str | None = None) -> TransformerConfig:
         name=name or str(gf.get("general.name", gf.path.stem)), family="decoder", vocab_size=vocab_size,
         d_model=d_model, n_heads=n_heads, n_kv_heads=int(meta("attention.head_count_kv", n_heads)),
         n_layers=int(meta("block_count")), d_ff=int(meta("feed_forward_length")),
-        max_len=int(meta("context_length")), positions="rotary", rope_theta=float(meta("rope.freq_base", 10000.0)),
+        max_len=max_len or int(meta("context_length")), positions="rotary", rope_theta=float(meta("rope.freq_base", 10000.0)),
         norm="rmsnorm", norm_eps=float(meta("attention.layer_norm_rms_epsilon")), norm_placement="pre",
         activation="swiglu", bias=False, tie_embeddings="output.weight" not in gf.tensors,
     )
@@ -232,10 +236,12 @@ def gguf_tokenizer(gf: GGUFFile) -> HFJsonTokenizer:
     return HFJsonTokenizer(hf, add_special_tokens=False)
 
 
-def load_llama_gguf(path: str | Path, *, name: str | None = None) -> tuple[DecoderLM, HFJsonTokenizer, GGUFFile]:
+def load_llama_gguf(
+    path: str | Path, *, name: str | None = None, max_len: int | None = None
+) -> tuple[DecoderLM, HFJsonTokenizer, GGUFFile]:
     """Build a ``DecoderLM`` and its tokenizer from a llama-architecture GGUF file."""
     gf = read_gguf(path)
-    config = llama_config(gf, name=name)
+    config = llama_config(gf, name=name, max_len=max_len)
     tokenizer = gguf_tokenizer(gf)
     tokenizer.check_vocab_size(config.vocab_size, source=gf.path)
     model = DecoderLM(config)
