@@ -155,6 +155,53 @@ def models() -> None:
             typer.echo(" " * (widths[0] + 2) + f"install with: {hints[row[0]]}")
 
 
+@app.command()
+def generate(
+    prompt: str = typer.Argument("\n", help="Text to continue (default: a newline)."),
+    model: str = typer.Option("shakespeare-char", help="Catalogue model (see `attnlab models`)."),
+    checkpoint: str = typer.Option("", help="A checkpoint directory (e.g. runs/x/best); overrides --model."),
+    max_new_tokens: int = typer.Option(300, "--max-new-tokens", "-n", help="Tokens to generate."),
+    temperature: float = typer.Option(0.8, help="Softmax temperature; 0 is greedy."),
+    top_k: int = typer.Option(0, help="Sample only from the k most likely tokens (0: off)."),
+    top_p: float = typer.Option(1.0, help="Sample from the smallest set with this probability mass (1: off)."),
+    stop: list[str] = typer.Option([], help="Stop before this string (repeatable)."),  # noqa: B008
+    seed: int | None = typer.Option(None, help="Seed for reproducible sampling."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the whole context every step (slow)."),
+    top_probs: int = typer.Option(0, help="After the text, print each step's N most likely next tokens."),
+) -> None:
+    """Continue a prompt, printing tokens as they are produced."""
+    import sys
+
+    from attnlab.generate import GenerationError, Sampling, stream
+    from attnlab.weights.catalog import ModelUnavailableError, load
+    from attnlab.weights.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        if checkpoint:
+            ckpt = load_checkpoint(checkpoint)
+            lm, tokenizer = ckpt.model, ckpt.tokenizer
+        else:
+            loaded = load(model)
+            lm, tokenizer = loaded.model, loaded.tokenizer
+        if getattr(lm, "config", None) is None or lm.config.family != "decoder":
+            raise GenerationError(f"{checkpoint or model} is not a decoder-only language model")
+        sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+        steps = []
+        sys.stdout.write(prompt)
+        for step in stream(lm, tokenizer, prompt, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
+                           seed=seed, use_cache=not no_cache, top_probs=top_probs):
+            sys.stdout.write(step.text)
+            sys.stdout.flush()
+            steps.append(step)
+        sys.stdout.write("\n")
+        for i, step in enumerate(steps if top_probs else []):
+            cands = ", ".join(f"{label!r} {p:.3f}" for _, label, p in step.top or [])
+            typer.echo(f"step {i}: chose {tokenizer.tokens([step.token_id])[0]!r}; top: {cands}")
+    except (CheckpointError, GenerationError, ModelUnavailableError, KeyError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 def main() -> None:
     app()
 

@@ -118,3 +118,24 @@ def test_corpus_shorter_than_a_block_is_a_clear_error(tmp_path) -> None:
     (tmp_path / "corpus.txt").write_text("tiny text\n" * 2)
     with pytest.raises(ValueError, match="fewer than one block"):
         train(config(tmp_path, "short"))
+
+
+@pytest.mark.slow
+def test_cli_train_then_generate(corpus) -> None:
+    from typer.testing import CliRunner
+
+    from attnlab.cli import app
+
+    runner = CliRunner()
+    out = corpus / "cli"
+    result = runner.invoke(app, ["train", "--data", str(corpus / "corpus.txt"), "--out", str(out), "--iters", "3",
+                                 "--eval-interval", "3", "--eval-iters", "1", "--batch-size", "2", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "finished at step 3" in result.output
+    gen = runner.invoke(app, ["generate", "the cat", "--checkpoint", str(out / "best"), "-n", "12", "--seed", "0"])
+    assert gen.exit_code == 0, gen.output
+    assert gen.output.startswith("the cat") and len(gen.output) >= len("the cat") + 12
+    bad = runner.invoke(app, ["generate", "QQ", "--checkpoint", str(out / "best")])
+    assert bad.exit_code == 1 and "'Q' (U+0051) at position 0" in bad.output
+    missing = runner.invoke(app, ["train", "--data", str(corpus / "nope.txt"), "--out", str(out)])
+    assert missing.exit_code == 1 and "no such file or folder" in missing.output

@@ -90,4 +90,5 @@ def _register_builtin() -> None:
     """Import the modules that register catalogue entries (each calls ``register``)."""
     # Entries are added here as their loaders land (bundled Shakespeare model, MiniLM, SmolLM2, ...).
     import attnlab.pretrained.minilm
-    import attnlab.pretrained.smollm2  # noqa: F401
+    import attnlab.pretrained.smollm2
+    import attnlab.weights.bundled  # noqa: F401
