@@ -104,7 +104,7 @@ def experiment(
     name: str = typer.Argument(..., help="context-cost | rnn-vs-transformer | positions | heads-form | scaling"),
     quick: bool = typer.Option(False, "--quick", help="The about-a-minute version (default: the full one)."),
     out: str = typer.Option("", help="Output folder for results.json and PNGs (default runs/experiments/NAME)."),
-    data: str = typer.Option("", help="UTF-8 text corpus for heads-form and scaling (default: synthetic text)."),
+    data: str = typer.Option("", help="UTF-8 text corpus for heads-form, scaling, rnn-vs-transformer (default: synthetic)."),
     seed: int = typer.Option(0, help="Seed for initialisation and data."),
     threads: int = typer.Option(0, help="torch threads (0: PyTorch's default; 1 is steadier on a busy machine)."),
 ) -> None:
@@ -121,8 +121,8 @@ def experiment(
         raise typer.Exit(2)
     extra: dict[str, object] = {"seed": seed}
     if data:
-        if name not in ("heads-form", "scaling"):
-            typer.echo(f"error: --data applies to heads-form and scaling, not {name}", err=True)
+        if name not in ("heads-form", "scaling", "rnn-vs-transformer"):
+            typer.echo(f"error: --data applies to heads-form, scaling and rnn-vs-transformer, not {name}", err=True)
             raise typer.Exit(2)
         extra["data"] = data
     try:

@@ -71,6 +71,11 @@ def test_rnn_vs_transformer_tiny(tmp_path: Path) -> None:
         assert abs(a["params"][kind] - target) / target < 0.05
     assert {(r["model"], r["delay"]) for r in b["rows"]} == {(k, d) for k in kinds for d in b["delays"]}
     assert all(0.0 <= r["accuracy"] <= 1.0 and math.isfinite(r["final_loss"]) for r in b["rows"])
+    c = result["data"]["char_lm"]
+    assert [r["model"] for r in c["rows"]] == ["rnn", "lstm", "gru", "transformer"]
+    for r in c["rows"]:
+        assert r["steps"] >= 1 and all(math.isfinite(p["val_loss"]) for p in r["curve"])
+        assert [p["seconds"] for p in r["curve"]] == sorted(p["seconds"] for p in r["curve"])
 
 
 def test_models_are_parameter_matched_and_copy_task_is_well_formed() -> None:
