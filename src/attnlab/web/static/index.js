@@ -7,6 +7,13 @@ const $ = (id) => document.getElementById(id);
 let layout = null;
 let view = "arch";
 let timelineData = null;
+const tickets = {}; // per view: only the answer to the latest request is drawn
+
+function ticket(name) {
+  tickets[name] = (tickets[name] || 0) + 1;
+  const mine = tickets[name];
+  return () => mine === tickets[name];
+}
 
 function showError(message) {
   $("error").hidden = !message;
@@ -118,13 +125,17 @@ const CONTENT_OF_PART = {
 async function showPart(box) {
   const panel = V.clear($("part-panel"));
   panel.dataset.part = box.part;
+  const current = ticket("content");
   const page = await api.content(CONTENT_OF_PART[box.part]);
+  if (!current()) return;
   const article = V.el("div", { class: "explanation", "data-slug": page.slug }, panel);
   article.innerHTML = page.html; // rendered server-side from our own Markdown, everything else escaped
   if (box.changed) V.el("p", { class: "note" }, panel, `In this family: ${box.changed}`);
   V.el("h3", {}, panel, `Live values: ${state.model}, “${state.text}”`);
   const live = V.el("div", { id: "part-live" }, panel, "computing…");
+  const currentPart = ticket("part");
   const part = await api.part(state.model, state.text, box.part, 0);
+  if (!currentPart()) return;
   V.clear(live);
   V.tensorViews(live, part);
   state.payloads.arch = { architecture: state.payloads.arch.architecture, part };
@@ -133,7 +144,11 @@ async function showPart(box) {
 // --- attention explorer -------------------------------------------------------------------------------
 
 async function loadAttention() {
-  const p = await api.attention(state.model, state.text);
+  const current = ticket("attention");
+  const text = state.text;
+  const p = await api.attention(state.model, text);
+  if (!current()) return;
+  $("view-attention").dataset.sentence = text;
   state.payloads.attention = p;
   fillSelect($("att-layer"), p.n_layers, state.layer = Math.min(state.layer, p.n_layers - 1), "layer");
   fillSelect($("att-head"), p.n_heads, state.head, "head", true);
@@ -171,7 +186,9 @@ function drawAttention() {
 
 async function drawQKV() {
   const head = state.head === "mean" ? 0 : state.head;
+  const current = ticket("qkv");
   const p = await api.qkv(state.model, state.text, state.layer, head, state.focus);
+  if (!current()) return;
   state.payloads.qkv = p;
   $("qkv-title").textContent = `${p.model} · layer ${p.layer} · head ${p.head} · focus “${p.tokens[p.focus]}” (choose them in the Attention view)`;
   $("qkv-formula").innerHTML = FORMULA;
@@ -184,7 +201,9 @@ const FORMULA = `<math display="block"><mrow><mi>Attention</mi><mo>(</mo><mi>Q</
 // --- order, masks, heads side by side ---------------------------------------------------------------------
 
 async function drawOrder() {
+  const current = ticket("order");
   const [pos, att] = await Promise.all([api.positions(state.model), api.attention(state.model, state.text)]);
+  if (!current()) return;
   state.payloads.order = { positions: pos, attention_layer: { layer: state.layer, weights: att.weights[state.layer] } };
   V.heatmap($("pe-heatmap"), pos.table, { cell: 6, diverging: true, min: -1, max: 1, title: "PE(pos, dim)" });
   const mean = att.mean_weights[0];
@@ -210,10 +229,12 @@ async function drawOrder() {
 // --- generation -------------------------------------------------------------------------------------------
 
 async function runGeneration() {
+  const current = ticket("generate");
   const p = await api.generate({
     model: state.model, text: $("gen-prompt").value, max_new_tokens: Number($("gen-n").value),
     temperature: Number($("gen-temp").value), top_k: Number($("gen-topk").value), top_p: Number($("gen-topp").value), seed: 0,
   });
+  if (!current()) return;
   state.payloads.generate = p;
   $("gen-step").max = String(p.steps.length - 1);
   $("gen-step").value = "0";
@@ -256,7 +277,9 @@ async function loadTimeline() {
 async function drawTimelineStep() {
   if (!timelineData) return;
   const snap = timelineData.snapshots[state.timelineIndex];
+  const current = ticket("timeline");
   const p = await api.timelineAttention(timelineData.model, snap.step, state.tlLayer, state.tlHead);
+  if (!current()) return;
   state.payloads.timeline = { timeline: timelineData, attention: p };
   $("timeline-step").textContent = `step ${snap.step}` + (snap.loss !== null ? ` · loss ${snap.loss.toFixed(3)}` : "") + (p.role.role ? ` · role: ${p.role.role}` : "");
   V.lossCurve($("loss-curve"), timelineData.curve, snap.step);

@@ -1,0 +1,141 @@
+"""The walkthrough in a real Chromium: it loads cleanly, explains every part, and draws the model's own numbers."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnlab.inspect import run_with_cache
+from attnlab.weights import catalog as cat
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_page_loads_without_console_errors(ui) -> None:
+    ui.open()
+    assert ui.page.title().startswith("attnlab")
+    assert ui.page.locator("#diagram [data-box]").count() >= 10
+    ui.screenshot("walkthrough-start")
+    assert ui.errors == []
+
+
+def test_every_diagram_box_opens_its_explanation_and_live_values(ui) -> None:
+    from attnlab.web.diagram import CONTENT_OF_PART
+
+    ui.open("#arch", model="demo-seq2seq")
+    page = ui.page
+    for variant in ("encoder-decoder", "encoder-only", "decoder-only"):
+        page.click(f"button.variant[data-variant={variant}]")
+        # Every box of the 2017 diagram; in the other two families the boxes that change (the rest are the same boxes).
+        selector = "#diagram [data-box]" if variant == "encoder-decoder" else "#diagram [data-box][aria-label*=changed]"
+        boxes = page.locator(selector)
+        ids = [boxes.nth(i).get_attribute("data-box") for i in range(boxes.count())]
+        assert ids
+        for i, box_id in enumerate(ids):
+            box = page.locator(f'#diagram [data-box="{box_id}"]')
+            part = box.get_attribute("data-part")
+            if i % 2:  # every other box by keyboard: focus it and press Enter
+                box.focus()
+                page.keyboard.press("Enter")
+            else:
+                box.click()
+            page.wait_for_selector(f'#part-panel .explanation[data-slug="{CONTENT_OF_PART[part]}"]')
+            page.wait_for_selector("#part-live .tensor, #part-live .note")
+            assert page.locator("#part-panel .explanation h1").inner_text().strip()
+            assert page.evaluate("location.hash") == f"#arch/{box_id}"
+    ui.screenshot("walkthrough-diagram")
+    page.reload()  # the URL remembers the selected part
+    page.wait_for_selector("#part-panel .explanation")
+    assert page.locator("#diagram [aria-pressed=true]").get_attribute("data-box") == ids[-1]
+    assert ui.errors == []
+
+
+@pytest.mark.parametrize("model", ["demo-encoder", "demo-decoder", "minilm"])
+def test_clicked_token_shows_the_models_attention_weights(ui, model: str) -> None:
+    infos = {i.name: i for i in cat.catalog()}
+    if model not in infos or not infos[model].available:
+        pytest.skip(f"model {model!r} is not installed")
+    sentence = "Jake gave the book to Sarah."
+    ui.open("#attention", model=model)
+    page = ui.page
+    page.fill("#sentence", sentence)
+    page.click("#run")
+    page.wait_for_selector(f'#view-attention[data-sentence="{sentence}"]')
+    layer, head, focus = 1, 2, 3
+    page.select_option("#att-layer", str(layer))
+    page.select_option("#att-head", str(head))
+    page.click(f'#att-lines [data-token="{focus}"]')
+    page.wait_for_selector(f'#weights-table[data-layer="{layer}"][data-head="{head}"][data-focus="{focus}"]', state="attached")
+    shown = [float(v) for v in page.locator("#weights-table td[data-value]").evaluate_all("cells => cells.map(c => c.dataset.value)")]
+
+    loaded = cat.load(model)
+    ids = loaded.tokenizer.encode(sentence)
+    _, cache = run_with_cache(loaded.model, torch.tensor([ids]), names="*hook_weights")
+    expected = cache.attention(layer)[0, head, focus].double()
+    assert len(shown) == len(ids)
+    torch.testing.assert_close(torch.tensor(shown, dtype=torch.float64), expected, rtol=0, atol=1e-6)
+    ui.screenshot(f"walkthrough-attention-{model}")
+    assert ui.errors == []
+
+
+def test_timeline_slider_changes_the_picture(ui) -> None:
+    ui.open("#timeline", model="demo-decoder")
+    page = ui.page
+    page.wait_for_selector("#tl-heatmap[data-step='0'] rect[data-i]", state="attached")
+    before = page.locator("#tl-heatmap rect[data-i]").evaluate_all("rs => rs.map(r => r.getAttribute('fill'))")
+    marker_before = page.get_attribute("#step-marker", "x1")
+    page.locator("#timeline-slider").evaluate("e => { e.value = e.max; e.dispatchEvent(new Event('input')); }")
+    page.wait_for_selector("#tl-heatmap[data-step='30'] rect[data-i]", state="attached")
+    after = page.locator("#tl-heatmap rect[data-i]").evaluate_all("rs => rs.map(r => r.getAttribute('fill'))")
+    assert len(before) == len(after) and before != after
+    assert page.get_attribute("#step-marker", "x1") != marker_before
+    assert "step 30" in page.inner_text("#timeline-step")
+    ui.screenshot("walkthrough-timeline")
+    assert ui.errors == []
+
+
+def test_export_gives_a_valid_svg_png_and_json(ui, tmp_path) -> None:
+    ui.open("#attention", model="demo-encoder")
+    page = ui.page
+    page.wait_for_selector("#att-lines line", state="attached")
+    with page.expect_download() as info:
+        page.click('#view-attention .export button[data-kind="svg"]')
+    svg_path = tmp_path / "view.svg"
+    info.value.save_as(svg_path)
+    root = ET.parse(svg_path).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert root.findall(".//{http://www.w3.org/2000/svg}line")
+    with page.expect_download() as info:
+        page.click('#view-attention .export button[data-kind="png"]')
+    png = tmp_path / "view.png"
+    info.value.save_as(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with page.expect_download() as info:
+        page.click('#view-attention .export button[data-kind="json"]')
+    data = json.loads(Path(info.value.path()).read_text())
+    assert data["model"] == "demo-encoder" and data["weights"]
+    assert ui.errors == []
+
+
+def test_qkv_generation_and_order_views_render(ui) -> None:
+    ui.open("#qkv", model="demo-decoder")
+    page = ui.page
+    page.wait_for_selector("#qkv-table tbody tr")
+    ui.screenshot("walkthrough-qkv")
+    page.goto(f"{ui.base}/#generate")
+    page.fill("#gen-prompt", "the cat")
+    page.fill("#gen-n", "6")
+    page.click("#gen-run")
+    page.wait_for_function("document.querySelector('#gen-step').max === '5'")
+    page.locator("#gen-step").evaluate("e => { e.value = 5; e.dispatchEvent(new Event('input')); }")
+    assert "12 positions cached" in page.text_content("#gen-cache")  # 7 prompt tokens + 5 fed back by step 6
+    assert page.locator("#gen-bars rect").count() > 10
+    ui.screenshot("walkthrough-generate")
+    page.goto(f"{ui.base}/#order")
+    page.wait_for_selector("#order-body svg[data-positions=false]")
+    ui.screenshot("walkthrough-order")
+    assert ui.errors == []
