@@ -38,11 +38,12 @@ def serve(
     port: int = typer.Option(8000, help="Port to listen on."),
     open_browser: bool = typer.Option(False, "--open", help="Open the walkthrough in the default browser."),
     demo: bool = typer.Option(False, "--demo", help="Also offer tiny random-weight demo models (no downloads)."),
+    threads: int = typer.Option(1, help="PyTorch threads per request (requests already run two at a time)."),
 ) -> None:
     """Start the interactive walkthrough (a local web app) at http://HOST:PORT."""
     from attnlab.web.serve import run
 
-    run(host=host, port=port, open_browser=open_browser, demo=demo)
+    run(host=host, port=port, open_browser=open_browser, demo=demo, threads=threads)
 
 
 @app.command()

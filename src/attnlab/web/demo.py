@@ -14,12 +14,12 @@ import string
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from attnlab.models import DecoderLM, EncoderDecoder, EncoderModel, TransformerConfig
 from attnlab.tokenizers import CharTokenizer
 from attnlab.web import timeline
 from attnlab.weights import catalog as cat
+from attnlab.weights.checkpoint import save_checkpoint
 
 ALPHABET = string.printable[:95]  # digits, letters, punctuation, space
 DEMO_SENTENCE = "the cat sat on the mat. the dog sat on the log."
@@ -68,16 +68,16 @@ def write_demo_timeline(directory: Path, steps: tuple[int, ...] = (0, 10, 30)) -
     torch.manual_seed(1)
     config = _config("decoder")
     model = DecoderLM(config)
-    ids = torch.tensor([CharTokenizer(ALPHABET).encode(DEMO_SENTENCE)])
+    tokenizer = CharTokenizer(ALPHABET)
+    ids = torch.tensor([tokenizer.encode(DEMO_SENTENCE)])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     with (directory / "metrics.jsonl").open("w") as log:
         for step in range(max(steps) + 1):
             logits = model(ids[:, :-1])
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[0, 1:])
-            log.write(json.dumps({"step": step, "train_loss": round(loss.item(), 5)}) + "\n")
-            if step in steps:
-                save_file({k: v.contiguous().clone() for k, v in model.state_dict().items()},
-                          str(directory / f"step_{step:06d}.safetensors"))
+            log.write(json.dumps({"step": step, "loss": round(loss.item(), 5)}) + "\n")
+            if step in steps:  # the layout `attnlab train` writes
+                save_checkpoint(directory / "snapshots" / f"step-{step:06d}", model, tokenizer)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

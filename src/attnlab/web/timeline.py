@@ -1,10 +1,11 @@
 """The training timeline: the bundled model's snapshots, its loss curve, and a head's attention per step.
 
-A training run that ships with a catalogue model leaves, beside the final weights, snapshots named with
-their step (``*step*<n>*.safetensors`` anywhere under the model's folder) and a ``metrics.jsonl`` log
-(one JSON object per line with a ``step`` and one or more ``*loss*`` values). Each snapshot is loaded
-into a copy of the catalogue model (strict key check) and run through ``run_with_cache`` on a fixed
-sentence, so the slider shows what that step's weights actually compute.
+``attnlab train`` leaves, beside the final weights, snapshot checkpoints (``snapshots/step-000200/``
+holding ``model.safetensors``) and a ``metrics.jsonl`` log (one JSON object per line with a ``step``
+and ``loss`` / ``val_loss`` values); the bundled ``shakespeare-char`` model ships both. Each snapshot's
+weights are loaded into a copy of the catalogue model (``load_weights`` checks every name and shape)
+and run through ``run_with_cache`` on a fixed sentence, so the slider shows what that step's weights
+actually compute.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from attnlab.inspect import run_with_cache
@@ -26,6 +26,7 @@ from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError, PayloadError
 from attnlab.web.models import get_model, self_attention_stack, tokenize
 from attnlab.weights import catalog as cat
+from attnlab.weights.checkpoint import CheckpointError, load_weights
 
 SENTENCE = "ROMEO: But soft, what light through yonder window breaks?"
 
@@ -33,7 +34,7 @@ _DIRS: dict[str, Path] = {}
 _SENTENCES: dict[str, str] = {}
 _SNAPSHOT_MODELS: dict[tuple[str, int], nn.Module] = {}
 _LOCK = threading.Lock()
-_STEP = re.compile(r"(\d+)")
+_STEP = re.compile(r"step[-_]?(\d+)$")
 
 
 def register_timeline(model: str, directory: Path, sentence: str = SENTENCE) -> None:
@@ -60,14 +61,13 @@ def has_timeline(model: str) -> bool:
 
 
 def snapshots(model: str) -> dict[int, Path]:
-    """Snapshot files by training step."""
+    """Snapshot weight files by training step: ``step-<n>/model.safetensors`` or ``step_<n>.safetensors``."""
     found: dict[int, Path] = {}
     for path in sorted(_directory(model).rglob("*.safetensors")):
-        if "step" not in path.name.lower() and "snapshot" not in str(path.parent).lower():
-            continue
-        numbers = _STEP.findall(path.stem)
-        if numbers:
-            found[int(numbers[-1])] = path
+        named = path.parent.name if path.stem == "model" else path.stem
+        match = _STEP.search(named)
+        if match:
+            found[int(match[1])] = path
     if not found:
         raise NotFoundError(f"model {model!r} ships no training snapshots")
     return dict(sorted(found.items()))
@@ -93,13 +93,17 @@ def timeline(model: str) -> s.TimelineResponse:
     loaded = get_model(model)
     steps = snapshots(model)
     curve = _curve(model)
-    series = sorted({p.series for p in curve}, key=lambda k: ("val" not in k, k))
-    loss_at: dict[int, float] = {p.step: p.value for p in curve if series and p.series == series[0]}
     cfg = loaded.config
     return s.TimelineResponse(
-        model=model, sentence=_sentence(loaded), snapshots=[s.Snapshot(step=k, loss=loss_at.get(k)) for k in steps],
+        model=model, sentence=_sentence(loaded), snapshots=[s.Snapshot(step=k, loss=_loss_at(curve, k)) for k in steps],
         curve=curve, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
     )
+
+
+def _loss_at(curve: list[s.LossPoint], step: int) -> float | None:
+    """The latest training loss logged at or before ``step`` (the log is not always written at snapshot steps)."""
+    train = [p for p in curve if p.series in ("loss", "train_loss") and p.step <= step]
+    return max(train, key=lambda p: p.step).value if train else None
 
 
 def _sentence(loaded: cat.LoadedModel) -> str:
@@ -109,17 +113,12 @@ def _sentence(loaded: cat.LoadedModel) -> str:
 def _snapshot_model(loaded: cat.LoadedModel, step: int, path: Path) -> nn.Module:
     key = (loaded.name, step)
     if key not in _SNAPSHOT_MODELS:
-        state = load_file(str(path))
         model = copy.deepcopy(loaded.model)
-        expected = set(model.state_dict())
-        state = {k.removeprefix("model."): v for k, v in state.items()}
-        missing, extra = expected - set(state), set(state) - expected
-        if missing or extra:
-            raise PayloadError(
-                f"snapshot {path.name} does not match the model: missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}"
-            )
-        model.load_state_dict(state)
-        if len(_SNAPSHOT_MODELS) > 16:
+        try:
+            load_weights(model, path)
+        except CheckpointError as exc:
+            raise PayloadError(f"snapshot at step {step} does not fit model {loaded.name!r}: {exc}") from None
+        if len(_SNAPSHOT_MODELS) >= 16:
             _SNAPSHOT_MODELS.pop(next(iter(_SNAPSHOT_MODELS)))
         _SNAPSHOT_MODELS[key] = model.eval()
     return _SNAPSHOT_MODELS[key]
