@@ -282,3 +282,18 @@ def test_minilm_attention_payload_equals_run_with_cache(client: TestClient) -> N
     for layer, ref in enumerate(reference):
         torch.testing.assert_close(got[layer], ref.double(), rtol=0, atol=1e-7)
     assert any(role["role"] for layer in body["roles"] for role in layer)
+
+
+@pytest.mark.slow
+def test_bundled_shakespeare_timeline_and_generation(client: TestClient) -> None:
+    names = {i.name: i for i in cat.catalog()}
+    if "shakespeare-char" not in names or not names["shakespeare-char"].available:
+        pytest.skip("the bundled 'shakespeare-char' model is not in this checkout yet")
+    assert client.get("/api/models").json()["default"] == "shakespeare-char"
+    body = client.get("/api/timeline").json()
+    steps = [s["step"] for s in body["snapshots"]]
+    assert len(steps) >= 2 and body["curve"]
+    first, last = (client.post("/api/timeline/attention", json={"step": s, "layer": 0, "head": 0}).json() for s in (steps[0], steps[-1]))
+    assert _t(first["weights"]).sub(_t(last["weights"])).abs().max() > 1e-3
+    gen = client.post("/api/generate", json={"model": "shakespeare-char", "text": "ROMEO:", "max_new_tokens": 8, "seed": 1}).json()
+    assert len(gen["steps"]) == 8 and gen["text"].startswith("ROMEO:")

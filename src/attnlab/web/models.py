@@ -49,7 +49,7 @@ def model_lock(name: str) -> Iterator[None]:
 def default_model() -> tuple[str | None, str | None]:
     """``shakespeare-char`` when available, else the first available model; with a note when falling back."""
     infos = cat.catalog()
-    available = [i.name for i in infos if i.available]
+    available = sorted((i.name for i in infos if i.available), key=lambda n: n.startswith("demo-"))  # real models first
     if "shakespeare-char" in available:
         return "shakespeare-char", None
     if not available:
