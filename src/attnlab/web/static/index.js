@@ -190,9 +190,9 @@ async function drawQKV() {
   const p = await api.qkv(state.model, state.text, state.layer, head, state.focus);
   if (!current()) return;
   state.payloads.qkv = p;
-  $("qkv-title").textContent = `${p.model} · layer ${p.layer} · head ${p.head} · focus “${p.tokens[p.focus]}” (choose them in the Attention view)`;
+  $("qkv-title").textContent = `${p.model} · layer ${p.layer} · head ${p.head} · focus “${p.tokens[p.focus]}” (click a row to make it the query; layer and head are chosen in the Attention view)`;
   $("qkv-formula").innerHTML = FORMULA;
-  V.qkvSteps($("qkv-body"), p);
+  V.qkvSteps($("qkv-body"), p, (j) => { state.focus = j; guarded(drawQKV); });
 }
 
 const FORMULA = `<math display="block"><mrow><mi>Attention</mi><mo>(</mo><mi>Q</mi><mo>,</mo><mi>K</mi><mo>,</mo><mi>V</mi><mo>)</mo><mo>=</mo>

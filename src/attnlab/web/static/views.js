@@ -192,7 +192,7 @@ export function tensorViews(container, part) {
 
 const vec = (v, n = 6) => "[" + v.slice(0, n).map((x) => x.toFixed(3)).join(", ") + (v.length > n ? ", …" : "") + "]";
 
-export function qkvSteps(container, p) {
+export function qkvSteps(container, p, onFocus = null) {
   clear(container);
   el("p", {}, container, `Query of “${p.tokens[p.focus]}” (hook_q, d_k = ${p.d_k}): `).appendChild(el("span", { class: "vec" }, null, vec(p.query, 8)));
   const table = el("table", { class: "numbers", id: "qkv-table" }, container);
@@ -201,8 +201,9 @@ export function qkvSteps(container, p) {
     .forEach((h) => el("th", {}, hr, h));
   const body = el("tbody", {}, table);
   p.tokens.forEach((t, j) => {
-    const tr = el("tr", { class: j === p.focus ? "focus" : "" }, body);
-    el("td", {}, tr, t);
+    const tr = el("tr", { class: j === p.focus ? "focus" : "", "data-token": j, title: "click: make this the query" }, body);
+    if (onFocus) tr.addEventListener("click", () => onFocus(j));
+    el("td", {}, tr, short(t, 16));
     el("td", { class: "vec" }, tr, vec(p.keys[j], 4));
     el("td", {}, tr, fmt(p.dots[j]));
     el("td", { class: p.masked[j] ? "masked" : "" }, tr, p.masked[j] ? "−∞" : fmt(p.scores[j]));
