@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -136,3 +138,31 @@ def test_beam_search_scores_are_true_logprobs_and_beam_one_is_greedy() -> None:
     if len(out) < 11:  # finished with EOS: the reported score is the teacher-forced log-probability
         with torch.no_grad():
             assert logprob == pytest.approx(score(model, src, out, 0, 1), abs=1e-4)
+
+
+HAMLET = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
+
+
+def _loss(model, tokenizer, text: str) -> float:
+    ids = torch.tensor([tokenizer.encode(text)])[:, : model.config.max_len + 1]
+    with torch.no_grad():
+        logits = model(ids[:, :-1])
+    return float(torch.nn.functional.cross_entropy(logits[0], ids[0, 1:]))
+
+
+def test_bundled_shakespeare_model_and_snapshots() -> None:
+    from attnlab.weights.bundled import snapshot_dirs
+    from attnlab.weights.catalog import load
+    from attnlab.weights.checkpoint import load_checkpoint
+
+    loaded = load("shakespeare-char")
+    assert loaded.config.family == "decoder" and loaded.config.max_len == 64 and loaded.tokenizer.vocab_size == 65
+    snaps = snapshot_dirs()
+    assert sorted(snaps) == [0, 50, 200, 500]
+    losses = {step: _loss(load_checkpoint(path).model, loaded.tokenizer, HAMLET) for step, path in snaps.items()}
+    final = _loss(loaded.model, loaded.tokenizer, HAMLET)
+    assert abs(losses[0] - math.log(65)) < 0.3  # untrained: near uniform over 65 characters
+    assert final < losses[500] < losses[50] < losses[0]  # it learned, in order
+    assert final < 2.3
+    text = generate(loaded.model, loaded.tokenizer, "HAMLET:\n", max_new_tokens=40, seed=0)
+    assert len(text) == 40 and set(text) <= set(loaded.tokenizer.chars)
