@@ -80,3 +80,22 @@ def test_sampler_targets_shift_and_shards_match_global_batch() -> None:
     first = whole.next()[0]
     whole.set_state(state)
     assert torch.equal(whole.next()[0], first)
+
+
+def test_mlm_masking_rates_and_labels() -> None:
+    from attnlab.train.data import mask_for_mlm
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 1000, (64, 512), generator=g)
+    ids[:, 0] = 1  # a special token ([CLS]) is never selected
+    inputs, labels = mask_for_mlm(ids, mask_id=2, vocab_size=1000, generator=g, special_ids=(1,))
+    selected = labels != -100
+    assert not selected[:, 0].any()
+    assert torch.equal(labels[selected], ids[selected])
+    assert torch.equal(inputs[~selected], ids[~selected])  # unselected tokens untouched
+    rate = selected.float().mean().item()
+    assert 0.14 < rate < 0.16
+    n = selected.sum().item()
+    masked = (inputs[selected] == 2).sum().item() / n
+    kept = (inputs[selected] == ids[selected]).sum().item() / n
+    assert 0.78 < masked < 0.82 and 0.08 < kept < 0.12  # the rest (~10%) became random tokens

@@ -168,3 +168,26 @@ class BlockSampler:
 
     def set_state(self, state: Tensor) -> None:
         self.generator.set_state(state)
+
+
+def mask_for_mlm(
+    ids: Tensor, *, mask_id: int, vocab_size: int, generator: torch.Generator, prob: float = 0.15,
+    special_ids: tuple[int, ...] = (),
+) -> tuple[Tensor, Tensor]:
+    """BERT's masked-language-model corruption (Devlin et al. 2019, section 3.1).
+
+    Each token (except ``special_ids``) is selected with probability ``prob``; of the selected, 80%
+    become ``mask_id``, 10% a random token and 10% stay as they are, so the model cannot learn that
+    only ``[MASK]`` positions matter. Returns ``(inputs, labels)`` with labels ``-100`` (ignored by
+    ``cross_entropy``) at unselected positions.
+    """
+    selected = torch.rand(ids.shape, generator=generator) < prob
+    for special in special_ids:
+        selected &= ids != special
+    labels = torch.where(selected, ids, torch.full_like(ids, -100))
+    roll = torch.rand(ids.shape, generator=generator)
+    inputs = ids.clone()
+    inputs[selected & (roll < 0.8)] = mask_id
+    randomise = selected & (roll >= 0.8) & (roll < 0.9)
+    inputs[randomise] = torch.randint(vocab_size, ids.shape, generator=generator)[randomise]
+    return inputs, labels
