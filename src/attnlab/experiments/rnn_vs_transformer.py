@@ -151,7 +151,7 @@ def copy_accuracy(model: nn.Module, delay: int, extra: int, seed: int, n: int = 
 
 def long_range(mode: Mode, seed: int, show_progress: bool) -> dict[str, Any]:
     delays = pick(mode, [2, 4], [4, 16, 64], [2, 4, 8, 16, 32, 64, 128])
-    steps, batch, extra, d_model = pick(mode, 30, 300, 600), pick(mode, 16, 32, 32), pick(mode, 16, 32, 32), pick(mode, 32, 64, 64)
+    steps, batch, extra, d_model = pick(mode, 30, 200, 600), pick(mode, 16, 32, 32), pick(mode, 16, 32, 32), pick(mode, 32, 64, 64)
     rows = []
     jobs = [(kind, delay) for delay in delays for kind in KINDS]
     for kind, delay in progress(jobs, desc=f"{NAME} (b) long-range", enabled=show_progress):
@@ -173,7 +173,7 @@ def long_range(mode: Mode, seed: int, show_progress: bool) -> dict[str, Any]:
 
 def char_lm(mode: Mode, seed: int, data: str | Path | None, show_progress: bool) -> dict[str, Any]:
     corpus = load_corpus(data, n_synthetic=pick(mode, 20_000, 200_000, 400_000), seed=seed)
-    budget_s, block, batch = pick(mode, 0.75, 10.0, 60.0), pick(mode, 32, 128, 128), 16
+    budget_s, block, batch = pick(mode, 0.75, 8.0, 60.0), pick(mode, 32, 128, 128), 16
     d_model, evals = pick(mode, 32, 96, 128), pick(mode, 3, 8, 12)
     seed_everything(seed)
     models = matched_models(corpus.vocab_size, d_model, 2, block)

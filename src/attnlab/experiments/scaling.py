@@ -114,8 +114,15 @@ def run(mode: Mode = "quick", out: str | Path | None = None, *, data: str | Path
                   label=f"d{r['d_model']} L{r['n_layers']} ({r['params'] / 1e3:.0f}k)")
     ax.set(xlabel="training compute C = 6 N D (FLOPs)", ylabel="validation loss", title="loss against compute")
     ax.legend(fontsize=7)
-    for a in axes[0]:
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+
+    for a in axes[0]:  # losses span less than a decade: label five plain values, not powers of ten
         a.grid(True, which="both", alpha=0.3)
+        low, high = a.get_ylim()
+        a.yaxis.set_major_locator(FixedLocator([low * (high / low) ** (i / 4) for i in range(5)]))
+        a.yaxis.set_major_formatter(FormatStrFormatter("%.2f"))
+        a.yaxis.set_minor_formatter(NullFormatter())
+        a.xaxis.set_minor_formatter(NullFormatter())
     figures = [save_figure(fig, out, "scaling.png")]
 
     summary = [
