@@ -82,19 +82,25 @@ def test_clicked_token_shows_the_models_attention_weights(ui, model: str) -> Non
     assert ui.errors == []
 
 
-def test_timeline_slider_changes_the_picture(ui) -> None:
-    ui.open("#timeline", model="demo-decoder")
+@pytest.mark.parametrize("model", ["demo-decoder", "shakespeare-char"])
+def test_timeline_slider_changes_the_picture(ui, model: str) -> None:
+    infos = {i.name: i for i in cat.catalog()}
+    if model not in infos or not infos[model].available:
+        pytest.skip(f"model {model!r} is not in this checkout")
+    ui.open("#timeline", model=model)
     page = ui.page
-    page.wait_for_selector("#tl-heatmap[data-step='0'] rect[data-i]", state="attached")
+    steps = [s["step"] for s in page.evaluate(f"fetch('/api/timeline?model={model}').then(r => r.json())")["snapshots"]]
+    heatmap = f"#tl-heatmap[data-model='{model}'][data-step='{{}}'] rect[data-i]"
+    page.wait_for_selector(heatmap.format(steps[0]), state="attached")
     before = page.locator("#tl-heatmap rect[data-i]").evaluate_all("rs => rs.map(r => r.getAttribute('fill'))")
     marker_before = page.get_attribute("#step-marker", "x1")
     page.locator("#timeline-slider").evaluate("e => { e.value = e.max; e.dispatchEvent(new Event('input')); }")
-    page.wait_for_selector("#tl-heatmap[data-step='30'] rect[data-i]", state="attached")
+    page.wait_for_selector(heatmap.format(steps[-1]), state="attached")
     after = page.locator("#tl-heatmap rect[data-i]").evaluate_all("rs => rs.map(r => r.getAttribute('fill'))")
     assert len(before) == len(after) and before != after
     assert page.get_attribute("#step-marker", "x1") != marker_before
-    assert "step 30" in page.inner_text("#timeline-step")
-    ui.screenshot("walkthrough-timeline")
+    assert f"step {steps[-1]}" in page.inner_text("#timeline-step")
+    ui.screenshot(f"walkthrough-timeline-{model}")
     assert ui.errors == []
 
 

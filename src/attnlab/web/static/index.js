@@ -263,7 +263,10 @@ async function loadTimeline() {
   const m = currentModel();
   const name = m && m.timeline ? m.name : state.models.find((x) => x.timeline && x.available)?.name;
   if (!name) { $("timeline-note").textContent = "No available model ships training snapshots (the bundled shakespeare-char model does)."; return; }
-  timelineData = await api.timeline(name);
+  const current = ticket("timeline-index");
+  const data = await api.timeline(name);
+  if (!current()) return;
+  timelineData = data;
   $("timeline-note").textContent = `${name}: the same sentence through the weights saved at each training step. “${timelineData.sentence}”`;
   const slider = $("timeline-slider");
   slider.max = String(timelineData.snapshots.length - 1);
@@ -285,6 +288,7 @@ async function drawTimelineStep() {
   V.lossCurve($("loss-curve"), timelineData.curve, snap.step);
   const svg = $("tl-heatmap");
   svg.dataset.step = String(snap.step);
+  svg.dataset.model = p.model;
   V.heatmap(svg, p.weights, { rows: p.tokens, cols: p.tokens, min: 0, cell: Math.max(6, Math.min(14, Math.floor(560 / p.tokens.length))), masked: (i, j) => j > i });
 }
 
