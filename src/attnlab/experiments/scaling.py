@@ -99,6 +99,22 @@ def run(mode: Mode = "quick", out: str | Path | None = None, *, data: str | Path
     fit = {"alpha_params": -slope_n, "a_params": float(torch.tensor(intercept_n).exp()),
            "alpha_compute": -slope_c, "a_compute": float(torch.tensor(intercept_c).exp())}
 
+    figures = [plot(runs, fit, out)]
+
+    xs = [r["params"] for r in runs]
+    summary = [
+        f"loss ~ {fit['a_params']:.2f} * N^-{fit['alpha_params']:.3f} over N = {xs[0]:,} .. {xs[-1]:,} "
+        f"(Kaplan et al. 2020 report alpha_N ~ 0.076 for large models)",
+        "final val loss: " + ", ".join(f"{r['params'] / 1e3:.0f}k {r['val_loss']:.3f}" for r in runs),
+        f"corpus: {corpus.source}; {steps} steps x {batch} x {block} tokens per model",
+    ]
+    return finish(NAME, TITLE, mode, seed, started, out, figures=figures, summary=summary,
+                  data={"corpus": corpus.source, "steps": steps, "batch": batch, "block": block, "runs": runs,
+                        "fit": fit})
+
+
+def plot(runs: list[dict[str, Any]], fit: dict[str, float], out: Path) -> str:
+    """Draw ``scaling.png`` from the recorded runs (also usable on a saved results.json's data)."""
     fig, axes = new_figure(ncols=2, width=5.2)
     ax = axes[0][0]
     xs = [r["params"] for r in runs]
@@ -123,14 +139,4 @@ def run(mode: Mode = "quick", out: str | Path | None = None, *, data: str | Path
         a.yaxis.set_major_formatter(FormatStrFormatter("%.2f"))
         a.yaxis.set_minor_formatter(NullFormatter())
         a.xaxis.set_minor_formatter(NullFormatter())
-    figures = [save_figure(fig, out, "scaling.png")]
-
-    summary = [
-        f"loss ~ {fit['a_params']:.2f} * N^-{fit['alpha_params']:.3f} over N = {xs[0]:,} .. {xs[-1]:,} "
-        f"(Kaplan et al. 2020 report alpha_N ~ 0.076 for large models)",
-        "final val loss: " + ", ".join(f"{r['params'] / 1e3:.0f}k {r['val_loss']:.3f}" for r in runs),
-        f"corpus: {corpus.source}; {steps} steps x {batch} x {block} tokens per model",
-    ]
-    return finish(NAME, TITLE, mode, seed, started, out, figures=figures, summary=summary,
-                  data={"corpus": corpus.source, "steps": steps, "batch": batch, "block": block, "runs": runs,
-                        "fit": fit})
+    return save_figure(fig, out, "scaling.png")
