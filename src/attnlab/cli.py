@@ -188,6 +188,7 @@ def generate(
             raise GenerationError(f"{checkpoint or model} is not a decoder-only language model")
         sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
         steps = []
+        tokenizer.encode(prompt)  # an unknown character is reported before anything is printed
         sys.stdout.write(prompt)
         for step in stream(lm, tokenizer, prompt, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
                            seed=seed, use_cache=not no_cache, top_probs=top_probs):

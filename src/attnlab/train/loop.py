@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.models import TransformerConfig, build_model, preset
+from attnlab.models import build_model, preset
 from attnlab.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 from attnlab.train import distributed
 from attnlab.train.data import BlockSampler, TokenData, corpus_files, iter_text, open_tokens, prepare_tokens
@@ -358,7 +358,3 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
     plt.close(fig)
     tmp.replace(png_path)
 
-
-def config_for(cfg: TrainConfig, vocab_size: int) -> TransformerConfig:
-    """The model config a run would build (for printing sizes before training)."""
-    return preset(cfg.preset).replace(vocab_size=vocab_size, **cfg.model_overrides)
