@@ -23,6 +23,7 @@ from attnlab.weights.checkpoint import save_checkpoint
 
 ALPHABET = string.printable[:95]  # digits, letters, punctuation, space
 DEMO_SENTENCE = "the cat sat on the mat. the dog sat on the log."
+_TRAINED: Path | None = None
 
 
 def _config(family: str, positions: str = "learned", **kw: object) -> TransformerConfig:
@@ -48,7 +49,8 @@ def _entry(name: str, family: str, build: type, config: TransformerConfig, seed:
 
 def register_demo_models(timeline_dir: Path | None = None) -> list[str]:
     """Register ``demo-decoder``, ``demo-encoder`` and ``demo-seq2seq``; with ``timeline_dir``, train the
-    decoder briefly and register its snapshots as the decoder's timeline."""
+    decoder briefly (once per process; later calls reuse the first directory, which must outlive them)
+    and register its snapshots as the decoder's timeline."""
     entries = [
         _entry("demo-decoder", "decoder", DecoderLM, _config("decoder"), 1),
         _entry("demo-encoder", "encoder", EncoderModel, _config("encoder", "sinusoidal"), 2),
@@ -56,9 +58,12 @@ def register_demo_models(timeline_dir: Path | None = None) -> list[str]:
     ]
     for info in entries:
         cat.register(info)
+    global _TRAINED
     if timeline_dir is not None:
-        write_demo_timeline(timeline_dir)
-        timeline.register_timeline("demo-decoder", timeline_dir, DEMO_SENTENCE)
+        if _TRAINED is None:  # the run is deterministic: train once per process, reuse its files
+            write_demo_timeline(timeline_dir)
+            _TRAINED = timeline_dir
+        timeline.register_timeline("demo-decoder", _TRAINED, DEMO_SENTENCE)
     return [e.name for e in entries]
 
 
