@@ -30,6 +30,8 @@ def _check_written(result: dict, out: Path) -> dict:
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["experiment"] == result["experiment"]
     assert on_disk["mode"] == "tiny"
+    assert on_disk["command"].startswith(f"attnlab experiment {result['experiment']}")
+    assert on_disk["machine"]["torch_threads"] >= 1 and on_disk["elapsed_s"] > 0
     assert result["figures"]
     for name in result["figures"]:
         png = out / name

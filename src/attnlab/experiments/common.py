@@ -155,15 +155,20 @@ def write_results(out: Path, result: dict[str, Any]) -> Path:
 
 
 def finish(name: str, title: str, mode: Mode, seed: int, started: float, out: Path, *, data: dict[str, Any],
-           summary: list[str], figures: list[str], notes: list[str] | None = None) -> dict[str, Any]:
+           summary: list[str], figures: list[str], notes: list[str] | None = None,
+           corpus_file: str | Path | None = None) -> dict[str, Any]:
     """Assemble the common result record, write it and return it."""
+    command = f"attnlab experiment {name}" + {"tiny": " (tiny mode, tests only)", "quick": " --quick", "full": ""}[mode]
+    if corpus_file is not None:
+        command += f" --data {corpus_file}"
+    if seed != 0:
+        command += f" --seed {seed}"
     result = {
         "experiment": name,
         "title": title,
         "mode": mode,
         "seed": seed,
-        "command": f"attnlab experiment {name}" + {"tiny": " (tiny mode, tests only)", "quick": " --quick",
-                                                   "full": ""}[mode],
+        "command": command,
         "machine": machine_info(),
         "elapsed_s": round(time.perf_counter() - started, 2),
         "summary": summary,

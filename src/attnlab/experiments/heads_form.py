@@ -123,7 +123,7 @@ def run(mode: Mode = "quick", out: str | Path | None = None, *, data: str | Path
         f"(uniform over the visible keys averages {_uniform_entropy(block):.3f})",
         "roles at the end: " + ", ".join(f"{role or 'none'} {roles_end.count(role)}" for role in (*ROLES, None)),
     ]
-    return finish(NAME, TITLE, mode, seed, started, out, figures=figures, summary=summary,
+    return finish(NAME, TITLE, mode, seed, started, out, figures=figures, summary=summary, corpus_file=data,
                   data={"corpus": corpus.source, "corpus_chars": len(corpus.train) + len(corpus.val),
                         "config": config.to_dict(), "steps": steps, "batch": batch, "snapshots": snapshots})
 

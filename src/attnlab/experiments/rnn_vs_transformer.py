@@ -259,6 +259,6 @@ def run(mode: Mode = "quick", out: str | Path | None = None, *, data: str | Path
         f"char-LM val loss after {c['budget_s']:.0f} s: " + ", ".join(
             f"{r['model']} {r['val_loss']:.3f} ({r['steps']} steps)" for r in c["rows"]),
     ]
-    return finish(NAME, TITLE, mode, seed, started, out, figures=figures, summary=summary,
+    return finish(NAME, TITLE, mode, seed, started, out, figures=figures, summary=summary, corpus_file=data,
                   data={"throughput": a, "long_range": b, "char_lm": c},
                   notes=["(c) depends on wall-clock time: the step count within the budget varies with load"])

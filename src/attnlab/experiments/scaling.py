@@ -108,7 +108,7 @@ def run(mode: Mode = "quick", out: str | Path | None = None, *, data: str | Path
         "final val loss: " + ", ".join(f"{r['params'] / 1e3:.0f}k {r['val_loss']:.3f}" for r in runs),
         f"corpus: {corpus.source}; {steps} steps x {batch} x {block} tokens per model",
     ]
-    return finish(NAME, TITLE, mode, seed, started, out, figures=figures, summary=summary,
+    return finish(NAME, TITLE, mode, seed, started, out, figures=figures, summary=summary, corpus_file=data,
                   data={"corpus": corpus.source, "steps": steps, "batch": batch, "block": block, "runs": runs,
                         "fit": fit})
 
