@@ -204,6 +204,27 @@ def generate(
         raise typer.Exit(1) from None
 
 
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="Small shapes: a smoke run in about a minute, not the quoted figures."),
+    bf16: str = typer.Option("auto", help="bf16 autocast rows: auto (only where bf16 matmuls beat fp32) | on | off."),
+    threads: int = typer.Option(0, help="torch threads (0: PyTorch's default)."),
+) -> None:
+    """Our training step and encoder inference beside Hugging Face (same config and weights), as ratios."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        typer.echo("error: the benchmark compares against Hugging Face: pip install transformers", err=True)
+        raise typer.Exit(1) from None
+    if bf16 not in ("auto", "on", "off"):
+        typer.echo(f"error: --bf16 must be auto, on or off, not {bf16!r}", err=True)
+        raise typer.Exit(2)
+    from attnlab.bench import FULL, QUICK, format_report, run_bench
+
+    sizes = QUICK if quick else FULL
+    typer.echo(format_report(run_bench(sizes, bf16=bf16, threads=threads), sizes))
+
+
 def main() -> None:
     app()
 

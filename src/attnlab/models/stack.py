@@ -94,7 +94,10 @@ class Embeddings(nn.Module):
             raise InputError(f"token_type_ids must lie in [0, {n}) (type_vocab_size), got max {int(types.max())}")
 
     def forward(self, ids: Tensor, positions: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
-        x = self.hook_tok_embed(self.token(ids) * self.scale)  # (batch, seq, d_model)
+        x = self.token(ids)  # (batch, seq, d_model)
+        if self.scale != 1.0:  # the 2017 model scales by sqrt(d_model) (section 3.4)
+            x = x * self.scale
+        x = self.hook_tok_embed(x)
         if self.positions is not None:
             x = x + self.hook_pos_embed(self.positions(positions))[None]
         if self.token_type is not None:
