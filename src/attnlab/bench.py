@@ -89,12 +89,14 @@ def bf16_speedup() -> float:
     """How much faster a bf16 matmul runs than an fp32 one here (below 1: no native bf16 support)."""
     times = {}
     for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(256, 256, dtype=dtype), torch.randn(256, 256, dtype=dtype)
+        a, b = torch.randn(512, 512, dtype=dtype), torch.randn(512, 512, dtype=dtype)
         a @ b
-        start = time.perf_counter()
-        for _ in range(3):
+        best = float("inf")
+        for _ in range(3):  # the fastest of three: other processes only ever slow a call down
+            start = time.perf_counter()
             a @ b
-        times[dtype] = time.perf_counter() - start
+            best = min(best, time.perf_counter() - start)
+        times[dtype] = best
     return times[torch.float32] / times[torch.bfloat16]
 
 

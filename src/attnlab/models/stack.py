@@ -84,6 +84,8 @@ class Embeddings(nn.Module):
         self.hook_embed = HookPoint()
 
     def _check_types(self, types: Tensor, ids: Tensor) -> None:
+        if self.token_type is None:
+            raise InputError("token_type_ids given, but this model has no token types (type_vocab_size=0)")
         if types.shape != ids.shape or types.dtype not in (torch.int64, torch.int32):
             raise InputError(
                 f"token_type_ids must be integers shaped like input_ids {tuple(ids.shape)}, "
@@ -100,12 +102,11 @@ class Embeddings(nn.Module):
         x = self.hook_tok_embed(x)
         if self.positions is not None:
             x = x + self.hook_pos_embed(self.positions(positions))[None]
+        if token_type_ids is not None:
+            self._check_types(token_type_ids, ids)
         if self.token_type is not None:
             types = token_type_ids if token_type_ids is not None else torch.zeros_like(ids)
-            self._check_types(types, ids)
             x = x + self.token_type(types)
-        elif token_type_ids is not None:
-            raise InputError("token_type_ids given, but this model has no token types (type_vocab_size=0)")
         if self.norm is not None:
             x = self.norm(x)
         return self.hook_embed(self.dropout(x))

@@ -64,14 +64,18 @@ class FeedForward(nn.Module):
         self.hook_out = HookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
+        # Without autograd the non-linearity may overwrite its input: one (batch, seq, d_ff) tensor
+        # less to allocate per layer, measurably faster inference on CPU. Training keeps the input.
+        inplace = not torch.is_grad_enabled()
         if self.gate is not None:
-            h = F.silu(self.gate(x)) * self.up(x)
+            gate = F.silu(self.gate(x), inplace=inplace)
+            h = gate.mul_(self.up(x)) if inplace else gate * self.up(x)
         elif self.activation == "relu":
-            h = F.relu(self.up(x))
-        elif self.activation == "gelu":
-            h = F.gelu(self.up(x))
+            h = F.relu(self.up(x), inplace=inplace)
         else:
-            h = F.gelu(self.up(x), approximate="tanh")
+            approximate = "tanh" if self.activation == "gelu_tanh" else "none"
+            h = self.up(x)
+            h = torch.ops.aten.gelu_(h, approximate=approximate) if inplace else F.gelu(h, approximate=approximate)
         h = self.hook_hidden(h)
         return self.hook_out(self.down(self.dropout(h)))
 

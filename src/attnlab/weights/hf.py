@@ -8,9 +8,9 @@ Four kinds of checkpoint, each a ``KeyMap`` (see ``attnlab.weights.keymap``) wri
 - ``llama``: ``LlamaForCausalLM`` (or ``LlamaModel``) <-> ``DecoderLM``
 
 Hugging Face's Llama applies rotary embeddings in the "rotate half" layout, as attnlab does, so no
-permutation is needed here (GGUF files are permuted; ``attnlab.weights.gguf`` undoes that and then
-reuses ``hf_keymap("llama", ...)``). ``transformers`` is not imported: state dicts are plain dicts
-and configs may be a ``PretrainedConfig`` or the dict of a ``config.json``.
+permutation is needed here (llama.cpp's GGUF files are permuted: undo that, rename to Hugging Face's
+keys and ``from_hf_state_dict("llama", ...)`` does the rest). ``transformers`` is not imported: state
+dicts are plain dicts and configs may be a ``PretrainedConfig`` or the dict of a ``config.json``.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ _ARCHITECTURE: dict[str, dict[str, Any]] = {
 _ARCHITECTURE["bert-mlm"] = _ARCHITECTURE["bert"]
 
 
-def _linear(ours: str, theirs: str, bias: bool, transform: Transform | None = None) -> list[Rule]:
+def _linear(ours: str, theirs: str, bias: bool, transform: Transform = IDENTITY) -> list[Rule]:
     """A linear (or norm) layer: weight, and bias if present; ``transform`` applies to the weight."""
-    rules = [rule(f"{ours}.weight", f"{theirs}.weight", transform or IDENTITY)]
+    rules = [rule(f"{ours}.weight", f"{theirs}.weight", transform)]
     if bias:
         rules.append(rule(f"{ours}.bias", f"{theirs}.bias"))
     return rules
@@ -161,18 +161,20 @@ def _check_kind(kind: str, config: TransformerConfig) -> None:
 def hf_keymap(kind: str, config: TransformerConfig, *, pooler: bool = True) -> KeyMap:
     """The two-way key map of one checkpoint kind for one config (``pooler``: ``bert`` only)."""
     _check_kind(kind, config)
+    theirs_tied: dict[str, str] = {}
+    ours_tied: dict[str, str] = {}
     if kind in ("bert", "bert-mlm"):
         rules = _bert_rules(config, mlm=kind == "bert-mlm", pooler=pooler)
-        tied_source = {"bert": None, "bert-mlm": "bert.embeddings.word_embeddings.weight"}[kind]
-        theirs_tied = {"cls.predictions.decoder.bias": "cls.predictions.bias"} if kind == "bert-mlm" else {}
-        if tied_source and config.tie_embeddings:
-            theirs_tied["cls.predictions.decoder.weight"] = tied_source
-        ours_tied = {"lm_head.weight": "encoder.embed.token.weight"} if kind == "bert-mlm" and config.tie_embeddings else {}
+        if kind == "bert-mlm":
+            theirs_tied["cls.predictions.decoder.bias"] = "cls.predictions.bias"
+            if config.tie_embeddings:
+                theirs_tied["cls.predictions.decoder.weight"] = "bert.embeddings.word_embeddings.weight"
+                ours_tied["lm_head.weight"] = "encoder.embed.token.weight"
     else:
         rules = _gpt2_rules(config) if kind == "gpt2" else _llama_rules(config)
-        embedding = "transformer.wte.weight" if kind == "gpt2" else "model.embed_tokens.weight"
-        theirs_tied = {"lm_head.weight": embedding} if config.tie_embeddings else {}
-        ours_tied = {"lm_head.weight": "embed.token.weight"} if config.tie_embeddings else {}
+        if config.tie_embeddings:
+            theirs_tied["lm_head.weight"] = "transformer.wte.weight" if kind == "gpt2" else "model.embed_tokens.weight"
+            ours_tied["lm_head.weight"] = "embed.token.weight"
     return KeyMap(
         name=f"Hugging Face {kind}", rules=rules, n_layers=config.n_layers,
         ours_tied=ours_tied, theirs_tied=theirs_tied, ignore=_IGNORE[kind],

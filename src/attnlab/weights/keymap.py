@@ -168,7 +168,7 @@ class KeyMap:
         for alias, source in tied.items():
             if alias in sd and source in sd and not torch.equal(sd[alias], sd[source]):
                 raise CheckpointMismatchError(
-                    f"{what}: {alias!r} differs from {source!r}, but the config ties them (tie_embeddings=True)"
+                    f"{what}: {alias!r} differs from {source!r}, but they are one tied tensor in this model"
                 )
         return {k: v for k, v in sd.items() if k not in tied}
 
