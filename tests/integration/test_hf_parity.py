@@ -73,16 +73,20 @@ def test_bert_hidden_states_and_pooler(ids: torch.Tensor, fused_qkv: bool) -> No
         assert_close(cache.residual(i, "post"), ref.hidden_states[i + 1])
 
 
-def test_bert_padding_matches_on_real_tokens(ids: torch.Tensor) -> None:
-    hf = _randomize(transformers.BertModel(bert_config()))
-    ours = load_hf_model(hf)
+def assert_same_on_real_tokens(hf, ours, ids: torch.Tensor, n_real: int) -> None:
+    """Row 0 is padded after ``n_real`` tokens; outputs must match wherever the token is real."""
     mask = torch.ones_like(ids)
-    mask[0, 7:] = 0
+    mask[0, n_real:] = 0
     with torch.no_grad():
         ref = hf(ids, attention_mask=mask).last_hidden_state
         hidden = ours(ids, attention_mask=mask)
     real = mask.bool()
     assert_close(hidden[real], ref[real])
+
+
+def test_bert_padding_matches_on_real_tokens(ids: torch.Tensor) -> None:
+    hf = _randomize(transformers.BertModel(bert_config()))
+    assert_same_on_real_tokens(hf, load_hf_model(hf), ids, n_real=7)
 
 
 @pytest.mark.parametrize("act", ["gelu", "relu", "gelu_new"])
@@ -194,12 +198,4 @@ def test_real_minilm_weights() -> None:
     """The bundled all-MiniLM-L6-v2 checkpoint, read by transformers and by our map, gives the same states."""
     path = _minilm_dir()
     hf = transformers.BertModel.from_pretrained(str(path)).eval()
-    ours = load_hf_model(hf)
-    ids = torch.randint(1000, 30000, (2, 24))
-    mask = torch.ones_like(ids)
-    mask[1, 16:] = 0
-    with torch.no_grad():
-        ref = hf(ids, attention_mask=mask).last_hidden_state
-        hidden = ours(ids, attention_mask=mask)
-    real = mask.bool()
-    assert_close(hidden[real], ref[real])
+    assert_same_on_real_tokens(hf, load_hf_model(hf), torch.randint(1000, 30000, (2, 24)), n_real=16)
