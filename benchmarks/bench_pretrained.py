@@ -18,7 +18,6 @@ import statistics
 import time
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,42 +35,10 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def hf_llama_from_gguf(model, gf):
-    """Hugging Face LlamaForCausalLM holding the same dequantized weights (HF's own Q/K un-permute)."""
-    import transformers
-    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
-
-    c = model.config
-    config = transformers.LlamaConfig(
-        vocab_size=c.vocab_size, hidden_size=c.d_model, intermediate_size=c.d_ff, num_hidden_layers=c.n_layers,
-        num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads, rms_norm_eps=c.norm_eps,
-        rope_theta=c.rope_theta, max_position_embeddings=c.max_len, tie_word_embeddings=True,
-    )
-    processor = LlamaTensorProcessor(config={"num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads})
-    top = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
-    per_layer = {
-        "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-        "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
-        "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
-    }
-    state = {}
-    for name in gf.tensors:
-        weights = processor.process(gf.tensor(name).numpy(), name).weights
-        if name in top:
-            key = top[name]
-        else:
-            _, layer, part, _ = name.split(".")
-            key = f"model.layers.{layer}.{per_layer[part]}.weight"
-        state[key] = torch.from_numpy(np.ascontiguousarray(weights))
-    hf = transformers.LlamaForCausalLM(config).eval()
-    hf.load_state_dict(state, strict=False)
-    hf.tie_weights()
-    return hf
-
-
 def bench_smollm2(new_tokens: int, repeats: int) -> dict[str, float]:
     from attnlab.generate import Sampling, stream_ids
     from attnlab.pretrained.packages import SMOLLM2_PACKAGE
+    from attnlab.pretrained.reference import hf_llama_from_gguf
     from attnlab.pretrained.smollm2 import GGUF_FILE
     from attnlab.weights.gguf import load_llama_gguf
 

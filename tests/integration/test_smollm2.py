@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 import torch
 
@@ -44,37 +43,12 @@ def ours():
 
 @pytest.fixture(scope="module")
 def reference(ours):
-    transformers = pytest.importorskip("transformers")
-    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+    pytest.importorskip("transformers")
+    from attnlab.pretrained.reference import hf_llama_from_gguf
 
     model, _, gf = ours
-    c = model.config
-    config = transformers.LlamaConfig(
-        vocab_size=c.vocab_size, hidden_size=c.d_model, intermediate_size=c.d_ff, num_hidden_layers=c.n_layers,
-        num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads, rms_norm_eps=c.norm_eps,
-        rope_theta=c.rope_theta, max_position_embeddings=c.max_len, tie_word_embeddings=True,
-    )
-    processor = LlamaTensorProcessor(config={"num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads})
-    top = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
-    per_layer = {
-        "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-        "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
-        "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
-    }
-    state = {}
-    for name in gf.tensors:
-        weights = processor.process(gf.tensor(name).numpy(), name).weights
-        if name in top:
-            key = top[name]
-        else:
-            _, layer, part, _ = name.split(".")
-            key = f"model.layers.{layer}.{per_layer[part]}.weight"
-        state[key] = torch.from_numpy(np.ascontiguousarray(weights))
-    hf = transformers.LlamaForCausalLM(config).eval()
-    result = hf.load_state_dict(state, strict=False)
-    assert result.unexpected_keys == [] and result.missing_keys == ["lm_head.weight"]  # tied to the embedding
-    hf.tie_weights()
-    assert torch.equal(hf.lm_head.weight, state["model.embed_tokens.weight"])
+    hf = hf_llama_from_gguf(model, gf)  # raises unless only lm_head is missing (tied to the embedding)
+    assert torch.equal(hf.lm_head.weight, hf.model.embed_tokens.weight)
     return hf
 
 
