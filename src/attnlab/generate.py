@@ -56,10 +56,14 @@ class Step:
     top: list[tuple[int, str, float]] | None = None
 
 
-def sample_next(logits: Tensor, sampling: Sampling, generator: torch.Generator | None = None) -> int:
-    """Choose a token from ``(vocab,)`` logits: temperature, then top-k, then top-p (nucleus)."""
+def sampling_distribution(logits: Tensor, sampling: Sampling) -> Tensor:
+    """The ``(vocab,)`` distribution ``sample_next`` draws from: temperature, then top-k, then top-p.
+
+    Greedy decoding (``temperature == 0``) puts all mass on the highest logit. The walkthrough shows
+    this distribution beside the unfiltered one, so both come from the same code.
+    """
     if sampling.temperature == 0:
-        return int(logits.argmax())
+        return torch.zeros_like(logits, dtype=torch.float32).index_fill_(0, logits.argmax().view(1), 1.0)
     logits = logits.float() / sampling.temperature
     if 0 < sampling.top_k < logits.numel():
         kth = torch.topk(logits, sampling.top_k).values[-1]
@@ -69,8 +73,14 @@ def sample_next(logits: Tensor, sampling: Sampling, generator: torch.Generator |
         probs = torch.softmax(sorted_logits, dim=-1)
         outside = probs.cumsum(-1) - probs >= sampling.top_p  # mass above this token already covers p
         logits = logits.index_fill(0, order[outside], -math.inf)
-    probs = torch.softmax(logits, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return torch.softmax(logits, dim=-1)
+
+
+def sample_next(logits: Tensor, sampling: Sampling, generator: torch.Generator | None = None) -> int:
+    """Choose a token from ``(vocab,)`` logits: temperature, then top-k, then top-p (nucleus)."""
+    if sampling.temperature == 0:
+        return int(logits.argmax())
+    return int(torch.multinomial(sampling_distribution(logits, sampling), 1, generator=generator))
 
 
 def _top(logits: Tensor, n: int, temperature: float, tokenizer: Tokenizer | None) -> list[tuple[int, str, float]]:

@@ -3,47 +3,21 @@
 The prompt is run once through the model, then one token at a time with its ``DecodingCache``, as a
 real decoder does; each step records the attention row of the position that makes the prediction (its
 query against every cached key) with ``run_with_cache``. The token is chosen by the library's sampler
-(``attnlab.generate.sample_next``); ``filter_probs`` recomputes the same filters only to *show* the
-distribution before and after temperature, top-k and top-p.
+(``attnlab.generate.sample_next``), and the bars show the distribution before and after temperature,
+top-k and top-p from the same code (``attnlab.generate.sampling_distribution``).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from attnlab.generate import GenerationError, Sampling, sample_next
+from attnlab.generate import GenerationError, Sampling, sample_next, sampling_distribution
 from attnlab.inspect import run_with_cache
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
 from attnlab.web.models import get_model, model_lock, tokenize
 
 N_CANDIDATES = 12
-
-
-def filter_probs(logits: Tensor, *, temperature: float, top_k: int, top_p: float) -> tuple[Tensor, Tensor]:
-    """``(probs, kept)``: softmax(logits / T), and that distribution after top-k and top-p, renormalised.
-
-    ``temperature == 0`` is greedy decoding: all mass on the highest logit.
-    """
-    logits = logits.double()
-    if temperature == 0:
-        probs = torch.softmax(logits, dim=-1)
-        kept = torch.zeros_like(probs)
-        kept[logits.argmax()] = 1.0
-        return probs, kept
-    probs = torch.softmax(logits / temperature, dim=-1)
-    keep = torch.ones_like(probs, dtype=torch.bool)
-    if 0 < top_k < probs.numel():
-        keep &= probs >= probs.topk(top_k).values[-1]
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(descending=True)
-        before = sorted_p.cumsum(0) - sorted_p  # mass of the tokens ranked above each one
-        in_nucleus = torch.zeros_like(keep)
-        in_nucleus[order] = before < top_p  # the smallest prefix whose mass reaches top_p
-        keep &= in_nucleus
-    kept = torch.where(keep, probs, torch.zeros_like(probs))
-    return probs, kept / kept.sum()
 
 
 def generate(req: s.GenerateRequest) -> s.GenerateResponse:
@@ -65,8 +39,10 @@ def generate(req: s.GenerateRequest) -> s.GenerateResponse:
         x = torch.tensor([ids])
         for _ in range(req.max_new_tokens):
             logits, cache = run_with_cache(loaded.model, x, cache=kv, names="*attn.hook_weights")
-            probs, kept = filter_probs(logits[0, -1], temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
-            token = sample_next(logits[0, -1], sampling, generator)
+            last = logits[0, -1]
+            probs = torch.softmax(last.float() / (req.temperature or 1.0), dim=-1)
+            kept = sampling_distribution(last, sampling)
+            token = sample_next(last, sampling, generator)
             order = sorted(cache, key=lambda n: int(n.split("blocks.")[1].split(".")[0]))
             attention = [cache[n][0, :, -1].double().tolist() for n in order]  # (layer, head, key)
             best = probs.topk(min(N_CANDIDATES, probs.numel())).indices.tolist()
