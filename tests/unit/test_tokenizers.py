@@ -79,3 +79,16 @@ def test_bad_vocab_sizes() -> None:
         CharTokenizer.train([""])
     with pytest.raises(ValueError, match="outside the vocabulary"):
         CharTokenizer.train(["ab"]).decode([5])
+
+
+def test_bpe_special_tokens_take_the_first_ids_and_never_come_from_text() -> None:
+    tok = BPETokenizer.train(["a cat sat on </s> the mat <pad>"] * 20, vocab_size=300,
+                             special_tokens=("<pad>", "<s>", "</s>"))
+    assert tok.special_tokens == ("<pad>", "<s>", "</s>")
+    assert [tok.token_id(t) for t in tok.special_tokens] == [0, 1, 2]
+    ids = tok.encode("the </s> and <pad>")
+    assert not set(ids) & {0, 1, 2} and tok.decode(ids) == "the </s> and <pad>"
+    again = tokenizer_from_json(tok.to_json())
+    assert again.encode("the </s>") == tok.encode("the </s>") and again.token_id("</s>") == 2
+    with pytest.raises(KeyError, match="no special token '<mask>'"):
+        tok.token_id("<mask>")

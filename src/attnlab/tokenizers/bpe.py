@@ -8,7 +8,7 @@ corpus (Sennrich et al. 2016) make frequent byte sequences single tokens.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -38,18 +38,30 @@ class BPETokenizer:
 
     def __init__(self, hf: HFTokenizer) -> None:
         self._hf = hf
+        self._hf.encode_special_tokens = True  # text that spells "</s>" stays text
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2) -> BPETokenizer:
-        """Learn merges from ``texts`` (an iterable of strings, e.g. lines or files) up to ``vocab_size``."""
-        if vocab_size < 256:
-            raise ValueError(f"byte-level BPE needs vocab_size >= 256 (the byte alphabet), got {vocab_size}")
+    def train(
+        cls, texts: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2,
+        special_tokens: Sequence[str] = (),
+    ) -> BPETokenizer:
+        """Learn merges from ``texts`` (an iterable of strings, e.g. lines or files) up to ``vocab_size``.
+
+        ``special_tokens`` (e.g. ``<pad>``, ``<s>``, ``</s>`` for translation, ``[MASK]`` for MLM) take
+        ids 0, 1, ... in order; text never encodes to them, so a corpus that happens to contain the
+        string ``</s>`` cannot end a sentence early.
+        """
+        if vocab_size < 256 + len(special_tokens):
+            raise ValueError(
+                f"byte-level BPE needs vocab_size >= 256 (the byte alphabet) + {len(special_tokens)} special tokens, "
+                f"got {vocab_size}"
+            )
         hf = HFTokenizer(models.BPE())
         hf.pre_tokenizer = _BYTE_LEVEL
         hf.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=list(special_tokens),
         )
         hf.train_from_iterator(texts, trainer=trainer)
         return cls(hf)
@@ -57,6 +69,17 @@ class BPETokenizer:
     @property
     def vocab_size(self) -> int:
         return self._hf.get_vocab_size()
+
+    def token_id(self, token: str) -> int:
+        """The id of a special token such as ``</s>``; an error names the ones this tokenizer has."""
+        found = self._hf.token_to_id(token)
+        if found is None or token not in self.special_tokens:
+            raise KeyError(f"this tokenizer has no special token {token!r}; it has: {list(self.special_tokens) or 'none'}")
+        return found
+
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        return tuple(t.content for _, t in sorted(self._hf.get_added_tokens_decoder().items()))
 
     def encode(self, text: str) -> list[int]:
         return self._hf.encode(text, add_special_tokens=False).ids
