@@ -48,9 +48,15 @@ def serve(
 
 @app.command()
 def train(
-    data: str = typer.Option(..., help="A UTF-8 text file, or a folder of them."),
+    data: str = typer.Option(..., help="lm/mlm: a UTF-8 text file or folder; classification: label<TAB>text lines; "
+                             "translation: source<TAB>target lines (or the source side, with --target-data)."),
     out: str = typer.Option(..., help="Run directory: last/ and best/ checkpoints, metrics.jsonl, loss.png."),
-    preset: str = typer.Option("shakespeare-char", help="Model preset (see `attnlab presets`); decoder presets."),
+    task: str = typer.Option("lm", help="lm (decoder) | mlm, classification (encoder) | translation (encoder-decoder)."),
+    preset: str = typer.Option(None, help="Model preset (see `attnlab presets`); default: shakespeare-char for lm, "
+                               "bert-tiny for mlm/classification, transformer-small-2017 for translation."),
+    target_data: str = typer.Option(None, help="translation: the target side, aligned line by line with --data."),
+    val_data: str = typer.Option(None, help="classification/translation: a held-out file (default: a seeded split)."),
+    label_smoothing: float = typer.Option(0.1, help="translation: label smoothing during training (validation: none)."),
     iters: int = typer.Option(2000, help="Optimizer steps."),
     batch_size: int = typer.Option(12, help="Sequences per step per process."),
     accum: int = typer.Option(1, help="Gradient accumulation micro-batches per step."),
@@ -62,7 +68,8 @@ def train(
     grad_clip: float = typer.Option(1.0, help="Gradient-norm clip (0: off)."),
     eval_interval: int = typer.Option(250, help="Steps between validation estimates and checkpoints."),
     eval_iters: int = typer.Option(20, help="Validation batches per estimate."),
-    tokenizer: str = typer.Option("char", help="'char' or 'bpe' (byte-level BPE trained on the corpus)."),
+    tokenizer: str = typer.Option(None, help="'char' or 'bpe' (byte-level BPE trained on the corpus); default: char "
+                                  "for lm, bpe (with the task's special tokens) otherwise."),
     bpe_vocab_size: int = typer.Option(1024, help="Vocabulary size for --tokenizer bpe."),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (faster on CPUs with bf16 matmul)."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (slow start)."),
@@ -71,7 +78,10 @@ def train(
     snapshots: str = typer.Option("", help="Comma-separated steps at which to save small bf16 snapshots."),
     threads: int = typer.Option(0, help="torch threads (0: PyTorch's default)."),
 ) -> None:
-    """Train a language model on your text (torchrun --nproc_per_node=N -m attnlab train ... for DDP)."""
+    """Train a model on your data: a language model, an encoder (MLM or classifier) or a translator.
+
+    Multi-process: torchrun --nproc_per_node=N -m attnlab train ... (PyTorch DDP).
+    """
     import torch
 
     from attnlab.train.data import DataError
@@ -83,7 +93,8 @@ def train(
         torch.set_num_threads(threads)
     try:
         cfg = TrainConfig(
-            data=data, out=out, preset=preset, iters=iters, batch_size=batch_size, accum=accum, lr=lr, min_lr=min_lr,
+            data=data, out=out, task=task, preset=preset, target_data=target_data, val_data=val_data,
+            label_smoothing=label_smoothing, iters=iters, batch_size=batch_size, accum=accum, lr=lr, min_lr=min_lr,
             warmup=warmup, weight_decay=weight_decay, beta2=beta2, grad_clip=grad_clip, eval_interval=eval_interval,
             eval_iters=eval_iters, tokenizer=tokenizer, bpe_vocab_size=bpe_vocab_size, bf16=bf16,
             compile=compile_model, resume=resume, seed=seed,

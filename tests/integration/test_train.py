@@ -10,8 +10,8 @@ import signal
 import pytest
 import torch
 
-import attnlab.train.loop as loop
 from attnlab.train.loop import TrainConfig, TrainingDiverged, read_metrics, train
+from attnlab.train.tasks import LanguageModelTask
 from attnlab.weights.checkpoint import load_checkpoint, load_training_state
 
 TINY = {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "max_len": 16}
@@ -65,19 +65,19 @@ def test_train_writes_checkpoints_metrics_and_plot(corpus) -> None:
 
 def test_interrupt_then_resume_is_bitwise_identical(corpus, monkeypatch) -> None:
     full = train(config(corpus, "full"))
-    real_loss, calls = loop.lm_loss, {"n": 0}
+    real_loss, calls = LanguageModelTask.loss, {"n": 0}
 
-    def ctrl_c_during_step_6(model, x, y):
-        if model.training:
+    def ctrl_c_during_step_6(self, model, batch, *, training):
+        if training:
             calls["n"] += 1
             if calls["n"] == 6:
                 signal.raise_signal(signal.SIGINT)  # what a user's Ctrl-C does
-        return real_loss(model, x, y)
+        return real_loss(self, model, batch, training=training)
 
-    monkeypatch.setattr(loop, "lm_loss", ctrl_c_during_step_6)
+    monkeypatch.setattr(LanguageModelTask, "loss", ctrl_c_during_step_6)
     first = train(config(corpus, "split"))
     assert first.stopped == "interrupted" and first.step == 6
-    monkeypatch.setattr(loop, "lm_loss", real_loss)
+    monkeypatch.setattr(LanguageModelTask, "loss", real_loss)
     second = train(config(corpus, "split", resume=True))
     assert second.step == 12
     assert first.losses + second.losses == full.losses  # exact float equality, step by step
@@ -90,17 +90,17 @@ def test_interrupt_then_resume_is_bitwise_identical(corpus, monkeypatch) -> None
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(corpus, monkeypatch) -> None:
-    real_loss, calls = loop.lm_loss, {"n": 0}
+    real_loss, calls = LanguageModelTask.loss, {"n": 0}
 
-    def nan_at_step_7(model, x, y):
-        loss = real_loss(model, x, y)
-        if model.training:
+    def nan_at_step_7(self, model, batch, *, training):
+        loss = real_loss(self, model, batch, training=training)
+        if training:
             calls["n"] += 1
             if calls["n"] == 7:
                 return loss * math.nan
         return loss
 
-    monkeypatch.setattr(loop, "lm_loss", nan_at_step_7)
+    monkeypatch.setattr(LanguageModelTask, "loss", nan_at_step_7)
     with pytest.raises(TrainingDiverged, match=r"loss became nan at step 7.*last good checkpoint"):
         train(config(corpus, "nan"))
     assert load_training_state(corpus / "nan" / "last").info["step"] == 4  # the eval-time save before it

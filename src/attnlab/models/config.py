@@ -65,6 +65,7 @@ class TransformerConfig:
     type_vocab_size: int = 0
     pad_token_id: int | None = None
     n_classes: int = 0
+    class_names: tuple[str, ...] = ()  # a classifier's label names, in class order (optional)
     attention_backend: Literal["math", "sdpa"] = "sdpa"
     name: str = field(default="custom")
 
@@ -113,6 +114,9 @@ class TransformerConfig:
             raise ConfigError("fused_qkv is not available for encoder-decoder models (cross-attention)")
         if self.n_classes < 0 or self.type_vocab_size < 0:
             raise ConfigError("n_classes and type_vocab_size must be >= 0")
+        self.class_names = tuple(self.class_names)  # JSON gives a list
+        if self.class_names and len(self.class_names) != self.n_classes:
+            raise ConfigError(f"class_names has {len(self.class_names)} names for n_classes={self.n_classes}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -64,6 +64,15 @@ def mean(value: Tensor, env: DistEnv) -> Tensor:
     return value / env.world_size
 
 
+def sum(value: Tensor, env: DistEnv) -> Tensor:
+    """The sum of ``value`` over ranks (for metrics over a sharded validation set)."""
+    if not env.enabled:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
 def broadcast_flag(flag: bool, env: DistEnv) -> bool:
     """True on every rank if it is true on any (so all ranks stop together, e.g. on Ctrl-C)."""
     if not env.enabled:

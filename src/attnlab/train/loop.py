@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from attnlab.models import build_model, preset
 from attnlab.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 from attnlab.train import distributed
-from attnlab.train.data import BlockSampler, TokenData, corpus_files, iter_text, open_tokens, prepare_tokens
+from attnlab.train.data import corpus_files, iter_text
 from attnlab.train.init import init_weights
 from attnlab.train.schedule import WarmupCosine
+from attnlab.train.tasks import DEFAULT_PRESET, TASKS, DataSpec, Task, make_task
 from attnlab.weights.checkpoint import (
     TrainingState,
     load_checkpoint,
@@ -53,10 +53,13 @@ class TrainConfig:
 
     data: str
     out: str
-    preset: str = "shakespeare-char"
+    task: str = "lm"  # see attnlab.train.tasks.TASKS
+    preset: str | None = None  # default: the task's (tasks.DEFAULT_PRESET)
     model_overrides: dict[str, Any] = field(default_factory=dict)
-    tokenizer: str = "char"  # "char" | "bpe"
+    tokenizer: str | None = None  # "char" | "bpe"; default: char for lm, bpe (with special tokens) otherwise
     bpe_vocab_size: int = 1024
+    target_data: str | None = None  # translation: the target side as a second, line-aligned file
+    val_data: str | None = None  # classification/translation: a held-out file instead of a random split
     val_fraction: float = 0.1
     iters: int = 2000
     batch_size: int = 12  # per process; the global batch is batch_size * world_size
@@ -69,6 +72,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0
+    label_smoothing: float = 0.1  # translation only (Vaswani et al. 2017, section 5.4)
     eval_interval: int = 250
     eval_iters: int = 20
     bf16: bool = False
@@ -83,8 +87,20 @@ class TrainConfig:
         for key in ("iters", "batch_size", "accum", "eval_interval", "eval_iters"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; tasks: {', '.join(TASKS)}")
+        if self.tokenizer is None:
+            self.tokenizer = "char" if self.task == "lm" else "bpe"
         if self.tokenizer not in ("char", "bpe"):
             raise ValueError(f"tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
+        if self.tokenizer == "char" and self.task != "lm":
+            raise ValueError(f"the {self.task} task needs special tokens (padding, ...): use --tokenizer bpe")
+        if self.preset is None:
+            self.preset = DEFAULT_PRESET[self.task]
+        if self.target_data is not None and self.task != "translation":
+            raise ValueError("target_data (a second, aligned file) is for the translation task")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
 @dataclass
@@ -96,12 +112,7 @@ class TrainResult:
     best_val: float
     stopped: str  # "done" | "interrupted"
     seconds: float
-
-
-def lm_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Mean next-token cross-entropy (computed in float32 even under bf16 autocast)."""
-    logits = model(x)
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+    val_metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # every validation metric
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -116,11 +127,20 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
-def train_tokenizer(cfg: TrainConfig, data_path: str) -> Tokenizer:
-    files = corpus_files(data_path, cfg.seed)
+def make_task_for(cfg: TrainConfig) -> Task:
+    return make_task(cfg.task, DataSpec(
+        data=cfg.data, target_data=cfg.target_data, val_data=cfg.val_data, val_fraction=cfg.val_fraction,
+        batch_size=cfg.batch_size, eval_iters=cfg.eval_iters, seed=cfg.seed, label_smoothing=cfg.label_smoothing,
+    ))
+
+
+def train_tokenizer(cfg: TrainConfig, task: Task) -> Tokenizer:
+    """A tokenizer learnt from the training text (for sentence tasks, the training split only)."""
+    texts = task.tokenizer_texts()
+    source = iter_text(corpus_files(cfg.data, cfg.seed)) if texts is None else texts
     if cfg.tokenizer == "char":
-        return CharTokenizer.train(iter_text(files))
-    return BPETokenizer.train(iter_text(files), vocab_size=cfg.bpe_vocab_size)
+        return CharTokenizer.train(source)
+    return BPETokenizer.train(source, vocab_size=cfg.bpe_vocab_size, special_tokens=task.special_tokens)
 
 
 @contextlib.contextmanager
@@ -175,24 +195,26 @@ def train(cfg: TrainConfig) -> TrainResult:
     out = Path(cfg.out)
     last_dir, best_dir = out / "last", out / "best"
 
-    # ---- model, tokenizer, data (resumed from the checkpoint, or built fresh)
+    # ---- task, model, tokenizer, data (resumed from the checkpoint, or built fresh)
+    task = make_task_for(cfg)
     resume_state: TrainingState | None = None
     if cfg.resume:
         ckpt = load_checkpoint(last_dir)
         tokenizer, config, model = ckpt.tokenizer, ckpt.config, ckpt.model
         resume_state = load_training_state(last_dir)
     else:
-        tokenizer = train_tokenizer(cfg, cfg.data)
-        config = preset(cfg.preset).replace(vocab_size=tokenizer.vocab_size, **cfg.model_overrides)
+        config = preset(cfg.preset).replace(**cfg.model_overrides)  # type: ignore[arg-type]
+        if config.family != task.family:
+            raise ValueError(f"the {cfg.task} task trains {task.family} models; preset {cfg.preset!r} is "
+                             f"{config.family!r} (default for this task: {DEFAULT_PRESET[cfg.task]!r})")
+        tokenizer = train_tokenizer(cfg, task)
+        config = task.configure(config, tokenizer)
         torch.manual_seed(cfg.seed)
         model = build_model(config)
         init_weights(model, config)
-    if config.family != "decoder":
-        raise ValueError(f"attnlab train supports causal language models (decoder presets); {cfg.preset!r} is {config.family!r}")
-    data = _prepare_data(cfg, tokenizer, out / "data", env, reuse=cfg.resume)
-    block = config.max_len
-    sampler = BlockSampler(data.train, block, cfg.batch_size, seed=cfg.seed, rank=env.rank, world_size=env.world_size)
-    BlockSampler(data.val, block, cfg.batch_size, split="validation")  # fail early if val is too short
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    task.prepare(tokenizer, config, out / "data", env, reuse=cfg.resume)
 
     optimizer = make_optimizer(model, cfg)
     schedule = WarmupCosine(cfg.lr, cfg.min_lr, min(cfg.warmup, cfg.iters), cfg.decay_iters or cfg.iters)
@@ -200,7 +222,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if resume_state is not None:
         assert resume_state.optimizer is not None
         optimizer.load_state_dict(resume_state.optimizer)
-        sampler.set_state(resume_state.tensors["sampler"])
+        task.set_state(resume_state.tensors)
         set_rng_state(resume_state.tensors)
         step, best_val = int(resume_state.info["step"]), float(resume_state.info["best_val"])
     model.train()
@@ -216,7 +238,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             state = TrainingState(
                 info={"step": step, "best_val": best_val, "schedule": asdict(schedule), "train_config": asdict(cfg),
                       "world_size": env.world_size},
-                tensors={"sampler": sampler.state(), **rng_state()},
+                tensors={**task.state(), **rng_state()},
                 optimizer=optimizer.state_dict(),
             )
         save_checkpoint(directory, model, tokenizer, state)
@@ -227,9 +249,9 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     metrics = _Metrics(out / "metrics.jsonl", env.is_main, step if cfg.resume else None)
     autocast = torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
-    tokens_per_step = cfg.batch_size * block * cfg.accum * env.world_size
     losses: list[float] = []
     val_losses: dict[int, float] = {}
+    val_metrics: dict[int, dict[str, float]] = {}
     flag = {"stop": False}
     stopped = "done"
     bar = _progress(cfg, step, env)
@@ -247,11 +269,13 @@ def train(cfg: TrainConfig) -> TrainResult:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 total = torch.zeros(())
+                n_tokens = 0
                 for micro in range(cfg.accum):
-                    x, y = sampler.next()
+                    batch = task.next_batch()
+                    n_tokens += batch.inputs[0].numel()
                     sync = micro == cfg.accum - 1 or not env.enabled
                     with (contextlib.nullcontext() if sync else runner.no_sync()), autocast:  # type: ignore[operator]
-                        loss = lm_loss(runner, x, y) / cfg.accum
+                        loss = task.loss(runner, batch, training=True) / cfg.accum
                     loss.backward()
                     total += loss.detach()
                 loss_value = float(distributed.mean(total, env))
@@ -268,6 +292,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 step += 1
                 losses.append(loss_value)
                 dt = time.perf_counter() - t0
+                tokens_per_step = n_tokens * env.world_size  # input tokens (padding included)
                 metrics.write({"step": step, "loss": loss_value, "lr": lr, "tokens_per_s": tokens_per_step / dt,
                                "time": time.perf_counter() - started})
                 if bar is not None:
@@ -275,11 +300,14 @@ def train(cfg: TrainConfig) -> TrainResult:
                     if step % 10 == 0 or step == cfg.iters:
                         bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_step / dt:,.0f}")
                 if step % cfg.eval_interval == 0 or step == cfg.iters:
-                    val = evaluate(runner, data, block, cfg, env, autocast)
-                    val_losses[step] = val
-                    metrics.write({"step": step, "val_loss": val, "time": time.perf_counter() - started})
+                    model.eval()
+                    scores = task.evaluate(runner, env, autocast)
+                    model.train()
+                    val = scores["val_loss"]
+                    val_losses[step], val_metrics[step] = val, scores
+                    metrics.write({"step": step, **scores, "time": time.perf_counter() - started})
                     if bar is not None:
-                        bar.write(f"step {step}: val loss {val:.4f}")
+                        bar.write(f"step {step}: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in scores.items()))
                     if val < best_val:
                         best_val = val
                         save(best_dir, with_state=False)
@@ -295,30 +323,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             with contextlib.suppress(Exception):  # a plot must never hide the real outcome
                 plot_losses(out / "metrics.jsonl", out / "loss.png")
         distributed.teardown(env)
-    return TrainResult(out, step, losses, val_losses, best_val, stopped, time.perf_counter() - started)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: TokenData, block: int, cfg: TrainConfig, env: distributed.DistEnv, autocast) -> float:
-    """Mean validation loss over ``eval_iters`` batches; the same batches every time (fixed seed)."""
-    model.eval()
-    sampler = BlockSampler(data.val, block, cfg.batch_size, seed=cfg.seed + 1, rank=env.rank,
-                           world_size=env.world_size, split="validation")
-    total = torch.zeros(())
-    for _ in range(cfg.eval_iters):
-        x, y = sampler.next()
-        with autocast:
-            total += lm_loss(model, x, y)
-    model.train()
-    return float(distributed.mean(total / cfg.eval_iters, env))
-
-
-def _prepare_data(cfg: TrainConfig, tokenizer: Tokenizer, directory: Path, env: distributed.DistEnv, reuse: bool) -> TokenData:
-    """Encode the corpus once (main rank); the other ranks wait, then open the same files."""
-    if env.is_main and not (reuse and (directory / "tokens.npy").is_file()):
-        prepare_tokens(corpus_files(cfg.data, cfg.seed), tokenizer, directory, cfg.val_fraction)
-    distributed.barrier(env)
-    return open_tokens(directory)
+    return TrainResult(out, step, losses, val_losses, best_val, stopped, time.perf_counter() - started, val_metrics)
 
 
 def _progress(cfg: TrainConfig, step: int, env: distributed.DistEnv):
