@@ -17,10 +17,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from attnlab.models import ConfigError, InputError
-from attnlab.web import content, diagram, generation, payloads, timeline
+from attnlab.web import content, diagram, experiments, generation, payloads, timeline, translation
 from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError, PayloadError
-from attnlab.web.models import default_model
+from attnlab.web.models import default_model, is_loaded, load_model
 from attnlab.weights import catalog as cat
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -76,8 +76,14 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
 
-def create_app() -> FastAPI:
-    """The FastAPI app (models load on first use; see ``attnlab.web.models``)."""
+def create_app(*, experiments_dir: str | Path | None = None) -> FastAPI:
+    """The FastAPI app (models load on first use; see ``attnlab.web.models``).
+
+    ``experiments_dir`` is where the experiments page looks for your ``attnlab experiment`` results
+    (default: ``$ATTNLAB_EXPERIMENTS_DIR``, else ``runs/experiments`` in the working directory, which is
+    where the command writes); the reference results shipped with attnlab are shown beside them.
+    """
+    runs_dir = Path(experiments_dir).resolve() if experiments_dir is not None else experiments.default_runs_dir()
     app = FastAPI(title="attnlab walkthrough", version="0.1.0",
                   description="Every number comes from the model's forward pass (attnlab.inspect.run_with_cache).")
     app.add_middleware(BodySizeLimit)
@@ -114,9 +120,15 @@ def create_app() -> FastAPI:
         default, note = default_model()
         rows = [s.ModelSummary(name=i.name, family=i.family, description=i.description, n_params=i.n_params,
                                source=i.source, licence=i.licence, available=i.available, install_hint=i.install_hint,
-                               timeline=timeline.has_timeline(i.name))
+                               timeline=timeline.has_timeline(i.name), loaded=is_loaded(i.name))
                 for i in cat.catalog()]
         return s.ModelsResponse(models=rows, default=default, note=note)
+
+    @app.post("/api/models/{name}/load")
+    async def load(name: str) -> s.ModelLoadResponse:
+        """Load a catalogue model in a worker thread (the page shows a notice meanwhile); instant when loaded."""
+        loaded, seconds = await anyio.to_thread.run_sync(load_model, name)
+        return s.ModelLoadResponse(name=loaded.name, family=loaded.config.family, loaded=True, seconds=seconds)
 
     @app.get("/api/architecture")
     async def architecture() -> s.ArchitectureResponse:
@@ -157,5 +169,19 @@ def create_app() -> FastAPI:
     @app.post("/api/timeline/attention")
     async def timeline_attention(req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse:
         return await heavy(timeline.attention_at, req)
+
+    @app.post("/api/translate")
+    async def translate(req: s.TranslateRequest) -> s.TranslateResponse:
+        return await heavy(translation.translate, req)
+
+    @app.get("/api/experiments")
+    async def experiments_index() -> s.ExperimentsResponse:
+        return await anyio.to_thread.run_sync(experiments.experiments, runs_dir)
+
+    @app.get("/api/experiments/{source}/{run:path}/{name}", include_in_schema=False)
+    async def experiment_file(source: str, run: str, name: str) -> Response:
+        path = await anyio.to_thread.run_sync(experiments.file_path, runs_dir, source, run, name)
+        kind = _TYPES[".png"] if path.suffix == ".png" else "application/json"
+        return FileResponse(path, media_type=kind, headers={"Cache-Control": "no-cache"})
 
     return app

@@ -1,8 +1,9 @@
 """Tiny random-weight models for trying the walkthrough's plumbing without any downloaded weights.
 
 ``attnlab serve --demo`` and the web tests register them: a decoder, an encoder and an
-encoder-decoder of a few thousand parameters over a printable-ASCII character vocabulary, plus a
-short real training run of the decoder (a few Adam steps on one sentence) whose snapshots and
+encoder-decoder of a few thousand parameters over a printable-ASCII character vocabulary, an
+encoder-decoder with a small byte-level BPE tokenizer and the translation special tokens (so the
+translation view has something to run; its "translations" are noise), plus a short real training run of the decoder (a few Adam steps on one sentence) whose snapshots and
 ``metrics.jsonl`` feed the training timeline. Their attention is meaningless; their numbers are
 still exactly what the models compute, which is what the tests check.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 
 from attnlab.models import DecoderLM, EncoderDecoder, EncoderModel, TransformerConfig
-from attnlab.tokenizers import CharTokenizer
+from attnlab.tokenizers import BPETokenizer, CharTokenizer
 from attnlab.web import timeline
 from attnlab.weights import catalog as cat
 from attnlab.weights.checkpoint import save_checkpoint
@@ -26,9 +27,9 @@ DEMO_SENTENCE = "the cat sat on the mat. the dog sat on the log."
 _TRAINED: Path | None = None
 
 
-def _config(family: str, positions: str = "learned", **kw: object) -> TransformerConfig:
+def _config(family: str, positions: str = "learned", vocab_size: int = len(ALPHABET), **kw: object) -> TransformerConfig:
     return TransformerConfig(
-        name=f"demo-{family}", family=family, vocab_size=len(ALPHABET), d_model=32, n_heads=4, n_layers=2,
+        name=f"demo-{family}", family=family, vocab_size=vocab_size, d_model=32, n_heads=4, n_layers=2,
         d_ff=64, max_len=128, positions=positions, attention_backend="sdpa", **kw,  # type: ignore[arg-type]
     )
 
@@ -47,14 +48,41 @@ def _entry(name: str, family: str, build: type, config: TransformerConfig, seed:
     return info
 
 
+TRANSLATION_SPECIALS = ("<pad>", "<s>", "</s>")  # ids 0, 1, 2, as the real translator's tokenizer
+_TRANSLATION_TEXT = [
+    "In the beginning God created the heaven and the earth.", "En el principio crio Dios los cielos y la tierra.",
+    "And God said, Let there be light: and there was light.", "Y dijo Dios: Sea la luz: y fue la luz.",
+]
+
+
+def _translator_entry(seed: int = 4) -> cat.ModelInfo:
+    def loader() -> cat.LoadedModel:
+        tokenizer = BPETokenizer.train(_TRANSLATION_TEXT, vocab_size=320, min_frequency=1,
+                                       special_tokens=TRANSLATION_SPECIALS)
+        config = _config("encoder-decoder", "sinusoidal", vocab_size=tokenizer.vocab_size)
+        torch.manual_seed(seed)
+        model = EncoderDecoder(config).eval()
+        return cat.LoadedModel(name="demo-translator", model=model, tokenizer=tokenizer, config=config, info=info)
+
+    info = cat.ModelInfo(
+        name="demo-translator", family="encoder-decoder",
+        description="tiny random-weight encoder-decoder with a BPE tokenizer (<pad>, <s>, </s>): "
+                    "the translation view's plumbing, with noise for translations",
+        n_params="~50k", source="built in memory", licence="MIT", install_hint="nothing to install",
+        is_available=lambda: True, loader=loader,
+    )
+    return info
+
+
 def register_demo_models(timeline_dir: Path | None = None) -> list[str]:
-    """Register ``demo-decoder``, ``demo-encoder`` and ``demo-seq2seq``; with ``timeline_dir``, train the
+    """Register ``demo-decoder``, ``demo-encoder``, ``demo-seq2seq`` and ``demo-translator``; with ``timeline_dir``, train the
     decoder briefly (once per process; later calls reuse the first directory, which must outlive them)
     and register its snapshots as the decoder's timeline."""
     entries = [
         _entry("demo-decoder", "decoder", DecoderLM, _config("decoder"), 1),
         _entry("demo-encoder", "encoder", EncoderModel, _config("encoder", "sinusoidal"), 2),
         _entry("demo-seq2seq", "encoder-decoder", EncoderDecoder, _config("encoder-decoder", "sinusoidal"), 3),
+        _translator_entry(),
     ]
     for info in entries:
         cat.register(info)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +37,23 @@ def get_model(name: str) -> cat.LoadedModel:
         return cat.load(name)
     except cat.ModelUnavailableError as exc:
         raise ModelNotInstalledError(str(exc)) from None
+
+
+def is_loaded(name: str) -> bool:
+    """Whether the catalogue has already loaded ``name`` in this process (never loads it).
+
+    ``attnlab.weights.catalog`` keeps loaded models in its module-level ``_LOADED`` cache and has no
+    public question for this yet; reading the dict's keys is safe (``load`` only ever adds to it).
+    """
+    return name in getattr(cat, "_LOADED", {})
+
+
+def load_model(name: str) -> tuple[cat.LoadedModel, float]:
+    """Load ``name`` (4xx/503 errors as ``get_model``) and say how many seconds that took (0 if cached)."""
+    was_loaded = is_loaded(name)
+    start = time.perf_counter()
+    loaded = get_model(name)
+    return loaded, 0.0 if was_loaded else time.perf_counter() - start
 
 
 @contextmanager

@@ -8,6 +8,8 @@ from attnlab.web.models import MAX_CHARS
 
 DEFAULT_SENTENCE = "John gave the book to Sarah because she liked it."
 MAX_NEW_TOKENS = 40
+MAX_BEAM = 4
+MAX_TRANSLATION_TOKENS = 64
 
 Text = Field(default=DEFAULT_SENTENCE, max_length=MAX_CHARS, description=f"at most {MAX_CHARS} characters")
 
@@ -26,6 +28,7 @@ class ModelSummary(BaseModel):
     available: bool
     install_hint: str
     timeline: bool = Field(description="ships training snapshots for the timeline view")
+    loaded: bool = Field(default=False, description="already loaded in this server (the next request will not wait for it)")
 
 
 class ModelsResponse(BaseModel):
@@ -257,3 +260,71 @@ class ArchitectureResponse(BaseModel):
     width: float
     height: float
     variants: list[Variant]
+
+
+class ModelLoadResponse(BaseModel):
+    name: str
+    family: str
+    loaded: bool
+    seconds: float = Field(description="time this request spent loading (0 when it was already loaded)")
+
+
+class ExperimentFigure(BaseModel):
+    file: str
+    url: str
+    title: str
+    caption_html: str = Field(description="how to read this plot, rendered from web/content/experiments/NAME.md")
+
+
+class ExperimentResultSet(BaseModel):
+    id: str = Field(description="'runs/<folder>' (your run) or 'reference/<folder>' (shipped with attnlab)")
+    source: str
+    label: str
+    mode: str
+    command: str = Field(description="the command that produced these results, as recorded in results.json")
+    summary: list[str]
+    notes: list[str]
+    machine: dict[str, str]
+    elapsed_s: float | None
+    figures: list[ExperimentFigure]
+    results_url: str
+
+
+class Experiment(BaseModel):
+    name: str
+    title: str
+    subtitle: str
+    intro_html: str
+    discussion_html: str
+    command: str
+    results: list[ExperimentResultSet] = Field(description="your runs first, then the reference run")
+
+
+class ExperimentsResponse(BaseModel):
+    experiments: list[Experiment]
+    runs_dir: str = Field(description="where this server looks for your runs")
+    note: str
+
+
+class TranslateRequest(Request):
+    model: str = "translator"
+    text: str = Field(default="In the beginning God created the heaven and the earth.", max_length=MAX_CHARS)
+    beam_size: int = Field(default=1, ge=1, le=MAX_BEAM)
+    max_new_tokens: int = Field(default=MAX_TRANSLATION_TOKENS, ge=1, le=MAX_TRANSLATION_TOKENS)
+
+
+class TranslateResponse(BaseModel):
+    model: str
+    text: str = Field(description="the translation (decoded output)")
+    logprob: float
+    beam_size: int
+    source_tokens: list[str] = Field(description="the source tokens followed by </s>")
+    target_tokens: list[str] = Field(
+        description="the token each decoder position writes: the output tokens, then </s> (row i reads <s> t_0 .. t_{i-1})")
+    decoder_input_tokens: list[str] = Field(description="what the teacher-forced decoder reads: <s> then the output tokens")
+    n_layers: int
+    n_heads: int
+    weights: list[list[list[list[float]]]] = Field(
+        description="(layer, head, target, source): decoder cross_attn.hook_weights of a teacher-forced run over the translation")
+    mean_weights: list[list[list[float]]] = Field(description="(layer, target, source): weights averaged over heads")
+    hooks: list[str]

@@ -24,6 +24,60 @@ async function guarded(fn) {
   try { showError(""); await fn(); } catch (e) { showError(e.message || String(e)); }
 }
 
+// --- what is in flight: "loading model X" while a model loads, "computing…" for slow answers -----------
+
+const activity = new Map(); // id -> { text, start, shown }
+let activityId = 0;
+let activityTimer = null;
+
+function renderActivity() {
+  const shown = [...activity.values()].filter((a) => a.shown);
+  document.body.setAttribute("aria-busy", String(shown.length > 0));
+  $("status").hidden = !shown.length;
+  if (!shown.length) {
+    clearInterval(activityTimer); activityTimer = null;
+    delete $("status").dataset.loading; document.body.removeAttribute("data-loading-model");
+    return;
+  }
+  const loadingModels = shown.filter((a) => a.model).map((a) => a.model);
+  if (loadingModels.length) $("status").dataset.loading = loadingModels.join(" ");
+  else delete $("status").dataset.loading;
+  document.body.toggleAttribute("data-loading-model", loadingModels.length > 0); // dims the views that wait for it
+  $("status-text").textContent = shown.map((a) => `${a.text} ${Math.floor((performance.now() - a.start) / 1000)} s`).join(" · ");
+  if (!activityTimer) activityTimer = setInterval(renderActivity, 500);
+}
+
+// Show `text` while `promise` runs: at once when `immediate`, else only if it takes longer than 400 ms.
+async function track(text, promise, { immediate = false, model = null } = {}) {
+  const id = (activityId += 1);
+  const entry = { text, start: performance.now(), shown: immediate, model };
+  activity.set(id, entry);
+  const timer = immediate ? null : setTimeout(() => { entry.shown = true; renderActivity(); }, 400);
+  if (immediate) renderActivity();
+  try { return await promise; } finally { clearTimeout(timer); activity.delete(id); renderActivity(); }
+}
+
+const loading = {}; // model name -> the promise of its load request
+
+// Make sure the server has `name` loaded before a request needs it, saying so while it loads. Models
+// the server already holds (GET /api/models says `loaded`) cost nothing; concurrent callers share one load.
+function needModel(name) {
+  const m = state.models.find((x) => x.name === name);
+  if (!m || m.loaded) return Promise.resolve();
+  if (!loading[name]) {
+    const option = document.querySelector(`#model option[value="${CSS.escape(name)}"]`);
+    loading[name] = track(`Loading model ${name} (first time takes a few seconds)…`, api.load(name), { immediate: true, model: name })
+      .then(() => { m.loaded = true; })
+      .finally(() => { delete loading[name]; if (option) option.textContent = modelLabel(m); });
+    if (option) option.textContent = `${modelLabel(m)} — loading…`;
+  }
+  return loading[name];
+}
+
+function modelLabel(m) {
+  return `${m.name} (${m.family}${m.available ? "" : ", not installed"})`;
+}
+
 function setHash(arg) {
   const next = formatHash(view, arg);
   if (location.hash !== next) history.replaceState(null, "", next);
@@ -38,8 +92,7 @@ async function start() {
   state.models = models.models;
   state.model = models.default;
   for (const m of models.models) {
-    const opt = V.el("option", { value: m.name, disabled: m.available ? null : "" }, $("model"),
-      `${m.name} (${m.family}${m.available ? "" : ", not installed"})`);
+    const opt = V.el("option", { value: m.name, disabled: m.available ? null : "" }, $("model"), modelLabel(m));
     opt.title = m.available ? m.description : `Install: ${m.install_hint}`;
   }
   if (state.model) $("model").value = state.model;
@@ -62,6 +115,12 @@ function wire() {
   $("timeline-slider").addEventListener("input", () => { state.timelineIndex = Number($("timeline-slider").value); guarded(drawTimelineStep); });
   $("tl-layer").addEventListener("change", () => { state.tlLayer = Number($("tl-layer").value); guarded(drawTimelineStep); });
   $("tl-head").addEventListener("change", () => { state.tlHead = Number($("tl-head").value); guarded(drawTimelineStep); });
+  $("tr-form").addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(typingTimer); guarded(runTranslation); });
+  $("tr-text").addEventListener("input", () => { clearTimeout(typingTimer); typingTimer = setTimeout(() => guarded(runTranslation), 600); });
+  $("tr-model").addEventListener("change", () => { state.trModel = $("tr-model").value; guarded(runTranslation); });
+  $("tr-beam").addEventListener("change", () => guarded(runTranslation));
+  $("tr-layer").addEventListener("change", () => { state.trLayer = Number($("tr-layer").value); drawTranslation(); });
+  $("tr-head").addEventListener("change", () => { const v = $("tr-head").value; state.trHead = v === "mean" ? "mean" : Number(v); drawTranslation(); });
   window.addEventListener("hashchange", () => route());
 }
 
@@ -72,11 +131,15 @@ async function route() {
   document.querySelectorAll("#tabs a").forEach((a) => a.setAttribute("aria-current", a.dataset.view === view ? "page" : "false"));
   if (view === "arch") { if (arg) state.part = arg; await guarded(drawArch); }
   else if (view === "learn") await guarded(() => drawLearn(arg));
+  else if (view === "experiments") await guarded(() => drawExperiments(arg));
+  else if (view === "translate") await guarded(startTranslation);
   else await refresh();
 }
 
 async function refresh() {
   await guarded(async () => {
+    if (view === "translate") return startTranslation();
+    if (view === "experiments" || view === "learn") return null;
     if (!state.model) throw new Error("no model is available: install one (see the README)");
     if (view === "arch") return drawArch();
     if (view === "attention") return loadAttention();
@@ -134,7 +197,8 @@ async function showPart(box) {
   V.el("h3", {}, panel, `Live values: ${state.model}, “${state.text}”`);
   const live = V.el("div", { id: "part-live" }, panel, "computing…");
   const currentPart = ticket("part");
-  const part = await api.part(state.model, state.text, box.part, 0);
+  await needModel(state.model);
+  const part = await track("computing…", api.part(state.model, state.text, box.part, 0));
   if (!currentPart()) return;
   V.clear(live);
   V.tensorViews(live, part);
@@ -146,7 +210,8 @@ async function showPart(box) {
 async function loadAttention() {
   const current = ticket("attention");
   const text = state.text;
-  const p = await api.attention(state.model, text);
+  await needModel(state.model);
+  const p = await track("computing…", api.attention(state.model, text));
   if (!current()) return;
   $("view-attention").dataset.sentence = text;
   state.payloads.attention = p;
@@ -187,7 +252,8 @@ function drawAttention() {
 async function drawQKV() {
   const head = state.head === "mean" ? 0 : state.head;
   const current = ticket("qkv");
-  const p = await api.qkv(state.model, state.text, state.layer, head, state.focus);
+  await needModel(state.model);
+  const p = await track("computing…", api.qkv(state.model, state.text, state.layer, head, state.focus));
   if (!current()) return;
   state.payloads.qkv = p;
   $("qkv-title").textContent = `${p.model} · layer ${p.layer} · head ${p.head} · focus “${p.tokens[p.focus]}” (click a row to make it the query; layer and head are chosen in the Attention view)`;
@@ -202,7 +268,11 @@ const FORMULA = `<math display="block"><mrow><mi>Attention</mi><mo>(</mo><mi>Q</
 
 async function drawOrder() {
   const current = ticket("order");
-  const [pos, att] = await Promise.all([api.positions(state.model), api.attention(state.model, state.text)]);
+  // The order experiment runs through an encoder: the chosen model if it is one, else the first available.
+  const m = currentModel();
+  const encoder = m && m.family === "encoder" ? m : state.models.find((x) => x.family === "encoder" && x.available);
+  await Promise.all([needModel(state.model), encoder ? needModel(encoder.name) : null]);
+  const [pos, att] = await track("computing…", Promise.all([api.positions(state.model), api.attention(state.model, state.text)]));
   if (!current()) return;
   state.payloads.order = { positions: pos, attention_layer: { layer: state.layer, weights: att.weights[state.layer] } };
   V.heatmap($("pe-heatmap"), pos.table, { cell: 6, diverging: true, min: -1, max: 1, title: "PE(pos, dim)" });
@@ -230,10 +300,11 @@ async function drawOrder() {
 
 async function runGeneration() {
   const current = ticket("generate");
-  const p = await api.generate({
+  await needModel(state.model);
+  const p = await track("generating…", api.generate({
     model: state.model, text: $("gen-prompt").value, max_new_tokens: Number($("gen-n").value),
     temperature: Number($("gen-temp").value), top_k: Number($("gen-topk").value), top_p: Number($("gen-topp").value), seed: 0,
-  });
+  }));
   if (!current()) return;
   state.payloads.generate = p;
   $("gen-step").max = String(p.steps.length - 1);
@@ -264,7 +335,8 @@ async function loadTimeline() {
   const name = m && m.timeline ? m.name : state.models.find((x) => x.timeline && x.available)?.name;
   if (!name) { $("timeline-note").textContent = "No available model ships training snapshots (the bundled shakespeare-char model does)."; return; }
   const current = ticket("timeline-index");
-  const data = await api.timeline(name);
+  await needModel(name);
+  const data = await track("reading the snapshots…", api.timeline(name));
   if (!current()) return;
   timelineData = data;
   $("timeline-note").textContent = `${name}: the same sentence through the weights saved at each training step. “${timelineData.sentence}”`;
@@ -281,7 +353,7 @@ async function drawTimelineStep() {
   if (!timelineData) return;
   const snap = timelineData.snapshots[state.timelineIndex];
   const current = ticket("timeline");
-  const p = await api.timelineAttention(timelineData.model, snap.step, state.tlLayer, state.tlHead);
+  const p = await track("computing…", api.timelineAttention(timelineData.model, snap.step, state.tlLayer, state.tlHead));
   if (!current()) return;
   state.payloads.timeline = { timeline: timelineData, attention: p };
   $("timeline-step").textContent = `step ${snap.step}` + (snap.loss !== null ? ` · loss ${snap.loss.toFixed(3)}` : "") + (p.role.role ? ` · role: ${p.role.role}` : "");
@@ -290,6 +362,95 @@ async function drawTimelineStep() {
   svg.dataset.step = String(snap.step);
   svg.dataset.model = p.model;
   V.heatmap(svg, p.weights, { rows: p.tokens, cols: p.tokens, min: 0, cell: Math.max(6, Math.min(14, Math.floor(560 / p.tokens.length))), masked: (i, j) => j > i });
+}
+
+// --- translation: cross-attention as alignment ---------------------------------------------------------
+
+let typingTimer = null;
+const TRANSLATOR = "translator";
+
+// Fill the model list with the encoder-decoder models (the translator first) and say what is missing.
+function startTranslation() {
+  const select = $("tr-model");
+  const candidates = state.models.filter((m) => m.family === "encoder-decoder");
+  // The translator first, then other models named as translators (the demo one), then the rest.
+  const rank = (m) => (m.name === TRANSLATOR ? 0 : m.name.includes("translat") ? 1 : 2) + (m.available ? 0 : 3);
+  candidates.sort((a, b) => rank(a) - rank(b));
+  if (select.options.length !== candidates.length) {
+    V.clear(select);
+    for (const m of candidates) V.el("option", { value: m.name, disabled: m.available ? null : "" }, select, modelLabel(m));
+  }
+  const translator = state.models.find((m) => m.name === TRANSLATOR);
+  const missing = !translator ? "This installation's catalogue has no “translator” model (the English→Spanish encoder-decoder): update attnlab to get it."
+    : !translator.available ? `The “translator” model is in the catalogue but its files are missing. Install: ${translator.install_hint}` : "";
+  const usable = candidates.filter((m) => m.available);
+  if (!state.trModel || !usable.some((m) => m.name === state.trModel)) state.trModel = usable[0]?.name || null;
+  $("tr-missing")?.remove();
+  if (missing) {
+    const standIns = usable.filter((m) => rank(m) === 1).map((m) => m.name);
+    const others = standIns.length ? ` Meanwhile you can try the view with ${standIns.join(", ")} (random weights: the “translation” is noise, the alignment is still exactly what that model computes).`
+      : " No stand-in is available either (`attnlab serve --demo` adds a random-weight one).";
+    $("tr-note").after(V.el("p", { id: "tr-missing", class: "note" }, null, missing + others));
+  }
+  if (!state.trModel) { $("tr-run").disabled = true; return null; }
+  $("tr-run").disabled = false;
+  select.value = state.trModel;
+  if (!state.payloads.translate) return runTranslation();
+  return null;
+}
+
+async function runTranslation() {
+  if (!state.trModel) return;
+  const text = $("tr-text").value;
+  if (!text.trim()) return;
+  const current = ticket("translate");
+  await needModel(state.trModel);
+  const p = await track("translating…", api.translate(state.trModel, text, Number($("tr-beam").value)));
+  if (!current()) return;
+  state.payloads.translate = p;
+  $("view-translate").dataset.sentence = text;
+  const layer = state.trLayer === null ? p.n_layers - 1 : Math.min(state.trLayer, p.n_layers - 1);
+  fillSelect($("tr-layer"), p.n_layers, layer, "layer");
+  state.trHead = state.trHead === "mean" ? "mean" : Math.min(state.trHead, p.n_heads - 1);
+  fillSelect($("tr-head"), p.n_heads, state.trHead, "head", true);
+  state.trLayer = layer;
+  state.trFocus = Math.min(state.trFocus, p.target_tokens.length - 1);
+  drawTranslation();
+}
+
+function drawTranslation() {
+  const p = state.payloads.translate;
+  if (!p) return;
+  const w = state.trHead === "mean" ? p.mean_weights[state.trLayer] : p.weights[state.trLayer][state.trHead];
+  const out = V.clear($("tr-output"));
+  V.el("span", {}, out, p.text || "(empty translation)");
+  V.el("span", { class: "prompt" }, out, `   ${p.model}, ${p.beam_size === 1 ? "greedy" : `beam ${p.beam_size}`}, log-probability ${p.logprob.toFixed(2)}`);
+  $("tr-focus-label").textContent = `target token ${state.trFocus}: “${p.target_tokens[state.trFocus]}”`;
+  const svg = $("tr-lines");
+  svg.dataset.layer = String(state.trLayer); svg.dataset.head = String(state.trHead);
+  V.alignment(svg, p.source_tokens, p.target_tokens, w, state.trFocus, (i) => { state.trFocus = i; drawTranslation(); });
+  V.heatmap($("tr-heatmap"), w, { rows: p.target_tokens, cols: p.source_tokens, min: 0,
+    cell: Math.max(8, Math.min(22, Math.floor(440 / Math.max(p.source_tokens.length, p.target_tokens.length)))) });
+  V.weightsTable($("tr-table"), p.source_tokens, w[state.trFocus], { layer: state.trLayer, head: state.trHead, focus: state.trFocus });
+}
+
+// --- experiments -----------------------------------------------------------------------------------------
+
+async function drawExperiments(name) {
+  const current = ticket("experiments");
+  const data = await api.experiments();
+  if (!current()) return;
+  $("exp-note").textContent = data.note;
+  const nav = V.clear($("exp-index"));
+  for (const e of data.experiments) V.el("a", { href: formatHash("experiments", e.name) }, nav, e.name);
+  const body = V.clear($("exp-body"));
+  for (const e of data.experiments) {
+    const section = V.el("section", { class: "experiment" }, body);
+    const draw = () => V.experiment(section, e, state.expRuns[e.name] || 0, (i) => { state.expRuns[e.name] = i; draw(); });
+    draw();
+  }
+  state.payloads.experiments = data;
+  if (name) document.getElementById(`exp-${name}`)?.scrollIntoView();
 }
 
 // --- learn ----------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ async function call(path, body) {
 
 export const api = {
   models: () => call("/api/models"),
+  load: (model) => call(`/api/models/${encodeURIComponent(model)}/load`, {}),
   architecture: () => call("/api/architecture"),
   contentIndex: () => call("/api/content"),
   content: (slug) => call(`/api/content/${encodeURIComponent(slug)}`),
@@ -29,6 +30,8 @@ export const api = {
   generate: (request) => call("/api/generate", request),
   timeline: (model) => call(`/api/timeline?model=${encodeURIComponent(model)}`),
   timelineAttention: (model, step, layer, head) => call("/api/timeline/attention", { model, step, layer, head }),
+  translate: (model, text, beam_size) => call("/api/translate", { model, text, beam_size }),
+  experiments: () => call("/api/experiments"),
 };
 
 export const DEFAULT_SENTENCE = "John gave the book to Sarah because she liked it.";
@@ -47,6 +50,11 @@ export const state = {
   timelineIndex: 0,
   tlLayer: 0,
   tlHead: 0,
+  trModel: null,
+  trLayer: null, // null: the last layer
+  trHead: "mean",
+  trFocus: 0,
+  expRuns: {}, // experiment name -> index of the result set shown
   payloads: {},
 };
 

@@ -271,3 +271,89 @@ export function lossCurve(svg, curve, step) {
   el("svg:text", { x: 4, y: height - pad, "font-size": 11, fill: "#5b6475" }, svg, y0.toFixed(2));
   el("svg:line", { x1: X(step), y1: pad - 10, x2: X(step), y2: height - pad, stroke: "#b3261e", "stroke-width": 2, id: "step-marker" }, svg);
 }
+
+// --- translation: cross-attention as an alignment ------------------------------------------------------
+
+// Source tokens on the left, target tokens (as written) on the right. Every target row's weights are
+// drawn as grey lines (opacity = weight); the focus row in blue, width relative to its largest weight.
+export function alignment(svg, source, target, matrix, focus, onFocus) {
+  clear(svg);
+  const rowH = 22, top = 20, width = 560;
+  const height = top + Math.max(source.length, target.length) * rowH + 10;
+  size(svg, width, height);
+  const lx = 190, rx = 370;
+  el("svg:text", { x: lx, y: 12, "text-anchor": "end", "font-size": 11, fill: "#5b6475" }, svg, "source (read by the encoder)");
+  el("svg:text", { x: rx, y: 12, "font-size": 11, fill: "#5b6475" }, svg, "target (written by the decoder)");
+  const y = (i) => top + i * rowH + 10;
+  matrix.forEach((row, i) => {
+    if (i === focus) return;
+    row.forEach((w, j) => {
+      if (w < 0.02) return;
+      el("svg:line", { x1: lx + 6, y1: y(j), x2: rx - 6, y2: y(i), stroke: "#9aa1ad", "stroke-width": 1.2, "stroke-opacity": w.toFixed(3) }, svg);
+    });
+  });
+  const row = matrix[focus] || [];
+  const top1 = Math.max(...row, 1e-9);
+  row.forEach((w, j) => {
+    if (w <= 0) return;
+    el("svg:line", { x1: lx + 6, y1: y(j), x2: rx - 6, y2: y(focus), stroke: "#2456c7", "stroke-width": (0.5 + 7 * w / top1).toFixed(2),
+      "stroke-opacity": (0.15 + 0.85 * w / top1).toFixed(3), "data-target": focus, "data-source": j, "data-weight": w }, svg);
+  });
+  source.forEach((t, j) => {
+    const w = row[j] ?? 0;
+    el("svg:rect", { x: lx - 170, y: top + j * rowH, width: 172, height: rowH - 3, rx: 3, fill: colour(w, { max: top1 }) }, svg);
+    el("svg:text", { x: lx, y: top + j * rowH + 14, "text-anchor": "end", "font-size": 13, fill: "#1d2330" }, svg, `${fmt(w, 3)}  ${short(t, 14)}`);
+  });
+  target.forEach((t, i) => {
+    const g = el("svg:g", { class: "box", tabindex: 0, role: "button", "data-target-token": i, "aria-label": `show where target token ${i} (${t}) looks` }, svg);
+    el("svg:rect", { x: rx, y: top + i * rowH, width: 172, height: rowH - 3, rx: 3, fill: i === focus ? "#ffe18a" : "#ffffff", stroke: "#d8dde6" }, g);
+    el("svg:text", { x: rx + 4, y: top + i * rowH + 14, "font-size": 13, fill: "#1d2330", "font-weight": i === focus ? 700 : 400 }, g, short(t, 22));
+    g.addEventListener("click", () => onFocus(i));
+    g.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); onFocus(i); } });
+  });
+}
+
+// --- experiments ----------------------------------------------------------------------------------------
+
+// One experiment: its explanation (server-rendered from our Markdown), a choice of result set, and for
+// the chosen one the recorded summary and command, then each plot with how to read it.
+export function experiment(container, exp, chosen, onPick) {
+  clear(container);
+  container.dataset.experiment = exp.name;
+  el("h2", { id: `exp-${exp.name}` }, container, exp.title);
+  if (exp.subtitle) el("p", { class: "subtitle" }, container, exp.subtitle);
+  el("div", { class: "explanation" }, container).innerHTML = exp.intro_html;
+  if (!exp.results.length) {
+    el("p", { class: "note" }, container, `No results for this experiment yet: run ${exp.command}`);
+    return;
+  }
+  const run = exp.results[chosen] || exp.results[0];
+  const bar = el("div", { class: "toolbar" }, container);
+  if (exp.results.length > 1) {
+    const label = el("label", {}, bar, "Results ");
+    const select = el("select", { "data-runs": exp.name }, label);
+    exp.results.forEach((r, i) => el("option", { value: i }, select, r.label));
+    select.value = String(exp.results.indexOf(run));
+    select.addEventListener("change", () => onPick(Number(select.value)));
+  } else {
+    el("span", {}, bar, run.label);
+  }
+  el("a", { href: run.results_url, download: `${exp.name}-results.json` }, bar, "results.json");
+  const meta = el("p", { class: "run-meta" }, container);
+  meta.append("Command: ");
+  el("code", {}, meta, run.command || exp.command);
+  const machine = [run.machine.cpu, run.machine.cores && `${run.machine.cores} cores`, run.machine.torch_threads && `${run.machine.torch_threads} torch thread(s)`,
+    run.machine.torch && `torch ${run.machine.torch}`].filter(Boolean).join(", ");
+  if (machine || run.elapsed_s !== null) meta.append(` · ${machine}${run.elapsed_s !== null ? ` · ${Math.round(run.elapsed_s)} s` : ""}`);
+  const lines = el("ul", { class: "summary-lines" }, container);
+  run.summary.forEach((s) => el("li", {}, lines, s));
+  run.notes.forEach((s) => el("p", { class: "note" }, container, `Note: ${s}`));
+  for (const f of run.figures) {
+    const fig = el("figure", { "data-figure": f.file }, container);
+    el("img", { src: f.url, alt: `${exp.name}: ${f.title}`, loading: "eager" }, fig);
+    const cap = el("figcaption", {}, fig);
+    el("h4", {}, cap, f.title);
+    el("div", {}, cap).innerHTML = f.caption_html;
+  }
+  el("div", { class: "explanation" }, container).innerHTML = exp.discussion_html;
+}

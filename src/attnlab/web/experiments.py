@@ -1,0 +1,197 @@
+"""The experiments page: each built-in experiment's plots, numbers and explanation.
+
+Results come from two places, both read with ``attnlab.experiments.list_results``:
+
+- **your runs**: ``attnlab experiment NAME`` writes ``runs/experiments/NAME/`` under the directory it
+  is started from, so the server looks in ``runs/experiments`` under *its* working directory (or the
+  folder given to ``create_app(experiments_dir=...)`` / the ``ATTNLAB_EXPERIMENTS_DIR`` variable).
+  Folders one level deeper (``runs/experiments/quick/NAME``) are found too, for runs grouped with
+  ``--out``.
+- **reference runs** shipped inside the package (``attnlab/experiments/reference/``): the runs that
+  ``docs/experiments.md`` describes, shown when you have run nothing.
+
+Files are served only by looking names up in that index (source, run folder, file name), never by
+joining a requested path, so no request can reach outside a result folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from attnlab.experiments import EXPERIMENTS, list_results
+from attnlab.experiments.common import RESULTS_FILE
+from attnlab.web import schemas as s
+from attnlab.web.content import CONTENT_DIR, render
+from attnlab.web.errors import NotFoundError
+
+ENV_DIR = "ATTNLAB_EXPERIMENTS_DIR"
+EXPLANATIONS_DIR = CONTENT_DIR / "experiments"
+_FIGURE = re.compile(r"^##\s+Figure\s+`([\w.-]+\.png)`(?::\s*(.*))?$")
+RUNS, REFERENCE = "runs", "reference"
+
+
+def default_runs_dir() -> Path:
+    """Where ``attnlab experiment`` writes by default, seen from this process's working directory."""
+    return Path(os.environ.get(ENV_DIR) or Path("runs") / "experiments").resolve()
+
+
+def reference_dir() -> Path:
+    return Path(str(resources.files("attnlab") / "experiments" / "reference"))
+
+
+@dataclass(frozen=True)
+class Run:
+    """One result folder found by ``list_results``: its source, its folder relative to the root, the entry."""
+
+    source: str
+    run: str  # posix path relative to the source's root, e.g. "context-cost" or "quick/context-cost"
+    entry: dict[str, Any]
+
+    def files(self) -> dict[str, Path]:
+        """The files of this run that may be served, by name: its PNGs and its results.json."""
+        folder = Path(self.entry["dir"]).resolve()
+        inside = [Path(f) for f in self.entry["figures"]] + [Path(self.entry["results"])]
+        # A results.json may name any file; serve only PNGs (and the JSON) that sit in the run's own folder.
+        return {p.name: p for p in inside if p.resolve().parent == folder and p.suffix in (".png", ".json")}
+
+
+def _scan(source: str, root: Path) -> list[Run]:
+    """Result folders under ``root`` and one level below it (``root/GROUP/NAME/results.json``)."""
+    if not root.is_dir():
+        return []
+    roots = [root, *sorted(p for p in root.iterdir() if p.is_dir() and not (p / RESULTS_FILE).is_file())]
+    runs = []
+    base = root.resolve()
+    for r in roots:
+        for entry in list_results(r):
+            folder = Path(entry["dir"])
+            try:
+                rel = folder.relative_to(base).as_posix()
+            except ValueError:  # a symlink leading elsewhere: keep it out of the index
+                continue
+            runs.append(Run(source, rel, entry))
+    return runs
+
+
+class Index:
+    """Every run of both sources; built per request (a few small files), so new runs show up at once."""
+
+    def __init__(self, runs_dir: Path) -> None:
+        self.runs_dir = runs_dir
+        self.runs = _scan(RUNS, runs_dir) + _scan(REFERENCE, reference_dir())
+
+    def find(self, source: str, run: str) -> Run:
+        for r in self.runs:
+            if r.source == source and r.run == run:
+                return r
+        raise NotFoundError(f"no experiment result {source}/{run}")
+
+
+def file_path(runs_dir: Path, source: str, run: str, name: str) -> Path:
+    """The path of one servable file (a PNG or results.json of a run in the index), else a 404."""
+    found = Index(runs_dir).find(source, run).files().get(name)
+    if found is None or not found.is_file():
+        raise NotFoundError(f"experiment result {source}/{run} has no file {name!r}")
+    return found
+
+
+@dataclass(frozen=True)
+class Explanation:
+    title: str
+    intro_html: str
+    figures: dict[str, tuple[str, str]]  # file name -> (title, caption html)
+    discussion_html: str
+
+
+@lru_cache(maxsize=16)
+def explanation(name: str) -> Explanation:
+    """``content/experiments/NAME.md`` split into intro, one caption per ``## Figure `file.png`: title``
+    section, and the remaining sections (what the reference run showed)."""
+    path = EXPLANATIONS_DIR / f"{name}.md"
+    if not path.is_file():
+        return Explanation(name, "", {}, "")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    title = lines[0].lstrip("#").strip() if lines and lines[0].startswith("# ") else name
+    body = lines[1:] if lines and lines[0].startswith("# ") else lines
+    intro: list[str] = []
+    rest: list[str] = []
+    figures: dict[str, tuple[str, list[str]]] = {}
+    current: list[str] = intro
+    for line in body:
+        fig = _FIGURE.match(line.strip())
+        if fig:
+            figures[fig[1]] = (fig[2] or fig[1], [])
+            current = figures[fig[1]][1]
+        elif line.startswith("## "):
+            current = rest
+            current.append(line)
+        else:
+            current.append(line)
+    return Explanation(
+        title=title, intro_html=render("\n".join(intro)),
+        figures={f: (t, render("\n".join(c))) for f, (t, c) in figures.items()},
+        discussion_html=render("\n".join(rest)),
+    )
+
+
+def _url(source: str, run: str, name: str) -> str:
+    return f"/api/experiments/{source}/{quote(run)}/{quote(name)}"
+
+
+def _result_set(r: Run, text: Explanation) -> s.ExperimentResultSet:
+    record: dict[str, Any] = {}
+    try:
+        record = json.loads(Path(r.entry["results"]).read_text())
+    except (OSError, json.JSONDecodeError):
+        record = {}
+    machine = record.get("machine") if isinstance(record.get("machine"), dict) else {}
+    figures = []
+    for name in (n for n in r.files() if n.endswith(".png")):
+        title, caption = text.figures.get(name, (name, ""))
+        figures.append(s.ExperimentFigure(file=name, url=_url(r.source, r.run, name), title=title, caption_html=caption))
+    mode = str(r.entry.get("mode") or "")
+    where = "reference run shipped with attnlab" if r.source == REFERENCE else f"your run: {r.entry['dir']}"
+    return s.ExperimentResultSet(
+        id=f"{r.source}/{r.run}", source=r.source, label=f"{where} ({mode or 'mode unknown'} mode)", mode=mode,
+        command=str(record.get("command") or ""), summary=[str(x) for x in r.entry.get("summary") or []],
+        notes=[str(x) for x in record.get("notes") or []],
+        machine={str(k): str(v) for k, v in machine.items()},
+        elapsed_s=record.get("elapsed_s") if isinstance(record.get("elapsed_s"), int | float) else None,
+        figures=figures, results_url=_url(r.source, r.run, RESULTS_FILE),
+    )
+
+
+def _mtime(r: Run) -> float:
+    try:
+        return Path(r.entry["results"]).stat().st_mtime if r.source == RUNS else 0.0
+    except OSError:
+        return 0.0
+
+
+def experiments(runs_dir: Path) -> s.ExperimentsResponse:
+    """Every built-in experiment with its explanation and result sets (your runs, newest first, then the reference)."""
+    index = Index(runs_dir)
+    out = []
+    for name in EXPERIMENTS:
+        text = explanation(name)
+        mine = [r for r in index.runs if r.entry["name"] == name]
+        mine.sort(key=lambda r: (r.source != RUNS, -_mtime(r), r.run))  # yours, newest first; then the reference
+        title = next((r.entry["title"] for r in mine if r.entry.get("title")), "")
+        out.append(s.Experiment(
+            name=name, title=text.title, subtitle=title, intro_html=text.intro_html,
+            discussion_html=text.discussion_html, command=f"attnlab experiment {name} --quick",
+            results=[_result_set(r, text) for r in mine],
+        ))
+    yours = sum(r.source == RUNS for r in index.runs)
+    note = (f"{yours} run{'s' if yours != 1 else ''} of yours found in {runs_dir}" if yours else
+            f"no runs of yours in {runs_dir} (where `attnlab experiment NAME` writes when started from "
+            "the server's folder): showing the reference runs shipped with attnlab")
+    return s.ExperimentsResponse(experiments=out, runs_dir=str(runs_dir), note=note)

@@ -1,0 +1,78 @@
+"""Translation as alignment: what the decoder's cross-attention looks at while it writes each word.
+
+The sentence is translated by the library (``attnlab.translate.translate_text``: greedy or a small
+beam, bounded length). Then the model is run once more, teacher-forced over its own translation
+(``model(source + </s>, <s> + output)``) through ``run_with_cache``, and each decoder layer's
+``cross_attn.hook_weights`` is returned as it was recorded: row i is the decoder position that has
+read ``<s> t_0 .. t_{i-1}`` and writes ``t_i`` (the last row writes ``</s>``); its columns are the
+source tokens. Nothing here re-derives attention (Bahdanau et al. 2015 drew the same picture for an
+RNN; in a Transformer every layer and head has its own).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from attnlab.generate import GenerationError
+from attnlab.inspect import run_with_cache
+from attnlab.translate import translate_text
+from attnlab.web import schemas as s
+from attnlab.web.errors import PayloadError, UnknownModelError
+from attnlab.web.models import MAX_TOKENS, get_model, model_lock, tokenize
+from attnlab.weights import catalog as cat
+
+CROSS = "*cross_attn.hook_weights"
+_LAYER = re.compile(r"(?:^|\.)blocks\.(\d+)\.cross_attn\.hook_weights$")
+
+
+def _info(name: str) -> cat.ModelInfo:
+    known = {i.name: i for i in cat.catalog()}
+    if name in known:
+        return known[name]
+    raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(sorted(known)) or 'none'}")
+
+
+def translate(req: s.TranslateRequest) -> s.TranslateResponse:
+    info = _info(req.model)
+    if info.family != "encoder-decoder":  # checked before loading: no reason to wait for a model we cannot use
+        raise PayloadError(
+            f"translation needs an encoder-decoder model (source -> target, with cross-attention); "
+            f"{req.model!r} is {info.family}-only" if info.family in ("encoder", "decoder") else
+            f"translation needs an encoder-decoder model; {req.model!r} is {info.family}"
+        )
+    loaded = get_model(req.model)
+    tokenizer = loaded.tokenizer
+    try:
+        bos, eos = tokenizer.token_id("<s>"), tokenizer.token_id("</s>")  # type: ignore[attr-defined]
+    except (AttributeError, KeyError):
+        raise PayloadError(
+            f"model {req.model!r} has no <s> and </s> tokens: it is an encoder-decoder but not a trained translator"
+        ) from None
+    max_len = loaded.config.max_len
+    tokenize(loaded, req.text, limit=min(MAX_TOKENS, max_len) - 1)  # the limits, with room for </s>
+    # The teacher-forced pass reads <s> + the output, which must fit in max_len positions; one more
+    # position is kept free because a search that never emits </s> may return one token past its limit.
+    max_new = min(req.max_new_tokens, max_len - 2)
+    with model_lock(loaded.name):
+        try:
+            result = translate_text(loaded.model, tokenizer, req.text, beam_size=req.beam_size, max_new_tokens=max_new)
+        except (GenerationError, ValueError) as exc:
+            raise PayloadError(f"cannot translate this text: {exc}") from None
+        source, output = list(result.source_ids), list(result.target_ids)
+        src = torch.tensor([source], dtype=torch.long)
+        tgt = torch.tensor([[bos, *output]], dtype=torch.long)
+        _, cache = run_with_cache(loaded.model, src, tgt, names=CROSS)
+    names = sorted(cache, key=lambda n: int(_LAYER.search(n)[1]))  # type: ignore[index]
+    if not names:
+        raise PayloadError(f"model {req.model!r} recorded no cross-attention weights")
+    layers = [cache[n][0].double() for n in names]  # each (heads, target, source)
+    return s.TranslateResponse(
+        model=loaded.name, text=result.text, logprob=float(result.logprob), beam_size=req.beam_size,
+        source_tokens=[str(t) for t in tokenizer.tokens(source)],
+        target_tokens=[str(t) for t in tokenizer.tokens([*output, eos])],
+        decoder_input_tokens=[str(t) for t in tokenizer.tokens([bos, *output])],
+        n_layers=len(layers), n_heads=layers[0].shape[0],
+        weights=[w.tolist() for w in layers], mean_weights=[w.mean(dim=0).tolist() for w in layers], hooks=names,
+    )
