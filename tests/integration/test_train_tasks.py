@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from attnlab.cli import app
 from attnlab.models import EncoderDecoder, EncoderForClassification, EncoderForMaskedLM
 from attnlab.train.data import DataError
 from attnlab.train.examples import LengthBucketSampler, read_pairs
@@ -60,6 +63,20 @@ def test_translation_trains_translates_and_resumes_exactly(tmp_path, pairs_file)
     references = [" ".join(NUMBERS[w] for w in s.split()) for s in sources]
     report = bleu_report(ckpt.model, ckpt.tokenizer, sources, references, beam_size=1, progress=False)
     assert report.bleu > 10 and report.copy_bleu == 0.0 and len(report.hypotheses) == 3, report
+
+    # The same through the CLI, on a bf16 export of the checkpoint.
+    cli = CliRunner()
+    exported = tmp_path / "exported"
+    assert cli.invoke(app, ["export", str(tmp_path / "tr" / "best"), str(exported)]).exit_code == 0
+    assert (exported / "model.safetensors").stat().st_size < (tmp_path / "tr" / "best" / "model.safetensors").stat().st_size
+    said = cli.invoke(app, ["translate", "sun moon river", "--checkpoint", str(exported), "--beam", "2"])
+    assert said.exit_code == 0 and said.output.split() == out.text.split(), said.output
+    scored = cli.invoke(app, ["bleu", "--checkpoint", str(exported), "--data", str(pairs_file), "--limit", "5",
+                              "--beam", "1", "--out", str(tmp_path / "bleu.json")])
+    assert scored.exit_code == 0 and "copying the source: 0.00" in scored.output, scored.output
+    assert len(json.loads((tmp_path / "bleu.json").read_text())["translations"]) == 5
+    wrong = cli.invoke(app, ["translate", "hello", "--model", "shakespeare-char"])
+    assert wrong.exit_code == 1 and "not an encoder-decoder" in wrong.output
 
     # Interrupt-free resume check: 20 steps, then 20 more, equals 40 in one go (data position and RNG saved).
     whole = run(tmp_path, "translation", str(pairs_file), "whole", model_overrides=SEQ2SEQ, iters=40, eval_interval=20)
