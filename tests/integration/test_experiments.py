@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from attnlab.experiments import EXPERIMENTS, list_results, run_experiment
 from attnlab.experiments.common import loglog_fit, synthetic_text
 from attnlab.experiments.positions import which_first_batch
-from attnlab.experiments.rnn_vs_transformer import delayed_copy_batch, matched_models
+from attnlab.experiments.rnn_vs_transformer import char_lm, delayed_copy_batch, matched_models
 
 
 @pytest.fixture(autouse=True)
@@ -76,8 +76,17 @@ def test_rnn_vs_transformer_tiny(tmp_path: Path) -> None:
     c = result["data"]["char_lm"]
     assert [r["model"] for r in c["rows"]] == ["rnn", "lstm", "gru", "transformer"]
     for r in c["rows"]:
-        assert r["steps"] >= 1 and all(math.isfinite(p["val_loss"]) for p in r["curve"])
+        assert r["steps"] == c["steps"] >= 1 and all(math.isfinite(p["val_loss"]) for p in r["curve"])
+        assert r["curve"][-1]["step"] == c["steps"]  # a step count, not a time budget, ends training
         assert [p["seconds"] for p in r["curve"]] == sorted(p["seconds"] for p in r["curve"])
+        assert r["val_loss_at_equal_time"] in [p["val_loss"] for p in r["curve"]]
+
+
+def test_char_lm_losses_repeat_exactly() -> None:
+    """Only the time axis of (c) may vary between runs; the losses are seeded and step-counted."""
+    first, second = (char_lm("tiny", 0, None, False) for _ in range(2))
+    losses = [[[p["val_loss"] for p in r["curve"]] for r in run["rows"]] for run in (first, second)]
+    assert losses[0] == losses[1]
 
 
 def test_models_are_parameter_matched_and_copy_task_is_well_formed() -> None:

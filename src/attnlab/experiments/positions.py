@@ -107,7 +107,7 @@ def run(mode: Mode = "quick", out: str | Path | None = None, *, show_progress: b
     started = time.perf_counter()
     out = Path(out) if out is not None else default_out(NAME)
     seq_len = pick(mode, 12, 16, 24)
-    steps, batch = pick(mode, 30, 400, 1500), pick(mode, 32, 64, 64)
+    steps, batch = pick(mode, 30, 200, 1500), pick(mode, 32, 64, 64)
     eval_every = max(1, steps // pick(mode, 3, 20, 30))
     perm = {kind: permutation_error(kind, seq_len, seed) for kind in KINDS}
     runs = [train_which_first(kind, seq_len, steps, batch, eval_every, seed)

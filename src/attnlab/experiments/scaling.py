@@ -47,7 +47,7 @@ TITLE = "Validation loss against model size and compute"
 # (d_model, n_layers): widths and depths grow together, as in the scaling-law papers.
 SIZES = {
     "tiny": [(16, 1), (24, 1), (32, 2), (48, 2)],
-    "quick": [(32, 1), (48, 2), (64, 2), (96, 3), (128, 3)],
+    "quick": [(32, 1), (48, 2), (64, 2), (96, 3)],
     "full": [(32, 1), (48, 2), (64, 2), (96, 3), (128, 4), (192, 4)],
 }
 
@@ -91,7 +91,7 @@ def run(mode: Mode = "quick", out: str | Path | None = None, *, data: str | Path
     started = time.perf_counter()
     out = Path(out) if out is not None else default_out(NAME)
     corpus = load_corpus(data, n_synthetic=pick(mode, 20_000, 200_000, 400_000), seed=seed)
-    steps, batch, block = pick(mode, 20, 150, 600), pick(mode, 8, 16, 16), pick(mode, 32, 64, 64)
+    steps, batch, block = pick(mode, 20, 250, 600), pick(mode, 8, 16, 16), pick(mode, 32, 64, 64)
     runs = [train_size(corpus, d, layers, steps, batch, block, pick(mode, 2, 6, 8), seed)
             for d, layers in progress(SIZES[mode], desc=NAME, enabled=show_progress)]
     slope_n, intercept_n = loglog_fit([r["params"] for r in runs], [r["val_loss"] for r in runs])
