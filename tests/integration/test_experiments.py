@@ -31,6 +31,7 @@ def _check_written(result: dict, out: Path) -> dict:
     assert on_disk["experiment"] == result["experiment"]
     assert on_disk["mode"] == "tiny"
     assert on_disk["command"].startswith(f"attnlab experiment {result['experiment']}")
+    assert " --threads 1" in on_disk["command"]  # the fixture's thread count: part of what repeats a run
     assert on_disk["machine"]["torch_threads"] >= 1 and on_disk["elapsed_s"] > 0
     assert result["figures"]
     for name in result["figures"]:

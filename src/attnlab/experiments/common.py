@@ -157,8 +157,13 @@ def write_results(out: Path, result: dict[str, Any]) -> Path:
 def finish(name: str, title: str, mode: Mode, seed: int, started: float, out: Path, *, data: dict[str, Any],
            summary: list[str], figures: list[str], notes: list[str] | None = None,
            corpus_file: str | Path | None = None) -> dict[str, Any]:
-    """Assemble the common result record, write it and return it."""
+    """Assemble the common result record, write it and return it.
+
+    ``command`` repeats the run: timings and (through floating-point reduction order) trained
+    numbers depend on the thread count, so it is always written out.
+    """
     command = f"attnlab experiment {name}" + {"tiny": " (tiny mode, tests only)", "quick": " --quick", "full": ""}[mode]
+    command += f" --threads {torch.get_num_threads()}"
     if corpus_file is not None:
         command += f" --data {corpus_file}"
     if seed != 0:
