@@ -73,3 +73,18 @@ def test_load_by_name_caches_and_embeds(monkeypatch) -> None:
     assert float(vectors[0] @ vectors[2]) < 0.9
     with pytest.raises(TypeError, match="list of texts"):
         minilm.embed("a bare string")
+
+
+def test_bundled_translator_loads_and_its_shipped_score_beats_copying() -> None:
+    """The shipped translator: loads by name, translates, and its recorded test BLEU beats the copy baseline."""
+    import json
+
+    from attnlab.translate import translate_text
+    from attnlab.weights.bundled import bundled_dir
+
+    loaded = load("translator")
+    assert loaded.config.family == "encoder-decoder" and loaded.config.name == "transformer-small-2017"
+    out = translate_text(loaded.model, loaded.tokenizer, "And God said, Let there be light.")
+    assert out.text and "Dios" in out.text, out.text  # a trained model, not random weights
+    score = json.loads((bundled_dir("translator") / "bleu.json").read_text())
+    assert score["n_sentences"] > 1000 and score["bleu"] > 2 * score["copy_bleu"]
