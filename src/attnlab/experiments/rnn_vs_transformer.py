@@ -220,6 +220,28 @@ def run(mode: Mode = "quick", out: str | Path | None = None, *, data: str | Path
     b = long_range(mode, seed, show_progress)
     c = char_lm(mode, seed, data, show_progress)
 
+    figures = plot(a, b, c, out)
+
+    longest = max(a["lengths"])
+    at_longest = {r["model"]: r for r in a["rows"] if r["seq_len"] == longest}
+    summary = [
+        "step time ~ length^slope: " + ", ".join(f"{k} {a['step_time_exponent'][k]:.2f}" for k in KINDS),
+        f"tokens/s at {longest}: " + ", ".join(f"{k} {at_longest[k]['tokens_per_s']:.0f}" for k in KINDS),
+        "delayed-copy accuracy (delay: " + ", ".join(str(d) for d in b["delays"]) + "): " + "; ".join(
+            f"{k} " + " ".join(f"{r['accuracy']:.2f}" for r in b["rows"] if r["model"] == k) for k in KINDS),
+        f"char-LM val loss after {c['steps']} steps: " + ", ".join(
+            f"{r['model']} {r['val_loss']:.3f} ({r['train_s']:.0f} s)" for r in c["rows"]),
+        f"char-LM val loss after {c['equal_time_s']:.0f} s (when the quickest finished): " + ", ".join(
+            f"{r['model']} {r['val_loss_at_equal_time']:.3f}" for r in c["rows"]),
+    ]
+    return finish(NAME, TITLE, mode, seed, started, out, figures=figures, summary=summary, corpus_file=data,
+                  data={"throughput": a, "long_range": b, "char_lm": c},
+                  notes=["timings ((a), and the time axis of (c)) vary with the machine and its load; "
+                         "every loss and accuracy repeats exactly for the same seed and thread count"])
+
+
+def plot(a: dict[str, Any], b: dict[str, Any], c: dict[str, Any], out: Path) -> list[str]:
+    """Draw the three figures from recorded data (also usable on a saved results.json's data)."""
     fig, axes = new_figure(ncols=2, width=5.2)
     for kind in KINDS:
         mine = [r for r in a["rows"] if r["model"] == kind]
@@ -253,24 +275,8 @@ def run(mode: Mode = "quick", out: str | Path | None = None, *, data: str | Path
         ax.plot([p["seconds"] for p in r["curve"]], [p["val_loss"] for p in r["curve"]], marker=".",
                 label=f"{r['model']} ({r['train_s']:.0f} s)")
     ax.set(xlabel="training seconds (evaluation excluded)", ylabel="validation loss (nats/char)",
-           title=f"(c) Character LM on {c['corpus']}, equal parameters, {c['steps']} steps each")
+           title=f"(c) Character LM on {c['corpus']}\nequal parameters, {c['steps']} steps each")
     ax.grid(True, alpha=0.3)
     ax.legend()
     figures.append(save_figure(fig, out, "char_lm.png"))
-
-    longest = max(a["lengths"])
-    at_longest = {r["model"]: r for r in a["rows"] if r["seq_len"] == longest}
-    summary = [
-        "step time ~ length^slope: " + ", ".join(f"{k} {a['step_time_exponent'][k]:.2f}" for k in KINDS),
-        f"tokens/s at {longest}: " + ", ".join(f"{k} {at_longest[k]['tokens_per_s']:.0f}" for k in KINDS),
-        "delayed-copy accuracy (delay: " + ", ".join(str(d) for d in b["delays"]) + "): " + "; ".join(
-            f"{k} " + " ".join(f"{r['accuracy']:.2f}" for r in b["rows"] if r["model"] == k) for k in KINDS),
-        f"char-LM val loss after {c['steps']} steps: " + ", ".join(
-            f"{r['model']} {r['val_loss']:.3f} ({r['train_s']:.0f} s)" for r in c["rows"]),
-        f"char-LM val loss after {c['equal_time_s']:.0f} s (when the quickest finished): " + ", ".join(
-            f"{r['model']} {r['val_loss_at_equal_time']:.3f}" for r in c["rows"]),
-    ]
-    return finish(NAME, TITLE, mode, seed, started, out, figures=figures, summary=summary, corpus_file=data,
-                  data={"throughput": a, "long_range": b, "char_lm": c},
-                  notes=["timings ((a), and the time axis of (c)) vary with the machine and its load; "
-                         "every loss and accuracy repeats exactly for the same seed and thread count"])
+    return figures
