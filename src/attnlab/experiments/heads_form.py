@@ -83,7 +83,7 @@ def run(mode: Mode = "quick", out: str | Path | None = None, *, data: str | Path
     started = time.perf_counter()
     out = Path(out) if out is not None else default_out(NAME)
     corpus: CharCorpus = load_corpus(data, n_synthetic=pick(mode, 20_000, 200_000, 400_000), seed=seed)
-    steps, batch = pick(mode, 24, 400, 2000), 12
+    steps, batch = pick(mode, 24, 500, 2000), 12
     seed_everything(seed)
     config = preset("shakespeare-char", vocab_size=corpus.vocab_size)
     if mode == "tiny":  # same shape of experiment, a smaller model
