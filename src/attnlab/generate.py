@@ -11,17 +11,22 @@ step, so a rebuild happens only every ``max_len / 2`` tokens).
 
 ``stream`` is a generator: callers print each piece as it arrives; with ``top_probs=N`` every step
 also reports the model's N most likely next tokens and their probabilities.
+
+At batch 1 a step of a small model is mostly overhead around memory-bound matrix-vector products, so
+the loop does the least it can per token (the prompt is checked once, logits are computed for the
+last position only), and ``compile=True`` runs each step as one compiled graph (``compiled_step``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from attnlab.models.stack import check_token_ids
 from attnlab.tokenizers import Tokenizer
 
 
@@ -97,6 +102,40 @@ def _window_start(n_tokens: int, start: int, max_len: int) -> int:
     return start
 
 
+_compiled: dict[Callable, Callable] = {}
+# What changes from one decoding step to the next: the length of every layer's KV cache.
+_CACHE_LENGTHS = r"L\['cache'\]\.layers\[\d+\]\.self_attn\.length"
+
+
+def compiled_step(model: nn.Module) -> Callable:
+    """``type(model).logits_at`` under ``torch.compile``, built once per process and class.
+
+    Everything is compiled for fixed shapes except the KV-cache lengths (``dynamic_sources``), so one
+    graph serves every step (each reads a cache one position longer) and every prompt length, and
+    compiles faster than an all-dynamic graph. Each model compiles its own graph on first use, which
+    takes tens of seconds on a small CPU.
+
+    A batch-1 step multiplies a single row by each weight matrix: memory-bound work that MKL's
+    matrix-product kernels do at a fraction of this CPU's read bandwidth. Inductor's
+    ``decompose_mm_pass`` rewrites such products (one row, sides up to 2048) as a multiply and a row
+    sum, which it compiles, fused with the layer norms and activations around them, into vectorised
+    loops that stream each weight once; attention for the one query is fused in too (``attention``
+    spells out the formula under compilation for a single query).
+    """
+    fn = type(model).logits_at
+    if fn not in _compiled:
+        compiled = torch.compile(
+            fn, fullgraph=True, dynamic=False, options={"post_grad_fusion_options": {"decompose_mm_pass": {}}}
+        )
+
+        def step(*args, **kwargs) -> Tensor:
+            with torch.compiler.config.patch(dynamic_sources=_CACHE_LENGTHS):
+                return compiled(*args, **kwargs)
+
+        _compiled[fn] = step
+    return _compiled[fn]
+
+
 @torch.inference_mode()
 def stream_ids(
     model: nn.Module,
@@ -108,39 +147,60 @@ def stream_ids(
     use_cache: bool = True,
     top_probs: int = 0,
     tokenizer: Tokenizer | None = None,
+    compile: bool = False,
 ) -> Iterator[tuple[int, list[tuple[int, str, float]] | None]]:
-    """Yield ``(token_id, top)`` for each new token of a decoder-only model (no text handling)."""
+    """Yield ``(token_id, top)`` for each new token of a decoder-only model (no text handling).
+
+    The prompt is checked once; every later step feeds back a token the model itself chose, through
+    ``DecoderLM.logits_at`` without per-step input checks. ``compile=True`` runs each one-token step
+    through ``compiled_step`` (the prompt pass stays eager); the first call pays the
+    compilation. Its logits can differ from the eager ones in the last bits (another summation
+    order), so a near-tie may rarely resolve the other way.
+    """
     sampling = sampling or Sampling()
     if len(prompt_ids) == 0:
         raise GenerationError("the prompt is empty: give at least one token to continue from")
     if max_new_tokens < 0:
         raise GenerationError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if compile and not use_cache:
+        raise GenerationError("compile=True compiles the cached one-token step: it needs use_cache=True")
     max_len = model.config.max_len
-    generator = torch.Generator()
-    generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
-    was_training = model.training
-    model.eval()
     ids = list(prompt_ids)
     start = max(0, len(ids) - max_len)
-    cache = model.new_cache() if use_cache else None
-    logits = model(torch.tensor([ids[start:]]), cache=cache)[0, -1]
-    one = torch.empty((1, 1), dtype=torch.long)
+    check_token_ids(torch.tensor([ids[start:]]), model.config, "prompt_ids")
+    generator = torch.Generator()
+    generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+    step = compiled_step(model) if compile else type(model).logits_at
+    positions = torch.arange(max_len)
+    one = torch.empty((1, 1), dtype=torch.long)  # a step's token and position, refilled in place
+    pos = torch.empty((1,), dtype=torch.long)
+    cache = None
+    was_training = model.training
+    model.eval()
+
+    def context_logits() -> Tensor:  # the whole window at once: the prompt, or what is kept after a slide
+        return model.logits_at(torch.tensor([ids[start:]]), positions[: len(ids) - start], cache=cache,
+                               last_only=True)[0, -1]
+
+    # The compiled step gets one spare slot: its cache is then never full, and the compiled graph
+    # never meets "the keys are the whole buffer", a case it would compile a second graph for.
+    cache_len = max_len + 1 if compile else max_len
     try:
+        cache = model.new_cache(cache_len) if use_cache else None
+        logits = context_logits()
         for _ in range(max_new_tokens):
             token = sample_next(logits, sampling, generator)
             yield token, (_top(logits, top_probs, sampling.temperature, tokenizer) if top_probs else None)
             ids.append(token)
             new_start = _window_start(len(ids), start, max_len)
-            if cache is None:
+            if cache is None or new_start != start:  # no cache, or the window slid: rebuild from the kept tokens
                 start = new_start
-                logits = model(torch.tensor([ids[start:]]))[0, -1]
-            elif new_start != start:  # the window slid: rebuild the cache from the kept tokens
-                start = new_start
-                cache = model.new_cache()
-                logits = model(torch.tensor([ids[start:]]), cache=cache)[0, -1]
+                cache = model.new_cache(cache_len) if use_cache else None
+                logits = context_logits()
             else:
-                one[0, 0] = token
-                logits = model(one, cache=cache)[0, -1]
+                one.fill_(token)
+                pos.fill_(len(ids) - start - 1)
+                logits = step(model, one, pos, cache=cache, last_only=True)[0, -1]
     finally:
         model.train(was_training)
 
@@ -167,12 +227,14 @@ def stream(
     seed: int | None = None,
     use_cache: bool = True,
     top_probs: int = 0,
+    compile: bool = False,
 ) -> Iterator[Step]:
     """Continue ``prompt``, yielding each token as soon as it is chosen.
 
     Text is released only when it is complete: a byte-level token that ends mid-character, or text
     that might be the beginning of a stop string, waits for the next token. Generation ends after
-    ``max_new_tokens`` or at the first stop string (which is not included).
+    ``max_new_tokens`` or at the first stop string (which is not included). ``use_cache`` and
+    ``compile`` are ``stream_ids``'s.
     """
     prompt_ids = tokenizer.encode(prompt)
     if not prompt_ids:
@@ -181,7 +243,7 @@ def stream(
     emitted = 0
     for token, top in stream_ids(
         model, prompt_ids, max_new_tokens=max_new_tokens, sampling=sampling, seed=seed,
-        use_cache=use_cache, top_probs=top_probs, tokenizer=tokenizer,
+        use_cache=use_cache, top_probs=top_probs, tokenizer=tokenizer, compile=compile,
     ):
         generated.append(token)
         text = tokenizer.decode(generated)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attnlab.generate import GenerationError, Sampling, generate, sample_next, stream, stream_ids, translate_ids
-from attnlab.models import DecoderLM, EncoderDecoder, TransformerConfig
+from attnlab.models import DecoderLM, EncoderDecoder, InputError, TransformerConfig
 from attnlab.tokenizers import BPETokenizer, CharTokenizer
 from attnlab.train.init import init_weights
 
@@ -60,6 +60,44 @@ def test_top_k_one_is_greedy_and_seeds_are_deterministic() -> None:
     s = Sampling(temperature=1.5)
     assert ids_of(model, "bad", 20, sampling=s, seed=7) == ids_of(model, "bad", 20, sampling=s, seed=7)
     assert ids_of(model, "bad", 20, sampling=s, seed=7) != ids_of(model, "bad", 20, sampling=s, seed=8)
+
+
+def test_logits_at_is_forward_without_the_checks() -> None:
+    model = lm(positions="rotary")
+    ids = torch.tensor([CHARS.encode("abc de.f")])
+    with torch.no_grad():
+        full = model(ids)
+        torch.testing.assert_close(model.logits_at(ids, torch.arange(ids.shape[1])), full, rtol=0, atol=0)
+        last = model.logits_at(ids, torch.arange(ids.shape[1]), last_only=True)
+    assert last.shape == (1, 1, CHARS.vocab_size)
+    torch.testing.assert_close(last, full[:, -1:], rtol=1e-6, atol=1e-6)
+
+
+def test_a_bad_prompt_is_refused_once_before_anything_is_generated() -> None:
+    model = lm()
+    with pytest.raises(InputError, match="outside the vocabulary"):
+        next(stream_ids(model, [1, 2, CHARS.vocab_size], max_new_tokens=3))
+    with pytest.raises(GenerationError, match="use_cache"):
+        next(stream_ids(model, [1, 2], max_new_tokens=3, compile=True, use_cache=False))
+
+
+@pytest.mark.slow
+def test_compiled_decoding_gives_the_eager_tokens() -> None:
+    """``compile=True`` (one dynamic-shape graph for every cache length) against the eager path:
+    rotary positions, grouped-query attention, a context that slides past ``max_len``, and sampling."""
+    torch.manual_seed(3)
+    config = TransformerConfig(family="decoder", vocab_size=CHARS.vocab_size, d_model=32, n_heads=4, n_kv_heads=2,
+                               n_layers=2, d_ff=64, max_len=12, positions="rotary")
+    model = DecoderLM(config).eval()
+    init_weights(model, config, std=0.3)
+    greedy = Sampling(temperature=0)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    eager = ids_of(model, "abc d", 40, sampling=greedy)  # 45 tokens > 12: the window slides
+    assert ids_of(model, "abc d", 40, sampling=greedy, compile=True) == eager
+    assert len(set(eager)) > 3
+    hot = Sampling(temperature=1.3, top_k=5)
+    assert ids_of(model, "he", 20, sampling=hot, seed=3, compile=True) == ids_of(model, "he", 20, sampling=hot, seed=3)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1  # every length, one graph
 
 
 def test_sampling_filters_respect_their_sets() -> None:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from attnlab.nn import (
     AttentionBackendError,
     FeedForward,
+    HookPoint,
     KVCache,
     MultiHeadAttention,
     RMSNorm,
@@ -170,3 +171,24 @@ def test_kv_cache_fills_in_place_and_refuses_overflow() -> None:
     assert k.shape == (1, 2, 4, 8)
     with pytest.raises(ValueError, match="KV cache is full"):
         cache.update(torch.randn(1, 2, 1, 8), torch.randn(1, 2, 1, 8))
+
+
+def test_hook_point_is_the_identity_and_still_runs_every_kind_of_hook() -> None:
+    """Unwatched, a hook point returns its input without nn.Module's call machinery; its own hooks
+    and PyTorch's global module hooks still run (and can replace the value)."""
+    point, x = HookPoint(), torch.randn(3)
+    assert point(x) is x
+    handle = point.register_forward_hook(lambda m, args, out: out * 2)
+    torch.testing.assert_close(point(x), x * 2)
+    handle.remove()
+    assert point(x) is x
+    seen = []
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, args, out: seen.append(m))
+    try:
+        point(x)
+    finally:
+        handle.remove()
+    assert seen == [point]
+    pre = point.register_forward_pre_hook(lambda m, args: (args[0] + 1,))
+    torch.testing.assert_close(point(x), x + 1)
+    pre.remove()

@@ -56,6 +56,28 @@ class DecoderLM(nn.Module):
         if attention_mask is not None:  # it covers the cached positions and the new ones
             check_attention_mask(attention_mask, input_ids.shape[0], start + input_ids.shape[1])
             mask = padding_mask(attention_mask)
+        return self.logits_at(input_ids, positions, mask=mask, cache=cache)
+
+    def logits_at(
+        self,
+        input_ids: Tensor,
+        positions: Tensor,
+        *,
+        mask: Tensor | None = None,
+        cache: DecodingCache | None = None,
+        last_only: bool = False,
+    ) -> Tensor:
+        """``forward`` without its input checks: ``input_ids`` ``(batch, n)`` at absolute ``positions``
+        ``(n,)``, with a boolean ``mask`` (``padding_mask``) if any.
+
+        For callers that built valid input themselves: the generation loop checks the prompt once,
+        then feeds back the model's own choices, and re-checking each of them (two reductions and two
+        reads of their results per token) would be pure overhead. ``last_only`` computes the logits
+        of the last position only, ``(batch, 1, vocab)``: all a sampler needs, and for a large
+        vocabulary the biggest matrix product of a prompt pass.
+        """
         x = self.embed(input_ids, positions)
         x = self.stack(x, mask=mask, is_causal=True, positions=positions, cache=cache)
+        if last_only:
+            x = x[:, -1:]
         return self.hook_logits(self.lm_head(x))

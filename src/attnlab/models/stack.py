@@ -109,7 +109,7 @@ class Embeddings(nn.Module):
             x = x + self.token_type(types)
         if self.norm is not None:
             x = self.norm(x)
-        return self.hook_embed(self.dropout(x))
+        return self.hook_embed(self.dropout(x) if self.training else x)
 
 
 class Stack(nn.Module):

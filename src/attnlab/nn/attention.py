@@ -107,9 +107,18 @@ def attention(
                 "the 'sdpa' backend is fused and does not compute attention weights; "
                 "use backend='math' (attnlab.inspect selects it for you)"
             )
+        if q.shape[2] == 1 and torch.compiler.is_compiling():
+            # One query (a decoding step) in a compiled graph: the formula below compiles into the
+            # loops around it, while the fused kernel stays an opaque call whose fixed cost (~0.1 ms
+            # per layer on a small CPU) outweighs the work. Same result; still no weights returned.
+            return attention(q, k, v, mask, backend="math", dropout_p=dropout_p, is_causal=is_causal)[0], None
         # The kernel's own causal flag (top-left aligned) is the fast path; it is only right when
         # queries and keys cover the same positions and no other mask applies.
-        fast_causal = is_causal and mask is None and q.shape[2] == k.shape[2]
+        # (An `if`, not `fast_causal = ... and q.shape[2] == k.shape[2]`: under torch.compile with a
+        # dynamic cache length that comparison is symbolic, and the kernel's flag must be a bool.)
+        fast_causal = False
+        if is_causal and mask is None and q.shape[2] == k.shape[2]:
+            fast_causal = True
         if is_causal and not fast_causal and q.shape[2] > 1:  # one query sees every cached key
             mask = combine_masks(mask, causal_mask(q.shape[2], k.shape[2], q.device))
         out = F.scaled_dot_product_attention(
@@ -169,10 +178,10 @@ class KVCache:
                 f"KV cache holds (batch, kv_heads, d_k) = {(self._k.shape[0], self._k.shape[1], self._k.shape[3])}, "
                 f"got {(k.shape[0], k.shape[1], k.shape[3])}; start a new cache for another batch"
             )
-        self._k[:, :, self.length : self.length + new] = k
-        self._v[:, :, self.length : self.length + new] = v
+        self._k.narrow(2, self.length, new).copy_(k)
+        self._v.narrow(2, self.length, new).copy_(v)
         self.length += new
-        return self._k[:, :, : self.length], self._v[:, :, : self.length]
+        return self._k.narrow(2, 0, self.length), self._v.narrow(2, 0, self.length)
 
     def reorder(self, index: Tensor) -> None:
         """Select batch rows (beam search keeps the surviving beams)."""

@@ -77,7 +77,9 @@ class FeedForward(nn.Module):
             h = self.up(x)
             h = torch.ops.aten.gelu_(h, approximate=approximate) if inplace else F.gelu(h, approximate=approximate)
         h = self.hook_hidden(h)
-        return self.hook_out(self.down(self.dropout(h)))
+        if self.training:  # dropout is the identity in eval mode; skipping the call is exact
+            h = self.dropout(h)
+        return self.hook_out(self.down(h))
 
 
 class LayerCache:
@@ -144,8 +146,10 @@ class Block(nn.Module):
 
     def _sublayer(self, x: Tensor, norm: nn.Module, fn) -> Tensor:
         if self.pre_norm:
-            return x + self.dropout(fn(norm(x)))
-        return norm(x + self.dropout(fn(x)))
+            out = fn(norm(x))
+            return x + (self.dropout(out) if self.training else out)
+        out = fn(x)
+        return norm(x + (self.dropout(out) if self.training else out))
 
     def forward(
         self,
