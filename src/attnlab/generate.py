@@ -295,7 +295,7 @@ def translate_ids(
     was_training = model.training
     model.eval()
     try:
-        max_steps = min(max_new_tokens + 1, model.config.max_len)
+        max_steps = min(max_new_tokens, model.config.max_len)  # each step writes one token (or ends)
         memory = model.encode(torch.tensor([list(src_ids)]))
         memory = memory.expand(beam_size, -1, -1).contiguous()
         cache = model.new_cache()

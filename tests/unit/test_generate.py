@@ -166,16 +166,19 @@ def test_beam_search_scores_are_true_logprobs_and_beam_one_is_greedy() -> None:
     greedy, _ = translate_ids(model, src, bos_id=0, eos_id=1, max_new_tokens=10, beam_size=1)
     step_by_step = []
     with torch.no_grad():  # greedy by hand, without any cache
-        for _ in range(11):
+        for _ in range(10):
             nxt = int(model(torch.tensor([src]), torch.tensor([[0, *step_by_step]]))[0, -1].argmax())
             if nxt == 1:
                 break
             step_by_step.append(nxt)
     assert greedy == step_by_step
     out, logprob = translate_ids(model, src, bos_id=0, eos_id=1, max_new_tokens=10, beam_size=4)
-    if len(out) < 11:  # finished with EOS: the reported score is the teacher-forced log-probability
+    if len(out) < 10:  # finished with EOS: the reported score is the teacher-forced log-probability
         with torch.no_grad():
             assert logprob == pytest.approx(score(model, src, out, 0, 1), abs=1e-4)
+    for beam in (1, 3):  # the limit holds whether or not a beam finishes
+        for limit in (0, 1, 3):
+            assert len(translate_ids(model, src, bos_id=0, eos_id=1, max_new_tokens=limit, beam_size=beam)[0]) <= limit
 
 
 HAMLET = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"

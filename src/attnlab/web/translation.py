@@ -52,9 +52,8 @@ def translate(req: s.TranslateRequest) -> s.TranslateResponse:
         ) from None
     max_len = loaded.config.max_len
     tokenize(loaded, req.text, limit=min(MAX_TOKENS, max_len) - 1)  # the limits, with room for </s>
-    # The teacher-forced pass reads <s> + the output, which must fit in max_len positions; one more
-    # position is kept free because a search that never emits </s> may return one token past its limit.
-    max_new = min(req.max_new_tokens, max_len - 2)
+    # The teacher-forced pass reads <s> + the output, which must fit in max_len positions.
+    max_new = min(req.max_new_tokens, max_len - 1)
     with model_lock(loaded.name):
         try:
             result = translate_text(loaded.model, tokenizer, req.text, beam_size=req.beam_size, max_new_tokens=max_new)
