@@ -12,14 +12,7 @@ from attnlab.models import DecoderLM, EncoderDecoder, InputError, TransformerCon
 from attnlab.tokenizers import BPETokenizer, CharTokenizer
 from attnlab.train.init import init_weights
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads; on a busy 2-core machine, spinning threads cost seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CHARS = CharTokenizer("abcdefgh .\n")
