@@ -6,6 +6,9 @@ happen inside the commands so that ``attnlab --help`` is instant.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import typer
 
 app = typer.Typer(
@@ -194,19 +197,10 @@ def generate(
     if threads:
         torch.set_num_threads(threads)
 
-    from attnlab.generate import GenerationError, Sampling, stream
-    from attnlab.weights.catalog import ModelUnavailableError, load
-    from attnlab.weights.checkpoint import CheckpointError, load_checkpoint
+    from attnlab.generate import Sampling, stream
 
-    try:
-        if checkpoint:
-            ckpt = load_checkpoint(checkpoint)
-            lm, tokenizer = ckpt.model, ckpt.tokenizer
-        else:
-            loaded = load(model)
-            lm, tokenizer = loaded.model, loaded.tokenizer
-        if getattr(lm, "config", None) is None or lm.config.family != "decoder":
-            raise GenerationError(f"{checkpoint or model} is not a decoder-only language model")
+    with _errors_to_exit():
+        lm, tokenizer = _load_for_cli(model, checkpoint, "decoder", "a decoder-only language model")
         sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
         steps = []
         tokenizer.encode(prompt)  # an unknown character is reported before anything is printed
@@ -220,30 +214,38 @@ def generate(
         for i, step in enumerate(steps if top_probs else []):
             cands = ", ".join(f"{label!r} {p:.3f}" for _, label, p in step.top or [])
             typer.echo(f"step {i}: chose {tokenizer.tokens([step.token_id])[0]!r}; top: {cands}")
-    except (CheckpointError, GenerationError, ModelUnavailableError, KeyError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
 
 
-def _load_for_cli(model: str, checkpoint: str):
-    """``(model, tokenizer)`` from a checkpoint directory, else from the catalogue by name."""
+def _load_for_cli(model: str, checkpoint: str, family: str, what: str):
+    """``(model, tokenizer)`` from a checkpoint directory, else from the catalogue by name; the model
+    must be of ``family`` (``what`` names it in the error)."""
     from attnlab.weights.catalog import load
     from attnlab.weights.checkpoint import load_checkpoint
 
     if checkpoint:
         ckpt = load_checkpoint(checkpoint)
-        return ckpt.model, ckpt.tokenizer
-    loaded = load(model)
-    return loaded.model, loaded.tokenizer
+        net, tokenizer = ckpt.model, ckpt.tokenizer
+    else:
+        loaded = load(model)
+        net, tokenizer = loaded.model, loaded.tokenizer
+    if getattr(net, "config", None) is None or net.config.family != family:
+        raise ValueError(f"{checkpoint or model} is not {what}")
+    return net, tokenizer
 
 
-def _cli_errors():
+@contextlib.contextmanager
+def _errors_to_exit() -> Iterator[None]:
+    """Bad input, a missing model or a broken checkpoint: one ``error:`` line and exit status 1."""
     from attnlab.generate import GenerationError
     from attnlab.train.data import DataError
     from attnlab.weights.catalog import ModelUnavailableError
     from attnlab.weights.checkpoint import CheckpointError
 
-    return (CheckpointError, DataError, GenerationError, ModelUnavailableError, KeyError, ValueError)
+    try:
+        yield
+    except (CheckpointError, DataError, GenerationError, ModelUnavailableError, KeyError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -256,14 +258,9 @@ def translate(
     """Translate one sentence with an encoder-decoder (the bundled one: English -> Spanish)."""
     from attnlab.translate import translate_text
 
-    try:
-        seq2seq, tokenizer = _load_for_cli(model, checkpoint)
-        if getattr(seq2seq, "config", None) is None or seq2seq.config.family != "encoder-decoder":
-            raise ValueError(f"{checkpoint or model} is not an encoder-decoder (translation) model")
+    with _errors_to_exit():
+        seq2seq, tokenizer = _load_for_cli(model, checkpoint, "encoder-decoder", "an encoder-decoder (translation) model")
         typer.echo(translate_text(seq2seq, tokenizer, text, beam_size=beam).text)
-    except _cli_errors() as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -286,13 +283,10 @@ def bleu(
 
     if threads:
         torch.set_num_threads(threads)
-    try:
-        seq2seq, tokenizer = _load_for_cli(model, checkpoint)
+    with _errors_to_exit():
+        seq2seq, tokenizer = _load_for_cli(model, checkpoint, "encoder-decoder", "an encoder-decoder (translation) model")
         pairs = read_pairs(data)[: limit or None]
         report = bleu_report(seq2seq, tokenizer, [p.source for p in pairs], [p.target for p in pairs], beam_size=beam)
-    except _cli_errors() as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
     typer.echo(f"BLEU {report.bleu:.2f} (copying the source: {report.copy_bleu:.2f}) on {report.n_sentences} "
                f"sentences, beam {beam}; sacrebleu {report.signature}")
     if out:

@@ -133,13 +133,14 @@ def split_pairs(
 def write_bible_tsv(out: str | Path, source: str = "web", target: str = "rv1909", *, db: str | Path | None = None) -> dict[str, int]:
     """Write ``train.tsv``, ``valid.tsv`` and ``test.tsv`` (``source<TAB>target``) for ``attnlab train``.
 
-    Returns the number of pairs in each file. Tabs and newlines inside verses become spaces.
+    Returns the number of pairs in each file (``clean_verse`` has already turned tabs and newlines
+    inside verses into spaces, so every line is one pair).
     """
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split, pairs in split_pairs(bible_pairs(source, target, db=db)).items():
-        lines = "".join(f"{_SPACES.sub(' ', p.source)}\t{_SPACES.sub(' ', p.target)}\n" for p in pairs)
+        lines = "".join(f"{p.source}\t{p.target}\n" for p in pairs)
         tmp = directory / f".{split}.tsv.tmp"
         tmp.write_text(lines, encoding="utf-8")
         tmp.replace(directory / f"{split}.tsv")

@@ -34,8 +34,6 @@ from attnlab.train.examples import (
     split_examples,
 )
 
-TASKS = ("lm", "mlm", "classification", "translation")
-
 
 @dataclass
 class Batch:
@@ -170,8 +168,8 @@ class MaskedLMTask(_StreamTask):
         self.generator = torch.Generator().manual_seed(self.spec.seed + env.rank + 7)
 
     def _mask(self, x: Tensor, y: Tensor, generator: torch.Generator) -> Batch:
-        ids = torch.cat([x, y[:, -1:]], dim=1)[:, : self.block]  # a block of real tokens
-        inputs, labels = mask_for_mlm(ids, mask_id=self.mask_id, vocab_size=self.vocab_size,
+        """Corrupt a block of real tokens (``y``, the next-token shift, is not needed by MLM)."""
+        inputs, labels = mask_for_mlm(x, mask_id=self.mask_id, vocab_size=self.vocab_size,
                                       generator=generator, special_ids=self.specials)
         return Batch((inputs,), labels)
 
@@ -358,12 +356,16 @@ class TranslationTask(_ExampleTask):
         return {"val_loss": float(totals[0] / totals[1])}
 
 
+_TASK_CLASSES: dict[str, type] = {
+    task.name: task for task in (LanguageModelTask, MaskedLMTask, ClassificationTask, TranslationTask)
+}
+TASKS = tuple(_TASK_CLASSES)
+
+
 def make_task(name: str, spec: DataSpec) -> Task:
-    tasks: dict[str, type] = {"lm": LanguageModelTask, "mlm": MaskedLMTask, "classification": ClassificationTask,
-                              "translation": TranslationTask}
-    if name not in tasks:
+    if name not in _TASK_CLASSES:
         raise ValueError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
-    return tasks[name](spec)
+    return _TASK_CLASSES[name](spec)
 
 
 DEFAULT_PRESET = {"lm": "shakespeare-char", "mlm": "bert-tiny", "classification": "bert-tiny",

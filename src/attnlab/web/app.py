@@ -20,7 +20,7 @@ from attnlab.models import ConfigError, InputError
 from attnlab.web import content, diagram, experiments, generation, payloads, timeline, translation
 from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError, PayloadError
-from attnlab.web.models import default_model, is_loaded, load_model
+from attnlab.web.models import default_model, load_model
 from attnlab.weights import catalog as cat
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -120,7 +120,7 @@ def create_app(*, experiments_dir: str | Path | None = None) -> FastAPI:
         default, note = default_model()
         rows = [s.ModelSummary(name=i.name, family=i.family, description=i.description, n_params=i.n_params,
                                source=i.source, licence=i.licence, available=i.available, install_hint=i.install_hint,
-                               timeline=timeline.has_timeline(i.name), loaded=is_loaded(i.name))
+                               timeline=timeline.has_timeline(i.name), loaded=cat.is_loaded(i.name))
                 for i in cat.catalog()]
         return s.ModelsResponse(models=rows, default=default, note=note)
 

@@ -28,29 +28,26 @@ _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-def get_model(name: str) -> cat.LoadedModel:
-    """The loaded catalogue model ``name``; unknown or missing models are 4xx/503 errors with a hint."""
+def model_info(name: str) -> cat.ModelInfo:
+    """The catalogue row of ``name`` (without loading it); an unknown name is a 404 listing the known ones."""
     known = {info.name: info for info in cat.catalog()}
     if name not in known:
         raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(sorted(known)) or 'none'}")
+    return known[name]
+
+
+def get_model(name: str) -> cat.LoadedModel:
+    """The loaded catalogue model ``name``; unknown or missing models are 4xx/503 errors with a hint."""
+    model_info(name)
     try:
         return cat.load(name)
     except cat.ModelUnavailableError as exc:
         raise ModelNotInstalledError(str(exc)) from None
 
 
-def is_loaded(name: str) -> bool:
-    """Whether the catalogue has already loaded ``name`` in this process (never loads it).
-
-    ``attnlab.weights.catalog`` keeps loaded models in its module-level ``_LOADED`` cache and has no
-    public question for this yet; reading the dict's keys is safe (``load`` only ever adds to it).
-    """
-    return name in getattr(cat, "_LOADED", {})
-
-
 def load_model(name: str) -> tuple[cat.LoadedModel, float]:
     """Load ``name`` (4xx/503 errors as ``get_model``) and say how many seconds that took (0 if cached)."""
-    was_loaded = is_loaded(name)
+    was_loaded = cat.is_loaded(name)
     start = time.perf_counter()
     loaded = get_model(name)
     return loaded, 0.0 if was_loaded else time.perf_counter() - start

@@ -19,23 +19,15 @@ from attnlab.generate import GenerationError
 from attnlab.inspect import run_with_cache
 from attnlab.translate import translate_text
 from attnlab.web import schemas as s
-from attnlab.web.errors import PayloadError, UnknownModelError
-from attnlab.web.models import MAX_TOKENS, get_model, model_lock, tokenize
-from attnlab.weights import catalog as cat
+from attnlab.web.errors import PayloadError
+from attnlab.web.models import MAX_TOKENS, get_model, model_info, model_lock, tokenize
 
 CROSS = "*cross_attn.hook_weights"
 _LAYER = re.compile(r"(?:^|\.)blocks\.(\d+)\.cross_attn\.hook_weights$")
 
 
-def _info(name: str) -> cat.ModelInfo:
-    known = {i.name: i for i in cat.catalog()}
-    if name in known:
-        return known[name]
-    raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(sorted(known)) or 'none'}")
-
-
 def translate(req: s.TranslateRequest) -> s.TranslateResponse:
-    info = _info(req.model)
+    info = model_info(req.model)
     if info.family != "encoder-decoder":  # checked before loading: no reason to wait for a model we cannot use
         raise PayloadError(
             f"translation needs an encoder-decoder model (source -> target, with cross-attention); "
@@ -52,11 +44,10 @@ def translate(req: s.TranslateRequest) -> s.TranslateResponse:
         ) from None
     max_len = loaded.config.max_len
     tokenize(loaded, req.text, limit=min(MAX_TOKENS, max_len) - 1)  # the limits, with room for </s>
-    # The teacher-forced pass reads <s> + the output, which must fit in max_len positions.
-    max_new = min(req.max_new_tokens, max_len - 1)
     with model_lock(loaded.name):
         try:
-            result = translate_text(loaded.model, tokenizer, req.text, beam_size=req.beam_size, max_new_tokens=max_new)
+            result = translate_text(loaded.model, tokenizer, req.text, beam_size=req.beam_size,
+                                    max_new_tokens=req.max_new_tokens)  # kept within max_len by translate_text
         except (GenerationError, ValueError) as exc:
             raise PayloadError(f"cannot translate this text: {exc}") from None
         source, output = list(result.source_ids), list(result.target_ids)

@@ -67,6 +67,11 @@ def catalog() -> list[ModelInfo]:
     return list(_REGISTRY.values())
 
 
+def is_loaded(name: str) -> bool:
+    """Whether ``load(name)`` has already run in this process (never loads anything)."""
+    return name in _LOADED
+
+
 def load(name: str) -> LoadedModel:
     """Load a catalogue model by name (once; later calls return the same object)."""
     _register_builtin()
