@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 
 import pytest
 import torch
@@ -91,6 +93,15 @@ def test_compiled_decoding_gives_the_eager_tokens() -> None:
     hot = Sampling(temperature=1.3, top_k=5)
     assert ids_of(model, "he", 20, sampling=hot, seed=3, compile=True) == ids_of(model, "he", 20, sampling=hot, seed=3)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1  # every length, one graph
+    # The step runs without per-call guards; each generation checks them once, so a changed model
+    # gets a new graph instead of the old one.
+    model.to(torch.float64)
+    assert ids_of(model, "abc d", 40, sampling=greedy, compile=True) == ids_of(model, "abc d", 40, sampling=greedy)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 2
+    alive = weakref.ref(model)  # the compiled step is kept per model, and not past its model
+    del model
+    gc.collect()
+    assert alive() is None
 
 
 def test_sampling_filters_respect_their_sets() -> None:
