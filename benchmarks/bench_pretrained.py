@@ -1,10 +1,11 @@
 """Speed of the pretrained models in attnlab's own code, beside Hugging Face on the same weights.
 
-    .venv/bin/python benchmarks/bench_pretrained.py [--new-tokens 64] [--repeats 3] [--threads 0]
+    .venv/bin/python benchmarks/bench_pretrained.py [--new-tokens 64] [--repeats 3] [--threads 0] [--compile]
 
 SmolLM2-135M-Instruct: greedy decoding at batch 1 with a KV cache (new tokens per second, prompt
-excluded) and prompt processing (tokens per second). all-MiniLM-L6-v2: sentence embeddings per
-second (batch 32 x ~16 tokens). Each figure is the median of ``--repeats`` runs; the machine is
+excluded) and prompt processing (tokens per second); ``--compile`` adds decoding with the compiled
+step (``stream_ids(..., compile=True)``), its first call (the compilation) reported apart.
+all-MiniLM-L6-v2: sentence embeddings per second (batch 32 x ~16 tokens). Each figure is the median of ``--repeats`` runs; the machine is
 shared, so compare the attnlab / Hugging Face ratio rather than absolute numbers across runs.
 Prints one JSON object.
 """
@@ -35,7 +36,7 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_smollm2(new_tokens: int, repeats: int) -> dict[str, float]:
+def bench_smollm2(new_tokens: int, repeats: int, compile: bool = False) -> dict[str, float]:
     from attnlab.generate import Sampling, stream_ids
     from attnlab.pretrained.packages import SMOLLM2_PACKAGE
     from attnlab.pretrained.reference import hf_llama_from_gguf
@@ -49,8 +50,9 @@ def bench_smollm2(new_tokens: int, repeats: int) -> dict[str, float]:
     ids = tokenizer.encode(PROMPT)
     x = torch.tensor([ids])
 
-    def ours_generate() -> None:
-        out = list(stream_ids(model, ids, max_new_tokens=new_tokens, sampling=Sampling(temperature=0.0)))
+    def ours_generate(compile: bool = False) -> None:
+        out = list(stream_ids(model, ids, max_new_tokens=new_tokens, sampling=Sampling(temperature=0.0),
+                              compile=compile))
         assert len(out) == new_tokens
 
     def hf_generate() -> None:
@@ -69,6 +71,11 @@ def bench_smollm2(new_tokens: int, repeats: int) -> dict[str, float]:
     hf_prefill = median_seconds(prefill(lambda t: hf(t).logits), repeats)
     ours_gen = median_seconds(ours_generate, repeats)
     hf_gen = median_seconds(hf_generate, repeats)
+    if compile:
+        start = time.perf_counter()
+        ours_generate(compile=True)  # compiles the decoding step
+        compile_s = time.perf_counter() - start
+        ours_compiled = median_seconds(lambda: ours_generate(compile=True), repeats)
     # generation time includes one prompt pass; subtract it to get per-new-token speed
     return {
         "smollm2_load_s": round(load_s, 2),
@@ -79,7 +86,10 @@ def bench_smollm2(new_tokens: int, repeats: int) -> dict[str, float]:
         "smollm2_decode_tok_per_s_hf": round(new_tokens / max(hf_gen - hf_prefill, 1e-9), 1),
         "smollm2_end_to_end_tok_per_s_attnlab": round(new_tokens / ours_gen, 1),
         "smollm2_end_to_end_tok_per_s_hf": round(new_tokens / hf_gen, 1),
-    }
+    } | ({
+        "smollm2_first_compiled_call_s": round(compile_s, 1),
+        "smollm2_decode_tok_per_s_attnlab_compiled": round(new_tokens / max(ours_compiled - ours_prefill, 1e-9), 1),
+    } if compile else {})
 
 
 def bench_minilm(repeats: int) -> dict[str, float]:
@@ -111,12 +121,15 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    ap.add_argument("--compile", action="store_true", help="add SmolLM2 decoding with generate(compile=True)")
+    ap.add_argument("--skip-minilm", action="store_true")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     result: dict[str, object] = {"torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]}
-    result |= bench_minilm(args.repeats)
-    result |= bench_smollm2(args.new_tokens, args.repeats)
+    if not args.skip_minilm:
+        result |= bench_minilm(args.repeats)
+    result |= bench_smollm2(args.new_tokens, args.repeats, args.compile)
     print(json.dumps(result, indent=2))
 
 
