@@ -140,11 +140,13 @@ def compiled_step(model: nn.Module, token: Tensor, position: Tensor, cache: Any)
         type(model).logits_at, fullgraph=True, dynamic=False,
         options={"post_grad_fusion_options": {"decompose_mm_pass": {}}},
     )
-    if hasattr(compiled, "aot_compile"):  # torch >= 2.9
+    import torch._inductor.config as inductor_config
+
+    if hasattr(compiled, "aot_compile") and not inductor_config.force_disable_caches:  # it needs the caches
         with torch.compiler.config.patch(dynamic_sources=_CACHE_LENGTHS):
             step = compiled.aot_compile((args, kwargs))
         step.disable_guard_check()  # checked above, once per generation
-    else:  # older torch: guards checked on every call
+    else:  # older torch, or caches disabled: guards checked on every call
         def step(*a: Any, **kw: Any) -> Tensor:
             with torch.compiler.config.patch(dynamic_sources=_CACHE_LENGTHS):
                 return compiled(*a, **kw)
