@@ -188,26 +188,26 @@ def stream_ids(
     check_token_ids(torch.tensor([ids[start:]]), model.config, "prompt_ids")
     generator = torch.Generator()
     generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
-    step = type(model).logits_at
     positions = torch.arange(max_len)
     one = torch.empty((1, 1), dtype=torch.long)  # a step's token and position, refilled in place
     pos = torch.empty((1,), dtype=torch.long)
-    cache = None
-    was_training = model.training
-    model.eval()
-
-    def context_logits() -> Tensor:  # the whole window at once: the prompt, or what is kept after a slide
-        return model.logits_at(torch.tensor([ids[start:]]), positions[: len(ids) - start], cache=cache,
-                               last_only=True)[0, -1]
-
     # The compiled step gets one spare slot: its cache is then never full, and the compiled graph
     # never meets "the keys are the whole buffer", a case it would compile a second graph for.
     cache_len = max_len + 1 if compile else max_len
-    try:
+    was_training = model.training
+    model.eval()
+
+    def read_window() -> tuple[Any, Tensor, Callable[..., Tensor]]:
+        """The whole window at once (the prompt, or what is kept after a slide) into a fresh cache:
+        the cache, the next-token logits and the one-token step that continues from them."""
         cache = model.new_cache(cache_len) if use_cache else None
-        logits = context_logits()
-        if compile:
-            step = compiled_step(model, one, pos, cache)
+        logits = model.logits_at(torch.tensor([ids[start:]]), positions[: len(ids) - start], cache=cache,
+                                 last_only=True)[0, -1]
+        step = compiled_step(model, one, pos, cache) if compile else type(model).logits_at
+        return cache, logits, step
+
+    try:
+        cache, logits, step = read_window()
         for _ in range(max_new_tokens):
             token = sample_next(logits, sampling, generator)
             yield token, (_top(logits, top_probs, sampling.temperature, tokenizer) if top_probs else None)
@@ -215,10 +215,7 @@ def stream_ids(
             new_start = _window_start(len(ids), start, max_len)
             if cache is None or new_start != start:  # no cache, or the window slid: rebuild from the kept tokens
                 start = new_start
-                cache = model.new_cache(cache_len) if use_cache else None
-                logits = context_logits()
-                if compile:
-                    step = compiled_step(model, one, pos, cache)
+                cache, logits, step = read_window()
             else:
                 one.fill_(token)
                 pos.fill_(len(ids) - start - 1)
