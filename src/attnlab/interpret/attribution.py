@@ -72,7 +72,7 @@ def direct_logit_attribution(model: nn.Module, inputs: Inputs, token: int, *, po
         return _dla(model, sv, view, cache, logits, names[-1], token, position)
 
 
-def _dla(model, sv, view, cache, logits, resid_name, token, position) -> DirectLogitAttribution:  # noqa: ANN001
+def _dla(model, sv, view, cache, logits, resid_name, token, position) -> DirectLogitAttribution:
     labels, comps = residual_components(view, sv, cache, sv.n_layers)  # (n, 1, seq, d)
     resid = cache[resid_name][0, position].double()
     linear, bias = frozen_norm(sv.stack.final_norm, resid)
@@ -173,7 +173,7 @@ def score_decomposition(
         return _decompose(view, sv, cache, layer, head, query, key, score, resid_name)
 
 
-def _decompose(view, sv, cache, layer, head, query, key, score, resid_name) -> ScoreDecomposition:  # noqa: ANN001
+def _decompose(view, sv, cache, layer, head, query, key, score, resid_name) -> ScoreDecomposition:
     labels, comps = residual_components(view, sv, cache, layer)
     comps = comps[:, 0].double()  # (n, seq, d)
     block = sv.stack.blocks[layer]
