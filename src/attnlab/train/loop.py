@@ -1,7 +1,8 @@
 """The training loop: one explicit loop a reader can follow from top to bottom.
 
 Per optimizer step: set the learning rate from the schedule, run ``accum`` micro-batches forward and
-backward (gradients add up), clip the gradient norm, step AdamW, log. Every ``eval_interval`` steps:
+backward (``backward_step``: the loss is per real target over all micro-batches and ranks), clip
+the gradient norm, step AdamW, log. Every ``eval_interval`` steps:
 estimate the validation loss and write the ``last`` checkpoint (and ``best`` when it improved).
 
 Everything the next step depends on -- weights, AdamW moments, the step counter, the data sampler's
@@ -18,7 +19,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from attnlab.train import distributed
 from attnlab.train.data import corpus_files, iter_text
 from attnlab.train.init import init_weights
 from attnlab.train.schedule import WarmupCosine
-from attnlab.train.tasks import DEFAULT_PRESET, TASKS, DataSpec, Task, make_task
+from attnlab.train.tasks import DEFAULT_PRESET, TASKS, Batch, DataSpec, Task, make_task
 from attnlab.weights.checkpoint import (
     TrainingState,
     load_checkpoint,
@@ -189,6 +190,43 @@ class _Metrics:
             self._file.close()
 
 
+def backward_step(
+    runner: nn.Module, model: nn.Module, task: Task, batches: Sequence[Batch], env: distributed.DistEnv,
+    autocast: Any = None,
+) -> tuple[float, int]:
+    """Forward and backward over one optimizer step's micro-batches, on every rank.
+
+    The step's loss is the per-target loss summed over every real target of every micro-batch and
+    rank, divided by their total count, so the gradients left in ``model``'s parameters are the same
+    for one batch of 8, two micro-batches of 4 (``accum=2``) or two ranks of 4, whatever number of
+    real targets each holds. Each micro-batch's *sum* is back-propagated (DDP averages
+    across ranks in the last one's backward; the others skip the sync); then the target count is
+    summed across ranks and the gradients scaled by ``world_size / count``. ``runner`` is
+    ``model`` as the loop calls it (DDP-wrapped, compiled); ``autocast`` a context for the forward
+    pass (bf16) or None. Returns the step's loss and target
+    count (all ranks); with no target at all the gradients stay zero and the loss is 0.
+    """
+    autocast = autocast if autocast is not None else contextlib.nullcontext()
+    total = torch.zeros((), dtype=torch.float64)
+    count = 0
+    for i, batch in enumerate(batches):
+        sync = i == len(batches) - 1 or not env.enabled
+        with (contextlib.nullcontext() if sync else runner.no_sync()), autocast:  # type: ignore[operator]
+            loss_sum, n = task.loss(runner, batch, training=True)
+        loss_sum.backward()
+        total += loss_sum.detach().double()
+        count += n
+    totals = distributed.sum(torch.stack([total, torch.tensor(float(count), dtype=torch.float64)]), env)
+    n_all = int(totals[1])
+    if n_all == 0:
+        return 0.0, 0
+    scale = env.world_size / n_all
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad.mul_(scale)
+    return float(totals[0] / n_all), n_all
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) a training run; see the module docstring for what is saved and when."""
     env = distributed.setup()
@@ -268,17 +306,9 @@ def train(cfg: TrainConfig) -> TrainResult:
                 lr = schedule(step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                total = torch.zeros(())
-                n_tokens = 0
-                for micro in range(cfg.accum):
-                    batch = task.next_batch()
-                    n_tokens += batch.inputs[0].numel()
-                    sync = micro == cfg.accum - 1 or not env.enabled
-                    with (contextlib.nullcontext() if sync else runner.no_sync()), autocast:  # type: ignore[operator]
-                        loss = task.loss(runner, batch, training=True) / cfg.accum
-                    loss.backward()
-                    total += loss.detach()
-                loss_value = float(distributed.mean(total, env))
+                batches = [task.next_batch() for _ in range(cfg.accum)]
+                n_tokens = sum(batch.inputs[0].numel() for batch in batches)
+                loss_value, _ = backward_step(runner, model, task, batches, env, autocast)
                 if not math.isfinite(loss_value):
                     raise TrainingDiverged(
                         f"loss became {loss_value} at step {step + 1}; stopped before applying that update. "
