@@ -42,11 +42,16 @@ def serve(
     open_browser: bool = typer.Option(False, "--open", help="Open the walkthrough in the default browser."),
     demo: bool = typer.Option(False, "--demo", help="Also offer tiny random-weight demo models (no downloads)."),
     threads: int = typer.Option(1, help="PyTorch threads per request (requests already run two at a time)."),
+    allow_host: list[str] = typer.Option(None, "--allow-host", help="Also answer requests for this Host name "  # noqa: B008
+                                         "(repeatable); by default only 127.0.0.1, localhost and [::1] are served."),
+    max_models: int = typer.Option(None, "--max-models", min=1, help="Large models (10M+ parameters) kept loaded "
+                                   "at once; one more unloads the least recently used (default 2)."),
 ) -> None:
     """Start the interactive walkthrough (a local web app) at http://HOST:PORT."""
     from attnlab.web.serve import run
 
-    run(host=host, port=port, open_browser=open_browser, demo=demo, threads=threads)
+    run(host=host, port=port, open_browser=open_browser, demo=demo, threads=threads, allow_host=allow_host or [],
+        max_models=max_models)
 
 
 @app.command()

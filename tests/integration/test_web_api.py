@@ -18,6 +18,7 @@ from attnlab.web.demo import register_demo_models
 from attnlab.web.models import MAX_CHARS
 from attnlab.weights import catalog as cat
 
+LOCAL = "http://127.0.0.1"  # the default testserver host is refused (DNS-rebinding guard)
 SENTENCE = "John gave the book to Sarah because she liked it."
 TWELVE = "abcdefghijkl"  # 12 characters = 12 tokens for the character-level demo models
 
@@ -25,7 +26,7 @@ TWELVE = "abcdefghijkl"  # 12 characters = 12 tokens for the character-level dem
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     register_demo_models(tmp_path_factory.mktemp("timeline"))
-    return TestClient(create_app())
+    return TestClient(create_app(), base_url=LOCAL)
 
 
 def _t(values: list) -> torch.Tensor:
@@ -210,7 +211,7 @@ def test_timeline_snapshots_curve_and_changing_attention(client: TestClient) -> 
 
 @pytest.mark.parametrize(("route", "body", "status", "needle"), [
     ("/api/attention", {"model": "no-such-model", "text": "hi"}, 404, "unknown model 'no-such-model'"),
-    ("/api/attention", {"model": "demo-encoder", "text": ""}, 422, "empty"),
+    ("/api/attention", {"model": "demo-encoder", "text": ""}, 422, "at least 1 character"),
     ("/api/attention", {"model": "demo-encoder", "text": "   "}, 422, "empty"),
     ("/api/attention", {"model": "demo-encoder", "text": "x" * (MAX_CHARS + 1)}, 422, str(MAX_CHARS)),
     ("/api/attention", {"model": "demo-encoder", "text": "x" * 65}, 422, "limit is 64 tokens"),
@@ -234,6 +235,19 @@ def test_timeline_snapshots_curve_and_changing_attention(client: TestClient) -> 
     ("/api/timeline/attention", {"model": "demo-decoder", "step": 7}, 422, "no snapshot at step 7"),
     ("/api/timeline/attention", {"model": "demo-encoder", "step": 0}, 404, "no training timeline"),
     ("/api/timeline/attention", {"model": "demo-decoder", "step": 0, "head": 9}, 422, "head 9"),
+    # strict types: a boolean is not an integer, a string is not a number
+    ("/api/qkv", {"model": "demo-encoder", "text": "hi", "head": False}, 422, "head: Input should be a valid integer"),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "temperature": "1"}, 422, "temperature"),
+    ("/api/timeline/attention", {"model": "demo-decoder", "step": True}, 422, "step"),
+    # limits stated in the schema
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "seed": 2**64}, 422, "seed: Input should be less than"),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "seed": -1}, 422, "seed"),
+    ("/api/qkv", {"model": "demo-encoder", "text": "hi", "layer": 10**30}, 422, "layer: Input should be less than"),
+    ("/api/qkv", {"model": "demo-encoder", "text": "hi", "focus": 64}, 422, "focus"),
+    ("/api/timeline/attention", {"model": "demo-decoder", "step": 2**31}, 422, "step"),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "top_k": 10**7}, 422, "top_k"),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "max_new_tokens": 40}, 200, None),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "seed": 2**64 - 1}, 200, None),
 ])
 def test_bad_input_is_a_4xx_that_names_the_problem(client: TestClient, route: str, body: dict, status: int, needle: str | None) -> None:
     r = client.post(route, json=body)

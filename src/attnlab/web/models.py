@@ -3,13 +3,19 @@
 ``run_with_cache`` attaches hooks to the model itself, so two forward passes of the *same* model at
 once would record into each other's caches. Every forward pass here therefore holds that model's lock;
 different models still run in parallel (the app bounds how many heavy requests run at all).
+
+Memory is bounded: at most ``MAX_LARGE_MODELS`` models of ``LARGE_PARAMS`` parameters or more stay
+loaded (SmolLM2 alone is ~540 MB of float32); using one more unloads the least recently used, and
+``DELETE /api/models/{name}`` unloads one at once. Small models (the bundled ones, the demos) are not
+counted. A model unloaded mid-request finishes that request; the next one loads it again.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -22,9 +28,14 @@ from attnlab.weights import catalog as cat
 
 MAX_CHARS = 400
 MAX_TOKENS = 64
+MAX_LARGE_MODELS = 2
+LARGE_PARAMS = 10_000_000
 
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
+_LARGE: OrderedDict[str, None] = OrderedDict()  # loaded large models, least recently used first
+_LIMIT = {"large": MAX_LARGE_MODELS}
+_FORGET: list[Callable[[str], object]] = []
 
 
 def model_info(name: str) -> cat.ModelInfo:
@@ -37,19 +48,67 @@ def model_info(name: str) -> cat.ModelInfo:
 
 def get_model(name: str) -> cat.LoadedModel:
     """The loaded catalogue model ``name``; unknown or missing models are 4xx/503 errors with a hint."""
+    return _get(name)[0]
+
+
+def _get(name: str) -> tuple[cat.LoadedModel, list[str]]:
     model_info(name)
     try:
-        return cat.load(name)
+        loaded = cat.load(name)
     except cat.ModelUnavailableError as exc:
         raise ModelNotInstalledError(str(exc)) from None
+    return loaded, _touch(loaded)
 
 
-def load_model(name: str) -> tuple[cat.LoadedModel, float]:
-    """Load ``name`` (4xx/503 errors as ``get_model``) and say how many seconds that took (0 if cached)."""
+def load_model(name: str) -> tuple[cat.LoadedModel, float, list[str]]:
+    """Load ``name`` (4xx/503 errors as ``get_model``): the model, the seconds that took (0 if it was
+    loaded) and the large models unloaded to make room for it."""
     was_loaded = cat.is_loaded(name)
     start = time.perf_counter()
-    loaded = get_model(name)
-    return loaded, 0.0 if was_loaded else time.perf_counter() - start
+    loaded, unloaded = _get(name)
+    return loaded, 0.0 if was_loaded else time.perf_counter() - start, unloaded
+
+
+def set_max_large_models(count: int) -> None:
+    """How many large models may stay loaded at once (at least 1)."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"the number of large models kept loaded must be an integer >= 1, got {count!r}")
+    _LIMIT["large"] = count
+
+
+def on_unload(forget: Callable[[str], object]) -> None:
+    """Call ``forget(name)`` when a model is unloaded (for caches holding copies of it)."""
+    _FORGET.append(forget)
+
+
+def unload_model(name: str) -> bool:
+    """Unload ``name`` (unknown: 404) and whatever was cached from it; whether it was loaded."""
+    model_info(name)
+    with _LOCKS_GUARD:
+        _LARGE.pop(name, None)
+    return _drop(name)
+
+
+def _drop(name: str) -> bool:
+    was_loaded = cat.unload(name)
+    for forget in _FORGET:
+        forget(name)
+    return was_loaded
+
+
+def _touch(loaded: cat.LoadedModel) -> list[str]:
+    """Mark a large model as just used; unload the least recently used ones past the limit."""
+    if sum(p.numel() for p in loaded.model.parameters()) < LARGE_PARAMS:
+        return []
+    with _LOCKS_GUARD:
+        _LARGE[loaded.name] = None
+        _LARGE.move_to_end(loaded.name)
+        evicted = []
+        while len(_LARGE) > _LIMIT["large"]:
+            evicted.append(_LARGE.popitem(last=False)[0])
+    for name in evicted:
+        _drop(name)
+    return evicted
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from attnlab.nn import MultiHeadAttention
 from attnlab.nn.positions import sinusoidal_table
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
-from attnlab.web.models import forward, get_model, self_attention_stack, tokenize
+from attnlab.web.models import forward, get_model, on_unload, self_attention_stack, tokenize
 from attnlab.weights import catalog as cat
 
 MAX_COLUMNS = 64
@@ -192,6 +192,7 @@ def _view(name: str, label: str, t: Tensor, tokens: list[str]) -> s.TensorView:
 
 _UNPOSITIONED: dict[str, nn.Module] = {}
 _UNPOSITIONED_LOCK = threading.Lock()
+on_unload(lambda name: _UNPOSITIONED.pop(name, None))  # the copy goes with the model
 
 
 def _without_positions(loaded: cat.LoadedModel) -> nn.Module:

@@ -1,21 +1,61 @@
-"""The JSON API's request and response types (FastAPI publishes them as the OpenAPI schema)."""
+"""The JSON API's request and response types (FastAPI publishes them as the OpenAPI schema).
+
+Every limit the server enforces on a request is stated here, in the schema, where JSON Schema can say
+it (lengths, ranges, types). Requests are validated in pydantic's strict mode: ``false`` is not an
+integer and ``"1"`` is not a number. What depends on the model chosen (its number of layers and heads,
+its token limit, the characters its tokenizer knows) cannot be written in the schema; the bounds here
+are the largest any model may use, and a value past the chosen model's own size is a 422 whose
+``detail`` names the limit (``ErrorBody``).
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from attnlab.web.models import MAX_CHARS
+from attnlab.web.models import MAX_CHARS, MAX_TOKENS
 
 DEFAULT_SENTENCE = "John gave the book to Sarah because she liked it."
 MAX_NEW_TOKENS = 40
 MAX_BEAM = 4
 MAX_TRANSLATION_TOKENS = 64
+MAX_LAYER = 255  # the largest layer / head index a request may name (models are far smaller)
+MAX_HEAD = 255
+MAX_STEP = 2**31 - 1
+MAX_TOP_K = 1_000_000
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes at most 64 bits
+MAX_NAME = 100
 
-Text = Field(default=DEFAULT_SENTENCE, max_length=MAX_CHARS, description=f"at most {MAX_CHARS} characters")
+_TOKENS = (f"at most {MAX_CHARS} characters, and at most {MAX_TOKENS} tokens of the chosen model (fewer when "
+           "its context is shorter); text the model's tokenizer cannot encode, or over its token limit, is a 422")
+Text = Field(default=DEFAULT_SENTENCE, min_length=1, max_length=MAX_CHARS, description=_TOKENS)
+Model = Field(min_length=1, max_length=MAX_NAME, examples=["shakespeare-char"],
+              description="a catalogue name from GET /api/models; unknown: 404, known but not installed: 503")
+Layer = Field(default=0, ge=0, le=MAX_LAYER, description="block index; past the chosen model's depth: 422")
+Head = Field(default=0, ge=0, le=MAX_HEAD, description="head index; past the chosen model's heads: 422")
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    """Base of every request body: unknown keys are refused, and types are strict (no coercion)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True, allow_inf_nan=False)
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where in the request: 'body', then the field names / indices")
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx answer: ``detail`` is one line naming the problem; ``errors`` lists schema violations."""
+
+    detail: str
+    errors: list[FieldError] = Field(default=[], description="one entry per field that broke the schema (422 only)")
+
+
+class EmptyRequest(Request):
+    """A JSON object with nothing in it: state-changing routes take a JSON body so that a plain
+    cross-site form cannot call them."""
 
 
 class ModelSummary(BaseModel):
@@ -38,7 +78,7 @@ class ModelsResponse(BaseModel):
 
 
 class TextRequest(Request):
-    model: str
+    model: str = Model
     text: str = Text
 
 
@@ -62,9 +102,9 @@ class AttentionResponse(BaseModel):
 
 
 class QKVRequest(TextRequest):
-    layer: int = Field(default=0, ge=0)
-    head: int = Field(default=0, ge=0)
-    focus: int = Field(default=0, ge=0, description="index of the query token")
+    layer: int = Layer
+    head: int = Head
+    focus: int = Field(default=0, ge=0, le=MAX_TOKENS - 1, description="index of the query token; past the text's tokens: 422")
 
 
 class QKVResponse(BaseModel):
@@ -88,8 +128,8 @@ class QKVResponse(BaseModel):
 
 
 class PartRequest(TextRequest):
-    part: str
-    layer: int = Field(default=0, ge=0)
+    part: str = Field(max_length=MAX_NAME, description="a part of the diagram (GET /api/architecture); unknown: 422")
+    layer: int = Layer
 
 
 class TensorView(BaseModel):
@@ -119,9 +159,9 @@ class PartResponse(BaseModel):
 
 
 class OrderRequest(Request):
-    model: str
-    first: str = "Jake learned AI"
-    second: str = "AI learned Jake"
+    model: str = Model
+    first: str = Field(default="Jake learned AI", min_length=1, max_length=MAX_CHARS, description=_TOKENS)
+    second: str = Field(default="AI learned Jake", min_length=1, max_length=MAX_CHARS, description=_TOKENS)
 
 
 class OrderComparison(BaseModel):
@@ -141,13 +181,15 @@ class PositionsResponse(BaseModel):
 
 
 class GenerateRequest(Request):
-    model: str
-    text: str = Field(default="ROMEO:", max_length=MAX_CHARS)
+    model: str = Field(default=..., min_length=1, max_length=MAX_NAME, examples=["shakespeare-char"],
+                       description="a decoder from GET /api/models (another family: 422; unknown: 404; not installed: 503)")
+    text: str = Field(default="ROMEO:", min_length=1, max_length=MAX_CHARS,
+                      description=_TOKENS + "; the prompt and the new tokens must fit in the model's context")
     max_new_tokens: int = Field(default=12, ge=1, le=MAX_NEW_TOKENS)
     temperature: float = Field(default=1.0, ge=0.0, le=5.0, description="0 = greedy")
-    top_k: int = Field(default=0, ge=0, description="0 = off")
+    top_k: int = Field(default=0, ge=0, le=MAX_TOP_K, description="0 = off; more than the vocabulary: 422")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
 class Candidate(BaseModel):
@@ -194,10 +236,11 @@ class TimelineResponse(BaseModel):
 
 
 class TimelineAttentionRequest(Request):
-    model: str = "shakespeare-char"
-    step: int
-    layer: int = Field(default=0, ge=0)
-    head: int = Field(default=0, ge=0)
+    model: str = Field(default="shakespeare-char", min_length=1, max_length=MAX_NAME,
+                       description="a model with a timeline (GET /api/models: `timeline`); without one: 404")
+    step: int = Field(ge=0, le=MAX_STEP, description="a snapshot's training step (GET /api/timeline); another: 422")
+    layer: int = Layer
+    head: int = Head
 
 
 class TimelineAttentionResponse(BaseModel):
@@ -267,6 +310,13 @@ class ModelLoadResponse(BaseModel):
     family: str
     loaded: bool
     seconds: float = Field(description="time this request spent loading (0 when it was already loaded)")
+    unloaded: list[str] = Field(default=[], description="large models unloaded to make room (least recently used first)")
+
+
+class ModelUnloadResponse(BaseModel):
+    name: str
+    loaded: bool = Field(description="false: the model is no longer held (it loads again on its next use)")
+    was_loaded: bool
 
 
 class ExperimentFigure(BaseModel):
@@ -302,13 +352,16 @@ class Experiment(BaseModel):
 
 class ExperimentsResponse(BaseModel):
     experiments: list[Experiment]
-    runs_dir: str = Field(description="where this server looks for your runs")
+    runs_dir: str = Field(description="where this server looks for your runs, relative to its working folder "
+                          "(or home) when inside it: the page is never shown an absolute path")
     note: str
 
 
 class TranslateRequest(Request):
-    model: str = "translator"
-    text: str = Field(default="In the beginning God created the heaven and the earth.", max_length=MAX_CHARS)
+    model: str = Field(default="translator", min_length=1, max_length=MAX_NAME,
+                       description="an encoder-decoder translator from GET /api/models (another family: 422)")
+    text: str = Field(default="In the beginning God created the heaven and the earth.", min_length=1,
+                      max_length=MAX_CHARS, description=_TOKENS)
     beam_size: int = Field(default=1, ge=1, le=MAX_BEAM)
     max_new_tokens: int = Field(default=MAX_TRANSLATION_TOKENS, ge=1, le=MAX_TRANSLATION_TOKENS)
 

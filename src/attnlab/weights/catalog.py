@@ -72,6 +72,12 @@ def is_loaded(name: str) -> bool:
     return name in _LOADED
 
 
+def unload(name: str) -> bool:
+    """Forget the loaded ``name`` (its memory is freed once no caller holds it); whether it was loaded."""
+    with _LOCK:
+        return _LOADED.pop(name, None) is not None
+
+
 def load(name: str) -> LoadedModel:
     """Load a catalogue model by name (once; later calls return the same object)."""
     _register_builtin()
