@@ -119,15 +119,37 @@ def model_lock(name: str) -> Iterator[None]:
         yield
 
 
+# The models each kind of view prefers: word-level tokens, so a sentence reads as words (``make install``
+# installs all three). A character model is only a last resort.
+PREFERRED = {"encoder": "minilm", "generate": "smollm2", "translate": "translator"}
+_PREFERRED_FAMILY = {"encoder": "encoder", "generate": "decoder", "translate": "encoder-decoder"}
+
+
+def view_defaults() -> dict[str, str | None]:
+    """For each kind of view (``encoder``, ``generate``, ``translate``): its preferred model if installed,
+    else an available model of the same family that is not character-level, else any of that family."""
+    infos = [i for i in cat.catalog() if i.available]
+    out: dict[str, str | None] = {}
+    for kind, name in PREFERRED.items():
+        family = [i.name for i in infos if i.family == _PREFERRED_FAMILY[kind]]
+        words = [n for n in family if "char" not in n and not n.startswith("demo-")]
+        out[kind] = name if name in family else (words or family or [None])[0]
+    return out
+
+
 def default_model() -> tuple[str | None, str | None]:
-    """``shakespeare-char`` when available, else the first available model; with a note when falling back."""
+    """The encoder default of ``view_defaults`` (word-level ``minilm``), else the first available model;
+    with a one-line note when the page has to fall back (to a character model, say)."""
     infos = cat.catalog()
-    available = sorted((i.name for i in infos if i.available), key=lambda n: n.startswith("demo-"))  # real models first
-    if "shakespeare-char" in available:
-        return "shakespeare-char", None
+    available = sorted((i.name for i in infos if i.available), key=lambda n: (n.startswith("demo-"), "char" in n))
+    preferred = PREFERRED["encoder"]
+    if preferred in available:
+        return preferred, None
     if not available:
         return None, "no model is available; install one (see `attnlab models` or the README)"
-    return available[0], f"the bundled 'shakespeare-char' model is not available; showing {available[0]!r} instead"
+    kind = "a character-level model: every letter is a token" if "char" in available[0] else "a stand-in"
+    return available[0], (f"the word-level model {preferred!r} is not installed (`make install`), so the page shows "
+                          f"{available[0]!r}, {kind}")
 
 
 def max_tokens(loaded: cat.LoadedModel) -> int:
