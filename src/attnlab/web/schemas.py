@@ -431,8 +431,8 @@ class TourResponse(BaseModel):
 
 
 class FinderRequest(TextRequest):
-    query: int = Field(ge=0, le=10_000, description="index of the query token")
-    key: int = Field(ge=0, le=10_000, description="index of the key token")
+    query: int = Field(ge=0, le=MAX_TOKENS - 1, description="index of the query token; past the text's tokens: 422")
+    key: int = Field(ge=0, le=MAX_TOKENS - 1, description="index of the key token; past the text's tokens: 422")
 
 
 class RankedHead(BaseModel):
