@@ -10,7 +10,8 @@ When the text outgrows the model's ``max_len`` positions, the context slides: it
 step, so a rebuild happens only every ``max_len / 2`` tokens).
 
 ``stream`` is a generator: callers print each piece as it arrives; with ``top_probs=N`` every step
-also reports the model's N most likely next tokens and their probabilities.
+also reports the model's N most likely next tokens and their probabilities. ``generate_batch``
+continues several prompts at once, left-padded to one length (positions follow the attention mask).
 
 At batch 1 a step of a small model is mostly overhead around memory-bound matrix-vector products, so
 the loop does the least it can per token (the prompt is checked once, logits are computed for the
