@@ -24,7 +24,7 @@ from attnlab.inspect import (
     run_with_cache,
     stacks,
 )
-from attnlab.models import TransformerConfig, attention_backend, build_model, set_attention_backend
+from attnlab.models import InputError, TransformerConfig, attention_backend, build_model, set_attention_backend
 from attnlab.models.encoder import EncoderModel
 from attnlab.nn import AttentionBackendError, HookPoint
 
@@ -331,3 +331,89 @@ def test_hook_point_watched_is_the_public_check() -> None:
     assert point.watched
     handle.remove()
     assert not point.watched
+
+
+# --- left padding: positions follow the attention mask ---------------------------------------------------
+
+POSITION_TYPES = ["learned", "sinusoidal", "rotary", "none"]
+FAMILIES = ["decoder", "encoder", "encoder-decoder"]
+
+
+def left_padded(ids: Tensor, pad: int) -> tuple[Tensor, Tensor]:
+    """``ids`` with row 1's first ``pad`` tokens replaced by padding, and its mask."""
+    ids, mask = ids.clone(), torch.ones_like(ids)
+    ids[1, :pad], mask[1, :pad] = PAD, 0
+    return ids, mask
+
+
+def _family_model(family: str, positions: str) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(_config(family, positions=positions, norm="rmsnorm" if positions == "rotary" else "layernorm")).eval()
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "math"])
+@pytest.mark.parametrize("positions", POSITION_TYPES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_left_padding_gives_real_tokens_their_unpadded_outputs(family: str, positions: str, backend: str) -> None:
+    model = _family_model(family, positions)
+    set_attention_backend(model, backend)
+    pad = SEQ - REAL
+    src, src_mask = left_padded(torch.randint(1, VOCAB, (BATCH, SEQ)), pad)
+    with torch.no_grad():
+        if family == "encoder-decoder":  # both sides left-padded: the source by `pad`, the target by 2
+            tgt, tgt_mask = left_padded(torch.randint(1, VOCAB, (BATCH, 6)), 2)
+            out = model(src, tgt, src_mask, tgt_mask=tgt_mask)[1, 2:]
+            alone = model(src[1:, pad:], tgt[1:, 2:])[0]
+        else:
+            out = model(src, src_mask)[1, pad:]
+            alone = model(src[1:, pad:])[0]
+    torch.testing.assert_close(out, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("positions", POSITION_TYPES)
+def test_left_padded_cached_decoding_equals_uncached(positions: str) -> None:
+    model = _family_model("decoder", positions)
+    ids, mask = left_padded(torch.randint(1, VOCAB, (BATCH, SEQ)), SEQ - REAL)
+    cache = model.new_cache()
+    with torch.no_grad():
+        full = model(ids, mask)
+        steps = [model(ids[:, :4], mask[:, :4], cache)]  # a prompt first, then one token at a time
+        steps += [model(ids[:, i : i + 1], mask[:, : i + 1], cache) for i in range(4, SEQ)]
+    real = mask.bool()
+    torch.testing.assert_close(torch.cat(steps, dim=1)[real], full[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("positions", POSITION_TYPES)
+def test_left_padded_cached_target_decoding_equals_uncached(positions: str) -> None:
+    model = _family_model("encoder-decoder", positions)
+    src, src_mask = left_padded(torch.randint(1, VOCAB, (BATCH, SEQ)), 3)
+    tgt, tgt_mask = left_padded(torch.randint(1, VOCAB, (BATCH, 6)), 2)
+    cache = model.new_cache()
+    with torch.no_grad():
+        memory = model.encode(src, src_mask)
+        full = model.decode(tgt, memory, src_mask, tgt_mask=tgt_mask)
+        steps = [model.decode(tgt[:, i : i + 1], memory, src_mask, cache, tgt_mask=tgt_mask[:, : i + 1])
+                 for i in range(6)]
+    real = tgt_mask.bool()
+    torch.testing.assert_close(torch.cat(steps, dim=1)[real], full[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_explicit_position_ids_are_used_and_checked(family: str) -> None:
+    model = _family_model(family, "learned")
+    ids, mask = left_padded(torch.randint(1, VOCAB, (BATCH, SEQ)), 3)
+    following = (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def run(position_ids: Tensor | None = None) -> Tensor:
+        with torch.no_grad():
+            if family == "encoder-decoder":  # the same ids, mask and positions on both sides
+                return model(ids, ids, mask, tgt_mask=mask, src_position_ids=position_ids,
+                             tgt_position_ids=position_ids)
+            return model(ids, mask, position_ids=position_ids)
+
+    torch.testing.assert_close(run(position_ids=following), run(), atol=0, rtol=0)
+    shifted = following + 1
+    assert not torch.allclose(run(position_ids=shifted), run(), atol=1e-3)
+    for bad, message in ((following[:, :-1], "shape"), (following + 30, r"\[0, 32\)"), (following.float(), "integer")):
+        with pytest.raises(InputError, match=message):
+            run(position_ids=bad)

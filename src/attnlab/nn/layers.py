@@ -33,6 +33,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x / rms(x) * weight`` over the last dimension; any shape ``(..., dim)``, x's dtype."""
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
