@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from attnlab.generate import GenerationError, Sampling, sample_next, sampling_distribution
+from attnlab.generate import GenerationError, Sampling, sample_next, sampling_distribution, tempered_distribution
 from attnlab.inspect import run_with_cache
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
@@ -40,7 +40,7 @@ def generate(req: s.GenerateRequest) -> s.GenerateResponse:
         for _ in range(req.max_new_tokens):
             logits, cache = run_with_cache(loaded.model, x, cache=kv, names="*attn.hook_weights")
             last = logits[0, -1]
-            probs = torch.softmax(last.float() / (req.temperature or 1.0), dim=-1)
+            probs = tempered_distribution(last, sampling)
             kept = sampling_distribution(last, sampling)
             token = sample_next(last, sampling, generator)
             order = sorted(cache, key=lambda n: int(n.split("blocks.")[1].split(".")[0]))
