@@ -149,10 +149,17 @@ def sample_next(logits: Tensor, sampling: Sampling, generator: torch.Generator |
     return int(torch.multinomial(sampling_distribution(logits, sampling), 1, generator=generator))
 
 
-def _top(logits: Tensor, n: int, sampling: Sampling, tokenizer: Tokenizer | None) -> list[tuple[int, str, float]]:
-    """The ``n`` most likely tokens at the sampling temperature (at 1 when greedy)."""
+def tempered_distribution(logits: Tensor, sampling: Sampling) -> Tensor:
+    """The float32 ``(vocab,)`` softmax of ``logits / temperature`` before top-k and top-p (at
+    temperature 1 when ``sampling.greedy``, whose own distribution is one-hot): the candidates a
+    step reports. Computed in float64, so no temperature overflows whatever the logits' dtype."""
     temperature = 1.0 if sampling.greedy else sampling.temperature
-    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    return torch.softmax(logits.double() / temperature, dim=-1).float()
+
+
+def _top(logits: Tensor, n: int, sampling: Sampling, tokenizer: Tokenizer | None) -> list[tuple[int, str, float]]:
+    """The ``n`` most likely tokens of ``tempered_distribution``."""
+    probs = tempered_distribution(logits, sampling)
     values, ids = torch.topk(probs, min(n, probs.numel()))
     labels = tokenizer.tokens(ids.tolist()) if tokenizer is not None else [str(i) for i in ids.tolist()]
     return [(int(i), label, float(p)) for i, label, p in zip(ids, labels, values, strict=True)]

@@ -171,3 +171,31 @@ def test_translation_settings_are_checked_where_they_enter(name, bad) -> None:
                 translate_text(model, TwoSpecials("abcdefgh .\n"), "bad", **{name: value})
     assert len(translate_ids(model, [3, 4, 1], bos_id=0, eos_id=1, max_new_tokens=3,
                              beam_size=CHARS.vocab_size)[0]) <= 3
+
+
+def test_tempered_distribution_never_overflows() -> None:
+    from attnlab.generate import tempered_distribution
+
+    logits = torch.tensor([2.0, -1.0, 0.5, 2.0]).to(torch.bfloat16)
+    at_one = torch.softmax(logits.float(), dim=-1)
+    for temperature in (0, *TINY_TEMPERATURES):  # greedy: the candidates at temperature 1
+        torch.testing.assert_close(tempered_distribution(logits, Sampling(temperature=temperature)), at_one)
+    torch.testing.assert_close(tempered_distribution(logits, Sampling(temperature=0.5)),
+                               torch.softmax(logits.float() / 0.5, dim=-1))
+
+
+def test_the_playground_route_answers_tiny_temperature_and_top_p(tmp_path) -> None:
+    """The web playground draws its bars with the same functions: no NaN, no 500."""
+    from fastapi.testclient import TestClient
+
+    from attnlab.web.app import create_app
+    from attnlab.web.demo import register_demo_models
+
+    register_demo_models(tmp_path)
+    client = TestClient(create_app())
+    req = {"model": "demo-decoder", "text": "the cat", "max_new_tokens": 3, "seed": 3}
+    greedy = client.post("/api/generate", json={**req, "temperature": 0}).json()
+    for tiny in ({"temperature": 1.1754943508222875e-38}, {"temperature": 1e-30}, {"top_p": 5e-324}):
+        response = client.post("/api/generate", json={**req, **tiny})
+        assert response.status_code == 200, response.text
+        assert [s["id"] for s in response.json()["steps"]] == [s["id"] for s in greedy["steps"]]

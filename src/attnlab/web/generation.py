@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from attnlab.generate import GenerationError, Sampling, sample_next, sampling_distribution
+from attnlab.generate import GenerationError, Sampling, sample_next, sampling_distribution, tempered_distribution
 from attnlab.inspect import hook_name, run_with_cache
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
@@ -30,7 +30,6 @@ def generate(req: s.GenerateRequest) -> s.GenerateResponse:
     ids, prompt_tokens = tokenize(loaded, req.text, limit=min(64, room))
     try:
         sampling = Sampling(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
-        unfiltered = Sampling(temperature=req.temperature or 1.0)
     except GenerationError as exc:
         raise PayloadError(str(exc)) from None
     generator = torch.Generator().manual_seed(req.seed)
@@ -42,7 +41,7 @@ def generate(req: s.GenerateRequest) -> s.GenerateResponse:
         for _ in range(req.max_new_tokens):
             logits, cache = run_with_cache(loaded.model, x, cache=kv, names=layers)
             last = logits[0, -1]
-            probs = sampling_distribution(last, unfiltered)  # temperature only (1 when greedy), by the same code
+            probs = tempered_distribution(last, sampling)
             kept = sampling_distribution(last, sampling)
             token = sample_next(last, sampling, generator)
             attention = [cache[n][0, :, -1].double().tolist() for n in layers]  # (layer, head, key)
