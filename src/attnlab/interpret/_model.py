@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.inspect import run_with_cache
+from attnlab.inspect import math_backend, run_with_cache
 from attnlab.interpret import _names
 from attnlab.models import DecoderLM, EncoderDecoder, EncoderForMaskedLM, EncoderModel
 from attnlab.models.encoder import EncoderForClassification
@@ -99,7 +99,10 @@ class ModelView:
         return inputs.repeat(n, 1)
 
     def run(self, inputs: Inputs) -> Tensor:
-        return self.model(*inputs) if isinstance(inputs, tuple) else self.model(inputs)
+        """The model's output, with the same (``math``) attention backend ``run_with_cache`` uses, so that
+        a tool's clean, patched and recorded runs compute alike."""
+        with math_backend(self.model):
+            return self.model(*inputs) if isinstance(inputs, tuple) else self.model(inputs)
 
     def cache(self, inputs: Inputs, names: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
         """Run once and record ``names`` (scheme names are resolved first); keys are the given names."""

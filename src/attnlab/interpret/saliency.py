@@ -2,8 +2,12 @@
 
 ``input_x_gradient``: ``e . df/de`` per token (Shrikumar et al. 2016). ``integrated_gradients``
 (Sundararajan et al. 2017): ``(e - e') . integral_0^1 df/de(e' + a (e - e')) da`` along the straight
-path from a baseline ``e'`` (zero token embeddings, positions untouched) to the input, which is
-*complete*: the scores add up to ``f(input) - f(baseline)``. The integral is computed with
+path from a baseline ``e'`` to the input, which is *complete*: the scores add up to
+``f(input) - f(baseline)``. The baseline is zero token embeddings (positions untouched), or the
+embedding of one ``baseline`` token (a pad or mask token) at every position. Models without absolute
+positions or biases (Llama-style) should use a token: there, zero embeddings make the stream zero, and
+the first norm's ``x / rms(x)`` jumps across the first ``sqrt(eps)`` of the path, which no quadrature
+with tens of steps samples (completeness fails by far more than 1%). The integral is computed with
 Gauss-Legendre quadrature, the default rule of Captum's ``IntegratedGradients``; the tests check
 completeness within 1% at the default ``steps=50``.
 """
@@ -76,13 +80,15 @@ def saliency(
     steps: int = 50,
     position: int = -1,
     stack: str | None = None,
+    baseline: int | None = None,
 ) -> Saliency:
     """One score per input token: how much the prediction ``target`` rests on it.
 
     ``target``: a token id (``f`` = its logit at ``position``) or a metric (output ``(batch, ...)`` ->
     ``(batch,)``, e.g. for an encoder without a vocabulary head). ``inputs``: one sequence (batch 1).
     ``stack``: whose input tokens to score (default: the encoder of an encoder-decoder, the only stack
-    otherwise). ``steps``: Gauss-Legendre nodes for integrated gradients. Errors: ``ValueError`` for
+    otherwise). ``steps``: Gauss-Legendre nodes for integrated gradients. ``baseline``: ``None`` (zero
+embeddings) or a token id (see the module docstring). Errors: ``ValueError`` for
     an unknown method, ``steps < 1`` or a batch of more than one.
     """
     if method not in ("input_x_gradient", "integrated_gradients"):
@@ -98,6 +104,16 @@ def saliency(
     tok = _names.embed(model, sv.name, "tok_embed")
     _, cache = view.cache(inputs, [tok])
     emb = cache[tok]  # (1, seq, d)
+    if baseline is None:
+        base = torch.zeros_like(emb)
+    else:
+        if not 0 <= baseline < view.config.vocab_size:
+            raise IndexError(f"baseline token {baseline} outside the vocabulary [0, {view.config.vocab_size})")
+        ids = torch.full_like(view.ids(inputs, sv.name), baseline)
+        base_inputs = (ids, inputs[1]) if sv.name == "encoder" and isinstance(inputs, tuple) else (
+            (inputs[0], ids) if isinstance(inputs, tuple) else ids)
+        _, base_cache = view.cache(base_inputs, [tok])
+        base = base_cache[tok]
     with torch.no_grad():
         value = float(metric(view.run(inputs))[0])
 
@@ -115,9 +131,9 @@ def saliency(
     total = torch.zeros_like(emb[0], dtype=torch.float64)
     for start in range(0, steps, STEPS_PER_PASS):
         a = alphas[start:start + STEPS_PER_PASS]
-        g = grads(a[:, None, None] * emb)  # baseline 0: the path is a * e
+        g = grads(base + a[:, None, None] * (emb - base))
         total += (weights[start:start + STEPS_PER_PASS, None, None] * g.double()).sum(dim=0)
-    scores = (emb[0].double() * total).sum(dim=-1)
+    scores = ((emb - base)[0].double() * total).sum(dim=-1)
     with torch.no_grad():
-        baseline_value = float(_f_on_embeddings(view, inputs, sv.name, metric, torch.zeros_like(emb))[0])
+        baseline_value = float(_f_on_embeddings(view, inputs, sv.name, metric, base)[0])
     return Saliency(scores, method, value, baseline_value, steps, sv.name)
