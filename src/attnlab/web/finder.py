@@ -31,10 +31,10 @@ def verdict(weight: float, others: float) -> str:
     if weight < 0.1:
         return "barely looks at this key"
     if weight - others >= SPECIFIC:
-        return "links this query to this key: the other queries look there much less"
+        return "a link: the other queries look there much less"
     if others - weight >= SPECIFIC:
-        return "the other queries look at this key even more: not a link special to this query"
-    return "every query looks at this key about as much: a place to park attention, not a link"
+        return "not special to this query: others look there more"
+    return "every query looks there about as much: a parking place, not a link"
 
 
 def rank_heads(req: s.FinderRequest) -> s.FinderResponse:

@@ -36,9 +36,11 @@ export const WIDGETS = {
     const draw = async () => {
       const p = await ctx.track(api.qkv(pre.model, pre.text, pre.layer, pre.head, focus));
       V.clear(box);
-      V.el("p", { class: "widget-caption" }, box, `${p.model} · layer ${p.layer} · head ${p.head} · query “${p.tokens[p.focus]}” (click a row to change it)`);
-      if (pre.softmax) V.softmaxSteps(box, p);
-      else V.qkvSteps(box, p, (j) => { focus = j; draw(); });
+      V.el("p", { class: "widget-caption" }, box, `${p.model} · layer ${p.layer} · head ${p.head} · query “${p.tokens[p.focus]}”` +
+        (pre.softmax ? "" : " (click a row to change it)"));
+      const inner = V.el("div", {}, box);
+      if (pre.softmax) V.softmaxSteps(inner, p);
+      else V.qkvSteps(inner, p, (j) => { focus = j; draw(); });
       V.checkTable(box, p.hooks.weights, [0, p.head, p.focus], p.tokens, p.weights);
     };
     await draw();

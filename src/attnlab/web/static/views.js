@@ -113,7 +113,9 @@ export function heatmap(svg, matrix, { rows = [], cols = [], cell = 18, divergin
     }
   }
   const labelW = rows.length ? 12 + 7 * Math.min(10, Math.max(...rows.map((r) => short(r).length))) : 4;
-  const left = Math.max(rows.length ? 70 : 4, labelW), top = cols.length ? 12 + 7 * Math.min(10, Math.max(...cols.map((c) => short(c).length))) : (xLabel ? 18 : 4);
+  const left = Math.max(rows.length ? 70 : 4, labelW);
+  let top = cols.length ? 12 + 7 * Math.min(10, Math.max(...cols.map((c) => short(c).length))) : (xLabel ? 18 : 4);
+  if (cols.length && (xLabel || yLabel)) top = Math.max(top, 36); // room for the axis names in the corner
   const barW = bar && nr ? 70 : 0;
   const width = left + nc * cell + 8 + barW, height = Math.max(top + nr * ch + 8, bar && nr ? top + 110 : 0);
   size(svg, width, height);
