@@ -6,16 +6,16 @@ import pytest
 from typer.testing import CliRunner
 
 import attnlab
-from attnlab.pretrained import packages
-from attnlab.pretrained.packages import MINILM_PACKAGE
-from attnlab.weights import catalog as catalog_module
-from attnlab.weights.catalog import ModelUnavailableError, catalog, load
+from attnlab import catalog as catalog_module
+from attnlab import files
+from attnlab.catalog import ModelUnavailableError, catalog, load
+from attnlab.files import MINILM_PACKAGE
 
 
 @pytest.fixture
 def nothing_installed(monkeypatch):
     """Pretend no registry package is installed, and nothing is loaded yet."""
-    monkeypatch.setattr(packages, "_package_dir", lambda module: None)
+    monkeypatch.setattr(files, "_package_dir", lambda module: None)
     monkeypatch.setattr(catalog_module, "_LOADED", {})
 
 

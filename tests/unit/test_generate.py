@@ -196,8 +196,8 @@ def _loss(model, tokenizer, text: str) -> float:
 
 
 def test_bundled_shakespeare_model_and_snapshots() -> None:
+    from attnlab.catalog import load
     from attnlab.weights.bundled import snapshot_dirs
-    from attnlab.weights.catalog import load
     from attnlab.weights.checkpoint import load_checkpoint
 
     loaded = load("shakespeare-char")

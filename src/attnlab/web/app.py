@@ -16,12 +16,12 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from attnlab import catalog as cat
 from attnlab.models import ConfigError, InputError
 from attnlab.web import content, diagram, experiments, generation, payloads, timeline, translation
 from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError, PayloadError
 from attnlab.web.models import default_model, load_model
-from attnlab.weights import catalog as cat
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 16 * 1024

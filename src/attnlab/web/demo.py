@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
+from attnlab import catalog as cat
 from attnlab.models import DecoderLM, EncoderDecoder, EncoderModel, TransformerConfig
 from attnlab.tokenizers import BPETokenizer, CharTokenizer
 from attnlab.web import timeline
-from attnlab.weights import catalog as cat
 from attnlab.weights.checkpoint import save_checkpoint
 
 ALPHABET = string.printable[:95]  # digits, letters, punctuation, space

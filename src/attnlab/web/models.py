@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from attnlab import catalog as cat
 from attnlab.inspect import ActivationCache, run_with_cache
 from attnlab.web.errors import ModelNotInstalledError, PayloadError, UnknownModelError
-from attnlab.weights import catalog as cat
 
 MAX_CHARS = 400
 MAX_TOKENS = 64

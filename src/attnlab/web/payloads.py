@@ -15,13 +15,13 @@ import threading
 import torch
 from torch import Tensor, nn
 
+from attnlab import catalog as cat
 from attnlab.inspect.roles import detect_roles
 from attnlab.nn import MultiHeadAttention
 from attnlab.nn.positions import sinusoidal_table
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
 from attnlab.web.models import forward, get_model, self_attention_stack, tokenize
-from attnlab.weights import catalog as cat
 
 MAX_COLUMNS = 64
 
