@@ -16,13 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor
 
 from attnlab.files import MINILM_PACKAGE
 from attnlab.models import EncoderModel, TransformerConfig, mean_pool
 from attnlab.tokenizers.hf_json import HFJsonTokenizer
+from attnlab.weights.checkpoint import read_safetensors
 from attnlab.weights.hf import config_from_hf, from_hf_state_dict
 from attnlab.weights.keymap import CheckpointMismatchError
 
@@ -34,16 +33,8 @@ MAX_TOKENS = 256  # sentence-transformers truncates at 256 word pieces (sentence
 
 
 class WeightsFileError(ValueError):
-    """A weights file that cannot be read or does not fit the model; the message names the file."""
-
-
-def read_safetensors(path: str | Path) -> dict[str, Tensor]:
-    """All tensors of a safetensors file; a corrupt or truncated file is an error naming it."""
-    path = Path(path)
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsFileError(f"{path}: not a readable safetensors file ({exc})") from None
+    """A weights file that does not fit the model; the message names the file. (A file that cannot be
+    read at all raises ``attnlab.weights.checkpoint.CheckpointError``, from the one safetensors reader.)"""
 
 
 def bert_state_dict(theirs: dict[str, Tensor], config: TransformerConfig, *, source: str | Path) -> dict[str, Tensor]:
