@@ -11,8 +11,8 @@ import torch
 
 from attnlab.generate import GenerationError, Sampling, generate, sample_next, stream, stream_ids, translate_ids
 from attnlab.models import DecoderLM, EncoderDecoder, InputError, TransformerConfig
+from attnlab.models.init import init_weights
 from attnlab.tokenizers import BPETokenizer, CharTokenizer
-from attnlab.train.init import init_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -265,18 +265,3 @@ def eval_lm_loss(model: nn.Module, corpus: CharCorpus, block: int, batches: int,
         losses.append(float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))))
     model.train(was_training)
     return sum(losses) / len(losses)
-
-
-def gpt2_init(model: nn.Module, std: float = 0.02) -> nn.Module:
-    """GPT-2's initialisation: weights of linear and embedding layers ~ N(0, 0.02), biases 0.
-
-    attnlab's models keep PyTorch's defaults, where ``nn.Embedding`` is N(0, 1); with the output
-    layer tied to it, the first logits are then huge (initial loss ~40 instead of ln(vocab)) and
-    short training runs spend their first steps undoing that. Norm layers keep weight 1, bias 0.
-    """
-    for module in model.modules():
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-    return model

@@ -26,7 +26,6 @@ from attnlab.experiments.common import (
     default_out,
     eval_lm_loss,
     finish,
-    gpt2_init,
     load_corpus,
     new_figure,
     pick,
@@ -38,6 +37,7 @@ from attnlab.experiments.common import (
 from attnlab.inspect import run_with_cache
 from attnlab.inspect.roles import ROLES, detect_roles
 from attnlab.models import DecoderLM, preset
+from attnlab.models.init import init_weights
 
 NAME = "heads-form"
 TITLE = "How attention heads form during training"
@@ -88,7 +88,8 @@ def run(mode: Mode = "quick", out: str | Path | None = None, *, data: str | Path
     config = preset("shakespeare-char", vocab_size=corpus.vocab_size)
     if mode == "tiny":  # same shape of experiment, a smaller model
         config = config.replace(d_model=64, n_layers=2, d_ff=256)
-    model = gpt2_init(DecoderLM(config))
+    model = DecoderLM(config)
+    init_weights(model, config)
     block = config.max_len
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     probe, _ = corpus.batch("val", 8, block, torch.Generator().manual_seed(seed + 30_000))

@@ -40,7 +40,6 @@ from attnlab.experiments.common import (
     default_out,
     eval_lm_loss,
     finish,
-    gpt2_init,
     load_corpus,
     loglog_fit,
     median_time,
@@ -52,6 +51,7 @@ from attnlab.experiments.common import (
     train_step,
 )
 from attnlab.models import DecoderLM, TransformerConfig
+from attnlab.models.init import init_weights
 
 NAME = "rnn-vs-transformer"
 TITLE = "RNN, LSTM, GRU and Transformer at equal parameter counts"
@@ -83,7 +83,9 @@ def transformer(vocab_size: int, d_model: int, n_layers: int, max_len: int) -> D
         d_ff=4 * d_model, max_len=max_len, positions="rotary", dropout=0.0, tie_embeddings=True,
         name="rnn-vs-transformer",
     )
-    return gpt2_init(DecoderLM(config))  # type: ignore[return-value]
+    model = DecoderLM(config)
+    init_weights(model, config)
+    return model
 
 
 def matched_models(vocab_size: int, d_model: int, n_layers: int, max_len: int) -> dict[str, nn.Module]:

@@ -29,7 +29,6 @@ from attnlab.experiments.common import (
     default_out,
     eval_lm_loss,
     finish,
-    gpt2_init,
     load_corpus,
     loglog_fit,
     new_figure,
@@ -40,6 +39,7 @@ from attnlab.experiments.common import (
     train_step,
 )
 from attnlab.models import DecoderLM, TransformerConfig
+from attnlab.models.init import init_weights
 
 NAME = "scaling"
 TITLE = "Validation loss against model size and compute"
@@ -65,7 +65,8 @@ def train_size(corpus: CharCorpus, d_model: int, n_layers: int, steps: int, batc
         n_layers=n_layers, d_ff=4 * d_model, max_len=block, positions="learned", dropout=0.0,
         name=f"scaling-{d_model}x{n_layers}",
     )
-    model = gpt2_init(DecoderLM(config))
+    model = DecoderLM(config)
+    init_weights(model, config)
     n = non_embedding_params(model)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.1)
     data = torch.Generator().manual_seed(seed)  # same batches for every size

@@ -27,10 +27,10 @@ import torch
 from torch import nn
 
 from attnlab.models import build_model, preset
+from attnlab.models.init import init_weights
 from attnlab.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 from attnlab.train import distributed
 from attnlab.train.data import corpus_files, iter_text
-from attnlab.train.init import init_weights
 from attnlab.train.schedule import WarmupCosine
 from attnlab.train.tasks import DEFAULT_PRESET, TASKS, DataSpec, Task, make_task
 from attnlab.weights.checkpoint import (
