@@ -1,7 +1,8 @@
-"""What every experiment shares: modes, seeding, timing, fitting, a tiny training step, result files.
+"""What every experiment shares: modes, seeding, timing, fitting, result files.
 
-Experiments need only a few hundred optimizer steps on toy tasks, so the training helper here is
-deliberately minimal (no checkpoints, schedules or resumption; that is ``attnlab.train``'s job).
+Experiments need only a few hundred optimizer steps on toy tasks: each calls ``attnlab.train.step.train_step``
+(the optimizer step the web demo uses too) in a short loop, with no checkpoints, schedules or
+resumption (that is ``attnlab.train``'s job).
 """
 
 from __future__ import annotations
@@ -104,18 +105,6 @@ def count_params(model: nn.Module) -> int:
             seen.add(id(p))
             total += p.numel()
     return total
-
-
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[], Tensor],
-               clip: float = 1.0) -> float:
-    """One optimizer step on ``loss_fn()`` with gradient clipping; returns the loss."""
-    optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn()
-    loss.backward()
-    if clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    optimizer.step()
-    return float(loss.detach())
 
 
 def progress(iterable: Iterable[Any] | None, *, total: int | None = None, desc: str = "", enabled: bool = True) -> Any:

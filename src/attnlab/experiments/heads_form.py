@@ -32,12 +32,12 @@ from attnlab.experiments.common import (
     progress,
     save_figure,
     seed_everything,
-    train_step,
 )
 from attnlab.inspect import run_with_cache
 from attnlab.inspect.roles import ROLES, detect_roles
 from attnlab.models import DecoderLM, preset
 from attnlab.models.init import init_weights
+from attnlab.train.step import train_step
 
 NAME = "heads-form"
 TITLE = "How attention heads form during training"

@@ -36,10 +36,10 @@ from attnlab.experiments.common import (
     progress,
     save_figure,
     seed_everything,
-    train_step,
 )
 from attnlab.models import DecoderLM, TransformerConfig
 from attnlab.models.init import init_weights
+from attnlab.train.step import train_step
 
 NAME = "scaling"
 TITLE = "Validation loss against model size and compute"
