@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnlab.models.stack import check_token_ids
+from attnlab.models.stack import attention_backend, check_token_ids, set_attention_backend
 from attnlab.tokenizers import Tokenizer
 
 
@@ -121,8 +121,10 @@ def compiled_step(model: nn.Module, token: Tensor, position: Tensor, cache: Any)
     matrix-product kernels do at a fraction of this CPU's read bandwidth. Inductor's
     ``decompose_mm_pass`` rewrites such products (one row, sides up to 2048) as a multiply and a row
     sum, which it compiles, fused with the layer norms and activations around them, into vectorised
-    loops that stream each weight once; attention for the one query is fused in too (``attention``
-    spells out the formula under compilation for a single query).
+    loops that stream each weight once. The step is compiled, and must be called, with the model's
+    attention on the ``math`` backend (``stream_ids`` switches it for the one-token steps and back):
+    for one query the spelled-out formula compiles into the loops around it, while the fused kernel
+    would stay an opaque call whose fixed cost (~0.1 ms per layer on a small CPU) outweighs the work.
 
     Guards: a plain ``torch.compile`` function re-checks, before every call, ~1,200 facts about the
     model and the cache (types, hooks, shapes), ~0.4 ms per token here, over a tenth of a step. The
@@ -195,15 +197,20 @@ def stream_ids(
     # never meets "the keys are the whole buffer", a case it would compile a second graph for.
     cache_len = max_len + 1 if compile else max_len
     was_training = model.training
+    backend = attention_backend(model)
     model.eval()
 
     def read_window() -> tuple[Any, Tensor, Callable[..., Tensor]]:
         """The whole window at once (the prompt, or what is kept after a slide) into a fresh cache:
         the cache, the next-token logits and the one-token step that continues from them."""
         cache = model.new_cache(cache_len) if use_cache else None
+        set_attention_backend(model, backend)  # the many-token pass on the model's own backend
         logits = model.logits_at(torch.tensor([ids[start:]]), positions[: len(ids) - start], cache=cache,
                                  last_only=True)[0, -1]
-        step = compiled_step(model, one, pos, cache) if compile else type(model).logits_at
+        step: Callable[..., Tensor] = type(model).logits_at
+        if compile:  # the one-token steps: the formula, which compiles into the graph (compiled_step)
+            set_attention_backend(model, "math")
+            step = compiled_step(model, one, pos, cache)
         return cache, logits, step
 
     try:
@@ -221,6 +228,7 @@ def stream_ids(
                 pos.fill_(len(ids) - start - 1)
                 logits = step(model, one, pos, cache=cache, last_only=True)[0, -1]
     finally:
+        set_attention_backend(model, backend)
         model.train(was_training)
 
 

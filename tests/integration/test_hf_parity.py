@@ -68,7 +68,7 @@ def test_bert_hidden_states_and_pooler(ids: torch.Tensor, fused_qkv: bool) -> No
     assert_close(hidden, ref.last_hidden_state)
     assert_close(ours.pool(hidden), ref.pooler_output)
     _, cache = run_with_cache(ours, ids, token_type_ids=types)
-    assert_close(cache["embed.hook_embed"], ref.hidden_states[0])
+    assert_close(cache["encoder.embed.hook_embed"], ref.hidden_states[0])
     for i in range(2):
         assert_close(cache.residual(i, "post"), ref.hidden_states[i + 1])
 

@@ -14,10 +14,19 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from attnlab.inspect import hook_points, hooks_attached, run_with_cache
+from attnlab.inspect import (
+    HookNotFiredError,
+    hook_name,
+    hook_points,
+    hooks_attached,
+    main_stack,
+    math_backend,
+    run_with_cache,
+    stacks,
+)
 from attnlab.models import TransformerConfig, attention_backend, build_model, set_attention_backend
 from attnlab.models.encoder import EncoderModel
-from attnlab.nn import AttentionBackendError
+from attnlab.nn import AttentionBackendError, HookPoint
 
 VOCAB, BATCH, SEQ, PAD = 50, 2, 9, 0
 REAL = 6  # real tokens in the padded row
@@ -217,6 +226,108 @@ def test_hooks_are_removed_when_the_forward_raises(case: Case) -> None:
 def test_sdpa_asked_for_weights_raises(case: Case) -> None:
     model = case.model()
     name = next(n for n in hook_points(model) if n.endswith("attn.hook_weights"))
-    with hooks_attached(model, {name: lambda *_: None}), pytest.raises(AttentionBackendError, match="math"):
+    with pytest.raises(AttentionBackendError, match="math"), hooks_attached(model, {name: lambda *_: None}):
         case.run(model, case.ids())
     _no_trace(model)
+
+
+# --- hook points: one naming scheme for every family ---------------------------------------------------
+
+CLASSIFIER = Case("classifier", _config("encoder", n_classes=3, positions="sinusoidal"))
+HOOKED = [*CASES, CLASSIFIER]
+ATTN = ("hook_q", "hook_k", "hook_v", "hook_scores", "hook_weights", "hook_z", "hook_out")
+
+
+def expected_hook_shapes(case: Case, src_len: int, tgt_len: int) -> dict[str, tuple[int, ...]]:
+    """Every hook point the scheme promises for ``case``, with the shape it must record."""
+    c = case.config
+    d, heads, kv, d_k = c.d_model, c.n_heads, c.n_kv_heads or c.n_heads, c.d_model // c.n_heads
+    stack_shapes = {"encoder": (src_len, c.n_layers)} if case.family != "decoder" else {}
+    if case.family != "encoder":
+        stack_shapes["decoder"] = (tgt_len if case.family == "encoder-decoder" else src_len,
+                                   c.n_decoder_layers or c.n_layers)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for stack, (n, layers) in stack_shapes.items():
+        embed = ["hook_tok_embed"] + (["hook_pos_embed"] if c.positions in ("learned", "sinusoidal") else []) + ["hook_embed"]
+        shapes |= {hook_name(stack, None, f"embed.{p}"): (BATCH, n, d) for p in embed}
+        for layer in range(layers):
+            def at(point: str, layer: int = layer, stack: str = stack) -> str:
+                return hook_name(stack, layer, point)
+            shapes |= {at(f"hook_resid_{w}"): (BATCH, n, d) for w in ("pre", "mid", "post")}
+            kinds = [("attn", n)] + ([("cross_attn", src_len)] if case.family == "encoder-decoder" and stack == "decoder" else [])
+            for kind, k_len in kinds:
+                shapes |= {
+                    at(f"{kind}.hook_q"): (BATCH, heads, n, d_k), at(f"{kind}.hook_k"): (BATCH, kv, k_len, d_k),
+                    at(f"{kind}.hook_v"): (BATCH, kv, k_len, d_k), at(f"{kind}.hook_scores"): (BATCH, heads, n, k_len),
+                    at(f"{kind}.hook_weights"): (BATCH, heads, n, k_len), at(f"{kind}.hook_z"): (BATCH, heads, n, d_k),
+                    at(f"{kind}.hook_out"): (BATCH, n, d),
+                }
+                if c.positions == "rotary" and kind == "attn":
+                    shapes |= {at("attn.hook_rot_q"): (BATCH, heads, n, d_k), at("attn.hook_rot_k"): (BATCH, kv, n, d_k)}
+            shapes |= {at("ff.hook_hidden"): (BATCH, n, c.d_ff), at("ff.hook_out"): (BATCH, n, d)}
+        shapes[hook_name(stack, None, "hook_resid_final")] = (BATCH, n, d)
+    out_len = tgt_len if case.family == "encoder-decoder" else src_len
+    shapes["hook_logits"] = (BATCH, c.n_classes) if c.n_classes else (BATCH, out_len, c.vocab_size)
+    return shapes
+
+
+@over(HOOKED)
+def test_every_hook_point_fires_exactly_once_with_its_documented_shape(case: Case) -> None:
+    model = case.model()
+    expected = expected_hook_shapes(case, SEQ, len(case.target()[0]))
+    assert set(hook_points(model)) == set(expected)  # exactly the names of the scheme
+    seen: dict[str, list[tuple[int, ...]]] = {name: [] for name in expected}
+
+    def record(name: str) -> Callable:
+        return lambda _m, _i, out: seen[name].append(tuple(out.shape))
+
+    with math_backend(model), hooks_attached(model, {name: record(name) for name in expected}):
+        case.run(model, case.ids())
+    assert seen == {name: [shape] for name, shape in expected.items()}
+
+
+def test_hook_names_are_built_by_one_helper() -> None:
+    assert hook_name("decoder", 3, "attn.hook_weights") == "decoder.blocks.3.attn.hook_weights"
+    assert hook_name("encoder", None, "embed.hook_embed") == "encoder.embed.hook_embed"
+    assert hook_name(None, None, "hook_logits") == "hook_logits"
+    for bad in (("stack", 0, "hook_resid_pre"), (None, 0, "hook_resid_pre"), ("decoder", -1, "hook_resid_pre")):
+        with pytest.raises(ValueError):
+            hook_name(*bad)
+    by_case = {case.name: case.model() for case in HOOKED}
+    assert main_stack(by_case["gpt"]) == "decoder" and main_stack(by_case["classifier"]) == "encoder"
+    assert stacks(by_case["seq2seq"]) == ("encoder", "decoder")
+    with pytest.raises(ValueError, match="encoder"):
+        main_stack(by_case["seq2seq"])
+
+
+def test_a_hook_asked_for_that_never_fires_is_an_error() -> None:
+    llama, seq2seq = (next(c for c in CASES if c.name == n) for n in ("llama", "seq2seq"))
+    model = llama.model()
+    with pytest.raises(KeyError, match="hook_pos_embed"):  # rotary: no positions are added
+        run_with_cache(model, llama.ids(), names="decoder.embed.hook_pos_embed")
+    _, cache = run_with_cache(model, llama.ids(), names="*hook_rot_*")
+    assert len(cache) == 2 * llama.config.n_layers
+    gpt = next(c for c in CASES if c.name == "gpt")
+    unpositioned = gpt.model()
+    unpositioned.embed.positions = None  # the point exists, but nothing is added any more
+    with pytest.raises(HookNotFiredError, match="hook_pos_embed"):
+        run_with_cache(unpositioned, gpt.ids(), names=["*hook_pos_embed", "*hook_embed"])
+    s2s = seq2seq.model()
+    memory = s2s.encode(seq2seq.ids())
+    never = {"encoder.hook_resid_final": lambda *_: None}  # decode() alone never runs the encoder
+    with pytest.raises(HookNotFiredError, match="encoder"), hooks_attached(s2s, never):
+        s2s.decode(seq2seq.target(), memory)
+    _no_trace(s2s)
+    _, cache = run_with_cache(s2s, seq2seq.ids(), seq2seq.target(), names="*attn.hook_weights")
+    with pytest.raises(KeyError, match="stack="):
+        cache.attention(0)
+    assert cache.attention(1, stack="decoder", cross=True).shape[-1] == SEQ
+
+
+def test_hook_point_watched_is_the_public_check() -> None:
+    point = HookPoint()
+    assert not point.watched
+    handle = point.register_forward_hook(lambda *_: None)
+    assert point.watched
+    handle.remove()
+    assert not point.watched
