@@ -190,11 +190,11 @@ def char_lm(mode: Mode, seed: int, data: str | Path | None, show_progress: bool)
         seed_everything(seed)
         model = models[kind]
         opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-        gen = torch.Generator().manual_seed(seed)  # the same batches for every model
+        batches = corpus.sampler("train", batch, block, seed)  # the same batches for every model
         curve = [{"seconds": 0.0, "step": 0, "val_loss": eval_lm_loss(model, corpus, block, 4, 16, seed)}]
         spent = 0.0
         for step in range(1, steps + 1):
-            x, y = corpus.batch("train", batch, block, gen)
+            x, y = batches.next()
             start = time.perf_counter()
             train_step(model, opt, lambda m=model, x=x, y=y: lm_loss(m, x, y))
             spent += time.perf_counter() - start

@@ -69,12 +69,12 @@ def train_size(corpus: CharCorpus, d_model: int, n_layers: int, steps: int, batc
     init_weights(model, config)
     n = non_embedding_params(model)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.1)
-    data = torch.Generator().manual_seed(seed)  # same batches for every size
+    batches = corpus.sampler("train", batch, block, seed)  # same batches for every size
     eval_at = sorted({round(steps * (i + 1) / evals) for i in range(evals)})
     curve = []
     started = time.perf_counter()
     for step in range(1, steps + 1):
-        x, y = corpus.batch("train", batch, block, data)
+        x, y = batches.next()
         train_step(model, opt, lambda x=x, y=y: F.cross_entropy(model(x).reshape(-1, corpus.vocab_size), y.reshape(-1)))
         if step in eval_at:
             tokens = step * batch * block
