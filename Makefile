@@ -1,5 +1,5 @@
 # One command each: `make serve` (set up + run the walkthrough), `make test` (set up + lint + every test,
-# with the slowest listed: what CI runs), `make test-fast` (the unit tests, under a minute, for development).
+# with the slowest listed: what CI runs), `make test-fast` (the quick unit tests, for development).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
