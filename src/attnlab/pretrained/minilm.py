@@ -83,6 +83,12 @@ def shared_model() -> tuple[EncoderModel, HFJsonTokenizer]:
         return _SHARED[0]
 
 
+def release_shared() -> None:
+    """Drop the shared model (``attnlab.catalog.unload`` calls this); the next use loads it again."""
+    with _SHARED_LOCK:
+        _SHARED.clear()
+
+
 def batch_encode(tokenizer: HFJsonTokenizer, texts: Sequence[str], max_tokens: int = MAX_TOKENS) -> tuple[Tensor, Tensor]:
     """Token ids and attention mask ``(n, longest)``, right-padded with [PAD] = 0 and truncated the
     way sentence-transformers does (keep the first ``max_tokens - 1`` pieces, then [SEP])."""

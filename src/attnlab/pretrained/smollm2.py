@@ -69,6 +69,12 @@ def shared_model() -> SmolLM2:
         return _SHARED[0]
 
 
+def release_shared() -> None:
+    """Drop the shared model (``attnlab.catalog.unload`` calls this); the next use loads it again."""
+    with _SHARED_LOCK:
+        _SHARED.clear()
+
+
 def chat_prompt(
     messages: Sequence[dict[str, str]], *, system: str | None = None, add_generation_prompt: bool = True
 ) -> str:
