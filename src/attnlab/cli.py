@@ -159,7 +159,7 @@ def experiment(
 @app.command()
 def models() -> None:
     """List the catalogue: family, size, source, licence, and whether the files are installed."""
-    from attnlab.weights.catalog import catalog
+    from attnlab.catalog import catalog
 
     rows = [("name", "family", "size", "files", "licence", "source")]
     hints = {}
@@ -225,7 +225,7 @@ def generate(
 def _load_for_cli(model: str, checkpoint: str, family: str, what: str):
     """``(model, tokenizer)`` from a checkpoint directory, else from the catalogue by name; the model
     must be of ``family`` (``what`` names it in the error)."""
-    from attnlab.weights.catalog import load
+    from attnlab.catalog import load
     from attnlab.weights.checkpoint import load_checkpoint
 
     if checkpoint:
@@ -242,9 +242,9 @@ def _load_for_cli(model: str, checkpoint: str, family: str, what: str):
 @contextlib.contextmanager
 def _errors_to_exit() -> Iterator[None]:
     """Bad input, a missing model or a broken checkpoint: one ``error:`` line and exit status 1."""
+    from attnlab.catalog import ModelUnavailableError
     from attnlab.generate import GenerationError
     from attnlab.train.data import DataError
-    from attnlab.weights.catalog import ModelUnavailableError
     from attnlab.weights.checkpoint import CheckpointError
 
     try:

@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
+from attnlab import catalog as cat
 from attnlab.inspect import run_with_cache
-from attnlab.weights import catalog as cat
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -21,8 +21,8 @@ from attnlab.generate import (
     translate_ids,
 )
 from attnlab.models import DecoderLM, EncoderDecoder, InputError, TransformerConfig
+from attnlab.models.init import init_weights
 from attnlab.tokenizers import BPETokenizer, CharTokenizer
-from attnlab.train.init import init_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -233,8 +233,8 @@ def _loss(model, tokenizer, text: str) -> float:
 
 
 def test_bundled_shakespeare_model_and_snapshots() -> None:
+    from attnlab.catalog import load
     from attnlab.weights.bundled import snapshot_dirs
-    from attnlab.weights.catalog import load
     from attnlab.weights.checkpoint import load_checkpoint
 
     loaded = load("shakespeare-char")

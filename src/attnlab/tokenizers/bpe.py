@@ -14,22 +14,10 @@ from collections.abc import Iterable, Sequence
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-_BYTE_LEVEL = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+from attnlab.tokenizers.byte_level import BYTE_OF, gpt2_pre_tokenizer
 
+_BYTE_LEVEL = gpt2_pre_tokenizer()
 
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte -> printable-character table, inverted (printable bytes map to themselves)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table: dict[str, int] = {chr(b): b for b in keep}
-    extra = 0
-    for b in range(256):
-        if b not in keep:
-            table[chr(256 + extra)] = b
-            extra += 1
-    return table
-
-
-_BYTES = _byte_decoder()
 
 
 def _split_special(text: str, specials: Sequence[str]) -> list[str]:
@@ -114,7 +102,7 @@ class BPETokenizer:
             piece = self._hf.id_to_token(int(i))
             if piece is None:
                 raise ValueError(f"token id {int(i)} is outside the vocabulary [0, {self.vocab_size})")
-            raw = bytes(_BYTES[ch] for ch in piece)
+            raw = bytes(BYTE_OF[ch] for ch in piece)
             out.append(raw.decode("utf-8", errors="backslashreplace"))
         return out
 

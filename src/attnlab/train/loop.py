@@ -30,11 +30,11 @@ import torch
 from torch import nn
 
 from attnlab.models import build_model, preset
+from attnlab.models.init import init_weights
 from attnlab.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 from attnlab.train import distributed
 from attnlab.train.config import RESUME_MAY_CHANGE, TrainConfig
 from attnlab.train.data import corpus_files, data_matches, files_fingerprint, iter_text, text_sha256
-from attnlab.train.init import init_weights
 from attnlab.train.schedule import WarmupCosine
 from attnlab.train.tasks import DEFAULT_PRESET, Batch, DataSpec, Task, make_task
 from attnlab.weights.checkpoint import (

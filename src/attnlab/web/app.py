@@ -41,6 +41,7 @@ from fastapi.routing import APIRoute
 from fastapi.utils import create_model_field
 from starlette.exceptions import HTTPException
 
+from attnlab import catalog as cat
 from attnlab.generate import GenerationError
 from attnlab.models import ConfigError, InputError
 from attnlab.web import content, diagram, experiments, finder, generation, payloads, timeline, tour, translation
@@ -49,7 +50,6 @@ from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError, PayloadError
 from attnlab.web.guard import Guard, require_json
 from attnlab.web.models import default_model, load_model, view_defaults
-from attnlab.weights import catalog as cat
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 16 * 1024
