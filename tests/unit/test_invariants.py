@@ -417,3 +417,20 @@ def test_explicit_position_ids_are_used_and_checked(family: str) -> None:
     for bad, message in ((following[:, :-1], "shape"), (following + 30, r"\[0, 32\)"), (following.float(), "integer")):
         with pytest.raises(InputError, match=message):
             run(position_ids=bad)
+
+
+def test_rotary_scores_are_made_of_the_rotated_queries_and_keys() -> None:
+    llama = next(c for c in CASES if c.name == "llama")
+    model = llama.model()
+    _, cache = run_with_cache(model, llama.ids())
+    q, k, rot_q, rot_k, recorded = (cache[hook_name("decoder", 1, f"attn.hook_{p}")]
+                                    for p in ("q", "k", "rot_q", "rot_k", "scores"))
+    groups = q.shape[1] // k.shape[1]
+    scores = rot_q @ rot_k.repeat_interleave(groups, dim=1).transpose(-2, -1) / q.shape[-1] ** 0.5
+    visible = ~torch.ones(SEQ, SEQ, dtype=torch.bool).triu(1)
+    torch.testing.assert_close(recorded[..., visible], scores[..., visible])
+    # A rotation: each (i, i + d/2) pair keeps its length, position 0 is not moved, later ones are.
+    half = q.shape[-1] // 2
+    torch.testing.assert_close(rot_q[..., :half] ** 2 + rot_q[..., half:] ** 2, q[..., :half] ** 2 + q[..., half:] ** 2)
+    torch.testing.assert_close(rot_k[:, :, 0], k[:, :, 0])
+    assert not torch.allclose(rot_k[:, :, 1:], k[:, :, 1:])
