@@ -434,3 +434,16 @@ def test_rotary_scores_are_made_of_the_rotated_queries_and_keys() -> None:
     torch.testing.assert_close(rot_q[..., :half] ** 2 + rot_q[..., half:] ** 2, q[..., :half] ** 2 + q[..., half:] ** 2)
     torch.testing.assert_close(rot_k[:, :, 0], k[:, :, 0])
     assert not torch.allclose(rot_k[:, :, 1:], k[:, :, 1:])
+
+
+@over([c for c in CASES if c.family == "decoder"])
+def test_under_a_kv_cache_keys_are_this_calls_and_weights_cover_the_cache(case: Case) -> None:
+    model = case.model()
+    ids = case.ids()
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(ids[:, :5], cache=cache)
+    _, rec = run_with_cache(model, ids[:, 5:6], cache=cache, names="decoder.blocks.0.attn.*")
+    heads, kv = case.config.n_heads, case.config.n_kv_heads or case.config.n_heads
+    assert rec["decoder.blocks.0.attn.hook_k"].shape[:3] == (BATCH, kv, 1)
+    assert rec["decoder.blocks.0.attn.hook_weights"].shape == (BATCH, heads, 1, 6)
