@@ -97,7 +97,7 @@ def test_export_cli_never_targets_its_source_or_a_run_or_a_foreign_folder(tmp_pa
     (thesis / "chapter1.tex").write_text("years of work")
     before = tree(tmp_path)
     for dest in (tmp_path / "src", tmp_path / "." / "src", thesis):
-        assert main(["export", str(tmp_path / "src"), str(dest)]) == 1
+        assert main(["export", str(tmp_path / "src"), str(dest)]) == 2
     assert tree(tmp_path) == before
     assert main(["export", str(tmp_path / "src"), str(tmp_path / "small")]) == 0
     assert main(["export", str(tmp_path / "src"), str(tmp_path / "small")]) == 0  # replacing an export is fine
@@ -111,7 +111,7 @@ def test_export_cli_refuses_a_checkpoint_with_training_state(tmp_path) -> None:
     save_checkpoint(tmp_path / "src", tiny(), TOK)
     save_checkpoint(tmp_path / "last", tiny(), TOK, TrainingState(info={"step": 3}))
     before = tree(tmp_path / "last")
-    assert main(["export", str(tmp_path / "src"), str(tmp_path / "last")]) == 1
+    assert main(["export", str(tmp_path / "src"), str(tmp_path / "last")]) == 2
     assert tree(tmp_path / "last") == before
 
 
