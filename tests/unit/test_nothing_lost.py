@@ -140,3 +140,25 @@ def test_huge_vocab_size_in_config_is_refused_before_allocation(tmp_path) -> Non
     assert done.stdout.startswith("REFUSED"), done.stdout
     assert "embed.token.weight: file (8, 16) vs model (10000000000, 16)" in done.stdout
     assert "checked before allocating" in done.stdout
+
+
+def test_bpe_training_reads_a_bounded_sample_in_bounded_pieces() -> None:
+    """Item 9: a corpus that is one endless line is read only up to the bound, in small pieces."""
+    from attnlab.tokenizers import BPETokenizer
+    from attnlab.tokenizers.bpe import bounded_pieces
+
+    read = []
+
+    def one_endless_line():
+        while True:
+            chunk = "lorem ipsum dolor sit amet " * 4000
+            read.append(len(chunk))
+            yield chunk
+
+    tok = BPETokenizer.train(one_endless_line(), vocab_size=300, max_chars=500_000)
+    assert sum(read) < 500_000 + 4000 * 27 and 256 < tok.vocab_size <= 300
+    line = "word " * 50_000 + "x" * 3000
+    pieces = list(bounded_pieces([line], max_chars=10**9, piece_chars=1000))
+    assert "".join(pieces) == line and max(len(p) for p in pieces) <= 1000
+    assert all(p.startswith(" ") for p in pieces[1:-3])  # cut before a space: the same words are counted
+    assert "".join(bounded_pieces([line, line], max_chars=12_345)) == line[:12_345]
