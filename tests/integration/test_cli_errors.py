@@ -146,3 +146,29 @@ def test_resume_from_the_command_line_keeps_the_run_options_and_refuses_changes(
     assert "lr: saved 0.002, now 0.001" in err and "seed: saved 1337, now 5" in err
     assert main(["train", "--data", str(tmp_path / "corpus.txt"), "--out", out, "--iters", "2", "--overwrite",
                  "--no-progress", "--eval-iters", "1", "--batch-size", "2"]) == 0
+
+
+def test_train_options_are_generated_from_train_config() -> None:
+    """Issue 15: each train option's default, help and range live once, on TrainConfig's fields."""
+    from dataclasses import MISSING, fields
+
+    import typer
+
+    from attnlab.cli import app
+    from attnlab.train.tasks import TASKS
+
+    command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    options = {p.name: p for p in command.params}
+    for f in fields(TrainConfig):
+        if not f.metadata["cli"]:
+            assert f.name not in options
+            continue
+        assert f.name in options, f.name
+        assert f.metadata["help"] in (options[f.name].help or ""), f.name
+        if f.default is not MISSING and f.name != "snapshots":
+            assert options[f.name].default == f.default, f.name
+        if f.type in ("int", "float", "int | None") and f.name != "snapshots":
+            assert f.metadata["range"] is not None, f"{f.name} has no allowed range"
+            assert f.metadata["range"].text() in options[f.name].help, f.name
+    assert set(options) - {f.name for f in fields(TrainConfig)} == {"ctx", "threads"} - {"ctx"}
+    assert set(TASKS) == set(fields(TrainConfig)[2].metadata["choices"])

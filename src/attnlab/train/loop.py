@@ -534,8 +534,8 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = png_path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    tmp = png_path.parent / f".{png_path.name}.tmp-{os.getpid()}"  # removed by the next run if left
+    fig.savefig(tmp, format="png")
     plt.close(fig)
     tmp.replace(png_path)
 
