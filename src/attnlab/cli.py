@@ -116,9 +116,13 @@ def _threads(default: int = 0, help: str = "torch threads (0: PyTorch's default)
     return _num(default, help, count(0, 1024))
 
 
-def _writable_file(path: str, what: str) -> None:
-    """Refuse, before any long work, an output file that cannot be written (usage error)."""
+def _writable_file(path: str, what: str, ours: Callable[[Path], bool]) -> None:
+    """Refuse, before any long work, an output file that cannot be written, or that exists and is not
+    one this command wrote before (``ours``): nothing attnlab writes replaces what it did not write."""
     out = Path(path)
+    if out.exists() and not out.is_dir() and not ours(out):
+        raise _usage(f"{what} {out} exists and was not written by this command; attnlab does not replace it "
+                     f"(choose a new file name)")
     if out.is_dir():
         raise _usage(f"{what} {out} is a folder; give a file name")
     if not out.parent.is_dir():
@@ -449,7 +453,7 @@ def bleu(
     import json
 
     if out:
-        _writable_file(out, "--out")  # before the whole BLEU run, not after
+        _writable_file(out, "--out", _is_bleu_report)  # before the whole BLEU run, not after
     import torch
 
     from attnlab.train.examples import read_pairs
@@ -467,8 +471,20 @@ def bleu(
                 for p, h in zip(pairs, report.hypotheses, strict=True)]
         payload = {"bleu": report.bleu, "copy_bleu": report.copy_bleu, "n_sentences": report.n_sentences,
                    "beam": beam, "signature": report.signature, "data": data, "translations": rows}
-        with open(out, "w", encoding="utf-8") as f:
+        tmp = Path(out).parent / f".{Path(out).name}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(payload, f, ensure_ascii=False, indent=1)
+        os.replace(tmp, out)
+
+
+def _is_bleu_report(path: Path) -> bool:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"bleu", "copy_bleu", "signature", "translations"} <= set(data)
 
 
 @_command()
@@ -484,6 +500,10 @@ def corpus(
     from attnlab.train.corpora import write_bible_tsv
 
     _writable_folder(out, "OUT")
+    present = [name for name in ("train.tsv", "valid.tsv", "test.tsv") if (Path(out) / name).exists()]
+    if present:
+        raise _usage(f"{out} already holds {', '.join(present)}; attnlab does not replace them (choose a new "
+                     f"folder or move them away)")
     counts = write_bible_tsv(out, source, target)
     typer.echo(", ".join(f"{split}.tsv {n:,} pairs" for split, n in counts.items()) + f" in {out}")
 

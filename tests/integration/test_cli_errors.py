@@ -32,6 +32,8 @@ def place(tmp_path):
     """A corpus, a file where a folder is expected, a checkpoint, a run without optimizer state."""
     (tmp_path / "corpus.txt").write_text("the cat sat on the mat.\n" * 50)
     (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "holds_tsv").mkdir()
+    (tmp_path / "holds_tsv" / "train.tsv").write_text("my own\tpairs\n")
     save_checkpoint(tmp_path / "ckpt", tiny(), TOK)
     saved = asdict(TrainConfig(data=str(tmp_path / "corpus.txt"), out=str(tmp_path / "noopt")))
     save_checkpoint(tmp_path / "noopt" / "last", tiny(), TOK, TrainingState(info={"step": 1, "train_config": saved}))
@@ -66,6 +68,8 @@ CASES = [
     ([*G[:2], "--checkpoint", "{p}/huge"], 1, "checked before allocating"),
     (["bleu", "--data", "{p}/corpus.txt", "--out", "{p}/missing/bleu.json"], 2, "missing does not exist"),
     (["bleu", "--data", "{p}/corpus.txt", "--out", "{p}"], 2, "is a folder"),
+    (["bleu", "--data", "{p}/corpus.txt", "--out", "{p}/corpus.txt"], 2, "corpus.txt exists and was not written"),
+    (["corpus", "{p}/holds_tsv"], 2, "already holds train.tsv"),
     (["serve", "--port", "99999"], 2, "'--port': must be an integer in [1, 65535], got 99999"),
     (["experiment", "positions", "--out", "{p}/file/x"], 2, "is a file, not a folder"),
     (["corpus", "{p}/file"], 2, "is a file, not a folder"),
