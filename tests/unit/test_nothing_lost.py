@@ -162,3 +162,16 @@ def test_bpe_training_reads_a_bounded_sample_in_bounded_pieces() -> None:
     assert "".join(pieces) == line and max(len(p) for p in pieces) <= 1000
     assert all(p.startswith(" ") for p in pieces[1:-3])  # cut before a space: the same words are counted
     assert "".join(bounded_pieces([line, line], max_chars=12_345)) == line[:12_345]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("n_layers", 10**9, "layers but the file holds only"),
+    ("max_len", 10**9, "max_len 1000000000 is above the limit"),
+    ("d_model", 1 << 20, "checked before allocating"),
+])
+def test_other_huge_sizes_are_refused_before_building(tmp_path, key, value, message) -> None:
+    save_checkpoint(tmp_path / "c", tiny(), TOK)
+    cfg = json.loads((tmp_path / "c" / "config.json").read_text())
+    (tmp_path / "c" / "config.json").write_text(json.dumps({**cfg, key: value, "head_dim": None}))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "c")
