@@ -53,7 +53,7 @@ TENSORS_FILE = "training/tensors.safetensors"
 MARKER_FILE = "attnlab-checkpoint.json"
 MARKER = {"format": "attnlab-checkpoint", "version": 1}
 _CHECKPOINT_FILES = {MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, STATE_FILE, TENSORS_FILE, MARKER_FILE, "training"}
-MAX_POSITIONS = 1 << 20  # position tables/rotary caches are built from max_len before any weight is read
+MAX_POSITIONS = 1 << 18  # position tables/rotary caches are built from max_len before any weight is read
 _TMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
 
 
