@@ -10,7 +10,9 @@ are the largest any model may use, and a value past the chosen model's own size 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from attnlab.web.models import MAX_CHARS, MAX_TOKENS
 
@@ -22,8 +24,21 @@ MAX_LAYER = 255  # the largest layer / head index a request may name (models are
 MAX_HEAD = 255
 MAX_STEP = 2**31 - 1
 MAX_TOP_K = 1_000_000
-MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes at most 64 bits
+# torch.Generator.manual_seed takes 64 bits, but a JSON number is exact only up to 2**53 - 1 (I-JSON, RFC
+# 7493; JavaScript); a larger bound is written in the schema as a float that rounds up past it.
+MAX_SEED = 2**53 - 1
 MAX_NAME = 100
+
+
+
+def _integral(value: object) -> object:
+    """JSON counts ``37.0`` as the integer 37 (JSON Schema's ``integer``); strict pydantic would not.
+    Booleans and strings stay what they are, and strict mode refuses them."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
+"""A request's integer: a JSON number with no fraction (``3`` or ``3.0``); never ``true`` or ``"3"``."""
 
 _TOKENS = (f"at most {MAX_CHARS} characters, and at most {MAX_TOKENS} tokens of the chosen model (fewer when "
            "its context is shorter); text the model's tokenizer cannot encode, or over its token limit, is a 422")
@@ -102,9 +117,9 @@ class AttentionResponse(BaseModel):
 
 
 class QKVRequest(TextRequest):
-    layer: int = Layer
-    head: int = Head
-    focus: int = Field(default=0, ge=0, le=MAX_TOKENS - 1, description="index of the query token; past the text's tokens: 422")
+    layer: Int = Layer
+    head: Int = Head
+    focus: Int = Field(default=0, ge=0, le=MAX_TOKENS - 1, description="index of the query token; past the text's tokens: 422")
 
 
 class QKVResponse(BaseModel):
@@ -129,7 +144,7 @@ class QKVResponse(BaseModel):
 
 class PartRequest(TextRequest):
     part: str = Field(max_length=MAX_NAME, description="a part of the diagram (GET /api/architecture); unknown: 422")
-    layer: int = Layer
+    layer: Int = Layer
 
 
 class TensorView(BaseModel):
@@ -185,11 +200,11 @@ class GenerateRequest(Request):
                        description="a decoder from GET /api/models (another family: 422; unknown: 404; not installed: 503)")
     text: str = Field(default="ROMEO:", min_length=1, max_length=MAX_CHARS,
                       description=_TOKENS + "; the prompt and the new tokens must fit in the model's context")
-    max_new_tokens: int = Field(default=12, ge=1, le=MAX_NEW_TOKENS)
+    max_new_tokens: Int = Field(default=12, ge=1, le=MAX_NEW_TOKENS)
     temperature: float = Field(default=1.0, ge=0.0, le=5.0, description="0 = greedy")
-    top_k: int = Field(default=0, ge=0, le=MAX_TOP_K, description="0 = off; more than the vocabulary: 422")
+    top_k: Int = Field(default=0, ge=0, le=MAX_TOP_K, description="0 = off; more than the vocabulary: 422")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    seed: Int = Field(default=0, ge=0, le=MAX_SEED, description="at most 2**53 - 1, the largest integer exact in JSON")
 
 
 class Candidate(BaseModel):
@@ -238,9 +253,9 @@ class TimelineResponse(BaseModel):
 class TimelineAttentionRequest(Request):
     model: str = Field(default="shakespeare-char", min_length=1, max_length=MAX_NAME,
                        description="a model with a timeline (GET /api/models: `timeline`); without one: 404")
-    step: int = Field(ge=0, le=MAX_STEP, description="a snapshot's training step (GET /api/timeline); another: 422")
-    layer: int = Layer
-    head: int = Head
+    step: Int = Field(ge=0, le=MAX_STEP, description="a snapshot's training step (GET /api/timeline); another: 422")
+    layer: Int = Layer
+    head: Int = Head
 
 
 class TimelineAttentionResponse(BaseModel):
@@ -362,8 +377,8 @@ class TranslateRequest(Request):
                        description="an encoder-decoder translator from GET /api/models (another family: 422)")
     text: str = Field(default="In the beginning God created the heaven and the earth.", min_length=1,
                       max_length=MAX_CHARS, description=_TOKENS)
-    beam_size: int = Field(default=1, ge=1, le=MAX_BEAM)
-    max_new_tokens: int = Field(default=MAX_TRANSLATION_TOKENS, ge=1, le=MAX_TRANSLATION_TOKENS)
+    beam_size: Int = Field(default=1, ge=1, le=MAX_BEAM)
+    max_new_tokens: Int = Field(default=MAX_TRANSLATION_TOKENS, ge=1, le=MAX_TRANSLATION_TOKENS)
 
 
 class TranslateResponse(BaseModel):
