@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_page_loads_without_console_errors(ui) -> None:
-    ui.open()
+    ui.open("#arch")
     assert ui.page.title().startswith("attnlab")
     assert ui.page.locator("#diagram [data-box]").count() >= 10
     ui.screenshot("walkthrough-start")

@@ -91,7 +91,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(corpus, monkeypatch) -> N
         if training:
             calls["n"] += 1
             if calls["n"] == 7:
-                return loss * math.nan
+                return loss._replace(total=loss.total * math.nan)  # Task.loss gives (sum, count)
         return loss
 
     monkeypatch.setattr(LanguageModelTask, "loss", nan_at_step_7)

@@ -62,7 +62,8 @@ def test_tiny_llama_loads_and_runs(tmp_path: Path) -> None:
     """The crafted file is valid, so the failures below come from the damage alone."""
     model, tokenizer, _ = load_llama_gguf(write_tiny_llama(tmp_path / "tiny.gguf"))
     assert model.config.n_kv_heads == KV_HEADS and model.config.tie_embeddings
-    assert tokenizer.encode("ab a<|im_end|>") == [2, 3, 0, 5]
+    assert tokenizer.encode("ab a<|im_end|>", allow_special=True) == [2, 3, 0, 5]
+    assert 4 not in tokenizer.encode("<|im_start|>ab") and 5 not in tokenizer.encode("ab a<|im_end|>")  # typed: text
     assert model(torch.tensor([[0, 1, 2]])).shape == (1, 3, len(TOKENS))
     assert model.config.max_len == 16
     capped, _, _ = load_llama_gguf(tmp_path / "tiny.gguf", max_len=4)

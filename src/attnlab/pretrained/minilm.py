@@ -77,7 +77,9 @@ def load_model(root: str | Path | None = None) -> tuple[EncoderModel, HFJsonToke
 
 def batch_encode(tokenizer: HFJsonTokenizer, texts: Sequence[str], max_tokens: int = MAX_TOKENS) -> tuple[Tensor, Tensor]:
     """Token ids and attention mask ``(n, longest)``, right-padded with [PAD] = 0 and truncated the
-    way sentence-transformers does (keep the first ``max_tokens - 1`` pieces, then [SEP])."""
+    way sentence-transformers does (keep the first ``max_tokens - 1`` pieces, then [SEP]). [CLS] and
+    [SEP] come from the post-processor, by id: a text that types ``[SEP]`` or ``[MASK]`` gets word
+    pieces for those characters."""
     rows = []
     for text in texts:
         ids = tokenizer.hf.encode(text).ids  # [CLS] ... [SEP], also for empty text

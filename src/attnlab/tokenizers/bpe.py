@@ -8,6 +8,7 @@ corpus (Sennrich et al. 2016) make frequent byte sequences single tokens.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 
 from tokenizers import Tokenizer as HFTokenizer
@@ -29,6 +30,14 @@ def _byte_decoder() -> dict[str, int]:
 
 
 _BYTES = _byte_decoder()
+
+
+def _split_special(text: str, specials: Sequence[str]) -> list[str]:
+    """``text`` cut before and after every occurrence of a special token (longest match first)."""
+    if not specials:
+        return [text]
+    pattern = "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True))
+    return [piece for piece in re.split(f"({pattern})", text) if piece]
 
 
 class BPETokenizer:
@@ -81,8 +90,15 @@ class BPETokenizer:
     def special_tokens(self) -> tuple[str, ...]:
         return tuple(t.content for _, t in sorted(self._hf.get_added_tokens_decoder().items()))
 
-    def encode(self, text: str) -> list[int]:
-        return self._hf.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+        """Text to ids, literally (a typed ``</s>`` is text); ``allow_special=True`` maps spelled
+        special tokens to their ids, for text the caller wrote itself."""
+        if not allow_special:
+            return self._hf.encode(text, add_special_tokens=False).ids
+        out: list[int] = []
+        for piece in _split_special(text, self.special_tokens):
+            out.extend([self._hf.token_to_id(piece)] if piece in self.special_tokens else self.encode(piece))
+        return out
 
     def decode(self, ids: list[int]) -> str:
         size = self.vocab_size

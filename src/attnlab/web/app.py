@@ -43,12 +43,12 @@ from starlette.exceptions import HTTPException
 
 from attnlab.generate import GenerationError
 from attnlab.models import ConfigError, InputError
-from attnlab.web import content, diagram, experiments, generation, payloads, timeline, translation
+from attnlab.web import content, diagram, experiments, finder, generation, payloads, timeline, tour, translation
 from attnlab.web import models as web_models
 from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError, PayloadError
 from attnlab.web.guard import Guard, require_json
-from attnlab.web.models import default_model, load_model
+from attnlab.web.models import default_model, load_model, view_defaults
 from attnlab.weights import catalog as cat
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -178,7 +178,7 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
                                source=i.source, licence=i.licence, available=i.available, install_hint=i.install_hint,
                                timeline=timeline.has_timeline(i.name), loaded=cat.is_loaded(i.name))
                 for i in cat.catalog()]
-        return s.ModelsResponse(models=rows, default=default, note=note)
+        return s.ModelsResponse(models=rows, default=default, note=note, views=view_defaults())
 
     @app.post("/api/models/{name}/load", responses=errors(404, 503))
     async def load(name: str, _body: s.EmptyRequest) -> s.ModelLoadResponse:
@@ -211,6 +211,14 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     @app.post("/api/attention", responses=errors(404, 503))
     async def attention(req: s.TextRequest) -> s.AttentionResponse:
         return await heavy(payloads.attention, req)
+
+    @app.get("/api/tour")
+    async def tour_steps() -> s.TourResponse:
+        return await anyio.to_thread.run_sync(tour.tour)
+
+    @app.post("/api/heads/rank", responses=errors(404, 503))
+    async def rank_heads(req: s.FinderRequest) -> s.FinderResponse:
+        return await heavy(finder.rank_heads, req)
 
     @app.post("/api/qkv", responses=errors(404, 503))
     async def qkv(req: s.QKVRequest) -> s.QKVResponse:

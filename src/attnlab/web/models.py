@@ -12,7 +12,6 @@ counted. A model unloaded mid-request finishes that request; the next one loads 
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnlab.inspect import ActivationCache, run_with_cache
+from attnlab.inspect import ActivationCache, hook_name, run_with_cache, stacks
 from attnlab.web.errors import ModelNotInstalledError, PayloadError, UnknownModelError
 from attnlab.weights import catalog as cat
 
@@ -120,15 +119,37 @@ def model_lock(name: str) -> Iterator[None]:
         yield
 
 
+# The models each kind of view prefers: word-level tokens, so a sentence reads as words (``make install``
+# installs all three). A character model is only a last resort.
+PREFERRED = {"encoder": "minilm", "generate": "smollm2", "translate": "translator"}
+_PREFERRED_FAMILY = {"encoder": "encoder", "generate": "decoder", "translate": "encoder-decoder"}
+
+
+def view_defaults() -> dict[str, str | None]:
+    """For each kind of view (``encoder``, ``generate``, ``translate``): its preferred model if installed,
+    else an available model of the same family that is not character-level, else any of that family."""
+    infos = [i for i in cat.catalog() if i.available]
+    out: dict[str, str | None] = {}
+    for kind, name in PREFERRED.items():
+        family = [i.name for i in infos if i.family == _PREFERRED_FAMILY[kind]]
+        words = [n for n in family if "char" not in n and not n.startswith("demo-")]
+        out[kind] = name if name in family else (words or family or [None])[0]
+    return out
+
+
 def default_model() -> tuple[str | None, str | None]:
-    """``shakespeare-char`` when available, else the first available model; with a note when falling back."""
+    """The encoder default of ``view_defaults`` (word-level ``minilm``), else the first available model;
+    with a one-line note when the page has to fall back (to a character model, say)."""
     infos = cat.catalog()
-    available = sorted((i.name for i in infos if i.available), key=lambda n: n.startswith("demo-"))  # real models first
-    if "shakespeare-char" in available:
-        return "shakespeare-char", None
+    available = sorted((i.name for i in infos if i.available), key=lambda n: (n.startswith("demo-"), "char" in n))
+    preferred = PREFERRED["encoder"]
+    if preferred in available:
+        return preferred, None
     if not available:
         return None, "no model is available; install one (see `attnlab models` or the README)"
-    return available[0], f"the bundled 'shakespeare-char' model is not available; showing {available[0]!r} instead"
+    kind = "a character-level model: every letter is a token" if "char" in available[0] else "a stand-in"
+    return available[0], (f"the word-level model {preferred!r} is not installed (`make install`), so the page shows "
+                          f"{available[0]!r}, {kind}")
 
 
 def max_tokens(loaded: cat.LoadedModel) -> int:
@@ -169,33 +190,22 @@ def forward(loaded: cat.LoadedModel, ids: list[int], names: object = None) -> tu
         return run_with_cache(loaded.model, *args, names=names)
 
 
-_BLOCK = re.compile(r"^(?P<prefix>(?:.*\.)?)blocks\.(?P<layer>\d+)\.attn\.hook_weights$")
-
-
 @dataclass(frozen=True)
 class StackInfo:
-    """Where a model's self-attention hooks live: name prefix (``""``, ``"encoder."``...) and depth."""
+    """The stack the attention views show (``"decoder"`` or ``"encoder"``), its depth, and whether it is causal."""
 
-    prefix: str
+    stack: str
     n_layers: int
     causal: bool
 
     def name(self, layer: int, point: str) -> str:
-        return f"{self.prefix}blocks.{layer}.{point}"
+        return hook_name(self.stack, layer, point)
 
 
-def self_attention_stack(cache: ActivationCache, family: str) -> StackInfo:
+def self_attention_stack(loaded: cat.LoadedModel) -> StackInfo:
     """The stack the attention views show: the only one, or the encoder of an encoder-decoder."""
-    prefixes: dict[str, int] = {}
-    for name in cache:
-        m = _BLOCK.match(name)
-        if m:
-            prefixes[m["prefix"]] = max(prefixes.get(m["prefix"], 0), int(m["layer"]) + 1)
-    if not prefixes:
-        raise PayloadError("this model recorded no attention weights")
-    if len(prefixes) == 1:
-        prefix = next(iter(prefixes))
-    else:
-        prefix = next((p for p in prefixes if "encoder" in p), sorted(prefixes)[0])
-    causal = family == "decoder" or "decoder" in prefix
-    return StackInfo(prefix, prefixes[prefix], causal)
+    found = stacks(loaded.model)
+    if not found:
+        raise PayloadError(f"model {loaded.name!r} has no attention stack")
+    stack = found[0]  # the encoder comes first; config.n_layers counts its blocks in every family
+    return StackInfo(stack, loaded.config.n_layers, causal=stack == "decoder")

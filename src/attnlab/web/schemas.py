@@ -90,6 +90,7 @@ class ModelsResponse(BaseModel):
     models: list[ModelSummary]
     default: str | None
     note: str | None = None
+    views: dict[str, str | None] = Field(default={}, description="the model each kind of view starts with: encoder, generate, translate")
 
 
 class TextRequest(Request):
@@ -106,7 +107,7 @@ class AttentionResponse(BaseModel):
     model: str
     family: str
     causal: bool
-    stack: str = Field(description="hook-name prefix of the stack shown ('' or 'encoder.')")
+    stack: str = Field(description="the stack shown, 'decoder' or 'encoder' (the first part of its hook names)")
     tokens: list[str]
     ids: list[int]
     n_layers: int
@@ -130,8 +131,8 @@ class QKVResponse(BaseModel):
     focus: int
     d_k: int
     sqrt_d_k: float
-    query: list[float] = Field(description="hook_q[focus]")
-    keys: list[list[float]] = Field(description="hook_k, one row per key token")
+    query: list[float] = Field(description="hook_q[focus] (hook_rot_q, after rotation, for rotary models)")
+    keys: list[list[float]] = Field(description="hook_k, one row per key token (hook_rot_k for rotary models)")
     values: list[list[float]] = Field(description="hook_v, one row per key token")
     dots: list[float] = Field(description="q . k for every key")
     scores: list[float | None] = Field(description="hook_scores: scaled and masked (null = masked out)")
@@ -396,3 +397,73 @@ class TranslateResponse(BaseModel):
         description="(layer, head, target, source): decoder cross_attn.hook_weights of a teacher-forced run over the translation")
     mean_weights: list[list[list[float]]] = Field(description="(layer, target, source): weights averaged over heads")
     hooks: list[str]
+
+
+# --- the guided tour and the head finder (web/tour.py, web/finder.py) ----------------------------------
+
+
+class TourPreset(BaseModel):
+    widget: str = Field(description="which live widget the step shows (see attnlab.web.tour.WIDGETS)")
+    model: str | None = None
+    text: str | None = None
+    layer: int | None = None
+    head: int | None = None
+    query: str | None = Field(default=None, description="the focus token, by its text (found in the tokenized sentence)")
+    key: str | None = Field(default=None, description="a key token, by its text")
+    part: str | None = None
+    variant: str | None = None
+    experiment: str | None = None
+    softmax: bool = False
+
+
+class TourStep(BaseModel):
+    n: int = Field(description="1-based step number (the page's #tour/N)")
+    slug: str
+    title: str
+    html: str
+    preset: TourPreset
+    note: str | None = Field(default=None, description="set when the preset's model is not installed and another stands in")
+    learn: str | None = Field(default=None, description="the explanation page of this step")
+    view: str | None = Field(default=None, description="the explore-freely view this step opens")
+
+
+class ToyAttention(BaseModel):
+    tokens: list[str]
+    query: int
+    d_k: int
+    q: list[float]
+    keys: list[list[float]]
+    values: list[list[float]]
+    dots: list[float]
+    scores: list[float] = Field(description="q . k / sqrt(d_k), recorded by attnlab.nn.attention's score hook")
+    weights: list[float]
+    output: list[float]
+
+
+class TourResponse(BaseModel):
+    steps: list[TourStep]
+    toy: ToyAttention
+
+
+class FinderRequest(TextRequest):
+    query: int = Field(ge=0, le=MAX_TOKENS - 1, description="index of the query token; past the text's tokens: 422")
+    key: int = Field(ge=0, le=MAX_TOKENS - 1, description="index of the key token; past the text's tokens: 422")
+
+
+class RankedHead(BaseModel):
+    layer: int
+    head: int
+    label: str = Field(description="'L{layer} H{head}', as in the layers x heads grid")
+    weight: float = Field(description="hook_weights[layer][head, query, key]")
+    others: float = Field(description="mean weight on the key from the other queries that can see it")
+    specificity: float = Field(description="weight - others: > 0 when this query singles the key out")
+    verdict: str
+
+
+class FinderResponse(BaseModel):
+    model: str
+    tokens: list[str]
+    query: int
+    key: int
+    causal: bool
+    heads: list[RankedHead] = Field(description="every head, highest weight first")

@@ -216,7 +216,10 @@ _PRE_TOKENIZERS = {
 
 
 def gguf_tokenizer(gf: GGUFFile) -> HFJsonTokenizer:
-    """The byte-level BPE tokenizer stored in the metadata (tokens, merges, token types)."""
+    """The byte-level BPE tokenizer stored in the metadata (tokens, merges, token types).
+
+    Control tokens (type 3, e.g. ``<|im_start|>``) are special: text that spells one encodes as
+    text unless the caller passes ``allow_special=True`` (``HFJsonTokenizer.encode``)."""
     kind = gf.get("tokenizer.ggml.model", required=True)
     if kind != "gpt2":
         raise GGUFError(f"{gf.path}: tokenizer model {kind!r} is not supported (only byte-level BPE, 'gpt2')")

@@ -1,11 +1,15 @@
 // Wiring: reads the controls and the URL hash, asks model.js for data, hands it to views.js.
 
-import { api, currentModel, DEFAULT_SENTENCE, formatHash, parseHash, state } from "./model.js";
+import { api, currentModel, DEFAULT_SENTENCE, defaultFocus, formatHash, parseHash, state } from "./model.js";
+import { drawStep } from "./tour.js";
 import * as V from "./views.js";
 
 const $ = (id) => document.getElementById(id);
 let layout = null;
-let view = "arch";
+let view = "tour";
+let tourData = null;
+let tourStep = 1;
+let viewDefaults = {};
 let timelineData = null;
 const tickets = {}; // per view: only the answer to the latest request is drawn
 
@@ -78,9 +82,36 @@ function modelLabel(m) {
   return `${m.name} (${m.family}${m.available ? "" : ", not installed"})`;
 }
 
-function setHash(arg) {
-  const next = formatHash(view, arg);
+function setHash(arg, params = null) {
+  const next = formatHash(view, arg, params);
   if (location.hash !== next) history.replaceState(null, "", next);
+}
+
+// A view's state in the URL (model, text, layer, head, query, key), so a link restores it. Selections
+// push a history entry, so Back returns to the previous head or token.
+function stateParams() {
+  return { model: state.model, text: state.text === DEFAULT_SENTENCE ? null : state.text, layer: state.layer, head: state.head,
+    query: state.focus, key: state.key };
+}
+
+function pushState() {
+  const next = formatHash(view, null, stateParams());
+  if (location.hash !== next) history.pushState(null, "", next);
+}
+
+// Read model/text/layer/head/query/key from the URL into the state; true when the model or text changed.
+function applyParams(params) {
+  let changed = false;
+  if (params.model && state.models.some((m) => m.name === params.model && m.available) && params.model !== state.model) {
+    state.model = params.model; $("model").value = params.model; changed = true;
+  }
+  if (params.text && params.text !== state.text) { state.text = params.text; $("sentence").value = params.text; changed = true; }
+  const int = (v) => (v === undefined || v === "" || !/^\d+$/.test(v) ? null : Number(v));
+  if (int(params.layer) !== null) state.layer = int(params.layer);
+  if (params.head === "mean") state.head = "mean"; else if (int(params.head) !== null) state.head = int(params.head);
+  if (int(params.query) !== null) state.focus = int(params.query);
+  state.key = int(params.key);
+  return changed;
 }
 
 // --- start-up ---------------------------------------------------------------------------------------
@@ -91,6 +122,7 @@ async function start() {
   layout = arch;
   state.models = models.models;
   state.model = models.default;
+  viewDefaults = models.views || {};
   for (const m of models.models) {
     const opt = V.el("option", { value: m.name, disabled: m.available ? null : "" }, $("model"), modelLabel(m));
     opt.title = m.available ? m.description : `Install: ${m.install_hint}`;
@@ -100,16 +132,20 @@ async function start() {
   $("model-note").textContent = models.note || "";
   document.querySelectorAll(".export").forEach(addExportButtons);
   wire();
+  if (!location.hash) history.replaceState(null, "", "#tour/1"); // the landing page is the guided tour
   await route();
   document.body.dataset.ready = "true";
 }
 
 function wire() {
-  $("input-form").addEventListener("submit", (e) => { e.preventDefault(); state.text = $("sentence").value; state.focus = 0; refresh(); });
-  $("model").addEventListener("change", () => { state.model = $("model").value; state.layer = 0; state.head = 0; state.focus = 0; refresh(); });
+  $("input-form").addEventListener("submit", (e) => { e.preventDefault(); state.text = $("sentence").value; state.focus = null; state.key = null; refresh(); });
+  $("model").addEventListener("change", () => { state.model = $("model").value; state.layer = 0; state.head = 0; state.focus = null; state.key = null; refresh(); });
+  $("finder-run").addEventListener("click", () => { state.focus = Number($("finder-query").value); state.key = Number($("finder-key").value); pushState(); guarded(runFinder); });
+  $("present").addEventListener("click", togglePresenter);
+  document.addEventListener("keydown", onKey);
   document.querySelectorAll("button.variant").forEach((b) => b.addEventListener("click", () => { state.variant = b.dataset.variant; drawArch(); }));
-  $("att-layer").addEventListener("change", () => { state.layer = Number($("att-layer").value); drawAttention(); });
-  $("att-head").addEventListener("change", () => { const v = $("att-head").value; state.head = v === "mean" ? "mean" : Number(v); drawAttention(); });
+  $("att-layer").addEventListener("change", () => { state.layer = Number($("att-layer").value); pushState(); drawAttention(); });
+  $("att-head").addEventListener("change", () => { const v = $("att-head").value; state.head = v === "mean" ? "mean" : Number(v); pushState(); drawAttention(); });
   $("gen-form").addEventListener("submit", (e) => { e.preventDefault(); guarded(runGeneration); });
   $("gen-step").addEventListener("input", () => { state.genStep = Number($("gen-step").value); drawGenStep(); });
   $("timeline-slider").addEventListener("input", () => { state.timelineIndex = Number($("timeline-slider").value); guarded(drawTimelineStep); });
@@ -124,12 +160,52 @@ function wire() {
   window.addEventListener("hashchange", () => route());
 }
 
+// Arrow keys move through the tour (anywhere but in a text field); P toggles presenter mode.
+function onKey(e) {
+  if (e.target.closest && e.target.closest("input, select, textarea") || e.altKey || e.ctrlKey || e.metaKey) return;
+  if (view === "tour" && tourData && (e.key === "ArrowRight" || e.key === "ArrowLeft")) {
+    const n = Math.min(tourData.steps.length, Math.max(1, tourStep + (e.key === "ArrowRight" ? 1 : -1)));
+    if (n !== tourStep) { e.preventDefault(); location.hash = `#tour/${n}`; }
+  } else if (e.key === "p" || e.key === "P") togglePresenter();
+  else if (e.key === "Escape" && document.body.classList.contains("presenter")) togglePresenter();
+}
+
+function togglePresenter() {
+  const on = document.body.classList.toggle("presenter");
+  $("present").setAttribute("aria-pressed", String(on));
+}
+
+// --- the guided tour ---------------------------------------------------------------------------------
+
+async function drawTour(arg) {
+  if (!tourData) tourData = await api.tour();
+  const n = Math.min(tourData.steps.length, Math.max(1, Number(arg) || 1));
+  tourStep = n;
+  if (String(n) !== arg) history.replaceState(null, "", `#tour/${n}`);
+  const current = ticket("tour");
+  const ctx = {
+    toy: tourData.toy, models: state.models, need: needModel,
+    track: (promise) => track("computing…", promise), go: (hash) => { location.hash = hash; },
+  };
+  const { widget, draw } = drawStep($("view-tour"), tourData, n, ctx);
+  widget.dataset.state = "loading";
+  try {
+    await draw();
+    if (current()) widget.dataset.state = "ready";
+  } catch (e) {
+    if (current()) { widget.dataset.state = "error"; throw e; }
+  }
+}
+
 async function route() {
-  const { view: v, arg } = parseHash(location.hash);
-  view = document.getElementById(`view-${v}`) ? v : "arch";
+  const { view: v, arg, params } = parseHash(location.hash);
+  view = document.getElementById(`view-${v}`) ? v : "tour";
+  document.body.dataset.view = view;
+  if (applyParams(params) && view !== "attention") delete state.payloads.attention;
   document.querySelectorAll(".view").forEach((s) => { s.hidden = s.id !== `view-${view}`; });
   document.querySelectorAll("#tabs a").forEach((a) => a.setAttribute("aria-current", a.dataset.view === view ? "page" : "false"));
-  if (view === "arch") { if (arg) state.part = arg; await guarded(drawArch); }
+  if (view === "tour") await guarded(() => drawTour(arg));
+  else if (view === "arch") { if (arg) state.part = arg; await guarded(drawArch); }
   else if (view === "learn") await guarded(() => drawLearn(arg));
   else if (view === "experiments") await guarded(() => drawExperiments(arg));
   else if (view === "translate") await guarded(startTranslation);
@@ -139,7 +215,7 @@ async function route() {
 async function refresh() {
   await guarded(async () => {
     if (view === "translate") return startTranslation();
-    if (view === "experiments" || view === "learn") return null;
+    if (view === "experiments" || view === "learn" || view === "tour") return null;
     if (!state.model) throw new Error("no model is available: install one (see the README)");
     if (view === "arch") return drawArch();
     if (view === "attention") return loadAttention();
@@ -216,9 +292,37 @@ async function loadAttention() {
   $("view-attention").dataset.sentence = text;
   state.payloads.attention = p;
   fillSelect($("att-layer"), p.n_layers, state.layer = Math.min(state.layer, p.n_layers - 1), "layer");
-  fillSelect($("att-head"), p.n_heads, state.head, "head", true);
-  state.focus = Math.min(state.focus, p.tokens.length - 1);
+  fillSelect($("att-head"), p.n_heads, state.head = state.head === "mean" ? "mean" : Math.min(state.head, p.n_heads - 1), "head", true);
+  state.focus = state.focus === null || state.focus >= p.tokens.length ? defaultFocus(p.tokens) : state.focus;
+  setHash(null, stateParams());
+  for (const id of ["finder-query", "finder-key"]) {
+    V.clear($(id));
+    p.tokens.forEach((t, i) => V.el("option", { value: i }, $(id), `${i}: ${t}`));
+  }
   drawAttention();
+  if (state.key !== null && state.key < p.tokens.length) await runFinder();
+  else { finder = null; V.clear($("finder-result")); drawGrid(); }
+}
+
+let finder = null; // the head finder's last answer (for the grid's outlines)
+
+async function runFinder() {
+  const p = state.payloads.attention;
+  if (!p) return;
+  const current = ticket("finder");
+  const f = await track("ranking every head…", api.rankHeads(p.model, $("view-attention").dataset.sentence, state.focus, state.key));
+  if (!current()) return;
+  finder = f;
+  state.payloads.finder = f;
+  V.headRanking($("finder-result"), f, { limit: 10, onPick: (l, h) => { state.layer = l; state.head = h; pushState(); drawAttention(); } });
+  drawAttention();
+}
+
+function drawGrid() {
+  const p = state.payloads.attention;
+  const highlight = Object.fromEntries((finder?.heads || []).slice(0, 3).map((h, i) => [`${h.layer},${h.head}`, i + 1]));
+  V.headGrid($("att-grid"), p, { layer: state.layer, head: state.head }, (l, h) => { state.layer = l; state.head = h; pushState(); drawAttention(); }, { highlight });
+  V.roleLegend($("role-legend"));
 }
 
 function fillSelect(select, n, value, what, withMean = false) {
@@ -240,11 +344,13 @@ function drawAttention() {
   const w = attentionMatrix(p);
   const role = state.head === "mean" ? null : p.roles[state.layer][state.head].role;
   $("att-focus-label").textContent = `focus: “${p.tokens[state.focus]}” (token ${state.focus})` + (role ? ` · role: ${role}` : "");
-  V.tokenLines($("att-lines"), p.tokens, w, state.focus, (i) => { state.focus = i; drawAttention(); });
-  V.heatmap($("att-heatmap"), w, { rows: p.tokens, cols: p.tokens, min: 0, cell: Math.max(8, Math.min(22, Math.floor(420 / p.tokens.length))),
-    masked: p.causal ? (i, j) => j > i : null });
+  $("finder-query").value = String(state.focus);
+  if (state.key !== null) $("finder-key").value = String(state.key);
+  V.tokenLines($("att-lines"), p.tokens, w, state.focus, (i) => { state.focus = i; pushState(); drawAttention(); });
+  V.heatmap($("att-heatmap"), w, { rows: p.tokens, cols: p.tokens, min: 0, cell: Math.max(12, Math.min(22, Math.floor(420 / p.tokens.length))),
+    masked: p.causal ? (i, j) => j > i : null, xLabel: "keys", yLabel: "queries" });
   V.weightsTable($("weights-table"), p.tokens, w[state.focus], { layer: state.layer, head: state.head, focus: state.focus });
-  V.headGrid($("att-grid"), p, { layer: state.layer, head: state.head }, (l, h) => { state.layer = l; state.head = h; drawAttention(); });
+  drawGrid();
 }
 
 // --- Q, K, V --------------------------------------------------------------------------------------------
@@ -253,12 +359,18 @@ async function drawQKV() {
   const head = state.head === "mean" ? 0 : state.head;
   const current = ticket("qkv");
   await needModel(state.model);
-  const p = await track("computing…", api.qkv(state.model, state.text, state.layer, head, state.focus));
+  let p = await track("computing…", api.qkv(state.model, state.text, state.layer, head, state.focus ?? 0));
+  if (state.focus === null || state.focus !== p.focus) { // no focus chosen yet: the sentence's meaningful default
+    state.focus = defaultFocus(p.tokens);
+    p = await track("computing…", api.qkv(state.model, state.text, state.layer, head, state.focus));
+  }
   if (!current()) return;
+  setHash(null, stateParams());
   state.payloads.qkv = p;
   $("qkv-title").textContent = `${p.model} · layer ${p.layer} · head ${p.head} · focus “${p.tokens[p.focus]}” (click a row to make it the query; layer and head are chosen in the Attention view)`;
   $("qkv-formula").innerHTML = FORMULA;
-  V.qkvSteps($("qkv-body"), p, (j) => { state.focus = j; guarded(drawQKV); });
+  V.qkvSteps($("qkv-body"), p, (j) => { state.focus = j; pushState(); guarded(drawQKV); });
+  V.softmaxSteps($("qkv-body"), p);
 }
 
 const FORMULA = `<math display="block"><mrow><mi>Attention</mi><mo>(</mo><mi>Q</mi><mo>,</mo><mi>K</mi><mo>,</mo><mi>V</mi><mo>)</mo><mo>=</mo>
@@ -300,9 +412,11 @@ async function drawOrder() {
 
 async function runGeneration() {
   const current = ticket("generate");
-  await needModel(state.model);
+  // Generation needs a decoder: the chosen model if it is one, else the word-level default (smollm2).
+  const model = currentModel()?.family === "decoder" ? state.model : (viewDefaults.generate || state.model);
+  await needModel(model);
   const p = await track("generating…", api.generate({
-    model: state.model, text: $("gen-prompt").value, max_new_tokens: Number($("gen-n").value),
+    model, text: $("gen-prompt").value, max_new_tokens: Number($("gen-n").value),
     temperature: Number($("gen-temp").value), top_k: Number($("gen-topk").value), top_p: Number($("gen-topp").value), seed: 0,
   }));
   if (!current()) return;

@@ -32,6 +32,8 @@ export const api = {
   timelineAttention: (model, step, layer, head) => call("/api/timeline/attention", { model, step, layer, head }),
   translate: (model, text, beam_size) => call("/api/translate", { model, text, beam_size }),
   experiments: () => call("/api/experiments"),
+  tour: () => call("/api/tour"),
+  rankHeads: (model, text, query, key) => call("/api/heads/rank", { model, text, query, key }),
 };
 
 export const DEFAULT_SENTENCE = "John gave the book to Sarah because she liked it.";
@@ -45,7 +47,8 @@ export const state = {
   part: null,
   layer: 0,
   head: 0, // a number, or "mean" for the average over heads
-  focus: 0,
+  focus: null, // null: defaultFocus of the sentence
+  key: null, // the head finder's key token (null: none chosen)
   genStep: 0,
   timelineIndex: 0,
   tlLayer: 0,
@@ -62,12 +65,34 @@ export function currentModel() {
   return state.models.find((m) => m.name === state.model) || null;
 }
 
-// The URL hash remembers the view and its selection: #arch/enc-attn, #learn/scaling, #attention.
+// The URL hash remembers the view, its selection and its state: #arch/enc-attn, #learn/scaling, #tour/3,
+// #attention?model=minilm&text=...&layer=5&head=3&query=8&key=6.
 export function parseHash(hash) {
-  const [view, arg] = hash.replace(/^#/, "").split("/");
-  return { view: view || "arch", arg: arg ? decodeURIComponent(arg) : null };
+  const [path, query = ""] = hash.replace(/^#/, "").split("?");
+  const [view, arg] = path.split("/");
+  const params = Object.fromEntries(new URLSearchParams(query));
+  return { view: view || "tour", arg: arg ? decodeURIComponent(arg) : null, params };
 }
 
-export function formatHash(view, arg) {
-  return arg ? `#${view}/${encodeURIComponent(arg)}` : `#${view}`;
+export function formatHash(view, arg, params = null) {
+  const base = arg ? `#${view}/${encodeURIComponent(arg)}` : `#${view}`;
+  const entries = Object.entries(params || {}).filter(([, v]) => v !== null && v !== undefined && v !== "");
+  return entries.length ? `${base}?${new URLSearchParams(entries).toString()}` : base;
+}
+
+// The index of the token spelled `word` (case and the tokenizers' space markers ignored), or null.
+export function findToken(tokens, word) {
+  if (word === null || word === undefined) return null;
+  const norm = (t) => String(t).replace(/^(Ġ|▁|##)/, "").trim().toLowerCase();
+  const i = tokens.findIndex((t) => norm(t) === norm(word));
+  return i < 0 ? null : i;
+}
+
+// The focus a view starts on: the default sentence's pronoun "she" when present, else the last token
+// (never token 0 of a causal model, whose only possible weight is 1 on itself).
+export function defaultFocus(tokens) {
+  const she = findToken(tokens, "she");
+  if (she !== null) return she;
+  const last = tokens.length - 1;
+  return last > 0 && /^\[SEP\]$|^<\/s>$/.test(tokens[last]) ? last - 1 : last;
 }
