@@ -32,7 +32,7 @@ from attnlab.web.app import create_app  # noqa: E402
 from attnlab.web.demo import register_demo_models  # noqa: E402
 
 SEED = 20261129
-MAX_EXAMPLES = 12  # per operation and phase; ~1,000 requests in all
+MAX_EXAMPLES = 10  # per operation and phase (~100 s on a busy 2-core machine)
 
 
 def _app():

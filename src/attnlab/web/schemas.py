@@ -10,9 +10,7 @@ are the largest any model may use, and a value past the chosen model's own size 
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from attnlab.web.models import MAX_CHARS, MAX_TOKENS
 
@@ -30,16 +28,6 @@ MAX_SEED = 2**53 - 1
 MAX_NAME = 100
 
 
-
-def _integral(value: object) -> object:
-    """JSON counts ``37.0`` as the integer 37 (JSON Schema's ``integer``); strict pydantic would not.
-    Booleans and strings stay what they are, and strict mode refuses them."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-Int = Annotated[int, BeforeValidator(_integral)]
-"""A request's integer: a JSON number with no fraction (``3`` or ``3.0``); never ``true`` or ``"3"``."""
-
 _TOKENS = (f"at most {MAX_CHARS} characters, and at most {MAX_TOKENS} tokens of the chosen model (fewer when "
            "its context is shorter); text the model's tokenizer cannot encode, or over its token limit, is a 422")
 Text = Field(default=DEFAULT_SENTENCE, min_length=1, max_length=MAX_CHARS, description=_TOKENS)
@@ -53,6 +41,16 @@ class Request(BaseModel):
     """Base of every request body: unknown keys are refused, and types are strict (no coercion)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_integers(cls, value: object, info: ValidationInfo) -> object:
+        """JSON counts ``37.0`` as the integer 37 (JSON Schema's ``integer``), strict pydantic would not:
+        an ``int`` field takes a number with no fraction. ``true`` and ``"3"`` are still refused."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and field.annotation is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
 
 
 class FieldError(BaseModel):
@@ -118,9 +116,9 @@ class AttentionResponse(BaseModel):
 
 
 class QKVRequest(TextRequest):
-    layer: Int = Layer
-    head: Int = Head
-    focus: Int = Field(default=0, ge=0, le=MAX_TOKENS - 1, description="index of the query token; past the text's tokens: 422")
+    layer: int = Layer
+    head: int = Head
+    focus: int = Field(default=0, ge=0, le=MAX_TOKENS - 1, description="index of the query token; past the text's tokens: 422")
 
 
 class QKVResponse(BaseModel):
@@ -145,7 +143,7 @@ class QKVResponse(BaseModel):
 
 class PartRequest(TextRequest):
     part: str = Field(max_length=MAX_NAME, description="a part of the diagram (GET /api/architecture); unknown: 422")
-    layer: Int = Layer
+    layer: int = Layer
 
 
 class TensorView(BaseModel):
@@ -201,11 +199,11 @@ class GenerateRequest(Request):
                        description="a decoder from GET /api/models (another family: 422; unknown: 404; not installed: 503)")
     text: str = Field(default="ROMEO:", min_length=1, max_length=MAX_CHARS,
                       description=_TOKENS + "; the prompt and the new tokens must fit in the model's context")
-    max_new_tokens: Int = Field(default=12, ge=1, le=MAX_NEW_TOKENS)
+    max_new_tokens: int = Field(default=12, ge=1, le=MAX_NEW_TOKENS)
     temperature: float = Field(default=1.0, ge=0.0, le=5.0, description="0 = greedy")
-    top_k: Int = Field(default=0, ge=0, le=MAX_TOP_K, description="0 = off; more than the vocabulary: 422")
+    top_k: int = Field(default=0, ge=0, le=MAX_TOP_K, description="0 = off; more than the vocabulary: 422")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: Int = Field(default=0, ge=0, le=MAX_SEED, description="at most 2**53 - 1, the largest integer exact in JSON")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="at most 2**53 - 1, the largest integer exact in JSON")
 
 
 class Candidate(BaseModel):
@@ -254,9 +252,9 @@ class TimelineResponse(BaseModel):
 class TimelineAttentionRequest(Request):
     model: str = Field(default="shakespeare-char", min_length=1, max_length=MAX_NAME,
                        description="a model with a timeline (GET /api/models: `timeline`); without one: 404")
-    step: Int = Field(ge=0, le=MAX_STEP, description="a snapshot's training step (GET /api/timeline); another: 422")
-    layer: Int = Layer
-    head: Int = Head
+    step: int = Field(ge=0, le=MAX_STEP, description="a snapshot's training step (GET /api/timeline); another: 422")
+    layer: int = Layer
+    head: int = Head
 
 
 class TimelineAttentionResponse(BaseModel):
@@ -378,8 +376,8 @@ class TranslateRequest(Request):
                        description="an encoder-decoder translator from GET /api/models (another family: 422)")
     text: str = Field(default="In the beginning God created the heaven and the earth.", min_length=1,
                       max_length=MAX_CHARS, description=_TOKENS)
-    beam_size: Int = Field(default=1, ge=1, le=MAX_BEAM)
-    max_new_tokens: Int = Field(default=MAX_TRANSLATION_TOKENS, ge=1, le=MAX_TRANSLATION_TOKENS)
+    beam_size: int = Field(default=1, ge=1, le=MAX_BEAM)
+    max_new_tokens: int = Field(default=MAX_TRANSLATION_TOKENS, ge=1, le=MAX_TRANSLATION_TOKENS)
 
 
 class TranslateResponse(BaseModel):
