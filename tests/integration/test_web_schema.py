@@ -21,15 +21,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import pytest
+import schemathesis  # a test-only dependency: the `dev` extra (pyproject.toml)
+from schemathesis.config import SchemathesisConfig
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-schemathesis = pytest.importorskip("schemathesis")  # the dev extra installs it (pyproject.toml)
-
-from schemathesis.config import SchemathesisConfig  # noqa: E402
-from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
-
-from attnlab.web.app import create_app  # noqa: E402
-from attnlab.web.demo import register_demo_models  # noqa: E402
+from attnlab.web.app import create_app
+from attnlab.web.demo import register_demo_models
 
 SEED = 20261129
 MAX_EXAMPLES = 10  # per operation and phase (~100 s on a busy 2-core machine)
