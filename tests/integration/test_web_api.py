@@ -247,7 +247,10 @@ def test_timeline_snapshots_curve_and_changing_attention(client: TestClient) -> 
     ("/api/timeline/attention", {"model": "demo-decoder", "step": 2**31}, 422, "step"),
     ("/api/generate", {"model": "demo-decoder", "text": "hi", "top_k": 10**7}, 422, "top_k"),
     ("/api/generate", {"model": "demo-decoder", "text": "hi", "max_new_tokens": 40}, 200, None),
-    ("/api/generate", {"model": "demo-decoder", "text": "hi", "seed": 2**64 - 1}, 200, None),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "seed": 2**53 - 1}, 200, None),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "seed": 2**53}, 422, "seed: Input should be less than"),
+    ("/api/qkv", {"model": "demo-encoder", "text": "hi", "head": 1.0}, 200, None),  # JSON's integer 1
+    ("/api/qkv", {"model": "demo-encoder", "text": "hi", "head": 1.5}, 422, "head"),
 ])
 def test_bad_input_is_a_4xx_that_names_the_problem(client: TestClient, route: str, body: dict, status: int, needle: str | None) -> None:
     r = client.post(route, json=body)

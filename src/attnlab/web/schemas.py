@@ -10,7 +10,7 @@ are the largest any model may use, and a value past the chosen model's own size 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from attnlab.web.models import MAX_CHARS, MAX_TOKENS
 
@@ -22,8 +22,11 @@ MAX_LAYER = 255  # the largest layer / head index a request may name (models are
 MAX_HEAD = 255
 MAX_STEP = 2**31 - 1
 MAX_TOP_K = 1_000_000
-MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes at most 64 bits
+# torch.Generator.manual_seed takes 64 bits, but a JSON number is exact only up to 2**53 - 1 (I-JSON, RFC
+# 7493; JavaScript); a larger bound is written in the schema as a float that rounds up past it.
+MAX_SEED = 2**53 - 1
 MAX_NAME = 100
+
 
 _TOKENS = (f"at most {MAX_CHARS} characters, and at most {MAX_TOKENS} tokens of the chosen model (fewer when "
            "its context is shorter); text the model's tokenizer cannot encode, or over its token limit, is a 422")
@@ -38,6 +41,16 @@ class Request(BaseModel):
     """Base of every request body: unknown keys are refused, and types are strict (no coercion)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_integers(cls, value: object, info: ValidationInfo) -> object:
+        """JSON counts ``37.0`` as the integer 37 (JSON Schema's ``integer``), strict pydantic would not:
+        an ``int`` field takes a number with no fraction. ``true`` and ``"3"`` are still refused."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and field.annotation is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
 
 
 class FieldError(BaseModel):
@@ -190,7 +203,7 @@ class GenerateRequest(Request):
     temperature: float = Field(default=1.0, ge=0.0, le=5.0, description="0 = greedy")
     top_k: int = Field(default=0, ge=0, le=MAX_TOP_K, description="0 = off; more than the vocabulary: 422")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="at most 2**53 - 1, the largest integer exact in JSON")
 
 
 class Candidate(BaseModel):
