@@ -401,3 +401,16 @@ class FinderResponse(BaseModel):
     key: int
     causal: bool
     heads: list[RankedHead] = Field(description="every head, highest weight first")
+
+
+class NextTokenRequest(Request):
+    model: str
+    text: str = Field(default="John gave the book to Sarah because she", max_length=MAX_CHARS)
+
+
+class NextTokenResponse(BaseModel):
+    model: str
+    prompt_tokens: list[str]
+    hook: str = Field(description="the hook the logits were read from")
+    logits: list[float] = Field(description="hook_logits at the last position, one per vocabulary entry")
+    labels: dict[str, str] = Field(description="token id -> label, for the highest logits")

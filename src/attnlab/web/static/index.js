@@ -1,6 +1,6 @@
 // Wiring: reads the controls and the URL hash, asks model.js for data, hands it to views.js.
 
-import { api, currentModel, DEFAULT_SENTENCE, defaultFocus, formatHash, parseHash, state } from "./model.js";
+import { api, currentModel, DEFAULT_SENTENCE, defaultFocus, formatHash, nextTokenCandidates, parseHash, state } from "./model.js";
 import { drawStep } from "./tour.js";
 import * as V from "./views.js";
 
@@ -147,6 +147,7 @@ function wire() {
   $("att-layer").addEventListener("change", () => { state.layer = Number($("att-layer").value); pushState(); drawAttention(); });
   $("att-head").addEventListener("change", () => { const v = $("att-head").value; state.head = v === "mean" ? "mean" : Number(v); pushState(); drawAttention(); });
   $("gen-form").addEventListener("submit", (e) => { e.preventDefault(); guarded(runGeneration); });
+  $("gen-prompt").addEventListener("input", () => { clearTimeout(promptTimer); promptTimer = setTimeout(() => guarded(loadNextToken), 600); });
   $("gen-step").addEventListener("input", () => { state.genStep = Number($("gen-step").value); drawGenStep(); });
   $("timeline-slider").addEventListener("input", () => { state.timelineIndex = Number($("timeline-slider").value); guarded(drawTimelineStep); });
   $("tl-layer").addEventListener("change", () => { state.tlLayer = Number($("tl-layer").value); guarded(drawTimelineStep); });
@@ -221,7 +222,7 @@ async function refresh() {
     if (view === "attention") return loadAttention();
     if (view === "qkv") return drawQKV();
     if (view === "order") return drawOrder();
-    if (view === "generate") return null;
+    if (view === "generate") return loadNextToken();
     if (view === "timeline") return loadTimeline();
     return null;
   });
@@ -410,17 +411,46 @@ async function drawOrder() {
 
 // --- generation -------------------------------------------------------------------------------------------
 
+const sampling = { temperature: 0.8, top_k: 0, top_p: 0.95 };
+let nextToken = null;
+let promptTimer = null;
+
+function generationModel() {
+  return currentModel()?.family === "decoder" ? state.model : (viewDefaults.generate || state.model);
+}
+
+// The prompt's next-token logits, fetched once; the sliders then redraw from them without a request.
+async function loadNextToken() {
+  if (!$("gen-sliders").firstChild) V.samplingSliders($("gen-sliders"), sampling, drawNextToken);
+  const model = generationModel();
+  const text = $("gen-prompt").value;
+  if (!text.trim()) return;
+  const current = ticket("next-token");
+  await needModel(model);
+  const data = await track("computing…", api.nextToken(model, text));
+  if (!current()) return;
+  nextToken = data;
+  $("gen-model").textContent = model === state.model ? `(${model})` : `(${model}: ${state.model} cannot write text, so this view uses a decoder)`;
+  drawNextToken();
+}
+
+function drawNextToken() {
+  if (!nextToken) return;
+  V.probabilityBars($("gen-next"), nextTokenCandidates(nextToken, sampling));
+}
+
 async function runGeneration() {
   const current = ticket("generate");
   // Generation needs a decoder: the chosen model if it is one, else the word-level default (smollm2).
-  const model = currentModel()?.family === "decoder" ? state.model : (viewDefaults.generate || state.model);
+  const model = generationModel();
   await needModel(model);
   const p = await track("generating…", api.generate({
     model, text: $("gen-prompt").value, max_new_tokens: Number($("gen-n").value),
-    temperature: Number($("gen-temp").value), top_k: Number($("gen-topk").value), top_p: Number($("gen-topp").value), seed: 0,
+    temperature: sampling.temperature, top_k: sampling.top_k, top_p: sampling.top_p, seed: 0,
   }));
   if (!current()) return;
   state.payloads.generate = p;
+  $("gen-result").hidden = false;
   $("gen-step").max = String(p.steps.length - 1);
   $("gen-step").value = "0";
   state.genStep = 0;

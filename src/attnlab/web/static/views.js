@@ -406,6 +406,21 @@ export function probabilityBars(svg, step) {
   });
 }
 
+// Three sliders (temperature, top-k, top-p) that call `onChange(settings)` on every move.
+export function samplingSliders(container, settings, onChange) {
+  const bar = el("div", { class: "toolbar sliders" }, container);
+  const specs = [["temperature", "Temperature", 0, 2, 0.05, (v) => (v === 0 ? "0 (greedy)" : v.toFixed(2))],
+    ["top_k", "Top-k", 0, 50, 1, (v) => (v === 0 ? "off" : String(v))],
+    ["top_p", "Top-p", 0.05, 1, 0.01, (v) => (v >= 1 ? "off" : v.toFixed(2))]];
+  for (const [key, label, min, max, step, show] of specs) {
+    const l = el("label", {}, bar, `${label} `);
+    const input = el("input", { type: "range", min, max, step, value: settings[key], "data-setting": key }, l);
+    const out = el("output", {}, l, show(settings[key]));
+    input.addEventListener("input", () => { settings[key] = Number(input.value); out.textContent = show(settings[key]); onChange(settings); });
+  }
+  return bar;
+}
+
 export function kvCache(svg, length, capacity) {
   clear(svg);
   const cell = 10, width = Math.max(340, capacity * (cell + 1) + 10);
