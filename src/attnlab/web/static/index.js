@@ -144,6 +144,8 @@ function wire() {
   $("present").addEventListener("click", togglePresenter);
   document.addEventListener("keydown", onKey);
   document.querySelectorAll("button.variant").forEach((b) => b.addEventListener("click", () => { state.variant = b.dataset.variant; drawArch(); }));
+  $("qkv-layer").addEventListener("change", () => { state.layer = Number($("qkv-layer").value); pushState(); guarded(drawQKV); });
+  $("qkv-head").addEventListener("change", () => { state.head = Number($("qkv-head").value); pushState(); guarded(drawQKV); });
   $("att-layer").addEventListener("change", () => { state.layer = Number($("att-layer").value); pushState(); drawAttention(); });
   $("att-head").addEventListener("change", () => { const v = $("att-head").value; state.head = v === "mean" ? "mean" : Number(v); pushState(); drawAttention(); });
   $("gen-form").addEventListener("submit", (e) => { e.preventDefault(); guarded(runGeneration); });
@@ -360,15 +362,24 @@ async function drawQKV() {
   const head = state.head === "mean" ? 0 : state.head;
   const current = ticket("qkv");
   await needModel(state.model);
-  let p = await track("computing…", api.qkv(state.model, state.text, state.layer, head, state.focus ?? 0));
+  // The layer and head pickers need the model's shape: from the attention payload of this sentence.
+  let att = state.payloads.attention;
+  if (!att || att.model !== state.model || $("view-attention").dataset.sentence !== state.text) {
+    att = await track("computing…", api.attention(state.model, state.text));
+    state.payloads.attention = att;
+    $("view-attention").dataset.sentence = state.text;
+  }
+  fillSelect($("qkv-layer"), att.n_layers, state.layer = Math.min(state.layer, att.n_layers - 1), "layer");
+  fillSelect($("qkv-head"), att.n_heads, Math.min(head, att.n_heads - 1), "head");
+  let p = await track("computing…", api.qkv(state.model, state.text, state.layer, Math.min(head, att.n_heads - 1), state.focus ?? 0));
   if (state.focus === null || state.focus !== p.focus) { // no focus chosen yet: the sentence's meaningful default
     state.focus = defaultFocus(p.tokens);
-    p = await track("computing…", api.qkv(state.model, state.text, state.layer, head, state.focus));
+    p = await track("computing…", api.qkv(state.model, state.text, state.layer, p.head, state.focus));
   }
   if (!current()) return;
   setHash(null, stateParams());
   state.payloads.qkv = p;
-  $("qkv-title").textContent = `${p.model} · layer ${p.layer} · head ${p.head} · focus “${p.tokens[p.focus]}” (click a row to make it the query; layer and head are chosen in the Attention view)`;
+  $("qkv-title").textContent = `${p.model} · layer ${p.layer} · head ${p.head} · focus “${p.tokens[p.focus]}” (click a row to make it the query)`;
   $("qkv-formula").innerHTML = FORMULA;
   V.qkvSteps($("qkv-body"), p, (j) => { state.focus = j; pushState(); guarded(drawQKV); });
   V.softmaxSteps($("qkv-body"), p);
@@ -384,28 +395,37 @@ async function drawOrder() {
   // The order experiment runs through an encoder: the chosen model if it is one, else the first available.
   const m = currentModel();
   const encoder = m && m.family === "encoder" ? m : state.models.find((x) => x.family === "encoder" && x.available);
-  await Promise.all([needModel(state.model), encoder ? needModel(encoder.name) : null]);
-  const [pos, att] = await track("computing…", Promise.all([api.positions(state.model), api.attention(state.model, state.text)]));
+  // The mask needs a causal model: the chosen one if it is a decoder, else the word-level decoder default.
+  const maskModel = m && m.family === "decoder" ? m.name : (viewDefaults.generate || state.model);
+  await Promise.all([needModel(state.model), encoder ? needModel(encoder.name) : null, needModel(maskModel)]);
+  const [pos, att, maskAtt] = await track("computing…", Promise.all([api.positions(state.model), api.attention(state.model, state.text),
+    maskModel === state.model ? null : api.attention(maskModel, state.text)]));
   if (!current()) return;
   state.payloads.order = { positions: pos, attention_layer: { layer: state.layer, weights: att.weights[state.layer] } };
-  V.heatmap($("pe-heatmap"), pos.table, { cell: 6, diverging: true, min: -1, max: 1, title: "PE(pos, dim)" });
-  const mean = att.mean_weights[0];
-  V.heatmap($("mask-triangle"), mean, { rows: att.tokens, cols: att.tokens, min: 0, cell: 12, masked: (i, j) => att.causal && j > i });
-  $("mask-note").textContent = att.causal ? `${att.model}, layer 0, average of heads: grey cells are masked (weight exactly 0).`
-    : `${att.model} attends without a causal mask (every token sees every token); pick a decoder model to see the triangle.`;
+  V.heatmap($("pe-heatmap"), pos.table, { cell: 6, cellH: 7, diverging: true, min: -1, max: 1, title: "PE(pos, dim)",
+    rows: pos.table.map((_, i) => String(i)), cols: pos.table[0].map((_, j) => String(j)), xLabel: "dimension", yLabel: "position" });
+  const ma = maskAtt || att;
+  V.heatmap($("mask-triangle"), ma.mean_weights[0], { rows: ma.tokens, cols: ma.tokens, min: 0, cell: 14, masked: (i, j) => ma.causal && j > i, xLabel: "keys", yLabel: "queries" });
+  $("mask-note").textContent = ma.causal ? `${ma.model}, layer 0, average of heads: grey cells are masked (weight exactly 0).`
+    : `${ma.model} attends without a causal mask (every token sees every token); pick a decoder model to see the triangle.`;
   const body = V.clear($("order-body"));
   $("order-note").textContent = pos.note || (pos.model ? `Model ${pos.model} (${pos.model_positions} positions). ` +
     "Each cell: distance between a final vector of the first sentence and one of the second. Without positions every token finds an exact twin (a zero in its row): the same set of vectors, just reordered." : "");
   for (const c of pos.comparisons) {
     const box = V.el("div", {}, body);
     V.el("h4", {}, box, `${c.positions ? "with" : "without"} positional information · largest nearest-match distance ${Math.max(...c.nearest).toExponential(2)}`);
-    V.heatmap(V.el("svg:svg", { "data-positions": String(c.positions) }, box), c.distances, { rows: pos.first_tokens, cols: pos.second_tokens, cell: 18 });
+    const same = Math.max(...c.nearest) < 1e-3;
+    V.el("p", { class: "verdict", "data-positions": String(c.positions) }, box, same
+      ? "Verdict: every token of the first order has an exact twin in the second: the encoder gives the same vectors for both orders, so it cannot tell them apart."
+      : "Verdict: the vectors differ between the two orders: with positions the encoder can tell “who did what to whom”.");
+    V.heatmap(V.el("svg:svg", { "data-positions": String(c.positions) }, box), c.distances, { rows: pos.first_tokens, cols: pos.second_tokens, cell: 18,
+      xLabel: "2nd order", yLabel: "1st order" });
   }
   const row = V.clear($("heads-row"));
   att.weights[state.layer].forEach((w, h) => {
     const cell = V.el("div", { class: "cell" }, row);
     V.el("span", {}, cell, `layer ${state.layer}, head ${h} ${att.roles[state.layer][h].role || ""}`);
-    V.heatmap(V.el("svg:svg", {}, cell), w, { min: 0, cell: Math.max(3, Math.min(10, Math.floor(160 / w.length))) });
+    V.heatmap(V.el("svg:svg", {}, cell), w, { min: 0, bar: false, cell: Math.max(3, Math.min(10, Math.floor(160 / w.length))) });
   });
 }
 
@@ -468,7 +488,7 @@ function drawGenStep() {
   V.probabilityBars($("gen-bars"), step);
   const last = step.attention[step.attention.length - 1];
   const keys = [...p.prompt_tokens, ...p.steps.map((s) => s.token)].slice(0, step.cache_length);
-  V.heatmap($("gen-attn"), last, { rows: last.map((_, h) => `head ${h}`), cols: keys, min: 0, cell: Math.max(6, Math.min(16, Math.floor(440 / keys.length))) });
+  V.heatmap($("gen-attn"), last, { rows: last.map((_, h) => `H${h}`), cols: keys, xLabel: "cached keys", yLabel: "heads", min: 0, cell: Math.max(6, Math.min(16, Math.floor(440 / keys.length))) });
   V.kvCache($("gen-cache"), step.cache_length, p.prompt_tokens.length + p.steps.length);
 }
 
@@ -483,7 +503,10 @@ async function loadTimeline() {
   const data = await track("reading the snapshots…", api.timeline(name));
   if (!current()) return;
   timelineData = data;
-  $("timeline-note").textContent = `${name}: the same sentence through the weights saved at each training step. “${timelineData.sentence}”`;
+  const lastSnap = timelineData.snapshots[timelineData.snapshots.length - 1]?.step ?? 0;
+  const lastCurve = Math.max(0, ...timelineData.curve.map((p) => p.step));
+  $("timeline-note").textContent = `${name}: the same sentence through the weights saved at each training step. “${timelineData.sentence}”` +
+    (lastCurve > lastSnap ? ` Weights were saved up to step ${lastSnap} only; the loss curve goes on to step ${lastCurve}.` : "");
   const slider = $("timeline-slider");
   slider.max = String(timelineData.snapshots.length - 1);
   state.timelineIndex = Math.min(state.timelineIndex, timelineData.snapshots.length - 1);
@@ -505,7 +528,8 @@ async function drawTimelineStep() {
   const svg = $("tl-heatmap");
   svg.dataset.step = String(snap.step);
   svg.dataset.model = p.model;
-  V.heatmap(svg, p.weights, { rows: p.tokens, cols: p.tokens, min: 0, cell: Math.max(6, Math.min(14, Math.floor(560 / p.tokens.length))), masked: (i, j) => j > i });
+  V.heatmap(svg, p.weights, { rows: p.tokens, cols: p.tokens, min: 0, cell: Math.max(6, Math.min(14, Math.floor(560 / p.tokens.length))), masked: (i, j) => j > i,
+    xLabel: "keys", yLabel: "queries" });
 }
 
 // --- translation: cross-attention as alignment ---------------------------------------------------------
@@ -573,7 +597,7 @@ function drawTranslation() {
   const svg = $("tr-lines");
   svg.dataset.layer = String(state.trLayer); svg.dataset.head = String(state.trHead);
   V.alignment(svg, p.source_tokens, p.target_tokens, w, state.trFocus, (i) => { state.trFocus = i; drawTranslation(); });
-  V.heatmap($("tr-heatmap"), w, { rows: p.target_tokens, cols: p.source_tokens, min: 0,
+  V.heatmap($("tr-heatmap"), w, { rows: p.target_tokens, cols: p.source_tokens, min: 0, xLabel: "source", yLabel: "target",
     cell: Math.max(8, Math.min(22, Math.floor(440 / Math.max(p.source_tokens.length, p.target_tokens.length)))) });
   V.weightsTable($("tr-table"), p.source_tokens, w[state.trFocus], { layer: state.trLayer, head: state.trHead, focus: state.trFocus });
 }
