@@ -630,6 +630,15 @@ async function drawLearn(slug) {
   const page = await api.content(slug || "why-attention");
   $("learn-page").innerHTML = page.html; // server-rendered from our Markdown; text is escaped there
   state.payloads.learn = page;
+  // Each page links to the tour step that teaches it and to its live view.
+  if (!tourData) tourData = await api.tour();
+  const step = tourData.steps.find((s) => s.learn === page.slug);
+  nav.querySelectorAll("a").forEach((a) => a.setAttribute("aria-current", a.dataset.slug === page.slug ? "page" : "false"));
+  if (step) {
+    const live = V.el("p", { class: "learn-live" }, $("learn-page"));
+    V.el("a", { href: `#tour/${step.n}` }, live, `See it live: tour step ${step.n}, “${step.title}”`);
+    if (step.view) { live.append(" · "); V.el("a", { href: `#${step.view}` }, live, "explore it freely"); }
+  }
 }
 
 // --- export ------------------------------------------------------------------------------------------------------
