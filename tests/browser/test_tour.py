@@ -82,6 +82,13 @@ def test_the_tour_is_the_landing_page_and_every_step_shows_the_models_numbers(ui
     page.goto(f"{ui.base}/#tour/4")
     _wait_step(page, 4)
     assert page.locator(".tour-progress .dot[aria-current=step]").get_attribute("href") == "#tour/4"
+    page.locator("body").press("p")  # presenter mode: chrome hidden, large type, arrows still move
+    assert page.locator("header").is_hidden() and page.locator("nav#tabs").is_hidden()
+    ui.screenshot("tour-presenter")
+    page.locator("body").press("ArrowRight")
+    _wait_step(page, 5)
+    page.locator("body").press("Escape")
+    assert page.locator("header").is_visible()
     assert ui.errors == []
 
 

@@ -87,6 +87,11 @@ function setHash(arg, params = null) {
   if (location.hash !== next) history.replaceState(null, "", next);
 }
 
+// Update the URL of view `v` only while it is the one shown (an answer may arrive after the user moved on).
+function setHashFor(v, params) {
+  if (view === v) setHash(null, params);
+}
+
 // A view's state in the URL (model, text, layer, head, query, key), so a link restores it. Selections
 // push a history entry, so Back returns to the previous head or token.
 function stateParams() {
@@ -163,6 +168,25 @@ function wire() {
   window.addEventListener("hashchange", () => route());
 }
 
+// The URL state of the views with their own inputs: the translator's sentence and focus, the timeline's
+// snapshot, layer and head, the generation prompt.
+function ownParams(v, params) {
+  const int = (x) => (x !== undefined && /^\d+$/.test(x) ? Number(x) : null);
+  if (v === "translate") {
+    if (params.text && params.text !== $("tr-text").value) { $("tr-text").value = params.text; delete state.payloads.translate; }
+    if (int(params.layer) !== null) state.trLayer = int(params.layer);
+    if (params.head === "mean" || int(params.head) !== null) state.trHead = params.head === "mean" ? "mean" : int(params.head);
+    if (int(params.query) !== null) state.trFocus = int(params.query);
+  } else if (v === "timeline") {
+    if (int(params.layer) !== null) state.tlLayer = int(params.layer);
+    if (int(params.head) !== null) state.tlHead = int(params.head);
+    if (int(params.step) !== null) state.tlStep = int(params.step);
+  } else if (v === "generate") {
+    if (params.text) $("gen-prompt").value = params.text;
+    if (params.model && state.models.some((m) => m.name === params.model && m.available)) { state.model = params.model; $("model").value = params.model; }
+  }
+}
+
 // Arrow keys move through the tour (anywhere but in a text field); P toggles presenter mode.
 function onKey(e) {
   if (e.target.closest && e.target.closest("input, select, textarea") || e.altKey || e.ctrlKey || e.metaKey) return;
@@ -204,7 +228,8 @@ async function route() {
   const { view: v, arg, params } = parseHash(location.hash);
   view = document.getElementById(`view-${v}`) ? v : "tour";
   document.body.dataset.view = view;
-  if (applyParams(params) && view !== "attention") delete state.payloads.attention;
+  if (["translate", "timeline", "generate"].includes(view)) ownParams(view, params);
+  else if (applyParams(params) && view !== "attention") delete state.payloads.attention;
   document.querySelectorAll(".view").forEach((s) => { s.hidden = s.id !== `view-${view}`; });
   document.querySelectorAll("#tabs a").forEach((a) => a.setAttribute("aria-current", a.dataset.view === view ? "page" : "false"));
   if (view === "tour") await guarded(() => drawTour(arg));
@@ -297,7 +322,7 @@ async function loadAttention() {
   fillSelect($("att-layer"), p.n_layers, state.layer = Math.min(state.layer, p.n_layers - 1), "layer");
   fillSelect($("att-head"), p.n_heads, state.head = state.head === "mean" ? "mean" : Math.min(state.head, p.n_heads - 1), "head", true);
   state.focus = state.focus === null || state.focus >= p.tokens.length ? defaultFocus(p.tokens) : state.focus;
-  setHash(null, stateParams());
+  setHashFor("attention", stateParams());
   for (const id of ["finder-query", "finder-key"]) {
     V.clear($(id));
     p.tokens.forEach((t, i) => V.el("option", { value: i }, $(id), `${i}: ${t}`));
@@ -377,7 +402,7 @@ async function drawQKV() {
     p = await track("computing…", api.qkv(state.model, state.text, state.layer, p.head, state.focus));
   }
   if (!current()) return;
-  setHash(null, stateParams());
+  setHashFor("qkv", stateParams());
   state.payloads.qkv = p;
   $("qkv-title").textContent = `${p.model} · layer ${p.layer} · head ${p.head} · focus “${p.tokens[p.focus]}” (click a row to make it the query)`;
   $("qkv-formula").innerHTML = FORMULA;
@@ -450,6 +475,7 @@ async function loadNextToken() {
   const data = await track("computing…", api.nextToken(model, text));
   if (!current()) return;
   nextToken = data;
+  setHashFor("generate", { model, text });
   $("gen-model").textContent = model === state.model ? `(${model})` : `(${model}: ${state.model} cannot write text, so this view uses a decoder)`;
   drawNextToken();
 }
@@ -509,7 +535,8 @@ async function loadTimeline() {
     (lastCurve > lastSnap ? ` Weights were saved up to step ${lastSnap} only; the loss curve goes on to step ${lastCurve}.` : "");
   const slider = $("timeline-slider");
   slider.max = String(timelineData.snapshots.length - 1);
-  state.timelineIndex = Math.min(state.timelineIndex, timelineData.snapshots.length - 1);
+  const fromUrl = state.tlStep === undefined ? -1 : timelineData.snapshots.findIndex((s) => s.step === state.tlStep);
+  state.timelineIndex = fromUrl >= 0 ? fromUrl : Math.min(state.timelineIndex, timelineData.snapshots.length - 1);
   slider.value = String(state.timelineIndex);
   fillSelect($("tl-layer"), timelineData.n_layers, state.tlLayer, "layer");
   fillSelect($("tl-head"), timelineData.n_heads, state.tlHead, "head");
@@ -523,6 +550,8 @@ async function drawTimelineStep() {
   const p = await track("computing…", api.timelineAttention(timelineData.model, snap.step, state.tlLayer, state.tlHead));
   if (!current()) return;
   state.payloads.timeline = { timeline: timelineData, attention: p };
+  state.tlStep = snap.step;
+  setHashFor("timeline", { layer: state.tlLayer, head: state.tlHead, step: snap.step });
   $("timeline-step").textContent = `step ${snap.step}` + (snap.loss !== null ? ` · loss ${snap.loss.toFixed(3)}` : "") + (p.role.role ? ` · role: ${p.role.role}` : "");
   V.lossCurve($("loss-curve"), timelineData.curve, snap.step);
   const svg = $("tl-heatmap");
@@ -593,6 +622,7 @@ function drawTranslation() {
   const out = V.clear($("tr-output"));
   V.el("span", {}, out, p.text || "(empty translation)");
   V.el("span", { class: "prompt" }, out, `   ${p.model}, ${p.beam_size === 1 ? "greedy" : `beam ${p.beam_size}`}, log-probability ${p.logprob.toFixed(2)}`);
+  setHashFor("translate", { text: $("view-translate").dataset.sentence, layer: state.trLayer, head: state.trHead, query: state.trFocus });
   $("tr-focus-label").textContent = `target token ${state.trFocus}: “${p.target_tokens[state.trFocus]}”`;
   const svg = $("tr-lines");
   svg.dataset.layer = String(state.trLayer); svg.dataset.head = String(state.trHead);

@@ -96,7 +96,7 @@ export const labelStride = (cell, need = 13) => Math.max(1, Math.ceil(need / cel
 // `clip` (a quantile such as 0.99) bounds the colour scale so one outlier cannot wash the map out;
 // the bar then says so. `masked(i, j)` greys out cells.
 export function heatmap(svg, matrix, { rows = [], cols = [], cell = 18, diverging = false, min, max, masked = null, title = "",
-  xLabel = "", yLabel = "", clip = null, bar = true, cellH = null } = {}) {
+  xLabel = "", yLabel = "", clip = null, bar = true, cellH = null, hover = true } = {}) {
   const ch = cellH ?? cell;
   clear(svg);
   const nr = matrix.length, nc = nr ? matrix[0].length : 0;
@@ -137,7 +137,7 @@ export function heatmap(svg, matrix, { rows = [], cols = [], cell = 18, divergin
     const isMasked = masked ? masked(i, j) : false;
     const r = el("svg:rect", { x: left + j * cell, y: top + i * ch, width: Math.max(1, cell - 1), height: Math.max(1, ch - 1),
       fill: isMasked ? "#c9ced8" : colour(v, { min: lo, max: hi, diverging }), "data-i": i, "data-j": j }, svg);
-    el("svg:title", {}, r, `${rows[i] ?? i} → ${cols[j] ?? j}: ${isMasked ? "masked" : fmt(v)}`);
+    if (hover) el("svg:title", {}, r, `${rows[i] ?? i} → ${cols[j] ?? j}: ${isMasked ? "masked" : fmt(v)}`);
   }));
   if (barW) colourBar(svg, left + nc * cell + 12, top, { lo, hi, diverging, clipped });
   return svg;
@@ -226,7 +226,7 @@ export function headGrid(container, payload, selected, onPick, { highlight = {},
       const cell = el("div", { class: "cell" + (rank ? " top" : ""), role: "button", tabindex: 0, "data-layer": l, "data-head": h,
         "data-rank": rank ?? null, "aria-pressed": String(selected.layer === l && selected.head === h),
         "aria-label": `layer ${l} head ${h}${role ? `, role ${role}` : ""}`, title: `L${l} H${h}${role ? ` · ${role}` : ""}\n${roleTitle(payload.roles[l][h])}` }, container);
-      heatmap(el("svg:svg", {}, cell), w, { cell: px, min: 0, bar: false });
+      heatmap(el("svg:svg", {}, cell), w, { cell: px, min: 0, bar: false, hover: false }); // the cell's own title names it
       el("span", { class: "role" }, cell, rank ? `#${rank}` : (role ? ROLE_ABBR[role] || role : ""));
       cell.addEventListener("click", () => onPick(l, h));
       cell.addEventListener("keydown", (e) => { if (e.key === "Enter") onPick(l, h); });
