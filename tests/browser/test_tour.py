@@ -150,6 +150,18 @@ def test_a_deep_link_restores_the_same_numbers(ui) -> None:
     page.go_back()  # back to about:blank, forward again: the same state
     page.go_forward()
     page.wait_for_selector('#weights-table[data-layer="1"][data-head="2"][data-focus="3"]', state="attached")
+    # Q·K·V keeps the selection and shows the same weights (the same hook), also when restored from its URL.
+    page.click("#tabs a[data-view=qkv]")
+    page.wait_for_selector("#qkv-table tbody tr.focus[data-token='3']")
+    qkv = page.locator("#qkv-table td[data-value]").evaluate_all("cs => cs.map(c => c.dataset.value)")
+    assert [float(v) for v in qkv] == [float(v) for v in clicked]
+    assert page.input_value("#qkv-layer") == "1" and page.input_value("#qkv-head") == "2"
+    url = page.url
+    assert url.split("#")[1].startswith("qkv?")
+    page.goto("about:blank")
+    page.goto(url)
+    page.wait_for_selector("#qkv-table tbody tr.focus[data-token='3']")
+    assert page.locator("#qkv-table td[data-value]").evaluate_all("cs => cs.map(c => c.dataset.value)") == qkv
     assert ui.errors == []
 
 

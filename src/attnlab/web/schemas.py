@@ -231,6 +231,7 @@ class Box(BaseModel):
     h: float
     kind: str
     changed: str | None = None
+    formula: str | None = Field(default=None, description="what the part computes (shown on hover)")
 
 
 class Arrow(BaseModel):

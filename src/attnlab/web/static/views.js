@@ -73,7 +73,7 @@ export function drawDiagram(svg, layout, variant, selected, onSelect) {
       "stroke-width": b.id === selected || b.changed ? 2.5 : 1.2 }, g);
     el("svg:text", { x: b.x + b.w / 2, y: b.y + b.h / 2 + 5, "text-anchor": "middle", "font-size": 13, fill: "#1d2330" }, g, b.label);
     if (b.changed) el("svg:circle", { cx: b.x + b.w - 6, cy: b.y + 6, r: 4, fill: "#d0641c" }, g);
-    el("svg:title", {}, g, b.changed ? `${b.label}: ${b.changed}` : b.label);
+    el("svg:title", {}, g, [b.label, b.formula, b.changed && `In this family: ${b.changed}`, "Click for the explanation and live values"].filter(Boolean).join("\n"));
     g.addEventListener("click", () => onSelect(b));
     g.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); onSelect(b); } });
   }
