@@ -305,7 +305,8 @@ def test_minilm_attention_payload_equals_run_with_cache(client: TestClient) -> N
 def test_bundled_shakespeare_timeline_and_generation(client: TestClient) -> None:
     names = {i.name: i for i in cat.catalog()}
     assert names["shakespeare-char"].available, "the bundled 'shakespeare-char' model is missing from the package"
-    assert client.get("/api/models").json()["default"] == "shakespeare-char"
+    models = client.get("/api/models").json()  # the character model is never the default while a word-level one exists
+    assert models["default"] != "shakespeare-char" or not any(m["available"] and "char" not in m["name"] for m in models["models"])
     body = client.get("/api/timeline").json()
     steps = [s["step"] for s in body["snapshots"]]
     assert len(steps) >= 2 and body["curve"]
