@@ -189,6 +189,7 @@ def generate(
         1, help="torch threads (0: PyTorch's default). Eager steps gain little from more; --compile steps read the "
                 "weights faster with more (2 threads: ~1.5x one). On a busy machine spinning threads can make "
                 "either several times slower."),
+    quantize: str = typer.Option("", help="Weight-only int8 | int4 quantization (attnlab.quantize); inference only."),
 ) -> None:
     """Continue a prompt, printing tokens as they are produced."""
     import sys
@@ -202,6 +203,10 @@ def generate(
 
     with _errors_to_exit():
         lm, tokenizer = _load_for_cli(model, checkpoint, "decoder", "a decoder-only language model")
+        if quantize:
+            from attnlab.quantize import quantize as quantize_model
+
+            lm = quantize_model(lm, quantize)  # type: ignore[arg-type]
         sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
         steps = []
         tokenizer.encode(prompt)  # an unknown character is reported before anything is printed
