@@ -247,9 +247,9 @@ def quantize(
 ) -> nn.Module:
     """``model`` with every ``nn.Linear`` replaced by a ``QuantizedLinear`` (see the module docstring).
 
-    ``output_scheme`` is the scheme of the output layer (``lm_head``). Returns a copy unless ``inplace``; the result is in eval mode, its remaining parameters have
-    ``requires_grad=False``, ``train()`` raises ``QuantizationError``, and ``model.quant_path`` names
-    the paths its layers took (``"int8-kernel"``, ``"int4-dequantize"``, or ``"mixed: ..."``).
+    ``output_scheme`` is the scheme of the output layer (``lm_head``). Returns a copy unless ``inplace``;
+    the result is in eval mode, its remaining parameters have ``requires_grad=False``, ``train()`` raises
+    ``QuantizationError``, and ``model.quant_path`` names the paths its layers took (``"int8-kernel"``, ``"int4-dequantize"``, or ``"mixed: ..."``).
     A tied output layer (``lm_head.weight is embed.token.weight``) gets its own quantized copy; the
     embedding stays float (a lookup reads one row). Raises ``QuantizationError`` for an unknown
     scheme or path, a model without linear layers, or (int4) an ``in_features`` the groups do not divide.
