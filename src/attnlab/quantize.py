@@ -13,16 +13,19 @@ float32 model stays as it was).
 
 Schemes (``W`` is a layer's ``(out_features, in_features)`` float weight):
 
-* ``int8``: per output channel, symmetric. ``scale[o] = max|W[o, :]| / 127``,
-  ``q = round(W / scale)`` in ``[-127, 127]`` (int8), ``W ~= q * scale``.
+* ``int8``: symmetric, per output channel (``group_size=0``, the default; the layout of PyTorch's
+  int8 kernel): ``scale[o] = max|W[o, :]| / 127``, ``q = round(W / scale)`` in ``[-127, 127]``
+  (int8), ``W ~= q * scale``; or per group of ``group_size`` inputs (``scale`` per group, the layout
+  of GGUF's Q8_0; no kernel, so always the dequantize path).
 * ``int4``: per group of ``group_size`` consecutive inputs of one output channel (default 32, the
   block of GGUF's Q4_0/Q4_1), asymmetric (min/max): ``scale = (max - min) / 15``,
   ``q = round((W - min) / scale)`` in ``[0, 15]``, ``W ~= q * scale + min``. ``in_features`` must be
   a multiple of ``group_size``. On weights that came from a Q4_1 file (SmolLM2's) the groups and the
   grid are the file's own, so the 4-bit values are recovered exactly.
-* The output layer (a module named ``lm_head``) takes ``output_scheme``, by default ``int8`` for both:
-  the logits decide every token, and 4 bits there changes greedy choices (llama.cpp's 4-bit files
-  likewise keep it at 6-8 bits). It is ~1/5 of SmolLM2's weights.
+* The output layer (a module named ``lm_head``) takes ``output_scheme`` / ``output_group_size``, by
+  default ``int8`` in groups of 32 for both schemes: the logits decide every token, and 4 bits (or
+  one scale per row) there changes greedy choices (llama.cpp's 4-bit files likewise keep it at 6-8
+  bits, SmolLM2's as Q8_0, which this layout recovers exactly). It is ~1/5 of SmolLM2's weights.
 
 How the product is computed (``QuantizedLinear.quant_path``; the model's ``quant_path`` names the
 paths its layers use, never silently float32 weights):
@@ -63,6 +66,7 @@ Path = Literal["auto", "kernel", "dequantize"]
 SCHEMES = ("int8", "int4")
 PATHS = ("auto", "kernel", "dequantize")
 INT4_GROUP_SIZE = 32
+OUTPUT_GROUP_SIZE = 32
 
 
 class QuantizationError(ValueError):
@@ -75,12 +79,18 @@ TRAINING_REFUSED = (
 )
 
 
-def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
-    """``(out, in)`` float weight -> ``(q int8 (out, in), scale float32 (out,))``; ``W ~= q * scale[:, None]``."""
-    w = weight.detach().float()
-    scale = (w.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
-    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
-    return q, scale
+def quantize_int8(weight: Tensor, group_size: int = 0) -> tuple[Tensor, Tensor]:
+    """``(out, in)`` float weight -> ``(q int8 (out, in), scale float32)``: ``scale`` is ``(out,)`` per channel
+    (``group_size=0``, ``W ~= q * scale[:, None]``) or ``(out, in/g)`` per group of ``group_size`` inputs.
+    Raises ``QuantizationError`` when ``in`` is not a multiple of ``group_size``."""
+    out_f, in_f = weight.shape
+    g = group_size or in_f
+    if group_size < 0 or in_f % g:
+        raise QuantizationError(f"int8 needs in_features ({in_f}) to be a multiple of group_size ({group_size})")
+    w = weight.detach().float().reshape(out_f, in_f // g, g)
+    scale = (w.abs().amax(dim=-1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
+    q = torch.round(w / scale[..., None]).clamp(-127, 127).to(torch.int8).reshape(out_f, in_f)
+    return q, (scale[:, 0] if group_size == 0 else scale)
 
 
 def quantize_int4(weight: Tensor, group_size: int = INT4_GROUP_SIZE) -> tuple[Tensor, Tensor, Tensor]:
@@ -110,8 +120,9 @@ def _unpack_nibbles(packed: Tensor) -> Tensor:
 class QuantizedLinear(nn.Module):
     """``nn.Linear`` with int8 or int4 weights, for inference: ``(..., in) -> (..., out)`` in the input's dtype.
 
-    Build one with ``QuantizedLinear.from_linear(linear, scheme, group_size=32, path="auto")``.
-    Buffers (no parameters): ``int8``: ``qweight`` int8 ``(out, in)``, ``scale`` float32 ``(out,)``;
+    Build one with ``QuantizedLinear.from_linear(linear, scheme, group_size=..., path="auto")``.
+    Buffers (no parameters): ``int8``: ``qweight`` int8 ``(out, in)``, ``scale`` float32 ``(out,)`` (or
+    ``(out, in/g)`` with groups);
     ``int4``, kernel path: ``qweight`` uint8 in the kernel's packed layout ``(out, in/2)`` and
     ``scales_and_zeros`` ``(in/g, out, 2)``; ``int4``, dequantize path: ``qweight`` uint8 ``(out, in/2)``
     (two 4-bit values a byte), ``scale`` and ``minimum`` ``(out, in/g)``; ``bias`` float ``(out,)`` or None.
@@ -126,7 +137,7 @@ class QuantizedLinear(nn.Module):
 
     @classmethod
     def from_linear(
-        cls, linear: nn.Linear, scheme: Scheme, *, group_size: int = INT4_GROUP_SIZE, path: Path = "auto"
+        cls, linear: nn.Linear, scheme: Scheme, *, group_size: int | None = None, path: Path = "auto"
     ) -> QuantizedLinear:
         """Quantize one layer (its weight is read, not changed). Raises ``QuantizationError`` for an
         unknown scheme or path, an int4 shape the groups do not divide, or ``path="kernel"`` where
@@ -135,16 +146,19 @@ class QuantizedLinear(nn.Module):
             raise QuantizationError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
         if path not in PATHS:
             raise QuantizationError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
+        if group_size is None:
+            group_size = 0 if scheme == "int8" else INT4_GROUP_SIZE
         weight = linear.weight.detach()
         out_f, in_f = weight.shape
         use_kernel = path != "dequantize" and kernel_available(scheme, weight.device, group_size)
+        if scheme == "int4" and use_kernel and out_f % 16:  # the packed layout tiles output channels
+            use_kernel = False
         if path == "kernel" and not use_kernel:
             raise QuantizationError(f"the {scheme} kernel does not run on {weight.device} in torch {torch.__version__}"
-                                    " (or not for this group size); use path='dequantize' or 'auto'")
-        layer = cls(in_f, out_f, scheme, group_size if scheme == "int4" else 0,
-                    f"{scheme}-{'kernel' if use_kernel else 'dequantize'}")
+                                    f" for group_size={group_size}; use path='dequantize' or 'auto'")
+        layer = cls(in_f, out_f, scheme, group_size, f"{scheme}-{'kernel' if use_kernel else 'dequantize'}")
         if scheme == "int8":
-            q, scale = quantize_int8(weight)
+            q, scale = quantize_int8(weight, group_size)
             layer.register_buffer("qweight", q)
             layer.register_buffer("scale", scale)
         else:
@@ -164,8 +178,11 @@ class QuantizedLinear(nn.Module):
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """The float ``(out, in)`` weight the integers stand for (what the dequantize path multiplies by)."""
-        if self.scheme == "int8":
+        if self.scheme == "int8" and self.group_size == 0:
             return self.qweight.to(dtype) * self.scale.to(dtype)[:, None]
+        if self.scheme == "int8":
+            groups = self.qweight.to(dtype).reshape(self.out_features, -1, self.group_size)
+            return (groups * self.scale.to(dtype)[..., None]).reshape(self.out_features, self.in_features)
         if self.quant_path == "int4-kernel":  # read back through the kernel: an identity matrix as input
             eye = torch.eye(self.in_features, dtype=torch.bfloat16, device=self.qweight.device)
             return torch.ops.aten._weight_int4pack_mm_for_cpu(
@@ -185,7 +202,7 @@ class QuantizedLinear(nn.Module):
             flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.qweight, self.group_size, self.scales_and_zeros)
             y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
-        elif self.scheme == "int8":  # scale after the product: one multiply per output, not per weight
+        elif self.scheme == "int8" and self.group_size == 0:  # scale after the product: one multiply per output, not per weight
             y = F.linear(x, self.qweight.to(x.dtype)) * self.scale.to(x.dtype)
         else:
             y = F.linear(x, self.dequantized_weight(x.dtype))
@@ -197,7 +214,7 @@ class QuantizedLinear(nn.Module):
         return super().train(False)
 
     def extra_repr(self) -> str:
-        group = f", group_size={self.group_size}" if self.scheme == "int4" else ""
+        group = f", group_size={self.group_size}" if self.group_size else ", per channel"
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"scheme={self.scheme}{group}, quant_path={self.quant_path}")
 
@@ -205,13 +222,16 @@ class QuantizedLinear(nn.Module):
 _KERNEL_PROBES: dict[tuple[str, str, int], bool] = {}
 
 
-def kernel_available(scheme: Scheme, device: torch.device | str, group_size: int = INT4_GROUP_SIZE) -> bool:
+def kernel_available(scheme: Scheme, device: torch.device | str, group_size: int = 0) -> bool:
     """Whether PyTorch's integer-weight kernel for ``scheme`` runs on ``device`` (a tiny probe call, cached).
 
-    int8 uses ``aten._weight_int8pack_mm``; int4 ``aten._weight_int4pack_mm_for_cpu`` (CPU only here).
+    int8 uses ``aten._weight_int8pack_mm`` (per channel only: False for ``group_size > 0``); int4
+    ``aten._weight_int4pack_mm_for_cpu`` (CPU only).
     """
     device = torch.device(device)
-    key = (scheme, device.type, group_size if scheme == "int4" else 0)
+    if scheme == "int8" and group_size:
+        return False
+    key = (scheme, device.type, group_size)
     if key not in _KERNEL_PROBES:
         _KERNEL_PROBES[key] = _probe(scheme, device, group_size)
     return _KERNEL_PROBES[key]
@@ -240,14 +260,16 @@ def quantize(
     model: nn.Module,
     scheme: Scheme,
     *,
-    group_size: int = INT4_GROUP_SIZE,
+    group_size: int | None = None,
     path: Path = "auto",
     output_scheme: Scheme = "int8",
+    output_group_size: int = OUTPUT_GROUP_SIZE,
     inplace: bool = False,
 ) -> nn.Module:
     """``model`` with every ``nn.Linear`` replaced by a ``QuantizedLinear`` (see the module docstring).
 
-    ``output_scheme`` is the scheme of the output layer (``lm_head``). Returns a copy unless ``inplace``;
+    ``group_size``: int8 0 (per channel, default) or a group; int4 default 32. ``output_scheme`` and
+    ``output_group_size`` are those of the output layer (``lm_head``). Returns a copy unless ``inplace``;
     the result is in eval mode, its remaining parameters have ``requires_grad=False``, ``train()`` raises
     ``QuantizationError``, and ``model.quant_path`` names the paths its layers took (``"int8-kernel"``, ``"int4-dequantize"``, or ``"mixed: ..."``).
     A tied output layer (``lm_head.weight is embed.token.weight``) gets its own quantized copy; the
@@ -269,8 +291,11 @@ def quantize(
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         try:
-            layer = QuantizedLinear.from_linear(linear, output_scheme if child == "lm_head" else scheme,
-                                                group_size=group_size, path=path)
+            if child == "lm_head":  # path="kernel" asks it of the layers whose layout has one
+                out_path = "auto" if path == "kernel" else path
+                layer = QuantizedLinear.from_linear(linear, output_scheme, group_size=output_group_size, path=out_path)
+            else:
+                layer = QuantizedLinear.from_linear(linear, scheme, group_size=group_size, path=path)
         except QuantizationError as exc:
             raise QuantizationError(f"layer {name!r}: {exc}") from None
         setattr(parent, child, layer)

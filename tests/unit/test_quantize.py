@@ -26,6 +26,16 @@ def test_int8_rounds_each_weight_to_within_half_a_step() -> None:
     assert torch.all(err <= scale[:, None] / 2 + 1e-7)
 
 
+def test_int8_in_groups_keeps_a_scale_per_group() -> None:
+    w = torch.randn(8, 64)
+    w[:, :32] *= 100  # one group far larger than the other: per-channel scales would flatten the small one
+    qw, scale = q.quantize_int8(w, group_size=32)
+    assert scale.shape == (8, 2)
+    back = (qw.float().reshape(8, 2, 32) * scale[..., None]).reshape(8, 64)
+    assert torch.all((back - w).abs() <= scale.repeat_interleave(32, dim=1) / 2 + 1e-5)
+    assert (back - w)[:, 32:].abs().max() < 0.02
+
+
 def test_int4_rounds_each_weight_to_within_half_a_step_of_its_group() -> None:
     w = torch.randn(16, 64)
     qw, scale, lo = q.quantize_int4(w, group_size=32)
@@ -52,15 +62,17 @@ def _linear(w: torch.Tensor, bias: bool = False) -> nn.Linear:
     return layer
 
 
-@pytest.mark.parametrize("scheme", ["int8", "int4"])
-@pytest.mark.parametrize("path", ["kernel", "dequantize"])
-def test_a_quantized_layer_multiplies_by_its_dequantized_weight(scheme: str, path: str) -> None:
-    if path == "kernel" and not q.kernel_available(scheme, "cpu"):
+@pytest.mark.parametrize(("scheme", "group_size", "path"), [
+    ("int8", 0, "kernel"), ("int8", 0, "dequantize"), ("int8", 16, "dequantize"),  # no kernel for int8 groups
+    ("int4", 32, "kernel"), ("int4", 32, "dequantize"),
+])
+def test_a_quantized_layer_multiplies_by_its_dequantized_weight(scheme: str, group_size: int, path: str) -> None:
+    if path == "kernel" and not q.kernel_available(scheme, "cpu", group_size):  # type: ignore[arg-type]
         pytest.fail(f"torch {torch.__version__} has no CPU {scheme} kernel here; the tests expect one on CPU")
     linear = _linear(torch.randn(96, 64), bias=True)
     with torch.no_grad():
         linear.bias.normal_()
-    layer = QuantizedLinear.from_linear(linear, scheme, path=path)  # type: ignore[arg-type]
+    layer = QuantizedLinear.from_linear(linear, scheme, group_size=group_size, path=path)  # type: ignore[arg-type]
     assert layer.quant_path == f"{scheme}-{path}"
     x = torch.randn(3, 5, 64)
     with torch.no_grad():
@@ -82,7 +94,7 @@ def test_quantize_replaces_every_linear_and_leaves_the_original_alone() -> None:
     assert not any(isinstance(m, nn.Linear) for m in qm.modules())
     n_linear = sum(isinstance(m, nn.Linear) for m in model.modules())
     assert sum(isinstance(m, QuantizedLinear) for m in qm.modules()) == n_linear
-    assert qm.quant_path in ("int8-kernel", "int8-dequantize")
+    assert qm.quant_path in ("mixed: int8-dequantize, int8-kernel", "int8-dequantize")  # lm_head: groups of 32
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert qm.embed.token.weight.dtype == torch.float32  # a lookup reads one row: stays float
     assert weight_bytes_per_token(qm) < 0.4 * weight_bytes_per_token(model)
@@ -103,8 +115,9 @@ def test_generation_runs_unchanged_on_a_quantized_model_and_mostly_agrees() -> N
 
 def test_the_output_layer_takes_its_own_scheme() -> None:
     qm = quantize(tiny_decoder(), "int4", path="dequantize")
-    assert qm.lm_head.scheme == "int8"
-    assert qm.stack.blocks[0].ff.up.scheme == "int4"
+    assert (qm.lm_head.scheme, qm.lm_head.group_size) == ("int8", 32)
+    assert (qm.stack.blocks[0].ff.up.scheme, qm.stack.blocks[0].ff.up.group_size) == ("int4", 32)
+    assert quantize(tiny_decoder(), "int8").stack.blocks[0].ff.up.group_size == 0  # per channel
     assert quantize(tiny_decoder(), "int4", output_scheme="int4", path="dequantize").lm_head.scheme == "int4"
 
 
@@ -128,6 +141,8 @@ def test_without_the_kernel_it_falls_back_to_the_named_dequantize_path(monkeypat
     assert quantize(tiny_decoder(), "int8").quant_path == "int8-dequantize"
     with pytest.raises(QuantizationError, match="kernel does not run"):
         quantize(tiny_decoder(), "int8", path="kernel")
+    monkeypatch.undo()
+    assert quantize(tiny_decoder(), "int8", path="kernel").quant_path == "mixed: int8-dequantize, int8-kernel"
 
 
 def test_bad_requests_are_refused_with_the_reason() -> None:
