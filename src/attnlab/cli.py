@@ -386,6 +386,7 @@ def generate(
         1, "torch threads (0: PyTorch's default). Eager steps gain little from more; --compile steps read the "
            "weights faster with more (2 threads: ~1.5x one). On a busy machine spinning threads can make "
            "either several times slower."),
+    quantize: str = typer.Option("", help="Weight-only int8 | int4 quantization (attnlab.quantize); inference only."),
 ) -> None:
     """Continue a prompt, printing tokens as they are produced."""
     import torch
@@ -398,7 +399,13 @@ def generate(
         raise _usage(str(exc)) from None
     if threads:
         torch.set_num_threads(threads)
+    if quantize not in ("", "int8", "int4"):
+        raise _usage(f"--quantize must be int8 or int4, got {quantize!r}")
     lm, tokenizer = _load_for_cli(model, checkpoint, "decoder", "a decoder-only language model")
+    if quantize:
+        from attnlab.quantize import quantize as quantize_model
+
+        lm = quantize_model(lm, quantize)  # type: ignore[arg-type]
     steps = []
     tokenizer.encode(prompt)  # an unknown character is reported before anything is printed
     sys.stdout.write(prompt)
