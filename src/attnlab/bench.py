@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.device import bf16_matmul_speedup
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -83,21 +85,6 @@ def machine_description() -> str:
         f"{model}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}"
     )
-
-
-def bf16_speedup() -> float:
-    """How much faster a bf16 matmul runs than an fp32 one here (below 1: no native bf16 support)."""
-    times = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(512, 512, dtype=dtype), torch.randn(512, 512, dtype=dtype)
-        a @ b
-        best = float("inf")
-        for _ in range(3):  # the fastest of three: other processes only ever slow a call down
-            start = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - start)
-        times[dtype] = best
-    return times[torch.float32] / times[torch.bfloat16]
 
 
 def round_robin(fns: dict[str, Callable[[int], object]], warmup: int, repeats: int) -> dict[str, tuple[float, list]]:
@@ -213,7 +200,7 @@ def run_bench(sizes: Sizes = FULL, *, bf16: str = "auto", threads: int = 0) -> R
     if threads:
         torch.set_num_threads(threads)
     notes = []
-    speedup = bf16_speedup()
+    speedup = bf16_matmul_speedup()
     use_bf16 = bf16 == "on" or (bf16 == "auto" and speedup > 1.0)
     notes.append(f"a bf16 matmul runs at {speedup:.2f}x the speed of an fp32 one on this CPU")
     if bf16 == "auto" and not use_bf16:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from attnlab.weights.catalog import load
 
 from attnlab import interpret, show
 from attnlab.inspect import run_with_cache
 from attnlab.show._html import views_module
-from attnlab.weights.catalog import load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TEXT = "ROMEO: But soft"

@@ -1,0 +1,205 @@
+"""Where a computation runs and in which precision: one place that decides, says why, and fails clearly.
+
+``resolve_device("auto")`` picks CUDA when a CUDA GPU is visible, else Apple's MPS, else the CPU; an
+explicit ``cuda``, ``cuda:N`` or ``mps`` that this machine cannot provide is a ``DeviceError`` naming what is
+missing. ``choose_precision("auto", device)`` picks bfloat16 autocast only where it pays: on a CUDA GPU
+that supports bf16, and on a CPU whose bf16 matrix product measurably beats float32 (CPUs with AVX-512 BF16
+or AMX run it ~4x faster; CPUs with only AVX2 emulate it ~10x slower). The CPU probe takes well under a
+second and its verdict is cached per machine (CPU model, instruction set and torch version) in
+``$XDG_CACHE_HOME/attnlab/precision.json`` (default ``~/.cache``), so later runs do not pay it again.
+float16 needs a gradient scaler and is only offered on CUDA.
+
+The walkthrough and ``attnlab.inspect`` do not use this module: they stay in float32 so that every number
+they show matches the reference implementation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEVICE_HELP = "auto (CUDA if available, else MPS, else CPU) | cpu | cuda | cuda:N | mps"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: bf16 autocast is chosen on a CPU only when its matmul runs at least this many times faster than fp32
+#: (a margin: small differences are noise, and bf16 costs a little accuracy).
+CPU_BF16_MIN_SPEEDUP = 1.3
+
+
+class DeviceError(ValueError):
+    """A device or precision this machine cannot provide; the message names what is missing."""
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps`` (or a ``torch.device``) -> an available device.
+
+    Raises ``DeviceError`` for an unknown spelling, or a device this machine lacks (CUDA not available
+    in this torch build or no GPU visible; GPU index out of range; MPS not built or not available).
+    """
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    text = (spec or "auto").strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "mps":
+        if not torch.backends.mps.is_built():
+            raise DeviceError("--device mps: this torch build has no MPS (Apple GPU) support")
+        if not _mps_available():
+            raise DeviceError("--device mps: no Apple GPU is available on this machine")
+        return torch.device("mps")
+    if text == "cuda" or text.startswith("cuda:"):
+        index_text = text.partition(":")[2]
+        if index_text and not index_text.isdigit():
+            raise DeviceError(f"--device {spec}: the GPU index must be a whole number (cuda:0, cuda:1, ...)")
+        if torch.version.cuda is None:
+            raise DeviceError(f"--device {spec}: this torch build has no CUDA support (torch {torch.__version__}); "
+                              "install a CUDA build of torch or use --device cpu")
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {spec}: no CUDA GPU is visible (driver missing or CUDA_VISIBLE_DEVICES "
+                              "empty); use --device cpu")
+        index = int(index_text) if index_text else torch.cuda.current_device()
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise DeviceError(f"--device {spec}: GPU {index} does not exist; this machine has {count} (0 to {count - 1})")
+        return torch.device("cuda", index)
+    raise DeviceError(f"unknown device {spec!r}; choose {DEVICE_HELP}")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The chosen arithmetic: ``name`` (fp32, bf16, fp16), the autocast dtype (``None`` for fp32) and why."""
+
+    name: str
+    dtype: torch.dtype | None
+    reason: str
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        """float16 gradients underflow without loss scaling (bf16 has float32's exponent range and does not)."""
+        return self.name == "fp16"
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The autocast context for a forward pass on ``device`` (a no-op context for fp32)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.dtype)
+
+
+def cpu_description() -> str:
+    """CPU model, instruction-set level torch dispatches to, and the flags that decide bf16 speed."""
+    model, flags = platform.processor() or "cpu", set()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return (f"{model}; torch capability {torch.backends.cpu.get_cpu_capability()}; "
+            f"flags {' '.join(shown) or 'none of avx2/avx512/amx'}")
+
+
+def bf16_matmul_speedup(size: int = 512, repeats: int = 3) -> float:
+    """How many times faster a ``size`` x ``size`` bf16 matmul runs than an fp32 one on this CPU.
+
+    The fastest of ``repeats`` calls per dtype after one warm-up (other processes only ever slow a call
+    down, so the minimum is the steadiest estimate). Below 1: bf16 is emulated and slower.
+    """
+    times = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a @ b
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+        times[dtype] = best
+    return times[torch.float32] / times[torch.bfloat16]
+
+
+def _cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "attnlab" / "precision.json"
+
+
+def cpu_bf16_speedup(*, probe: Callable[[], float] = bf16_matmul_speedup, cache: Path | None = None) -> tuple[float, bool]:
+    """``(speedup, from_cache)``: the bf16/fp32 matmul speed ratio of this machine, probed once and cached.
+
+    The cache key is the CPU description and the torch version: another machine or another torch build
+    probes again. An unreadable or unwritable cache is ignored (the probe is cheap).
+    """
+    path = cache or _cache_file()
+    key = f"{cpu_description()} | torch {torch.__version__}"
+    entries: dict[str, float] = {}
+    with contextlib.suppress(OSError, ValueError):
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(loaded, dict):
+            entries = {k: float(v) for k, v in loaded.items() if isinstance(v, (int, float))}
+    if key in entries:
+        return entries[key], True
+    speedup = float(probe())
+    entries[key] = speedup
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(entries, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+    return speedup, False
+
+
+def choose_precision(
+    spec: str, device: torch.device, *, probe: Callable[[], float] = bf16_matmul_speedup, cache: Path | None = None
+) -> Precision:
+    """``auto`` | ``fp32`` | ``bf16`` | ``fp16`` for training or generation on ``device``; see the module docstring.
+
+    Raises ``DeviceError`` for an unknown name, fp16 off CUDA, or bf16 on a CUDA GPU without bf16 support.
+    """
+    name = (spec or "auto").strip().lower()
+    if name not in PRECISIONS:
+        raise DeviceError(f"unknown precision {spec!r}; choose one of {', '.join(PRECISIONS)}")
+    if name == "fp32":
+        return Precision("fp32", None, "asked for (--precision fp32)")
+    if name == "fp16":
+        if device.type != "cuda":
+            raise DeviceError("--precision fp16 needs a CUDA GPU (it trains with a gradient scaler there); "
+                              "on this device use bf16 or fp32")
+        return Precision("fp16", torch.float16, "asked for (--precision fp16), with a gradient scaler")
+    if device.type == "cuda":
+        if not torch.cuda.is_bf16_supported():
+            if name == "bf16":
+                raise DeviceError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; "
+                                  "use fp16 or fp32")
+            return Precision("fp32", None, f"{torch.cuda.get_device_name(device)} has no bf16 support")
+        why = "asked for (--precision bf16)" if name == "bf16" else f"{torch.cuda.get_device_name(device)} supports bf16"
+        return Precision("bf16", torch.bfloat16, why)
+    if name == "bf16":
+        return Precision("bf16", torch.bfloat16, "asked for (--precision bf16)")
+    if device.type == "mps":
+        return Precision("fp32", None, "auto keeps fp32 on MPS (bf16 autocast support there varies by macOS version)")
+    speedup, cached = cpu_bf16_speedup(probe=probe, cache=cache)
+    source = "cached probe" if cached else "probe"
+    if speedup >= CPU_BF16_MIN_SPEEDUP:
+        return Precision("bf16", torch.bfloat16, f"a bf16 matmul runs {speedup:.1f}x faster than fp32 on this CPU ({source})")
+    return Precision("fp32", None, f"a bf16 matmul runs at {speedup:.2f}x the fp32 speed on this CPU ({source}); "
+                                   f"bf16 pays from {CPU_BF16_MIN_SPEEDUP}x")
