@@ -320,6 +320,15 @@ def test_integrated_gradients_are_complete(name: str) -> None:
     json.dumps(sal.to_dict())
 
 
+def test_saliency_works_inside_no_grad() -> None:
+    model = decoder()
+    x = inputs_for(model)
+    free = interpret.saliency(model, x, 9, steps=8)
+    with torch.no_grad():
+        inside = interpret.saliency(model, x, 9, steps=8)
+    assert torch.equal(free.scores, inside.scores)
+
+
 def test_input_x_gradient_is_embedding_times_gradient() -> None:
     model = decoder()
     x = inputs_for(model)

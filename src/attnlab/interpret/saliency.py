@@ -118,9 +118,10 @@ embeddings) or a token id (see the module docstring). Errors: ``ValueError`` for
         value = float(metric(view.run(inputs))[0])
 
     def grads(points: Tensor) -> Tensor:
-        points = points.detach().requires_grad_(True)
-        f = _f_on_embeddings(view, inputs, sv.name, metric, points)
-        return torch.autograd.grad(f.sum(), points)[0]
+        with torch.enable_grad():  # callers may sit in torch.no_grad()
+            points = points.detach().requires_grad_(True)
+            f = _f_on_embeddings(view, inputs, sv.name, metric, points)
+            return torch.autograd.grad(f.sum(), points)[0]
 
     if method == "input_x_gradient":
         scores = (emb * grads(emb)).sum(dim=-1)[0].double()

@@ -50,6 +50,7 @@ from attnlab.web import models as web_models
 from attnlab.web import sampling as sampling_
 from attnlab.web import schemas as s
 from attnlab.web import tour as tour_
+from attnlab.web import why as why_
 from attnlab.web.errors import NotFoundError, PayloadError
 from attnlab.web.guard import Guard, require_json
 from attnlab.web.models import default_model, load_model, view_defaults
@@ -222,6 +223,10 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     @app.post("/api/heads/rank", responses=errors(404, 503))
     async def rank_heads(req: s.FinderRequest) -> s.FinderResponse:
         return await heavy(finder_.rank_heads, req)
+
+    @app.post("/api/why", responses=errors(404, 503))
+    async def why(req: why_.WhyRequest) -> why_.WhyResponse:
+        return await heavy(why_.why, req)
 
     @app.post("/api/next-token", responses=errors(404, 503))
     async def next_token(req: s.NextTokenRequest) -> s.NextTokenResponse:
