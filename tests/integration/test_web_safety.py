@@ -35,10 +35,11 @@ VALID = {
     "/api/translate": {"model": "demo-translator", "text": "In the beginning", "max_new_tokens": 4},
     "/api/heads/rank": {"model": "demo-decoder", "text": "hello", "query": 3, "key": 1},
     "/api/models/{name}/load": {},
+    "/api/why": {"model": "demo-decoder", "text": "hello", "layer": 1, "head": 1, "focus": 2},
 }
 TEXT_FIELDS = {"/api/attention": ["text"], "/api/qkv": ["text"], "/api/part": ["text"],
                "/api/positions": ["first", "second"], "/api/generate": ["text"], "/api/translate": ["text"],
-               "/api/heads/rank": ["text"]}
+               "/api/heads/rank": ["text"], "/api/why": ["text"]}
 NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e309", "-1e309"]
 
 

@@ -61,3 +61,32 @@ def test_why_bad_input(client: TestClient, payload: dict, status: int, words: st
     r = client.post("/api/why", json=payload)
     assert r.status_code == status, r.text
     assert words in r.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def demo_client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    from attnlab.web.demo import register_demo_models
+
+    register_demo_models(tmp_path_factory.mktemp("timeline"))
+    return TestClient(create_app(), base_url=LOCAL)
+
+
+@pytest.mark.parametrize("model", ["demo-decoder", "demo-encoder"])
+def test_why_on_the_demo_models(demo_client: TestClient, model: str) -> None:
+    r = demo_client.post("/api/why", json={"model": model, "text": "hello", "layer": 1, "head": 1, "focus": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    loaded = cat.load(model)
+    assert len(body["head_effects"]) == loaded.config.n_layers
+    assert len(body["saliency"]) == len(body["tokens"])
+    if loaded.config.family == "encoder":
+        assert body["logit_lens"] is None and body["prediction"]["clean"] == pytest.approx(1.0, abs=1e-5)
+    if body["score"]["available"]:
+        assert sum(map(sum, body["score"]["terms"])) == pytest.approx(body["score"]["score"], abs=1e-5)
+    else:
+        assert "post-norm" in body["score"]["reason"]
+
+
+def test_why_refuses_an_encoder_decoder(demo_client: TestClient) -> None:
+    r = demo_client.post("/api/why", json={"model": "demo-translator", "text": "In the beginning"})
+    assert r.status_code == 422 and "encoder-decoder" in r.json()["detail"]
