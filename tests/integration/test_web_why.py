@@ -53,7 +53,7 @@ def test_why_on_the_bundled_decoder(client: TestClient) -> None:
     ({"model": "shakespeare-char", "text": TEXT, "layer": 4}, 422, "layers 0-3"),
     ({"model": "shakespeare-char", "text": TEXT, "head": 9}, 422, "heads 0-3"),
     ({"model": "shakespeare-char", "text": TEXT, "focus": 40}, 422, "focus token 40"),
-    ({"model": "shakespeare-char", "text": "x" * 33}, 422, "limit is 32 tokens"),
+    ({"model": "shakespeare-char", "text": "x" * 65}, 422, "limit is 64 tokens"),
     ({"model": "shakespeare-char", "text": TEXT, "extra": 1}, 422, ""),
     ({"model": "no-such-model", "text": TEXT}, 404, ""),
 ])

@@ -2,8 +2,9 @@
 
 Every number comes from ``attnlab.interpret`` (itself built on the hook points), run under the
 model's lock: the tools attach hooks, and another request on the same model must not see them.
-Bounded like every route, and tighter, because ``head_effects`` runs one copy of the sentence per
-head: at most ``MAX_WHY_TOKENS`` tokens. Decoders get the next-token prediction with and without the
+Bounded like every route, and tighter for large models, because ``head_effects`` runs one copy of
+the sentence per head: a model of ``LARGE_PARAMS`` parameters or more takes at most
+``MAX_WHY_TOKENS_LARGE`` tokens (SmolLM2: 270 heads x 24 tokens), a small one the usual limit. Decoders get the next-token prediction with and without the
 chosen head, the head-effects map, the logit lens, the score decomposition of the focus pair and the
 saliency of every token. An encoder without a vocabulary head (minilm) gets the same views measured
 on its sentence embedding (cosine similarity to the clean one), with no logit lens; post-norm models
@@ -23,9 +24,9 @@ from attnlab.interpret import metrics
 from attnlab.tokenizers.base import Tokenizer
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
-from attnlab.web.models import get_model, model_lock, tokenize
+from attnlab.web.models import LARGE_PARAMS, get_model, max_tokens, model_lock, tokenize
 
-MAX_WHY_TOKENS = 32
+MAX_WHY_TOKENS_LARGE = 24
 TOP_K = 5
 
 
@@ -92,7 +93,8 @@ def why(req: WhyRequest) -> WhyResponse:
     family = loaded.config.family
     if family == "encoder-decoder":
         raise PayloadError(f"the Why view reads decoders and encoders; {loaded.name!r} is an encoder-decoder")
-    ids, tokens = tokenize(loaded, req.text, limit=min(MAX_WHY_TOKENS, loaded.config.max_len))
+    large = sum(p.numel() for p in loaded.model.parameters()) >= LARGE_PARAMS
+    ids, tokens = tokenize(loaded, req.text, limit=min(MAX_WHY_TOKENS_LARGE, max_tokens(loaded)) if large else None)
     n_layers, n_heads = loaded.config.n_layers, loaded.config.n_heads
     if req.layer >= n_layers or req.head >= n_heads:
         raise PayloadError(f"model {loaded.name!r} has layers 0-{n_layers - 1} and heads 0-{n_heads - 1}")

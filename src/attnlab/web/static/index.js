@@ -3,6 +3,7 @@
 import { api, currentModel, DEFAULT_SENTENCE, defaultFocus, formatHash, nextTokenCandidates, parseHash, state } from "./model.js";
 import { drawStep } from "./tour.js";
 import * as V from "./views.js";
+import { drawWhy } from "./why.js";
 
 const $ = (id) => document.getElementById(id);
 let layout = null;
@@ -248,11 +249,25 @@ async function refresh() {
     if (view === "arch") return drawArch();
     if (view === "attention") return loadAttention();
     if (view === "qkv") return drawQKV();
+    if (view === "why") return loadWhy();
     if (view === "order") return drawOrder();
     if (view === "generate") return loadNextToken();
     if (view === "timeline") return loadTimeline();
     return null;
   });
+}
+
+// --- why (attnlab.interpret; drawing in why.js) --------------------------------------------------------
+
+async function loadWhy() {
+  const current = ticket("why");
+  const head = state.head === "mean" ? 0 : state.head;
+  const p = await track("computing…", api.why(state.model, state.text, state.layer, head, state.focus));
+  if (!current()) return;
+  state.payloads.why = p;
+  setHashFor("why", stateParams());
+  drawWhy($("why-root"), p, (l, h) => { state.layer = l; state.head = h; pushState(); guarded(loadWhy); },
+    (i) => { state.focus = i; pushState(); guarded(loadWhy); });
 }
 
 // --- architecture -----------------------------------------------------------------------------------

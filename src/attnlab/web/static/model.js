@@ -35,6 +35,7 @@ export const api = {
   tour: () => call("/api/tour"),
   nextToken: (model, text) => call("/api/next-token", { model, text }),
   rankHeads: (model, text, query, key) => call("/api/heads/rank", { model, text, query, key }),
+  why: (model, text, layer, head, focus) => call("/api/why", { model, text, layer, head, focus }),
 };
 
 export const DEFAULT_SENTENCE = "John gave the book to Sarah because she liked it.";
