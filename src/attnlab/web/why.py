@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from torch import Tensor, nn
 
 from attnlab import interpret
@@ -33,8 +33,14 @@ TOP_K = 5
 class WhyRequest(s.TextRequest):
     layer: int = s.Layer
     head: int = s.Head
-    focus: int | None = Field(default=None, ge=0, le=s.MAX_TOKENS,
+    focus: int | None = Field(default=None, ge=0, le=s.MAX_TOKENS - 1,
                               description="the query token of the score decomposition (default: the last)")
+
+    @field_validator("focus", mode="before")
+    @classmethod
+    def _integral_focus(cls, value: object) -> object:
+        """As the base class does for ``int`` fields: JSON's ``12.0`` is the integer 12 (and ``true`` is not)."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class Candidate(BaseModel):
