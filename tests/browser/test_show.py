@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from attnlab.weights.catalog import load
 
 from attnlab import show
+from attnlab.catalog import load
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 TEXT = "ROMEO: But soft"

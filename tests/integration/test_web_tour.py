@@ -6,13 +6,13 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from attnlab import catalog as cat
 from attnlab.generate import Sampling, sampling_distribution
 from attnlab.inspect import run_with_cache
 from attnlab.web import tour
 from attnlab.web.app import create_app
 from attnlab.web.demo import register_demo_models
 from attnlab.web.models import view_defaults
-from attnlab.weights import catalog as cat
 
 TWELVE = "abcdefghijkl"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from attnlab.weights.catalog import load
 
 from attnlab import interpret, show
+from attnlab.catalog import load
 from attnlab.inspect import run_with_cache
 from attnlab.show._html import views_module
 

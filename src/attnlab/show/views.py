@@ -17,13 +17,13 @@ import torch
 from torch import Tensor, nn
 
 from attnlab import interpret
+from attnlab.catalog import LoadedModel, load
 from attnlab.inspect import run_with_cache
 from attnlab.inspect.roles import detect_roles
 from attnlab.interpret import _names
 from attnlab.interpret._model import Metric, ModelView
 from attnlab.show._html import View
 from attnlab.tokenizers.base import Tokenizer
-from attnlab.weights.catalog import LoadedModel, load
 
 ModelLike = str | LoadedModel | nn.Module
 TextLike = str | Tensor | Sequence[int]
