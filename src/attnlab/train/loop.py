@@ -9,6 +9,14 @@ generator and torch's RNG -- is in the checkpoint, so ``resume=True`` continues 
 losses as a run that was never interrupted (CPU, float32). A first Ctrl-C finishes the current step,
 saves and returns; a loss that turns NaN or infinite stops the run before the bad update is applied,
 leaving the last good checkpoint as it was.
+
+A run folder holds one run (``claim_run_folder``): a fresh run into a folder that holds a run is
+refused unless ``overwrite``; the tokenizer and the data are prepared in ``OUT/.prepare.tmp-PID`` and
+moved in when training starts; a run that fails before its first checkpoint is undone (the previous
+run, set aside by ``overwrite``, comes back). ``resume`` refuses a config that differs from the saved
+one outside ``RESUME_MAY_CHANGE`` or data whose content fingerprint differs (``check_resume``), and
+keeps the saved learning-rate schedule, so extending ``iters`` continues at ``min_lr`` past the
+original decay instead of jumping back up.
 """
 
 from __future__ import annotations
