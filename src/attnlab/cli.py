@@ -280,7 +280,8 @@ def _train(ctx: typer.Context, **values: Any) -> None:
     from attnlab.train.loop import claim_run_folder
     from attnlab.train.loop import train as run_training
 
-    claim_run_folder(cfg)  # before any long work: a folder that holds another run is refused now
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 owns the folder (the others may see it filled)
+        claim_run_folder(cfg)  # before any long work: a folder that holds another run is refused now
     if threads:
         torch.set_num_threads(threads)
     result = run_training(cfg)

@@ -372,20 +372,18 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> TrainResult:
             os.replace(prep / "data", out / "data")
         shutil.rmtree(prep, ignore_errors=True)
     distributed.barrier(env)
-    committed = {"done": cfg.resume}  # a fresh run owns the folder once it has written a checkpoint
+    # a fresh run owns the folder once it has written a checkpoint; the run set aside is deleted then
+    committed: dict[str, Any] = {"done": cfg.resume, "aside": aside}
     try:
-        result = _run(cfg, env, task, model, tokenizer, resume_state, fingerprints, committed)
+        return _run(cfg, env, task, model, tokenizer, resume_state, fingerprints, committed)
     except BaseException:
         if env.is_main and not committed["done"]:
             _restore(out, aside, created)
         raise
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-    return result
 
 
 def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Module, tokenizer: Tokenizer,
-         resume_state: TrainingState | None, fingerprints: dict[str, str | None], committed: dict[str, bool],
+         resume_state: TrainingState | None, fingerprints: dict[str, str | None], committed: dict[str, Any],
          ) -> TrainResult:
     out = Path(cfg.out)
     last_dir, best_dir = out / "last", out / "best"
@@ -423,8 +421,10 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
                 optimizer=optimizer.state_dict(),
             )
         save_checkpoint(directory, model, tokenizer, state)
-        if directory == last_dir:
+        if directory == last_dir and not committed["done"]:
             committed["done"] = True
+            if committed["aside"] is not None:
+                shutil.rmtree(committed["aside"], ignore_errors=True)
 
     def snapshot() -> None:
         if env.is_main and step in cfg.snapshots:
