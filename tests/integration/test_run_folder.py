@@ -11,7 +11,8 @@ import pytest
 from test_train import config, make_corpus
 
 from attnlab.train.data import DataError
-from attnlab.train.loop import RunFolderError, TrainingDiverged, read_metrics, train
+from attnlab.train.loop import TrainingDiverged, read_metrics, train
+from attnlab.train.runs import RunFolderError
 from attnlab.train.tasks import LanguageModelTask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
