@@ -275,14 +275,20 @@ def test_security_headers_on_every_answer(app, client: TestClient) -> None:
 
 def test_experiments_page_shows_no_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    finish("positions", "my run", "tiny", 0, time.perf_counter(), tmp_path / "runs" / "experiments" / "positions",
-           data={}, summary=["fine"], figures=[])
+    out = tmp_path / "runs" / "experiments" / "positions"
+    finish("positions", "my run", "tiny", 0, time.perf_counter(), out, data={}, summary=[f"data: {tmp_path}/d.txt"],
+           figures=[])
+    record = json.loads((out / "results.json").read_text())
+    (out / "results.json").write_text(json.dumps({**record, "command": f"attnlab experiment positions --data {tmp_path}/d.txt",
+                                                  "notes": [f"read {Path.home()}/corpus.txt"]}))
     text = TestClient(create_app(), base_url=LOCAL).get("/api/experiments").text
     assert str(tmp_path) not in text and str(Path.home()) not in text
     body = json.loads(text)
     assert body["runs_dir"] == "runs/experiments"
     mine = next(e for e in body["experiments"] if e["name"] == "positions")["results"][0]
     assert mine["label"].startswith("your run: positions")
+    assert mine["command"] == "attnlab experiment positions --data ./d.txt" and mine["summary"] == ["data: ./d.txt"]
+    assert mine["notes"] == ["read ~/corpus.txt"]
     outside = TestClient(create_app(experiments_dir="/tmp"), base_url=LOCAL).get("/api/experiments").json()
     assert not outside["runs_dir"].startswith("/")
 
