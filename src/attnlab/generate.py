@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnlab.models.stack import attention_backend, check_token_ids, set_attention_backend
+from attnlab.models.stack import attention_backend, check_token_ids, positions_for, set_attention_backend
 from attnlab.nn import padding_mask
 from attnlab.tokenizers import Tokenizer
 
@@ -437,7 +437,7 @@ def generate_batch_ids(
     model.eval()
     try:
         cache = model.new_cache(width + max_new_tokens)
-        positions = (mask[:, :width].long().cumsum(-1) - 1).clamp(min=0)  # (batch, width)
+        positions = positions_for(ids, model.config, attention_mask=mask[:, :width])  # (batch, width)
         logits = model.logits_at(ids, positions, mask=padding_mask(mask[:, :width]), cache=cache, last_only=True)
         out: list[list[int]] = [[] for _ in range(batch)]
         for step in range(max_new_tokens):

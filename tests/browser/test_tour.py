@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
+from attnlab import catalog as cat
 from attnlab.inspect import run_with_cache
-from attnlab.weights import catalog as cat
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -82,6 +82,13 @@ def test_the_tour_is_the_landing_page_and_every_step_shows_the_models_numbers(ui
     page.goto(f"{ui.base}/#tour/4")
     _wait_step(page, 4)
     assert page.locator(".tour-progress .dot[aria-current=step]").get_attribute("href") == "#tour/4"
+    page.locator("body").press("p")  # presenter mode: chrome hidden, large type, arrows still move
+    assert page.locator("header").is_hidden() and page.locator("nav#tabs").is_hidden()
+    ui.screenshot("tour-presenter")
+    page.locator("body").press("ArrowRight")
+    _wait_step(page, 5)
+    page.locator("body").press("Escape")
+    assert page.locator("header").is_visible()
     assert ui.errors == []
 
 
@@ -143,6 +150,18 @@ def test_a_deep_link_restores_the_same_numbers(ui) -> None:
     page.go_back()  # back to about:blank, forward again: the same state
     page.go_forward()
     page.wait_for_selector('#weights-table[data-layer="1"][data-head="2"][data-focus="3"]', state="attached")
+    # Q·K·V keeps the selection and shows the same weights (the same hook), also when restored from its URL.
+    page.click("#tabs a[data-view=qkv]")
+    page.wait_for_selector("#qkv-table tbody tr.focus[data-token='3']")
+    qkv = page.locator("#qkv-table td[data-value]").evaluate_all("cs => cs.map(c => c.dataset.value)")
+    assert [float(v) for v in qkv] == [float(v) for v in clicked]
+    assert page.input_value("#qkv-layer") == "1" and page.input_value("#qkv-head") == "2"
+    url = page.url
+    assert url.split("#")[1].startswith("qkv?")
+    page.goto("about:blank")
+    page.goto(url)
+    page.wait_for_selector("#qkv-table tbody tr.focus[data-token='3']")
+    assert page.locator("#qkv-table td[data-value]").evaluate_all("cs => cs.map(c => c.dataset.value)") == qkv
     assert ui.errors == []
 
 
@@ -183,4 +202,41 @@ def test_views_have_no_overlapping_labels_and_fit_the_window(make_ui, viewport) 
         height = page.evaluate("document.documentElement.scrollHeight")
         assert height <= 1.5 * max(content, viewport[1]), f"{hash_}: {height} px tall for {content} px of content"
         ui.screenshot(f"layout-{hash_.strip('#').replace('/', '-')}-{viewport[0]}x{viewport[1]}")
+    assert ui.errors == []
+
+
+TIES = [2.0, 1.0, 2.0, 0.5, 1.0, -1.0, 1.0, 3.0, 1.0, -2.5]
+SETTINGS = [(1.0, 0, 1.0), (0.7, 0, 1.0), (0.0, 0, 1.0), (1.0, 3, 1.0), (1.0, 4, 1.0), (1.0, 0, 0.5), (1.0, 0, 0.8),
+            (0.5, 2, 0.9), (2.0, 5, 0.3), (1.5, 0, 0.95), (1.0, 1, 1.0), (0.3, 6, 0.6)]
+
+
+def test_the_pages_sampling_filter_equals_the_librarys(ui) -> None:
+    from attnlab.generate import Sampling, sampling_distribution
+
+    ui.open("#arch")
+    gen = torch.Generator().manual_seed(0)
+    tables = [TIES, [0.0] * 6, torch.randn(300, generator=gen).mul(3).tolist()]
+    for logits in tables:
+        for temperature, top_k, top_p in SETTINGS:
+            shown = ui.page.evaluate(
+                "([l, s]) => import('/static/model.js').then(m => Array.from(m.samplingDistribution(l, s)))",
+                [logits, {"temperature": temperature, "top_k": top_k, "top_p": top_p}])
+            expected = sampling_distribution(torch.tensor(logits), Sampling(temperature=temperature, top_k=top_k, top_p=top_p))
+            label = f"T={temperature} top_k={top_k} top_p={top_p} on {len(logits)} logits"
+            torch.testing.assert_close(torch.tensor(shown, dtype=torch.float64), expected.double(), rtol=0, atol=1e-6,
+                                       msg=lambda m, label=label: f"{label}: {m}")
+    assert ui.errors == []
+
+
+def test_the_sampling_sliders_redraw_without_a_request(ui) -> None:
+    ui.open("#generate", model="demo-decoder")
+    page = ui.page
+    page.fill("#gen-prompt", "the cat")
+    page.wait_for_function("document.querySelectorAll('#gen-next rect').length > 10")
+    before = page.locator("#gen-next rect").evaluate_all("rs => rs.map(r => r.getAttribute('width'))")
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.locator("[data-setting=temperature]").evaluate("e => { e.value = 0.3; e.dispatchEvent(new Event('input')); }")
+    after = page.locator("#gen-next rect").evaluate_all("rs => rs.map(r => r.getAttribute('width'))")
+    assert after != before and requests == []
     assert ui.errors == []

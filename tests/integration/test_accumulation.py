@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from attnlab.models import build_model, preset
+from attnlab.models.init import init_weights
 from attnlab.train.distributed import DistEnv
-from attnlab.train.init import init_weights
 from attnlab.train.loop import TrainConfig, backward_step, make_task_for, train_tokenizer
 from attnlab.train.tasks import Batch
 

@@ -12,7 +12,7 @@ import os
 import pytest
 import torch
 
-from attnlab.pretrained.packages import SMOLLM2_PACKAGE
+from attnlab.files import SMOLLM2_PACKAGE
 from attnlab.pretrained.smollm2 import GGUF_FILE
 
 pytestmark = [
@@ -44,7 +44,7 @@ def ours():
 @pytest.fixture(scope="module")
 def reference(ours):
     pytest.importorskip("transformers")
-    from attnlab.pretrained.reference import hf_llama_from_gguf
+    from hf_reference import hf_llama_from_gguf
 
     model, _, gf = ours
     hf = hf_llama_from_gguf(model, gf)  # raises unless only lm_head is missing (tied to the embedding)

@@ -131,5 +131,5 @@ def test_cli_train_then_generate(corpus) -> None:
     assert gen.output.startswith("the cat") and len(gen.output) >= len("the cat") + 12
     bad = runner.invoke(app, ["generate", "QQ", "--checkpoint", str(out / "best")])
     assert bad.exit_code == 1 and "'Q' (U+0051) at position 0" in bad.output
-    missing = runner.invoke(app, ["train", "--data", str(corpus / "nope.txt"), "--out", str(out)])
+    missing = runner.invoke(app, ["train", "--data", str(corpus / "nope.txt"), "--out", str(corpus / "cli2")])
     assert missing.exit_code == 1 and "no such file or folder" in missing.output

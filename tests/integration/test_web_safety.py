@@ -15,13 +15,13 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
+from attnlab import catalog as cat
 from attnlab.experiments.common import finish
 from attnlab.web import models as web_models
 from attnlab.web.app import ERRORS, create_app
 from attnlab.web.demo import register_demo_models
 from attnlab.web.guard import CSP, host_name
 from attnlab.web.serve import allowed_hosts
-from attnlab.weights import catalog as cat
 
 LOCAL = "http://127.0.0.1"
 # A valid body for every POST route, by path (a new POST route must be added here: the test says so).

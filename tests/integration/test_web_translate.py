@@ -14,11 +14,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from attnlab import catalog as cat
 from attnlab.inspect import run_with_cache
 from attnlab.translate import translate_text
 from attnlab.web.app import create_app
 from attnlab.web.demo import register_demo_models
-from attnlab.weights import catalog as cat
 
 LOCAL = "http://127.0.0.1"  # the default testserver host is refused (DNS-rebinding guard)
 SENTENCE = "In the beginning God created the heaven and the earth."

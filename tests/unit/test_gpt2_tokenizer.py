@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from attnlab.pretrained.packages import GPT2_TOKENIZER_PACKAGE
+from attnlab.files import GPT2_TOKENIZER_PACKAGE
 from attnlab.tokenizers import Tokenizer, tokenizer_from_json
 from attnlab.tokenizers.hf_json import TokenizerFileError
 

@@ -417,3 +417,33 @@ def test_explicit_position_ids_are_used_and_checked(family: str) -> None:
     for bad, message in ((following[:, :-1], "shape"), (following + 30, r"\[0, 32\)"), (following.float(), "integer")):
         with pytest.raises(InputError, match=message):
             run(position_ids=bad)
+
+
+def test_rotary_scores_are_made_of_the_rotated_queries_and_keys() -> None:
+    llama = next(c for c in CASES if c.name == "llama")
+    model = llama.model()
+    _, cache = run_with_cache(model, llama.ids())
+    q, k, rot_q, rot_k, recorded = (cache[hook_name("decoder", 1, f"attn.hook_{p}")]
+                                    for p in ("q", "k", "rot_q", "rot_k", "scores"))
+    groups = q.shape[1] // k.shape[1]
+    scores = rot_q @ rot_k.repeat_interleave(groups, dim=1).transpose(-2, -1) / q.shape[-1] ** 0.5
+    visible = ~torch.ones(SEQ, SEQ, dtype=torch.bool).triu(1)
+    torch.testing.assert_close(recorded[..., visible], scores[..., visible])
+    # A rotation: each (i, i + d/2) pair keeps its length, position 0 is not moved, later ones are.
+    half = q.shape[-1] // 2
+    torch.testing.assert_close(rot_q[..., :half] ** 2 + rot_q[..., half:] ** 2, q[..., :half] ** 2 + q[..., half:] ** 2)
+    torch.testing.assert_close(rot_k[:, :, 0], k[:, :, 0])
+    assert not torch.allclose(rot_k[:, :, 1:], k[:, :, 1:])
+
+
+@over([c for c in CASES if c.family == "decoder"])
+def test_under_a_kv_cache_keys_are_this_calls_and_weights_cover_the_cache(case: Case) -> None:
+    model = case.model()
+    ids = case.ids()
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(ids[:, :5], cache=cache)
+    _, rec = run_with_cache(model, ids[:, 5:6], cache=cache, names="decoder.blocks.0.attn.*")
+    heads, kv = case.config.n_heads, case.config.n_kv_heads or case.config.n_heads
+    assert rec["decoder.blocks.0.attn.hook_k"].shape[:3] == (BATCH, kv, 1)
+    assert rec["decoder.blocks.0.attn.hook_weights"].shape == (BATCH, heads, 1, 6)

@@ -97,7 +97,7 @@ def test_export_cli_never_targets_its_source_or_a_run_or_a_foreign_folder(tmp_pa
     (thesis / "chapter1.tex").write_text("years of work")
     before = tree(tmp_path)
     for dest in (tmp_path / "src", tmp_path / "." / "src", thesis):
-        assert main(["export", str(tmp_path / "src"), str(dest)]) == 1
+        assert main(["export", str(tmp_path / "src"), str(dest)]) == 2
     assert tree(tmp_path) == before
     assert main(["export", str(tmp_path / "src"), str(tmp_path / "small")]) == 0
     assert main(["export", str(tmp_path / "src"), str(tmp_path / "small")]) == 0  # replacing an export is fine
@@ -111,7 +111,7 @@ def test_export_cli_refuses_a_checkpoint_with_training_state(tmp_path) -> None:
     save_checkpoint(tmp_path / "src", tiny(), TOK)
     save_checkpoint(tmp_path / "last", tiny(), TOK, TrainingState(info={"step": 3}))
     before = tree(tmp_path / "last")
-    assert main(["export", str(tmp_path / "src"), str(tmp_path / "last")]) == 1
+    assert main(["export", str(tmp_path / "src"), str(tmp_path / "last")]) == 2
     assert tree(tmp_path / "last") == before
 
 
@@ -140,3 +140,38 @@ def test_huge_vocab_size_in_config_is_refused_before_allocation(tmp_path) -> Non
     assert done.stdout.startswith("REFUSED"), done.stdout
     assert "embed.token.weight: file (8, 16) vs model (10000000000, 16)" in done.stdout
     assert "checked before allocating" in done.stdout
+
+
+def test_bpe_training_reads_a_bounded_sample_in_bounded_pieces() -> None:
+    """Item 9: a corpus that is one endless line is read only up to the bound, in small pieces."""
+    from attnlab.tokenizers import BPETokenizer
+    from attnlab.tokenizers.bpe import bounded_pieces
+
+    read = []
+
+    def one_endless_line():
+        while True:
+            chunk = "lorem ipsum dolor sit amet " * 4000
+            read.append(len(chunk))
+            yield chunk
+
+    tok = BPETokenizer.train(one_endless_line(), vocab_size=300, max_chars=500_000)
+    assert sum(read) < 500_000 + 4000 * 27 and 256 < tok.vocab_size <= 300
+    line = "word " * 50_000 + "x" * 3000
+    pieces = list(bounded_pieces([line], max_chars=10**9, piece_chars=1000))
+    assert "".join(pieces) == line and max(len(p) for p in pieces) <= 1000
+    assert all(p.startswith(" ") for p in pieces[1:-3])  # cut before a space: the same words are counted
+    assert "".join(bounded_pieces([line, line], max_chars=12_345)) == line[:12_345]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("n_layers", 10**9, "layers but the file holds only"),
+    ("max_len", 10**9, "max_len 1000000000 is above the limit"),
+    ("d_model", 1 << 20, "checked before allocating"),
+])
+def test_other_huge_sizes_are_refused_before_building(tmp_path, key, value, message) -> None:
+    save_checkpoint(tmp_path / "c", tiny(), TOK)
+    cfg = json.loads((tmp_path / "c" / "config.json").read_text())
+    (tmp_path / "c" / "config.json").write_text(json.dumps({**cfg, key: value, "head_dim": None}))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "c")

@@ -12,18 +12,18 @@ sampled, with a KV cache, through ``attnlab.generate``) and ``chat(user_text)``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnlab.files import SMOLLM2_PACKAGE
 from attnlab.generate import Sampling, check_int, check_seed
 from attnlab.generate import generate as generate_text
-from attnlab.pretrained.packages import SMOLLM2_PACKAGE
+from attnlab.models import DecoderLM
 from attnlab.tokenizers.hf_json import HFJsonTokenizer
-from attnlab.weights.catalog import LoadedModel, ModelInfo, load, register
 from attnlab.weights.gguf import chat_system_default, load_llama_gguf
 
-NAME = "smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FALLBACK_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 # The file allows 8,192 positions; a default KV cache that long costs ~380 MB per sequence, far more
@@ -32,9 +32,11 @@ MAX_LEN = 2048
 
 
 @dataclass
-class SmolLM2(LoadedModel):
-    """A loaded SmolLM2 with the chat template of its file."""
+class SmolLM2:
+    """A loaded SmolLM2: the model, its tokenizer and the chat template of its file."""
 
+    model: DecoderLM
+    tokenizer: HFJsonTokenizer
     chat_template: str = ""
 
     @property
@@ -47,7 +49,31 @@ def load_model(path: str | Path | None = None, *, max_len: int = MAX_LEN) -> Smo
     path = Path(path) if path is not None else SMOLLM2_PACKAGE.path(GGUF_FILE)
     model, tokenizer, gf = load_llama_gguf(path, name="SmolLM2-135M-Instruct", max_len=max_len)
     template = str(gf.get("tokenizer.chat_template", ""))
-    return SmolLM2(name=NAME, model=model, tokenizer=tokenizer, config=model.config, info=INFO, chat_template=template)
+    return SmolLM2(model=model, tokenizer=tokenizer, chat_template=template)
+
+
+def is_installed() -> bool:
+    """Whether the registry package with SmolLM2's GGUF file is installed."""
+    return SMOLLM2_PACKAGE.has(GGUF_FILE)
+
+
+_SHARED: list[SmolLM2] = []
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_model() -> SmolLM2:
+    """The package's SmolLM2, loaded once per process: ``generate``, ``chat`` and the catalogue's
+    ``attnlab.load("smollm2")`` share it. Raises ``ModelUnavailableError`` when it is not installed."""
+    with _SHARED_LOCK:
+        if not _SHARED:
+            _SHARED.append(load_model())
+        return _SHARED[0]
+
+
+def release_shared() -> None:
+    """Drop the shared model (``attnlab.catalog.unload`` calls this); the next use loads it again."""
+    with _SHARED_LOCK:
+        _SHARED.clear()
 
 
 def _check_messages(messages: Sequence[dict[str, str]]) -> None:
@@ -124,7 +150,7 @@ def generate(prompt: str, *, max_new_tokens: int = 32, temperature: float = 0.0,
     sampling = Sampling(temperature=temperature)
     check_int("max_new_tokens", max_new_tokens, 0)
     check_seed(seed)
-    loaded = load(NAME)
+    loaded = shared_model()
     return generate_text(
         loaded.model, loaded.tokenizer, prompt, max_new_tokens=max_new_tokens,
         sampling=sampling, stop=STOP, seed=seed,
@@ -138,24 +164,9 @@ def chat(user_text: str, *, system: str | None = None, max_new_tokens: int = 64)
     raises ``GenerationError`` before the model is loaded.
     """
     check_int("max_new_tokens", max_new_tokens, 0)
-    loaded = load(NAME)
-    default = loaded.default_system if isinstance(loaded, SmolLM2) else None
-    ids = chat_ids(loaded.tokenizer, [{"role": "user", "content": user_text}], system=system or default)
+    loaded = shared_model()
+    ids = chat_ids(loaded.tokenizer, [{"role": "user", "content": user_text}], system=system or loaded.default_system)
     return generate_text(
         loaded.model, loaded.tokenizer, ids, max_new_tokens=max_new_tokens,
         sampling=Sampling(temperature=0.0), stop=STOP,
     )
-
-
-INFO = ModelInfo(
-    name=NAME,
-    family="decoder",
-    description="SmolLM2-135M-Instruct: a small Llama-style chat model (30 layers, 9 heads / 3 KV heads, width 576)",
-    n_params="134.5M",
-    source=f"PyPI package {SMOLLM2_PACKAGE.distribution} ({GGUF_FILE}, 4-bit, dequantized to float32)",
-    licence="Apache-2.0",
-    install_hint=SMOLLM2_PACKAGE.install_hint,
-    is_available=lambda: SMOLLM2_PACKAGE.has(GGUF_FILE),
-    loader=load_model,
-)
-register(INFO)

@@ -13,28 +13,11 @@ from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 
+from attnlab.tokenizers.byte_level import BYTE_OF
+
 
 class TokenizerFileError(ValueError):
     """A tokenizer file that cannot be read, or that does not fit its model; the message names the file."""
-
-
-def _byte_level_table() -> dict[str, int]:
-    """GPT-2's printable stand-in character -> byte (byte-level BPE stores bytes as these characters).
-
-    Printable Latin-1 bytes stand for themselves; the other 68 bytes are shifted to code points 256+
-    in order, so every token string is printable and reversible.
-    """
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table = {chr(b): b for b in keep}
-    shifted = 0
-    for b in range(256):
-        if b not in keep:
-            table[chr(256 + shifted)] = b
-            shifted += 1
-    return table
-
-
-_BYTE_OF = _byte_level_table()
 
 
 def _is_byte_level(hf: HFTokenizer) -> bool:
@@ -133,8 +116,8 @@ class HFJsonTokenizer:
         for i in self._check_ids(ids):
             piece = self._hf.id_to_token(i)
             assert piece is not None
-            if self.byte_level and all(ch in _BYTE_OF for ch in piece):
-                piece = bytes(_BYTE_OF[ch] for ch in piece).decode("utf-8", errors="backslashreplace")
+            if self.byte_level and all(ch in BYTE_OF for ch in piece):
+                piece = bytes(BYTE_OF[ch] for ch in piece).decode("utf-8", errors="backslashreplace")
             out.append(piece)
         return out
 

@@ -133,7 +133,7 @@ class TrainConfig:
             if value is None:
                 continue
             if choices and value not in choices:
-                raise ValueError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
+                raise ValueError(f"unknown {f.name} {value!r}; choose one of: {', '.join(choices)}")
             if rng is not None and f.name == "snapshots":
                 self.snapshots = tuple(value)
                 for step in self.snapshots:

@@ -30,11 +30,11 @@ import torch
 from torch import nn
 
 from attnlab.models import build_model, preset
+from attnlab.models.init import init_weights
 from attnlab.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 from attnlab.train import distributed
 from attnlab.train.config import RESUME_MAY_CHANGE, TrainConfig
 from attnlab.train.data import corpus_files, data_matches, files_fingerprint, iter_text, text_sha256
-from attnlab.train.init import init_weights
 from attnlab.train.schedule import WarmupCosine
 from attnlab.train.tasks import DEFAULT_PRESET, Batch, DataSpec, Task, make_task
 from attnlab.weights.checkpoint import (
@@ -58,6 +58,8 @@ class TrainingDiverged(RuntimeError):
 class RunFolderError(ValueError):
     """A run folder this run may not use as asked (it holds another run, it is a file, a resume that
     would change the run); the message names the folder or the fields and says what to do."""
+
+    exit_code = 2  # the command line reports it as a usage error
 
 
 @dataclass
@@ -262,6 +264,8 @@ def claim_run_folder(cfg: TrainConfig) -> list[Path]:
 
 def saved_train_config(out: str | Path) -> dict[str, Any]:
     """The ``TrainConfig`` (as JSON) recorded in ``out/last``: what ``--resume`` continues."""
+    if not ((Path(out) / "last").is_dir() or (Path(out) / ".last.old").is_dir()):
+        raise RunFolderError(f"{out}: no run to resume (no last/ checkpoint); drop --resume to start one")
     info = load_training_state(Path(out) / "last").info
     saved = info.get("train_config")
     if not isinstance(saved, dict):
@@ -275,7 +279,8 @@ def _fingerprints(cfg: TrainConfig) -> dict[str, str | None]:
             for key in ("data", "target_data", "val_data")}
 
 
-def check_resume(saved: dict[str, Any], info: dict[str, Any], cfg: TrainConfig) -> None:
+def check_resume(saved: dict[str, Any], info: dict[str, Any], cfg: TrainConfig,
+                 current: dict[str, str | None] | None = None) -> None:
     """Refuse a resume that would change the run: any field outside ``RESUME_MAY_CHANGE`` that differs
     from the saved config, and data files whose content differs from what the run trained on.
 
@@ -289,7 +294,7 @@ def check_resume(saved: dict[str, Any], info: dict[str, Any], cfg: TrainConfig) 
              if k in saved and k not in RESUME_MAY_CHANGE and saved[k] != now[k]
              and not (k in paths and isinstance(saved_prints, dict))]
     if isinstance(saved_prints, dict):
-        current = _fingerprints(cfg)
+        current = _fingerprints(cfg) if current is None else current
         diffs += [f"{k}: the content of {now[k]!r} differs from the {saved.get(k)!r} the run trained on"
                   for k in paths if saved_prints.get(k) != current[k]]
     if diffs:
@@ -341,18 +346,18 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> TrainResult:
 
     # ---- the saved run (resume), compared with this config before anything else is read
     resume_state: TrainingState | None = None
+    fingerprints = _fingerprints(cfg)  # a missing data file is named here, before anything else
     if cfg.resume:
         resume_state = load_training_state(last_dir)
         if resume_state.optimizer is None:
             raise CheckpointError(f"{last_dir}: holds no optimizer state (an export?), so it cannot be resumed")
-        check_resume(saved_train_config(out), resume_state.info, cfg)
+        check_resume(saved_train_config(out), resume_state.info, cfg, fingerprints)
     else:
         family = preset(cfg.preset).family  # type: ignore[arg-type]
         task_family = {"lm": "decoder", "translation": "encoder-decoder"}.get(cfg.task, "encoder")
         if family != task_family:
             raise ValueError(f"the {cfg.task} task trains {task_family} models; preset {cfg.preset!r} is "
                              f"{family!r} (default for this task: {DEFAULT_PRESET[cfg.task]!r})")
-    fingerprints = _fingerprints(cfg)
 
     # ---- task, model, tokenizer (resumed from the checkpoint, or built fresh)
     task = make_task_for(cfg)
@@ -384,6 +389,7 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> TrainResult:
                 with contextlib.suppress(OSError):
                     out.rmdir()
         raise
+    distributed.barrier(env)  # every rank has opened the prepared data before it moves
     aside: Path | None = None
     if env.is_main:
         if replaced:  # --overwrite: the old run steps aside until the new one writes its first checkpoint
@@ -559,8 +565,8 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = png_path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    tmp = png_path.parent / f".{png_path.name}.tmp-{os.getpid()}"  # removed by the next run if left
+    fig.savefig(tmp, format="png")
     plt.close(fig)
     tmp.replace(png_path)
 

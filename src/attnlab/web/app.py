@@ -41,15 +41,18 @@ from fastapi.routing import APIRoute
 from fastapi.utils import create_model_field
 from starlette.exceptions import HTTPException
 
+from attnlab import catalog as cat
 from attnlab.generate import GenerationError
 from attnlab.models import ConfigError, InputError
-from attnlab.web import content, diagram, experiments, finder, generation, payloads, timeline, tour, translation
+from attnlab.web import content, diagram, experiments, generation, payloads, timeline, translation
+from attnlab.web import finder as finder_
 from attnlab.web import models as web_models
+from attnlab.web import sampling as sampling_
 from attnlab.web import schemas as s
+from attnlab.web import tour as tour_
 from attnlab.web.errors import NotFoundError, PayloadError
 from attnlab.web.guard import Guard, require_json
 from attnlab.web.models import default_model, load_model, view_defaults
-from attnlab.weights import catalog as cat
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 16 * 1024
@@ -214,11 +217,15 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
 
     @app.get("/api/tour")
     async def tour_steps() -> s.TourResponse:
-        return await anyio.to_thread.run_sync(tour.tour)
+        return await anyio.to_thread.run_sync(tour_.tour)
 
     @app.post("/api/heads/rank", responses=errors(404, 503))
     async def rank_heads(req: s.FinderRequest) -> s.FinderResponse:
-        return await heavy(finder.rank_heads, req)
+        return await heavy(finder_.rank_heads, req)
+
+    @app.post("/api/next-token", responses=errors(404, 503))
+    async def next_token(req: s.NextTokenRequest) -> s.NextTokenResponse:
+        return await heavy(sampling_.next_token, req)
 
     @app.post("/api/qkv", responses=errors(404, 503))
     async def qkv(req: s.QKVRequest) -> s.QKVResponse:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from attnlab import catalog as cat
 from attnlab.inspect import ActivationCache, hook_name, run_with_cache, stacks
 from attnlab.web.errors import ModelNotInstalledError, PayloadError, UnknownModelError
-from attnlab.weights import catalog as cat
 
 MAX_CHARS = 400
 MAX_TOKENS = 64

@@ -8,21 +8,20 @@ scaling step and proves it matches the model.)
 
 from __future__ import annotations
 
-import copy
 import math
 import threading
 
 import torch
 from torch import Tensor, nn
 
+from attnlab import catalog as cat
 from attnlab.inspect import hook_name, hook_points, main_stack
 from attnlab.inspect.roles import detect_roles
-from attnlab.nn import MultiHeadAttention
+from attnlab.models.variants import without_positions
 from attnlab.nn.positions import sinusoidal_table
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
 from attnlab.web.models import forward, get_model, on_unload, self_attention_stack, tokenize
-from attnlab.weights import catalog as cat
 
 MAX_COLUMNS = 64
 
@@ -199,13 +198,7 @@ def _without_positions(loaded: cat.LoadedModel) -> nn.Module:
     """A copy of the model with its positional information removed (absolute table or rotary)."""
     with _UNPOSITIONED_LOCK:
         if loaded.name not in _UNPOSITIONED:
-            clone = copy.deepcopy(loaded.model)
-            for module in clone.modules():
-                if hasattr(module, "positions") and isinstance(getattr(module, "positions", None), nn.Module):
-                    module.positions = None
-                if isinstance(module, MultiHeadAttention):
-                    module.rotary = None
-            _UNPOSITIONED[loaded.name] = clone.eval()
+            _UNPOSITIONED[loaded.name] = without_positions(loaded.model)
         return _UNPOSITIONED[loaded.name]
 
 

@@ -287,6 +287,7 @@ class Box(BaseModel):
     h: float
     kind: str
     changed: str | None = None
+    formula: str | None = Field(default=None, description="what the part computes (shown on hover)")
 
 
 class Arrow(BaseModel):
@@ -465,3 +466,16 @@ class FinderResponse(BaseModel):
     key: int
     causal: bool
     heads: list[RankedHead] = Field(description="every head, highest weight first")
+
+
+class NextTokenRequest(Request):
+    model: str = Model
+    text: str = Field(default="John gave the book to Sarah because she", max_length=MAX_CHARS)
+
+
+class NextTokenResponse(BaseModel):
+    model: str
+    prompt_tokens: list[str]
+    hook: str = Field(description="the hook the logits were read from")
+    logits: list[float] = Field(description="hook_logits at the last position, one per vocabulary entry")
+    labels: dict[str, str] = Field(description="token id -> label, for the highest logits")

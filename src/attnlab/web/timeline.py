@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from attnlab import catalog as cat
 from attnlab.inspect import run_with_cache
 from attnlab.inspect.roles import detect_roles
 from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError, PayloadError
 from attnlab.web.models import get_model, self_attention_stack, tokenize
-from attnlab.weights import catalog as cat
 from attnlab.weights.checkpoint import CheckpointError, load_weights
 
 SENTENCE = "ROMEO: But soft, what light through yonder window breaks?"

@@ -31,11 +31,11 @@ from functools import lru_cache
 import torch
 from torch import Tensor, nn
 
+from attnlab import catalog as cat
 from attnlab.nn.attention import attention
 from attnlab.web import content
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
-from attnlab.weights import catalog as cat
 
 TOUR_DIR = content.CONTENT_DIR / "tour"
 WIDGETS = ("attention", "qkv", "toy", "part", "timeline", "heads", "translate", "arch", "generate", "figure", "finder")

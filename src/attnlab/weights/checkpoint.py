@@ -53,7 +53,7 @@ TENSORS_FILE = "training/tensors.safetensors"
 MARKER_FILE = "attnlab-checkpoint.json"
 MARKER = {"format": "attnlab-checkpoint", "version": 1}
 _CHECKPOINT_FILES = {MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, STATE_FILE, TENSORS_FILE, MARKER_FILE, "training"}
-MAX_POSITIONS = 1 << 20  # position tables/rotary caches are built from max_len before any weight is read
+MAX_POSITIONS = 1 << 18  # position tables/rotary caches are built from max_len before any weight is read
 _TMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
 
 
@@ -102,7 +102,11 @@ def unique_state_dict(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, st
     return tensors, aliases
 
 
-def _read_safetensors(path: Path) -> dict[str, Tensor]:
+def read_safetensors(path: Path) -> dict[str, Tensor]:
+    """Every tensor of a safetensors file (attnlab's one reader: checkpoints and pretrained weights).
+
+    Raises ``CheckpointError`` naming the file when it is missing, truncated or corrupt.
+    """
     if not path.is_file():
         raise CheckpointError(f"{path}: file is missing")
     try:
@@ -130,7 +134,7 @@ def _mismatches(expected: dict[str, tuple], found: dict[str, tuple]) -> list[str
 
 def load_weights(model: nn.Module, path: Path) -> None:
     """Copy ``path``'s tensors into ``model`` after checking names and shapes; errors list the mismatches."""
-    tensors = _read_safetensors(path)
+    tensors = read_safetensors(path)
     expected, aliases = unique_state_dict(model)
     problems = _mismatches({k: tuple(v.shape) for k, v in expected.items()},
                            {k: tuple(v.shape) for k, v in tensors.items()})
@@ -400,7 +404,7 @@ def load_training_state(directory: str | Path) -> TrainingState:
     """The training state saved beside the weights (for ``--resume``)."""
     path = resolve_checkpoint(directory)
     meta = _read_json(path / STATE_FILE)
-    tensors = _read_safetensors(path / TENSORS_FILE)
+    tensors = read_safetensors(path / TENSORS_FILE)
     if not isinstance(meta, dict) or "info" not in meta:
         raise CheckpointError(f"{path / STATE_FILE}: has no 'info' section")
     state = {k.removeprefix("state."): v for k, v in tensors.items() if k.startswith("state.")}

@@ -33,6 +33,7 @@ export const api = {
   translate: (model, text, beam_size) => call("/api/translate", { model, text, beam_size }),
   experiments: () => call("/api/experiments"),
   tour: () => call("/api/tour"),
+  nextToken: (model, text) => call("/api/next-token", { model, text }),
   rankHeads: (model, text, query, key) => call("/api/heads/rank", { model, text, query, key }),
 };
 
@@ -95,4 +96,50 @@ export function defaultFocus(tokens) {
   if (she !== null) return she;
   const last = tokens.length - 1;
   return last > 0 && /^\[SEP\]$|^<\/s>$/.test(tokens[last]) ? last - 1 : last;
+}
+
+// The next-token distribution the sampler draws from, computed in the page so the sliders redraw at
+// once. It follows attnlab.generate.sampling_distribution rule for rule (a browser test checks them
+// equal): temperature 0 is greedy (all mass on the first highest logit); else logits / T, then top-k
+// keeps every logit >= the k-th largest (ties kept), then top-p drops each token whose higher-ranked
+// tokens already hold p of the mass, then a softmax.
+export function samplingDistribution(logits, { temperature = 1, top_k = 0, top_p = 1 } = {}) {
+  const n = logits.length;
+  const out = new Float64Array(n);
+  if (temperature === 0) {
+    let best = 0;
+    for (let i = 1; i < n; i += 1) if (logits[i] > logits[best]) best = i;
+    out[best] = 1;
+    return out;
+  }
+  const z = Array.from(logits, (v) => v / temperature);
+  if (top_k > 0 && top_k < n) {
+    const kth = [...z].sort((a, b) => b - a)[top_k - 1];
+    for (let i = 0; i < n; i += 1) if (z[i] < kth) z[i] = -Infinity;
+  }
+  if (top_p < 1) {
+    const order = z.map((_, i) => i).sort((a, b) => z[b] - z[a] || a - b); // stable, highest first
+    const p = softmax(order.map((i) => z[i]));
+    let before = 0;
+    order.forEach((i, r) => { if (before >= top_p) z[i] = -Infinity; before += p[r]; });
+  }
+  return Float64Array.from(softmax(z));
+}
+
+export function softmax(values) {
+  let m = -Infinity;
+  for (const v of values) if (v > m) m = v;
+  const e = values.map((v) => (v === -Infinity ? 0 : Math.exp(v - m)));
+  const sum = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / sum);
+}
+
+// Bars for the sliders: the `n` tokens with the highest logits, softmax(logits / T) and the filtered
+// distribution, in the shape views.probabilityBars draws.
+export function nextTokenCandidates(data, settings, n = 12) {
+  const ids = Object.keys(data.labels).map(Number).sort((a, b) => data.logits[b] - data.logits[a]).slice(0, n);
+  const T = settings.temperature || 1;
+  const plain = softmax(data.logits.map((v) => v / T));
+  const kept = samplingDistribution(data.logits, settings);
+  return { id: null, candidates: ids.map((id) => ({ token: data.labels[id], id, prob: plain[id], kept: kept[id] })) };
 }

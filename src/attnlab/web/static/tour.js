@@ -1,7 +1,7 @@
 // The guided tour: steps come from /api/tour (Markdown + a preset per step, web/content/tour/); each
 // preset names a widget of WIDGETS below. Adding a step is a Markdown file; adding a widget is one entry.
 
-import { api, findToken } from "./model.js";
+import { api, findToken, formatHash, nextTokenCandidates } from "./model.js";
 import * as V from "./views.js";
 
 const hookOf = (p, layer) => `${p.stack}.blocks.${layer}.attn.hook_weights`;
@@ -27,6 +27,7 @@ export const WIDGETS = {
       V.checkTable(check, hookOf(p, pre.layer), [0, pre.head, focus], p.tokens, w[focus]);
     };
     draw();
+    return { model: p.model, text: pre.text, layer: pre.layer, head: pre.head, query: focus, key: findToken(p.tokens, pre.key) };
   },
 
   async qkv(box, pre, ctx) {
@@ -44,6 +45,7 @@ export const WIDGETS = {
       V.checkTable(box, p.hooks.weights, [0, p.head, p.focus], p.tokens, p.weights);
     };
     await draw();
+    return { model: pre.model, text: pre.text, layer: pre.layer, head: pre.head, query: focus };
   },
 
   async toy(box, pre, ctx) {
@@ -91,7 +93,9 @@ export const WIDGETS = {
     const grid = V.el("div", { class: "grid" }, box);
     V.headGrid(grid, p, { layer: pre.layer, head: pre.head }, (l, h) => ctx.go(`#attention?model=${encodeURIComponent(p.model)}&text=${encodeURIComponent(pre.text)}&layer=${l}&head=${h}&query=${q ?? ""}`), { highlight, thumb: 40 });
     V.roleLegend(V.el("p", { class: "legend" }, box));
+    const params = { model: p.model, text: pre.text, layer: pre.layer, head: pre.head, query: q, key: k };
     V.checkTable(box, hookOf(p, pre.layer), [0, pre.head, q ?? 0], p.tokens, p.weights[pre.layer][pre.head][q ?? 0]);
+    return params;
   },
 
   async translate(box, pre, ctx) {
@@ -127,9 +131,14 @@ export const WIDGETS = {
 
   async generate(box, pre, ctx) {
     await ctx.need(pre.model);
-    const p = await ctx.track(api.generate({ model: pre.model, text: pre.text, max_new_tokens: 1, temperature: 1, top_k: 0, top_p: 1, seed: 0 }));
-    V.el("p", { class: "widget-caption" }, box, `${p.model}: the most likely next tokens after “${pre.text}” (temperature 1, no cut)`);
-    V.probabilityBars(V.el("svg:svg", { class: "primary" }, box), p.steps[0]);
+    const data = await ctx.track(api.nextToken(pre.model, pre.text));
+    const settings = { temperature: 1, top_k: 0, top_p: 1 };
+    V.el("p", { class: "widget-caption" }, box, `${data.model}: the most likely next tokens after “${pre.text}”. Move a slider: the bars redraw at once.`);
+    const svg = V.el("svg:svg", { class: "primary", id: "tour-bars" }, box);
+    const draw = () => V.probabilityBars(svg, nextTokenCandidates(data, settings));
+    V.samplingSliders(box, settings, draw);
+    draw();
+    V.checkTable(box, data.hook, [0, data.prompt_tokens.length - 1], [], data.logits.slice(0, 50));
   },
 
   async figure(box, pre, ctx) {
@@ -152,6 +161,7 @@ export const WIDGETS = {
     V.headRanking(box, f, { limit: 8, onPick: (l, h) => ctx.go(`#attention?model=${encodeURIComponent(p.model)}&text=${encodeURIComponent(pre.text)}&layer=${l}&head=${h}&query=${q}&key=${k}`) });
     const best = f.heads[0];
     V.checkTable(box, hookOf(p, best.layer), [0, best.head, q], p.tokens, p.weights[best.layer][best.head][q]);
+    return { model: p.model, text: pre.text, layer: best.layer, head: best.head, query: q, key: k };
   },
 };
 
@@ -171,7 +181,7 @@ export function drawStep(section, tour, n, ctx) {
   if (step.note) V.el("p", { class: "note" }, text, step.note);
   const links = V.el("p", { class: "tour-links" }, text);
   if (step.learn) V.el("a", { href: `#learn/${step.learn}` }, links, "Read more");
-  if (step.view) V.el("a", { href: `#${step.view}` }, links, "Explore freely");
+  const explore = step.view ? V.el("a", { href: `#${step.view}`, class: "explore" }, links, "Explore freely") : null;
   const buttons = V.el("div", { class: "tour-buttons" }, text);
   const back = V.el("a", { class: "button", id: "tour-back", href: `#tour/${Math.max(1, n - 1)}`, "aria-disabled": String(n === 1) }, buttons, "← Back");
   const next = V.el("a", { class: "button primary-button", id: "tour-next", href: `#tour/${Math.min(total, n + 1)}`, "aria-disabled": String(n === total) }, buttons, n === total ? "Done" : "Next →");
@@ -179,5 +189,11 @@ export function drawStep(section, tour, n, ctx) {
   if (n === total) next.setAttribute("href", "#attention");
   V.el("p", { class: "hint" }, text, "Keys: ← → move through the tour · P presents (large type, no chrome)");
   const widget = V.el("div", { class: "tour-widget", "data-widget": step.preset.widget }, body);
-  return { step, widget, draw: () => WIDGETS[step.preset.widget](widget, step.preset, ctx) };
+  // A widget may answer its URL state (model, text, layer, head, query, key): "Explore freely" then opens
+  // the view exactly there.
+  const draw = async () => {
+    const params = await WIDGETS[step.preset.widget](widget, step.preset, ctx);
+    if (params && explore && !step.view.includes("/")) explore.setAttribute("href", formatHash(step.view, null, params));
+  };
+  return { step, widget, draw };
 }

@@ -73,7 +73,7 @@ export function drawDiagram(svg, layout, variant, selected, onSelect) {
       "stroke-width": b.id === selected || b.changed ? 2.5 : 1.2 }, g);
     el("svg:text", { x: b.x + b.w / 2, y: b.y + b.h / 2 + 5, "text-anchor": "middle", "font-size": 13, fill: "#1d2330" }, g, b.label);
     if (b.changed) el("svg:circle", { cx: b.x + b.w - 6, cy: b.y + 6, r: 4, fill: "#d0641c" }, g);
-    el("svg:title", {}, g, b.changed ? `${b.label}: ${b.changed}` : b.label);
+    el("svg:title", {}, g, [b.label, b.formula, b.changed && `In this family: ${b.changed}`, "Click for the explanation and live values"].filter(Boolean).join("\n"));
     g.addEventListener("click", () => onSelect(b));
     g.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); onSelect(b); } });
   }
@@ -96,7 +96,7 @@ export const labelStride = (cell, need = 13) => Math.max(1, Math.ceil(need / cel
 // `clip` (a quantile such as 0.99) bounds the colour scale so one outlier cannot wash the map out;
 // the bar then says so. `masked(i, j)` greys out cells.
 export function heatmap(svg, matrix, { rows = [], cols = [], cell = 18, diverging = false, min, max, masked = null, title = "",
-  xLabel = "", yLabel = "", clip = null, bar = true, cellH = null } = {}) {
+  xLabel = "", yLabel = "", clip = null, bar = true, cellH = null, hover = true } = {}) {
   const ch = cellH ?? cell;
   clear(svg);
   const nr = matrix.length, nc = nr ? matrix[0].length : 0;
@@ -137,7 +137,7 @@ export function heatmap(svg, matrix, { rows = [], cols = [], cell = 18, divergin
     const isMasked = masked ? masked(i, j) : false;
     const r = el("svg:rect", { x: left + j * cell, y: top + i * ch, width: Math.max(1, cell - 1), height: Math.max(1, ch - 1),
       fill: isMasked ? "#c9ced8" : colour(v, { min: lo, max: hi, diverging }), "data-i": i, "data-j": j }, svg);
-    el("svg:title", {}, r, `${rows[i] ?? i} → ${cols[j] ?? j}: ${isMasked ? "masked" : fmt(v)}`);
+    if (hover) el("svg:title", {}, r, `${rows[i] ?? i} → ${cols[j] ?? j}: ${isMasked ? "masked" : fmt(v)}`);
   }));
   if (barW) colourBar(svg, left + nc * cell + 12, top, { lo, hi, diverging, clipped });
   return svg;
@@ -226,7 +226,7 @@ export function headGrid(container, payload, selected, onPick, { highlight = {},
       const cell = el("div", { class: "cell" + (rank ? " top" : ""), role: "button", tabindex: 0, "data-layer": l, "data-head": h,
         "data-rank": rank ?? null, "aria-pressed": String(selected.layer === l && selected.head === h),
         "aria-label": `layer ${l} head ${h}${role ? `, role ${role}` : ""}`, title: `L${l} H${h}${role ? ` · ${role}` : ""}\n${roleTitle(payload.roles[l][h])}` }, container);
-      heatmap(el("svg:svg", {}, cell), w, { cell: px, min: 0, bar: false });
+      heatmap(el("svg:svg", {}, cell), w, { cell: px, min: 0, bar: false, hover: false }); // the cell's own title names it
       el("span", { class: "role" }, cell, rank ? `#${rank}` : (role ? ROLE_ABBR[role] || role : ""));
       cell.addEventListener("click", () => onPick(l, h));
       cell.addEventListener("keydown", (e) => { if (e.key === "Enter") onPick(l, h); });
@@ -404,6 +404,21 @@ export function probabilityBars(svg, step) {
     el("svg:rect", { x: 110, y: y + 10, width: Math.max(0, 300 * c.kept), height: 7, fill: "#2456c7" }, svg);
     el("svg:text", { x: 420, y: y + 13, "font-size": 11, fill: "#1d2330" }, svg, c.kept.toFixed(3));
   });
+}
+
+// Three sliders (temperature, top-k, top-p) that call `onChange(settings)` on every move.
+export function samplingSliders(container, settings, onChange) {
+  const bar = el("div", { class: "toolbar sliders" }, container);
+  const specs = [["temperature", "Temperature", 0, 2, 0.05, (v) => (v === 0 ? "0 (greedy)" : v.toFixed(2))],
+    ["top_k", "Top-k", 0, 50, 1, (v) => (v === 0 ? "off" : String(v))],
+    ["top_p", "Top-p", 0.05, 1, 0.01, (v) => (v >= 1 ? "off" : v.toFixed(2))]];
+  for (const [key, label, min, max, step, show] of specs) {
+    const l = el("label", {}, bar, `${label} `);
+    const input = el("input", { type: "range", min, max, step, value: settings[key], "data-setting": key }, l);
+    const out = el("output", {}, l, show(settings[key]));
+    input.addEventListener("input", () => { settings[key] = Number(input.value); out.textContent = show(settings[key]); onChange(settings); });
+  }
+  return bar;
 }
 
 export function kvCache(svg, length, capacity) {

@@ -1,0 +1,348 @@
+"""Weight-only int8 / int4 quantization for inference: smaller weights, fewer bytes read per token.
+
+A batch-1 decoding step is memory-bound: it reads every weight once and does two flops per weight.
+Storing the weights of every ``nn.Linear`` as 8-bit (or 4-bit) integers with a floating-point scale
+reads 4x (or ~7x) fewer bytes than float32, so the bound on tokens per second rises in proportion.
+Activations, norms, embeddings and the KV cache stay in floating point ("weight-only").
+
+``quantize(model, "int8" | "int4")`` returns a copy of ``model`` (``inplace=True`` changes it) in
+which every ``nn.Linear`` is a ``QuantizedLinear``; everything else is unchanged, so
+``attnlab.generate`` and the encoders' ``forward`` run on it as before, ``compile=True`` included.
+``attnlab.load(name, quantize="int8")`` does the same to a catalogue model (a cached copy; the
+float32 model stays as it was).
+
+Schemes (``W`` is a layer's ``(out_features, in_features)`` float weight):
+
+* ``int8``: symmetric, per output channel (``group_size=0``, the default; the layout of PyTorch's
+  int8 kernel): ``scale[o] = max|W[o, :]| / 127``, ``q = round(W / scale)`` in ``[-127, 127]``
+  (int8), ``W ~= q * scale``; or per group of ``group_size`` inputs (``scale`` per group, the layout
+  of GGUF's Q8_0; no kernel, so always the dequantize path).
+* ``int4``: per group of ``group_size`` consecutive inputs of one output channel (default 32, the
+  block of GGUF's Q4_0/Q4_1), asymmetric (min/max): ``scale = (max - min) / 15``,
+  ``q = round((W - min) / scale)`` in ``[0, 15]``, ``W ~= q * scale + min``. ``in_features`` must be
+  a multiple of ``group_size``. On weights that came from a Q4_1 file (SmolLM2's) the groups and the
+  grid are the file's own, so the 4-bit values are recovered exactly.
+* The output layer (a module named ``lm_head``) takes ``output_scheme`` / ``output_group_size``, by
+  default ``int8`` in groups of 32 for both schemes: the logits decide every token, and 4 bits (or
+  one scale per row) there changes greedy choices (llama.cpp's 4-bit files likewise keep it at 6-8
+  bits, SmolLM2's as Q8_0, which this layout recovers exactly). It is ~1/5 of SmolLM2's weights.
+
+How the product is computed (``QuantizedLinear.quant_path``; the model's ``quant_path`` names the
+paths its layers use, never silently float32 weights):
+
+* ``"int8-kernel"`` / ``"int4-kernel"``: PyTorch's CPU kernels ``aten._weight_int8pack_mm`` and
+  ``aten._weight_int4pack_mm_for_cpu`` read the integer weights directly. On CPU they are
+  vectorised for bfloat16 activations only (float32 input runs a scalar loop ~10x slower), so the
+  input is rounded to bfloat16 for the product and the output returned in the input's dtype: a
+  second, small rounding on top of the weights'.
+* ``"int8-dequantize"`` / ``"int4-dequantize"`` (the fallback, and ``path="dequantize"``): the
+  weight is rebuilt in the input's dtype for each call (``q * scale (+ min)``) and multiplied with
+  ``F.linear``: exact float arithmetic on the quantized weights, on any device. Eagerly it costs a
+  full-size weight per call (slower than float32); under ``torch.compile`` (``generate(...,
+  compile=True)``) Inductor fuses the rebuild into the product, which then streams the integer
+  weights once: the fast path for decoding.
+
+``path="auto"`` (default) takes the kernel when a probe call on this device succeeds and the
+dequantize path otherwise. torchao's int8 weight-only CPU path is this dequantize-and-multiply and
+its int4 CPU layout calls the same aten kernel, so attnlab carries no extra dependency for it.
+
+Quantized models are for inference only: ``train()`` raises ``QuantizationError``, every remaining
+parameter has ``requires_grad=False``, and a forward whose input requires a gradient raises.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Scheme = Literal["int8", "int4"]
+Path = Literal["auto", "kernel", "dequantize"]
+SCHEMES = ("int8", "int4")
+PATHS = ("auto", "kernel", "dequantize")
+INT4_GROUP_SIZE = 32
+OUTPUT_GROUP_SIZE = 32
+
+
+class QuantizationError(ValueError):
+    """A scheme, path or layer shape that cannot be quantized, or training asked of a quantized model."""
+
+
+TRAINING_REFUSED = (
+    "this model is weight-only quantized ({path}) and can only run inference: its weights are fixed integers "
+    "with no gradient. Train the float model, then quantize it."
+)
+
+
+def quantize_int8(weight: Tensor, group_size: int = 0) -> tuple[Tensor, Tensor]:
+    """``(out, in)`` float weight -> ``(q int8 (out, in), scale float32)``: ``scale`` is ``(out,)`` per channel
+    (``group_size=0``, ``W ~= q * scale[:, None]``) or ``(out, in/g)`` per group of ``group_size`` inputs.
+    Raises ``QuantizationError`` when ``in`` is not a multiple of ``group_size``."""
+    out_f, in_f = weight.shape
+    g = group_size or in_f
+    if group_size < 0 or in_f % g:
+        raise QuantizationError(f"int8 needs in_features ({in_f}) to be a multiple of group_size ({group_size})")
+    w = weight.detach().float().reshape(out_f, in_f // g, g)
+    scale = (w.abs().amax(dim=-1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
+    q = torch.round(w / scale[..., None]).clamp(-127, 127).to(torch.int8).reshape(out_f, in_f)
+    return q, (scale[:, 0] if group_size == 0 else scale)
+
+
+def quantize_int4(weight: Tensor, group_size: int = INT4_GROUP_SIZE) -> tuple[Tensor, Tensor, Tensor]:
+    """``(out, in)`` float weight -> ``(q int32 in [0, 15] (out, in), scale (out, in/g), minimum (out, in/g))``
+    float32; ``W ~= q * scale + minimum`` per group of ``group_size`` inputs. Raises ``QuantizationError``
+    when ``in`` is not a multiple of ``group_size``."""
+    out_f, in_f = weight.shape
+    if group_size < 2 or in_f % group_size:
+        raise QuantizationError(f"int4 needs in_features ({in_f}) to be a multiple of group_size ({group_size})")
+    w = weight.detach().float().reshape(out_f, in_f // group_size, group_size)
+    lo, hi = w.amin(-1), w.amax(-1)
+    scale = ((hi - lo) / 15).clamp(min=1e-12)
+    q = torch.round((w - lo[..., None]) / scale[..., None]).clamp(0, 15).to(torch.int32)
+    return q.reshape(out_f, in_f), scale, lo
+
+
+def _pack_nibbles(q: Tensor) -> Tensor:
+    """int32 ``(out, in)`` in [0, 15] -> uint8 ``(out, in/2)``: even inputs in the low nibble."""
+    q = q.to(torch.uint8)
+    return q[:, 0::2] | (q[:, 1::2] << 4)
+
+
+def _unpack_nibbles(packed: Tensor) -> Tensor:
+    return torch.stack([packed & 15, packed >> 4], dim=-1).reshape(packed.shape[0], -1)
+
+
+class QuantizedLinear(nn.Module):
+    """``nn.Linear`` with int8 or int4 weights, for inference: ``(..., in) -> (..., out)`` in the input's dtype.
+
+    Build one with ``QuantizedLinear.from_linear(linear, scheme, group_size=..., path="auto")``.
+    Buffers (no parameters): ``int8``: ``qweight`` int8 ``(out, in)``, ``scale`` float32 ``(out,)`` (or
+    ``(out, in/g)`` with groups);
+    ``int4``, kernel path: ``qweight`` uint8 in the kernel's packed layout ``(out, in/2)`` and
+    ``scales_and_zeros`` ``(in/g, out, 2)``; ``int4``, dequantize path: ``qweight`` uint8 ``(out, in/2)``
+    (two 4-bit values a byte), ``scale`` and ``minimum`` ``(out, in/g)``; ``bias`` float ``(out,)`` or None.
+    ``quant_path`` says how the product is computed (see the module docstring).
+    """
+
+    def __init__(self, in_features: int, out_features: int, scheme: Scheme, group_size: int, quant_path: str) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.scheme, self.group_size, self.quant_path = scheme, group_size, quant_path
+        self.bias: Tensor | None
+
+    @classmethod
+    def from_linear(
+        cls, linear: nn.Linear, scheme: Scheme, *, group_size: int | None = None, path: Path = "auto"
+    ) -> QuantizedLinear:
+        """Quantize one layer (its weight is read, not changed). Raises ``QuantizationError`` for an
+        unknown scheme or path, an int4 shape the groups do not divide, or ``path="kernel"`` where
+        the kernel does not run."""
+        if scheme not in SCHEMES:
+            raise QuantizationError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+        if path not in PATHS:
+            raise QuantizationError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
+        if group_size is None:
+            group_size = 0 if scheme == "int8" else INT4_GROUP_SIZE
+        weight = linear.weight.detach()
+        out_f, in_f = weight.shape
+        use_kernel = path != "dequantize" and kernel_available(scheme, weight.device, group_size)
+        if scheme == "int4" and use_kernel and out_f % 16:  # the packed layout tiles output channels
+            use_kernel = False
+        if path == "kernel" and not use_kernel:
+            raise QuantizationError(f"the {scheme} kernel does not run on {weight.device} in torch {torch.__version__}"
+                                    f" for group_size={group_size}; use path='dequantize' or 'auto'")
+        layer = cls(in_f, out_f, scheme, group_size, f"{scheme}-{'kernel' if use_kernel else 'dequantize'}")
+        if scheme == "int8":
+            q, scale = quantize_int8(weight, group_size)
+            layer.register_buffer("qweight", q)
+            layer.register_buffer("scale", scale)
+        else:
+            q, scale, lo = quantize_int4(weight, group_size)
+            if use_kernel:
+                layer.register_buffer("qweight", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1))
+                # the kernel's convention: W = (q - 8) * scale + zero, so zero = min + 8 * scale
+                layer.register_buffer("scales_and_zeros", torch.stack([scale, lo + 8 * scale], -1).transpose(0, 1)
+                                      .contiguous().to(torch.bfloat16))
+            else:
+                layer.register_buffer("qweight", _pack_nibbles(q))
+                layer.register_buffer("scale", scale)
+                layer.register_buffer("minimum", lo)
+        bias = None if linear.bias is None else linear.bias.detach().clone()
+        layer.register_buffer("bias", bias)
+        return layer
+
+    def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        """The float ``(out, in)`` weight the integers stand for (what the dequantize path multiplies by)."""
+        if self.scheme == "int8" and self.group_size == 0:
+            return self.qweight.to(dtype) * self.scale.to(dtype)[:, None]
+        if self.scheme == "int8":
+            groups = self.qweight.to(dtype).reshape(self.out_features, -1, self.group_size)
+            return (groups * self.scale.to(dtype)[..., None]).reshape(self.out_features, self.in_features)
+        if self.quant_path == "int4-kernel":  # read back through the kernel: an identity matrix as input
+            eye = torch.eye(self.in_features, dtype=torch.bfloat16, device=self.qweight.device)
+            return torch.ops.aten._weight_int4pack_mm_for_cpu(
+                eye, self.qweight, self.group_size, self.scales_and_zeros).t().to(dtype)
+        groups = _unpack_nibbles(self.qweight).to(dtype).reshape(self.out_features, -1, self.group_size)
+        return (groups * self.scale.to(dtype)[..., None] + self.minimum.to(dtype)[..., None]).reshape(
+            self.out_features, self.in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.requires_grad:
+            raise QuantizationError(TRAINING_REFUSED.format(path=self.quant_path))
+        if self.quant_path == "int8-kernel":
+            flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+            y = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scale.to(torch.bfloat16))
+            y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        elif self.quant_path == "int4-kernel":
+            flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.qweight, self.group_size, self.scales_and_zeros)
+            y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        elif self.scheme == "int8" and self.group_size == 0:  # scale after the product: one multiply per output, not per weight
+            y = F.linear(x, self.qweight.to(x.dtype)) * self.scale.to(x.dtype)
+        else:
+            y = F.linear(x, self.dequantized_weight(x.dtype))
+        return y if self.bias is None else y + self.bias.to(y.dtype)
+
+    def train(self, mode: bool = True) -> QuantizedLinear:
+        if mode:
+            raise QuantizationError(TRAINING_REFUSED.format(path=self.quant_path))
+        return super().train(False)
+
+    def extra_repr(self) -> str:
+        group = f", group_size={self.group_size}" if self.group_size else ", per channel"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"scheme={self.scheme}{group}, quant_path={self.quant_path}")
+
+
+_KERNEL_PROBES: dict[tuple[str, str, int], bool] = {}
+
+
+def kernel_available(scheme: Scheme, device: torch.device | str, group_size: int = 0) -> bool:
+    """Whether PyTorch's integer-weight kernel for ``scheme`` runs on ``device`` (a tiny probe call, cached).
+
+    int8 uses ``aten._weight_int8pack_mm`` (per channel only: False for ``group_size > 0``); int4
+    ``aten._weight_int4pack_mm_for_cpu`` (CPU only).
+    """
+    device = torch.device(device)
+    if scheme == "int8" and group_size:
+        return False
+    key = (scheme, device.type, group_size)
+    if key not in _KERNEL_PROBES:
+        _KERNEL_PROBES[key] = _probe(scheme, device, group_size)
+    return _KERNEL_PROBES[key]
+
+
+def _probe(scheme: Scheme, device: torch.device, group_size: int) -> bool:
+    out_f, in_f = 32, max(64, 2 * group_size)
+    x = torch.ones(1, in_f, dtype=torch.bfloat16, device=device)
+    try:
+        if scheme == "int8":
+            w = torch.ones(out_f, in_f, dtype=torch.int8, device=device)
+            y = torch.ops.aten._weight_int8pack_mm(x, w, torch.ones(out_f, dtype=torch.bfloat16, device=device))
+            return bool(torch.allclose(y.float(), torch.full_like(y.float(), in_f)))
+        if device.type != "cpu" or in_f % group_size:
+            return False
+        q = torch.full((out_f, in_f), 9, dtype=torch.int32)  # (9 - 8) * 1 + 0 = 1
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+        sz = torch.stack([torch.ones(in_f // group_size, out_f), torch.zeros(in_f // group_size, out_f)], -1)
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, group_size, sz.to(torch.bfloat16))
+        return bool(torch.allclose(y.float(), torch.full_like(y.float(), in_f)))
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return False
+
+
+def quantize(
+    model: nn.Module,
+    scheme: Scheme,
+    *,
+    group_size: int | None = None,
+    path: Path = "auto",
+    output_scheme: Scheme = "int8",
+    output_group_size: int = OUTPUT_GROUP_SIZE,
+    inplace: bool = False,
+) -> nn.Module:
+    """``model`` with every ``nn.Linear`` replaced by a ``QuantizedLinear`` (see the module docstring).
+
+    ``group_size``: int8 0 (per channel, default) or a group; int4 default 32. ``output_scheme`` and
+    ``output_group_size`` are those of the output layer (``lm_head``). Returns a copy unless ``inplace``;
+    the result is in eval mode, its remaining parameters have ``requires_grad=False``, ``train()`` raises
+    ``QuantizationError``, and ``model.quant_path`` names the paths its layers took (``"int8-kernel"``, ``"int4-dequantize"``, or ``"mixed: ..."``).
+    A tied output layer (``lm_head.weight is embed.token.weight``) gets its own quantized copy; the
+    embedding stays float (a lookup reads one row). Raises ``QuantizationError`` for an unknown
+    scheme or path, a model without linear layers, or (int4) an ``in_features`` the groups do not divide.
+    """
+    for value in (scheme, output_scheme):
+        if value not in SCHEMES:
+            raise QuantizationError(f"unknown scheme {value!r}; choose one of {', '.join(SCHEMES)}")
+    if getattr(model, "quant_path", None) is not None:
+        raise QuantizationError(f"this model is already quantized ({model.quant_path})")
+    if not inplace:
+        model = copy.deepcopy(model)
+    targets = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not targets:
+        raise QuantizationError(f"{type(model).__name__} has no nn.Linear layers to quantize")
+    paths = set()
+    for name, linear in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        try:
+            if child == "lm_head":  # path="kernel" asks it of the layers whose layout has one
+                out_path = "auto" if path == "kernel" else path
+                layer = QuantizedLinear.from_linear(linear, output_scheme, group_size=output_group_size, path=out_path)
+            else:
+                layer = QuantizedLinear.from_linear(linear, scheme, group_size=group_size, path=path)
+        except QuantizationError as exc:
+            raise QuantizationError(f"layer {name!r}: {exc}") from None
+        setattr(parent, child, layer)
+        paths.add(layer.quant_path)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    model.quant_path = paths.pop() if len(paths) == 1 else "mixed: " + ", ".join(sorted(paths))
+    _refuse_training(model)
+    return model
+
+
+def _refuse_training(model: nn.Module) -> None:
+    """Make ``model.train()`` raise (``model.eval()`` / ``train(False)`` still work) on this instance only."""
+    original = model.train
+
+    def train(mode: bool = True) -> nn.Module:
+        if mode:
+            raise QuantizationError(TRAINING_REFUSED.format(path=model.quant_path))
+        return original(False)
+
+    model.train = train  # type: ignore[method-assign]
+
+
+_CACHE: dict[tuple[int, str, str], Any] = {}
+_LOCK = threading.Lock()
+
+
+def quantized_copy(loaded: Any, scheme: Scheme, *, path: Path = "auto") -> Any:
+    """A catalogue ``LoadedModel`` (or a subclass such as ``SmolLM2``) whose ``model`` is ``quantize(...)``'s
+    copy; cached per loaded model, scheme and path. The float32 model is not changed."""
+    key = (id(loaded.model), scheme, path)
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = dataclasses.replace(loaded, model=quantize(loaded.model, scheme, path=path))
+        return _CACHE[key]
+
+
+def weight_bytes_per_token(model: nn.Module) -> int:
+    """Bytes of weights one batch-1 decoding step reads: every parameter and quantized buffer once, but one
+    row of an embedding table that is only looked up (not also a float output layer)."""
+    lookup_only = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    lookup_only -= {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    total = 0
+    for p in model.parameters():
+        total += (p[0].numel() * p.element_size()) if id(p) in lookup_only else p.numel() * p.element_size()
+    for m in model.modules():
+        if isinstance(m, QuantizedLinear):
+            total += sum(b.numel() * b.element_size() for b in m.buffers(recurse=False))
+    return total
