@@ -34,11 +34,12 @@ VALID = {
     "/api/timeline/attention": {"model": "demo-decoder", "step": 0, "layer": 0, "head": 0},
     "/api/translate": {"model": "demo-translator", "text": "In the beginning", "max_new_tokens": 4},
     "/api/heads/rank": {"model": "demo-decoder", "text": "hello", "query": 3, "key": 1},
+    "/api/next-token": {"model": "demo-decoder", "text": "hello"},
     "/api/models/{name}/load": {},
 }
 TEXT_FIELDS = {"/api/attention": ["text"], "/api/qkv": ["text"], "/api/part": ["text"],
                "/api/positions": ["first", "second"], "/api/generate": ["text"], "/api/translate": ["text"],
-               "/api/heads/rank": ["text"]}
+               "/api/heads/rank": ["text"], "/api/next-token": ["text"]}
 NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e309", "-1e309"]
 
 
@@ -138,7 +139,7 @@ def test_a_generation_error_from_the_library_is_a_422(client: TestClient, monkey
     def refuse(*_: object, **__: object) -> int:
         raise GenerationError("top_p must be a finite number in (0, 1], got nan")
 
-    monkeypatch.setattr(generation, "sample_next", refuse)
+    monkeypatch.setattr(generation, "stream_ids", refuse)  # the library's decoding loop refuses
     r = client.post("/api/generate", json={"model": "demo-decoder", "text": "hi", "max_new_tokens": 1})
     assert r.status_code == 422 and r.json() == {"detail": "top_p must be a finite number in (0, 1], got nan", "errors": []}
 
