@@ -49,7 +49,7 @@ def nan_at(monkeypatch, n: int) -> None:
         if training:
             calls["n"] += 1
             if calls["n"] == n:
-                return loss * math.nan
+                return loss._replace(total=loss.total * math.nan)  # Task.loss gives (sum, count)
         return loss
 
     monkeypatch.setattr(LanguageModelTask, "loss", nan)

@@ -20,7 +20,7 @@ TWELVE = "abcdefghijkl"
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     register_demo_models(tmp_path_factory.mktemp("timeline"))
-    return TestClient(create_app())
+    return TestClient(create_app(), base_url="http://127.0.0.1")
 
 
 def test_the_tour_has_ordered_steps_with_known_widgets_and_existing_pages(client: TestClient) -> None:
