@@ -267,7 +267,7 @@ def _train(ctx: typer.Context, **values: Any) -> None:
     if not values["out"]:
         raise _usage("Missing option '--out': the run folder")
     if values["resume"]:
-        from attnlab.train.loop import saved_train_config
+        from attnlab.train.runs import saved_train_config
 
         names = {f.name for f in fields(TrainConfig)}
         saved = {k: v for k, v in saved_train_config(values["out"]).items() if k in names}
@@ -282,10 +282,11 @@ def _train(ctx: typer.Context, **values: Any) -> None:
 
     import torch
 
-    from attnlab.train.loop import claim_run_folder
     from attnlab.train.loop import train as run_training
+    from attnlab.train.runs import claim_run_folder
 
-    claim_run_folder(cfg)  # before any long work: a folder that holds another run is refused now
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 owns the folder (the others may see it filled)
+        claim_run_folder(cfg)  # before any long work: a folder that holds another run is refused now
     if threads:
         torch.set_num_threads(threads)
     result = run_training(cfg)

@@ -80,6 +80,9 @@ CASES = [
     ([*T, "--eval-iters", "1000000000"], 2, "'--eval-iters': must be an integer in [1, 10000]"),
     ([*T, "--iters", str(10**30)], 2, "'--iters': must be an integer in [1, 1000000000]"),
     ([*T, "--lr", "nan"], 2, "'--lr': must be a number in (0, 10], got nan"),
+    ([*T, "--lr", "1e400"], 2, "'--lr': must be a number in (0, 10], got inf"),
+    ([*T, "--iters", "abc"], 2, "'--iters'"),
+    ([*T, "--nosuch"], 2, "No such option"),
     ([*T, "--lr", "1e-3", "--min-lr", "1e-2"], 2, "min_lr must be at most lr"),
     ([*T, "--task", "mlm", "--tokenizer", "char"], 2, "needs special tokens"),
     ([*T, "--task", "nope"], 2, "'--task': unknown value 'nope'; choose one of: lm, mlm, classification, translation"),
@@ -98,7 +101,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("args", "status", "words"), CASES, ids=[" ".join(c[0][:4]) for c in CASES])
+@pytest.mark.parametrize(("args", "status", "words"), CASES, ids=[" ".join(c[0]).replace("{p}/", "") for c in CASES])
 def test_each_mistake_is_one_line_with_the_right_status(place, capsys, args, status, words) -> None:
     before = sorted(p.relative_to(place).as_posix() for p in place.rglob("*"))
     code = main([a.replace("{p}", str(place)) for a in args])
@@ -176,3 +179,6 @@ def test_train_options_are_generated_from_train_config() -> None:
             assert f.metadata["range"].text() in options[f.name].help, f.name
     assert set(options) - {f.name for f in fields(TrainConfig)} == {"ctx", "threads"} - {"ctx"}
     assert set(TASKS) == set(fields(TrainConfig)[2].metadata["choices"])
+    parsed = command.make_context("train", ["--out", "x", "--no-progress", "--bf16", "--decay-iters", "7"]).params
+    assert parsed["progress"] is False and parsed["bf16"] is True and parsed["decay_iters"] == 7
+    assert command.make_context("train", ["--out", "x"]).params["progress"] is True

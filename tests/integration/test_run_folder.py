@@ -11,7 +11,8 @@ import pytest
 from test_train import config, make_corpus
 
 from attnlab.train.data import DataError
-from attnlab.train.loop import RunFolderError, TrainingDiverged, read_metrics, train
+from attnlab.train.loop import TrainingDiverged, read_metrics, train
+from attnlab.train.runs import RunFolderError
 from attnlab.train.tasks import LanguageModelTask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,7 +49,7 @@ def nan_at(monkeypatch, n: int) -> None:
         if training:
             calls["n"] += 1
             if calls["n"] == n:
-                return loss * math.nan
+                return loss._replace(total=loss.total * math.nan)  # Task.loss gives (sum, count)
         return loss
 
     monkeypatch.setattr(LanguageModelTask, "loss", nan)
@@ -169,3 +170,18 @@ def test_resume_survives_a_cut_metrics_line_and_truncated_tokens(corpus, monkeyp
     second = train(config(corpus, "run", resume=True))
     assert first.losses + second.losses == full.losses
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r] == list(range(1, 13))
+
+
+def test_a_run_set_aside_by_a_killed_overwrite_is_never_deleted(corpus) -> None:
+    import subprocess
+    import sys
+
+    train(config(corpus, "run", iters=4))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    aside = corpus / "run" / f".previous-run-{dead.pid}"
+    aside.mkdir()
+    (aside / "metrics.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(RunFolderError, match=r"previous-run-\d+ holds a run set aside .* move its contents back"):
+        train(config(corpus, "run", iters=8, resume=True))
+    assert (aside / "metrics.jsonl").is_file()

@@ -15,13 +15,13 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
+from attnlab import catalog as cat
 from attnlab.experiments.common import finish
 from attnlab.web import models as web_models
 from attnlab.web.app import ERRORS, create_app
 from attnlab.web.demo import register_demo_models
 from attnlab.web.guard import CSP, host_name
 from attnlab.web.serve import allowed_hosts
-from attnlab.weights import catalog as cat
 
 LOCAL = "http://127.0.0.1"
 # A valid body for every POST route, by path (a new POST route must be added here: the test says so).
@@ -34,12 +34,13 @@ VALID = {
     "/api/timeline/attention": {"model": "demo-decoder", "step": 0, "layer": 0, "head": 0},
     "/api/translate": {"model": "demo-translator", "text": "In the beginning", "max_new_tokens": 4},
     "/api/heads/rank": {"model": "demo-decoder", "text": "hello", "query": 3, "key": 1},
+    "/api/next-token": {"model": "demo-decoder", "text": "hello"},
     "/api/models/{name}/load": {},
     "/api/why": {"model": "demo-decoder", "text": "hello", "layer": 1, "head": 1, "focus": 2},
 }
 TEXT_FIELDS = {"/api/attention": ["text"], "/api/qkv": ["text"], "/api/part": ["text"],
                "/api/positions": ["first", "second"], "/api/generate": ["text"], "/api/translate": ["text"],
-               "/api/heads/rank": ["text"], "/api/why": ["text"]}
+               "/api/heads/rank": ["text"], "/api/next-token": ["text"], "/api/why": ["text"]}
 NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e309", "-1e309"]
 
 
@@ -139,7 +140,7 @@ def test_a_generation_error_from_the_library_is_a_422(client: TestClient, monkey
     def refuse(*_: object, **__: object) -> int:
         raise GenerationError("top_p must be a finite number in (0, 1], got nan")
 
-    monkeypatch.setattr(generation, "sample_next", refuse)
+    monkeypatch.setattr(generation, "stream_ids", refuse)  # the library's decoding loop refuses
     r = client.post("/api/generate", json={"model": "demo-decoder", "text": "hi", "max_new_tokens": 1})
     assert r.status_code == 422 and r.json() == {"detail": "top_p must be a finite number in (0, 1], got nan", "errors": []}
 
@@ -232,7 +233,8 @@ def test_the_allow_list_adds_names(tmp_path: Path) -> None:
     app = create_app(experiments_dir=tmp_path, allowed_hosts=allowed_hosts("0.0.0.0", ["mybox.local"]))
     client = TestClient(app, base_url="http://mybox.local:8000")
     assert client.get("/api/models").status_code == 200
-    assert client.get("/api/models", headers={"host": "other.local"}).status_code == 400
+    refused = client.get("/api/models", headers={"host": "other.local"})
+    assert refused.status_code == 400 and "mybox" not in refused.text  # the refused page learns no allowed name
     assert host_name("[::1]:8000") == "::1" and host_name("mybox.local") == "mybox.local" and host_name("a:b") is None
     with pytest.raises(ValueError, match="without a scheme or port"):
         allowed_hosts("127.0.0.1", ["mybox.local:8000"])
@@ -275,14 +277,20 @@ def test_security_headers_on_every_answer(app, client: TestClient) -> None:
 
 def test_experiments_page_shows_no_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    finish("positions", "my run", "tiny", 0, time.perf_counter(), tmp_path / "runs" / "experiments" / "positions",
-           data={}, summary=["fine"], figures=[])
+    out = tmp_path / "runs" / "experiments" / "positions"
+    finish("positions", "my run", "tiny", 0, time.perf_counter(), out, data={}, summary=[f"data: {tmp_path}/d.txt"],
+           figures=[])
+    record = json.loads((out / "results.json").read_text())
+    (out / "results.json").write_text(json.dumps({**record, "command": f"attnlab experiment positions --data {tmp_path}/d.txt",
+                                                  "notes": [f"read {Path.home()}/corpus.txt"]}))
     text = TestClient(create_app(), base_url=LOCAL).get("/api/experiments").text
     assert str(tmp_path) not in text and str(Path.home()) not in text
     body = json.loads(text)
     assert body["runs_dir"] == "runs/experiments"
     mine = next(e for e in body["experiments"] if e["name"] == "positions")["results"][0]
     assert mine["label"].startswith("your run: positions")
+    assert mine["command"] == "attnlab experiment positions --data ./d.txt" and mine["summary"] == ["data: ./d.txt"]
+    assert mine["notes"] == ["read ~/corpus.txt"]
     outside = TestClient(create_app(experiments_dir="/tmp"), base_url=LOCAL).get("/api/experiments").json()
     assert not outside["runs_dir"].startswith("/")
 

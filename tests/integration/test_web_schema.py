@@ -21,6 +21,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
 import schemathesis  # a test-only dependency: the `dev` extra (pyproject.toml)
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -30,20 +31,24 @@ from attnlab.web.demo import register_demo_models
 
 SEED = 20261129
 MAX_EXAMPLES = 10  # per operation and phase (~100 s on a busy 2-core machine)
-
-
-def _app():
-    register_demo_models(Path(tempfile.mkdtemp(prefix="attnlab-schema-")))
-    # schemathesis's ASGI client sends `Host: testserver`: allowed here as `--allow-host testserver` would
-    return create_app(experiments_dir=Path(tempfile.mkdtemp(prefix="attnlab-runs-")), allowed_hosts=["testserver"])
-
-
 CONFIG = SchemathesisConfig.from_dict({
     "seed": SEED,
     "generation": {"max-examples": MAX_EXAMPLES, "mode": "all", "deterministic": True},
     "phases": {"stateful": {"enabled": False}},
 })
-schema = schemathesis.openapi.from_asgi("/openapi.json", _app(), config=CONFIG)
+
+
+# The app holds no model: building it (and reading its schema) at collection changes nothing global.
+# schemathesis's ASGI client sends `Host: testserver`: allowed here as `--allow-host testserver` would.
+schema = schemathesis.openapi.from_asgi(
+    "/openapi.json", create_app(experiments_dir=Path(tempfile.mkdtemp(prefix="attnlab-no-runs-")),
+                                allowed_hosts=["testserver"]), config=CONFIG)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def demo_models(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The models are registered at test time, not at collection."""
+    register_demo_models(tmp_path_factory.mktemp("timeline"))
 
 
 @schemathesis.check

@@ -6,13 +6,13 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from attnlab import catalog as cat
 from attnlab.generate import Sampling, sampling_distribution
 from attnlab.inspect import run_with_cache
 from attnlab.web import tour
 from attnlab.web.app import create_app
 from attnlab.web.demo import register_demo_models
 from attnlab.web.models import view_defaults
-from attnlab.weights import catalog as cat
 
 TWELVE = "abcdefghijkl"
 
@@ -20,7 +20,7 @@ TWELVE = "abcdefghijkl"
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     register_demo_models(tmp_path_factory.mktemp("timeline"))
-    return TestClient(create_app())
+    return TestClient(create_app(), base_url="http://127.0.0.1")
 
 
 def test_the_tour_has_ordered_steps_with_known_widgets_and_existing_pages(client: TestClient) -> None:

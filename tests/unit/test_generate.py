@@ -253,7 +253,7 @@ def test_bundled_shakespeare_model_and_snapshots() -> None:
 def test_bundled_model_reads_a_left_padded_prompt_as_the_prompt_alone() -> None:
     """Issue 13's report: "O" left-padded by four tokens moved the next-character distribution by a
     total variation of 0.38 and flipped the top choice; with positions that follow the mask, nothing moves."""
-    from attnlab.weights.catalog import load
+    from attnlab.catalog import load
 
     loaded = load("shakespeare-char")
     o = loaded.tokenizer.encode("O")

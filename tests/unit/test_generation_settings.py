@@ -192,7 +192,7 @@ def test_the_playground_route_answers_tiny_temperature_and_top_p(tmp_path) -> No
     from attnlab.web.demo import register_demo_models
 
     register_demo_models(tmp_path)
-    client = TestClient(create_app())
+    client = TestClient(create_app(), base_url="http://127.0.0.1")
     req = {"model": "demo-decoder", "text": "the cat", "max_new_tokens": 3, "seed": 3}
     greedy = client.post("/api/generate", json={**req, "temperature": 0}).json()
     for tiny in ({"temperature": 1.1754943508222875e-38}, {"temperature": 1e-30}, {"top_p": 5e-324}):

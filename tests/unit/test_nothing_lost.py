@@ -175,3 +175,18 @@ def test_other_huge_sizes_are_refused_before_building(tmp_path, key, value, mess
     (tmp_path / "c" / "config.json").write_text(json.dumps({**cfg, key: value, "head_dim": None}))
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(tmp_path / "c")
+
+
+def test_truncated_tokens_and_split_files_are_named_with_what_to_do(tmp_path) -> None:
+    from attnlab.train.data import DataError, open_tokens, prepare_tokens
+
+    (tmp_path / "c.txt").write_text("abcdefgh " * 200)
+    prepare_tokens([tmp_path / "c.txt"], CharTokenizer("abcdefgh "), tmp_path / "data")
+    tokens = tmp_path / "data" / "tokens.npy"
+    tokens.write_bytes(tokens.read_bytes()[:300])
+    with pytest.raises(DataError, match=r"tokens\.npy: truncated or corrupt \(300 bytes on disk for 1800 tokens.*delete"):
+        open_tokens(tmp_path / "data")
+    (tmp_path / "data" / "split.json").write_text('{"n_tok')
+    with pytest.raises(DataError, match=r"split\.json: not a readable split file"):
+        open_tokens(tmp_path / "data")
+    assert [p.name for p in (tmp_path / "data").iterdir() if p.name.startswith(".")] == []

@@ -120,7 +120,7 @@ class TrainConfig:
     snapshots: tuple[int, ...] = option((), "Comma-separated steps (0 to --iters) at which to save small "
                                         "snapshots.", range=count(0, 10**9))
     snapshot_dtype: str = option("bfloat16", "Storage dtype of snapshot weights.", choices=SNAPSHOT_DTYPES)
-    progress: bool = option(True, "Show a progress bar.", flag="--no-progress")
+    progress: bool = option(True, "Show a progress bar.", flag="--progress/--no-progress")
     resume: bool = option(False, "Continue the run in --out from its last checkpoint; options not given keep "
                           "the run's values, and only the run's length and reporting may change.")
     overwrite: bool = option(False, "Replace the run already in --out (deleted when the new run writes its "

@@ -10,6 +10,14 @@ generator and torch's RNG -- is in the checkpoint, so ``resume=True`` continues 
 losses as a run that was never interrupted (CPU, float32). A first Ctrl-C finishes the current step,
 saves and returns; a loss that turns NaN or infinite stops the run before the bad update is applied,
 leaving the last good checkpoint as it was.
+
+A run folder holds one run (``attnlab.train.runs``): a fresh run into a folder that holds a run is
+refused unless ``overwrite``; the tokenizer and the data are prepared in ``OUT/.prepare.tmp-PID`` and
+moved in when training starts; a run that fails before its first checkpoint is undone (the previous
+run, set aside by ``overwrite``, comes back). ``resume`` refuses a config that differs from the saved
+one outside ``RESUME_MAY_CHANGE`` or data whose content fingerprint differs (``check_resume``), and
+keeps the saved learning-rate schedule, so extending ``iters`` continues at ``min_lr`` past the
+original decay instead of jumping back up.
 """
 
 from __future__ import annotations
@@ -33,17 +41,24 @@ from attnlab.models import build_model, preset
 from attnlab.models.init import init_weights
 from attnlab.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 from attnlab.train import distributed
-from attnlab.train.config import RESUME_MAY_CHANGE, TrainConfig
-from attnlab.train.data import corpus_files, data_matches, files_fingerprint, iter_text, text_sha256
+from attnlab.train.config import TrainConfig
+from attnlab.train.data import corpus_files, data_matches, iter_text, text_sha256
+from attnlab.train.runs import (
+    RunFolderError,
+    check_resume,
+    claim_run_folder,
+    fingerprints_of,
+    restore_run_folder,
+    saved_train_config,
+    temp_name,
+)
 from attnlab.train.schedule import WarmupCosine
 from attnlab.train.tasks import DEFAULT_PRESET, Batch, DataSpec, Task, make_task
 from attnlab.weights.checkpoint import (
     CheckpointError,
     TrainingState,
-    is_checkpoint_dir,
     load_checkpoint,
     load_training_state,
-    pid_alive,
     remove_stale_temporaries,
     rng_state,
     save_checkpoint,
@@ -53,13 +68,6 @@ from attnlab.weights.checkpoint import (
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message gives the step and the checkpoint that was kept."""
-
-
-class RunFolderError(ValueError):
-    """A run folder this run may not use as asked (it holds another run, it is a file, a resume that
-    would change the run); the message names the folder or the fields and says what to do."""
-
-    exit_code = 2  # the command line reports it as a usage error
 
 
 @dataclass
@@ -198,133 +206,6 @@ def backward_step(
     return float(totals[0] / n_all), n_all
 
 
-
-# ------------------------------------------------------------------------------------ run folder
-
-RUN_ENTRIES = ("last", "best", ".last.old", ".best.old", "snapshots", "data", "metrics.jsonl", "loss.png")
-_CHECKPOINT_ENTRIES = ("last", "best", ".last.old", ".best.old")
-_DATA_FILES = ("tokens.npy", "split.json")
-
-
-def _ours(entry: Path) -> bool:
-    """Whether a run-folder entry is something a run wrote (so that --overwrite may replace it)."""
-    if entry.is_symlink():
-        return False
-    if entry.name in _CHECKPOINT_ENTRIES:
-        return is_checkpoint_dir(entry)
-    if entry.name == "snapshots":
-        return entry.is_dir() and all(is_checkpoint_dir(p) or p.name.startswith(".") for p in entry.iterdir())
-    if entry.name == "data":
-        return entry.is_dir() and all(p.name in _DATA_FILES or p.name.startswith(".") for p in entry.iterdir())
-    return entry.is_file()
-
-
-def _check_writable(folder: Path, what: str) -> None:
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise RunFolderError(f"{what} {folder}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise RunFolderError(f"{what} {folder}: {probe} is not writable")
-
-
-def claim_run_folder(cfg: TrainConfig) -> list[Path]:
-    """Check that this run may use ``cfg.out``, before any long work; returns the entries of a
-    previous run that ``overwrite`` will replace.
-
-    A fresh run needs a folder that holds no run (absent, empty, or with only files of the user's
-    whose names a run does not use); ``resume`` needs a ``last`` checkpoint; ``overwrite`` replaces
-    only entries a run wrote. Raises ``RunFolderError`` naming the folder and what to do.
-    """
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"--out {out} is a file; a run needs a folder (choose a new path)")
-    _check_writable(out, "--out")
-    aside = [p for p in out.glob(".previous-run-*") if not pid_alive(int(p.name.rsplit("-", 1)[-1] or 0))] \
-        if out.is_dir() else []
-    if aside:
-        raise RunFolderError(f"{aside[0]} holds a run set aside by an --overwrite run that was killed before its "
-                             f"first checkpoint; move its contents back into {out} (or delete it) first")
-    present = [out / n for n in RUN_ENTRIES if (out / n).exists() or (out / n).is_symlink()]
-    if cfg.resume:
-        if not ((out / "last").is_dir() or (out / ".last.old").is_dir()):
-            raise RunFolderError(f"{out}: no run to resume (no last/ checkpoint); drop --resume to start one")
-        return []
-    if present and not cfg.overwrite:
-        names = ", ".join(p.name for p in present)
-        raise RunFolderError(f"{out} already holds a training run ({names}); add --resume to continue it, "
-                             f"--overwrite to replace it, or choose another --out")
-    for entry in present:
-        if not _ours(entry):
-            raise RunFolderError(f"--overwrite replaces only what a run wrote, and {entry} is not (not a "
-                                 f"checkpoint or a run's data); move it away or choose another --out")
-    return present
-
-
-def saved_train_config(out: str | Path) -> dict[str, Any]:
-    """The ``TrainConfig`` (as JSON) recorded in ``out/last``: what ``--resume`` continues."""
-    if not ((Path(out) / "last").is_dir() or (Path(out) / ".last.old").is_dir()):
-        raise RunFolderError(f"{out}: no run to resume (no last/ checkpoint); drop --resume to start one")
-    info = load_training_state(Path(out) / "last").info
-    saved = info.get("train_config")
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{Path(out) / 'last'}: its training state records no train_config")
-    return saved
-
-
-def _fingerprints(cfg: TrainConfig) -> dict[str, str | None]:
-    """Content fingerprints of every data file the run reads (missing files raise ``DataError``)."""
-    return {key: None if getattr(cfg, key) is None else files_fingerprint(corpus_files(getattr(cfg, key), cfg.seed))
-            for key in ("data", "target_data", "val_data")}
-
-
-def check_resume(saved: dict[str, Any], info: dict[str, Any], cfg: TrainConfig,
-                 current: dict[str, str | None] | None = None) -> None:
-    """Refuse a resume that would change the run: any field outside ``RESUME_MAY_CHANGE`` that differs
-    from the saved config, and data files whose content differs from what the run trained on.
-
-    Data paths may differ (a moved corpus) when the content fingerprint is the same. Raises
-    ``RunFolderError`` naming each field with both values.
-    """
-    now = json.loads(json.dumps(asdict(cfg)))
-    saved_prints = info.get("fingerprints")
-    paths = ("data", "target_data", "val_data")
-    diffs = [f"{k}: saved {saved[k]!r}, now {now[k]!r}" for k in now
-             if k in saved and k not in RESUME_MAY_CHANGE and saved[k] != now[k]
-             and not (k in paths and isinstance(saved_prints, dict))]
-    if isinstance(saved_prints, dict):
-        current = _fingerprints(cfg) if current is None else current
-        diffs += [f"{k}: the content of {now[k]!r} differs from the {saved.get(k)!r} the run trained on"
-                  for k in paths if saved_prints.get(k) != current[k]]
-    if diffs:
-        allowed = ", ".join(sorted(RESUME_MAY_CHANGE - {"resume", "overwrite", "out"}))
-        raise RunFolderError(f"--resume would change the run in {cfg.out}: {'; '.join(diffs)}. A resumed run may "
-                             f"change only {allowed}; start a new --out to train differently")
-
-
-def _restore(out: Path, aside: Path | None, created: bool) -> None:
-    """Undo a run that failed before its first checkpoint: its entries go, the previous run's return."""
-    for name in RUN_ENTRIES:
-        entry = out / name
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        elif entry.exists() or entry.is_symlink():
-            entry.unlink(missing_ok=True)
-    if aside is not None and aside.is_dir():
-        for entry in aside.iterdir():
-            os.replace(entry, out / entry.name)
-        aside.rmdir()
-    if created:
-        with contextlib.suppress(OSError):
-            out.rmdir()
-
-
-def _temp_name(env: distributed.DistEnv) -> str:
-    """Shared by all ranks of one torchrun launch (their parent), unique to this process otherwise."""
-    return str(os.getppid() if env.enabled else os.getpid())
-
-
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) a training run; see the module docstring for what is saved and when.
 
@@ -346,7 +227,7 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> TrainResult:
 
     # ---- the saved run (resume), compared with this config before anything else is read
     resume_state: TrainingState | None = None
-    fingerprints = _fingerprints(cfg)  # a missing data file is named here, before anything else
+    fingerprints = fingerprints_of(cfg)  # a missing data file is named here, before anything else
     if cfg.resume:
         resume_state = load_training_state(last_dir)
         if resume_state.optimizer is None:
@@ -378,7 +259,7 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> TrainResult:
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
-    prep = out / f".prepare.tmp-{_temp_name(env)}"
+    prep = out / f".prepare.tmp-{temp_name(env)}"
     reuse = cfg.resume and data_matches(out / "data", fingerprints["data"] or "", fingerprints["tokenizer"])
     try:
         task.prepare(tokenizer, config, out / "data" if reuse else prep / "data", env, reuse=reuse)
@@ -403,20 +284,18 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> TrainResult:
             os.replace(prep / "data", out / "data")
         shutil.rmtree(prep, ignore_errors=True)
     distributed.barrier(env)
-    committed = {"done": cfg.resume}  # a fresh run owns the folder once it has written a checkpoint
+    # a fresh run owns the folder once it has written a checkpoint; the run set aside is deleted then
+    committed: dict[str, Any] = {"done": cfg.resume, "aside": aside}
     try:
-        result = _run(cfg, env, task, model, tokenizer, resume_state, fingerprints, committed)
+        return _run(cfg, env, task, model, tokenizer, resume_state, fingerprints, committed)
     except BaseException:
         if env.is_main and not committed["done"]:
-            _restore(out, aside, created)
+            restore_run_folder(out, aside, created)
         raise
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-    return result
 
 
 def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Module, tokenizer: Tokenizer,
-         resume_state: TrainingState | None, fingerprints: dict[str, str | None], committed: dict[str, bool],
+         resume_state: TrainingState | None, fingerprints: dict[str, str | None], committed: dict[str, Any],
          ) -> TrainResult:
     out = Path(cfg.out)
     last_dir, best_dir = out / "last", out / "best"
@@ -454,8 +333,10 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
                 optimizer=optimizer.state_dict(),
             )
         save_checkpoint(directory, model, tokenizer, state)
-        if directory == last_dir:
+        if directory == last_dir and not committed["done"]:
             committed["done"] = True
+            if committed["aside"] is not None:
+                shutil.rmtree(committed["aside"], ignore_errors=True)
 
     def snapshot() -> None:
         if env.is_main and step in cfg.snapshots:

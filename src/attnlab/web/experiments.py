@@ -162,8 +162,17 @@ def shown_path(path: Path) -> str:
     return ".../" + "/".join(path.parts[-2:])
 
 
+def _scrub(text: str) -> str:
+    """``text`` with the server's working folder and the user's home written as ``.`` and ``~`` (a
+    recorded command line or note may name files by absolute path)."""
+    for base, short in ((Path.cwd().resolve(), "."), (Path.home().resolve(), "~")):
+        if len(base.parts) > 1:
+            text = text.replace(str(base), short)
+    return text
+
+
 def _strings(value: object) -> list[str]:
-    return [str(x) for x in value if isinstance(x, str | int | float)] if isinstance(value, list) else []
+    return [_scrub(str(x)) for x in value if isinstance(x, str | int | float)] if isinstance(value, list) else []
 
 
 def _result_set(r: Run, text: Explanation) -> s.ExperimentResultSet:
@@ -183,9 +192,9 @@ def _result_set(r: Run, text: Explanation) -> s.ExperimentResultSet:
     where = "reference run shipped with attnlab" if r.source == REFERENCE else f"your run: {r.run}"
     return s.ExperimentResultSet(
         id=f"{r.source}/{r.run}", source=r.source, label=f"{where} ({mode or 'mode unknown'} mode)", mode=mode,
-        command=str(record.get("command") or ""), summary=_strings(r.entry.get("summary")),
+        command=_scrub(str(record.get("command") or "")), summary=_strings(r.entry.get("summary")),
         notes=_strings(record.get("notes")),
-        machine={str(k): str(v) for k, v in machine.items()},
+        machine={str(k): _scrub(str(v)) for k, v in machine.items()},
         elapsed_s=float(elapsed) if isinstance(elapsed, int | float) and not isinstance(elapsed, bool)
         and math.isfinite(elapsed) else None,
         figures=figures, results_url=_url(r.source, r.run, RESULTS_FILE),

@@ -155,8 +155,9 @@ class Guard:
         host = headers.get("host", "")
         name = host_name(host)
         if name is None or (name not in self.allowed and "*" not in self.allowed):
+            # The answer may be read by the very page refused (DNS rebinding): it names no allow-listed host.
             raise RequestRefused(400, f"this server does not answer to the host {host[:100]!r}; it answers to "
-                                      f"{', '.join(sorted(self.allowed))} (`attnlab serve --allow-host NAME` adds one)")
+                                      "127.0.0.1, localhost, [::1] and names given with `attnlab serve --allow-host NAME`")
         if scope["method"] in SAFE_METHODS:
             return
         origin = headers.get("origin")

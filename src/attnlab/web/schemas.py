@@ -470,7 +470,8 @@ class FinderResponse(BaseModel):
 
 class NextTokenRequest(Request):
     model: str = Model
-    text: str = Field(default="John gave the book to Sarah because she", max_length=MAX_CHARS)
+    text: str = Field(default="John gave the book to Sarah because she", min_length=1, max_length=MAX_CHARS,
+                      description=_TOKENS)
 
 
 class NextTokenResponse(BaseModel):

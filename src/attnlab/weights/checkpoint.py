@@ -234,8 +234,15 @@ def is_checkpoint_dir(path: str | Path) -> bool:
         return False
     if (path / MARKER_FILE).is_file():
         return True
-    names = {p.relative_to(path).as_posix() for p in path.rglob("*")}
-    return CONFIG_FILE in names and names <= _CHECKPOINT_FILES
+    names = set()
+    for entry in path.iterdir():  # stops at the first foreign name: never walks a big folder
+        names.add(entry.name)
+        if entry.name not in _CHECKPOINT_FILES:
+            return False
+    training = path / "training"
+    if training.is_dir() and not {f"training/{p.name}" for p in training.iterdir()} <= _CHECKPOINT_FILES:
+        return False
+    return CONFIG_FILE in names
 
 
 def check_destination(directory: str | Path) -> Path:
