@@ -36,3 +36,18 @@ def test_why_view_draws_the_api_numbers_and_follows_clicks(ui) -> None:
     page.wait_for_selector("#why-root button[data-token='2'][aria-pressed=true]")
     assert ui.errors == []
     ui.screenshot("why-view")
+
+
+def test_the_tour_step_opens_the_why_view_on_its_preset(ui) -> None:
+    page = ui.page
+    ui.open("#tour/9")
+    page.locator("h1", has_text="remove a head").wait_for()
+    explore = page.locator("a.explore")
+    page.wait_for_selector(".tour-widget[data-state=ready]", timeout=120_000)  # its URL state is in the link now
+    with page.expect_response(lambda r: r.url.endswith("/api/why")) as answer:
+        explore.click()
+    body = answer.value.json()
+    assert body["model"] == "shakespeare-char"
+    page.wait_for_selector("#why-effects rect[data-i]")
+    assert page.evaluate("location.hash").startswith("#why")
+    assert ui.errors == []
