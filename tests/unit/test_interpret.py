@@ -135,32 +135,6 @@ def test_zero_ablation_is_zero_z_and_head_effects_match_one_at_a_time(lm) -> Non
     json.dumps(effects.to_dict())
 
 
-@pytest.mark.parametrize("batch", [1, 2])
-def test_sweeps_that_branch_mid_forward_equal_one_run_per_copy(batch: int) -> None:
-    """head_effects and patch grow the batch at the intervened block when they can (fork_hook); a
-    rotary model does so only from a batch of one. Both paths must give the one-at-a-time numbers."""
-    model = llama_like()
-    x, y = inputs_for(model, seed=1, batch=batch), inputs_for(model, seed=2, batch=batch)
-    metric = metrics.token_logprob(7)
-    effects = interpret.head_effects(model, x, metric)
-    clean = float(metric(run(model, x)).mean())
-    for layer, head in [(0, 0), (2, 3)]:
-        alone = float(metric(interpret.ablate(model, x, [(layer, head)])).mean())
-        assert effects.effects[layer, head].item() == pytest.approx(alone - clean, abs=1e-5)
-    res = interpret.patch(model, x, y, metric, where="mlp")
-    name = _names.block(model, "decoder", 1, "ff.hook_out")
-    _, cache = run_with_cache(model, x, names=name)
-
-    def patch_position_3(_m, _i, out):
-        out = out.clone()
-        out[:, 3] = cache[name][:, 3]
-        return out
-
-    with torch.no_grad(), math_backend(model), hooks_attached(model, {name: patch_position_3}):
-        expected = float(metric(model(y)).mean())
-    assert res.values[1, 3].item() == pytest.approx(expected, abs=1e-5)
-
-
 def test_mean_ablation_replaces_z_by_its_mean() -> None:
     model = decoder()
     x = inputs_for(model, batch=2)

@@ -111,16 +111,6 @@ class ModelView:
         out, cache = run_with_cache(self.model, *args, names=list(resolved))
         return out, {resolved[k]: cache[k] for k in resolved}
 
-    def can_fork(self, inputs: Inputs) -> bool:
-        """Whether copies of ``inputs`` may branch off one run inside a stack (``fork_hook``): the batch
-        then grows mid-forward, which is exact when nothing the blocks read keeps the original batch
-        size. An encoder-decoder's stacks meet in cross-attention, and a rotary model rotates by
-        per-row positions ``(batch, seq)`` (which broadcast only from a batch of one); there the
-        inputs are repeated from the start instead."""
-        if self.family == "encoder-decoder":
-            return False
-        return self.config.positions != "rotary" or self.batch_size(inputs) == 1
-
     # ----- stacks -----
     def stack(self, name: str | None) -> StackView:
         name = name or self.output_stack
@@ -155,32 +145,6 @@ class ModelView:
                 h = F.gelu(h, approximate="tanh" if m.config.activation == "gelu_tanh" else "none")
             x = m.transform_norm(h)
         return m.lm_head(x)
-
-
-def fork_hook(n: int) -> Callable[[nn.Module, object, Tensor], Tensor]:
-    """A hook that turns ``(batch, ...)`` into ``n`` stacked copies ``(n * batch, ...)``.
-
-    Put on a block's ``hook_resid_pre``, it lets ``n`` interventions at that block share the layers
-    before it (they are the clean run's anyway): a sweep over every layer then costs about half as
-    much as running every copy from the embeddings.
-    """
-
-    def hook(_module: nn.Module, _inputs: object, x: Tensor) -> Tensor:
-        return x.repeat(n, *([1] * (x.dim() - 1)))
-
-    return hook
-
-
-def chain(*hooks: Callable[[nn.Module, object, Tensor], Tensor | None]) -> Callable[[nn.Module, object, Tensor], Tensor]:
-    """Several forward hooks on one hook point, applied in order."""
-
-    def hook(module: nn.Module, inputs: object, x: Tensor) -> Tensor:
-        for h in hooks:
-            y = h(module, inputs, x)
-            x = x if y is None else y
-        return x
-
-    return hook
 
 
 def frozen_norm(norm: nn.Module | None, x: Tensor) -> tuple[Callable[[Tensor], Tensor], Tensor]:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from attnlab.inspect import hooks_attached
 from attnlab.interpret import _names
-from attnlab.interpret._model import Inputs, Metric, ModelView, StackView, fork_hook
+from attnlab.interpret._model import Inputs, Metric, ModelView, StackView
 
 Method = Literal["zero", "mean"]
 #: Copies of the input run per forward pass is bounded so that one pass holds about this many tokens.
@@ -115,10 +115,9 @@ def head_effects(
     """The change of ``metric`` when each head of a stack is removed alone, for every head.
 
     ``metric`` maps the model's output ``(batch, ...)`` to ``(batch,)`` (see
-    ``attnlab.interpret.metrics``); the effect is averaged over the batch. One batched pass per
-    layer: the copies with one of its heads removed branch off the clean run at that layer
-    (``fork_hook``), so the cost is about ``layers x heads / 2`` forward passes of the input. (An
-    encoder-decoder repeats its inputs instead, ``TOKENS_PER_PASS`` tokens per pass.)
+    ``attnlab.interpret.metrics``); the effect is averaged over the batch. Every (layer, head) copy
+    of the input runs in the same batched forward passes, so the cost is about ``layers x heads``
+    forward passes of the input, grouped ``TOKENS_PER_PASS`` tokens at a time.
     """
     view = ModelView(model)
     inputs = view.prepare(inputs)
@@ -128,21 +127,10 @@ def head_effects(
         baseline = float(metric(view.run(inputs)).float().mean())
     means = _z_means(view, sv, inputs, kind) if method == "mean" else {}
     L, H = sv.n_layers, sv.n_heads
-    values: list[Tensor] = []
-    if view.can_fork(inputs):  # one pass per layer: H copies branch off the clean run at that layer
-        for layer in range(L):
-            hooks = {
-                _names.block(model, sv.name, layer, "hook_resid_pre"): fork_hook(H),
-                _names.block(model, sv.name, layer, f"{kind}.hook_z"):
-                    _ablation_hook(torch.eye(H, dtype=torch.bool), means.get(layer)),
-            }
-            with torch.no_grad(), hooks_attached(model, hooks):
-                out = view.run(inputs)
-            values.append(metric(out).float().view(H, -1).mean(dim=1))
-        return HeadEffects(torch.cat(values).view(L, H) - baseline, baseline, method, sv.name, cross)
     pairs = [(layer, head) for layer in range(L) for head in range(H)]
     tokens = sum(x.numel() for x in inputs) if isinstance(inputs, tuple) else inputs.numel()
     per_pass = max(1, TOKENS_PER_PASS // max(tokens, 1))
+    values: list[Tensor] = []
     for start in range(0, len(pairs), per_pass):
         chunk = pairs[start:start + per_pass]
         masks = {layer: torch.zeros(len(chunk), H, dtype=torch.bool) for layer in range(L)}

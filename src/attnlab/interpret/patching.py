@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from attnlab.inspect import hooks_attached
 from attnlab.interpret import _names
-from attnlab.interpret._model import Inputs, Metric, ModelView, chain, fork_hook
+from attnlab.interpret._model import Inputs, Metric, ModelView
 
 Where = Literal["resid", "attn", "mlp", "head"]
 _POINT = {"resid": "hook_resid_pre", "attn": "attn.hook_out", "mlp": "ff.hook_out", "head": "attn.hook_z"}
@@ -100,17 +100,9 @@ def patch(
     source = float(metric(donor_out).float().mean())
     n = sv.n_heads if where == "head" else view.ids(receiver, sv.name).shape[1]
     rows = []
-    fork = view.can_fork(receiver)
-    for layer, name in enumerate(names):
+    for name in names:
         hook = _patch_hook(cache[name], n)
-        if fork:  # the n copies branch off the receiver's run at this layer (the layers before are its own)
-            start = _names.block(model, sv.name, layer, "hook_resid_pre")
-            hooks = ({start: chain(fork_hook(n), hook)} if name == start
-                     else {start: fork_hook(n), _names.resolve(model, name): hook})
-            run_on = receiver
-        else:
-            hooks, run_on = {_names.resolve(model, name): hook}, view.repeat(receiver, n)
-        with torch.no_grad(), hooks_attached(model, hooks):
-            out = view.run(run_on)
+        with torch.no_grad(), hooks_attached(model, {_names.resolve(model, name): hook}):
+            out = view.run(view.repeat(receiver, n))
         rows.append(metric(out).float().view(n, -1).mean(dim=1))
     return PatchResult(torch.stack(rows), where, direction, baseline, source, sv.name)
