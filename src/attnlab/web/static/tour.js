@@ -102,7 +102,7 @@ export const WIDGETS = {
     await ctx.need(pre.model);
     const p = await ctx.track(api.translate(pre.model, pre.text, 1));
     const layer = p.n_layers - 1;
-    let focus = 0;
+    let focus = findToken(p.target_tokens, pre.query) ?? 0;
     const w = p.mean_weights[layer];
     V.el("p", { class: "gen-text" }, box, p.text);
     const caption = V.el("p", { class: "widget-caption" }, box);
