@@ -10,7 +10,8 @@ When the text outgrows the model's ``max_len`` positions, the context slides: it
 step, so a rebuild happens only every ``max_len / 2`` tokens).
 
 ``stream`` is a generator: callers print each piece as it arrives; with ``top_probs=N`` every step
-also reports the model's N most likely next tokens and their probabilities.
+also reports the model's N most likely next tokens and their probabilities. ``generate_batch``
+continues several prompts at once, left-padded to one length (positions follow the attention mask).
 
 At batch 1 a step of a small model is mostly overhead around memory-bound matrix-vector products, so
 the loop does the least it can per token (the prompt is checked once, logits are computed for the
@@ -28,7 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnlab.models.stack import check_token_ids
+from attnlab.models.stack import attention_backend, check_token_ids, positions_for, set_attention_backend
+from attnlab.nn import padding_mask
 from attnlab.tokenizers import Tokenizer
 
 
@@ -121,8 +123,10 @@ def compiled_step(model: nn.Module, token: Tensor, position: Tensor, cache: Any)
     matrix-product kernels do at a fraction of this CPU's read bandwidth. Inductor's
     ``decompose_mm_pass`` rewrites such products (one row, sides up to 2048) as a multiply and a row
     sum, which it compiles, fused with the layer norms and activations around them, into vectorised
-    loops that stream each weight once; attention for the one query is fused in too (``attention``
-    spells out the formula under compilation for a single query).
+    loops that stream each weight once. The step is compiled, and must be called, with the model's
+    attention on the ``math`` backend (``stream_ids`` switches it for the one-token steps and back):
+    for one query the spelled-out formula compiles into the loops around it, while the fused kernel
+    would stay an opaque call whose fixed cost (~0.1 ms per layer on a small CPU) outweighs the work.
 
     Guards: a plain ``torch.compile`` function re-checks, before every call, ~1,200 facts about the
     model and the cache (types, hooks, shapes), ~0.4 ms per token here, over a tenth of a step. The
@@ -195,15 +199,20 @@ def stream_ids(
     # never meets "the keys are the whole buffer", a case it would compile a second graph for.
     cache_len = max_len + 1 if compile else max_len
     was_training = model.training
+    backend = attention_backend(model)
     model.eval()
 
     def read_window() -> tuple[Any, Tensor, Callable[..., Tensor]]:
         """The whole window at once (the prompt, or what is kept after a slide) into a fresh cache:
         the cache, the next-token logits and the one-token step that continues from them."""
         cache = model.new_cache(cache_len) if use_cache else None
+        set_attention_backend(model, backend)  # the many-token pass on the model's own backend
         logits = model.logits_at(torch.tensor([ids[start:]]), positions[: len(ids) - start], cache=cache,
                                  last_only=True)[0, -1]
-        step = compiled_step(model, one, pos, cache) if compile else type(model).logits_at
+        step: Callable[..., Tensor] = type(model).logits_at
+        if compile:  # the one-token steps: the formula, which compiles into the graph (compiled_step)
+            set_attention_backend(model, "math")
+            step = compiled_step(model, one, pos, cache)
         return cache, logits, step
 
     try:
@@ -221,6 +230,7 @@ def stream_ids(
                 pos.fill_(len(ids) - start - 1)
                 logits = step(model, one, pos, cache=cache, last_only=True)[0, -1]
     finally:
+        set_attention_backend(model, backend)
         model.train(was_training)
 
 
@@ -284,6 +294,100 @@ def stream(
 def generate(model: nn.Module, tokenizer: Tokenizer, prompt: str, **kwargs) -> str:
     """The whole continuation as one string (``stream`` joined)."""
     return "".join(step.text for step in stream(model, tokenizer, prompt, **kwargs))
+
+
+# ------------------------------------------------------------------------------ batches of prompts
+
+
+@torch.inference_mode()
+def generate_batch_ids(
+    model: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int = 200,
+    sampling: Sampling | None = None,
+    seed: int | None = None,
+) -> list[list[int]]:
+    """``max_new_tokens`` new token ids for each prompt of a decoder-only model, all rows at once.
+
+    Prompts of different lengths are padded on the left, so every row's next token is in the last
+    column; the attention mask hides the padding and positions follow it (each row's first real
+    token is position 0), and one KV cache serves the batch. Each row draws from its own generator,
+    seeded with ``seed``, so row ``i`` is what ``stream_ids(model, prompts[i], seed=seed)`` gives
+    alone (for greedy decoding too; up to ties within float rounding). The context does not slide:
+    the longest prompt plus ``max_new_tokens`` must fit in ``max_len``, else ``GenerationError``;
+    ids outside the vocabulary are an ``InputError``.
+    """
+    sampling = sampling or Sampling()
+    if len(prompts) == 0 or any(len(p) == 0 for p in prompts):
+        raise GenerationError("give at least one prompt, each of at least one token")
+    if max_new_tokens < 0:
+        raise GenerationError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    width = max(len(p) for p in prompts)
+    max_len = model.config.max_len
+    if width + max_new_tokens > max_len:
+        raise GenerationError(
+            f"the longest prompt ({width} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the model's "
+            f"{max_len} positions; batched generation does not slide the context (use stream_ids per prompt)"
+        )
+    batch = len(prompts)
+    ids = torch.zeros((batch, width), dtype=torch.long)  # padding id 0: masked out, never read
+    mask = torch.zeros((batch, width + max_new_tokens), dtype=torch.bool)  # grows one column per step
+    for i, prompt in enumerate(prompts):
+        ids[i, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
+        mask[i, width - len(prompt):] = True
+    check_token_ids(ids, model.config, "prompt_ids")
+    generators = []
+    for _ in range(batch):
+        generator = torch.Generator()
+        generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+        generators.append(generator)
+    was_training = model.training
+    model.eval()
+    try:
+        cache = model.new_cache(width + max_new_tokens)
+        positions = positions_for(ids, model.config, attention_mask=mask[:, :width])  # (batch, width)
+        logits = model.logits_at(ids, positions, mask=padding_mask(mask[:, :width]), cache=cache, last_only=True)
+        out: list[list[int]] = [[] for _ in range(batch)]
+        for step in range(max_new_tokens):
+            tokens = [sample_next(logits[i, -1], sampling, generators[i]) for i in range(batch)]
+            for row, token in zip(out, tokens, strict=True):
+                row.append(token)
+            if step + 1 == max_new_tokens:
+                break
+            positions = positions[:, -1:] + 1  # (batch, 1): one past each row's last token
+            seen = width + step + 1  # cached tokens after this step
+            logits = model.logits_at(torch.tensor(tokens)[:, None], positions, mask=padding_mask(mask[:, :seen]),
+                                     cache=cache, last_only=True)
+        return out
+    finally:
+        model.train(was_training)
+
+
+def generate_batch(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 200,
+    sampling: Sampling | None = None,
+    stop: Sequence[str] = (),
+    seed: int | None = None,
+) -> list[str]:
+    """The continuation of each prompt (``generate_batch_ids``, decoded), cut at its first stop string.
+
+    Row ``i`` equals ``generate(model, tokenizer, prompts[i], seed=seed, ...)`` whenever that one
+    does not need to slide its context. Raises ``GenerationError`` for an empty prompt.
+    """
+    prompt_ids = [tokenizer.encode(p) for p in prompts]
+    if any(not ids for ids in prompt_ids):
+        raise GenerationError("a prompt is empty: give at least one character to continue from")
+    texts = []
+    for ids in generate_batch_ids(model, prompt_ids, max_new_tokens=max_new_tokens, sampling=sampling, seed=seed):
+        text = tokenizer.decode(ids)
+        cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
+        texts.append(text[:cut])
+    return texts
 
 
 # ------------------------------------------------------------------------------ encoder-decoder

@@ -167,7 +167,7 @@ def test_parts_show_recorded_tensors_or_say_why_not(client: TestClient) -> None:
     r = client.post("/api/part", json={"model": "demo-decoder", "text": "hello", "part": "softmax"}).json()
     assert len(r["top"]) == 5 and all(0 <= t["value"] <= 1 for row in r["top"] for t in row)
     r = client.post("/api/part", json={"model": "demo-seq2seq", "text": "hello", "part": "input-embedding"}).json()
-    assert r["tensors"][0]["hook"] == "src_embed.hook_tok_embed"
+    assert r["tensors"][0]["hook"] == "encoder.embed.hook_tok_embed"
 
 
 def test_order_without_positions_gives_the_same_set_of_vectors(client: TestClient) -> None:

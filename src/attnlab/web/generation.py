@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from attnlab.generate import GenerationError, Sampling, sample_next, sampling_distribution
-from attnlab.inspect import run_with_cache
+from attnlab.inspect import hook_name, run_with_cache
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
 from attnlab.web.models import get_model, model_lock, tokenize
@@ -37,14 +37,14 @@ def generate(req: s.GenerateRequest) -> s.GenerateResponse:
     with model_lock(loaded.name):
         kv = loaded.model.new_cache()
         x = torch.tensor([ids])
+        layers = [hook_name("decoder", layer, "attn.hook_weights") for layer in range(loaded.config.n_layers)]
         for _ in range(req.max_new_tokens):
-            logits, cache = run_with_cache(loaded.model, x, cache=kv, names="*attn.hook_weights")
+            logits, cache = run_with_cache(loaded.model, x, cache=kv, names=layers)
             last = logits[0, -1]
             probs = torch.softmax(last.float() / (req.temperature or 1.0), dim=-1)
             kept = sampling_distribution(last, sampling)
             token = sample_next(last, sampling, generator)
-            order = sorted(cache, key=lambda n: int(n.split("blocks.")[1].split(".")[0]))
-            attention = [cache[n][0, :, -1].double().tolist() for n in order]  # (layer, head, key)
+            attention = [cache[n][0, :, -1].double().tolist() for n in layers]  # (layer, head, key)
             best = probs.topk(min(N_CANDIDATES, probs.numel())).indices.tolist()
             if token not in best:
                 best[-1] = token

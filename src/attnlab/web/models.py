@@ -7,7 +7,6 @@ different models still run in parallel (the app bounds how many heavy requests r
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnlab.inspect import ActivationCache, run_with_cache
+from attnlab.inspect import ActivationCache, hook_name, run_with_cache, stacks
 from attnlab.web.errors import ModelNotInstalledError, PayloadError, UnknownModelError
 from attnlab.weights import catalog as cat
 
@@ -132,33 +131,22 @@ def forward(loaded: cat.LoadedModel, ids: list[int], names: object = None) -> tu
         return run_with_cache(loaded.model, *args, names=names)
 
 
-_BLOCK = re.compile(r"^(?P<prefix>(?:.*\.)?)blocks\.(?P<layer>\d+)\.attn\.hook_weights$")
-
-
 @dataclass(frozen=True)
 class StackInfo:
-    """Where a model's self-attention hooks live: name prefix (``""``, ``"encoder."``...) and depth."""
+    """The stack the attention views show (``"decoder"`` or ``"encoder"``), its depth, and whether it is causal."""
 
-    prefix: str
+    stack: str
     n_layers: int
     causal: bool
 
     def name(self, layer: int, point: str) -> str:
-        return f"{self.prefix}blocks.{layer}.{point}"
+        return hook_name(self.stack, layer, point)
 
 
-def self_attention_stack(cache: ActivationCache, family: str) -> StackInfo:
+def self_attention_stack(loaded: cat.LoadedModel) -> StackInfo:
     """The stack the attention views show: the only one, or the encoder of an encoder-decoder."""
-    prefixes: dict[str, int] = {}
-    for name in cache:
-        m = _BLOCK.match(name)
-        if m:
-            prefixes[m["prefix"]] = max(prefixes.get(m["prefix"], 0), int(m["layer"]) + 1)
-    if not prefixes:
-        raise PayloadError("this model recorded no attention weights")
-    if len(prefixes) == 1:
-        prefix = next(iter(prefixes))
-    else:
-        prefix = next((p for p in prefixes if "encoder" in p), sorted(prefixes)[0])
-    causal = family == "decoder" or "decoder" in prefix
-    return StackInfo(prefix, prefixes[prefix], causal)
+    found = stacks(loaded.model)
+    if not found:
+        raise PayloadError(f"model {loaded.name!r} has no attention stack")
+    stack = found[0]  # the encoder comes first; config.n_layers counts its blocks in every family
+    return StackInfo(stack, loaded.config.n_layers, causal=stack == "decoder")

@@ -52,7 +52,7 @@ class AttentionResponse(BaseModel):
     model: str
     family: str
     causal: bool
-    stack: str = Field(description="hook-name prefix of the stack shown ('' or 'encoder.')")
+    stack: str = Field(description="the stack shown, 'decoder' or 'encoder' (the first part of its hook names)")
     tokens: list[str]
     ids: list[int]
     n_layers: int
@@ -76,8 +76,8 @@ class QKVResponse(BaseModel):
     focus: int
     d_k: int
     sqrt_d_k: float
-    query: list[float] = Field(description="hook_q[focus]")
-    keys: list[list[float]] = Field(description="hook_k, one row per key token")
+    query: list[float] = Field(description="hook_q[focus] (hook_rot_q, after rotation, for rotary models)")
+    keys: list[list[float]] = Field(description="hook_k, one row per key token (hook_rot_k for rotary models)")
     values: list[list[float]] = Field(description="hook_v, one row per key token")
     dots: list[float] = Field(description="q . k for every key")
     scores: list[float | None] = Field(description="hook_scores: scaled and masked (null = masked out)")
