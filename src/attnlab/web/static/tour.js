@@ -4,7 +4,8 @@
 import { api, findToken, formatHash, nextTokenCandidates } from "./model.js";
 import * as V from "./views.js";
 
-const hookOf = (p, layer) => `${p.stack}blocks.${layer}.attn.hook_weights`;
+// The hook a layer's weights were read from: "{stack}.blocks.{layer}.attn.hook_weights".
+const hookOf = (p, layer) => `${p.stack.replace(/\.$/, "")}.blocks.${layer}.attn.hook_weights`;
 
 // widget name -> async (box, preset, ctx) that draws it. ctx: { toy, need(model), track(text, promise), go(hash) }.
 export const WIDGETS = {
