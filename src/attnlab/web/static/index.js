@@ -677,7 +677,7 @@ async function drawLearn(slug) {
   state.payloads.learn = page;
   // Each page links to the tour step that teaches it and to its live view.
   if (!tourData) tourData = await api.tour();
-  const step = tourData.steps.find((s) => s.learn === page.slug);
+  const step = tourData.steps.findLast((s) => s.learn === page.slug); // the last step on it shows it with a real model
   nav.querySelectorAll("a").forEach((a) => a.setAttribute("aria-current", a.dataset.slug === page.slug ? "page" : "false"));
   if (step) {
     const live = V.el("p", { class: "learn-live" }, $("learn-page"));
