@@ -42,6 +42,10 @@ paths its layers use, never silently float32 weights):
   compile=True)``) Inductor fuses the rebuild into the product, which then streams the integer
   weights once: the fast path for decoding.
 
+Under ``torch.compile`` an ``int8-kernel`` layer computes the dequantize formula too (same integers,
+float32 activations): Inductor cannot lower ``_weight_int8pack_mm`` on a fused input, and the fused
+formula is what a compiled step wants anyway.
+
 ``path="auto"`` (default) takes the kernel when a probe call on this device succeeds and the
 dequantize path otherwise. torchao's int8 weight-only CPU path is this dequantize-and-multiply and
 its int4 CPU layout calls the same aten kernel, so attnlab carries no extra dependency for it.
@@ -194,7 +198,7 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.requires_grad:
             raise QuantizationError(TRAINING_REFUSED.format(path=self.quant_path))
-        if self.quant_path == "int8-kernel":
+        if self.quant_path == "int8-kernel" and not torch.compiler.is_compiling():
             flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
             y = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scale.to(torch.bfloat16))
             y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)

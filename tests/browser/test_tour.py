@@ -165,7 +165,7 @@ def test_a_deep_link_restores_the_same_numbers(ui) -> None:
     assert ui.errors == []
 
 
-LAYOUT_VIEWS = ["#tour/1", "#tour/2", "#tour/8", "#attention", "#arch/enc-ff", "#translate"]
+LAYOUT_VIEWS = ["#tour/1", "#tour/2", "#tour/8", "#tour/13", "#attention", "#qkv", "#order", "#generate", "#timeline", "#arch/enc-ff", "#translate"]
 
 _OVERLAPS = """() => {
   const out = [];
@@ -192,6 +192,8 @@ def test_views_have_no_overlapping_labels_and_fit_the_window(make_ui, viewport) 
         page = ui.page
         if hash_.startswith("#tour"):
             page.wait_for_selector(".tour-widget[data-state=ready]")
+        elif hash_ == "#qkv":  # tables, no SVG text
+            page.wait_for_selector("#softmax-table tbody tr")
         else:
             page.wait_for_selector("main .view:not([hidden]) svg text", state="attached")
         page.wait_for_function("document.querySelector('#status').hidden")

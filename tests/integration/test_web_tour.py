@@ -101,3 +101,23 @@ def test_next_token_logits_are_hook_logits_and_filter_like_the_sampler(client: T
     assert sampling_distribution(logits, Sampling(temperature=0.5, top_k=3)).count_nonzero() == 3
     r = client.post("/api/next-token", json={"model": "demo-encoder", "text": "the cat"})
     assert r.status_code == 422 and "decoder" in r.text
+
+
+def _info(name: str, family: str, available: bool) -> cat.ModelInfo:
+    return cat.ModelInfo(name=name, family=family, description="", n_params="0", source="", licence="", install_hint="make install",
+                         is_available=lambda: available, loader=lambda: None)  # type: ignore[arg-type,return-value]
+
+
+def test_a_character_model_is_the_default_only_when_nothing_else_is_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    from attnlab.web import models
+
+    only_char = [_info("shakespeare-char", "decoder", True), _info("minilm", "encoder", False), _info("smollm2", "decoder", False)]
+    monkeypatch.setattr(models.cat, "catalog", lambda: only_char)
+    default, note = models.default_model()
+    assert default == "shakespeare-char" and "character-level" in note and "minilm" in note
+    assert models.view_defaults()["generate"] == "shakespeare-char"
+    words = [*only_char[:1], _info("smollm2", "decoder", True), _info("translator", "encoder-decoder", True)]
+    monkeypatch.setattr(models.cat, "catalog", lambda: words)
+    default, note = models.default_model()
+    assert default == "smollm2" and "character" not in note  # a word-level stand-in beats the character model
+    assert models.view_defaults() == {"encoder": None, "generate": "smollm2", "translate": "translator"}

@@ -43,15 +43,14 @@ def rank_heads(req: s.FinderRequest) -> s.FinderResponse:
     ids, tokens = tokenize(loaded, req.text)
     _check("query", req.query, len(ids))
     _check("key", req.key, len(ids))
-    _, cache = forward(loaded, ids, names="*hook_weights")
     stack = self_attention_stack(loaded)
+    _, cache = forward(loaded, ids, names=f"{stack.stack}.blocks.*.attn.hook_weights")
     if stack.causal and req.key > req.query:
         raise PayloadError(f"in the causal model {loaded.name!r} query token {req.query} cannot see the later key "
                            f"token {req.key}: choose a key at or before the query")
-    prefix = stack.stack
     heads = []
     for layer in range(stack.n_layers):
-        column = cache.attention(layer, stack=prefix)[0, :, :, req.key].double()  # (heads, queries)
+        column = cache.attention(layer, stack=stack.stack)[0, :, :, req.key].double()  # (heads, queries)
         sees = torch.arange(len(ids)) >= req.key if stack.causal else torch.ones(len(ids), dtype=torch.bool)
         sees[req.query] = False
         for head in range(column.shape[0]):

@@ -1,6 +1,6 @@
 // Wiring: reads the controls and the URL hash, asks model.js for data, hands it to views.js.
 
-import { api, currentModel, DEFAULT_SENTENCE, defaultFocus, formatHash, nextTokenCandidates, parseHash, state } from "./model.js";
+import { api, currentModel, DEFAULT_SENTENCE, defaultFocus, findToken, formatHash, nextTokenCandidates, parseHash, state } from "./model.js";
 import { drawStep } from "./tour.js";
 import * as V from "./views.js";
 import { drawWhy } from "./why.js";
@@ -188,6 +188,22 @@ function ownParams(v, params) {
   }
 }
 
+// The first visit to Attention or Q·K·V without a URL state starts where the tour showed it: the step
+// presetting that view for this model and sentence gives the layer, head, focus and key (tour content,
+// not code, decides what a good first picture is).
+let startedFromTour = false;
+let pendingWords = null; // the preset's query/key words, resolved once the sentence's tokens are known
+
+async function startFromTour() {
+  startedFromTour = true;
+  if (!tourData) tourData = await api.tour();
+  const step = tourData.steps.find((s) => s.view === view && s.preset.model === state.model && s.preset.text === state.text &&
+    s.preset.layer !== null && s.preset.head !== null);
+  if (!step) return;
+  state.layer = step.preset.layer; state.head = step.preset.head;
+  pendingWords = { query: step.preset.query, key: step.preset.key };
+}
+
 // Arrow keys move through the tour (anywhere but in a text field); P toggles presenter mode.
 function onKey(e) {
   if (e.target.closest && e.target.closest("input, select, textarea") || e.altKey || e.ctrlKey || e.metaKey) return;
@@ -231,6 +247,7 @@ async function route() {
   document.body.dataset.view = view;
   if (["translate", "timeline", "generate"].includes(view)) ownParams(view, params);
   else if (applyParams(params) && view !== "attention") delete state.payloads.attention;
+  if ((view === "attention" || view === "qkv") && !Object.keys(params).length && !startedFromTour) await guarded(startFromTour);
   document.querySelectorAll(".view").forEach((s) => { s.hidden = s.id !== `view-${view}`; });
   document.querySelectorAll("#tabs a").forEach((a) => a.setAttribute("aria-current", a.dataset.view === view ? "page" : "false"));
   if (view === "tour") await guarded(() => drawTour(arg));
@@ -336,6 +353,11 @@ async function loadAttention() {
   state.payloads.attention = p;
   fillSelect($("att-layer"), p.n_layers, state.layer = Math.min(state.layer, p.n_layers - 1), "layer");
   fillSelect($("att-head"), p.n_heads, state.head = state.head === "mean" ? "mean" : Math.min(state.head, p.n_heads - 1), "head", true);
+  if (pendingWords) {
+    state.focus = findToken(p.tokens, pendingWords.query) ?? state.focus;
+    state.key = findToken(p.tokens, pendingWords.key);
+    pendingWords = null;
+  }
   state.focus = state.focus === null || state.focus >= p.tokens.length ? defaultFocus(p.tokens) : state.focus;
   setHashFor("attention", stateParams());
   for (const id of ["finder-query", "finder-key"]) {
@@ -677,7 +699,7 @@ async function drawLearn(slug) {
   state.payloads.learn = page;
   // Each page links to the tour step that teaches it and to its live view.
   if (!tourData) tourData = await api.tour();
-  const step = tourData.steps.find((s) => s.learn === page.slug);
+  const step = tourData.steps.findLast((s) => s.learn === page.slug); // the last step on it shows it with a real model
   nav.querySelectorAll("a").forEach((a) => a.setAttribute("aria-current", a.dataset.slug === page.slug ? "page" : "false"));
   if (step) {
     const live = V.el("p", { class: "learn-live" }, $("learn-page"));

@@ -4,7 +4,8 @@
 import { api, findToken, formatHash, nextTokenCandidates } from "./model.js";
 import * as V from "./views.js";
 
-const hookOf = (p, layer) => `${p.stack}.blocks.${layer}.attn.hook_weights`;
+// The hook a layer's weights were read from: "{stack}.blocks.{layer}.attn.hook_weights".
+const hookOf = (p, layer) => `${p.stack.replace(/\.$/, "")}.blocks.${layer}.attn.hook_weights`;
 
 // widget name -> async (box, preset, ctx) that draws it. ctx: { toy, need(model), track(text, promise), go(hash) }.
 export const WIDGETS = {
@@ -69,7 +70,8 @@ export const WIDGETS = {
     if (!m) { V.el("p", { class: "note" }, box, "No installed model ships training snapshots."); return; }
     await ctx.need(m.name);
     const tl = await ctx.track(api.timeline(m.name));
-    const layer = pre.layer ?? tl.n_layers - 1, head = pre.head ?? 0;
+    // The preset names a head of the bundled model; another timeline model may have fewer.
+    const layer = Math.min(pre.layer ?? tl.n_layers - 1, tl.n_layers - 1), head = Math.min(pre.head ?? 0, tl.n_heads - 1);
     const ends = [tl.snapshots[0], tl.snapshots[tl.snapshots.length - 1]];
     const answers = await ctx.track(Promise.all(ends.map((s) => api.timelineAttention(m.name, s.step, layer, head))));
     V.el("p", { class: "widget-caption" }, box, `${m.name} · layer ${layer} · head ${head} · “${tl.sentence}”`);
@@ -102,7 +104,7 @@ export const WIDGETS = {
     await ctx.need(pre.model);
     const p = await ctx.track(api.translate(pre.model, pre.text, 1));
     const layer = p.n_layers - 1;
-    let focus = 0;
+    let focus = findToken(p.target_tokens, pre.query) ?? 0;
     const w = p.mean_weights[layer];
     V.el("p", { class: "gen-text" }, box, p.text);
     const caption = V.el("p", { class: "widget-caption" }, box);

@@ -375,7 +375,7 @@ export function qkvSteps(container, p, onFocus = null) {
     const tr = el("tr", { class: j === p.focus ? "focus" : "", "data-token": j, title: "click: make this the query" }, body);
     if (onFocus) tr.addEventListener("click", () => onFocus(j));
     el("td", {}, tr, short(t, 16));
-    el("td", { class: "vec" }, tr, vec(p.keys[j], 4));
+    el("td", { class: "vec", title: `k = ${vec(p.keys[j], p.keys[j].length)}` }, tr, vec(p.keys[j], 4));
     el("td", {}, tr, fmt(p.dots[j]));
     el("td", { class: p.masked[j] ? "masked" : "" }, tr, p.masked[j] ? "−∞" : fmt(p.scores[j]));
     el("td", { class: p.masked[j] ? "masked" : "" }, tr, p.masked[j] ? "masked" : "visible");
@@ -383,7 +383,7 @@ export function qkvSteps(container, p, onFocus = null) {
     const bar = el("svg:svg", { width: 80, height: 10 }, w);
     el("svg:rect", { x: 0, y: 1, width: Math.max(0.5, 80 * p.weights[j]), height: 8, fill: "#2456c7" }, bar);
     w.appendChild(document.createTextNode(" " + fmt(p.weights[j])));
-    el("td", { class: "vec" }, tr, vec(p.values[j], 4));
+    el("td", { class: "vec", title: `v = ${vec(p.values[j], p.values[j].length)}` }, tr, vec(p.values[j], 4));
   });
   el("p", {}, container, "Weighted sum of the values, Σ softmax · v (hook_z): ").appendChild(el("span", { class: "vec" }, null, vec(p.output, 8)));
   el("p", { class: "note" }, container, `Check: |q·k/√d_k − hook_scores| ≤ ${p.max_scale_error.toExponential(2)} over the visible keys.`);
