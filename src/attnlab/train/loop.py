@@ -10,6 +10,13 @@ generator and torch's RNG -- is in the checkpoint, so ``resume=True`` continues 
 losses as a run that was never interrupted (CPU, float32). A first Ctrl-C finishes the current step,
 saves and returns; a loss that turns NaN or infinite stops the run before the bad update is applied,
 leaving the last good checkpoint as it was.
+
+Hardware: the model and every batch live on ``cfg.device`` (``auto``: CUDA, else MPS, else the CPU;
+under torchrun each process takes ``cuda:LOCAL_RANK`` or the CPU). The forward pass runs in the
+precision ``attnlab.device.choose_precision`` picks for ``cfg.precision`` on that device (bf16 autocast
+only where it is faster; fp16 with a gradient scaler); the choice and its reason are printed on the
+first line (stderr) and saved in the checkpoint's training state (``device``, ``precision``). A resumed
+run with ``precision auto`` keeps the precision the run started with, so its numbers do not change.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnlab.device import Precision, choose_precision, set_threads
 from attnlab.models import build_model, preset
 from attnlab.models.init import init_weights
 from attnlab.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
@@ -163,7 +172,7 @@ class _Metrics:
 
 def backward_step(
     runner: nn.Module, model: nn.Module, task: Task, batches: Sequence[Batch], env: distributed.DistEnv,
-    autocast: Any = None,
+    autocast: Any = None, scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[float, int]:
     """Forward and backward over one optimizer step's micro-batches, on every rank.
 
@@ -174,17 +183,19 @@ def backward_step(
     across ranks in the last one's backward; the others skip the sync); then the target count is
     summed across ranks and the gradients scaled by ``world_size / count``. ``runner`` is
     ``model`` as the loop calls it (DDP-wrapped, compiled); ``autocast`` a context for the forward
-    pass (bf16) or None. Returns the step's loss and target
-    count (all ranks); with no target at all the gradients stay zero and the loss is 0.
+    pass (bf16) or None; ``scaler`` a ``GradScaler`` (fp16) that scales each backward pass (the
+    gradients stay scaled until ``scaler.unscale_``). The batches must be on ``env.device``. Returns the
+    step's loss and target count (all ranks); with no target at all the gradients stay zero and the
+    loss is 0.
     """
     autocast = autocast if autocast is not None else contextlib.nullcontext()
     total = torch.zeros((), dtype=torch.float64)
     count = 0
     for i, batch in enumerate(batches):
         sync = i == len(batches) - 1 or not env.enabled
-        with (contextlib.nullcontext() if sync else runner.no_sync()), autocast:  # type: ignore[operator]
+        with (contextlib.nullcontext() if sync else distributed.no_sync(runner, env)), autocast:
             loss_sum, n = task.loss(runner, batch, training=True)
-        loss_sum.backward()
+        (loss_sum if scaler is None else scaler.scale(loss_sum)).backward()
         total += loss_sum.detach().double()
         count += n
     totals = distributed.sum(torch.stack([total, torch.tensor(float(count), dtype=torch.float64)]), env)
@@ -325,21 +336,26 @@ def _temp_name(env: distributed.DistEnv) -> str:
     return str(os.getppid() if env.enabled else os.getpid())
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+def train(cfg: TrainConfig, *, threads: int | None = None) -> TrainResult:
     """Run (or resume) a training run; see the module docstring for what is saved and when.
 
+    ``threads``: None leaves torch's thread count as it is; 0 chooses one (``attnlab.device.choose_threads``,
+    logged on the first line); N uses N.
+
     Raises ``RunFolderError`` (the folder holds another run, a resume would change the run),
-    ``DataError``, ``CheckpointError``, ``TrainingDiverged`` or ``ValueError``; a run that fails before
-    its first checkpoint leaves ``cfg.out`` as it found it.
+    ``DataError``, ``CheckpointError``, ``TrainingDiverged``, ``attnlab.device.DeviceError`` (a device or
+    precision this machine lacks) or ``ValueError``; a run that fails before its first checkpoint leaves
+    ``cfg.out`` as it found it.
     """
-    env = distributed.setup()
+    env = distributed.setup(cfg.device)
+    threads_line = set_threads(threads) if threads is not None else f"threads {torch.get_num_threads()}"
     try:
-        return _train(cfg, env)
+        return _train(cfg, env, threads_line)
     finally:
         distributed.teardown(env)
 
 
-def _train(cfg: TrainConfig, env: distributed.DistEnv) -> TrainResult:
+def _train(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str) -> TrainResult:
     out = Path(cfg.out)
     last_dir = out / "last"
     replaced = claim_run_folder(cfg) if env.is_main else []
@@ -370,7 +386,8 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> TrainResult:
         config = task.configure(config, tokenizer)
         torch.manual_seed(cfg.seed)
         model = build_model(config)
-        init_weights(model, config)
+        init_weights(model, config)  # on the CPU: the same initial weights on every device
+    model.to(env.device)
     fingerprints["tokenizer"] = text_sha256(tokenizer.to_json())
 
     # ---- data: prepared in a temporary folder inside OUT, moved in only when the run starts
@@ -405,7 +422,7 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> TrainResult:
     distributed.barrier(env)
     committed = {"done": cfg.resume}  # a fresh run owns the folder once it has written a checkpoint
     try:
-        result = _run(cfg, env, task, model, tokenizer, resume_state, fingerprints, committed)
+        result = _run(cfg, env, task, model, tokenizer, resume_state, fingerprints, committed, threads_line)
     except BaseException:
         if env.is_main and not committed["done"]:
             _restore(out, aside, created)
@@ -417,9 +434,14 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> TrainResult:
 
 def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Module, tokenizer: Tokenizer,
          resume_state: TrainingState | None, fingerprints: dict[str, str | None], committed: dict[str, bool],
-         ) -> TrainResult:
+         threads_line: str) -> TrainResult:
     out = Path(cfg.out)
     last_dir, best_dir = out / "last", out / "best"
+    precision = _precision(cfg, env, resume_state)
+    if env.is_main:
+        print(f"attnlab train: device {env.device}" + (f" x {env.world_size} processes" if env.enabled else "")
+              + f"; precision {precision.name} ({precision.reason}); {threads_line}", file=sys.stderr, flush=True)
+    scaler = torch.amp.GradScaler(env.device.type) if precision.needs_grad_scaler else None
     optimizer = make_optimizer(model, cfg)
     schedule = WarmupCosine(cfg.lr, cfg.min_lr, min(cfg.warmup, cfg.iters), cfg.decay_iters or cfg.iters)
     step, best_val = 0, math.inf
@@ -436,6 +458,8 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
             raise CheckpointError(f"{last_dir}: optimizer state does not fit the model ({exc})") from None
         task.set_state(resume_state.tensors)
         set_rng_state(resume_state.tensors)
+        if scaler is not None and isinstance(resume_state.info.get("grad_scaler"), dict):
+            scaler.load_state_dict(resume_state.info["grad_scaler"])
         step, best_val = int(resume_state.info["step"]), float(resume_state.info["best_val"])
     model.train()
     runner = distributed.wrap(model, env)
@@ -449,7 +473,9 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
         if with_state:
             state = TrainingState(
                 info={"step": step, "best_val": best_val, "schedule": asdict(schedule), "train_config": asdict(cfg),
-                      "world_size": env.world_size, "fingerprints": fingerprints},
+                      "world_size": env.world_size, "fingerprints": fingerprints, "device": str(env.device),
+                      "precision": {"name": precision.name, "reason": precision.reason},
+                      **({"grad_scaler": scaler.state_dict()} if scaler is not None else {})},
                 tensors={**task.state(), **rng_state()},
                 optimizer=optimizer.state_dict(),
             )
@@ -462,7 +488,7 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
             save_checkpoint(out / "snapshots" / f"step-{step:06d}", model, tokenizer, dtype=getattr(torch, cfg.snapshot_dtype))
 
     metrics = _Metrics(out / "metrics.jsonl", env.is_main, step if cfg.resume else None)
-    autocast = torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
+    autocast = precision.autocast(env.device)
     losses: list[float] = []
     val_losses: dict[int, float] = {}
     val_metrics: dict[int, dict[str, float]] = {}
@@ -482,9 +508,9 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
                 lr = schedule(step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                batches = [task.next_batch() for _ in range(cfg.accum)]
+                batches = [task.next_batch().to(env.device) for _ in range(cfg.accum)]
                 n_tokens = sum(batch.inputs[0].numel() for batch in batches)
-                loss_value, _ = backward_step(runner, model, task, batches, env, autocast)
+                loss_value, _ = backward_step(runner, model, task, batches, env, autocast, scaler)
                 if not math.isfinite(loss_value):
                     kept = (f"The last good checkpoint is {last_dir}" if committed["done"] else
                             f"No checkpoint had been written yet (the first is at step "
@@ -493,9 +519,15 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
                         f"loss became {loss_value} at step {step + 1}; stopped before applying that update. "
                         f"{kept} (try a lower --lr or a longer warmup)"
                     )
+                if scaler is not None:
+                    scaler.unscale_(optimizer)  # clip the true gradients
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
+                if scaler is not None:
+                    scaler.step(optimizer)  # skipped when fp16 overflowed; the scale then shrinks
+                    scaler.update()
+                else:
+                    optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 losses.append(loss_value)
@@ -531,6 +563,15 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
             with contextlib.suppress(Exception):  # a plot must never hide the real outcome
                 plot_losses(out / "metrics.jsonl", out / "loss.png")
     return TrainResult(out, step, losses, val_losses, best_val, stopped, time.perf_counter() - started, val_metrics)
+
+
+def _precision(cfg: TrainConfig, env: distributed.DistEnv, resume_state: TrainingState | None) -> Precision:
+    """``choose_precision`` for this run; a resumed ``auto`` run keeps the precision it started with."""
+    saved = (resume_state.info.get("precision") if resume_state is not None else None) or {}
+    if cfg.precision == "auto" and isinstance(saved, dict) and saved.get("name") in ("fp32", "bf16", "fp16"):
+        kept = choose_precision(saved["name"], env.device)
+        return Precision(kept.name, kept.dtype, f"kept from the run's start: {saved.get('reason', '')}")
+    return choose_precision(cfg.precision, env.device)
 
 
 def _progress(cfg: TrainConfig, step: int, env: distributed.DistEnv):

@@ -9,6 +9,10 @@ Layout::
     training/tensors.safetensors   optimizer moments and RNG states (optional)
     attnlab-checkpoint.json  the marker: "attnlab wrote this folder" (format name and version)
 
+Checkpoints hold no device: tensors are copied to the CPU before they are written and read onto the
+CPU, and ``load_checkpoint(path, device=...)`` then moves the model, so a model trained on a GPU loads on
+a laptop and the other way round.
+
 Only safetensors and JSON are ever read, never pickle, so a checkpoint from a stranger cannot run
 code. Before any tensor is allocated, the shapes the config implies (the model built on the meta
 device, which allocates nothing) are checked against the shapes listed in the safetensors header, so
@@ -41,6 +45,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from attnlab.device import resolve_device
 from attnlab.models import TransformerConfig, build_model
 from attnlab.models.config import ConfigError
 from attnlab.tokenizers import Tokenizer, tokenizer_from_json
@@ -378,8 +383,14 @@ def load_config(directory: str | Path) -> TransformerConfig:
         raise CheckpointError(f"{path}: {exc}") from None
 
 
-def load_checkpoint(directory: str | Path) -> Checkpoint:
-    """Build the model described by ``config.json`` and fill it from ``model.safetensors`` (CPU, eval mode)."""
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Build the model described by ``config.json`` and fill it from ``model.safetensors`` (eval mode).
+
+    The weights are read onto the CPU and the model then moved to ``device``: a spelling that
+    ``attnlab.device.resolve_device`` accepts (``cpu``, ``auto``, ``cuda:1``, ...; one this machine lacks
+    raises ``DeviceError`` before anything is read), or a ``torch.device`` used as given.
+    """
+    target = device if isinstance(device, torch.device) else resolve_device(device)
     path = resolve_checkpoint(directory)
     config = load_config(path)
     tok_path = path / TOKENIZER_FILE
@@ -396,6 +407,8 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     check_shapes(config, path / MODEL_FILE)  # before build_model allocates anything
     model = build_model(config)
     load_weights(model, path / MODEL_FILE)
+    if target.type != "cpu":
+        model.to(target)
     model.eval()
     return Checkpoint(path=path, model=model, config=config, tokenizer=tokenizer)
 
@@ -416,10 +429,17 @@ def load_training_state(directory: str | Path) -> TrainingState:
 
 
 def rng_state() -> dict[str, Tensor]:
-    """Torch's global CPU generator state (dropout, init), to be saved in ``TrainingState.tensors``."""
-    return {"rng.torch": torch.get_rng_state()}
+    """Torch's global CPU generator state (dropout, init), and the current CUDA GPU's when CUDA is in
+    use (dropout on a GPU draws from it), to be saved in ``TrainingState.tensors``."""
+    state = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["rng.cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def set_rng_state(tensors: dict[str, Tensor]) -> None:
+    """Restore ``rng_state()``'s generators; a CUDA state is applied only where CUDA is available."""
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
