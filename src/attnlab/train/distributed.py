@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -73,19 +74,55 @@ def setup(device: str = "auto") -> DistEnv:
     return env
 
 
-def wrap(model: nn.Module, env: DistEnv) -> nn.Module:
-    """DDP averages gradients across ranks during ``backward``; a single process gets the model back.
-    ``model`` must already be on ``env.device``."""
+def wrap(model: nn.Module, env: DistEnv, strategy: str = "ddp") -> nn.Module:
+    """The model as the loop runs it; ``model`` must already be on ``env.device``.
+
+    A single process gets ``model`` back. ``ddp``: a ``DistributedDataParallel`` wrapper that averages
+    gradients across ranks during ``backward``. ``fsdp``: FSDP2's ``fully_shard`` applied to each
+    Transformer block and then to the whole model, in place: every parameter becomes a ``DTensor``
+    sharded across ranks (gathered for each block's forward and backward, gradients reduce-scattered
+    and averaged), and ``model`` itself is returned. Build the optimizer after this call.
+    """
     if not env.enabled:
+        return model
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        from attnlab.nn.layers import Block
+
+        for module in list(model.modules()):
+            if isinstance(module, Block):
+                fully_shard(module)
+        fully_shard(model)
         return model
     return DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
 
 
+def is_sharded(model: nn.Module) -> bool:
+    """Whether ``wrap`` sharded ``model`` with FSDP."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model: nn.Module) -> Iterator[None]:
+    model.set_requires_gradient_sync(False)  # type: ignore[operator]
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)  # type: ignore[operator]
+
+
 def no_sync(runner: nn.Module, env: DistEnv) -> contextlib.AbstractContextManager:
     """Skip the gradient exchange for a micro-batch that is not the step's last (a no-op alone)."""
-    if not env.enabled or not isinstance(runner, DistributedDataParallel):
+    if not env.enabled:
         return contextlib.nullcontext()
-    return runner.no_sync()
+    if isinstance(runner, DistributedDataParallel):
+        return runner.no_sync()
+    if is_sharded(runner):
+        return _fsdp_no_sync(runner)
+    return contextlib.nullcontext()
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -51,11 +51,13 @@ from attnlab.weights.checkpoint import (
     TrainingState,
     is_checkpoint_dir,
     load_checkpoint,
+    load_sharded_optimizer,
     load_training_state,
     pid_alive,
     remove_stale_temporaries,
     rng_state,
     save_checkpoint,
+    save_sharded_checkpoint,
     set_rng_state,
 )
 
@@ -365,7 +367,7 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str) -> Tra
     fingerprints = _fingerprints(cfg)  # a missing data file is named here, before anything else
     if cfg.resume:
         resume_state = load_training_state(last_dir)
-        if resume_state.optimizer is None:
+        if resume_state.optimizer is None and resume_state.sharded is None:
             raise CheckpointError(f"{last_dir}: holds no optimizer state (an export?), so it cannot be resumed")
         check_resume(saved_train_config(out), resume_state.info, cfg, fingerprints)
     else:
@@ -442,6 +444,8 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
         print(f"attnlab train: device {env.device}" + (f" x {env.world_size} processes" if env.enabled else "")
               + f"; precision {precision.name} ({precision.reason}); {threads_line}", file=sys.stderr, flush=True)
     scaler = torch.amp.GradScaler(env.device.type) if precision.needs_grad_scaler else None
+    runner = distributed.wrap(model, env, cfg.strategy)  # fsdp shards model's parameters in place
+    sharded = distributed.is_sharded(model)
     optimizer = make_optimizer(model, cfg)
     schedule = WarmupCosine(cfg.lr, cfg.min_lr, min(cfg.warmup, cfg.iters), cfg.decay_iters or cfg.iters)
     step, best_val = 0, math.inf
@@ -452,22 +456,24 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
         saved_schedule = resume_state.info.get("schedule")
         if isinstance(saved_schedule, dict):
             schedule = WarmupCosine(**saved_schedule)
-        try:
-            optimizer.load_state_dict(resume_state.optimizer)  # type: ignore[arg-type]
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise CheckpointError(f"{last_dir}: optimizer state does not fit the model ({exc})") from None
+        if resume_state.sharded is not None:  # written by fsdp: each rank reads its pieces
+            load_sharded_optimizer(resume_state.sharded, model, optimizer)
+        else:
+            try:
+                optimizer.load_state_dict(resume_state.optimizer)  # type: ignore[arg-type]
+            except (ValueError, KeyError, RuntimeError) as exc:
+                raise CheckpointError(f"{last_dir}: optimizer state does not fit the model ({exc})") from None
         task.set_state(resume_state.tensors)
         set_rng_state(resume_state.tensors)
         if scaler is not None and isinstance(resume_state.info.get("grad_scaler"), dict):
             scaler.load_state_dict(resume_state.info["grad_scaler"])
         step, best_val = int(resume_state.info["step"]), float(resume_state.info["best_val"])
     model.train()
-    runner = distributed.wrap(model, env)
     if cfg.compile:
         runner = torch.compile(runner)
 
     def save(directory: Path, with_state: bool = True) -> None:
-        if not env.is_main:
+        if not (env.is_main or sharded):
             return
         state = None
         if with_state:
@@ -477,9 +483,13 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
                       "precision": {"name": precision.name, "reason": precision.reason},
                       **({"grad_scaler": scaler.state_dict()} if scaler is not None else {})},
                 tensors={**task.state(), **rng_state()},
-                optimizer=optimizer.state_dict(),
+                optimizer=None if sharded else optimizer.state_dict(),
             )
-        save_checkpoint(directory, model, tokenizer, state)
+        if sharded:  # every rank writes its shards
+            save_sharded_checkpoint(directory, model, tokenizer, state, optimizer if with_state else None,
+                                    tag=_temp_name(env))
+        else:
+            save_checkpoint(directory, model, tokenizer, state)
         if directory == last_dir:
             committed["done"] = True
 

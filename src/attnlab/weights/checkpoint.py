@@ -24,6 +24,13 @@ previous checkpoint readable, either at its name or, during the swap's two renam
 (which ``load`` finds by itself). Temporary folders left by processes that no longer run (on this
 machine) are removed at the next save into the same folder.
 
+Sharded checkpoints (``train --strategy fsdp`` under torchrun): instead of ``model.safetensors`` the
+folder holds ``sharded/``, one safetensors file per rank written by ``torch.distributed.checkpoint``
+(DCP, with its Hugging Face safetensors storage: still no pickle) holding that rank's pieces of the
+weights and of the AdamW moments; every rank writes its own piece, none holds the whole model.
+``load_checkpoint`` recognises such a folder and consolidates it into one ordinary model in a single
+process; ``attnlab export`` then writes it as a plain checkpoint.
+
 Saving never replaces what attnlab did not write: an existing destination must be an attnlab
 checkpoint (it holds the marker file, or, for checkpoints written before the marker existed, nothing
 but checkpoint files); a file, a link or any other folder is refused with a ``CheckpointError``.
@@ -55,9 +62,11 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 STATE_FILE = "training/state.json"
 TENSORS_FILE = "training/tensors.safetensors"
+SHARDED_DIR = "sharded"
 MARKER_FILE = "attnlab-checkpoint.json"
 MARKER = {"format": "attnlab-checkpoint", "version": 1}
 _CHECKPOINT_FILES = {MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, STATE_FILE, TENSORS_FILE, MARKER_FILE, "training"}
+_OPTIMIZER_PREFIX = "optimizer."
 MAX_POSITIONS = 1 << 18  # position tables/rotary caches are built from max_len before any weight is read
 _TMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
 
@@ -77,6 +86,7 @@ class TrainingState:
     info: dict[str, Any]
     tensors: dict[str, Tensor] = field(default_factory=dict)
     optimizer: dict[str, Any] | None = None
+    sharded: Path | None = None  # a sharded checkpoint: its optimizer state is read by load_sharded_state
 
 
 @dataclass
@@ -279,20 +289,10 @@ def save_checkpoint(
     (the previous checkpoint is then intact).
     """
     target = Path(directory)
-    if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
-        target.rmdir()  # an empty folder holds nothing to lose
-    check_destination(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CheckpointError(f"could not create {target.parent} ({exc.strerror or exc})") from None
-    remove_stale_temporaries(target.parent)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    old = target.parent / f".{target.name}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
     config: TransformerConfig = model.config  # type: ignore[assignment]
     try:
-        tmp.mkdir()
+        _prepare_destination(target, tmp)
         tensors, aliases = unique_state_dict(model)
         if dtype is not None:
             tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
@@ -314,12 +314,193 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         kept = f"; the previous checkpoint at {target} is intact" if target.exists() else ""
         raise CheckpointError(f"could not write checkpoint {target} ({exc.strerror or exc}){kept}") from exc
+    _swap(tmp, target)
+    return target
+
+
+def _swap(tmp: Path, target: Path) -> None:
+    """Put the finished ``tmp`` at ``target``; the previous checkpoint stays readable at every instant."""
+    old = target.parent / f".{target.name}.old"
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _prepare_destination(target: Path, tmp: Path) -> None:
+    """Check ``target`` (see ``check_destination``) and create an empty ``tmp`` beside it."""
+    if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
+        target.rmdir()  # an empty folder holds nothing to lose
+    check_destination(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"could not create {target.parent} ({exc.strerror or exc})") from None
+    remove_stale_temporaries(target.parent)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+
+
+# ------------------------------------------------------------------------- sharded (FSDP) checkpoints
+
+
+def save_sharded_checkpoint(
+    directory: str | Path, model: nn.Module, tokenizer: Tokenizer, training: TrainingState | None,
+    optimizer: torch.optim.Optimizer | None, *, tag: str,
+) -> Path:
+    """Write a sharded checkpoint of an FSDP-sharded ``model`` (and ``optimizer``): a collective call,
+    made by every rank of the process group with the same arguments.
+
+    Each rank writes its own shards of the weights and of the optimizer state into ``sharded/``
+    (``torch.distributed.checkpoint`` with its safetensors storage); rank 0 writes the config, the
+    tokenizer, ``training.info``/``training.tensors`` and the marker, and swaps the folder in as
+    ``save_checkpoint`` does. ``tag`` names the temporary folder and must be the same on every rank
+    (the torchrun agent's process id). ``training.optimizer`` is ignored: ``optimizer`` is saved.
+    Raises ``CheckpointError`` on every rank when rank 0 cannot use the destination.
+    """
+    import torch.distributed as dist
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+    from torch.distributed.checkpoint import save as dcp_save
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
+
+    target = Path(directory)
+    tmp = target.parent / f".{target.name}.tmp-{tag}"
+    main = dist.get_rank() == 0
+    problem = [""]
+    if main:
+        try:
+            _prepare_destination(target, tmp)
+        except (CheckpointError, OSError) as exc:
+            problem[0] = str(exc)
+    dist.broadcast_object_list(problem, src=0)
+    if problem[0]:
+        raise CheckpointError(problem[0])
+    if optimizer is not None:
+        weights, optim_state = get_state_dict(model, optimizer)
+    else:
+        weights, optim_state = get_model_state_dict(model), None
+    flat: dict[str, Any] = {k: v for k, v in weights.items() if k not in _tied_names(model)}
+    plain: dict[str, dict[str, Any]] = {}
+    for fqn, values in (optim_state or {}).get("state", {}).items():
+        for key, value in values.items():
+            if isinstance(value, Tensor):
+                flat[f"{_OPTIMIZER_PREFIX}{fqn}.{key}"] = value
+            else:
+                plain.setdefault(fqn, {})[key] = value
+    dcp_save(flat, storage_writer=HuggingFaceStorageWriter(str(tmp / SHARDED_DIR), save_distributed=True))
+    dist.barrier()
+    if main:
+        try:
+            config: TransformerConfig = model.config  # type: ignore[assignment]
+            _write_json(tmp / CONFIG_FILE, config.to_dict())
+            (tmp / TOKENIZER_FILE).write_text(tokenizer.to_json(), encoding="utf-8")
+            if training is not None:
+                (tmp / "training").mkdir()
+                extra = {f"state.{k}": v.detach().contiguous().cpu() for k, v in training.tensors.items()}
+                save_file(extra, str(tmp / TENSORS_FILE))
+                meta: dict[str, Any] = {"info": training.info}
+                if optim_state is not None:
+                    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
+                              for g in optim_state["param_groups"]]
+                    meta["sharded_optimizer"] = {"param_groups": groups, "plain_state": plain}
+                _write_json(tmp / STATE_FILE, meta)
+            _write_json(tmp / MARKER_FILE, MARKER)
+            _fsync_tree(tmp)
+            _swap(tmp, target)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            problem[0] = f"could not write checkpoint {target} ({exc.strerror or exc})"
+    dist.broadcast_object_list(problem, src=0)
+    if problem[0]:
+        raise CheckpointError(problem[0])
     return target
+
+
+def _tied_names(model: nn.Module) -> set[str]:
+    """State-dict names that repeat another parameter (tied weights: kept once, under the first name)."""
+    own = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
+    return set(model.state_dict()) - own
+
+
+def is_sharded(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a sharded checkpoint (``sharded/``, no ``model.safetensors``)."""
+    path = Path(directory)
+    return (path / SHARDED_DIR).is_dir() and not (path / MODEL_FILE).exists()
+
+
+def _sharded_load(state: dict[str, Tensor], path: Path) -> None:
+    """Fill ``state``'s tensors in place from the sharded checkpoint at ``path`` (resharded as needed:
+    plain tensors in one process, DTensors across the process group)."""
+    import warnings
+
+    import torch.distributed as dist
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+    from torch.distributed.checkpoint import load as dcp_load
+
+    reader = HuggingFaceStorageReader(str(path / SHARDED_DIR))
+    sharded = any(type(t).__name__ == "DTensor" for t in state.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "assuming the intent is to load in a single process"
+        try:
+            dcp_load(state, storage_reader=reader, no_dist=not (sharded and dist.is_initialized()))
+        except Exception as exc:  # DCP raises its own CheckpointException, RuntimeError, ...
+            raise CheckpointError(f"{path / SHARDED_DIR}: could not read the sharded checkpoint ({exc})") from None
+
+
+def _sharded_shapes(path: Path) -> dict[str, tuple]:
+    """Global tensor shapes listed by the shards' safetensors headers (nothing allocated)."""
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+    try:
+        metadata = HuggingFaceStorageReader(str(path / SHARDED_DIR)).read_metadata()
+    except Exception as exc:
+        raise CheckpointError(f"{path / SHARDED_DIR}: not a readable sharded checkpoint ({exc})") from None
+    return {k: tuple(m.size) for k, m in metadata.state_dict_metadata.items() if hasattr(m, "size")}
+
+
+def _check_sharded_shapes(config: TransformerConfig, path: Path) -> None:
+    """Compare the shards' global shapes with those ``config`` implies, allocating nothing."""
+    saved = {k: v for k, v in _sharded_shapes(path).items() if not k.startswith(_OPTIMIZER_PREFIX)}
+    with torch.device("meta"):
+        meta = build_model(config)
+    tied = set(meta.state_dict()) - {n for n, _ in meta.named_parameters()} - {n for n, _ in meta.named_buffers()}
+    expected = {k: tuple(t.shape) for k, t in meta.state_dict().items() if not (k in tied and k not in saved)}
+    problems = _mismatches(expected, saved)
+    if problems:
+        raise CheckpointError(f"{path / SHARDED_DIR}: weights do not fit the model described by config.json: "
+                              + "; ".join(problems))
+    if config.max_len > MAX_POSITIONS:
+        raise CheckpointError(f"{path / CONFIG_FILE}: max_len {config.max_len} is above the limit of "
+                              f"{MAX_POSITIONS} positions")
+
+
+def load_sharded_optimizer(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Restore ``optimizer`` (built for ``model``, FSDP-sharded or not) from a sharded checkpoint, each
+    rank reading the pieces it holds. Raises ``CheckpointError`` when the state does not fit."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+
+    path = resolve_checkpoint(directory)
+    meta = _read_json(path / STATE_FILE)
+    saved = meta.get("sharded_optimizer") if isinstance(meta, dict) else None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path / STATE_FILE}: records no sharded optimizer state")
+    weights, optim_state = get_state_dict(model, optimizer)  # initialises the state to fill
+    flat = {f"{_OPTIMIZER_PREFIX}{fqn}.{key}": value for fqn, values in optim_state["state"].items()
+            for key, value in values.items() if isinstance(value, Tensor)}
+    _sharded_load(flat, path)
+    for fqn, values in optim_state["state"].items():
+        for key in values:
+            if f"{_OPTIMIZER_PREFIX}{fqn}.{key}" in flat:
+                values[key] = flat[f"{_OPTIMIZER_PREFIX}{fqn}.{key}"]
+        values.update(saved.get("plain_state", {}).get(fqn, {}))
+    optim_state["param_groups"] = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()}
+                                   for g in saved["param_groups"]]
+    try:
+        set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=optim_state,
+                       options=StateDictOptions(strict=True))
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: the sharded optimizer state does not fit the model ({exc})") from None
 
 
 def resolve_checkpoint(directory: str | Path) -> Path:
@@ -404,9 +585,16 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         raise CheckpointError(
             f"{tok_path}: tokenizer has {tokenizer.vocab_size} tokens but config.json's vocab_size is {config.vocab_size}"
         )
-    check_shapes(config, path / MODEL_FILE)  # before build_model allocates anything
-    model = build_model(config)
-    load_weights(model, path / MODEL_FILE)
+    if is_sharded(path):  # written by FSDP: consolidated here, in one process
+        _check_sharded_shapes(config, path)  # before build_model allocates anything
+        model = build_model(config)
+        state = model.state_dict()
+        saved = _sharded_shapes(path)
+        _sharded_load({k: v for k, v in state.items() if k in saved}, path)
+    else:
+        check_shapes(config, path / MODEL_FILE)  # before build_model allocates anything
+        model = build_model(config)
+        load_weights(model, path / MODEL_FILE)
     if target.type != "cpu":
         model.to(target)
     model.eval()
@@ -420,6 +608,9 @@ def load_training_state(directory: str | Path) -> TrainingState:
     tensors = read_safetensors(path / TENSORS_FILE)
     if not isinstance(meta, dict) or "info" not in meta:
         raise CheckpointError(f"{path / STATE_FILE}: has no 'info' section")
+    if "sharded_optimizer" in meta:  # its tensors are read by load_sharded_optimizer, rank by rank
+        state = {k.removeprefix("state."): v for k, v in tensors.items() if k.startswith("state.")}
+        return TrainingState(info=meta["info"], tensors=state, sharded=path)
     state = {k.removeprefix("state."): v for k, v in tensors.items() if k.startswith("state.")}
     try:
         optimizer = _unflatten_optimizer(tensors, meta["optimizer"]) if "optimizer" in meta else None
