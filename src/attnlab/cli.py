@@ -303,9 +303,16 @@ def _train(ctx: typer.Context, **values: Any) -> None:
     except ValueError as exc:
         raise _usage(str(exc)) from None
 
+    from attnlab.device import DeviceError, choose_precision
     from attnlab.train.loop import claim_run_folder
     from attnlab.train.loop import train as run_training
 
+    where = _device(cfg.device)  # a device or precision this machine lacks: refused before any work
+    if cfg.precision != "auto":
+        try:
+            choose_precision(cfg.precision, where)
+        except DeviceError as exc:
+            raise _usage(str(exc)) from None
     claim_run_folder(cfg)  # before any long work: a folder that holds another run is refused now
     result = run_training(cfg, threads=threads)
     verb = "stopped (Ctrl-C) and saved" if result.stopped == "interrupted" else "finished"

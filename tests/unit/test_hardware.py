@@ -85,12 +85,21 @@ def test_an_unavailable_device_is_refused_before_anything_is_read(tmp_path) -> N
 
 @pytest.mark.skipif(not NO_CUDA, reason="checks the error on a machine without CUDA")
 @pytest.mark.parametrize("command", [["generate", "ab"], ["translate", "hi"], ["bleu", "--data", "x.tsv"],
-                                     ["bench", "--quick"], ["experiment", "rnn-vs-transformer"]])
+                                     ["bench", "--quick"], ["experiment", "rnn-vs-transformer"],
+                                     ["train", "--data", "x.txt", "--out", "run"]])
 def test_commands_refuse_cuda_here_in_one_line(capsys, command) -> None:
     code = main([*command, "--device", "cuda"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
     assert "cuda" in err[0] and ("no CUDA" in err[0] or "CUDA support" in err[0]), err
+
+
+def test_train_refuses_fp16_off_cuda_before_any_work(tmp_path, capsys) -> None:
+    code = main(["train", "--data", str(tmp_path / "x.txt"), "--out", str(tmp_path / "run"), "--device", "cpu",
+                 "--precision", "fp16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--precision fp16 needs a CUDA GPU" in err[0], err
+    assert not (tmp_path / "run").exists()
 
 
 def test_generate_on_cpu_and_auto_gives_the_same_text(tmp_path, capsys) -> None:

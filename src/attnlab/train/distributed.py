@@ -118,6 +118,7 @@ def no_sync(runner: nn.Module, env: DistEnv) -> contextlib.AbstractContextManage
     """Skip the gradient exchange for a micro-batch that is not the step's last (a no-op alone)."""
     if not env.enabled:
         return contextlib.nullcontext()
+    runner = getattr(runner, "_orig_mod", runner)  # under torch.compile
     if isinstance(runner, DistributedDataParallel):
         return runner.no_sync()
     if is_sharded(runner):
