@@ -153,3 +153,18 @@ def test_cli_train_then_generate(corpus) -> None:
     assert bad.exit_code == 1 and "'Q' (U+0051) at position 0" in bad.output
     missing = runner.invoke(app, ["train", "--data", str(corpus / "nope.txt"), "--out", str(corpus / "cli2")])
     assert missing.exit_code == 1 and "no such file or folder" in missing.output
+
+
+def test_a_resumed_auto_run_keeps_its_precision_even_from_before_the_option(corpus, capfd) -> None:
+    """--precision may not change on --resume; auto keeps what the run started with, and a run saved with
+    the former ``bf16: true`` field resumes in bf16."""
+    train(config(corpus, "old", precision="bf16", iters=2, eval_interval=2))
+    state = corpus / "old" / "last" / "training" / "state.json"
+    meta = json.loads(state.read_text())
+    del meta["info"]["precision"], meta["info"]["train_config"]["precision"]
+    meta["info"]["train_config"]["bf16"] = True  # as a run of the previous version recorded it
+    state.write_text(json.dumps(meta))
+    capfd.readouterr()
+    train(config(corpus, "old", iters=3, eval_interval=2, resume=True))
+    line = capfd.readouterr().err.strip().splitlines()[0]
+    assert "precision bf16 (kept from the run's start: the run was started with bf16=True)" in line, line

@@ -577,7 +577,11 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
 
 def _precision(cfg: TrainConfig, env: distributed.DistEnv, resume_state: TrainingState | None) -> Precision:
     """``choose_precision`` for this run; a resumed ``auto`` run keeps the precision it started with."""
-    saved = (resume_state.info.get("precision") if resume_state is not None else None) or {}
+    info = resume_state.info if resume_state is not None else {}
+    saved = info.get("precision") or {}
+    old_flag = (info.get("train_config") or {}).get("bf16")  # runs saved before --precision had bf16: bool
+    if not saved and isinstance(old_flag, bool):
+        saved = {"name": "bf16" if old_flag else "fp32", "reason": f"the run was started with bf16={old_flag}"}
     if cfg.precision == "auto" and isinstance(saved, dict) and saved.get("name") in ("fp32", "bf16", "fp16"):
         kept = choose_precision(saved["name"], env.device)
         return Precision(kept.name, kept.dtype, f"kept from the run's start: {saved.get('reason', '')}")
