@@ -157,3 +157,15 @@ def test_the_cuda_skip_is_not_taken_for_a_missing_dependency_in_ci() -> None:
     from conftest import NEEDS_CUDA
 
     assert NEEDS_CUDA == "needs a CUDA GPU" and not MISSING_DEPENDENCY.search(NEEDS_CUDA)
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="checks the answer on a machine without CUDA")
+def test_gpu_check_says_no_gpu_in_one_line_and_exits_0() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines() == [proc.stdout.strip()] and "no GPU found" in proc.stdout
