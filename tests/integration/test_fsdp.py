@@ -4,8 +4,10 @@ and a resume from it that continues exactly."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -14,7 +16,13 @@ import torch
 
 from attnlab.cli import main
 from attnlab.train.loop import read_metrics
-from attnlab.weights.checkpoint import SHARDED_DIR, is_sharded, load_checkpoint, load_training_state
+from attnlab.weights.checkpoint import (
+    SHARDED_DIR,
+    CheckpointError,
+    is_sharded,
+    load_checkpoint,
+    load_training_state,
+)
 
 
 def run(args: list[str], cwd) -> None:
@@ -58,6 +66,13 @@ def test_fsdp_matches_one_process_and_its_sharded_checkpoint_loads_and_resumes(t
     exported = load_checkpoint(tmp_path / "exported").model
     for a, b in zip(sharded.state_dict().values(), exported.state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+    broken = tmp_path / "broken"
+    shutil.copytree(last, broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "d_model": config["d_model"] * 2}))
+    with pytest.raises(CheckpointError, match=r"weights do not fit the model described by config\.json"):
+        load_checkpoint(broken)  # checked against the shards' headers before anything is allocated
 
     # 3. stopped at step 5 and resumed from its sharded checkpoint: the uninterrupted run's losses, exactly
     run([*torchrun, *common, "--iters", "5", "--out", "part", "--batch-size", "2", "--strategy", "fsdp"], tmp_path)

@@ -51,15 +51,14 @@ from attnlab.weights.checkpoint import (
     TrainingState,
     is_checkpoint_dir,
     load_checkpoint,
-    load_sharded_optimizer,
     load_training_state,
     pid_alive,
     remove_stale_temporaries,
     rng_state,
     save_checkpoint,
-    save_sharded_checkpoint,
     set_rng_state,
 )
+from attnlab.weights.sharded import load_sharded_optimizer, save_sharded_checkpoint
 
 
 class TrainingDiverged(RuntimeError):
