@@ -39,3 +39,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+NEEDS_CUDA = "needs a CUDA GPU"  # the skip reason of every `cuda`-marked test on a machine without one
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` (tests/gpu/) are skipped, and reported as skipped, where no CUDA GPU is
+    visible; ``benchmarks/gpu_check.py`` runs them (``pytest -m cuda``) on a GPU machine."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=NEEDS_CUDA)
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

@@ -5,13 +5,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    import torch
+
     from attnlab.catalog import LoadedModel
 
 __version__ = "0.1.0"
 
 
-def load(name: str, quantize: Literal["int8", "int4"] | None = None) -> LoadedModel:
+def load(
+    name: str, quantize: Literal["int8", "int4"] | None = None, device: str | torch.device = "cpu",
+) -> LoadedModel:
     """Load a catalogue model by name (``attnlab.load("minilm")``), cached; see ``attnlab.catalog``.
+
+    ``device``: ``cpu`` (default), ``auto`` (CUDA if available, else MPS, else CPU), ``cuda``, ``cuda:N``
+    or ``mps``; a device this machine lacks raises ``attnlab.device.DeviceError`` naming what is missing.
+    Generation (``attnlab.generate``) runs wherever the model is.
 
     ``quantize="int8"`` or ``"int4"`` returns a cached weight-only quantized copy for inference
     (``attnlab.quantize``; the float32 model is unchanged); an unknown scheme raises ``QuantizationError``.
@@ -19,7 +27,7 @@ def load(name: str, quantize: Literal["int8", "int4"] | None = None) -> LoadedMo
     """
     from attnlab.catalog import load as _load
 
-    loaded = _load(name)
+    loaded = _load(name, device=device)
     if quantize is None:
         return loaded
     from attnlab.quantize import quantized_copy

@@ -7,7 +7,8 @@ variant are kept, so the bf16 loss trajectory can be compared with fp32 on the s
 
 Variants run round-robin (one step of each, then the next step of each), so load from other
 processes on a shared machine falls on all of them alike; figures are medians over the timed steps
-after warm-up. ``transformers`` is needed (it is a test/dev dependency, not a runtime one).
+after warm-up. ``device`` runs both on a GPU (``cuda``, ``mps``) instead of the CPU; every timed call
+ends by waiting for the device. ``transformers`` is needed (it is a test/dev dependency, not a runtime one).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.device import bf16_matmul_speedup
+from attnlab.device import choose_precision, resolve_device
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,13 @@ def round_robin(fns: dict[str, Callable[[int], object]], warmup: int, repeats: i
     return {k: (statistics.median(times[k]), results[k]) for k in fns}
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def _batches(s: Sizes, n: int) -> list[Tensor]:
     """Learnable token streams (arithmetic progressions with a random start and stride), so loss falls."""
     g = torch.Generator().manual_seed(0)
@@ -117,21 +125,22 @@ def _batches(s: Sizes, n: int) -> list[Tensor]:
 def _train_step(model: nn.Module, logits_of: Callable[[Tensor], Tensor], batches: list[Tensor], bf16: bool):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)  # ~7x faster than the for-loop on CPU
     model.train()
+    device = batches[0].device
 
     def step(i: int) -> float:
         batch = batches[i]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = logits_of(batch[:, :-1])
         loss = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return loss.item()
+        return loss.item()  # waits for the device
 
     return step
 
 
-def bench_training(s: Sizes, bf16: bool) -> list[Row]:
+def bench_training(s: Sizes, bf16: bool, device: torch.device = torch.device("cpu")) -> list[Row]:  # noqa: B008
     import copy
 
     import transformers
@@ -145,8 +154,9 @@ def bench_training(s: Sizes, bf16: bool) -> list[Row]:
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(config)
-    ours = load_hf_model(hf)  # the same weights
-    batches = _batches(s, s.warmup + s.repeats)
+    ours = load_hf_model(hf).to(device)  # the same weights
+    hf = hf.to(device)
+    batches = [b.to(device) for b in _batches(s, s.warmup + s.repeats)]
     variants = {
         "HF GPT2LMHeadModel fp32": _train_step(hf, lambda x: hf(x, use_cache=False).logits, batches, False),
         "attnlab DecoderLM fp32": _train_step(ours, ours, batches, False),
@@ -161,7 +171,7 @@ def bench_training(s: Sizes, bf16: bool) -> list[Row]:
     return [Row(name, sec, s.batch * s.seq, losses) for name, (sec, losses) in measured.items()]
 
 
-def bench_encoder(s: Sizes, bf16: bool) -> tuple[list[Row], float]:
+def bench_encoder(s: Sizes, bf16: bool, device: torch.device = torch.device("cpu")) -> tuple[list[Row], float]:  # noqa: B008
     import transformers
 
     from attnlab.weights.hf import load_hf_model
@@ -173,16 +183,20 @@ def bench_encoder(s: Sizes, bf16: bool) -> tuple[list[Row], float]:
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     hf = transformers.BertModel(config).eval()
-    ours = load_hf_model(hf).eval()
+    ours = load_hf_model(hf).eval().to(device)
+    hf = hf.to(device)
     ids = torch.randint(1000, s.enc_vocab, (s.enc_batch, s.enc_seq), generator=torch.Generator().manual_seed(0))
+    ids = ids.to(device)
 
     def hf_hidden(x: Tensor) -> Tensor:
         return hf(x).last_hidden_state
 
     def run(model: Callable[[Tensor], Tensor], bf16: bool) -> Callable[[int], Tensor]:
         def call(_: int) -> Tensor:
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                return model(ids)
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(ids)
+            _sync(device)
+            return out
 
         return call
 
@@ -195,18 +209,21 @@ def bench_encoder(s: Sizes, bf16: bool) -> tuple[list[Row], float]:
     return [Row(name, sec, s.enc_batch) for name, (sec, _) in measured.items()], max_diff
 
 
-def run_bench(sizes: Sizes = FULL, *, bf16: str = "auto", threads: int = 0) -> Report:
-    """Both benchmarks; ``bf16`` is ``auto`` (only where bf16 matmuls are faster than fp32), ``on`` or ``off``."""
+def run_bench(sizes: Sizes = FULL, *, bf16: str = "auto", threads: int = 0, device: str | torch.device = "cpu") -> Report:
+    """Both benchmarks on ``device``; ``bf16`` is ``auto`` (bf16 rows only where
+    ``attnlab.device.choose_precision("auto", device)`` picks bf16), ``on`` or ``off``. Raises
+    ``DeviceError`` for a device this machine lacks."""
+    where = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
-    notes = []
-    speedup = bf16_matmul_speedup()
-    use_bf16 = bf16 == "on" or (bf16 == "auto" and speedup > 1.0)
-    notes.append(f"a bf16 matmul runs at {speedup:.2f}x the speed of an fp32 one on this CPU")
+    notes = [f"device {where}" + (f" ({torch.cuda.get_device_name(where)})" if where.type == "cuda" else "")]
+    chosen = choose_precision("auto", where)
+    use_bf16 = bf16 == "on" or (bf16 == "auto" and chosen.name == "bf16")
+    notes.append(f"precision auto would choose {chosen.name}: {chosen.reason}")
     if bf16 == "auto" and not use_bf16:
-        notes.append("bf16 rows skipped (no native bf16 matmul here); --bf16 on runs them anyway")
-    training = bench_training(sizes, use_bf16)
-    encoder, max_diff = bench_encoder(sizes, use_bf16)
+        notes.append("bf16 rows skipped (auto chose fp32 here); --bf16 on runs them anyway")
+    training = bench_training(sizes, use_bf16, where)
+    encoder, max_diff = bench_encoder(sizes, use_bf16, where)
     by_name = {r.name: r for r in training}
     fp32 = by_name["attnlab DecoderLM fp32"].losses
     reference = by_name["HF GPT2LMHeadModel fp32"].losses

@@ -5,17 +5,22 @@ installed beside it), how to build the model through attnlab's own model code, a
 when its files are missing. The loaders are imported only when an entry is loaded, so listing the
 catalogue imports no model code, and nothing below this floor imports the catalogue (the floor plan
 is kept by the ``import-linter`` contract in ``pyproject.toml``). ``load`` caches loaded models, so
-the web app and the CLI share them.
+the web app and the CLI share them. ``load(name, device="cuda")`` returns a cached copy on that device
+(the CPU model stays as it was, for whoever shares it).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
+from attnlab.device import resolve_device
 from attnlab.files import MINILM_PACKAGE, SMOLLM2_PACKAGE, ModelUnavailableError
 from attnlab.models.config import TransformerConfig
 from attnlab.tokenizers.base import Tokenizer
@@ -171,6 +176,7 @@ BUILTIN: tuple[ModelInfo, ...] = (
 
 _REGISTRY: dict[str, ModelInfo] = {info.name: info for info in BUILTIN}
 _LOADED: dict[str, LoadedModel] = {}
+_ON_DEVICE: dict[tuple[str, str], LoadedModel] = {}  # (name, "cuda:0") -> a copy of _LOADED[name] there
 _LOCK = threading.Lock()
 
 
@@ -179,6 +185,12 @@ def register(info: ModelInfo) -> None:
     with _LOCK:
         _REGISTRY[info.name] = info
         _LOADED.pop(info.name, None)
+        _drop_copies(info.name)
+
+
+def _drop_copies(name: str) -> None:
+    for key in [k for k in _ON_DEVICE if k[0] == name]:
+        del _ON_DEVICE[key]
 
 
 def catalog() -> list[ModelInfo]:
@@ -199,20 +211,38 @@ def unload(name: str) -> bool:
     """
     with _LOCK:
         loaded = _LOADED.pop(name, None)
+        _drop_copies(name)
         info = _REGISTRY.get(name)
         if loaded is not None and info is not None and info.release is not None:
             info.release()
     return loaded is not None
 
 
-def load(name: str) -> LoadedModel:
+def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a catalogue model by name (once; later calls return the same object), in eval mode.
 
-    Raises ``KeyError`` for an unknown name (the message lists the known ones) and
-    ``ModelUnavailableError`` when its files are not installed (the message says what to install).
+    ``device``: ``cpu`` (the default: the model the web app and the walkthrough share), ``auto``,
+    ``cuda``, ``cuda:N`` or ``mps`` (``attnlab.device.resolve_device``); any other device gets a copy of
+    the CPU model moved there, loaded once per device and cached beside it.
+
+    Raises ``KeyError`` for an unknown name (the message lists the known ones),
+    ``ModelUnavailableError`` when its files are not installed (the message says what to install) and
+    ``attnlab.device.DeviceError`` for a device this machine does not have.
     """
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+    target = resolve_device(device)
+    loaded = _load_cpu(name)
+    if target.type == "cpu":
+        return loaded
+    with _LOCK:
+        key = (name, str(target))
+        if key not in _ON_DEVICE:
+            _ON_DEVICE[key] = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model).to(target))
+        return _ON_DEVICE[key]
+
+
+def _load_cpu(name: str) -> LoadedModel:
     with _LOCK:
         if name not in _LOADED:
             info = _REGISTRY[name]

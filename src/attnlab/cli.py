@@ -26,7 +26,7 @@ import typer
 from typer._click.core import ParameterSource  # typer 0.29 carries its own click
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
-from attnlab.train.config import SEED_MAX, Range, TrainConfig, count
+from attnlab.train.config import DEVICE_HELP, SEED_MAX, Range, TrainConfig, count
 
 app = typer.Typer(
     name="attnlab",
@@ -112,8 +112,31 @@ def _num(default: Any, help: str, rng: Range, *decls: str, optional: bool = Fals
     return typer.Option(default, *decls, help=f"{help} Allowed: {rng.text()}.", callback=_checked(rng, optional=optional))
 
 
-def _threads(default: int = 0, help: str = "torch threads (0: PyTorch's default).") -> Any:
+THREADS_HELP = ("torch threads (0: auto: torch's core count minus one, fewer when the load average shows other "
+                "busy processes; the choice is logged).")
+
+
+def _threads(default: int = 0, help: str = THREADS_HELP) -> Any:
     return _num(default, help, count(0, 1024))
+
+
+def _device_option(help: str = "Where to run") -> Any:
+    return typer.Option("auto", "--device", help=f"{help}: {DEVICE_HELP}.")
+
+
+def _device(spec: str) -> Any:
+    """The ``torch.device`` for ``--device``; a device this machine lacks is a usage error naming what is missing."""
+    from attnlab.device import DeviceError, resolve_device
+
+    try:
+        return resolve_device(spec)
+    except DeviceError as exc:
+        raise _usage(str(exc)) from None
+
+
+def _log(line: str) -> None:
+    """What a command chose for itself (device, threads), on stderr so that stdout stays the result."""
+    typer.echo(f"attnlab: {line}", err=True)
 
 
 def _writable_file(path: str, what: str, ours: Callable[[Path], bool]) -> None:
@@ -280,16 +303,19 @@ def _train(ctx: typer.Context, **values: Any) -> None:
     except ValueError as exc:
         raise _usage(str(exc)) from None
 
-    import torch
-
+    from attnlab.device import DeviceError, choose_precision
     from attnlab.train.loop import train as run_training
     from attnlab.train.runs import claim_run_folder
 
+    where = _device(cfg.device)  # a device or precision this machine lacks: refused before any work
+    if cfg.precision != "auto":
+        try:
+            choose_precision(cfg.precision, where)
+        except DeviceError as exc:
+            raise _usage(str(exc)) from None
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 owns the folder (the others may see it filled)
         claim_run_folder(cfg)  # before any long work: a folder that holds another run is refused now
-    if threads:
-        torch.set_num_threads(threads)
-    result = run_training(cfg)
+    result = run_training(cfg, threads=threads)
     verb = "stopped (Ctrl-C) and saved" if result.stopped == "interrupted" else "finished"
     typer.echo(
         f"{verb} at step {result.step} in {result.seconds:.1f} s; best validation loss {result.best_val:.4f}; "
@@ -319,7 +345,9 @@ def experiment(
     out: str = typer.Option("", help="Output folder for results.json and PNGs (default runs/experiments/NAME)."),
     data: str = typer.Option("", help="UTF-8 text corpus for heads-form, scaling, rnn-vs-transformer (default: synthetic)."),
     seed: int = _num(0, "Seed for initialisation and data.", count(0, SEED_MAX)),
-    threads: int = _threads(help="torch threads (0: PyTorch's default; 1 is steadier on a busy machine)."),
+    threads: int = _threads(),
+    device: str = typer.Option("cpu", "--device", help=f"rnn-vs-transformer: where part (a), the step-time "
+                               f"scaling, runs: {DEVICE_HELP}. The other parts and experiments run on the CPU."),
 ) -> None:
     """Run one experiment that tests a claim about Transformers; see docs/experiments.md."""
     from attnlab.experiments import EXPERIMENTS, run_experiment
@@ -333,12 +361,15 @@ def experiment(
         if not Path(data).exists():
             raise _usage(f"--data {data}: no such file or folder")
         extra["data"] = data
+    if device != "cpu":
+        if name != "rnn-vs-transformer":
+            raise _usage(f"--device applies to rnn-vs-transformer, not {name} (the others run on the CPU)")
+        extra["device"] = _device(device)
     folder = out or f"runs/experiments/{name}"
     _writable_folder(folder, "--out")
-    import torch
+    from attnlab.device import set_threads
 
-    if threads:
-        torch.set_num_threads(threads)
+    _log(f"device {extra.get('device', 'cpu')}; {set_threads(threads)}")
     result = run_experiment(name, "quick" if quick else "full", out or None, **extra)
     for line in result["summary"]:
         typer.echo(line)
@@ -384,31 +415,31 @@ def generate(
     compile_step: bool = typer.Option(
         False, "--compile", help="torch.compile the one-token step: faster per token, tens of seconds to start."),
     threads: int = _threads(
-        1, "torch threads (0: PyTorch's default). Eager steps gain little from more; --compile steps read the "
-           "weights faster with more (2 threads: ~1.5x one). On a busy machine spinning threads can make "
-           "either several times slower."),
+        0, f"{THREADS_HELP} Eager steps gain little from more; --compile steps read the weights faster with more "
+           "(2 threads: ~1.5x one). On a busy machine spinning threads can make either several times slower."),
     quantize: str = typer.Option("", help="Weight-only int8 | int4 quantization (attnlab.quantize); inference only."),
+    device: str = _device_option(),
 ) -> None:
     """Continue a prompt, printing tokens as they are produced."""
-    import torch
-
+    from attnlab.device import set_threads
     from attnlab.generate import GenerationError, Sampling, stream
 
     try:
         sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
     except GenerationError as exc:
         raise _usage(str(exc)) from None
-    if threads:
-        torch.set_num_threads(threads)
+    where = _device(device)
+    threads_line = set_threads(threads)
     if quantize not in ("", "int8", "int4"):
         raise _usage(f"--quantize must be int8 or int4, got {quantize!r}")
-    lm, tokenizer = _load_for_cli(model, checkpoint, "decoder", "a decoder-only language model")
+    lm, tokenizer = _load_for_cli(model, checkpoint, "decoder", "a decoder-only language model", where)
     if quantize:
         from attnlab.quantize import quantize as quantize_model
 
         lm = quantize_model(lm, quantize)  # type: ignore[arg-type]
     steps = []
     tokenizer.encode(prompt)  # an unknown character is reported before anything is printed
+    _log(f"device {where}; {threads_line}")
     sys.stdout.write(prompt)
     for step in stream(lm, tokenizer, prompt, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
                        seed=seed, use_cache=not no_cache, top_probs=top_probs, compile=compile_step):
@@ -421,17 +452,17 @@ def generate(
         typer.echo(f"step {i}: chose {tokenizer.tokens([step.token_id])[0]!r}; top: {cands}")
 
 
-def _load_for_cli(model: str, checkpoint: str, family: str, what: str):
-    """``(model, tokenizer)`` from a checkpoint directory, else from the catalogue by name; the model
-    must be of ``family`` (``what`` names it in the error)."""
+def _load_for_cli(model: str, checkpoint: str, family: str, what: str, device: Any):
+    """``(model, tokenizer)`` on ``device`` from a checkpoint directory, else from the catalogue by name;
+    the model must be of ``family`` (``what`` names it in the error)."""
     from attnlab.catalog import load
     from attnlab.weights.checkpoint import load_checkpoint
 
     if checkpoint:
-        ckpt = load_checkpoint(checkpoint)
+        ckpt = load_checkpoint(checkpoint, device=device)
         net, tokenizer = ckpt.model, ckpt.tokenizer
     else:
-        loaded = load(model)
+        loaded = load(model, device=device)
         net, tokenizer = loaded.model, loaded.tokenizer
     if getattr(net, "config", None) is None or net.config.family != family:
         raise ValueError(f"{checkpoint or model} is not {what}")
@@ -444,11 +475,18 @@ def translate(
     model: str = typer.Option("translator", help="Catalogue model (an encoder-decoder; see `attnlab models`)."),
     checkpoint: str = typer.Option("", help="A checkpoint directory (e.g. runs/x/best); overrides --model."),
     beam: int = _num(4, "Beam size (1: greedy).", BEAM),
+    device: str = _device_option(),
+    threads: int = _threads(),
 ) -> None:
     """Translate one sentence with an encoder-decoder (the bundled one: English -> Spanish)."""
+    from attnlab.device import set_threads
     from attnlab.translate import translate_text
 
-    seq2seq, tokenizer = _load_for_cli(model, checkpoint, "encoder-decoder", "an encoder-decoder (translation) model")
+    where = _device(device)
+    threads_line = set_threads(threads)
+    seq2seq, tokenizer = _load_for_cli(model, checkpoint, "encoder-decoder", "an encoder-decoder (translation) model",
+                                       where)
+    _log(f"device {where}; {threads_line}")
     typer.echo(translate_text(seq2seq, tokenizer, text, beam_size=beam).text)
 
 
@@ -461,21 +499,23 @@ def bleu(
     limit: int = _num(0, "Score only the first N pairs (0: all).", count(0, 10**9)),
     out: str = typer.Option("", help="Also write the scores and every translation to this JSON file."),
     threads: int = _threads(),
+    device: str = _device_option(),
 ) -> None:
     """Corpus BLEU (sacrebleu) of a translator on held-out pairs, beside the copy-the-source baseline."""
     import json
 
     if out:
         _writable_file(out, "--out", _is_bleu_report)  # before the whole BLEU run, not after
-    import torch
-
+    from attnlab.device import set_threads
     from attnlab.train.examples import read_pairs
     from attnlab.translate import bleu_report
 
-    if threads:
-        torch.set_num_threads(threads)
-    seq2seq, tokenizer = _load_for_cli(model, checkpoint, "encoder-decoder", "an encoder-decoder (translation) model")
+    where = _device(device)
+    threads_line = set_threads(threads)
+    seq2seq, tokenizer = _load_for_cli(model, checkpoint, "encoder-decoder", "an encoder-decoder (translation) model",
+                                       where)
     pairs = read_pairs(data)[: limit or None]
+    _log(f"device {where}; {threads_line}")
     report = bleu_report(seq2seq, tokenizer, [p.source for p in pairs], [p.target for p in pairs], beam_size=beam)
     typer.echo(f"BLEU {report.bleu:.2f} (copying the source: {report.copy_bleu:.2f}) on {report.n_sentences} "
                f"sentences, beam {beam}; sacrebleu {report.signature}")
@@ -564,6 +604,7 @@ def bench(
     bf16: str = typer.Option("auto", help="bf16 autocast rows: auto (only where bf16 matmuls beat fp32) | on | off.",
                              callback=_choice(("auto", "on", "off"))),
     threads: int = _threads(),
+    device: str = _device_option("Where to run both benchmarks"),
 ) -> None:
     """Our training step and encoder inference beside Hugging Face (same config and weights), as ratios."""
     try:
@@ -571,9 +612,12 @@ def bench(
     except ImportError:
         raise RuntimeError("the benchmark compares against Hugging Face: pip install transformers") from None
     from attnlab.bench import FULL, QUICK, format_report, run_bench
+    from attnlab.device import set_threads
 
+    where = _device(device)
+    _log(f"device {where}; {set_threads(threads)}")
     sizes = QUICK if quick else FULL
-    typer.echo(format_report(run_bench(sizes, bf16=bf16, threads=threads), sizes))
+    typer.echo(format_report(run_bench(sizes, bf16=bf16, device=where), sizes))
 
 
 if __name__ == "__main__":

@@ -203,3 +203,49 @@ def choose_precision(
         return Precision("bf16", torch.bfloat16, f"a bf16 matmul runs {speedup:.1f}x faster than fp32 on this CPU ({source})")
     return Precision("fp32", None, f"a bf16 matmul runs at {speedup:.2f}x the fp32 speed on this CPU ({source}); "
                                    f"bf16 pays from {CPU_BF16_MIN_SPEEDUP}x")
+
+
+# ------------------------------------------------------------------------------------- threads
+
+#: torch's own default (the physical cores it may use), read before anything here changes it.
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
+
+def choose_threads(requested: int = 0, *, load: float | None = None, cores: int | None = None,
+                   processes: int | None = None) -> tuple[int, str]:
+    """``(threads, why)`` for ``torch.set_num_threads``: ``requested`` when it is above 0, else a choice
+    that stays fast on a busy machine.
+
+    OpenMP's worker threads wait for one another at the end of every parallel region, so one worker
+    that the OS has descheduled (another process holds its core) stalls all of them: on a 2-core machine
+    with one other busy process, 2 threads ran SmolLM2's prefill ~40x slower than 1. The automatic
+    choice therefore leaves one core free (``cores - 1``, at least 1), takes fewer when the 1-minute load
+    average says other processes are busy (``cores - load``), and shares the cores among the
+    ``processes`` of a torchrun launch on this machine (``LOCAL_WORLD_SIZE``). ``OMP_NUM_THREADS``, when
+    set, is used as given. ``cores`` defaults to torch's own default (physical cores), ``load`` to
+    ``os.getloadavg()[0]``.
+    """
+    if requested > 0:
+        return requested, "asked for (--threads)"
+    if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"
+    cores = cores or TORCH_DEFAULT_THREADS
+    processes = processes or max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = 0.0
+    free = int(cores - load)
+    threads = max(1, min(cores - 1, free) // processes)
+    why = f"auto: {cores} cores, load {load:.1f}"
+    if processes > 1:
+        why += f", {processes} processes on this machine"
+    return threads, why + "; one core left free so a busy core cannot stall every thread"
+
+
+def set_threads(requested: int = 0) -> str:
+    """Apply ``choose_threads(requested)`` to torch; returns the line to log (``"threads 1 (why)"``)."""
+    threads, why = choose_threads(requested)
+    torch.set_num_threads(threads)
+    return f"threads {threads} ({why})"

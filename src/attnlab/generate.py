@@ -16,6 +16,11 @@ continues several prompts at once, left-padded to one length (positions follow t
 At batch 1 a step of a small model is mostly overhead around memory-bound matrix-vector products, so
 the loop does the least it can per token (the prompt is checked once, logits are computed for the
 last position only), and ``compile=True`` runs each step as one compiled graph (``compiled_step``).
+
+Devices: every function here works on the device the model is on (``model.to("cuda")``): its input
+tensors and KV cache are created there. Sampling draws on the CPU from the step's logits (one small
+copy per token), with a CPU generator, so a seed gives the same choices on every device (up to the
+logits' own rounding differences).
 """
 
 from __future__ import annotations
@@ -165,6 +170,13 @@ def _top(logits: Tensor, n: int, sampling: Sampling, tokenizer: Tokenizer | None
     return [(int(i), label, float(p)) for i, label, p in zip(ids, labels, values, strict=True)]
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (or buffer); the CPU for a model with neither."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def _window_start(n_tokens: int, start: int, max_len: int) -> int:
     """Where the context begins: unchanged while it fits, else the last ``max_len // 2`` tokens."""
     if n_tokens - start > max_len:
@@ -206,10 +218,9 @@ def compiled_step(model: nn.Module, token: Tensor, position: Tensor, cache: Any)
     check = getattr(step, "guard_check", None)
     if step is not None and (check is None or check(*args, **kwargs)):
         return step
-    compiled = torch.compile(
-        type(model).logits_at, fullgraph=True, dynamic=False,
-        options={"post_grad_fusion_options": {"decompose_mm_pass": {}}},
-    )
+    # The one-row rewrite is for CPU kernels; a GPU runs its own matrix-vector kernels.
+    options = {"post_grad_fusion_options": {"decompose_mm_pass": {}}} if token.device.type == "cpu" else {}
+    compiled = torch.compile(type(model).logits_at, fullgraph=True, dynamic=False, options=options)
     import torch._inductor.config as inductor_config
 
     if hasattr(compiled, "aot_compile") and not inductor_config.force_disable_caches:  # it needs the caches
@@ -271,9 +282,10 @@ def stream_ids(
     check_token_ids(torch.tensor([ids[start:]]), model.config, "prompt_ids")
     generator = torch.Generator()
     generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
-    positions = torch.arange(max_len)
-    one = torch.empty((1, 1), dtype=torch.long)  # a step's token and position, refilled in place
-    pos = torch.empty((1,), dtype=torch.long)
+    device = model_device(model)
+    positions = torch.arange(max_len, device=device)
+    one = torch.empty((1, 1), dtype=torch.long, device=device)  # a step's token and position, refilled in place
+    pos = torch.empty((1,), dtype=torch.long, device=device)
     # The compiled step gets one spare slot: its cache is then never full, and the compiled graph
     # never meets "the keys are the whole buffer", a case it would compile a second graph for.
     cache_len = max_len + 1 if compile else max_len
@@ -286,8 +298,8 @@ def stream_ids(
         the cache, the next-token logits and the one-token step that continues from them."""
         cache = model.new_cache(cache_len) if use_cache else None
         set_attention_backend(model, backend)  # the many-token pass on the model's own backend
-        logits = model.logits_at(torch.tensor([ids[start:]]), positions[: len(ids) - start], cache=cache,
-                                 last_only=True)[0, -1]
+        logits = model.logits_at(torch.tensor([ids[start:]], device=device), positions[: len(ids) - start],
+                                 cache=cache, last_only=True)[0, -1].cpu()
         step: Callable[..., Tensor] = type(model).logits_at
         if compile:  # the one-token steps: the formula, which compiles into the graph (compiled_step)
             set_attention_backend(model, "math")
@@ -307,7 +319,7 @@ def stream_ids(
             else:
                 one.fill_(token)
                 pos.fill_(len(ids) - start - 1)
-                logits = step(model, one, pos, cache=cache, last_only=True)[0, -1]
+                logits = step(model, one, pos, cache=cache, last_only=True)[0, -1].cpu()
     finally:
         set_attention_backend(model, backend)
         model.train(was_training)
@@ -422,12 +434,14 @@ def generate_batch_ids(
             f"{max_len} positions; batched generation does not slide the context (use stream_ids per prompt)"
         )
     batch = len(prompts)
+    device = model_device(model)
     ids = torch.zeros((batch, width), dtype=torch.long)  # padding id 0: masked out, never read
     mask = torch.zeros((batch, width + max_new_tokens), dtype=torch.bool)  # grows one column per step
     for i, prompt in enumerate(prompts):
         ids[i, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
         mask[i, width - len(prompt):] = True
     check_token_ids(ids, model.config, "prompt_ids")
+    ids, mask = ids.to(device), mask.to(device)
     generators = []
     for _ in range(batch):
         generator = torch.Generator()
@@ -438,7 +452,7 @@ def generate_batch_ids(
     try:
         cache = model.new_cache(width + max_new_tokens)
         positions = positions_for(ids, model.config, attention_mask=mask[:, :width])  # (batch, width)
-        logits = model.logits_at(ids, positions, mask=padding_mask(mask[:, :width]), cache=cache, last_only=True)
+        logits = model.logits_at(ids, positions, mask=padding_mask(mask[:, :width]), cache=cache, last_only=True).cpu()
         out: list[list[int]] = [[] for _ in range(batch)]
         for step in range(max_new_tokens):
             tokens = [sample_next(logits[i, -1], sampling, generators[i]) for i in range(batch)]
@@ -448,8 +462,8 @@ def generate_batch_ids(
                 break
             positions = positions[:, -1:] + 1  # (batch, 1): one past each row's last token
             seen = width + step + 1  # cached tokens after this step
-            logits = model.logits_at(torch.tensor(tokens)[:, None], positions, mask=padding_mask(mask[:, :seen]),
-                                     cache=cache, last_only=True)
+            logits = model.logits_at(torch.tensor(tokens, device=device)[:, None], positions,
+                                     mask=padding_mask(mask[:, :seen]), cache=cache, last_only=True).cpu()
         return out
     finally:
         model.train(was_training)
@@ -517,11 +531,12 @@ def translate_ids(
     model.eval()
     try:
         max_steps = min(max_new_tokens, model.config.max_len)  # each step writes one token (or ends)
-        memory = model.encode(torch.tensor([list(src_ids)]))
+        device = model_device(model)
+        memory = model.encode(torch.tensor([list(src_ids)], device=device))
         memory = memory.expand(beam_size, -1, -1).contiguous()
         cache = model.new_cache()
-        beams = torch.full((beam_size, 1), bos_id, dtype=torch.long)
-        scores = torch.zeros(beam_size)
+        beams = torch.full((beam_size, 1), bos_id, dtype=torch.long, device=device)
+        scores = torch.zeros(beam_size, device=device)
         scores[1:] = -math.inf  # all beams start identical: expand only the first
         finished: list[tuple[float, list[int], float]] = []
         for _ in range(max_steps):
@@ -545,10 +560,10 @@ def translate_ids(
                 break
             while len(keep_beam) < beam_size:  # pad with dead beams so shapes stay fixed
                 keep_beam.append(keep_beam[0]), keep_tok.append(keep_tok[0]), keep_score.append(-math.inf)
-            index = torch.tensor(keep_beam)
+            index = torch.tensor(keep_beam, device=device)
             cache.reorder(index)
-            beams = torch.cat([beams[index], torch.tensor(keep_tok)[:, None]], dim=1)
-            scores = torch.tensor(keep_score)
+            beams = torch.cat([beams[index], torch.tensor(keep_tok, device=device)[:, None]], dim=1)
+            scores = torch.tensor(keep_score, device=device)
         if not finished:  # ran out of steps: take the best unfinished translation
             b = int(scores.argmax())
             return beams[b, 1:].tolist(), float(scores[b])

@@ -102,10 +102,29 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(corpus, monkeypatch) -> N
 
 
 def test_bf16_autocast_and_accumulation_train(corpus) -> None:
-    result = train(config(corpus, "bf16", bf16=True, accum=2, iters=8))
+    result = train(config(corpus, "bf16", precision="bf16", accum=2, iters=8))
     assert result.step == 8 and all(math.isfinite(v) for v in result.losses)
     info = json.loads((corpus / "bf16" / "last" / "training" / "state.json").read_text())["info"]
-    assert info["train_config"]["bf16"] is True
+    assert info["train_config"]["precision"] == "bf16"
+    assert info["precision"] == {"name": "bf16", "reason": "asked for (--precision bf16)"} and info["device"] == "cpu"
+
+
+def test_bf16_loss_trajectory_stays_within_one_percent_of_fp32(corpus) -> None:
+    """Issue 16: bf16 autocast trains the same model: over 20 steps every loss is within 1% of fp32's."""
+    fp32 = train(config(corpus, "fp32", precision="fp32", iters=20, eval_interval=20)).losses
+    bf16 = train(config(corpus, "bf16-20", precision="bf16", iters=20, eval_interval=20)).losses
+    assert len(fp32) == len(bf16) == 20 and fp32[-1] < fp32[0] - 0.2  # it learns
+    for a, b in zip(fp32, bf16, strict=True):
+        assert abs(a - b) <= 0.01 * a, (a, b)
+    assert fp32 != bf16  # the autocast did change the arithmetic
+
+
+def test_the_first_line_says_which_device_precision_and_threads_and_why(corpus, capfd) -> None:
+    train(config(corpus, "said", device="cpu", precision="auto", iters=1, eval_interval=1), threads=1)
+    line = capfd.readouterr().err.strip().splitlines()[0]
+    assert line.startswith("attnlab train: device cpu; precision ") and "threads 1 (asked for" in line, line
+    info = json.loads((corpus / "said" / "last" / "training" / "state.json").read_text())["info"]
+    assert info["precision"]["name"] in ("fp32", "bf16") and info["precision"]["reason"] in line
 
 
 def test_corpus_shorter_than_a_block_is_a_clear_error(tmp_path) -> None:
@@ -128,8 +147,24 @@ def test_cli_train_then_generate(corpus) -> None:
     assert "finished at step 3" in result.output
     gen = runner.invoke(app, ["generate", "the cat", "--checkpoint", str(out / "best"), "-n", "12", "--seed", "0"])
     assert gen.exit_code == 0, gen.output
-    assert gen.output.startswith("the cat") and len(gen.output) >= len("the cat") + 12
+    assert gen.stdout.startswith("the cat") and len(gen.stdout) >= len("the cat") + 12
+    assert gen.stderr.startswith("attnlab: device cpu; threads ")  # what it chose, beside the text
     bad = runner.invoke(app, ["generate", "QQ", "--checkpoint", str(out / "best")])
     assert bad.exit_code == 1 and "'Q' (U+0051) at position 0" in bad.output
     missing = runner.invoke(app, ["train", "--data", str(corpus / "nope.txt"), "--out", str(corpus / "cli2")])
     assert missing.exit_code == 1 and "no such file or folder" in missing.output
+
+
+def test_a_resumed_auto_run_keeps_its_precision_even_from_before_the_option(corpus, capfd) -> None:
+    """--precision may not change on --resume; auto keeps what the run started with, and a run saved with
+    the former ``bf16: true`` field resumes in bf16."""
+    train(config(corpus, "old", precision="bf16", iters=2, eval_interval=2))
+    state = corpus / "old" / "last" / "training" / "state.json"
+    meta = json.loads(state.read_text())
+    del meta["info"]["precision"], meta["info"]["train_config"]["precision"]
+    meta["info"]["train_config"]["bf16"] = True  # as a run of the previous version recorded it
+    state.write_text(json.dumps(meta))
+    capfd.readouterr()
+    train(config(corpus, "old", iters=3, eval_interval=2, resume=True))
+    line = capfd.readouterr().err.strip().splitlines()[0]
+    assert "precision bf16 (kept from the run's start: the run was started with bf16=True)" in line, line

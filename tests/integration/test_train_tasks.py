@@ -70,7 +70,7 @@ def test_translation_trains_translates_and_resumes_exactly(tmp_path, pairs_file)
     assert cli.invoke(app, ["export", str(tmp_path / "tr" / "best"), str(exported)]).exit_code == 0
     assert (exported / "model.safetensors").stat().st_size < (tmp_path / "tr" / "best" / "model.safetensors").stat().st_size
     said = cli.invoke(app, ["translate", "sun moon river", "--checkpoint", str(exported), "--beam", "2"])
-    assert said.exit_code == 0 and said.output.split() == out.text.split(), said.output
+    assert said.exit_code == 0 and said.stdout.split() == out.text.split(), said.output
     scored = cli.invoke(app, ["bleu", "--checkpoint", str(exported), "--data", str(pairs_file), "--limit", "5",
                               "--beam", "1", "--out", str(tmp_path / "bleu.json")])
     assert scored.exit_code == 0 and "copying the source: 0.00" in scored.output, scored.output

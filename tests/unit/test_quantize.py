@@ -202,6 +202,6 @@ def test_cli_generate_quantized() -> None:
     plain = CliRunner().invoke(app, args)
     quant = CliRunner().invoke(app, [*args, "--quantize", "int8"])
     assert plain.exit_code == 0 and quant.exit_code == 0, quant.output
-    assert quant.output.startswith("ROMEO:") and len(quant.output) > len("ROMEO:") + 10
+    assert quant.stdout.startswith("ROMEO:") and len(quant.stdout) > len("ROMEO:") + 10
     bad = CliRunner().invoke(app, [*args, "--quantize", "int2"])
     assert bad.exit_code == 2 and "--quantize must be int8 or int4" in bad.output  # a usage error

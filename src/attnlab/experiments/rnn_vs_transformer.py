@@ -110,18 +110,21 @@ def lm_loss(model: nn.Module, ids: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
 
-def throughput(mode: Mode, seed: int, show_progress: bool) -> dict[str, Any]:
+def throughput(mode: Mode, seed: int, show_progress: bool, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """(a) Training-step time against sequence length for each model, on ``device``: on parallel
+    hardware (a GPU) the Transformer's step processes every position at once, the recurrence cannot.
+    Each timed step ends with ``float(loss)``, which waits for the device to finish."""
     lengths = pick(mode, [16, 32, 64], [64, 128, 256, 512, 1024], [64, 128, 256, 512, 1024, 2048])
     batch, vocab, d_model, n_layers = pick(mode, 2, 4, 8), 65, pick(mode, 32, 128, 128), 2
     repeats = pick(mode, 1, 2, 3)
     seed_everything(seed)
-    models = matched_models(vocab, d_model, n_layers, max(lengths))
+    models = {k: m.to(device) for k, m in matched_models(vocab, d_model, n_layers, max(lengths)).items()}
     rows = []
     jobs = [(kind, n) for n in lengths for kind in KINDS]
     for kind, n in progress(jobs, desc=f"{NAME} (a) throughput", enabled=show_progress):
         model = models[kind]
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        ids = torch.randint(0, vocab, (batch, n + 1), generator=torch.Generator().manual_seed(seed))
+        ids = torch.randint(0, vocab, (batch, n + 1), generator=torch.Generator().manual_seed(seed)).to(device)
         step_s = median_time(lambda m=model, o=opt, i=ids: train_step(m, o, lambda: lm_loss(m, i[:, :-1], i[:, 1:])),
                              repeats, warmup=1)
         rows.append({"model": kind, "seq_len": n, "batch": batch, "step_s": step_s,
@@ -131,7 +134,7 @@ def throughput(mode: Mode, seed: int, show_progress: bool) -> dict[str, Any]:
                             [r["step_s"] for r in rows if r["model"] == k])[0] for k in KINDS}
     return {"lengths": lengths, "batch": batch, "params": params, "rows": rows, "step_time_exponent": growth,
             "hidden": {k: m.rnn.hidden_size for k, m in models.items() if k != "transformer"},
-            "d_model": d_model, "n_layers": n_layers}
+            "d_model": d_model, "n_layers": n_layers, "device": str(device)}
 
 
 def delayed_copy_batch(batch: int, delay: int, extra: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -213,12 +216,13 @@ def char_lm(mode: Mode, seed: int, data: str | Path | None, show_progress: bool)
 
 
 def run(mode: Mode = "quick", out: str | Path | None = None, *, data: str | Path | None = None,
-        show_progress: bool = True, seed: int = 0) -> dict[str, Any]:
-    """Run (a) throughput, (b) long-range and (c) char LM; write results.json and three plots."""
+        show_progress: bool = True, seed: int = 0, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Run (a) throughput (on ``device``), (b) long-range and (c) char LM (on the CPU); write results.json
+    and three plots."""
     mode = check_mode(mode)
     started = time.perf_counter()
     out = Path(out) if out is not None else default_out(NAME)
-    a = throughput(mode, seed, show_progress)
+    a = throughput(mode, seed, show_progress, device)
     b = long_range(mode, seed, show_progress)
     c = char_lm(mode, seed, data, show_progress)
 

@@ -9,18 +9,27 @@ same one-line message wherever it enters. This module imports nothing heavy (no 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 TASK_NAMES = ("lm", "mlm", "classification", "translation")  # attnlab.train.tasks.TASKS (checked there)
 SEED_MAX = 2**63 - 1  # torch generators take seeds below 2**64; the loop adds small offsets per rank
 SNAPSHOT_DTYPES = ("bfloat16", "float16", "float32")
+# attnlab.device's DEVICE_HELP and PRECISIONS, restated so that this module needs no torch (a unit test
+# checks that they agree).
+DEVICE_HELP = "auto (CUDA if available, else MPS, else CPU) | cpu | cuda | cuda:N | mps"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+STRATEGIES = ("ddp", "fsdp")
 
-# Options a resumed run may change: the run's length and how it reports. Everything else must match
-# the saved run, or --resume would silently train something else than what it says it continues.
+# Options a resumed run may change: the run's length, how it reports, and the hardware it runs on
+# (``device``: the same run continues on another machine, e.g. a GPU one; checkpoints hold no device).
+# Everything else must match the saved run, or --resume would silently train something else than what
+# it says it continues; ``precision`` is kept because it changes the numbers (bf16 rounds every product).
+# ``strategy`` may change too: both compute the same step, and a checkpoint is read by what it holds.
 RESUME_MAY_CHANGE = frozenset(
     {"iters", "eval_interval", "eval_iters", "snapshots", "snapshot_dtype", "progress", "compile", "resume",
-     "overwrite", "out"}
+     "overwrite", "out", "device", "strategy"}
 )
 
 
@@ -114,7 +123,15 @@ class TrainConfig:
                                     "section 5.4; validation: none).", range=Range(0.0, 1.0, hi_open=True))
     eval_interval: int = option(250, "Steps between validation estimates and checkpoints.", range=count(1, 10**9))
     eval_iters: int = option(20, "Validation batches per estimate.", range=count(1, 10_000))
-    bf16: bool = option(False, "bfloat16 autocast (faster on CPUs with bf16 matmul).")
+    device: str = option("auto", f"Where to train: {DEVICE_HELP}. Under torchrun each process takes "
+                         "cuda:LOCAL_RANK when CUDA is available. A resumed run may move to another device.")
+    precision: str = option("auto", "Arithmetic of the forward pass: auto (bf16 autocast where it is faster: a CUDA "
+                            "GPU with bf16, or a CPU whose bf16 matmul beats fp32 in a quick cached probe; else "
+                            "fp32) | fp32 | bf16 | fp16 (CUDA only, with a gradient scaler).", choices=PRECISIONS)
+    strategy: str = option("ddp", "Multi-process training under torchrun: ddp (every process holds the whole model) | "
+                           "fsdp (FSDP2: each process holds a shard of the weights, gradients and AdamW state; "
+                           "checkpoints are written sharded, one file per process). Alone: no difference.",
+                           choices=STRATEGIES)
     compile: bool = option(False, "torch.compile the model (slow start).")
     seed: int = option(1337, "Seed for initialisation, data order and sampling.", range=count(0, SEED_MAX))
     snapshots: tuple[int, ...] = option((), "Comma-separated steps (0 to --iters) at which to save small "
@@ -148,6 +165,11 @@ class TrainConfig:
             raise ValueError(f"min_lr must be at most lr ({self.lr}), got {self.min_lr}")
         if self.decay_iters is not None and self.decay_iters < self.warmup:
             raise ValueError(f"decay_iters must be at least warmup ({self.warmup}), got {self.decay_iters}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device.strip().lower()):
+            raise ValueError(f"unknown device {self.device!r}; choose {DEVICE_HELP}")
+        if self.strategy == "fsdp" and self.snapshots:
+            raise ValueError("snapshots are not written under --strategy fsdp (no process holds the whole model); "
+                             "export a sharded checkpoint instead (attnlab export)")
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite contradict each other: choose one")
         if self.tokenizer is None:

@@ -1,19 +1,25 @@
-"""DistributedDataParallel plumbing, kept out of the model code and out of the loop's arithmetic.
+"""Multi-process plumbing (DDP), kept out of the model code and out of the loop's arithmetic.
 
 ``torchrun`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (and ``MASTER_ADDR``/``MASTER_PORT``); with
-those present we join the process group (gloo on CPU, nccl on GPU). Without them everything here is
-a no-op and the loop runs as a single process.
+those present we join the process group. Each process runs on one device: with CUDA (``--device auto``
+or ``cuda``) rank ``r`` of a machine takes ``cuda:LOCAL_RANK`` and the group talks NCCL; on the CPU it
+talks gloo. Without torchrun everything here is a no-op and the loop runs as a single process on the
+device ``--device`` names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+
+from attnlab.device import DeviceError, resolve_device
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,7 @@ class DistEnv:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # this process's device
 
     @property
     def is_main(self) -> bool:
@@ -32,23 +39,91 @@ class DistEnv:
         return self.world_size > 1
 
 
-def setup() -> DistEnv:
-    """Join the process group when launched by ``torchrun`` with more than one process."""
+def rank_device(spec: str, local_rank: int, world_size: int) -> torch.device:
+    """The device of one process: ``resolve_device(spec)``, except that under torchrun (``world_size`` > 1)
+    a CUDA choice becomes ``cuda:LOCAL_RANK`` (one GPU per process). Raises ``DeviceError`` when this
+    machine has fewer GPUs than processes, or for MPS under torchrun (one Apple GPU cannot be shared)."""
+    device = resolve_device(spec)
+    if world_size <= 1:
+        return device
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if local_rank >= count:
+            raise DeviceError(f"torchrun process {local_rank} of this machine needs cuda:{local_rank}, but it has "
+                              f"{count} GPU(s): start at most {count} processes per machine (--nproc_per_node)")
+        return torch.device("cuda", local_rank)
+    if device.type == "mps":
+        raise DeviceError("--device mps under torchrun: one Apple GPU cannot serve several processes; "
+                          "use --device cpu or a single process")
+    return device
+
+
+def setup(device: str = "auto") -> DistEnv:
+    """This process's rank and device; joins the process group (NCCL on CUDA, gloo on the CPU) when
+    launched by ``torchrun`` with more than one process. Raises ``DeviceError`` (see ``rank_device``)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    where = rank_device(device, local_rank, world)
     if world <= 1:
-        return DistEnv()
-    env = DistEnv(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+        return DistEnv(device=where)
+    env = DistEnv(int(os.environ["RANK"]), world, local_rank, where)
+    if where.type == "cuda":
+        torch.cuda.set_device(where)
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend="nccl" if where.type == "cuda" else "gloo")
     return env
 
 
-def wrap(model: nn.Module, env: DistEnv) -> nn.Module:
-    """DDP averages gradients across ranks during ``backward``; a single process gets the model back."""
+def wrap(model: nn.Module, env: DistEnv, strategy: str = "ddp") -> nn.Module:
+    """The model as the loop runs it; ``model`` must already be on ``env.device``.
+
+    A single process gets ``model`` back. ``ddp``: a ``DistributedDataParallel`` wrapper that averages
+    gradients across ranks during ``backward``. ``fsdp``: FSDP2's ``fully_shard`` applied to each
+    Transformer block and then to the whole model, in place: every parameter becomes a ``DTensor``
+    sharded across ranks (gathered for each block's forward and backward, gradients reduce-scattered
+    and averaged), and ``model`` itself is returned. Build the optimizer after this call.
+    """
     if not env.enabled:
         return model
-    return DistributedDataParallel(model)
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        from attnlab.nn.layers import Block
+
+        for module in list(model.modules()):
+            if isinstance(module, Block):
+                fully_shard(module)
+        fully_shard(model)
+        return model
+    return DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether ``wrap`` sharded ``model`` with FSDP."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model: nn.Module) -> Iterator[None]:
+    model.set_requires_gradient_sync(False)  # type: ignore[operator]
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)  # type: ignore[operator]
+
+
+def no_sync(runner: nn.Module, env: DistEnv) -> contextlib.AbstractContextManager:
+    """Skip the gradient exchange for a micro-batch that is not the step's last (a no-op alone)."""
+    if not env.enabled:
+        return contextlib.nullcontext()
+    runner = getattr(runner, "_orig_mod", runner)  # under torch.compile
+    if isinstance(runner, DistributedDataParallel):
+        return runner.no_sync()
+    if is_sharded(runner):
+        return _fsdp_no_sync(runner)
+    return contextlib.nullcontext()
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -59,27 +134,29 @@ def mean(value: Tensor, env: DistEnv) -> Tensor:
     """The mean of ``value`` over ranks (for logging the global loss)."""
     if not env.enabled:
         return value
-    value = value.detach().clone()
-    dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value / env.world_size
+    return _all_reduce(value, env) / env.world_size
 
 
 def sum(value: Tensor, env: DistEnv) -> Tensor:
     """The sum of ``value`` over ranks (for metrics over a sharded validation set)."""
     if not env.enabled:
         return value
-    value = value.detach().clone()
-    dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value
+    return _all_reduce(value, env)
+
+
+def _all_reduce(value: Tensor, env: DistEnv, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> Tensor:
+    """All-reduced copy of ``value`` (NCCL reduces on the GPU, so it travels through ``env.device``),
+    on ``value``'s own device."""
+    moved = value.detach().clone().to(env.device)
+    dist.all_reduce(moved, op=op)
+    return moved.to(value.device)
 
 
 def broadcast_flag(flag: bool, env: DistEnv) -> bool:
     """True on every rank if it is true on any (so all ranks stop together, e.g. on Ctrl-C)."""
     if not env.enabled:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return bool(_all_reduce(torch.tensor([1.0 if flag else 0.0]), env, dist.ReduceOp.MAX).item())
 
 
 def barrier(env: DistEnv) -> None:

@@ -18,6 +18,13 @@ run, set aside by ``overwrite``, comes back). ``resume`` refuses a config that d
 one outside ``RESUME_MAY_CHANGE`` or data whose content fingerprint differs (``check_resume``), and
 keeps the saved learning-rate schedule, so extending ``iters`` continues at ``min_lr`` past the
 original decay instead of jumping back up.
+
+Hardware: the model and every batch live on ``cfg.device`` (``auto``: CUDA, else MPS, else the CPU;
+under torchrun each process takes ``cuda:LOCAL_RANK`` or the CPU). The forward pass runs in the
+precision ``attnlab.device.choose_precision`` picks for ``cfg.precision`` on that device (bf16 autocast
+only where it is faster; fp16 with a gradient scaler); the choice and its reason are printed on the
+first line (stderr) and saved in the checkpoint's training state (``device``, ``precision``). A resumed
+run with ``precision auto`` keeps the precision the run started with, so its numbers do not change.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnlab.device import Precision, choose_precision, set_threads
 from attnlab.models import build_model, preset
 from attnlab.models.init import init_weights
 from attnlab.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
@@ -64,6 +73,7 @@ from attnlab.weights.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from attnlab.weights.sharded import load_sharded_optimizer, save_sharded_checkpoint
 
 
 class TrainingDiverged(RuntimeError):
@@ -171,7 +181,7 @@ class _Metrics:
 
 def backward_step(
     runner: nn.Module, model: nn.Module, task: Task, batches: Sequence[Batch], env: distributed.DistEnv,
-    autocast: Any = None,
+    autocast: Any = None, scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[float, int]:
     """Forward and backward over one optimizer step's micro-batches, on every rank.
 
@@ -182,17 +192,19 @@ def backward_step(
     across ranks in the last one's backward; the others skip the sync); then the target count is
     summed across ranks and the gradients scaled by ``world_size / count``. ``runner`` is
     ``model`` as the loop calls it (DDP-wrapped, compiled); ``autocast`` a context for the forward
-    pass (bf16) or None. Returns the step's loss and target
-    count (all ranks); with no target at all the gradients stay zero and the loss is 0.
+    pass (bf16) or None; ``scaler`` a ``GradScaler`` (fp16) that scales each backward pass (the
+    gradients stay scaled until ``scaler.unscale_``). The batches must be on ``env.device``. Returns the
+    step's loss and target count (all ranks); with no target at all the gradients stay zero and the
+    loss is 0.
     """
     autocast = autocast if autocast is not None else contextlib.nullcontext()
     total = torch.zeros((), dtype=torch.float64)
     count = 0
     for i, batch in enumerate(batches):
         sync = i == len(batches) - 1 or not env.enabled
-        with (contextlib.nullcontext() if sync else runner.no_sync()), autocast:  # type: ignore[operator]
+        with (contextlib.nullcontext() if sync else distributed.no_sync(runner, env)), autocast:
             loss_sum, n = task.loss(runner, batch, training=True)
-        loss_sum.backward()
+        (loss_sum if scaler is None else scaler.scale(loss_sum)).backward()
         total += loss_sum.detach().double()
         count += n
     totals = distributed.sum(torch.stack([total, torch.tensor(float(count), dtype=torch.float64)]), env)
@@ -206,21 +218,26 @@ def backward_step(
     return float(totals[0] / n_all), n_all
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+def train(cfg: TrainConfig, *, threads: int | None = None) -> TrainResult:
     """Run (or resume) a training run; see the module docstring for what is saved and when.
 
+    ``threads``: None leaves torch's thread count as it is; 0 chooses one (``attnlab.device.choose_threads``,
+    logged on the first line); N uses N.
+
     Raises ``RunFolderError`` (the folder holds another run, a resume would change the run),
-    ``DataError``, ``CheckpointError``, ``TrainingDiverged`` or ``ValueError``; a run that fails before
-    its first checkpoint leaves ``cfg.out`` as it found it.
+    ``DataError``, ``CheckpointError``, ``TrainingDiverged``, ``attnlab.device.DeviceError`` (a device or
+    precision this machine lacks) or ``ValueError``; a run that fails before its first checkpoint leaves
+    ``cfg.out`` as it found it.
     """
-    env = distributed.setup()
+    env = distributed.setup(cfg.device)
+    threads_line = set_threads(threads) if threads is not None else f"threads {torch.get_num_threads()}"
     try:
-        return _train(cfg, env)
+        return _train(cfg, env, threads_line)
     finally:
         distributed.teardown(env)
 
 
-def _train(cfg: TrainConfig, env: distributed.DistEnv) -> TrainResult:
+def _train(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str) -> TrainResult:
     out = Path(cfg.out)
     last_dir = out / "last"
     replaced = claim_run_folder(cfg) if env.is_main else []
@@ -230,7 +247,7 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> TrainResult:
     fingerprints = fingerprints_of(cfg)  # a missing data file is named here, before anything else
     if cfg.resume:
         resume_state = load_training_state(last_dir)
-        if resume_state.optimizer is None:
+        if resume_state.optimizer is None and resume_state.sharded is None:
             raise CheckpointError(f"{last_dir}: holds no optimizer state (an export?), so it cannot be resumed")
         check_resume(saved_train_config(out), resume_state.info, cfg, fingerprints)
     else:
@@ -251,7 +268,8 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> TrainResult:
         config = task.configure(config, tokenizer)
         torch.manual_seed(cfg.seed)
         model = build_model(config)
-        init_weights(model, config)
+        init_weights(model, config)  # on the CPU: the same initial weights on every device
+    model.to(env.device)
     fingerprints["tokenizer"] = text_sha256(tokenizer.to_json())
 
     # ---- data: prepared in a temporary folder inside OUT, moved in only when the run starts
@@ -287,7 +305,7 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> TrainResult:
     # a fresh run owns the folder once it has written a checkpoint; the run set aside is deleted then
     committed: dict[str, Any] = {"done": cfg.resume, "aside": aside}
     try:
-        return _run(cfg, env, task, model, tokenizer, resume_state, fingerprints, committed)
+        return _run(cfg, env, task, model, tokenizer, resume_state, fingerprints, committed, threads_line)
     except BaseException:
         if env.is_main and not committed["done"]:
             restore_run_folder(out, aside, created)
@@ -296,9 +314,16 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> TrainResult:
 
 def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Module, tokenizer: Tokenizer,
          resume_state: TrainingState | None, fingerprints: dict[str, str | None], committed: dict[str, Any],
-         ) -> TrainResult:
+         threads_line: str) -> TrainResult:
     out = Path(cfg.out)
     last_dir, best_dir = out / "last", out / "best"
+    precision = _precision(cfg, env, resume_state)
+    if env.is_main:
+        print(f"attnlab train: device {env.device}" + (f" x {env.world_size} processes" if env.enabled else "")
+              + f"; precision {precision.name} ({precision.reason}); {threads_line}", file=sys.stderr, flush=True)
+    scaler = torch.amp.GradScaler(env.device.type) if precision.needs_grad_scaler else None
+    runner = distributed.wrap(model, env, cfg.strategy)  # fsdp shards model's parameters in place
+    sharded = distributed.is_sharded(model)
     optimizer = make_optimizer(model, cfg)
     schedule = WarmupCosine(cfg.lr, cfg.min_lr, min(cfg.warmup, cfg.iters), cfg.decay_iters or cfg.iters)
     step, best_val = 0, math.inf
@@ -309,30 +334,40 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
         saved_schedule = resume_state.info.get("schedule")
         if isinstance(saved_schedule, dict):
             schedule = WarmupCosine(**saved_schedule)
-        try:
-            optimizer.load_state_dict(resume_state.optimizer)  # type: ignore[arg-type]
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise CheckpointError(f"{last_dir}: optimizer state does not fit the model ({exc})") from None
+        if resume_state.sharded is not None:  # written by fsdp: each rank reads its pieces
+            load_sharded_optimizer(resume_state.sharded, model, optimizer)
+        else:
+            try:
+                optimizer.load_state_dict(resume_state.optimizer)  # type: ignore[arg-type]
+            except (ValueError, KeyError, RuntimeError) as exc:
+                raise CheckpointError(f"{last_dir}: optimizer state does not fit the model ({exc})") from None
         task.set_state(resume_state.tensors)
         set_rng_state(resume_state.tensors)
+        if scaler is not None and isinstance(resume_state.info.get("grad_scaler"), dict):
+            scaler.load_state_dict(resume_state.info["grad_scaler"])
         step, best_val = int(resume_state.info["step"]), float(resume_state.info["best_val"])
     model.train()
-    runner = distributed.wrap(model, env)
     if cfg.compile:
         runner = torch.compile(runner)
 
     def save(directory: Path, with_state: bool = True) -> None:
-        if not env.is_main:
+        if not (env.is_main or sharded):
             return
         state = None
         if with_state:
             state = TrainingState(
                 info={"step": step, "best_val": best_val, "schedule": asdict(schedule), "train_config": asdict(cfg),
-                      "world_size": env.world_size, "fingerprints": fingerprints},
+                      "world_size": env.world_size, "fingerprints": fingerprints, "device": str(env.device),
+                      "precision": {"name": precision.name, "reason": precision.reason},
+                      **({"grad_scaler": scaler.state_dict()} if scaler is not None else {})},
                 tensors={**task.state(), **rng_state()},
-                optimizer=optimizer.state_dict(),
+                optimizer=None if sharded else optimizer.state_dict(),
             )
-        save_checkpoint(directory, model, tokenizer, state)
+        if sharded:  # every rank writes its shards
+            save_sharded_checkpoint(directory, model, tokenizer, state, optimizer if with_state else None,
+                                    tag=temp_name(env))
+        else:
+            save_checkpoint(directory, model, tokenizer, state)
         if directory == last_dir and not committed["done"]:
             committed["done"] = True
             if committed["aside"] is not None:
@@ -343,7 +378,7 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
             save_checkpoint(out / "snapshots" / f"step-{step:06d}", model, tokenizer, dtype=getattr(torch, cfg.snapshot_dtype))
 
     metrics = _Metrics(out / "metrics.jsonl", env.is_main, step if cfg.resume else None)
-    autocast = torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
+    autocast = precision.autocast(env.device)
     losses: list[float] = []
     val_losses: dict[int, float] = {}
     val_metrics: dict[int, dict[str, float]] = {}
@@ -363,9 +398,9 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
                 lr = schedule(step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                batches = [task.next_batch() for _ in range(cfg.accum)]
+                batches = [task.next_batch().to(env.device) for _ in range(cfg.accum)]
                 n_tokens = sum(batch.inputs[0].numel() for batch in batches)
-                loss_value, _ = backward_step(runner, model, task, batches, env, autocast)
+                loss_value, _ = backward_step(runner, model, task, batches, env, autocast, scaler)
                 if not math.isfinite(loss_value):
                     kept = (f"The last good checkpoint is {last_dir}" if committed["done"] else
                             f"No checkpoint had been written yet (the first is at step "
@@ -374,9 +409,15 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
                         f"loss became {loss_value} at step {step + 1}; stopped before applying that update. "
                         f"{kept} (try a lower --lr or a longer warmup)"
                     )
+                if scaler is not None:
+                    scaler.unscale_(optimizer)  # clip the true gradients
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
+                if scaler is not None:
+                    scaler.step(optimizer)  # skipped when fp16 overflowed; the scale then shrinks
+                    scaler.update()
+                else:
+                    optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 losses.append(loss_value)
@@ -412,6 +453,19 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
             with contextlib.suppress(Exception):  # a plot must never hide the real outcome
                 plot_losses(out / "metrics.jsonl", out / "loss.png")
     return TrainResult(out, step, losses, val_losses, best_val, stopped, time.perf_counter() - started, val_metrics)
+
+
+def _precision(cfg: TrainConfig, env: distributed.DistEnv, resume_state: TrainingState | None) -> Precision:
+    """``choose_precision`` for this run; a resumed ``auto`` run keeps the precision it started with."""
+    info = resume_state.info if resume_state is not None else {}
+    saved = info.get("precision") or {}
+    old_flag = (info.get("train_config") or {}).get("bf16")  # runs saved before --precision had bf16: bool
+    if not saved and isinstance(old_flag, bool):
+        saved = {"name": "bf16" if old_flag else "fp32", "reason": f"the run was started with bf16={old_flag}"}
+    if cfg.precision == "auto" and isinstance(saved, dict) and saved.get("name") in ("fp32", "bf16", "fp16"):
+        kept = choose_precision(saved["name"], env.device)
+        return Precision(kept.name, kept.dtype, f"kept from the run's start: {saved.get('reason', '')}")
+    return choose_precision(cfg.precision, env.device)
 
 
 def _progress(cfg: TrainConfig, step: int, env: distributed.DistEnv):

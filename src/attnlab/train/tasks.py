@@ -48,6 +48,18 @@ class Batch:
     inputs: tuple[Tensor, ...]
     targets: Tensor
 
+    def to(self, device: torch.device) -> Batch:
+        """This batch on ``device`` (itself when it is there already); from pinned memory on CUDA, so
+        the copy runs asynchronously while the GPU works on the previous batch."""
+        if self.targets.device == device:
+            return self
+        pin = device.type == "cuda"
+
+        def move(t: Tensor) -> Tensor:
+            return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
+
+        return Batch(tuple(move(t) for t in self.inputs), move(self.targets))
+
 
 class LossSum(NamedTuple):
     """A batch's loss as ``total`` (a float32 scalar tensor: the per-target losses summed, with
@@ -151,6 +163,7 @@ class _StreamTask:
         (fixed seed): summed, then divided by the number of targets (MLM's masked count varies)."""
         totals = torch.zeros(2, dtype=torch.float64)  # loss sum, targets
         for batch in self._val_iter():
+            batch = batch.to(env.device)
             with autocast:
                 total, count = self.loss(model, batch, training=False)
             totals += torch.tensor([float(total), count], dtype=torch.float64)
@@ -296,7 +309,7 @@ class ClassificationTask(_ExampleTask):
         mine = list(self._shard(len(self.val_x)))
         totals = torch.zeros(3)  # loss sum, correct, count
         for chunk in fixed_batches(len(mine), self.spec.batch_size):
-            batch = self._batch(self.val_x, self.val_y, [mine[i] for i in chunk])
+            batch = self._batch(self.val_x, self.val_y, [mine[i] for i in chunk]).to(env.device)
             with autocast:
                 logits = model(*batch.inputs).float()
             totals += torch.tensor([F.cross_entropy(logits, batch.targets, reduction="sum").item(),
@@ -369,7 +382,7 @@ class TranslationTask(_ExampleTask):
         mine = list(self._shard(len(self.val_src)))
         totals = torch.zeros(2)  # loss sum, target tokens
         for chunk in fixed_batches(len(mine), self.spec.batch_size):
-            batch = self._batch(self.val_src, self.val_tgt, [mine[i] for i in chunk])
+            batch = self._batch(self.val_src, self.val_tgt, [mine[i] for i in chunk]).to(env.device)
             with autocast:
                 logits = model(*batch.inputs).float()
             total, count = _cross_entropy(logits, batch.targets)

@@ -9,6 +9,10 @@ Layout::
     training/tensors.safetensors   optimizer moments and RNG states (optional)
     attnlab-checkpoint.json  the marker: "attnlab wrote this folder" (format name and version)
 
+Checkpoints hold no device: tensors are copied to the CPU before they are written and read onto the
+CPU, and ``load_checkpoint(path, device=...)`` then moves the model, so a model trained on a GPU loads on
+a laptop and the other way round.
+
 Only safetensors and JSON are ever read, never pickle, so a checkpoint from a stranger cannot run
 code. Before any tensor is allocated, the shapes the config implies (the model built on the meta
 device, which allocates nothing) are checked against the shapes listed in the safetensors header, so
@@ -19,6 +23,13 @@ swapped in with ``os.replace``; a process killed (or a disk filling up) at any i
 previous checkpoint readable, either at its name or, during the swap's two renames, at ``.<name>.old``
 (which ``load`` finds by itself). Temporary folders left by processes that no longer run (on this
 machine) are removed at the next save into the same folder.
+
+Sharded checkpoints (``train --strategy fsdp`` under torchrun): instead of ``model.safetensors`` the
+folder holds ``sharded/``, one safetensors file per rank written by ``torch.distributed.checkpoint``
+(DCP, with its Hugging Face safetensors storage: still no pickle) holding that rank's pieces of the
+weights and of the AdamW moments; every rank writes its own piece, none holds the whole model.
+``load_checkpoint`` recognises such a folder and consolidates it into one ordinary model in a single
+process; ``attnlab export`` then writes it as a plain checkpoint (``attnlab.weights.sharded``).
 
 Saving never replaces what attnlab did not write: an existing destination must be an attnlab
 checkpoint (it holds the marker file, or, for checkpoints written before the marker existed, nothing
@@ -41,6 +52,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from attnlab.device import resolve_device
 from attnlab.models import TransformerConfig, build_model
 from attnlab.models.config import ConfigError
 from attnlab.tokenizers import Tokenizer, tokenizer_from_json
@@ -50,6 +62,7 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 STATE_FILE = "training/state.json"
 TENSORS_FILE = "training/tensors.safetensors"
+SHARDED_DIR = "sharded"
 MARKER_FILE = "attnlab-checkpoint.json"
 MARKER = {"format": "attnlab-checkpoint", "version": 1}
 _CHECKPOINT_FILES = {MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, STATE_FILE, TENSORS_FILE, MARKER_FILE, "training"}
@@ -72,6 +85,7 @@ class TrainingState:
     info: dict[str, Any]
     tensors: dict[str, Tensor] = field(default_factory=dict)
     optimizer: dict[str, Any] | None = None
+    sharded: Path | None = None  # a sharded checkpoint: its optimizer state is read by load_sharded_state
 
 
 @dataclass
@@ -281,20 +295,10 @@ def save_checkpoint(
     (the previous checkpoint is then intact).
     """
     target = Path(directory)
-    if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
-        target.rmdir()  # an empty folder holds nothing to lose
-    check_destination(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CheckpointError(f"could not create {target.parent} ({exc.strerror or exc})") from None
-    remove_stale_temporaries(target.parent)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    old = target.parent / f".{target.name}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
     config: TransformerConfig = model.config  # type: ignore[assignment]
     try:
-        tmp.mkdir()
+        _prepare_destination(target, tmp)
         tensors, aliases = unique_state_dict(model)
         if dtype is not None:
             tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
@@ -316,12 +320,38 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         kept = f"; the previous checkpoint at {target} is intact" if target.exists() else ""
         raise CheckpointError(f"could not write checkpoint {target} ({exc.strerror or exc}){kept}") from exc
+    _swap(tmp, target)
+    return target
+
+
+def _swap(tmp: Path, target: Path) -> None:
+    """Put the finished ``tmp`` at ``target``; the previous checkpoint stays readable at every instant."""
+    old = target.parent / f".{target.name}.old"
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
-    return target
+
+
+def _prepare_destination(target: Path, tmp: Path) -> None:
+    """Check ``target`` (see ``check_destination``) and create an empty ``tmp`` beside it."""
+    if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
+        target.rmdir()  # an empty folder holds nothing to lose
+    check_destination(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"could not create {target.parent} ({exc.strerror or exc})") from None
+    remove_stale_temporaries(target.parent)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+
+
+def is_sharded(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a sharded checkpoint (``sharded/``, no ``model.safetensors``)."""
+    path = Path(directory)
+    return (path / SHARDED_DIR).is_dir() and not (path / MODEL_FILE).exists()
 
 
 def resolve_checkpoint(directory: str | Path) -> Path:
@@ -385,8 +415,14 @@ def load_config(directory: str | Path) -> TransformerConfig:
         raise CheckpointError(f"{path}: {exc}") from None
 
 
-def load_checkpoint(directory: str | Path) -> Checkpoint:
-    """Build the model described by ``config.json`` and fill it from ``model.safetensors`` (CPU, eval mode)."""
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Build the model described by ``config.json`` and fill it from ``model.safetensors`` (eval mode).
+
+    The weights are read onto the CPU and the model then moved to ``device``: a spelling that
+    ``attnlab.device.resolve_device`` accepts (``cpu``, ``auto``, ``cuda:1``, ...; one this machine lacks
+    raises ``DeviceError`` before anything is read), or a ``torch.device`` used as given.
+    """
+    target = device if isinstance(device, torch.device) else resolve_device(device)
     path = resolve_checkpoint(directory)
     config = load_config(path)
     tok_path = path / TOKENIZER_FILE
@@ -400,9 +436,16 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
         raise CheckpointError(
             f"{tok_path}: tokenizer has {tokenizer.vocab_size} tokens but config.json's vocab_size is {config.vocab_size}"
         )
-    check_shapes(config, path / MODEL_FILE)  # before build_model allocates anything
-    model = build_model(config)
-    load_weights(model, path / MODEL_FILE)
+    if is_sharded(path):  # written by FSDP: consolidated here, in one process
+        from attnlab.weights.sharded import load_sharded_weights
+
+        model = load_sharded_weights(config, path)
+    else:
+        check_shapes(config, path / MODEL_FILE)  # before build_model allocates anything
+        model = build_model(config)
+        load_weights(model, path / MODEL_FILE)
+    if target.type != "cpu":
+        model.to(target)
     model.eval()
     return Checkpoint(path=path, model=model, config=config, tokenizer=tokenizer)
 
@@ -414,6 +457,9 @@ def load_training_state(directory: str | Path) -> TrainingState:
     tensors = read_safetensors(path / TENSORS_FILE)
     if not isinstance(meta, dict) or "info" not in meta:
         raise CheckpointError(f"{path / STATE_FILE}: has no 'info' section")
+    if "sharded_optimizer" in meta:  # its tensors are read by load_sharded_optimizer, rank by rank
+        state = {k.removeprefix("state."): v for k, v in tensors.items() if k.startswith("state.")}
+        return TrainingState(info=meta["info"], tensors=state, sharded=path)
     state = {k.removeprefix("state."): v for k, v in tensors.items() if k.startswith("state.")}
     try:
         optimizer = _unflatten_optimizer(tensors, meta["optimizer"]) if "optimizer" in meta else None
@@ -423,10 +469,17 @@ def load_training_state(directory: str | Path) -> TrainingState:
 
 
 def rng_state() -> dict[str, Tensor]:
-    """Torch's global CPU generator state (dropout, init), to be saved in ``TrainingState.tensors``."""
-    return {"rng.torch": torch.get_rng_state()}
+    """Torch's global CPU generator state (dropout, init), and the current CUDA GPU's when CUDA is in
+    use (dropout on a GPU draws from it), to be saved in ``TrainingState.tensors``."""
+    state = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["rng.cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def set_rng_state(tensors: dict[str, Tensor]) -> None:
+    """Restore ``rng_state()``'s generators; a CUDA state is applied only where CUDA is available."""
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
