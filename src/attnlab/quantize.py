@@ -40,14 +40,15 @@ paths its layers use, never silently float32 weights):
   product is compute-bound, the kernel is slow, and rebuilding the weight once costs little.
 * ``"int8-dequantize"`` / ``"int4-dequantize"`` (the fallback, and ``path="dequantize"``): the
   weight is rebuilt in the input's dtype for each call (``q * scale (+ min)``) and multiplied with
-  ``F.linear``: exact float arithmetic on the quantized weights, on any device. Eagerly it costs a
-  full-size weight per call (slower than float32); under ``torch.compile`` (``generate(...,
-  compile=True)``) Inductor fuses the rebuild into the product, which then streams the integer
-  weights once: the fast path for decoding.
+  ``F.linear``: exact float arithmetic on the quantized weights, on any device, but a full-size float
+  weight per call: slower than float32 (several times, for int4), eager or compiled.
 
-Under ``torch.compile`` an ``int8-kernel`` layer computes the dequantize formula too (same integers,
-float32 activations): Inductor cannot lower ``_weight_int8pack_mm`` on a fused input, and the fused
-formula is what a compiled step wants anyway.
+Under ``torch.compile`` (``generate(..., compile=True)``) an int8 layer fed one row (a decoding step)
+computes the product as a multiply and a sum over the int8 weight, whatever its path: Inductor
+compiles that into one loop reading each int8 weight once, with float32 activations (~1.6x a float32
+compiled product of the same shape here; Inductor cannot lower ``_weight_int8pack_mm`` on a fused
+input). int4 kernel layers call the kernel from the compiled graph; an int4 dequantize layer stays
+slow (Inductor's loops over unpacked nibbles were ~5x slower than float32 in a measurement here).
 
 ``path="auto"`` (default) takes the kernel when a probe call on this device succeeds and the
 dequantize path otherwise. torchao's int8 weight-only CPU path is this dequantize-and-multiply and
@@ -202,7 +203,11 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.requires_grad:
             raise QuantizationError(TRAINING_REFUSED.format(path=self.quant_path))
-        kernel = not torch.compiler.is_compiling() and x.numel() <= KERNEL_MAX_ROWS * self.in_features
+        compiling = torch.compiler.is_compiling()
+        if compiling and self.scheme == "int8" and x.numel() == self.in_features:  # a decoding step
+            y = self._streamed_int8(x)
+            return y if self.bias is None else y + self.bias.to(y.dtype)
+        kernel = not compiling and x.numel() <= KERNEL_MAX_ROWS * self.in_features
         if self.quant_path == "int8-kernel" and kernel:
             flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
             y = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scale.to(torch.bfloat16))
@@ -216,6 +221,16 @@ class QuantizedLinear(nn.Module):
         else:
             y = F.linear(x, self.dequantized_weight(x.dtype))
         return y if self.bias is None else y + self.bias.to(y.dtype)
+
+    def _streamed_int8(self, x: Tensor) -> Tensor:
+        """One row times the int8 weight as a multiply and a sum (a matrix product would first build a
+        float weight): Inductor compiles it into one loop that reads each int8 weight once."""
+        w = self.qweight.to(x.dtype)
+        if self.group_size == 0:
+            return (x.unsqueeze(-2) * w).sum(-1) * self.scale.to(x.dtype)
+        groups = w.reshape(self.out_features, -1, self.group_size)
+        xg = x.reshape(*x.shape[:-1], 1, groups.shape[1], self.group_size)
+        return ((xg * groups).sum(-1) * self.scale.to(x.dtype)).sum(-1)
 
     def train(self, mode: bool = True) -> QuantizedLinear:
         if mode:
