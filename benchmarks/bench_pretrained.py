@@ -16,10 +16,15 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+# The Hugging Face reference builders are test helpers (tests/hf_reference.py), not library code.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -37,9 +42,10 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 
 def bench_smollm2(new_tokens: int, repeats: int, compile: bool = False) -> dict[str, float]:
+    from hf_reference import hf_llama_from_gguf  # tests/hf_reference.py (on the path: see the top)
+
+    from attnlab.files import SMOLLM2_PACKAGE
     from attnlab.generate import Sampling, stream_ids
-    from attnlab.pretrained.packages import SMOLLM2_PACKAGE
-    from attnlab.pretrained.reference import hf_llama_from_gguf
     from attnlab.pretrained.smollm2 import GGUF_FILE
     from attnlab.weights.gguf import load_llama_gguf
 
@@ -95,8 +101,8 @@ def bench_smollm2(new_tokens: int, repeats: int, compile: bool = False) -> dict[
 def bench_minilm(repeats: int) -> dict[str, float]:
     import transformers
 
+    from attnlab.files import MINILM_PACKAGE
     from attnlab.pretrained.minilm import batch_encode, embed_with, load_model
-    from attnlab.pretrained.packages import MINILM_PACKAGE
 
     model, tokenizer = load_model()
     hf = transformers.BertModel.from_pretrained(str(MINILM_PACKAGE.path("model/config.json").parent)).eval()

@@ -88,7 +88,7 @@ def llama_cpp_runner(gguf_path: str, prompt: str, n: int, threads: int) -> Calla
 
 def bench_decoding(args: argparse.Namespace) -> dict:
     import attnlab
-    from attnlab.pretrained.packages import SMOLLM2_PACKAGE
+    from attnlab.files import SMOLLM2_PACKAGE
     from attnlab.pretrained.smollm2 import GGUF_FILE
 
     loaded = attnlab.load("smollm2")

@@ -1,14 +1,34 @@
-"""Shared fixtures. Tests never read ../shared: a user's fresh clone has none."""
+"""Shared fixtures and hooks. Tests never read ../shared: a user's fresh clone has none."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+# tests/ci_skips.py: in CI, a skip for a missing dependency is a failure; pytester: tests of that hook.
+pytest_plugins = ["ci_skips", "pytester"]
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_catalogue():
+    """Entries a test (or a function-scoped fixture) registers in the model catalogue are removed after
+    it, and entries it replaced come back, so no test sees another's models. Entries registered by
+    module- or session-scoped fixtures (set up before this one) stay for their scope."""
+    from attnlab import catalog
+
+    before = dict(catalog._REGISTRY)
+    yield
+    changed = {name for name, info in catalog._REGISTRY.items() if before.get(name) is not info}
+    if changed:
+        catalog._REGISTRY.clear()
+        catalog._REGISTRY.update(before)
+        for name in changed:
+            catalog._LOADED.pop(name, None)
 
 
 @pytest.fixture

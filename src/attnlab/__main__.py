@@ -2,4 +2,4 @@
 
 from attnlab.cli import main
 
-main()
+raise SystemExit(main())

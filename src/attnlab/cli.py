@@ -2,14 +2,31 @@
 
 Each subcommand is a thin shell over a library function; no model math lives here. Heavy imports
 happen inside the commands so that ``attnlab --help`` is instant.
+
+Errors: every numeric option is checked where it is parsed, with its allowed range in the message;
+every error is one line on stderr, ``error: ...``, with exit status 2 for a usage error (a bad option,
+a destination that cannot be used) and 1 for a failure while working; never a traceback, unless
+``ATTNLAB_DEBUG=1`` asks for it. ``attnlab train``'s options are generated from ``TrainConfig``'s
+fields, which hold each default, help text and range once.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+import inspect
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
+from typer._click.core import ParameterSource  # typer 0.29 carries its own click
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+from attnlab.train.config import SEED_MAX, Range, TrainConfig, count
 
 app = typer.Typer(
     name="attnlab",
@@ -24,7 +41,145 @@ def _root() -> None:
     """Attention Lab: build, train, look inside and understand Transformers."""
 
 
-@app.command()
+# ------------------------------------------------------------------------------------- errors
+
+
+def _debug() -> bool:
+    return os.environ.get("ATTNLAB_DEBUG", "") not in ("", "0")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _message(exc: BaseException) -> str:
+    """The error's own words on one line; an unexpected kind of error also gets its type's name."""
+    from attnlab.train.data import DataError
+    from attnlab.weights.checkpoint import CheckpointError
+
+    if isinstance(exc, MemoryError):
+        return _one_line(f"out of memory ({exc or 'allocation failed'}); use smaller sizes")
+    if isinstance(exc, KeyError) and exc.args:
+        return _one_line(str(exc.args[0]))
+    if isinstance(exc, OSError) and exc.strerror:
+        return _one_line(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror}")
+    expected = (ValueError, CheckpointError, DataError, FileNotFoundError)
+    if isinstance(exc, expected) or type(exc).__module__.startswith("attnlab"):
+        return _one_line(str(exc))
+    return _one_line(f"{type(exc).__name__}: {exc} (ATTNLAB_DEBUG=1 shows where)")
+
+
+def _command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``app.command`` whose errors become one ``error:`` line and an exit status (see the module doc)."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def run(*a: Any, **kw: Any) -> Any:
+            try:
+                return func(*a, **kw)
+            except (ClickException, typer.Exit, typer.Abort):
+                raise
+            except Exception as exc:  # the one place errors become a line
+                if _debug():
+                    raise
+                typer.echo(f"error: {_message(exc)}", err=True)
+                raise typer.Exit(getattr(exc, "exit_code", 1)) from None
+
+        return app.command(*args, **kwargs)(run)
+
+    return decorate
+
+
+def _usage(message: str) -> UsageError:
+    return UsageError(_one_line(message))
+
+
+def _checked(rng: Range, *, optional: bool = False) -> Callable[[Any], Any]:
+    """A typer callback refusing a value outside ``rng`` (NaN and infinities included)."""
+
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return value
+        if not rng.ok(value):
+            raise typer.BadParameter(f"must be {rng.text()}, got {value!r}")
+        return value
+
+    return check
+
+
+def _num(default: Any, help: str, rng: Range, *decls: str, optional: bool = False) -> Any:
+    """A numeric option whose allowed range is checked where it is parsed and stated in --help."""
+    return typer.Option(default, *decls, help=f"{help} Allowed: {rng.text()}.", callback=_checked(rng, optional=optional))
+
+
+def _threads(default: int = 0, help: str = "torch threads (0: PyTorch's default).") -> Any:
+    return _num(default, help, count(0, 1024))
+
+
+def _writable_file(path: str, what: str, ours: Callable[[Path], bool]) -> None:
+    """Refuse, before any long work, an output file that cannot be written, or that exists and is not
+    one this command wrote before (``ours``): nothing attnlab writes replaces what it did not write."""
+    out = Path(path)
+    if out.exists() and not out.is_dir() and not ours(out):
+        raise _usage(f"{what} {out} exists and was not written by this command; attnlab does not replace it "
+                     f"(choose a new file name)")
+    if out.is_dir():
+        raise _usage(f"{what} {out} is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise _usage(f"{what} {out}: the folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise _usage(f"{what} {out} is not writable")
+
+
+def _writable_folder(path: str, what: str) -> None:
+    """Refuse, before any long work, an output folder that is a file or cannot be created (usage error)."""
+    out = Path(path)
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise _usage(f"{what} {out}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise _usage(f"{what} {out}: {probe} is not writable")
+
+
+def _check_argv(args: Sequence[str]) -> None:
+    for i, arg in enumerate(args, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = arg.encode("utf-8", "surrogateescape")[exc.start : exc.start + 1]
+            raise _usage(f"argument {i} is not valid UTF-8 text (byte 0x{bad.hex()} at position {exc.start}); "
+                         f"check your terminal's encoding") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 done, 1 failed while working, 2 usage error)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _check_argv(args)
+        result = typer.main.get_command(app).main(args=args, prog_name="attnlab", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except NoArgsIsHelpError:  # the help was shown
+        return 2
+    except UsageError as exc:
+        if _debug():
+            raise
+        typer.echo(f"error: {_one_line(exc.format_message())}", err=True)
+        return 2
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("error: interrupted", err=True)
+        return 130
+    except Exception as exc:
+        if _debug():
+            raise
+        typer.echo(f"error: {_message(exc)}", err=True)
+        return 1
+
+
+@_command()
 def presets() -> None:
     """List the named model configurations and their sizes."""
     from attnlab.models import PRESETS, build_model
@@ -35,78 +190,106 @@ def presets() -> None:
         typer.echo(f"{name:24s} {config.family:16s} {n_params / 1e6:8.2f}M parameters")
 
 
-@app.command()
+@_command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind; the default keeps the app local to this machine."),
-    port: int = typer.Option(8000, help="Port to listen on."),
+    port: int = _num(8000, "Port to listen on.", count(1, 65535)),
     open_browser: bool = typer.Option(False, "--open", help="Open the walkthrough in the default browser."),
     demo: bool = typer.Option(False, "--demo", help="Also offer tiny random-weight demo models (no downloads)."),
-    threads: int = typer.Option(1, help="PyTorch threads per request (requests already run two at a time)."),
+    threads: int = _num(1, "PyTorch threads per request (requests already run two at a time).", count(1, 1024)),
+    allow_host: list[str] = typer.Option(None, "--allow-host", help="Also answer requests for this Host name "  # noqa: B008
+                                         "(repeatable); by default only 127.0.0.1, localhost and [::1] are served."),
+    max_models: int = _num(None, "Large models (10M+ parameters) kept loaded at once; one more unloads the least "
+                           "recently used (default 2).", count(1, 64), "--max-models", optional=True),
 ) -> None:
     """Start the interactive walkthrough (a local web app) at http://HOST:PORT."""
     from attnlab.web.serve import run
 
-    run(host=host, port=port, open_browser=open_browser, demo=demo, threads=threads)
+    run(host=host, port=port, open_browser=open_browser, demo=demo, threads=threads, allow_host=allow_host or [],
+        max_models=max_models)
 
 
-@app.command()
-def train(
-    data: str = typer.Option(..., help="lm/mlm: a UTF-8 text file or folder; classification: label<TAB>text lines; "
-                             "translation: source<TAB>target lines (or the source side, with --target-data)."),
-    out: str = typer.Option(..., help="Run directory: last/ and best/ checkpoints, metrics.jsonl, loss.png."),
-    task: str = typer.Option("lm", help="lm (decoder) | mlm, classification (encoder) | translation (encoder-decoder)."),
-    preset: str = typer.Option(None, help="Model preset (see `attnlab presets`); default: shakespeare-char for lm, "
-                               "bert-tiny for mlm/classification, transformer-small-2017 for translation."),
-    target_data: str = typer.Option(None, help="translation: the target side, aligned line by line with --data."),
-    val_data: str = typer.Option(None, help="classification/translation: a held-out file (default: a seeded split)."),
-    label_smoothing: float = typer.Option(0.1, help="translation: label smoothing during training (validation: none)."),
-    iters: int = typer.Option(2000, help="Optimizer steps."),
-    batch_size: int = typer.Option(12, help="Sequences per step per process."),
-    accum: int = typer.Option(1, help="Gradient accumulation micro-batches per step."),
-    lr: float = typer.Option(1e-3, help="Peak learning rate."),
-    min_lr: float = typer.Option(1e-4, help="Learning rate at the end of the cosine decay."),
-    warmup: int = typer.Option(100, help="Linear warmup steps."),
-    weight_decay: float = typer.Option(0.1, help="AdamW weight decay (matrices only)."),
-    beta2: float = typer.Option(0.99, help="AdamW beta2."),
-    grad_clip: float = typer.Option(1.0, help="Gradient-norm clip (0: off)."),
-    eval_interval: int = typer.Option(250, help="Steps between validation estimates and checkpoints."),
-    eval_iters: int = typer.Option(20, help="Validation batches per estimate."),
-    tokenizer: str = typer.Option(None, help="'char' or 'bpe' (byte-level BPE trained on the corpus); default: char "
-                                  "for lm, bpe (with the task's special tokens) otherwise."),
-    bpe_vocab_size: int = typer.Option(1024, help="Vocabulary size for --tokenizer bpe."),
-    bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (faster on CPUs with bf16 matmul)."),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (slow start)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last exactly where it stopped."),
-    seed: int = typer.Option(1337, help="Seed for initialisation, data order and sampling."),
-    snapshots: str = typer.Option("", help="Comma-separated steps at which to save small bf16 snapshots."),
-    threads: int = typer.Option(0, help="torch threads (0: PyTorch's default)."),
-) -> None:
+# ------------------------------------------------------------------------------------- train
+
+
+def _train_option(f: Any) -> tuple[Any, Any]:
+    """``(annotation, typer.Option)`` for one ``TrainConfig`` field, from its metadata."""
+    meta = f.metadata
+    default = None if f.default is MISSING and f.default_factory is MISSING else f.default
+    help_text = meta["help"]
+    flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+    if f.type in ("bool", bool):
+        return bool, typer.Option(default, flag, help=help_text, show_default=False)
+    if f.name == "snapshots":
+        return str, typer.Option("", flag, help=f"{help_text} Allowed: each {meta['range'].text()}.")
+    annotation = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+    optional = default is None
+    if optional:
+        annotation = Optional[annotation]  # noqa: UP045 (typer reads the annotation at run time)
+    if meta.get("choices"):
+        help_text += f" One of: {', '.join(meta['choices'])}."
+        return annotation, typer.Option(default, flag, help=help_text, callback=_choice(meta["choices"]))
+    if meta.get("range") is not None:
+        return annotation, _num(default, help_text, meta["range"], flag, optional=optional)
+    return annotation, typer.Option(default, flag, help=help_text)
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"unknown value {value!r}; choose one of: {', '.join(choices)}")
+        return value
+
+    return check
+
+
+def _snapshot_steps(text: str) -> tuple[int, ...]:
+    steps = []
+    for piece in text.split(","):
+        if piece.strip():
+            try:
+                steps.append(int(piece))
+            except ValueError:
+                raise _usage(f"Invalid value for '--snapshots': {piece.strip()!r} is not an integer step") from None
+    return tuple(steps)
+
+
+def _train(ctx: typer.Context, **values: Any) -> None:
     """Train a model on your data: a language model, an encoder (MLM or classifier) or a translator.
 
-    Multi-process: torchrun --nproc_per_node=N -m attnlab train ... (PyTorch DDP).
+    A run folder holds one run: a fresh run needs a new or empty --out (or --overwrite); --resume
+    continues the run there with the options it was started with (only its length and reporting may
+    change). Multi-process: torchrun --nproc_per_node=N -m attnlab train ... (PyTorch DDP).
     """
+    threads = values.pop("threads")
+    values["snapshots"] = _snapshot_steps(values["snapshots"])
+    given = {k for k in values if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    if not values["out"]:
+        raise _usage("Missing option '--out': the run folder")
+    if values["resume"]:
+        from attnlab.train.runs import saved_train_config
+
+        names = {f.name for f in fields(TrainConfig)}
+        saved = {k: v for k, v in saved_train_config(values["out"]).items() if k in names}
+        values = {**saved, **{k: values[k] for k in given}, "out": values["out"], "resume": True,
+                  "progress": values["progress"], "overwrite": values["overwrite"]}
+    elif not values["data"]:
+        raise _usage("Missing option '--data': the corpus to train on")
+    try:
+        cfg = TrainConfig(**values)
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+
     import torch
 
-    from attnlab.train.data import DataError
-    from attnlab.train.loop import TrainConfig, TrainingDiverged
     from attnlab.train.loop import train as run_training
-    from attnlab.weights.checkpoint import CheckpointError
+    from attnlab.train.runs import claim_run_folder
 
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 owns the folder (the others may see it filled)
+        claim_run_folder(cfg)  # before any long work: a folder that holds another run is refused now
     if threads:
         torch.set_num_threads(threads)
-    try:
-        cfg = TrainConfig(
-            data=data, out=out, task=task, preset=preset, target_data=target_data, val_data=val_data,
-            label_smoothing=label_smoothing, iters=iters, batch_size=batch_size, accum=accum, lr=lr, min_lr=min_lr,
-            warmup=warmup, weight_decay=weight_decay, beta2=beta2, grad_clip=grad_clip, eval_interval=eval_interval,
-            eval_iters=eval_iters, tokenizer=tokenizer, bpe_vocab_size=bpe_vocab_size, bf16=bf16,
-            compile=compile_model, resume=resume, seed=seed,
-            snapshots=tuple(int(s) for s in snapshots.split(",") if s.strip()),
-        )
-        result = run_training(cfg)
-    except (DataError, CheckpointError, TrainingDiverged, ValueError, KeyError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    result = run_training(cfg)
     verb = "stopped (Ctrl-C) and saved" if result.stopped == "interrupted" else "finished"
     typer.echo(
         f"{verb} at step {result.step} in {result.seconds:.1f} s; best validation loss {result.best_val:.4f}; "
@@ -114,47 +297,58 @@ def train(
     )
 
 
-@app.command()
+def _train_signature() -> inspect.Signature:
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    for f in fields(TrainConfig):
+        if f.metadata.get("cli", True):
+            annotation, opt = _train_option(f)
+            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=annotation))
+    params.append(inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, default=_threads(), annotation=int))
+    return inspect.Signature(params)
+
+
+_train.__signature__ = _train_signature()  # type: ignore[attr-defined]
+_train.__annotations__ = {p.name: p.annotation for p in _train.__signature__.parameters.values()}  # type: ignore[attr-defined]
+_command("train")(_train)
+
+
+@_command()
 def experiment(
     name: str = typer.Argument(..., help="context-cost | rnn-vs-transformer | positions | heads-form | scaling"),
     quick: bool = typer.Option(False, "--quick", help="The about-a-minute version (default: the full one)."),
     out: str = typer.Option("", help="Output folder for results.json and PNGs (default runs/experiments/NAME)."),
     data: str = typer.Option("", help="UTF-8 text corpus for heads-form, scaling, rnn-vs-transformer (default: synthetic)."),
-    seed: int = typer.Option(0, help="Seed for initialisation and data."),
-    threads: int = typer.Option(0, help="torch threads (0: PyTorch's default; 1 is steadier on a busy machine)."),
+    seed: int = _num(0, "Seed for initialisation and data.", count(0, SEED_MAX)),
+    threads: int = _threads(help="torch threads (0: PyTorch's default; 1 is steadier on a busy machine)."),
 ) -> None:
     """Run one experiment that tests a claim about Transformers; see docs/experiments.md."""
-    import torch
-
     from attnlab.experiments import EXPERIMENTS, run_experiment
 
-    if threads:
-        torch.set_num_threads(threads)
-
     if name not in EXPERIMENTS:
-        typer.echo(f"error: unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)}", err=True)
-        raise typer.Exit(2)
+        raise _usage(f"unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)}")
     extra: dict[str, object] = {"seed": seed}
     if data:
         if name not in ("heads-form", "scaling", "rnn-vs-transformer"):
-            typer.echo(f"error: --data applies to heads-form, scaling and rnn-vs-transformer, not {name}", err=True)
-            raise typer.Exit(2)
+            raise _usage(f"--data applies to heads-form, scaling and rnn-vs-transformer, not {name}")
+        if not Path(data).exists():
+            raise _usage(f"--data {data}: no such file or folder")
         extra["data"] = data
-    try:
-        result = run_experiment(name, "quick" if quick else "full", out or None, **extra)
-    except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    folder = out or f"runs/experiments/{name}"
+    _writable_folder(folder, "--out")
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    result = run_experiment(name, "quick" if quick else "full", out or None, **extra)
     for line in result["summary"]:
         typer.echo(line)
-    folder = out or f"runs/experiments/{name}"
     typer.echo(f"{result['elapsed_s']:.0f} s; results.json and {', '.join(result['figures'])} in {folder}")
 
 
-@app.command()
+@_command()
 def models() -> None:
     """List the catalogue: family, size, source, licence, and whether the files are installed."""
-    from attnlab.weights.catalog import catalog
+    from attnlab.catalog import catalog
 
     rows = [("name", "family", "size", "files", "licence", "source")]
     hints = {}
@@ -170,62 +364,67 @@ def models() -> None:
             typer.echo(" " * (widths[0] + 2) + f"install with: {hints[row[0]]}")
 
 
-@app.command()
+BEAM = count(1, 64)
+
+
+@_command()
 def generate(
     prompt: str = typer.Argument("\n", help="Text to continue (default: a newline)."),
     model: str = typer.Option("shakespeare-char", help="Catalogue model (see `attnlab models`)."),
     checkpoint: str = typer.Option("", help="A checkpoint directory (e.g. runs/x/best); overrides --model."),
-    max_new_tokens: int = typer.Option(300, "--max-new-tokens", "-n", help="Tokens to generate."),
-    temperature: float = typer.Option(0.8, help="Softmax temperature; 0 is greedy."),
-    top_k: int = typer.Option(0, help="Sample only from the k most likely tokens (0: off)."),
-    top_p: float = typer.Option(1.0, help="Sample from the smallest set with this probability mass (1: off)."),
+    max_new_tokens: int = _num(300, "Tokens to generate.", count(1, 1_000_000), "--max-new-tokens", "-n"),
+    temperature: float = _num(0.8, "Softmax temperature; 0 is greedy.", Range(0.0, None)),
+    top_k: int = _num(0, "Sample only from the k most likely tokens (0: off).", count(0, 10**9)),
+    top_p: float = _num(1.0, "Sample from the smallest set with this probability mass (1: off).",
+                        Range(0.0, 1.0, lo_open=True)),
     stop: list[str] = typer.Option([], help="Stop before this string (repeatable)."),  # noqa: B008
-    seed: int | None = typer.Option(None, help="Seed for reproducible sampling."),
+    seed: int | None = _num(None, "Seed for reproducible sampling.", count(0, SEED_MAX), optional=True),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the whole context every step (slow)."),
-    top_probs: int = typer.Option(0, help="After the text, print each step's N most likely next tokens."),
+    top_probs: int = _num(0, "After the text, print each step's N most likely next tokens.", count(0, 1000)),
     compile_step: bool = typer.Option(
         False, "--compile", help="torch.compile the one-token step: faster per token, tens of seconds to start."),
-    threads: int = typer.Option(
-        1, help="torch threads (0: PyTorch's default). Eager steps gain little from more; --compile steps read the "
-                "weights faster with more (2 threads: ~1.5x one). On a busy machine spinning threads can make "
-                "either several times slower."),
+    threads: int = _threads(
+        1, "torch threads (0: PyTorch's default). Eager steps gain little from more; --compile steps read the "
+           "weights faster with more (2 threads: ~1.5x one). On a busy machine spinning threads can make "
+           "either several times slower."),
     quantize: str = typer.Option("", help="Weight-only int8 | int4 quantization (attnlab.quantize); inference only."),
 ) -> None:
     """Continue a prompt, printing tokens as they are produced."""
-    import sys
-
     import torch
 
+    from attnlab.generate import GenerationError, Sampling, stream
+
+    try:
+        sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+    except GenerationError as exc:
+        raise _usage(str(exc)) from None
     if threads:
         torch.set_num_threads(threads)
+    if quantize not in ("", "int8", "int4"):
+        raise _usage(f"--quantize must be int8 or int4, got {quantize!r}")
+    lm, tokenizer = _load_for_cli(model, checkpoint, "decoder", "a decoder-only language model")
+    if quantize:
+        from attnlab.quantize import quantize as quantize_model
 
-    from attnlab.generate import Sampling, stream
-
-    with _errors_to_exit():
-        lm, tokenizer = _load_for_cli(model, checkpoint, "decoder", "a decoder-only language model")
-        if quantize:
-            from attnlab.quantize import quantize as quantize_model
-
-            lm = quantize_model(lm, quantize)  # type: ignore[arg-type]
-        sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
-        steps = []
-        tokenizer.encode(prompt)  # an unknown character is reported before anything is printed
-        sys.stdout.write(prompt)
-        for step in stream(lm, tokenizer, prompt, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
-                           seed=seed, use_cache=not no_cache, top_probs=top_probs, compile=compile_step):
-            sys.stdout.write(step.text)
-            sys.stdout.flush()
-            steps.append(step)
-        sys.stdout.write("\n")
-        for i, step in enumerate(steps if top_probs else []):
-            cands = ", ".join(f"{label!r} {p:.3f}" for _, label, p in step.top or [])
-            typer.echo(f"step {i}: chose {tokenizer.tokens([step.token_id])[0]!r}; top: {cands}")
+        lm = quantize_model(lm, quantize)  # type: ignore[arg-type]
+    steps = []
+    tokenizer.encode(prompt)  # an unknown character is reported before anything is printed
+    sys.stdout.write(prompt)
+    for step in stream(lm, tokenizer, prompt, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
+                       seed=seed, use_cache=not no_cache, top_probs=top_probs, compile=compile_step):
+        sys.stdout.write(step.text)
+        sys.stdout.flush()
+        steps.append(step)
+    sys.stdout.write("\n")
+    for i, step in enumerate(steps if top_probs else []):
+        cands = ", ".join(f"{label!r} {p:.3f}" for _, label, p in step.top or [])
+        typer.echo(f"step {i}: chose {tokenizer.tokens([step.token_id])[0]!r}; top: {cands}")
 
 
 def _load_for_cli(model: str, checkpoint: str, family: str, what: str):
     """``(model, tokenizer)`` from a checkpoint directory, else from the catalogue by name; the model
     must be of ``family`` (``what`` names it in the error)."""
-    from attnlab.weights.catalog import load
+    from attnlab.catalog import load
     from attnlab.weights.checkpoint import load_checkpoint
 
     if checkpoint:
@@ -239,49 +438,35 @@ def _load_for_cli(model: str, checkpoint: str, family: str, what: str):
     return net, tokenizer
 
 
-@contextlib.contextmanager
-def _errors_to_exit() -> Iterator[None]:
-    """Bad input, a missing model or a broken checkpoint: one ``error:`` line and exit status 1."""
-    from attnlab.generate import GenerationError
-    from attnlab.train.data import DataError
-    from attnlab.weights.catalog import ModelUnavailableError
-    from attnlab.weights.checkpoint import CheckpointError
-
-    try:
-        yield
-    except (CheckpointError, DataError, GenerationError, ModelUnavailableError, KeyError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-
-
-@app.command()
+@_command()
 def translate(
     text: str = typer.Argument(..., help="The sentence to translate."),
     model: str = typer.Option("translator", help="Catalogue model (an encoder-decoder; see `attnlab models`)."),
     checkpoint: str = typer.Option("", help="A checkpoint directory (e.g. runs/x/best); overrides --model."),
-    beam: int = typer.Option(4, help="Beam size (1: greedy)."),
+    beam: int = _num(4, "Beam size (1: greedy).", BEAM),
 ) -> None:
     """Translate one sentence with an encoder-decoder (the bundled one: English -> Spanish)."""
     from attnlab.translate import translate_text
 
-    with _errors_to_exit():
-        seq2seq, tokenizer = _load_for_cli(model, checkpoint, "encoder-decoder", "an encoder-decoder (translation) model")
-        typer.echo(translate_text(seq2seq, tokenizer, text, beam_size=beam).text)
+    seq2seq, tokenizer = _load_for_cli(model, checkpoint, "encoder-decoder", "an encoder-decoder (translation) model")
+    typer.echo(translate_text(seq2seq, tokenizer, text, beam_size=beam).text)
 
 
-@app.command()
+@_command()
 def bleu(
     data: str = typer.Option(..., help="source<TAB>target lines to translate and score (e.g. a test.tsv)."),
     model: str = typer.Option("translator", help="Catalogue model (an encoder-decoder)."),
     checkpoint: str = typer.Option("", help="A checkpoint directory; overrides --model."),
-    beam: int = typer.Option(4, help="Beam size (1: greedy)."),
-    limit: int = typer.Option(0, help="Score only the first N pairs (0: all)."),
+    beam: int = _num(4, "Beam size (1: greedy).", BEAM),
+    limit: int = _num(0, "Score only the first N pairs (0: all).", count(0, 10**9)),
     out: str = typer.Option("", help="Also write the scores and every translation to this JSON file."),
-    threads: int = typer.Option(0, help="torch threads (0: PyTorch's default)."),
+    threads: int = _threads(),
 ) -> None:
     """Corpus BLEU (sacrebleu) of a translator on held-out pairs, beside the copy-the-source baseline."""
     import json
 
+    if out:
+        _writable_file(out, "--out", _is_bleu_report)  # before the whole BLEU run, not after
     import torch
 
     from attnlab.train.examples import read_pairs
@@ -289,10 +474,9 @@ def bleu(
 
     if threads:
         torch.set_num_threads(threads)
-    with _errors_to_exit():
-        seq2seq, tokenizer = _load_for_cli(model, checkpoint, "encoder-decoder", "an encoder-decoder (translation) model")
-        pairs = read_pairs(data)[: limit or None]
-        report = bleu_report(seq2seq, tokenizer, [p.source for p in pairs], [p.target for p in pairs], beam_size=beam)
+    seq2seq, tokenizer = _load_for_cli(model, checkpoint, "encoder-decoder", "an encoder-decoder (translation) model")
+    pairs = read_pairs(data)[: limit or None]
+    report = bleu_report(seq2seq, tokenizer, [p.source for p in pairs], [p.target for p in pairs], beam_size=beam)
     typer.echo(f"BLEU {report.bleu:.2f} (copying the source: {report.copy_bleu:.2f}) on {report.n_sentences} "
                f"sentences, beam {beam}; sacrebleu {report.signature}")
     if out:
@@ -300,11 +484,23 @@ def bleu(
                 for p, h in zip(pairs, report.hypotheses, strict=True)]
         payload = {"bleu": report.bleu, "copy_bleu": report.copy_bleu, "n_sentences": report.n_sentences,
                    "beam": beam, "signature": report.signature, "data": data, "translations": rows}
-        with open(out, "w", encoding="utf-8") as f:
+        tmp = Path(out).parent / f".{Path(out).name}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(payload, f, ensure_ascii=False, indent=1)
+        os.replace(tmp, out)
 
 
-@app.command()
+def _is_bleu_report(path: Path) -> bool:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"bleu", "copy_bleu", "signature", "translations"} <= set(data)
+
+
+@_command()
 def corpus(
     out: str = typer.Argument(..., help="Folder for train.tsv, valid.tsv and test.tsv."),
     source: str = typer.Option("web", help="web (World English Bible) | rv1909 (Reina-Valera 1909) | lsg1910 (Segond)."),
@@ -314,63 +510,71 @@ def corpus(
 
     Whole chapters are held out for validation (~2%) and test (~3%).
     """
-    from attnlab.train.corpora import CorpusError, write_bible_tsv
+    from attnlab.train.corpora import write_bible_tsv
 
-    try:
-        counts = write_bible_tsv(out, source, target)
-    except (CorpusError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    _writable_folder(out, "OUT")
+    present = [name for name in ("train.tsv", "valid.tsv", "test.tsv") if (Path(out) / name).exists()]
+    if present:
+        raise _usage(f"{out} already holds {', '.join(present)}; attnlab does not replace them (choose a new "
+                     f"folder or move them away)")
+    counts = write_bible_tsv(out, source, target)
     typer.echo(", ".join(f"{split}.tsv {n:,} pairs" for split, n in counts.items()) + f" in {out}")
 
 
-@app.command()
+@_command()
 def export(
     checkpoint: str = typer.Argument(..., help="A checkpoint directory (e.g. runs/x/best)."),
-    out: str = typer.Argument(..., help="Where to write the exported checkpoint."),
-    dtype: str = typer.Option("bfloat16", help="Storage dtype of the weights: bfloat16 | float16 | float32."),
+    out: str = typer.Argument(..., help="Where to write the exported checkpoint: a new folder, or an earlier "
+                              "export (never a folder attnlab did not write, a file, or a run's resumable checkpoint)."),
+    dtype: str = typer.Option("bfloat16", help="Storage dtype of the weights: bfloat16 | float16 | float32.",
+                              callback=_choice(("bfloat16", "float16", "float32"))),
 ) -> None:
     """Copy a checkpoint without its training state, weights stored smaller (loading casts them back)."""
     import torch
 
-    from attnlab.weights.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from attnlab.weights.checkpoint import (
+        STATE_FILE,
+        CheckpointError,
+        check_destination,
+        load_checkpoint,
+        resolve_checkpoint,
+        save_checkpoint,
+    )
 
-    if dtype not in ("bfloat16", "float16", "float32"):
-        typer.echo(f"error: dtype must be bfloat16, float16 or float32, got {dtype!r}", err=True)
-        raise typer.Exit(1)
+    source, dest = Path(checkpoint), Path(out)
+    with contextlib.suppress(CheckpointError):
+        source = resolve_checkpoint(checkpoint)
+    if dest.exists() and source.exists() and dest.resolve() == source.resolve():
+        raise _usage(f"export {checkpoint} {out}: the destination is the source; choose a new folder")
     try:
-        ckpt = load_checkpoint(checkpoint)
+        check_destination(dest)
     except CheckpointError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise _usage(str(exc)) from None
+    if (dest / STATE_FILE).exists():
+        raise _usage(f"{dest} holds a resumable checkpoint (training state); an export there would throw it away "
+                     f"(choose a new folder)")
+    ckpt = load_checkpoint(checkpoint)
     path = save_checkpoint(out, ckpt.model, ckpt.tokenizer, dtype=getattr(torch, dtype))
     typer.echo(f"wrote {path} ({dtype} weights)")
 
 
-@app.command()
+@_command()
 def bench(
     quick: bool = typer.Option(False, "--quick", help="Small shapes: a smoke run in about a minute, not the quoted figures."),
-    bf16: str = typer.Option("auto", help="bf16 autocast rows: auto (only where bf16 matmuls beat fp32) | on | off."),
-    threads: int = typer.Option(0, help="torch threads (0: PyTorch's default)."),
+    bf16: str = typer.Option("auto", help="bf16 autocast rows: auto (only where bf16 matmuls beat fp32) | on | off.",
+                             callback=_choice(("auto", "on", "off"))),
+    threads: int = _threads(),
 ) -> None:
     """Our training step and encoder inference beside Hugging Face (same config and weights), as ratios."""
     try:
         import transformers  # noqa: F401
     except ImportError:
-        typer.echo("error: the benchmark compares against Hugging Face: pip install transformers", err=True)
-        raise typer.Exit(1) from None
-    if bf16 not in ("auto", "on", "off"):
-        typer.echo(f"error: --bf16 must be auto, on or off, not {bf16!r}", err=True)
-        raise typer.Exit(2)
+        raise RuntimeError("the benchmark compares against Hugging Face: pip install transformers") from None
     from attnlab.bench import FULL, QUICK, format_report, run_bench
 
     sizes = QUICK if quick else FULL
     typer.echo(format_report(run_bench(sizes, bf16=bf16, threads=threads), sizes))
 
 
-def main() -> None:
-    app()
-
-
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -10,7 +10,8 @@ When the text outgrows the model's ``max_len`` positions, the context slides: it
 step, so a rebuild happens only every ``max_len / 2`` tokens).
 
 ``stream`` is a generator: callers print each piece as it arrives; with ``top_probs=N`` every step
-also reports the model's N most likely next tokens and their probabilities.
+also reports the model's N most likely next tokens and their probabilities. ``generate_batch``
+continues several prompts at once, left-padded to one length (positions follow the attention mask).
 
 At batch 1 a step of a small model is mostly overhead around memory-bound matrix-vector products, so
 the loop does the least it can per token (the prompt is checked once, logits are computed for the
@@ -20,6 +21,7 @@ last position only), and ``compile=True`` runs each step as one compiled graph (
 from __future__ import annotations
 
 import math
+import numbers
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,7 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnlab.models.stack import check_token_ids
+from attnlab.models.stack import attention_backend, check_token_ids, positions_for, set_attention_backend
+from attnlab.nn import padding_mask
 from attnlab.tokenizers import Tokenizer
 
 
@@ -36,21 +39,69 @@ class GenerationError(ValueError):
     """Bad generation settings or input; the message names the problem."""
 
 
+# Temperatures below this are greedy decoding (vLLM's rule, ``_SAMPLING_EPS``): dividing logits by
+# such a number overflows (float32 below ~3e-37, bfloat16/float16 far sooner) and the tempered
+# distribution is already one-hot in all but exact ties, which greedy breaks by the lowest id.
+GREEDY_BELOW = 1e-5
+SEED_RANGE = 2**64  # torch.Generator.manual_seed takes seeds in [0, 2**64)
+
+
+def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    """``value`` if it is an integer in ``[low, high]`` (no upper bound when ``high`` is None).
+
+    Raises ``GenerationError`` naming the setting and its range for anything else: a float
+    (even ``2.0``), a bool, a string, None. Accepts numpy integers (returns a Python ``int``).
+    """
+    span = f"[{low}, {high}]" if high is not None else f">= {low}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise GenerationError(f"{name} must be an integer {span}, got {value!r}")
+    if value < low or (high is not None and value > high):
+        raise GenerationError(f"{name} must be an integer {span}, got {value}")
+    return int(value)
+
+
+def check_real(name: str, value: object, low: float, high: float = math.inf, *, low_open: bool = False) -> float:
+    """``value`` as a float if it is a finite number in ``[low, high]`` (``(low, high]`` when ``low_open``).
+
+    Raises ``GenerationError`` naming the setting and its range for NaN, +-inf, a bool, a string, None.
+    """
+    span = f"{'(' if low_open else '['}{low:g}, {high:g}]" if high != math.inf else (
+        f"> {low:g}" if low_open else f">= {low:g}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise GenerationError(f"{name} must be a finite number {span}, got {value!r}")
+    x = float(value)
+    if not math.isfinite(x) or x < low or (low_open and x == low) or x > high:
+        raise GenerationError(f"{name} must be a finite number {span}, got {x}")
+    return x
+
+
+def check_seed(seed: object) -> int | None:
+    """``seed`` if it is None (a random seed) or an integer in ``[0, 2**64)``; else ``GenerationError``."""
+    return None if seed is None else check_int("seed", seed, 0, SEED_RANGE - 1)
+
+
 @dataclass(frozen=True)
 class Sampling:
-    """How to pick each next token. ``temperature=0`` is greedy (the most likely token)."""
+    """How to pick each next token.
+
+    ``temperature``: a finite number >= 0; 0, and anything below ``GREEDY_BELOW`` (its limit), is
+    greedy (the most likely token, the lowest id among ties). ``top_k``: an integer >= 0 (0: off).
+    ``top_p``: a finite number in (0, 1] (1: off). Anything else raises ``GenerationError``.
+    """
 
     temperature: float = 1.0
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1.0: off
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise GenerationError(f"top_k must be >= 0, got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
+        object.__setattr__(self, "temperature", check_real("temperature", self.temperature, 0.0))
+        object.__setattr__(self, "top_k", check_int("top_k", self.top_k, 0))
+        object.__setattr__(self, "top_p", check_real("top_p", self.top_p, 0.0, 1.0, low_open=True))
+
+    @property
+    def greedy(self) -> bool:
+        """True when every choice is the most likely token (temperature 0 or below ``GREEDY_BELOW``)."""
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass
@@ -64,34 +115,51 @@ class Step:
 
 
 def sampling_distribution(logits: Tensor, sampling: Sampling) -> Tensor:
-    """The ``(vocab,)`` distribution ``sample_next`` draws from: temperature, then top-k, then top-p.
+    """The float32 ``(vocab,)`` distribution ``sample_next`` draws from: temperature, then top-k,
+    then top-p, for logits of any floating dtype (float32, bfloat16, float16, float64).
 
-    Greedy decoding (``temperature == 0``) puts all mass on the highest logit. The walkthrough shows
-    this distribution beside the unfiltered one, so both come from the same code.
+    Greedy decoding (``sampling.greedy``) puts all mass on the highest logit (the lowest id among
+    ties). Otherwise the arithmetic is float64 and shifted by the maximum, so no temperature
+    overflows; the most likely token always survives top-p. The walkthrough shows this
+    distribution beside the unfiltered one, so both come from the same code.
     """
-    if sampling.temperature == 0:
+    if sampling.greedy:
         return torch.zeros_like(logits, dtype=torch.float32).index_fill_(0, logits.argmax().view(1), 1.0)
-    logits = logits.float() / sampling.temperature
+    logits = logits.double()
+    logits = (logits - logits.max()) / sampling.temperature
     if 0 < sampling.top_k < logits.numel():
         kth = torch.topk(logits, sampling.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, -math.inf)
     if sampling.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
+        sorted_logits, order = torch.sort(logits, descending=True, stable=True)
         probs = torch.softmax(sorted_logits, dim=-1)
         outside = probs.cumsum(-1) - probs >= sampling.top_p  # mass above this token already covers p
+        outside[0] = False  # the most likely token always stays, however small p is
         logits = logits.index_fill(0, order[outside], -math.inf)
-    return torch.softmax(logits, dim=-1)
+    return torch.softmax(logits, dim=-1).float()
 
 
 def sample_next(logits: Tensor, sampling: Sampling, generator: torch.Generator | None = None) -> int:
-    """Choose a token from ``(vocab,)`` logits: temperature, then top-k, then top-p (nucleus)."""
-    if sampling.temperature == 0:
+    """Choose a token from ``(vocab,)`` logits: temperature, then top-k, then top-p (nucleus).
+
+    Draws from ``sampling_distribution(logits, sampling)``; greedy settings return its one token.
+    """
+    if sampling.greedy:
         return int(logits.argmax())
     return int(torch.multinomial(sampling_distribution(logits, sampling), 1, generator=generator))
 
 
-def _top(logits: Tensor, n: int, temperature: float, tokenizer: Tokenizer | None) -> list[tuple[int, str, float]]:
-    probs = torch.softmax(logits.float() / (temperature or 1.0), dim=-1)
+def tempered_distribution(logits: Tensor, sampling: Sampling) -> Tensor:
+    """The float32 ``(vocab,)`` softmax of ``logits / temperature`` before top-k and top-p (at
+    temperature 1 when ``sampling.greedy``, whose own distribution is one-hot): the candidates a
+    step reports. Computed in float64, so no temperature overflows whatever the logits' dtype."""
+    temperature = 1.0 if sampling.greedy else sampling.temperature
+    return torch.softmax(logits.double() / temperature, dim=-1).float()
+
+
+def _top(logits: Tensor, n: int, sampling: Sampling, tokenizer: Tokenizer | None) -> list[tuple[int, str, float]]:
+    """The ``n`` most likely tokens of ``tempered_distribution``."""
+    probs = tempered_distribution(logits, sampling)
     values, ids = torch.topk(probs, min(n, probs.numel()))
     labels = tokenizer.tokens(ids.tolist()) if tokenizer is not None else [str(i) for i in ids.tolist()]
     return [(int(i), label, float(p)) for i, label, p in zip(ids, labels, values, strict=True)]
@@ -121,8 +189,10 @@ def compiled_step(model: nn.Module, token: Tensor, position: Tensor, cache: Any)
     matrix-product kernels do at a fraction of this CPU's read bandwidth. Inductor's
     ``decompose_mm_pass`` rewrites such products (one row, sides up to 2048) as a multiply and a row
     sum, which it compiles, fused with the layer norms and activations around them, into vectorised
-    loops that stream each weight once; attention for the one query is fused in too (``attention``
-    spells out the formula under compilation for a single query).
+    loops that stream each weight once. The step is compiled, and must be called, with the model's
+    attention on the ``math`` backend (``stream_ids`` switches it for the one-token steps and back):
+    for one query the spelled-out formula compiles into the loops around it, while the fused kernel
+    would stay an opaque call whose fixed cost (~0.1 ms per layer on a small CPU) outweighs the work.
 
     Guards: a plain ``torch.compile`` function re-checks, before every call, ~1,200 facts about the
     model and the cache (types, hooks, shapes), ~0.4 ms per token here, over a tenth of a step. The
@@ -154,6 +224,14 @@ def compiled_step(model: nn.Module, token: Tensor, position: Tensor, cache: Any)
     return step
 
 
+def _check_sampling(sampling: object) -> Sampling:
+    if sampling is None:
+        return Sampling()
+    if not isinstance(sampling, Sampling):
+        raise GenerationError(f"sampling must be a Sampling(temperature=..., top_k=..., top_p=...), got {sampling!r}")
+    return sampling
+
+
 @torch.inference_mode()
 def stream_ids(
     model: nn.Module,
@@ -174,12 +252,17 @@ def stream_ids(
     through ``compiled_step`` (the prompt pass stays eager); the first call pays the
     compilation. Its logits can differ from the eager ones in the last bits (another summation
     order), so a near-tie may rarely resolve the other way.
+
+    Settings: ``max_new_tokens`` an integer >= 0, ``seed`` None or an integer in [0, 2**64),
+    ``top_probs`` an integer >= 0, ``sampling`` a ``Sampling``; anything else (and an empty or
+    out-of-vocabulary prompt) raises ``GenerationError`` before any work.
     """
-    sampling = sampling or Sampling()
+    sampling = _check_sampling(sampling)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 0)
+    seed = check_seed(seed)
+    top_probs = check_int("top_probs", top_probs, 0)
     if len(prompt_ids) == 0:
         raise GenerationError("the prompt is empty: give at least one token to continue from")
-    if max_new_tokens < 0:
-        raise GenerationError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     if compile and not use_cache:
         raise GenerationError("compile=True compiles the cached one-token step: it needs use_cache=True")
     max_len = model.config.max_len
@@ -195,22 +278,27 @@ def stream_ids(
     # never meets "the keys are the whole buffer", a case it would compile a second graph for.
     cache_len = max_len + 1 if compile else max_len
     was_training = model.training
+    backend = attention_backend(model)
     model.eval()
 
     def read_window() -> tuple[Any, Tensor, Callable[..., Tensor]]:
         """The whole window at once (the prompt, or what is kept after a slide) into a fresh cache:
         the cache, the next-token logits and the one-token step that continues from them."""
         cache = model.new_cache(cache_len) if use_cache else None
+        set_attention_backend(model, backend)  # the many-token pass on the model's own backend
         logits = model.logits_at(torch.tensor([ids[start:]]), positions[: len(ids) - start], cache=cache,
                                  last_only=True)[0, -1]
-        step = compiled_step(model, one, pos, cache) if compile else type(model).logits_at
+        step: Callable[..., Tensor] = type(model).logits_at
+        if compile:  # the one-token steps: the formula, which compiles into the graph (compiled_step)
+            set_attention_backend(model, "math")
+            step = compiled_step(model, one, pos, cache)
         return cache, logits, step
 
     try:
         cache, logits, step = read_window()
         for _ in range(max_new_tokens):
             token = sample_next(logits, sampling, generator)
-            yield token, (_top(logits, top_probs, sampling.temperature, tokenizer) if top_probs else None)
+            yield token, (_top(logits, top_probs, sampling, tokenizer) if top_probs else None)
             ids.append(token)
             new_start = _window_start(len(ids), start, max_len)
             if cache is None or new_start != start:  # no cache, or the window slid: rebuild from the kept tokens
@@ -221,6 +309,7 @@ def stream_ids(
                 pos.fill_(len(ids) - start - 1)
                 logits = step(model, one, pos, cache=cache, last_only=True)[0, -1]
     finally:
+        set_attention_backend(model, backend)
         model.train(was_training)
 
 
@@ -238,7 +327,7 @@ def _held_back(text: str, stops: Sequence[str]) -> int:
 def stream(
     model: nn.Module,
     tokenizer: Tokenizer,
-    prompt: str,
+    prompt: str | Sequence[int],
     *,
     max_new_tokens: int = 200,
     sampling: Sampling | None = None,
@@ -250,12 +339,24 @@ def stream(
 ) -> Iterator[Step]:
     """Continue ``prompt``, yielding each token as soon as it is chosen.
 
+    ``prompt`` is text, encoded literally (a typed ``<|im_end|>`` stays text), or token ids built
+    by the caller, e.g. ``smollm2.chat_ids`` (a chat template's control tokens, by id).
+
     Text is released only when it is complete: a byte-level token that ends mid-character, or text
     that might be the beginning of a stop string, waits for the next token. Generation ends after
     ``max_new_tokens`` or at the first stop string (which is not included). ``use_cache`` and
     ``compile`` are ``stream_ids``'s.
     """
-    prompt_ids = tokenizer.encode(prompt)
+    _check_sampling(sampling)  # every setting before the prompt is encoded (stream_ids checks again)
+    check_int("max_new_tokens", max_new_tokens, 0)
+    check_int("top_probs", top_probs, 0)
+    check_seed(seed)
+    if isinstance(prompt, str):
+        prompt_ids = tokenizer.encode(prompt)
+    elif isinstance(prompt, Sequence) and all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in prompt):
+        prompt_ids = [int(i) for i in prompt]
+    else:
+        raise GenerationError(f"the prompt must be text or a list of token ids, got {type(prompt).__name__}")
     if not prompt_ids:
         raise GenerationError("the prompt is empty: give at least one character to continue from")
     generated: list[int] = []
@@ -281,9 +382,103 @@ def stream(
         yield Step(generated[-1], text[emitted:], None)
 
 
-def generate(model: nn.Module, tokenizer: Tokenizer, prompt: str, **kwargs) -> str:
+def generate(model: nn.Module, tokenizer: Tokenizer, prompt: str | Sequence[int], **kwargs) -> str:
     """The whole continuation as one string (``stream`` joined)."""
     return "".join(step.text for step in stream(model, tokenizer, prompt, **kwargs))
+
+
+# ------------------------------------------------------------------------------ batches of prompts
+
+
+@torch.inference_mode()
+def generate_batch_ids(
+    model: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int = 200,
+    sampling: Sampling | None = None,
+    seed: int | None = None,
+) -> list[list[int]]:
+    """``max_new_tokens`` new token ids for each prompt of a decoder-only model, all rows at once.
+
+    Prompts of different lengths are padded on the left, so every row's next token is in the last
+    column; the attention mask hides the padding and positions follow it (each row's first real
+    token is position 0), and one KV cache serves the batch. Each row draws from its own generator,
+    seeded with ``seed``, so row ``i`` is what ``stream_ids(model, prompts[i], seed=seed)`` gives
+    alone (for greedy decoding too; up to ties within float rounding). The context does not slide:
+    the longest prompt plus ``max_new_tokens`` must fit in ``max_len``, else ``GenerationError``;
+    ids outside the vocabulary are an ``InputError``.
+    """
+    sampling = sampling or Sampling()
+    if len(prompts) == 0 or any(len(p) == 0 for p in prompts):
+        raise GenerationError("give at least one prompt, each of at least one token")
+    if max_new_tokens < 0:
+        raise GenerationError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    width = max(len(p) for p in prompts)
+    max_len = model.config.max_len
+    if width + max_new_tokens > max_len:
+        raise GenerationError(
+            f"the longest prompt ({width} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the model's "
+            f"{max_len} positions; batched generation does not slide the context (use stream_ids per prompt)"
+        )
+    batch = len(prompts)
+    ids = torch.zeros((batch, width), dtype=torch.long)  # padding id 0: masked out, never read
+    mask = torch.zeros((batch, width + max_new_tokens), dtype=torch.bool)  # grows one column per step
+    for i, prompt in enumerate(prompts):
+        ids[i, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
+        mask[i, width - len(prompt):] = True
+    check_token_ids(ids, model.config, "prompt_ids")
+    generators = []
+    for _ in range(batch):
+        generator = torch.Generator()
+        generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+        generators.append(generator)
+    was_training = model.training
+    model.eval()
+    try:
+        cache = model.new_cache(width + max_new_tokens)
+        positions = positions_for(ids, model.config, attention_mask=mask[:, :width])  # (batch, width)
+        logits = model.logits_at(ids, positions, mask=padding_mask(mask[:, :width]), cache=cache, last_only=True)
+        out: list[list[int]] = [[] for _ in range(batch)]
+        for step in range(max_new_tokens):
+            tokens = [sample_next(logits[i, -1], sampling, generators[i]) for i in range(batch)]
+            for row, token in zip(out, tokens, strict=True):
+                row.append(token)
+            if step + 1 == max_new_tokens:
+                break
+            positions = positions[:, -1:] + 1  # (batch, 1): one past each row's last token
+            seen = width + step + 1  # cached tokens after this step
+            logits = model.logits_at(torch.tensor(tokens)[:, None], positions, mask=padding_mask(mask[:, :seen]),
+                                     cache=cache, last_only=True)
+        return out
+    finally:
+        model.train(was_training)
+
+
+def generate_batch(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 200,
+    sampling: Sampling | None = None,
+    stop: Sequence[str] = (),
+    seed: int | None = None,
+) -> list[str]:
+    """The continuation of each prompt (``generate_batch_ids``, decoded), cut at its first stop string.
+
+    Row ``i`` equals ``generate(model, tokenizer, prompts[i], seed=seed, ...)`` whenever that one
+    does not need to slide its context. Raises ``GenerationError`` for an empty prompt.
+    """
+    prompt_ids = [tokenizer.encode(p) for p in prompts]
+    if any(not ids for ids in prompt_ids):
+        raise GenerationError("a prompt is empty: give at least one character to continue from")
+    texts = []
+    for ids in generate_batch_ids(model, prompt_ids, max_new_tokens=max_new_tokens, sampling=sampling, seed=seed):
+        text = tokenizer.decode(ids)
+        cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
+        texts.append(text[:cut])
+    return texts
 
 
 # ------------------------------------------------------------------------------ encoder-decoder
@@ -306,11 +501,18 @@ def translate_ids(
     ``beam_size`` best partial translations; finished ones are ranked by log-probability divided by
     ``((5 + length) / 6) ** length_penalty`` (Wu et al. 2016), so short outputs are not favoured
     merely for having fewer factors below one.
+
+    Settings: ``beam_size`` an integer in [1, vocab_size], ``max_new_tokens`` an integer >= 0,
+    ``length_penalty`` a finite number >= 0, ``bos_id``/``eos_id`` ids of the vocabulary; anything
+    else raises ``GenerationError``.
     """
+    vocab = model.config.vocab_size
+    beam_size = check_int("beam_size", beam_size, 1, vocab)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 0)
+    length_penalty = check_real("length_penalty", length_penalty, 0.0)
+    bos_id, eos_id = check_int("bos_id", bos_id, 0, vocab - 1), check_int("eos_id", eos_id, 0, vocab - 1)
     if not src_ids:
         raise GenerationError("the source is empty")
-    if beam_size < 1:
-        raise GenerationError(f"beam_size must be >= 1, got {beam_size}")
     was_training = model.training
     model.eval()
     try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from torch import nn
 from tqdm.auto import tqdm
 
-from attnlab.generate import GenerationError, translate_ids
+from attnlab.generate import GenerationError, check_int, translate_ids
 from attnlab.tokenizers import Tokenizer
 
 
@@ -29,7 +29,16 @@ class Translation:
 def translate_text(
     model: nn.Module, tokenizer: Tokenizer, text: str, *, beam_size: int = 1, max_new_tokens: int | None = None,
 ) -> Translation:
-    """Greedy (``beam_size=1``) or beam-search translation of one sentence."""
+    """Greedy (``beam_size=1``) or beam-search translation of one sentence.
+
+    ``beam_size`` is an integer in [1, vocab_size], ``max_new_tokens`` None (as long as the model
+    allows) or an integer >= 0; other values, and empty or too long text, raise ``GenerationError``.
+    """
+    beam_size = check_int("beam_size", beam_size, 1, model.config.vocab_size)
+    if max_new_tokens is not None:
+        max_new_tokens = check_int("max_new_tokens", max_new_tokens, 0)
+    if not isinstance(text, str):
+        raise GenerationError(f"the text to translate must be a string, got {type(text).__name__}")
     if not text.strip():
         raise GenerationError("the text to translate is empty")
     bos, eos = tokenizer.token_id("<s>"), tokenizer.token_id("</s>")  # type: ignore[attr-defined]

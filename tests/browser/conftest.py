@@ -90,3 +90,20 @@ def ui(chromium: object, walkthrough_url: str) -> Iterator[Page]:
     page.set_default_timeout(30_000)
     yield Page(page, walkthrough_url)
     context.close()
+
+
+@pytest.fixture
+def make_ui(chromium: object, walkthrough_url: str) -> Iterator[object]:
+    """A factory of pages with a given window size (``make_ui(1024, 768)``); closed after the test."""
+    contexts = []
+
+    def make(width: int, height: int) -> Page:
+        context = chromium.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(120_000)
+        return Page(page, walkthrough_url)
+
+    yield make
+    for context in contexts:
+        context.close()

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from attnlab import catalog as cat
 from attnlab.inspect import run_with_cache
-from attnlab.weights import catalog as cat
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_page_loads_without_console_errors(ui) -> None:
-    ui.open()
+    ui.open("#arch")
     assert ui.page.title().startswith("attnlab")
     assert ui.page.locator("#diagram [data-box]").count() >= 10
     ui.screenshot("walkthrough-start")
@@ -56,9 +56,9 @@ def test_every_diagram_box_opens_its_explanation_and_live_values(ui) -> None:
 
 @pytest.mark.parametrize("model", ["demo-encoder", "demo-decoder", "minilm"])
 def test_clicked_token_shows_the_models_attention_weights(ui, model: str) -> None:
-    infos = {i.name: i for i in cat.catalog()}
-    if model not in infos or not infos[model].available:
-        pytest.skip(f"model {model!r} is not installed")
+    info = next(i for i in cat.catalog() if i.name == model)
+    if model == "minilm" and not info.available:  # a registry package (a failure in CI: tests/ci_skips.py)
+        pytest.skip(f"model {model!r} is not installed ({info.install_hint})")
     sentence = "Jake gave the book to Sarah."
     ui.open("#attention", model=model)
     page = ui.page
@@ -85,8 +85,7 @@ def test_clicked_token_shows_the_models_attention_weights(ui, model: str) -> Non
 @pytest.mark.parametrize("model", ["demo-decoder", "shakespeare-char"])
 def test_timeline_slider_changes_the_picture(ui, model: str) -> None:
     infos = {i.name: i for i in cat.catalog()}
-    if model not in infos or not infos[model].available:
-        pytest.skip(f"model {model!r} is not in this checkout")
+    assert infos[model].available, f"model {model!r} is missing: the bundled files (or the demo models) are broken"
     ui.open("#timeline", model=model)
     page = ui.page
     steps = [s["step"] for s in page.evaluate(f"fetch('/api/timeline?model={model}').then(r => r.json())")["snapshots"]]

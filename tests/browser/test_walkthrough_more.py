@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
+from attnlab import catalog as cat
 from attnlab.inspect import run_with_cache
 from attnlab.translate import translate_text
-from attnlab.weights import catalog as cat
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

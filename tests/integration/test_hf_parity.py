@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnlab.inspect import run_with_cache
+from attnlab.inspect import hook_name, run_with_cache
 from attnlab.weights.hf import config_from_hf, from_hf_state_dict, kind_of, load_hf_model, to_hf_state_dict
 
 transformers = pytest.importorskip("transformers")
@@ -68,7 +68,7 @@ def test_bert_hidden_states_and_pooler(ids: torch.Tensor, fused_qkv: bool) -> No
     assert_close(hidden, ref.last_hidden_state)
     assert_close(ours.pool(hidden), ref.pooler_output)
     _, cache = run_with_cache(ours, ids, token_type_ids=types)
-    assert_close(cache["embed.hook_embed"], ref.hidden_states[0])
+    assert_close(cache["encoder.embed.hook_embed"], ref.hidden_states[0])
     for i in range(2):
         assert_close(cache.residual(i, "post"), ref.hidden_states[i + 1])
 
@@ -87,6 +87,18 @@ def assert_same_on_real_tokens(hf, ours, ids: torch.Tensor, n_real: int) -> None
 def test_bert_padding_matches_on_real_tokens(ids: torch.Tensor) -> None:
     hf = _randomize(transformers.BertModel(bert_config()))
     assert_same_on_real_tokens(hf, load_hf_model(hf), ids, n_real=7)
+
+
+def test_bert_left_padding_matches_hf_given_the_same_positions(ids: torch.Tensor) -> None:
+    hf = _randomize(transformers.BertModel(bert_config()))
+    ours = load_hf_model(hf)
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    real = mask.bool()
+    with torch.no_grad():
+        ref = hf(ids, attention_mask=mask, position_ids=position_ids).last_hidden_state
+        assert_close(ours(ids, mask)[real], ref[real])
 
 
 @pytest.mark.parametrize("act", ["gelu", "relu", "gelu_new"])
@@ -123,6 +135,24 @@ def test_decoder_hidden_states_and_logits(make, ids: torch.Tensor, fused_qkv: bo
     assert_close(logits, ref.logits)
     for i in range(ours.config.n_layers):  # HF's last entry is after the final norm
         assert_close(cache.residual(i, "pre"), ref.hidden_states[i])
+    assert_close(cache[hook_name("decoder", None, "hook_resid_final")], ref.hidden_states[-1])
+
+
+@pytest.mark.parametrize("make", _decoders())
+def test_decoder_left_padding_matches_hf_given_the_same_positions(make, ids: torch.Tensor) -> None:
+    """Row 0 is left-padded by four tokens. Hugging Face takes ``position_ids`` (its generate() builds
+    them from the mask the same way); ours follow the mask by themselves, or take the same ids."""
+    hf = _randomize(make())
+    ours = load_hf_model(hf)
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    real = mask.bool()
+    with torch.no_grad():
+        ref = hf(ids, attention_mask=mask, position_ids=position_ids).logits
+        assert_close(ours(ids, mask)[real], ref[real])
+        assert_close(ours(ids, mask, position_ids=position_ids)[real], ref[real])
+        assert_close(ours(ids[:1, 4:])[0], ref[0, 4:])  # and the row alone, unpadded
 
 
 @pytest.mark.parametrize("make", _decoders())

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from attnlab.pretrained.packages import MINILM_PACKAGE
+from attnlab.files import MINILM_PACKAGE
 
 pytestmark = pytest.mark.skipif(
     not MINILM_PACKAGE.has("model/model.safetensors", "model/tokenizer.json"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnlab.pretrained.packages import MINILM_PACKAGE, SMOLLM2_PACKAGE
+from attnlab.files import MINILM_PACKAGE, SMOLLM2_PACKAGE
 from attnlab.pretrained.smollm2 import GGUF_FILE
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import os
 import pytest
 import torch
 
-from attnlab.pretrained.packages import SMOLLM2_PACKAGE
+from attnlab.files import SMOLLM2_PACKAGE
 from attnlab.pretrained.smollm2 import GGUF_FILE
 
 pytestmark = [
@@ -44,7 +44,7 @@ def ours():
 @pytest.fixture(scope="module")
 def reference(ours):
     pytest.importorskip("transformers")
-    from attnlab.pretrained.reference import hf_llama_from_gguf
+    from hf_reference import hf_llama_from_gguf
 
     model, _, gf = ours
     hf = hf_llama_from_gguf(model, gf)  # raises unless only lm_head is missing (tied to the embedding)
@@ -88,11 +88,14 @@ def test_tokenizer_matches_transformers_gguf_tokenizer(ours) -> None:
     _, tokenizer, gf = ours
     reference = transformers.AutoTokenizer.from_pretrained(str(gf.path.parent), gguf_file=gf.path.name)
     for text in TEXTS:
-        ids = tokenizer.encode(text)
-        assert ids == reference.encode(text, add_special_tokens=False), text
+        ids = tokenizer.encode(text)  # literal: typed markers stay text
+        assert ids == reference(text, add_special_tokens=False, split_special_tokens=True).input_ids, text
         assert tokenizer.decode(ids) == text
+        assert tokenizer.encode(text, allow_special=True) == reference.encode(text, add_special_tokens=False), text
     assert tokenizer.vocab_size == 49152
-    assert tokenizer.tokens(tokenizer.encode("<|im_start|>user The")) == ["<|im_start|>", "user", " The"]
+    marked = "<|im_start|>user The"
+    assert tokenizer.tokens(tokenizer.encode(marked, allow_special=True)) == ["<|im_start|>", "user", " The"]
+    assert tokenizer.token_id("<|im_start|>") not in tokenizer.encode(marked)
 
 
 def test_chat_prompt_renders_the_files_template(ours) -> None:
@@ -112,5 +115,5 @@ def test_chat_prompt_renders_the_files_template(ours) -> None:
         for add in (True, False):
             want = template.render(messages=messages, add_generation_prompt=add)
             assert chat_prompt(messages, system=system, add_generation_prompt=add) == want
-    ids = tokenizer.encode(chat_prompt(conversations[0], system=system))
+    ids = tokenizer.encode(chat_prompt(conversations[0], system=system), allow_special=True)
     assert ids[0] == tokenizer.token_id("<|im_start|>") and ids.count(tokenizer.token_id("<|im_end|>")) == 2

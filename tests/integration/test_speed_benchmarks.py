@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from attnlab.pretrained.packages import MINILM_PACKAGE, SMOLLM2_PACKAGE
+from attnlab.files import MINILM_PACKAGE, SMOLLM2_PACKAGE
 from attnlab.pretrained.smollm2 import GGUF_FILE
 
 pytestmark = pytest.mark.slow

@@ -91,7 +91,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(corpus, monkeypatch) -> N
         if training:
             calls["n"] += 1
             if calls["n"] == 7:
-                return loss * math.nan
+                return loss._replace(total=loss.total * math.nan)  # Task.loss gives (sum, count)
         return loss
 
     monkeypatch.setattr(LanguageModelTask, "loss", nan_at_step_7)
@@ -131,5 +131,5 @@ def test_cli_train_then_generate(corpus) -> None:
     assert gen.output.startswith("the cat") and len(gen.output) >= len("the cat") + 12
     bad = runner.invoke(app, ["generate", "QQ", "--checkpoint", str(out / "best")])
     assert bad.exit_code == 1 and "'Q' (U+0051) at position 0" in bad.output
-    missing = runner.invoke(app, ["train", "--data", str(corpus / "nope.txt"), "--out", str(out)])
+    missing = runner.invoke(app, ["train", "--data", str(corpus / "nope.txt"), "--out", str(corpus / "cli2")])
     assert missing.exit_code == 1 and "no such file or folder" in missing.output

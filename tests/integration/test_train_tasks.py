@@ -83,7 +83,7 @@ def test_translation_trains_translates_and_resumes_exactly(tmp_path, pairs_file)
     run(tmp_path, "translation", str(pairs_file), "split", model_overrides=SEQ2SEQ, iters=20, eval_interval=20,
         decay_iters=40)
     rest = run(tmp_path, "translation", str(pairs_file), "split", model_overrides=SEQ2SEQ, iters=40, eval_interval=20,
-               resume=True)
+               decay_iters=40, resume=True)
     assert rest.losses == whole.losses[20:]
 
 

@@ -12,12 +12,13 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from attnlab import catalog as cat
 from attnlab.inspect import run_with_cache
 from attnlab.web.app import MAX_BODY_BYTES, create_app
 from attnlab.web.demo import register_demo_models
 from attnlab.web.models import MAX_CHARS
-from attnlab.weights import catalog as cat
 
+LOCAL = "http://127.0.0.1"  # the default testserver host is refused (DNS-rebinding guard)
 SENTENCE = "John gave the book to Sarah because she liked it."
 TWELVE = "abcdefghijkl"  # 12 characters = 12 tokens for the character-level demo models
 
@@ -25,7 +26,7 @@ TWELVE = "abcdefghijkl"  # 12 characters = 12 tokens for the character-level dem
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     register_demo_models(tmp_path_factory.mktemp("timeline"))
-    return TestClient(create_app())
+    return TestClient(create_app(), base_url=LOCAL)
 
 
 def _t(values: list) -> torch.Tensor:
@@ -167,7 +168,7 @@ def test_parts_show_recorded_tensors_or_say_why_not(client: TestClient) -> None:
     r = client.post("/api/part", json={"model": "demo-decoder", "text": "hello", "part": "softmax"}).json()
     assert len(r["top"]) == 5 and all(0 <= t["value"] <= 1 for row in r["top"] for t in row)
     r = client.post("/api/part", json={"model": "demo-seq2seq", "text": "hello", "part": "input-embedding"}).json()
-    assert r["tensors"][0]["hook"] == "src_embed.hook_tok_embed"
+    assert r["tensors"][0]["hook"] == "encoder.embed.hook_tok_embed"
 
 
 def test_order_without_positions_gives_the_same_set_of_vectors(client: TestClient) -> None:
@@ -210,7 +211,7 @@ def test_timeline_snapshots_curve_and_changing_attention(client: TestClient) -> 
 
 @pytest.mark.parametrize(("route", "body", "status", "needle"), [
     ("/api/attention", {"model": "no-such-model", "text": "hi"}, 404, "unknown model 'no-such-model'"),
-    ("/api/attention", {"model": "demo-encoder", "text": ""}, 422, "empty"),
+    ("/api/attention", {"model": "demo-encoder", "text": ""}, 422, "at least 1 character"),
     ("/api/attention", {"model": "demo-encoder", "text": "   "}, 422, "empty"),
     ("/api/attention", {"model": "demo-encoder", "text": "x" * (MAX_CHARS + 1)}, 422, str(MAX_CHARS)),
     ("/api/attention", {"model": "demo-encoder", "text": "x" * 65}, 422, "limit is 64 tokens"),
@@ -234,6 +235,22 @@ def test_timeline_snapshots_curve_and_changing_attention(client: TestClient) -> 
     ("/api/timeline/attention", {"model": "demo-decoder", "step": 7}, 422, "no snapshot at step 7"),
     ("/api/timeline/attention", {"model": "demo-encoder", "step": 0}, 404, "no training timeline"),
     ("/api/timeline/attention", {"model": "demo-decoder", "step": 0, "head": 9}, 422, "head 9"),
+    # strict types: a boolean is not an integer, a string is not a number
+    ("/api/qkv", {"model": "demo-encoder", "text": "hi", "head": False}, 422, "head: Input should be a valid integer"),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "temperature": "1"}, 422, "temperature"),
+    ("/api/timeline/attention", {"model": "demo-decoder", "step": True}, 422, "step"),
+    # limits stated in the schema
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "seed": 2**64}, 422, "seed: Input should be less than"),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "seed": -1}, 422, "seed"),
+    ("/api/qkv", {"model": "demo-encoder", "text": "hi", "layer": 10**30}, 422, "layer: Input should be less than"),
+    ("/api/qkv", {"model": "demo-encoder", "text": "hi", "focus": 64}, 422, "focus"),
+    ("/api/timeline/attention", {"model": "demo-decoder", "step": 2**31}, 422, "step"),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "top_k": 10**7}, 422, "top_k"),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "max_new_tokens": 40}, 200, None),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "seed": 2**53 - 1}, 200, None),
+    ("/api/generate", {"model": "demo-decoder", "text": "hi", "seed": 2**53}, 422, "seed: Input should be less than"),
+    ("/api/qkv", {"model": "demo-encoder", "text": "hi", "head": 1.0}, 200, None),  # JSON's integer 1
+    ("/api/qkv", {"model": "demo-encoder", "text": "hi", "head": 1.5}, 422, "head"),
 ])
 def test_bad_input_is_a_4xx_that_names_the_problem(client: TestClient, route: str, body: dict, status: int, needle: str | None) -> None:
     r = client.post(route, json=body)
@@ -287,9 +304,9 @@ def test_minilm_attention_payload_equals_run_with_cache(client: TestClient) -> N
 @pytest.mark.slow
 def test_bundled_shakespeare_timeline_and_generation(client: TestClient) -> None:
     names = {i.name: i for i in cat.catalog()}
-    if "shakespeare-char" not in names or not names["shakespeare-char"].available:
-        pytest.skip("the bundled 'shakespeare-char' model is not in this checkout yet")
-    assert client.get("/api/models").json()["default"] == "shakespeare-char"
+    assert names["shakespeare-char"].available, "the bundled 'shakespeare-char' model is missing from the package"
+    models = client.get("/api/models").json()  # the character model is never the default while a word-level one exists
+    assert models["default"] != "shakespeare-char" or not any(m["available"] and "char" not in m["name"] for m in models["models"])
     body = client.get("/api/timeline").json()
     steps = [s["step"] for s in body["snapshots"]]
     assert len(steps) >= 2 and body["curve"]

@@ -14,13 +14,14 @@ from attnlab.experiments import EXPERIMENTS
 from attnlab.experiments.common import default_out, finish, new_figure, save_figure
 from attnlab.web.app import create_app
 
+LOCAL = "http://127.0.0.1"  # the default testserver host is refused (DNS-rebinding guard)
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def reference_only(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     """A server whose runs folder is empty: only the shipped reference results."""
-    return TestClient(create_app(experiments_dir=tmp_path_factory.mktemp("no-runs")))
+    return TestClient(create_app(experiments_dir=tmp_path_factory.mktemp("no-runs")), base_url=LOCAL)
 
 
 def _write_run(name: str, out: Path | None = None) -> Path:
@@ -57,9 +58,9 @@ def test_your_runs_come_first_where_the_cli_writes_them(tmp_path: Path, monkeypa
     monkeypatch.delenv("ATTNLAB_EXPERIMENTS_DIR", raising=False)
     _write_run("positions")  # runs/experiments/positions, as `attnlab experiment positions` from here
     _write_run("scaling", Path("runs/experiments/quick/scaling"))  # grouped one level deeper with --out
-    client = TestClient(create_app())  # no folder given: the server looks where the CLI writes
+    client = TestClient(create_app(), base_url=LOCAL)  # no folder given: the server looks where the CLI writes
     body = client.get("/api/experiments").json()
-    assert body["runs_dir"] == str((tmp_path / "runs" / "experiments").resolve())
+    assert body["runs_dir"] == "runs/experiments"  # relative to the server's folder: no absolute path for the page
     assert "2 runs of yours" in body["note"]
     by = {e["name"]: e for e in body["experiments"]}
     for name, run_id in (("positions", "runs/positions"), ("scaling", "runs/quick/scaling")):
@@ -73,7 +74,7 @@ def test_your_runs_come_first_where_the_cli_writes_them(tmp_path: Path, monkeypa
 def test_environment_variable_points_the_server_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _write_run("heads-form", tmp_path / "elsewhere" / "heads-form")
     monkeypatch.setenv("ATTNLAB_EXPERIMENTS_DIR", str(tmp_path / "elsewhere"))
-    body = TestClient(create_app()).get("/api/experiments").json()
+    body = TestClient(create_app(), base_url=LOCAL).get("/api/experiments").json()
     heads = next(e for e in body["experiments"] if e["name"] == "heads-form")
     assert heads["results"][0]["id"] == "runs/heads-form"
 
@@ -101,7 +102,7 @@ def test_a_results_file_cannot_point_outside_its_folder(tmp_path: Path) -> None:
     record = json.loads((out / "results.json").read_text())
     record["figures"] = ["mine.png", "../secret.png"]
     (out / "results.json").write_text(json.dumps(record))
-    client = TestClient(create_app(experiments_dir=tmp_path))
+    client = TestClient(create_app(experiments_dir=tmp_path), base_url=LOCAL)
     mine = next(e for e in client.get("/api/experiments").json()["experiments"] if e["name"] == "positions")["results"][0]
     assert [f["file"] for f in mine["figures"]] == ["mine.png"]
     assert client.get("/api/experiments/runs/positions/secret.png").status_code == 404

@@ -6,16 +6,16 @@ import pytest
 from typer.testing import CliRunner
 
 import attnlab
-from attnlab.pretrained import packages
-from attnlab.pretrained.packages import MINILM_PACKAGE
-from attnlab.weights import catalog as catalog_module
-from attnlab.weights.catalog import ModelUnavailableError, catalog, load
+from attnlab import catalog as catalog_module
+from attnlab import files
+from attnlab.catalog import ModelUnavailableError, catalog, load
+from attnlab.files import MINILM_PACKAGE
 
 
 @pytest.fixture
 def nothing_installed(monkeypatch):
     """Pretend no registry package is installed, and nothing is loaded yet."""
-    monkeypatch.setattr(packages, "_package_dir", lambda module: None)
+    monkeypatch.setattr(files, "_package_dir", lambda module: None)
     monkeypatch.setattr(catalog_module, "_LOADED", {})
 
 
@@ -73,6 +73,10 @@ def test_load_by_name_caches_and_embeds(monkeypatch) -> None:
     assert float(vectors[0] @ vectors[2]) < 0.9
     with pytest.raises(TypeError, match="list of texts"):
         minilm.embed("a bare string")
+    assert minilm.shared_model()[0] is first.model  # one copy for the catalogue and embed()
+    assert catalog_module.unload("minilm") and not catalog_module.is_loaded("minilm")
+    assert minilm._SHARED == []  # the module's copy is released with it
+    assert not catalog_module.unload("minilm")
 
 
 def test_bundled_translator_loads_and_its_shipped_score_beats_copying() -> None:

@@ -17,7 +17,8 @@ TOKENS = ["a", "b", "ab", "Ġ", "<|im_start|>", "<|im_end|>"]
 
 
 def write_tiny_llama(
-    path: Path, *, arch: str = "llama", vocab_size: int | None = None, quant_tensor: bool = False
+    path: Path, *, arch: str = "llama", vocab_size: int | None = None, quant_tensor: bool = False,
+    change: dict[str, tuple[int, ...]] | None = None,
 ) -> Path:
     """A one-block llama GGUF with random float32 weights and a six-token BPE vocabulary."""
     rng = np.random.default_rng(0)
@@ -44,6 +45,7 @@ def write_tiny_llama(
         "blk.0.attn_v.weight": (KV_HEADS * head, D), "blk.0.attn_output.weight": (D, D),
         "blk.0.ffn_norm.weight": (D,), "blk.0.ffn_gate.weight": (FF, D), "blk.0.ffn_up.weight": (FF, D),
         "blk.0.ffn_down.weight": (D, FF),
+        **(change or {}),
     }
     for name, shape in shapes.items():
         if quant_tensor and name == "blk.0.ffn_up.weight":
@@ -62,12 +64,27 @@ def test_tiny_llama_loads_and_runs(tmp_path: Path) -> None:
     """The crafted file is valid, so the failures below come from the damage alone."""
     model, tokenizer, _ = load_llama_gguf(write_tiny_llama(tmp_path / "tiny.gguf"))
     assert model.config.n_kv_heads == KV_HEADS and model.config.tie_embeddings
-    assert tokenizer.encode("ab a<|im_end|>") == [2, 3, 0, 5]
+    assert tokenizer.encode("ab a<|im_end|>", allow_special=True) == [2, 3, 0, 5]
+    assert 4 not in tokenizer.encode("<|im_start|>ab") and 5 not in tokenizer.encode("ab a<|im_end|>")  # typed: text
     assert model(torch.tensor([[0, 1, 2]])).shape == (1, 3, len(TOKENS))
     assert model.config.max_len == 16
     capped, _, _ = load_llama_gguf(tmp_path / "tiny.gguf", max_len=4)
     assert capped.config.max_len == 4
     torch.testing.assert_close(capped(torch.tensor([[0, 1, 2]])), model(torch.tensor([[0, 1, 2]])), atol=1e-6, rtol=0)
+
+
+def test_tensors_that_do_not_fit_the_metadata(tmp_path: Path) -> None:
+    """GGUF goes through the Hugging Face Llama key map, whose key/shape check names the tensor."""
+    head = D // HEADS
+    wrong = write_tiny_llama(tmp_path / "wrong.gguf", change={"blk.0.attn_v.weight": (2 * KV_HEADS * head, D)})
+    with pytest.raises(GGUFError, match=r"wrong\.gguf: shape mismatch for 'model\.layers\.0\.self_attn\.v_proj\.weight'"):
+        load_llama_gguf(wrong)
+    extra = write_tiny_llama(tmp_path / "extra.gguf", change={"blk.0.attn_q_norm.weight": (D,)})
+    with pytest.raises(GGUFError, match=r"extra\.gguf: unexpected tensor 'blk\.0\.attn_q_norm\.weight'"):
+        load_llama_gguf(extra)
+    deeper = write_tiny_llama(tmp_path / "deeper.gguf", change={"blk.1.attn_norm.weight": (D,)})
+    with pytest.raises(GGUFError, match=r"deeper\.gguf: .*unexpected key.*model\.layers\.1\.input_layernorm"):
+        load_llama_gguf(deeper)
 
 
 def test_not_a_gguf_file(tmp_path: Path) -> None:
@@ -120,17 +137,17 @@ def test_tokenizer_vocab_must_match_model(tmp_path: Path) -> None:
 def test_corrupt_or_truncated_safetensors(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
-    from attnlab.pretrained.minilm import WeightsFileError, read_safetensors
+    from attnlab.weights.checkpoint import CheckpointError, read_safetensors  # the one reader (MiniLM's too)
 
     path = tmp_path / "model.safetensors"
     save_file({"w": torch.ones(64, 64)}, str(path))
     assert read_safetensors(path)["w"].shape == (64, 64)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 100])
-    with pytest.raises(WeightsFileError, match=r"model\.safetensors: not a readable safetensors file"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: not a readable safetensors file"):
         read_safetensors(path)
     path.write_bytes(b"\xff" * 64)
-    with pytest.raises(WeightsFileError, match=r"model\.safetensors"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors"):
         read_safetensors(path)
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from attnlab.pretrained.packages import GPT2_TOKENIZER_PACKAGE
+from attnlab.files import GPT2_TOKENIZER_PACKAGE
 from attnlab.tokenizers import Tokenizer, tokenizer_from_json
 from attnlab.tokenizers.hf_json import TokenizerFileError
 
@@ -44,9 +44,10 @@ def pair():
 @pytest.mark.parametrize("text", TEXTS)
 def test_ids_match_hf_gpt2_tokenizer(pair, text: str) -> None:
     ours, reference = pair
-    ids = ours.encode(text)
-    assert ids == reference.encode(text)
+    ids = ours.encode(text)  # typed text is literal: "<|endoftext|>" is 7 ordinary tokens
+    assert ids == reference(text, split_special_tokens=True).input_ids
     assert ours.decode(ids) == text  # byte-level: every string round-trips
+    assert ours.encode(text, allow_special=True) == reference.encode(text)  # asked for: 50256
 
 
 @needs_files
@@ -55,12 +56,14 @@ def test_protocol_labels_and_json_round_trip(pair) -> None:
     assert isinstance(ours, Tokenizer)
     assert ours.vocab_size == 50257
     assert ours.encode("") == []
-    ids = ours.encode("Hello world<|endoftext|>")
+    ids = ours.encode("Hello world<|endoftext|>", allow_special=True)
     assert ids == [15496, 995, 50256]
+    assert 50256 not in ours.encode("Hello world<|endoftext|>")
     assert ours.tokens(ids) == ["Hello", " world", "<|endoftext|>"]
     assert "".join(ours.tokens(ours.encode("ééé"))) == "ééé"
     again = tokenizer_from_json(ours.to_json())
     assert again.encode(TEXTS[2]) == ours.encode(TEXTS[2])
+    assert again.encode(TEXTS[4]) == ours.encode(TEXTS[4]) and 50256 not in again.encode(TEXTS[4])  # still literal
     with pytest.raises(ValueError, match="outside the vocabulary"):
         ours.decode([50257])
 

@@ -219,4 +219,4 @@ def test_cli_generate_quantized() -> None:
     assert plain.exit_code == 0 and quant.exit_code == 0, quant.output
     assert quant.output.startswith("ROMEO:") and len(quant.output) > len("ROMEO:") + 10
     bad = CliRunner().invoke(app, [*args, "--quantize", "int2"])
-    assert bad.exit_code == 1 and "unknown scheme 'int2'" in bad.output
+    assert bad.exit_code == 2 and "--quantize must be int8 or int4" in bad.output  # a usage error

@@ -36,7 +36,9 @@ def list_results(root: str | Path = Path("runs") / "experiments") -> list[dict[s
 
     Returns one entry per folder, sorted by experiment name: ``name``, ``title``, ``mode``,
     ``summary``, ``dir`` (absolute path), ``results`` (path of the JSON) and ``figures`` (absolute
-    paths of the PNGs that exist). Folders whose JSON is missing or unreadable are skipped.
+    paths of the PNGs that exist). Folders whose JSON is missing, unreadable or not a results object
+    (a JSON list, a number...) are skipped; fields of the wrong type read as empty (a ``summary`` that
+    is not a list of strings, a ``figures`` entry that is not a file name).
     """
     root = Path(root)
     entries = []
@@ -45,19 +47,27 @@ def list_results(root: str | Path = Path("runs") / "experiments") -> list[dict[s
     for path in sorted(root.glob(f"*/{RESULTS_FILE}")):
         try:
             record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+            continue
+        if not isinstance(record, dict):
             continue
         folder = path.parent.resolve()
+        figures = record.get("figures") if isinstance(record.get("figures"), list) else []
+        summary = record.get("summary") if isinstance(record.get("summary"), list) else []
         entries.append({
-            "name": record.get("experiment", folder.name),
-            "title": record.get("title", ""),
-            "mode": record.get("mode", ""),
-            "summary": record.get("summary", []),
+            "name": _text(record.get("experiment"), folder.name),
+            "title": _text(record.get("title")),
+            "mode": _text(record.get("mode")),
+            "summary": [line for line in summary if isinstance(line, str)],
             "dir": str(folder),
             "results": str(path.resolve()),
-            "figures": [str(folder / f) for f in record.get("figures", []) if (folder / f).is_file()],
+            "figures": [str(folder / f) for f in figures if isinstance(f, str) and f and (folder / f).is_file()],
         })
     return sorted(entries, key=lambda e: (e["name"], e["dir"]))
+
+
+def _text(value: object, default: str = "") -> str:
+    return value if isinstance(value, str) else default
 
 
 __all__ = ["EXPERIMENTS", "MODES", "list_results", "run_experiment"]

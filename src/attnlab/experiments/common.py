@@ -1,7 +1,8 @@
-"""What every experiment shares: modes, seeding, timing, fitting, a tiny training step, result files.
+"""What every experiment shares: modes, seeding, timing, fitting, result files.
 
-Experiments need only a few hundred optimizer steps on toy tasks, so the training helper here is
-deliberately minimal (no checkpoints, schedules or resumption; that is ``attnlab.train``'s job).
+Experiments need only a few hundred optimizer steps on toy tasks: each calls ``attnlab.train.step.train_step``
+(the optimizer step the web demo uses too) in a short loop, with no checkpoints, schedules or
+resumption (that is ``attnlab.train``'s job).
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
+
+from attnlab.tokenizers import CharTokenizer
+from attnlab.train.data import BlockSampler
 
 Mode = Literal["tiny", "quick", "full"]
 MODES: tuple[str, ...] = ("tiny", "quick", "full")
@@ -104,18 +110,6 @@ def count_params(model: nn.Module) -> int:
             seen.add(id(p))
             total += p.numel()
     return total
-
-
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[], Tensor],
-               clip: float = 1.0) -> float:
-    """One optimizer step on ``loss_fn()`` with gradient clipping; returns the loss."""
-    optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn()
-    loss.backward()
-    if clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    optimizer.step()
-    return float(loss.detach())
 
 
 def progress(iterable: Iterable[Any] | None, *, total: int | None = None, desc: str = "", enabled: bool = True) -> Any:
@@ -214,69 +208,54 @@ def synthetic_text(n_chars: int, seed: int = 0) -> str:
     return "".join(parts)[:n_chars]
 
 
+@dataclass
 class CharCorpus:
-    """A text as character ids, split 90/10 into train and validation, with seeded random batches."""
+    """A text as character ids (``attnlab.train``'s ``CharTokenizer``), split 90/10 into train and
+    validation; batches come from ``attnlab.train``'s ``BlockSampler``, as in ``attnlab train``."""
 
-    def __init__(self, text: str, source: str) -> None:
+    source: str
+    tokenizer: CharTokenizer
+    train: np.ndarray
+    val: np.ndarray
+
+    @classmethod
+    def from_text(cls, text: str, source: str) -> CharCorpus:
         if len(text) < 200:
             raise ValueError(f"corpus {source!r} is too short ({len(text)} characters); give at least 200")
-        self.source = source
-        self.chars = sorted(set(text))
-        index = {c: i for i, c in enumerate(self.chars)}
-        ids = torch.tensor([index[c] for c in text], dtype=torch.long)
+        tokenizer = CharTokenizer.train([text])
+        ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
         split = int(0.9 * len(ids))
-        self.train, self.val = ids[:split], ids[split:]
+        return cls(source, tokenizer, ids[:split], ids[split:])
 
     @property
     def vocab_size(self) -> int:
-        return len(self.chars)
+        return self.tokenizer.vocab_size
 
-    def batch(self, split: str, batch: int, block: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """Random windows ``(batch, block)`` and their next-character targets."""
-        data = self.train if split == "train" else self.val
-        if len(data) <= block + 1:
-            raise ValueError(f"the {split} split ({len(data)} characters) is shorter than one block of {block}")
-        starts = torch.randint(0, len(data) - block - 1, (batch,), generator=generator)
-        x = torch.stack([data[s : s + block] for s in starts.tolist()])
-        y = torch.stack([data[s + 1 : s + block + 1] for s in starts.tolist()])
-        return x, y
+    def sampler(self, split: str, batch: int, block: int, seed: int) -> BlockSampler:
+        """Seeded random windows ``(batch, block)`` of ``split`` and their next-character targets."""
+        return BlockSampler(self.train if split == "train" else self.val, block, batch, seed=seed, split=split)
 
 
 def load_corpus(data: str | Path | None, n_synthetic: int, seed: int = 0) -> CharCorpus:
     """The file at ``data`` (UTF-8), or the synthetic corpus when none is given."""
     if data is None:
-        return CharCorpus(synthetic_text(n_synthetic, seed), "synthetic")
+        return CharCorpus.from_text(synthetic_text(n_synthetic, seed), "synthetic")
     path = Path(data)
     if not path.is_file():
         raise FileNotFoundError(f"corpus file {str(path)!r} does not exist")
-    return CharCorpus(path.read_text(encoding="utf-8"), path.name)
+    return CharCorpus.from_text(path.read_text(encoding="utf-8"), path.name)
 
 
 @torch.no_grad()
 def eval_lm_loss(model: nn.Module, corpus: CharCorpus, block: int, batches: int, batch: int, seed: int) -> float:
     """Mean next-character cross-entropy on fixed validation windows (same windows every call)."""
-    generator = torch.Generator().manual_seed(seed + 20_000)
+    val = corpus.sampler("val", batch, block, seed + 20_000)
     was_training = model.training
     model.eval()
     losses = []
     for _ in range(batches):
-        x, y = corpus.batch("val", batch, block, generator)
+        x, y = val.next()
         logits = model(x)
         losses.append(float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))))
     model.train(was_training)
     return sum(losses) / len(losses)
-
-
-def gpt2_init(model: nn.Module, std: float = 0.02) -> nn.Module:
-    """GPT-2's initialisation: weights of linear and embedding layers ~ N(0, 0.02), biases 0.
-
-    attnlab's models keep PyTorch's defaults, where ``nn.Embedding`` is N(0, 1); with the output
-    layer tied to it, the first logits are then huge (initial loss ~40 instead of ln(vocab)) and
-    short training runs spend their first steps undoing that. Norm layers keep weight 1, bias 0.
-    """
-    for module in model.modules():
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-    return model

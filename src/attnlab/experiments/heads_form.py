@@ -26,18 +26,18 @@ from attnlab.experiments.common import (
     default_out,
     eval_lm_loss,
     finish,
-    gpt2_init,
     load_corpus,
     new_figure,
     pick,
     progress,
     save_figure,
     seed_everything,
-    train_step,
 )
 from attnlab.inspect import run_with_cache
 from attnlab.inspect.roles import ROLES, detect_roles
 from attnlab.models import DecoderLM, preset
+from attnlab.models.init import init_weights
+from attnlab.train.step import train_step
 
 NAME = "heads-form"
 TITLE = "How attention heads form during training"
@@ -88,12 +88,13 @@ def run(mode: Mode = "quick", out: str | Path | None = None, *, data: str | Path
     config = preset("shakespeare-char", vocab_size=corpus.vocab_size)
     if mode == "tiny":  # same shape of experiment, a smaller model
         config = config.replace(d_model=64, n_layers=2, d_ff=256)
-    model = gpt2_init(DecoderLM(config))
+    model = DecoderLM(config)
+    init_weights(model, config)
     block = config.max_len
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
-    probe, _ = corpus.batch("val", 8, block, torch.Generator().manual_seed(seed + 30_000))
+    probe, _ = corpus.sampler("val", 8, block, seed + 30_000).next()
     schedule = snapshot_steps(steps, pick(mode, 4, 12, 14))
-    data_gen = torch.Generator().manual_seed(seed)
+    batches = corpus.sampler("train", batch, block, seed)
     eval_batches = pick(mode, 2, 8, 16)
 
     snapshots = []
@@ -106,7 +107,7 @@ def run(mode: Mode = "quick", out: str | Path | None = None, *, data: str | Path
             snapshots.append(snap)
         if step == steps:
             break
-        x, y = corpus.batch("train", batch, block, data_gen)
+        x, y = batches.next()
         train_step(model, opt, lambda x=x, y=y: F.cross_entropy(model(x).reshape(-1, corpus.vocab_size), y.reshape(-1)))
     maps_end = attention_maps(model, probe[:1])
 

@@ -35,9 +35,9 @@ from attnlab.experiments.common import (
     progress,
     save_figure,
     seed_everything,
-    train_step,
 )
 from attnlab.models import EncoderForClassification, EncoderModel, TransformerConfig
+from attnlab.train.step import train_step
 
 NAME = "positions"
 TITLE = "Positional encodings: none, sinusoidal, learned, rotary"

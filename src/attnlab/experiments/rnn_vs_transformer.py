@@ -40,7 +40,6 @@ from attnlab.experiments.common import (
     default_out,
     eval_lm_loss,
     finish,
-    gpt2_init,
     load_corpus,
     loglog_fit,
     median_time,
@@ -49,9 +48,10 @@ from attnlab.experiments.common import (
     progress,
     save_figure,
     seed_everything,
-    train_step,
 )
 from attnlab.models import DecoderLM, TransformerConfig
+from attnlab.models.init import init_weights
+from attnlab.train.step import train_step
 
 NAME = "rnn-vs-transformer"
 TITLE = "RNN, LSTM, GRU and Transformer at equal parameter counts"
@@ -83,7 +83,9 @@ def transformer(vocab_size: int, d_model: int, n_layers: int, max_len: int) -> D
         d_ff=4 * d_model, max_len=max_len, positions="rotary", dropout=0.0, tie_embeddings=True,
         name="rnn-vs-transformer",
     )
-    return gpt2_init(DecoderLM(config))  # type: ignore[return-value]
+    model = DecoderLM(config)
+    init_weights(model, config)
+    return model
 
 
 def matched_models(vocab_size: int, d_model: int, n_layers: int, max_len: int) -> dict[str, nn.Module]:
@@ -188,11 +190,11 @@ def char_lm(mode: Mode, seed: int, data: str | Path | None, show_progress: bool)
         seed_everything(seed)
         model = models[kind]
         opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-        gen = torch.Generator().manual_seed(seed)  # the same batches for every model
+        batches = corpus.sampler("train", batch, block, seed)  # the same batches for every model
         curve = [{"seconds": 0.0, "step": 0, "val_loss": eval_lm_loss(model, corpus, block, 4, 16, seed)}]
         spent = 0.0
         for step in range(1, steps + 1):
-            x, y = corpus.batch("train", batch, block, gen)
+            x, y = batches.next()
             start = time.perf_counter()
             train_step(model, opt, lambda m=model, x=x, y=y: lm_loss(m, x, y))
             spent += time.perf_counter() - start

@@ -29,7 +29,6 @@ from attnlab.experiments.common import (
     default_out,
     eval_lm_loss,
     finish,
-    gpt2_init,
     load_corpus,
     loglog_fit,
     new_figure,
@@ -37,9 +36,10 @@ from attnlab.experiments.common import (
     progress,
     save_figure,
     seed_everything,
-    train_step,
 )
 from attnlab.models import DecoderLM, TransformerConfig
+from attnlab.models.init import init_weights
+from attnlab.train.step import train_step
 
 NAME = "scaling"
 TITLE = "Validation loss against model size and compute"
@@ -65,15 +65,16 @@ def train_size(corpus: CharCorpus, d_model: int, n_layers: int, steps: int, batc
         n_layers=n_layers, d_ff=4 * d_model, max_len=block, positions="learned", dropout=0.0,
         name=f"scaling-{d_model}x{n_layers}",
     )
-    model = gpt2_init(DecoderLM(config))
+    model = DecoderLM(config)
+    init_weights(model, config)
     n = non_embedding_params(model)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.1)
-    data = torch.Generator().manual_seed(seed)  # same batches for every size
+    batches = corpus.sampler("train", batch, block, seed)  # same batches for every size
     eval_at = sorted({round(steps * (i + 1) / evals) for i in range(evals)})
     curve = []
     started = time.perf_counter()
     for step in range(1, steps + 1):
-        x, y = corpus.batch("train", batch, block, data)
+        x, y = batches.next()
         train_step(model, opt, lambda x=x, y=y: F.cross_entropy(model(x).reshape(-1, corpus.vocab_size), y.reshape(-1)))
         if step in eval_at:
             tokens = step * batch * block

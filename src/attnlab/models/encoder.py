@@ -19,31 +19,48 @@ from attnlab.models.stack import (
     positions_for,
     set_attention_backend,
 )
-from attnlab.nn import HookPoint, make_norm, padding_mask
+from attnlab.nn import HookPoint, make_norm, name_hook_points, padding_mask
 
 
 class EncoderModel(nn.Module):
-    """The encoder body. ``forward`` returns hidden states ``(batch, seq, d_model)``."""
+    """The encoder body. ``forward`` returns hidden states ``(batch, seq, d_model)``.
+
+    Hook points: ``encoder.embed.*``, ``encoder.blocks.{layer}.*`` and ``encoder.hook_resid_final``.
+    """
 
     def __init__(self, config: TransformerConfig, *, pooler: bool = True) -> None:
         super().__init__()
         if config.family != "encoder":
             raise ConfigError(f"EncoderModel needs family='encoder', got {config.family!r}")
         self.config = config
-        self.embed = Embeddings(config)
-        self.stack = Stack(config, config.n_layers)
+        self.embed = Embeddings(config, stack="encoder")
+        self.stack = Stack(config, config.n_layers, stack="encoder")
         self.pooler = nn.Linear(config.d_model, config.d_model) if pooler else None
         set_attention_backend(self, config.attention_backend)
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        *,
+        position_ids: Tensor | None = None,
     ) -> Tensor:
+        """Contextual vectors ``(batch, seq, d_model)`` (the weights' dtype) of ``input_ids`` ``(batch, seq)``.
+
+        ``attention_mask`` ``(batch, seq)``: 1 for real tokens, 0 for padding (left or right);
+        positions follow it (each row's first real token is position 0) unless ``position_ids``
+        ``(batch, seq)`` are given. ``token_type_ids`` ``(batch, seq)`` pick the segment embedding.
+        Raises ``InputError`` for ids, masks, token types or positions of the wrong dtype, shape or
+        range, and for a sequence longer than ``max_len``.
+        """
         check_token_ids(input_ids, self.config)
-        x = self.embed(input_ids, positions_for(input_ids, self.config), token_type_ids)
         mask = None
         if attention_mask is not None:
             check_attention_mask(attention_mask, *input_ids.shape)
             mask = padding_mask(attention_mask)
+        positions = positions_for(input_ids, self.config, attention_mask=attention_mask, position_ids=position_ids)
+        x = self.embed(input_ids, positions, token_type_ids)
         return self.stack(x, mask=mask)
 
     def pool(self, hidden: Tensor) -> Tensor:
@@ -74,11 +91,22 @@ class EncoderForMaskedLM(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.encoder.embed.token.weight
         self.hook_logits = HookPoint()
+        name_hook_points(self.hook_logits, "hook_logits")
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        *,
+        position_ids: Tensor | None = None,
     ) -> Tensor:
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        """Vocabulary logits ``(batch, seq, vocab)`` at every position (the weights' dtype).
+
+        Arguments and errors are ``EncoderModel.forward``'s. Hook points: the encoder's and
+        ``hook_logits``.
+        """
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids, position_ids=position_ids)
         h = self.transform(hidden)
         if self.config.activation == "relu":  # BERT's head uses the model's hidden activation
             h = nn.functional.relu(h)
@@ -100,9 +128,20 @@ class EncoderForClassification(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.d_model, config.n_classes)
         self.hook_logits = HookPoint()
+        name_hook_points(self.hook_logits, "hook_logits")
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        *,
+        position_ids: Tensor | None = None,
     ) -> Tensor:
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        """Class logits ``(batch, n_classes)`` (the weights' dtype) from the pooled first token.
+
+        Arguments and errors are ``EncoderModel.forward``'s. Hook points: the encoder's and
+        ``hook_logits``.
+        """
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids, position_ids=position_ids)
         return self.hook_logits(self.classifier(self.dropout(self.encoder.pool(hidden))))  # (batch, n_classes)

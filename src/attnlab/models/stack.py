@@ -22,7 +22,12 @@ from attnlab.nn import (
     RotaryEmbedding,
     SinusoidalPositions,
     make_norm,
+    name_hook_points,
 )
+
+#: The public names of block stacks in hook names: ``decoder`` (decoder-only models and the decoder
+#: of an encoder-decoder) and ``encoder`` (encoder-only models and the encoder of an encoder-decoder).
+STACK_NAMES = ("encoder", "decoder")
 
 
 class InputError(ValueError):
@@ -62,11 +67,12 @@ def check_attention_mask(mask: Tensor, batch: int, length: int, what: str = "att
 class Embeddings(nn.Module):
     """Token embedding plus absolute positional signal (if any); the input of a block stack.
 
-    Hook points: ``hook_tok_embed``, ``hook_pos_embed`` (absolute positions only; rotary positions
-    act inside attention) and ``hook_embed`` (what enters the first block).
+    Hook points (named ``{stack}.embed.<point>``): ``hook_tok_embed`` ``(batch, seq, d_model)``,
+    ``hook_pos_embed`` ``(batch, seq, d_model)`` (only for absolute positions, learned or sinusoidal;
+    rotary positions act inside attention) and ``hook_embed`` (what enters the first block).
     """
 
-    def __init__(self, config: TransformerConfig, token: nn.Embedding | None = None) -> None:
+    def __init__(self, config: TransformerConfig, token: nn.Embedding | None = None, *, stack: str) -> None:
         super().__init__()
         self.config = config
         self.token = token if token is not None else nn.Embedding(config.vocab_size, config.d_model)
@@ -80,8 +86,10 @@ class Embeddings(nn.Module):
         self.norm = make_norm(config.norm, config.d_model, config.norm_eps) if config.embedding_norm else None
         self.dropout = nn.Dropout(config.dropout)
         self.hook_tok_embed = HookPoint()
-        self.hook_pos_embed = HookPoint()
+        if self.positions is not None:
+            self.hook_pos_embed = HookPoint()
         self.hook_embed = HookPoint()
+        name_hook_points(self, f"{_check_stack(stack)}.embed")
 
     def _check_types(self, types: Tensor, ids: Tensor) -> None:
         if self.token_type is None:
@@ -96,12 +104,19 @@ class Embeddings(nn.Module):
             raise InputError(f"token_type_ids must lie in [0, {n}) (type_vocab_size), got max {int(types.max())}")
 
     def forward(self, ids: Tensor, positions: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        """Ids ``(batch, seq)`` at absolute ``positions`` (``(seq,)`` or ``(batch, seq)``) ->
+        ``(batch, seq, d_model)`` in the embedding's dtype.
+
+        Raises ``InputError`` for ``token_type_ids`` the model has no table for, or of the wrong
+        shape or range. (Ids and positions are checked by the model's ``forward``.)
+        """
         x = self.token(ids)  # (batch, seq, d_model)
         if self.scale != 1.0:  # the 2017 model scales by sqrt(d_model) (section 3.4)
             x = x * self.scale
         x = self.hook_tok_embed(x)
         if self.positions is not None:
-            x = x + self.hook_pos_embed(self.positions(positions))[None]
+            pos = self.positions(positions)  # (seq, d_model) or (batch, seq, d_model)
+            x = x + self.hook_pos_embed(pos.to(x.dtype).expand_as(x))
         if token_type_ids is not None:
             self._check_types(token_type_ids, ids)
         if self.token_type is not None:
@@ -112,10 +127,21 @@ class Embeddings(nn.Module):
         return self.hook_embed(self.dropout(x) if self.training else x)
 
 
-class Stack(nn.Module):
-    """``n`` identical blocks, plus the final norm a pre-norm stack needs."""
+def _check_stack(stack: str) -> str:
+    if stack not in STACK_NAMES:
+        raise ValueError(f"stack must be one of {STACK_NAMES}, got {stack!r}")
+    return stack
 
-    def __init__(self, config: TransformerConfig, n_layers: int, *, cross_attend: bool = False) -> None:
+
+class Stack(nn.Module):
+    """``n`` identical blocks, plus the final norm a pre-norm stack needs.
+
+    ``stack`` (``"encoder"`` or ``"decoder"``) is the first part of its hook names:
+    ``{stack}.blocks.{layer}.<point>`` and ``{stack}.hook_resid_final``, the stack's output
+    ``(batch, seq, d_model)`` after its final norm (the last block's output when it has none).
+    """
+
+    def __init__(self, config: TransformerConfig, n_layers: int, *, stack: str, cross_attend: bool = False) -> None:
         super().__init__()
         rotary = None
         if config.positions == "rotary":
@@ -132,6 +158,8 @@ class Stack(nn.Module):
             for _ in range(n_layers)
         )
         self.final_norm = make_norm(config.norm, config.d_model, config.norm_eps) if config.final_norm else None
+        self.hook_resid_final = HookPoint()
+        name_hook_points(self, _check_stack(stack))
 
     def forward(
         self,
@@ -144,12 +172,17 @@ class Stack(nn.Module):
         memory_mask: Tensor | None = None,
         cache: DecodingCache | None = None,
     ) -> Tensor:
+        """Every block over ``x`` ``(batch, seq, d_model)``, then the final norm; same shape and dtype.
+
+        The keyword arguments are ``Block.forward``'s; ``cache`` holds one ``LayerCache`` per block.
+        Raises what ``MultiHeadAttention`` raises.
+        """
         for i, block in enumerate(self.blocks):
             x = block(
                 x, mask=mask, is_causal=is_causal, positions=positions, memory=memory,
                 memory_mask=memory_mask, cache=cache.layers[i] if cache is not None else None,
             )
-        return self.final_norm(x) if self.final_norm is not None else x
+        return self.hook_resid_final(self.final_norm(x) if self.final_norm is not None else x)
 
 
 class DecodingCache:
@@ -169,15 +202,51 @@ class DecodingCache:
             layer.reorder(index)
 
 
-def positions_for(ids: Tensor, config: TransformerConfig, start: int = 0) -> Tensor:
-    """Absolute positions ``start .. start + seq_len - 1``; too long an input is a clear error."""
-    end = start + ids.shape[1]
+def positions_for(
+    ids: Tensor,
+    config: TransformerConfig,
+    start: int = 0,
+    *,
+    attention_mask: Tensor | None = None,
+    position_ids: Tensor | None = None,
+) -> Tensor:
+    """The absolute positions ``(batch, seq)`` (int64) of the tokens ``ids`` ``(batch, seq)``.
+
+    ``position_ids`` given by the caller are checked and used as they are. Otherwise positions follow
+    ``attention_mask`` (``(batch, start + seq)``, already checked, covering any cached tokens): each
+    row's first real token is position 0 and each real token one more than the previous one, so a
+    left-padded row reads its tokens at the positions they have alone (padding gets position 0; it is
+    masked out anyway). Without a mask they are ``start .. start + seq - 1``, ``start`` being the
+    number of cached tokens. A position past ``config.max_len - 1`` is an ``InputError``.
+    """
+    batch, n = ids.shape
+    if position_ids is not None:
+        if not isinstance(position_ids, Tensor) or position_ids.dtype not in (torch.int64, torch.int32):
+            raise InputError("position_ids must be a torch.Tensor of integer positions (int64)")
+        if tuple(position_ids.shape) != (batch, n):
+            raise InputError(f"position_ids must have shape (batch, seq_len) = {(batch, n)}, got {tuple(position_ids.shape)}")
+        if position_ids.numel() and (int(position_ids.min()) < 0 or int(position_ids.max()) >= config.max_len):
+            raise InputError(
+                f"position_ids must lie in [0, {config.max_len}) (max_len), got "
+                f"min {int(position_ids.min())}, max {int(position_ids.max())}"
+            )
+        return position_ids.long()
+    if attention_mask is not None:
+        positions = (attention_mask.long().cumsum(-1) - 1)[:, start:].clamp(min=0)
+        last = int(positions.max()) + 1 if positions.numel() else 0
+        if last > config.max_len:
+            raise InputError(
+                f"a row holds {last} real tokens, more than the model's {config.max_len} positions "
+                f"(max_len); shorten the input"
+            )
+        return positions
+    end = start + n
     if end > config.max_len:
         raise InputError(
             f"sequence of {end} tokens is longer than the model's {config.max_len} positions "
             f"(max_len); shorten the input"
         )
-    return torch.arange(start, end, device=ids.device)
+    return torch.arange(start, end, device=ids.device).expand(batch, n)
 
 
 def set_attention_backend(model: nn.Module, backend: str) -> None:

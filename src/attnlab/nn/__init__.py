@@ -11,7 +11,7 @@ from attnlab.nn.attention import (
     combine_masks,
     padding_mask,
 )
-from attnlab.nn.hooks import HookPoint
+from attnlab.nn.hooks import HookPoint, name_hook_points
 from attnlab.nn.layers import Block, FeedForward, LayerCache, RMSNorm, make_norm
 from attnlab.nn.positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions, sinusoidal_table
 
@@ -33,6 +33,7 @@ __all__ = [
     "causal_mask",
     "combine_masks",
     "make_norm",
+    "name_hook_points",
     "padding_mask",
     "sinusoidal_table",
 ]

@@ -90,6 +90,9 @@ def attention(
 
     Returns ``(out, weights)``: ``out`` is ``(batch, heads, q_len, d_k)``; ``weights`` is
     ``(batch, heads, q_len, k_len)`` from the ``math`` backend and ``None`` from ``sdpa``.
+
+    Raises ``ValueError`` for an unknown backend or wrong shapes, and ``AttentionBackendError`` when
+    ``sdpa`` is asked for weights or given score/weight hooks.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
@@ -107,11 +110,6 @@ def attention(
                 "the 'sdpa' backend is fused and does not compute attention weights; "
                 "use backend='math' (attnlab.inspect selects it for you)"
             )
-        if q.shape[2] == 1 and torch.compiler.is_compiling():
-            # One query (a decoding step) in a compiled graph: the formula below compiles into the
-            # loops around it, while the fused kernel stays an opaque call whose fixed cost (~0.1 ms
-            # per layer on a small CPU) outweighs the work. Same result; still no weights returned.
-            return attention(q, k, v, mask, backend="math", dropout_p=dropout_p, is_causal=is_causal)[0], None
         # The kernel's own causal flag (top-left aligned) is the fast path; it is only right when
         # queries and keys cover the same positions and no other mask applies.
         # (An `if`, not `fast_causal = ... and q.shape[2] == k.shape[2]`: under torch.compile with a
@@ -211,10 +209,13 @@ class MultiHeadAttention(nn.Module):
     n_heads``) and rotary positions. Q, K and V come from one fused projection (one matmul, faster)
     or three separate ones (the layout of BERT and Llama checkpoints).
 
-    Hook points (see ``attnlab.inspect``): ``hook_q``, ``hook_k``, ``hook_v`` ``(batch, heads, seq,
-    d_k)`` after rotary; ``hook_scores`` (pre-softmax, masked) and ``hook_weights`` ``(batch, heads,
-    q_len, k_len)``; ``hook_z`` per-head outputs ``(batch, heads, q_len, d_k)``; ``hook_out`` after
-    W_O ``(batch, q_len, d_model)``.
+    Hook points (see ``attnlab.inspect``), for this call's tokens: ``hook_q`` ``(batch, heads, q_len,
+    d_k)``, ``hook_k`` and ``hook_v`` ``(batch, kv_heads, seq, d_k)`` (``seq`` is ``q_len`` for
+    self-attention, the source length for cross-attention), before rotation; with rotary positions
+    also ``hook_rot_q`` and ``hook_rot_k`` after it (as TransformerLens names them); ``hook_scores``
+    (pre-softmax, masked) and ``hook_weights`` ``(batch, heads, q_len, k_len)``, where ``k_len``
+    counts the cached keys too; ``hook_z`` per-head outputs ``(batch, heads, q_len, d_k)``;
+    ``hook_out`` after W_O ``(batch, q_len, d_model)``.
     """
 
     def __init__(
@@ -252,7 +253,9 @@ class MultiHeadAttention(nn.Module):
             self.k_proj = nn.Linear(d_model, kv_dim, bias=bias)
             self.v_proj = nn.Linear(d_model, kv_dim, bias=bias)
         self.out_proj = nn.Linear(q_dim, d_model, bias=bias)
-        for name in ("q", "k", "v", "scores", "weights", "z", "out"):
+        points = ("q", "k", "v") + (("rot_q", "rot_k") if rotary is not None and not cross else ()) + (
+            "scores", "weights", "z", "out")
+        for name in points:  # in the order the forward pass reaches them
             setattr(self, f"hook_{name}", HookPoint())
 
     def _split(self, x: Tensor, heads: int) -> Tensor:
@@ -272,9 +275,17 @@ class MultiHeadAttention(nn.Module):
         positions: Tensor | None = None,
         cache: KVCache | StaticKV | None = None,
     ) -> Tensor:
-        """``x``: ``(batch, q_len, d_model)``; ``memory``: encoder output for cross-attention.
+        """Attend from ``x`` ``(batch, q_len, d_model)``; returns ``(batch, q_len, d_model)``, x's dtype.
 
-        ``positions`` ``(q_len,)`` are the absolute positions of ``x`` (needed by rotary with a cache).
+        ``memory`` ``(batch, src_len, d_model)`` is the encoder output (cross-attention only); ``mask``
+        is boolean, broadcastable to ``(batch, heads, q_len, k_len)``, ``True`` where a query may see a
+        key. ``positions`` are the absolute positions of ``x``'s tokens for rotary attention, ``(q_len,)``
+        shared by every row or ``(batch, q_len)`` (left-padded rows start later); default
+        ``0 .. q_len - 1``. ``cache`` keeps keys and values between decoding steps.
+
+        Raises ``ValueError`` when cross-attention has no ``memory`` or the cache is full or holds
+        another batch, and ``AttentionBackendError`` when the ``sdpa`` backend's scores or weights are
+        hooked (they are never computed).
         """
         if self.fused_qkv:
             q, k, v = self.qkv_proj(x).split(
@@ -295,17 +306,18 @@ class MultiHeadAttention(nn.Module):
                     k, v = self._project_kv(memory)
             else:
                 k, v = self._project_kv(x)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         if self.rotary is not None and not self.cross:
             if positions is None:
                 positions = torch.arange(x.shape[1], device=x.device)
-            q, k = self.rotary(q, positions), self.rotary(k, positions)
+            q = self.hook_rot_q(self.rotary(q, positions))
+            k = self.hook_rot_k(self.rotary(k, positions))
         if isinstance(cache, KVCache):
             k, v = cache.update(k, v)
-        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
 
         # The math backend always feeds the score/weight hook points. For sdpa they are passed only
-        # when someone hooked them, so that attention() refuses instead of silently never calling them.
-        watch = self.backend == "math" or bool(self.hook_scores._forward_hooks or self.hook_weights._forward_hooks)
+        # when someone watches them, so that attention() refuses instead of silently never calling them.
+        watch = self.backend == "math" or self.hook_scores.watched or self.hook_weights.watched
         z, _ = attention(
             q,
             k,

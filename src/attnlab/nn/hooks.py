@@ -1,13 +1,15 @@
 """Named places in the forward pass where activations can be read or changed.
 
-A ``HookPoint`` is an identity module. Because it is a module, it gets a dotted name from
-``model.named_modules()`` (``blocks.3.attn.hook_weights``) and PyTorch's forward hooks can be attached
-to it; ``attnlab.inspect`` does exactly that and nothing else.
+A ``HookPoint`` is an identity module. PyTorch's forward hooks can be attached to it, and
+``attnlab.inspect`` does exactly that and nothing else. Its public ``name`` (``decoder.blocks.3.attn.
+hook_weights``) is given by the model that owns it (``name_hook_points``), after one scheme for every
+family; it is not the module path, so a state-dict key can change without renaming a hook and the
+other way round.
 
 A model has a dozen hook points per layer, and a batch-1 decoding step calls all of them, so an
 unwatched point must cost next to nothing: ``__call__`` returns its input after one check for
-attached hooks (its own or PyTorch's global module hooks) and takes ``nn.Module``'s full call path
-only when there are some. ``torch.compile`` traces the same check and keeps only the identity.
+attached hooks (``watched``) and takes ``nn.Module``'s full call path only when there are some.
+``torch.compile`` traces the same check and keeps only the identity.
 """
 
 from __future__ import annotations
@@ -24,15 +26,39 @@ def _global_hooks() -> bool:
 
 
 class HookPoint(nn.Module):
-    """Identity; the name under which a tensor can be watched (TransformerLens's idea)."""
+    """Identity; the name under which a tensor can be watched (TransformerLens's idea).
+
+    ``name`` is ``None`` until the owning model names it (see ``name_hook_points``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name: str | None = None
+
+    @property
+    def watched(self) -> bool:
+        """Whether anything would see this point's tensor: a hook of its own or a global module hook."""
+        return bool(
+            self._forward_hooks or self._forward_pre_hooks or self._backward_hooks
+            or self._backward_pre_hooks or _global_hooks()
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return x
 
     def __call__(self, x: Tensor) -> Tensor:
-        if (
-            self._forward_hooks or self._forward_pre_hooks or self._backward_hooks
-            or self._backward_pre_hooks or _global_hooks()
-        ):
+        if self.watched:
             return super().__call__(x)
         return x
+
+
+def name_hook_points(module: nn.Module, prefix: str) -> None:
+    """Name every hook point inside ``module`` ``f"{prefix}.{path}"``, ``path`` relative to ``module``.
+
+    A model calls this once per part it is built from (``decoder`` for its block stack,
+    ``decoder.embed`` for its embeddings), so names follow the public scheme whatever the attribute
+    names of the modules are. An empty ``prefix`` names by the relative path alone.
+    """
+    for path, m in module.named_modules():
+        if isinstance(m, HookPoint):
+            m.name = f"{prefix}.{path}" if prefix and path else (prefix or path)

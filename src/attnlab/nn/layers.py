@@ -33,6 +33,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x / rms(x) * weight`` over the last dimension; any shape ``(..., dim)``, x's dtype."""
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
@@ -64,19 +65,14 @@ class FeedForward(nn.Module):
         self.hook_out = HookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
-        # Without autograd the non-linearity may overwrite its input: one (batch, seq, d_ff) tensor
-        # less to allocate per layer, measurably faster inference on CPU. Training keeps the input.
-        inplace = not torch.is_grad_enabled()
+        """``(batch, seq, d_model)`` -> ``(batch, seq, d_model)``, x's dtype, each position alone."""
         if self.gate is not None:
-            gate = F.silu(self.gate(x), inplace=inplace)
-            h = gate.mul_(self.up(x)) if inplace else gate * self.up(x)
+            h = F.silu(self.gate(x)) * self.up(x)
         elif self.activation == "relu":
-            h = F.relu(self.up(x), inplace=inplace)
+            h = F.relu(self.up(x))
         else:
-            approximate = "tanh" if self.activation == "gelu_tanh" else "none"
-            h = self.up(x)
-            h = torch.ops.aten.gelu_(h, approximate=approximate) if inplace else F.gelu(h, approximate=approximate)
-        h = self.hook_hidden(h)
+            h = F.gelu(self.up(x), approximate="tanh" if self.activation == "gelu_tanh" else "none")
+        h = self.hook_hidden(h)  # (batch, seq, d_ff)
         if self.training:  # dropout is the identity in eval mode; skipping the call is exact
             h = self.dropout(h)
         return self.hook_out(self.down(h))
@@ -98,7 +94,8 @@ class Block(nn.Module):
     """One Transformer layer. Encoder, decoder and encoder-decoder stacks are lists of these.
 
     Hook points: ``hook_resid_pre`` (input), ``hook_resid_mid`` (after attention, before the
-    feed-forward network) and ``hook_resid_post`` (output).
+    feed-forward network) and ``hook_resid_post`` (output), each ``(batch, seq, d_model)``, besides
+    those of ``attn``, ``cross_attn`` and ``ff``.
     """
 
     def __init__(
@@ -124,6 +121,7 @@ class Block(nn.Module):
         if norm_placement not in ("pre", "post"):
             raise ValueError(f"norm_placement must be 'pre' or 'post', got {norm_placement!r}")
         self.pre_norm = norm_placement == "pre"
+        self.hook_resid_pre = HookPoint()
         self.attn = MultiHeadAttention(
             d_model, n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim, bias=bias,
             fused_qkv=fused_qkv, dropout=attn_dropout, rotary=rotary,
@@ -137,11 +135,10 @@ class Block(nn.Module):
                 cross=True, dropout=attn_dropout,
             )
             self.cross_norm = make_norm(norm, d_model, norm_eps)
+        self.hook_resid_mid = HookPoint()
         self.ff = FeedForward(d_model, d_ff, activation=activation, bias=bias)
         self.ff_norm = make_norm(norm, d_model, norm_eps)
         self.dropout = nn.Dropout(dropout)
-        self.hook_resid_pre = HookPoint()
-        self.hook_resid_mid = HookPoint()
         self.hook_resid_post = HookPoint()
 
     def _sublayer(self, x: Tensor, norm: nn.Module, fn) -> Tensor:
@@ -162,6 +159,13 @@ class Block(nn.Module):
         memory_mask: Tensor | None = None,
         cache: LayerCache | None = None,
     ) -> Tensor:
+        """One layer over ``x`` ``(batch, seq, d_model)``; returns the same shape and dtype.
+
+        ``mask`` (boolean, ``True`` = may attend) and ``is_causal`` restrict self-attention;
+        ``positions`` ``(seq,)`` or ``(batch, seq)`` feed rotary attention; ``memory``
+        ``(batch, src_len, d_model)`` and ``memory_mask`` feed cross-attention; ``cache`` keeps this
+        layer's keys and values between decoding steps. Raises what ``MultiHeadAttention`` raises.
+        """
         x = self.hook_resid_pre(x)
         x = self._sublayer(
             x, self.attn_norm,

@@ -39,6 +39,7 @@ class SinusoidalPositions(nn.Module):
         self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
 
     def forward(self, positions: Tensor) -> Tensor:
+        """The vectors of integer ``positions`` (any shape ``S``): ``S + (d_model,)``, float32."""
         return self.table[positions]
 
 
@@ -50,6 +51,7 @@ class LearnedPositions(nn.Module):
         self.embedding = nn.Embedding(max_len, d_model)
 
     def forward(self, positions: Tensor) -> Tensor:
+        """The vectors of integer ``positions`` (any shape ``S``): ``S + (d_model,)``, the table's dtype."""
         return self.embedding(positions)
 
 
@@ -71,9 +73,15 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("sin", angles.sin(), persistent=False)
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
-        """Rotate ``x`` ``(batch, heads, seq, head_dim)`` by the angles of ``positions`` ``(seq,)``."""
-        cos = self.cos[positions].to(x.dtype)
+        """Rotate ``x`` ``(batch, heads, seq, head_dim)`` by the angles of ``positions``.
+
+        ``positions`` is ``(seq,)`` (the same for every row) or ``(batch, seq)`` (each row its own, e.g.
+        left-padded rows whose first real token is position 0). Returns ``x``'s shape and dtype.
+        """
+        cos = self.cos[positions].to(x.dtype)  # (seq, head_dim) or (batch, seq, head_dim)
         sin = self.sin[positions].to(x.dtype)
+        if positions.dim() == 2:  # one angle per row and position, shared by the heads
+            cos, sin = cos[:, None], sin[:, None]
         half = x.shape[-1] // 2
         rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return x * cos + rotated * sin

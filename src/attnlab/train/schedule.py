@@ -2,6 +2,10 @@
 
 Warmup keeps the first Adam steps small while its moment estimates are still noise; the cosine then
 lowers the rate smoothly so the last steps refine instead of bouncing (Loshchilov & Hutter 2017).
+
+Past ``decay_steps`` the rate stays at ``min_lr``. A run's schedule is saved in its checkpoint and a
+resumed run uses the saved one, so extending a run (more ``iters``) continues at ``min_lr`` after the
+original decay: the rate is continuous and never jumps back up.
 """
 
 from __future__ import annotations

@@ -8,13 +8,19 @@ corpus into batches, its loss and its validation metrics, and its data position 
 - ``classification``: one label per text from ``label<TAB>text`` lines (encoder-only).
 - ``translation``: target given source from sentence pairs (encoder-decoder), with label smoothing
   0.1 during training as in Vaswani et al. 2017; validation reports plain cross-entropy.
+
+A task's ``loss`` is a *sum* over the batch's real targets together with their count (a
+``LossSum``), never a mean: micro-batches and ranks hold different numbers of real targets
+(translation pairs of different lengths, MLM's random masked count), and only sums and counts add
+up across them. The loop divides the step's total by the step's total count, so a batch of 8, two
+accumulated micro-batches of 4 and two ranks of 4 give the same gradient.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -41,6 +47,14 @@ class Batch:
 
     inputs: tuple[Tensor, ...]
     targets: Tensor
+
+
+class LossSum(NamedTuple):
+    """A batch's loss as ``total`` (a float32 scalar tensor: the per-target losses summed, with
+    gradient) and ``count`` (how many real targets it sums over). The mean is ``total / count``."""
+
+    total: Tensor
+    count: int
 
 
 @dataclass(frozen=True)
@@ -74,7 +88,9 @@ class Task(Protocol):
 
     def next_batch(self) -> Batch: ...
 
-    def loss(self, model: nn.Module, batch: Batch, *, training: bool) -> Tensor: ...
+    def loss(self, model: nn.Module, batch: Batch, *, training: bool) -> LossSum:
+        """The summed loss over the batch's real targets and their count (padding and unmasked
+        positions excluded); label smoothing only when ``training``."""
 
     def evaluate(self, model: nn.Module, env: distributed.DistEnv, autocast: Any) -> dict[str, float]:
         """Validation metrics; ``val_loss`` (nats per predicted token) picks the best checkpoint."""
@@ -84,10 +100,13 @@ class Task(Protocol):
     def set_state(self, tensors: dict[str, Tensor]) -> None: ...
 
 
-def _cross_entropy(logits: Tensor, targets: Tensor, smoothing: float = 0.0) -> Tensor:
-    """Mean cross-entropy over targets that are not ``-100`` (float32 even under bf16 autocast)."""
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                           ignore_index=-100, label_smoothing=smoothing)
+def _cross_entropy(logits: Tensor, targets: Tensor, smoothing: float = 0.0) -> LossSum:
+    """Cross-entropy summed over targets that are not ``-100``, and their count (float32 even under
+    bf16 autocast)."""
+    targets = targets.reshape(-1)
+    total = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets,
+                            ignore_index=-100, label_smoothing=smoothing, reduction="sum")
+    return LossSum(total, int((targets != -100).sum()))
 
 
 class _StreamTask:
@@ -128,12 +147,15 @@ class _StreamTask:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, env: distributed.DistEnv, autocast: Any) -> dict[str, float]:
-        """Mean loss over ``eval_iters`` batches, the same batches every time (fixed seed)."""
-        total = torch.zeros(())
+        """Loss per target over ``eval_iters`` batches on every rank, the same batches every time
+        (fixed seed): summed, then divided by the number of targets (MLM's masked count varies)."""
+        totals = torch.zeros(2, dtype=torch.float64)  # loss sum, targets
         for batch in self._val_iter():
             with autocast:
-                total += self.loss(model, batch, training=False).detach().float()
-        return {"val_loss": float(distributed.mean(total / self.spec.eval_iters, env))}
+                total, count = self.loss(model, batch, training=False)
+            totals += torch.tensor([float(total), count], dtype=torch.float64)
+        totals = distributed.sum(totals, env)
+        return {"val_loss": float(totals[0] / totals[1])}
 
     def _val_iter(self):  # overridden by mlm to mask with a fixed generator
         sampler = self._val_blocks()
@@ -149,7 +171,7 @@ class LanguageModelTask(_StreamTask):
         x, y = self.sampler.next()
         return Batch((x,), y)
 
-    def loss(self, model: nn.Module, batch: Batch, *, training: bool) -> Tensor:
+    def loss(self, model: nn.Module, batch: Batch, *, training: bool) -> LossSum:
         return _cross_entropy(model(*batch.inputs), batch.targets)
 
 
@@ -181,7 +203,7 @@ class MaskedLMTask(_StreamTask):
         for _ in range(self.spec.eval_iters):
             yield self._mask(*sampler.next(), generator)
 
-    def loss(self, model: nn.Module, batch: Batch, *, training: bool) -> Tensor:
+    def loss(self, model: nn.Module, batch: Batch, *, training: bool) -> LossSum:
         return _cross_entropy(model(*batch.inputs), batch.targets)
 
     def state(self) -> dict[str, Tensor]:
@@ -265,8 +287,8 @@ class ClassificationTask(_ExampleTask):
     def next_batch(self) -> Batch:
         return self._batch(self.train_x, self.train_y, self.sampler.next())
 
-    def loss(self, model: nn.Module, batch: Batch, *, training: bool) -> Tensor:
-        return F.cross_entropy(model(*batch.inputs).float(), batch.targets)
+    def loss(self, model: nn.Module, batch: Batch, *, training: bool) -> LossSum:
+        return _cross_entropy(model(*batch.inputs), batch.targets)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, env: distributed.DistEnv, autocast: Any) -> dict[str, float]:
@@ -338,7 +360,7 @@ class TranslationTask(_ExampleTask):
     def next_batch(self) -> Batch:
         return self._batch(self.train_src, self.train_tgt, self.sampler.next())
 
-    def loss(self, model: nn.Module, batch: Batch, *, training: bool) -> Tensor:
+    def loss(self, model: nn.Module, batch: Batch, *, training: bool) -> LossSum:
         return _cross_entropy(model(*batch.inputs), batch.targets, self.spec.label_smoothing if training else 0.0)
 
     @torch.no_grad()
@@ -350,8 +372,8 @@ class TranslationTask(_ExampleTask):
             batch = self._batch(self.val_src, self.val_tgt, [mine[i] for i in chunk])
             with autocast:
                 logits = model(*batch.inputs).float()
-            n = int((batch.targets != -100).sum())
-            totals += torch.tensor([float(_cross_entropy(logits, batch.targets)) * n, n])
+            total, count = _cross_entropy(logits, batch.targets)
+            totals += torch.tensor([float(total), count])
         totals = distributed.sum(totals, env)
         return {"val_loss": float(totals[0] / totals[1])}
 

@@ -1,9 +1,30 @@
 """The walkthrough's web server: JSON routes over the payload builders, and the static front-end.
 
 Heavy work (forward passes) runs in worker threads, at most ``HEAVY_CONCURRENCY`` at a time, so the
-event loop keeps answering; request bodies are capped before they are read; every bad input is a 4xx
-answer whose ``detail`` names the problem. The static route serves only the files that exist in
-``static/`` when the app starts, looked up by exact name, so no path can reach outside that folder.
+event loop keeps answering. The static route serves only the files that exist in ``static/`` when
+the app starts, looked up by exact name, so no path can reach outside that folder.
+
+**No input is a 5xx, and the schema says what the server does.** Three places, generic for any
+route, keep that true (a new route follows the same pattern and needs nothing else):
+
+- ``attnlab.web.guard.Guard`` (middleware) checks every request before a route sees it: the ``Host``
+  (400), a cross-site state-changing request (403), a non-JSON POST (415, ``require_json``), the body size (413,
+  ``MAX_BODY_BYTES``), and standard JSON (422: no ``NaN``/``Infinity``/``1e309``, no lone surrogates);
+  it adds the security headers (CSP, nosniff, no framing) to every answer.
+- Request bodies are ``schemas.Request`` models: strict types, unknown keys refused, and every limit
+  the server enforces written in the schema (lengths, ranges, ``seed < 2**64``). What depends on the
+  chosen model (its layers, heads, token limit, vocabulary) is a 422 naming the limit.
+- Errors become answers in one place (``_install_error_handlers``): ``PayloadError`` subclasses carry
+  their status (``attnlab.web.errors``), the library's ``InputError``, ``ConfigError`` and
+  ``GenerationError`` are 422, and a schema violation is a 422 whose ``detail`` is one line and
+  whose ``errors`` list the fields; the offending input is never echoed, so nothing in it can fail
+  to encode. Every answer's body is ``schemas.ErrorBody``, and ``_document_errors`` writes each
+  route's possible codes (``ERRORS``) into the OpenAPI schema: 400, 403, 413, 415 and 422 for every
+  route they apply to, plus the ``responses=errors(404, 503)`` a route declares for what it looks up.
+
+A test runs ``schemathesis`` against the app (tests/integration/test_web_schema.py) to hold all this.
+Tests talk to the app as ``TestClient(app, base_url="http://127.0.0.1")``: the default
+``testserver`` host is refused like any other foreign name.
 """
 
 from __future__ import annotations
@@ -13,15 +34,26 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
+from fastapi.utils import create_model_field
+from starlette.exceptions import HTTPException
 
+from attnlab import catalog as cat
+from attnlab.generate import GenerationError
 from attnlab.models import ConfigError, InputError
 from attnlab.web import content, diagram, experiments, generation, payloads, timeline, translation
+from attnlab.web import finder as finder_
+from attnlab.web import models as web_models
+from attnlab.web import sampling as sampling_
 from attnlab.web import schemas as s
+from attnlab.web import tour as tour_
+from attnlab.web import why as why_
 from attnlab.web.errors import NotFoundError, PayloadError
-from attnlab.web.models import default_model, load_model
-from attnlab.weights import catalog as cat
+from attnlab.web.guard import Guard, require_json
+from attnlab.web.models import default_model, load_model, view_defaults
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 16 * 1024
@@ -33,60 +65,97 @@ _TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8"
 
 T = TypeVar("T")
 
-
-class BodySizeLimit:
-    """ASGI middleware: answer 413 to a request body over ``limit`` bytes (declared or streamed)."""
-
-    def __init__(self, app: Any, limit: int = MAX_BODY_BYTES) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_big = JSONResponse({"detail": f"request body is larger than the limit of {self.limit} bytes"}, 413)
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await too_big(scope, receive, send)
-            return
-        # Read the (small) body up front, counting bytes, so an undeclared stream is cut off too; then
-        # replay it to the app.
-        chunks: list[bytes] = []
-        seen = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            seen += len(chunks[-1])
-            more = message.get("more_body", False)
-            if seen > self.limit:
-                await too_big(scope, receive, send)
-                return
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+# Every error status a route can answer, with what it means there (the OpenAPI schema shows these).
+ERRORS = {
+    400: "the Host header does not name this server (127.0.0.1, localhost, [::1] or an --allow-host name)",
+    403: "a state-changing request from another site (Origin or Sec-Fetch-Site)",
+    404: "no such model, page or file (`detail` lists what exists)",
+    413: f"the request body is over {MAX_BODY_BYTES} bytes",
+    415: "a POST whose body is not Content-Type: application/json",
+    422: ("the body is not standard JSON, breaks the schema (`errors` lists the fields), or asks for what the "
+          "chosen model does not have: a layer, head or token past its size, text over its token limit or "
+          "with characters its tokenizer cannot encode, a model of the wrong family"),
+    503: "the model is known but its files are not installed (`detail` says what to install)",
+}
 
 
-def create_app(*, experiments_dir: str | Path | None = None) -> FastAPI:
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for ``codes``, each with the ``ErrorBody`` model and its meaning."""
+    return {code: {"model": s.ErrorBody, "description": ERRORS[code]} for code in codes}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Add to every route the codes the guard and the validation answer for it (400 always; 403 for a
+    state-changing method; 413, 415 and 422 when it reads a body; 422 when it takes parameters)."""
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        codes = [400]
+        if set(route.methods) - {"GET", "HEAD", "OPTIONS"}:
+            codes.append(403)
+        if route.body_field is not None:
+            codes += [413, 415, 422]
+        elif route.dependant.query_params or route.dependant.path_params:
+            codes.append(422)
+        for code, spec in errors(*codes).items():
+            if code not in route.responses:  # what FastAPI does with a route's ``responses=`` argument
+                route.responses[code] = spec
+                route.response_fields[code] = create_model_field(
+                    name=f"Response_{code}_{route.unique_id}", type_=s.ErrorBody, mode="serialization")
+
+
+def _error(status: int, detail: str, field_errors: list[dict[str, Any]] | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    body = s.ErrorBody(detail=detail, errors=field_errors or []).model_dump()
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Each error becomes an ``ErrorBody`` answer with a one-line ``detail`` (see the module docstring)."""
+
+    @app.exception_handler(PayloadError)
+    async def _payload_error(_: Request, exc: PayloadError) -> JSONResponse:
+        return _error(exc.status_code, str(exc))
+
+    @app.exception_handler(InputError)
+    @app.exception_handler(ConfigError)
+    @app.exception_handler(GenerationError)
+    async def _library_error(_: Request, exc: Exception) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # The input itself (``input``, ``ctx``) is left out: it may be anything, even unencodable.
+        rows = [{"loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
+                 "type": str(e.get("type", ""))} for e in exc.errors()]
+        where = lambda row: ".".join(str(p) for p in row["loc"][1:]) or str(row["loc"][0] if row["loc"] else "request")  # noqa: E731
+        return _error(422, "; ".join(f"{where(r)}: {r['msg']}" for r in rows) or "invalid request", rows)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:  # unknown path (404), method (405)...
+        return _error(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tuple[str, ...] | list[str] = (),
+               max_large_models: int | None = None) -> FastAPI:
     """The FastAPI app (models load on first use; see ``attnlab.web.models``).
 
     ``experiments_dir`` is where the experiments page looks for your ``attnlab experiment`` results
     (default: ``$ATTNLAB_EXPERIMENTS_DIR``, else ``runs/experiments`` in the working directory, which is
     where the command writes); the reference results shipped with attnlab are shown beside them.
+    ``allowed_hosts``: ``Host`` names served besides 127.0.0.1, localhost and ::1 (``"*"``: any).
+    ``max_large_models``: how many large models stay loaded at once (``attnlab.web.models.MAX_LARGE_MODELS``
+    by default); loading one more unloads the least recently used.
     """
     runs_dir = Path(experiments_dir).resolve() if experiments_dir is not None else experiments.default_runs_dir()
-    app = FastAPI(title="attnlab walkthrough", version="0.1.0",
-                  description="Every number comes from the model's forward pass (attnlab.inspect.run_with_cache).")
-    app.add_middleware(BodySizeLimit)
+    if max_large_models is not None:
+        web_models.set_max_large_models(max_large_models)
+    app = FastAPI(title="attnlab walkthrough", version="0.1.0", docs_url=None, redoc_url=None,
+                  dependencies=[Depends(require_json)],
+                  description="Every number comes from the model's forward pass (attnlab.inspect.run_with_cache). "
+                              "Error answers: " + "; ".join(f"{k}: {v}" for k, v in ERRORS.items()))
+    app.add_middleware(Guard, limit=MAX_BODY_BYTES, allowed_hosts=tuple(allowed_hosts))
+    _install_error_handlers(app)
     static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in _TYPES}
     limiter: dict[str, anyio.CapacityLimiter] = {}
 
@@ -94,15 +163,6 @@ def create_app(*, experiments_dir: str | Path | None = None) -> FastAPI:
         if "heavy" not in limiter:
             limiter["heavy"] = anyio.CapacityLimiter(HEAVY_CONCURRENCY)
         return await anyio.to_thread.run_sync(fn, arg, limiter=limiter["heavy"])
-
-    @app.exception_handler(PayloadError)
-    async def _payload_error(_: Request, exc: PayloadError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
-
-    @app.exception_handler(InputError)
-    @app.exception_handler(ConfigError)
-    async def _input_error(_: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -122,13 +182,23 @@ def create_app(*, experiments_dir: str | Path | None = None) -> FastAPI:
                                source=i.source, licence=i.licence, available=i.available, install_hint=i.install_hint,
                                timeline=timeline.has_timeline(i.name), loaded=cat.is_loaded(i.name))
                 for i in cat.catalog()]
-        return s.ModelsResponse(models=rows, default=default, note=note)
+        return s.ModelsResponse(models=rows, default=default, note=note, views=view_defaults())
 
-    @app.post("/api/models/{name}/load")
-    async def load(name: str) -> s.ModelLoadResponse:
-        """Load a catalogue model in a worker thread (the page shows a notice meanwhile); instant when loaded."""
-        loaded, seconds = await anyio.to_thread.run_sync(load_model, name)
-        return s.ModelLoadResponse(name=loaded.name, family=loaded.config.family, loaded=True, seconds=seconds)
+    @app.post("/api/models/{name}/load", responses=errors(404, 503))
+    async def load(name: str, _body: s.EmptyRequest) -> s.ModelLoadResponse:
+        """Load a catalogue model in a worker thread (the page shows a notice meanwhile); instant when loaded.
+
+        The body is ``{}``: a JSON body is what keeps a plain cross-site form from calling this. At most
+        ``MAX_LARGE_MODELS`` large models stay loaded: the least recently used are unloaded (listed)."""
+        loaded, seconds, unloaded = await anyio.to_thread.run_sync(load_model, name)
+        return s.ModelLoadResponse(name=loaded.name, family=loaded.config.family, loaded=True, seconds=seconds,
+                                   unloaded=unloaded)
+
+    @app.delete("/api/models/{name}", responses=errors(404))
+    async def unload(name: str) -> s.ModelUnloadResponse:
+        """Unload a model to free its memory (it loads again when next used)."""
+        was_loaded = await anyio.to_thread.run_sync(web_models.unload_model, name)
+        return s.ModelUnloadResponse(name=name, loaded=False, was_loaded=was_loaded)
 
     @app.get("/api/architecture")
     async def architecture() -> s.ArchitectureResponse:
@@ -138,39 +208,55 @@ def create_app(*, experiments_dir: str | Path | None = None) -> FastAPI:
     async def content_index() -> s.ContentIndex:
         return content.index()
 
-    @app.get("/api/content/{slug}")
+    @app.get("/api/content/{slug}", responses=errors(404))
     async def content_page(slug: str) -> s.ContentPage:
         return content.page(slug)
 
-    @app.post("/api/attention")
+    @app.post("/api/attention", responses=errors(404, 503))
     async def attention(req: s.TextRequest) -> s.AttentionResponse:
         return await heavy(payloads.attention, req)
 
-    @app.post("/api/qkv")
+    @app.get("/api/tour")
+    async def tour_steps() -> s.TourResponse:
+        return await anyio.to_thread.run_sync(tour_.tour)
+
+    @app.post("/api/heads/rank", responses=errors(404, 503))
+    async def rank_heads(req: s.FinderRequest) -> s.FinderResponse:
+        return await heavy(finder_.rank_heads, req)
+
+    @app.post("/api/why", responses=errors(404, 503))
+    async def why(req: why_.WhyRequest) -> why_.WhyResponse:
+        return await heavy(why_.why, req)
+
+    @app.post("/api/next-token", responses=errors(404, 503))
+    async def next_token(req: s.NextTokenRequest) -> s.NextTokenResponse:
+        return await heavy(sampling_.next_token, req)
+
+    @app.post("/api/qkv", responses=errors(404, 503))
     async def qkv(req: s.QKVRequest) -> s.QKVResponse:
         return await heavy(payloads.qkv, req)
 
-    @app.post("/api/part")
+    @app.post("/api/part", responses=errors(404, 503))
     async def part(req: s.PartRequest) -> s.PartResponse:
         return await heavy(payloads.part, req)
 
-    @app.post("/api/positions")
+    @app.post("/api/positions", responses=errors(404, 503))
     async def positions(req: s.OrderRequest) -> s.PositionsResponse:
         return await heavy(payloads.positions, req)
 
-    @app.post("/api/generate")
+    @app.post("/api/generate", responses=errors(404, 503))
     async def generate(req: s.GenerateRequest) -> s.GenerateResponse:
         return await heavy(generation.generate, req)
 
-    @app.get("/api/timeline")
-    async def timeline_index(model: str = "shakespeare-char") -> s.TimelineResponse:
+    @app.get("/api/timeline", responses=errors(404, 503))
+    async def timeline_index(model: str = Query("shakespeare-char", min_length=1, max_length=s.MAX_NAME)) -> s.TimelineResponse:
         return await heavy(timeline.timeline, model)
 
-    @app.post("/api/timeline/attention")
+    @app.post("/api/timeline/attention", responses=errors(404, 503))
     async def timeline_attention(req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse:
         return await heavy(timeline.attention_at, req)
 
-    @app.post("/api/translate")
+    @app.post("/api/translate", responses=errors(404, 503))
     async def translate(req: s.TranslateRequest) -> s.TranslateResponse:
         return await heavy(translation.translate, req)
 
@@ -184,4 +270,5 @@ def create_app(*, experiments_dir: str | Path | None = None) -> FastAPI:
         kind = _TYPES[".png"] if path.suffix == ".png" else "application/json"
         return FileResponse(path, media_type=kind, headers={"Cache-Control": "no-cache"})
 
+    _document_errors(app)
     return app

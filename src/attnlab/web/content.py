@@ -123,4 +123,9 @@ def page(slug: str) -> s.ContentPage:
 
 
 def index() -> s.ContentIndex:
-    return s.ContentIndex(pages=[{"slug": p, "title": _load(p).title} for p in slugs()])
+    """Every page, in the order the guided tour meets them, then the others alphabetically."""
+    from attnlab.web.tour import learn_order  # the tour reads its steps through this module's renderer
+
+    first = [p for p in learn_order() if p in slugs()]
+    ordered = first + [p for p in slugs() if p not in first]
+    return s.ContentIndex(pages=[{"slug": p, "title": _load(p).title} for p in ordered])

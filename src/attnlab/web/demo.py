@@ -3,7 +3,8 @@
 ``attnlab serve --demo`` and the web tests register them: a decoder, an encoder and an
 encoder-decoder of a few thousand parameters over a printable-ASCII character vocabulary, an
 encoder-decoder with a small byte-level BPE tokenizer and the translation special tokens (so the
-translation view has something to run; its "translations" are noise), plus a short real training run of the decoder (a few Adam steps on one sentence) whose snapshots and
+translation view has something to run; its "translations" are noise), plus a short real training run of the decoder (a few Adam steps on one sentence, each
+``attnlab.train.step.train_step``) whose snapshots and
 ``metrics.jsonl`` feed the training timeline. Their attention is meaningless; their numbers are
 still exactly what the models compute, which is what the tests check.
 """
@@ -16,10 +17,11 @@ from pathlib import Path
 
 import torch
 
+from attnlab import catalog as cat
 from attnlab.models import DecoderLM, EncoderDecoder, EncoderModel, TransformerConfig
 from attnlab.tokenizers import BPETokenizer, CharTokenizer
+from attnlab.train.step import train_step
 from attnlab.web import timeline
-from attnlab.weights import catalog as cat
 from attnlab.weights.checkpoint import save_checkpoint
 
 ALPHABET = string.printable[:95]  # digits, letters, punctuation, space
@@ -104,13 +106,14 @@ def write_demo_timeline(directory: Path, steps: tuple[int, ...] = (0, 10, 30)) -
     tokenizer = CharTokenizer(ALPHABET)
     ids = torch.tensor([tokenizer.encode(DEMO_SENTENCE)])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def loss() -> torch.Tensor:
+        logits = model(ids[:, :-1])
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[0, 1:])
+
     with (directory / "metrics.jsonl").open("w") as log:
         for step in range(max(steps) + 1):
-            logits = model(ids[:, :-1])
-            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[0, 1:])
-            log.write(json.dumps({"step": step, "loss": round(loss.item(), 5)}) + "\n")
-            if step in steps:  # the layout `attnlab train` writes
+            if step in steps:  # the weights before this step's update, in the layout `attnlab train` writes
                 save_checkpoint(directory / "snapshots" / f"step-{step:06d}", model, tokenizer)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            value = train_step(model, optimizer, loss, clip=0.0)
+            log.write(json.dumps({"step": step, "loss": round(value, 5)}) + "\n")

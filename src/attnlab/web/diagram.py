@@ -41,8 +41,24 @@ _LABEL = {
 }
 
 
+# What each part computes, shown when the pointer rests on its box (Vaswani et al. 2017, sections 3.2-3.5).
+FORMULA = {
+    "input-embedding": "x = E[token] · √d_model (a learned row per token)",
+    "output-embedding": "x = E[token] · √d_model (a learned row per token)",
+    "positional-encoding": "x + PE(pos), PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(…)",
+    "self-attention": "softmax(Q Kᵀ / √d_k) V, Q = x W_Q, K = x W_K, V = x W_V, per head",
+    "masked-self-attention": "softmax(Q Kᵀ / √d_k + M) V, M = −∞ above the diagonal",
+    "cross-attention": "softmax(Q Kᵀ / √d_k) V, Q from the decoder, K and V from the encoder",
+    "add-norm": "LayerNorm(x + Sublayer(x))",
+    "feed-forward": "max(0, x W₁ + b₁) W₂ + b₂, per token",
+    "linear": "logits = h W_vocab",
+    "softmax": "p_i = exp(z_i) / Σ_j exp(z_j)",
+}
+
+
 def _box(box_id: str, part: str, x: float, y: float, changed: str | None = None) -> s.Box:
-    return s.Box(id=box_id, part=part, label=_LABEL[part], x=x, y=y, w=W, h=H, kind=_KIND[part], changed=changed)
+    return s.Box(id=box_id, part=part, label=_LABEL[part], x=x, y=y, w=W, h=H, kind=_KIND[part], changed=changed,
+                 formula=FORMULA[part])
 
 
 def _chain(ids: list[str]) -> list[s.Arrow]:

@@ -1,4 +1,9 @@
-"""Errors the payload builders raise; the app turns each into a 4xx answer whose message names the problem."""
+"""Errors the payload builders raise; the app turns each into a 4xx answer whose message names the problem.
+
+Raise the class whose ``status_code`` fits (the app documents each route's codes in its OpenAPI
+schema, ``attnlab.web.app.ERRORS``); a library error (``InputError``, ``ConfigError``,
+``GenerationError``) that reaches the app is a 422 too.
+"""
 
 from __future__ import annotations
 

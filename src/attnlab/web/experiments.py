@@ -10,6 +10,10 @@ Results come from two places, both read with ``attnlab.experiments.list_results`
 - **reference runs** shipped inside the package (``attnlab/experiments/reference/``): the runs that
   ``docs/experiments.md`` describes, shown when you have run nothing.
 
+The page is shown run folders relative to their root (``runs/quick/scaling``) and the runs folder
+relative to the server's working folder (``shown_path``), never an absolute path. A results.json of
+the wrong shape (a list, ``{"summary": 5}``) is skipped or read with empty fields: the page never fails.
+
 Files are served only by looking names up in that index (source, run folder, file name), never by
 joining a requested path, so no request can reach outside a result folder.
 """
@@ -17,6 +21,7 @@ joining a requested path, so no request can reach outside a result folder.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -146,25 +151,52 @@ def _url(source: str, run: str, name: str) -> str:
     return f"/api/experiments/{source}/{quote(run)}/{quote(name)}"
 
 
+def shown_path(path: Path) -> str:
+    """``path`` as the page may see it: relative to the server's working folder (or ``~``) when inside
+    it, else only its last two parts; the page is never told where the user's files are."""
+    for base, prefix in ((Path.cwd().resolve(), ""), (Path.home().resolve(), "~/")):
+        try:
+            return prefix + (path.relative_to(base).as_posix() or ".")
+        except ValueError:
+            continue
+    return ".../" + "/".join(path.parts[-2:])
+
+
+def _scrub(text: str) -> str:
+    """``text`` with the server's working folder and the user's home written as ``.`` and ``~`` (a
+    recorded command line or note may name files by absolute path)."""
+    for base, short in ((Path.cwd().resolve(), "."), (Path.home().resolve(), "~")):
+        if len(base.parts) > 1:
+            text = text.replace(str(base), short)
+    return text
+
+
+def _strings(value: object) -> list[str]:
+    return [_scrub(str(x)) for x in value if isinstance(x, str | int | float)] if isinstance(value, list) else []
+
+
 def _result_set(r: Run, text: Explanation) -> s.ExperimentResultSet:
-    record: dict[str, Any] = {}
+    """One run's card; a results.json of the wrong shape gives empty fields, never an error for the page."""
     try:
-        record = json.loads(Path(r.entry["results"]).read_text())
-    except (OSError, json.JSONDecodeError):
+        record = json.loads(Path(r.entry["results"]).read_text(), parse_constant=lambda _: None)
+    except (OSError, ValueError):
         record = {}
+    record = record if isinstance(record, dict) else {}
     machine = record.get("machine") if isinstance(record.get("machine"), dict) else {}
+    elapsed = record.get("elapsed_s")
     figures = []
     for name in (n for n in r.files() if n.endswith(".png")):
         title, caption = text.figures.get(name, (name, ""))
         figures.append(s.ExperimentFigure(file=name, url=_url(r.source, r.run, name), title=title, caption_html=caption))
     mode = str(r.entry.get("mode") or "")
-    where = "reference run shipped with attnlab" if r.source == REFERENCE else f"your run: {r.entry['dir']}"
+    where = "reference run shipped with attnlab" if r.source == REFERENCE else f"your run: {r.run}"
     return s.ExperimentResultSet(
         id=f"{r.source}/{r.run}", source=r.source, label=f"{where} ({mode or 'mode unknown'} mode)", mode=mode,
-        command=str(record.get("command") or ""), summary=[str(x) for x in r.entry.get("summary") or []],
-        notes=[str(x) for x in record.get("notes") or []],
-        machine={str(k): str(v) for k, v in machine.items()},
-        elapsed_s=record.get("elapsed_s") if isinstance(record.get("elapsed_s"), int | float) else None,
+        command=_scrub(str(record.get("command") or "")), summary=_strings(r.entry.get("summary")),
+        notes=_strings(record.get("notes")),
+        machine={str(k): _scrub(str(v)) for k, v in machine.items()},
+        elapsed_s=float(elapsed) if isinstance(elapsed, int | float) and not isinstance(elapsed, bool)
+        and math.isfinite(elapsed) else None,
         figures=figures, results_url=_url(r.source, r.run, RESULTS_FILE),
     )
 
@@ -191,7 +223,8 @@ def experiments(runs_dir: Path) -> s.ExperimentsResponse:
             results=[_result_set(r, text) for r in mine],
         ))
     yours = sum(r.source == RUNS for r in index.runs)
-    note = (f"{yours} run{'s' if yours != 1 else ''} of yours found in {runs_dir}" if yours else
-            f"no runs of yours in {runs_dir} (where `attnlab experiment NAME` writes when started from "
+    shown = shown_path(runs_dir)
+    note = (f"{yours} run{'s' if yours != 1 else ''} of yours found in {shown}" if yours else
+            f"no runs of yours in {shown} (where `attnlab experiment NAME` writes when started from "
             "the server's folder): showing the reference runs shipped with attnlab")
-    return s.ExperimentsResponse(experiments=out, runs_dir=str(runs_dir), note=note)
+    return s.ExperimentsResponse(experiments=out, runs_dir=shown, note=note)

@@ -1,18 +1,22 @@
 """The generation playground: next-token probabilities, sampling controls, attention and the KV cache.
 
-The prompt is run once through the model, then one token at a time with its ``DecodingCache``, as a
-real decoder does; each step records the attention row of the position that makes the prediction (its
-query against every cached key) with ``run_with_cache``. The token is chosen by the library's sampler
-(``attnlab.generate.sample_next``), and the bars show the distribution before and after temperature,
-top-k and top-p from the same code (``attnlab.generate.sampling_distribution``).
+The library's decoding loop (``attnlab.generate.stream_ids``) runs the prompt once through the model,
+then one token at a time with its ``DecodingCache``, as a real decoder does, and chooses each token
+with its sampler (``sample_next``); hooks record, for each step, the logits and the attention row
+of the position that makes the prediction (its query against every cached key). The bars show the
+distribution before and after temperature, top-k and top-p from the same code
+(``attnlab.generate.sampling_distribution``).
 """
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
+from typing import Any
 
-from attnlab.generate import GenerationError, Sampling, sample_next, sampling_distribution
-from attnlab.inspect import run_with_cache
+from torch import Tensor, nn
+
+from attnlab.generate import GenerationError, Sampling, sampling_distribution, stream_ids, tempered_distribution
+from attnlab.inspect import hook_name, hooks_attached, math_backend
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
 from attnlab.web.models import get_model, model_lock, tokenize
@@ -32,28 +36,36 @@ def generate(req: s.GenerateRequest) -> s.GenerateResponse:
         sampling = Sampling(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
     except GenerationError as exc:
         raise PayloadError(str(exc)) from None
-    generator = torch.Generator().manual_seed(req.seed)
+    layers = [hook_name("decoder", layer, "attn.hook_weights") for layer in range(loaded.config.n_layers)]
+    recorded: dict[str, Tensor] = {}  # each step's forward pass overwrites the previous one's
+
+    def record(name: str) -> Callable[[nn.Module, Any, Tensor], None]:
+        def hook(_module: nn.Module, _inputs: Any, output: Tensor) -> None:
+            recorded[name] = output.detach()
+
+        return hook
+
     steps: list[s.GenerationStep] = []
-    with model_lock(loaded.name):
-        kv = loaded.model.new_cache()
-        x = torch.tensor([ids])
-        for _ in range(req.max_new_tokens):
-            logits, cache = run_with_cache(loaded.model, x, cache=kv, names="*attn.hook_weights")
-            last = logits[0, -1]
-            probs = torch.softmax(last.float() / (req.temperature or 1.0), dim=-1)
+    hooks = {name: record(name) for name in [*layers, "hook_logits"]}
+    with model_lock(loaded.name), math_backend(loaded.model), hooks_attached(loaded.model, hooks):
+        # The library's decoding loop (prompt once, then one cached token per step, the same sampler
+        # and seed); the hooks hand us the logits and attention each chosen token came from.
+        for token, _ in stream_ids(loaded.model, ids, max_new_tokens=req.max_new_tokens, sampling=sampling,
+                                   seed=req.seed):
+            last = recorded["hook_logits"][0, -1]
+            probs = tempered_distribution(last, sampling)
             kept = sampling_distribution(last, sampling)
-            token = sample_next(last, sampling, generator)
-            order = sorted(cache, key=lambda n: int(n.split("blocks.")[1].split(".")[0]))
-            attention = [cache[n][0, :, -1].double().tolist() for n in order]  # (layer, head, key)
+            attention = [recorded[n][0, :, -1].double().tolist() for n in layers]  # (layer, head, key)
             best = probs.topk(min(N_CANDIDATES, probs.numel())).indices.tolist()
             if token not in best:
                 best[-1] = token
             steps.append(s.GenerationStep(
                 token=loaded.tokenizer.tokens([token])[0], id=token,
                 candidates=[s.Candidate(token=loaded.tokenizer.tokens([i])[0], id=i, prob=float(probs[i]), kept=float(kept[i])) for i in best],
-                attention=attention, cache_length=kv.length,
+                attention=attention, cache_length=len(ids) + len(steps),  # the keys this step's query saw
             ))
-            x = torch.tensor([[token]])
+            if len(steps) == req.max_new_tokens:
+                break  # stop before the loop runs the next token's forward pass
     return s.GenerateResponse(
         model=loaded.name, prompt_tokens=prompt_tokens, steps=steps,
         text=loaded.tokenizer.decode(ids + [st.id for st in steps]), engine="attnlab.generate.sample_next, KV cache",

@@ -3,29 +3,39 @@
 ``run_with_cache`` attaches hooks to the model itself, so two forward passes of the *same* model at
 once would record into each other's caches. Every forward pass here therefore holds that model's lock;
 different models still run in parallel (the app bounds how many heavy requests run at all).
+
+Memory is bounded: at most ``MAX_LARGE_MODELS`` models of ``LARGE_PARAMS`` parameters or more stay
+loaded (SmolLM2 alone is ~540 MB of float32); using one more unloads the least recently used, and
+``DELETE /api/models/{name}`` unloads one at once. Small models (the bundled ones, the demos) are not
+counted. A model unloaded mid-request finishes that request; the next one loads it again.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from attnlab.inspect import ActivationCache, run_with_cache
+from attnlab import catalog as cat
+from attnlab.inspect import ActivationCache, hook_name, run_with_cache, stacks
 from attnlab.web.errors import ModelNotInstalledError, PayloadError, UnknownModelError
-from attnlab.weights import catalog as cat
 
 MAX_CHARS = 400
 MAX_TOKENS = 64
+MAX_LARGE_MODELS = 2
+LARGE_PARAMS = 10_000_000
 
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
+_LARGE: OrderedDict[str, None] = OrderedDict()  # loaded large models, least recently used first
+_LIMIT = {"large": MAX_LARGE_MODELS}
+_FORGET: list[Callable[[str], object]] = []
 
 
 def model_info(name: str) -> cat.ModelInfo:
@@ -38,19 +48,67 @@ def model_info(name: str) -> cat.ModelInfo:
 
 def get_model(name: str) -> cat.LoadedModel:
     """The loaded catalogue model ``name``; unknown or missing models are 4xx/503 errors with a hint."""
+    return _get(name)[0]
+
+
+def _get(name: str) -> tuple[cat.LoadedModel, list[str]]:
     model_info(name)
     try:
-        return cat.load(name)
+        loaded = cat.load(name)
     except cat.ModelUnavailableError as exc:
         raise ModelNotInstalledError(str(exc)) from None
+    return loaded, _touch(loaded)
 
 
-def load_model(name: str) -> tuple[cat.LoadedModel, float]:
-    """Load ``name`` (4xx/503 errors as ``get_model``) and say how many seconds that took (0 if cached)."""
+def load_model(name: str) -> tuple[cat.LoadedModel, float, list[str]]:
+    """Load ``name`` (4xx/503 errors as ``get_model``): the model, the seconds that took (0 if it was
+    loaded) and the large models unloaded to make room for it."""
     was_loaded = cat.is_loaded(name)
     start = time.perf_counter()
-    loaded = get_model(name)
-    return loaded, 0.0 if was_loaded else time.perf_counter() - start
+    loaded, unloaded = _get(name)
+    return loaded, 0.0 if was_loaded else time.perf_counter() - start, unloaded
+
+
+def set_max_large_models(count: int) -> None:
+    """How many large models may stay loaded at once (at least 1)."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"the number of large models kept loaded must be an integer >= 1, got {count!r}")
+    _LIMIT["large"] = count
+
+
+def on_unload(forget: Callable[[str], object]) -> None:
+    """Call ``forget(name)`` when a model is unloaded (for caches holding copies of it)."""
+    _FORGET.append(forget)
+
+
+def unload_model(name: str) -> bool:
+    """Unload ``name`` (unknown: 404) and whatever was cached from it; whether it was loaded."""
+    model_info(name)
+    with _LOCKS_GUARD:
+        _LARGE.pop(name, None)
+    return _drop(name)
+
+
+def _drop(name: str) -> bool:
+    was_loaded = cat.unload(name)
+    for forget in _FORGET:
+        forget(name)
+    return was_loaded
+
+
+def _touch(loaded: cat.LoadedModel) -> list[str]:
+    """Mark a large model as just used; unload the least recently used ones past the limit."""
+    if sum(p.numel() for p in loaded.model.parameters()) < LARGE_PARAMS:
+        return []
+    with _LOCKS_GUARD:
+        _LARGE[loaded.name] = None
+        _LARGE.move_to_end(loaded.name)
+        evicted = []
+        while len(_LARGE) > _LIMIT["large"]:
+            evicted.append(_LARGE.popitem(last=False)[0])
+    for name in evicted:
+        _drop(name)
+    return evicted
 
 
 @contextmanager
@@ -61,15 +119,37 @@ def model_lock(name: str) -> Iterator[None]:
         yield
 
 
+# The models each kind of view prefers: word-level tokens, so a sentence reads as words (``make install``
+# installs all three). A character model is only a last resort.
+PREFERRED = {"encoder": "minilm", "generate": "smollm2", "translate": "translator"}
+_PREFERRED_FAMILY = {"encoder": "encoder", "generate": "decoder", "translate": "encoder-decoder"}
+
+
+def view_defaults() -> dict[str, str | None]:
+    """For each kind of view (``encoder``, ``generate``, ``translate``): its preferred model if installed,
+    else an available model of the same family that is not character-level, else any of that family."""
+    infos = [i for i in cat.catalog() if i.available]
+    out: dict[str, str | None] = {}
+    for kind, name in PREFERRED.items():
+        family = [i.name for i in infos if i.family == _PREFERRED_FAMILY[kind]]
+        words = [n for n in family if "char" not in n and not n.startswith("demo-")]
+        out[kind] = name if name in family else (words or family or [None])[0]
+    return out
+
+
 def default_model() -> tuple[str | None, str | None]:
-    """``shakespeare-char`` when available, else the first available model; with a note when falling back."""
+    """The encoder default of ``view_defaults`` (word-level ``minilm``), else the first available model;
+    with a one-line note when the page has to fall back (to a character model, say)."""
     infos = cat.catalog()
-    available = sorted((i.name for i in infos if i.available), key=lambda n: n.startswith("demo-"))  # real models first
-    if "shakespeare-char" in available:
-        return "shakespeare-char", None
+    available = sorted((i.name for i in infos if i.available), key=lambda n: (n.startswith("demo-"), "char" in n))
+    preferred = PREFERRED["encoder"]
+    if preferred in available:
+        return preferred, None
     if not available:
         return None, "no model is available; install one (see `attnlab models` or the README)"
-    return available[0], f"the bundled 'shakespeare-char' model is not available; showing {available[0]!r} instead"
+    kind = "a character-level model: every letter is a token" if "char" in available[0] else "a stand-in"
+    return available[0], (f"the word-level model {preferred!r} is not installed (`make install`), so the page shows "
+                          f"{available[0]!r}, {kind}")
 
 
 def max_tokens(loaded: cat.LoadedModel) -> int:
@@ -110,33 +190,22 @@ def forward(loaded: cat.LoadedModel, ids: list[int], names: object = None) -> tu
         return run_with_cache(loaded.model, *args, names=names)
 
 
-_BLOCK = re.compile(r"^(?P<prefix>(?:.*\.)?)blocks\.(?P<layer>\d+)\.attn\.hook_weights$")
-
-
 @dataclass(frozen=True)
 class StackInfo:
-    """Where a model's self-attention hooks live: name prefix (``""``, ``"encoder."``...) and depth."""
+    """The stack the attention views show (``"decoder"`` or ``"encoder"``), its depth, and whether it is causal."""
 
-    prefix: str
+    stack: str
     n_layers: int
     causal: bool
 
     def name(self, layer: int, point: str) -> str:
-        return f"{self.prefix}blocks.{layer}.{point}"
+        return hook_name(self.stack, layer, point)
 
 
-def self_attention_stack(cache: ActivationCache, family: str) -> StackInfo:
+def self_attention_stack(loaded: cat.LoadedModel) -> StackInfo:
     """The stack the attention views show: the only one, or the encoder of an encoder-decoder."""
-    prefixes: dict[str, int] = {}
-    for name in cache:
-        m = _BLOCK.match(name)
-        if m:
-            prefixes[m["prefix"]] = max(prefixes.get(m["prefix"], 0), int(m["layer"]) + 1)
-    if not prefixes:
-        raise PayloadError("this model recorded no attention weights")
-    if len(prefixes) == 1:
-        prefix = next(iter(prefixes))
-    else:
-        prefix = next((p for p in prefixes if "encoder" in p), sorted(prefixes)[0])
-    causal = family == "decoder" or "decoder" in prefix
-    return StackInfo(prefix, prefixes[prefix], causal)
+    found = stacks(loaded.model)
+    if not found:
+        raise PayloadError(f"model {loaded.name!r} has no attention stack")
+    stack = found[0]  # the encoder comes first; config.n_layers counts its blocks in every family
+    return StackInfo(stack, loaded.config.n_layers, causal=stack == "decoder")

@@ -8,20 +8,20 @@ scaling step and proves it matches the model.)
 
 from __future__ import annotations
 
-import copy
 import math
 import threading
 
 import torch
 from torch import Tensor, nn
 
+from attnlab import catalog as cat
+from attnlab.inspect import hook_name, hook_points, main_stack
 from attnlab.inspect.roles import detect_roles
-from attnlab.nn import MultiHeadAttention
+from attnlab.models.variants import without_positions
 from attnlab.nn.positions import sinusoidal_table
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
-from attnlab.web.models import forward, get_model, self_attention_stack, tokenize
-from attnlab.weights import catalog as cat
+from attnlab.web.models import forward, get_model, on_unload, self_attention_stack, tokenize
 
 MAX_COLUMNS = 64
 
@@ -39,14 +39,14 @@ def attention(req: s.TextRequest) -> s.AttentionResponse:
     """All layers x heads of the self-attention weights (``hook_weights``) with each head's role."""
     loaded = get_model(req.model)
     ids, tokens = tokenize(loaded, req.text)
-    _, cache = forward(loaded, ids, names="*hook_weights")
-    stack = self_attention_stack(cache, loaded.config.family)
+    stack = self_attention_stack(loaded)
+    _, cache = forward(loaded, ids, names=f"{stack.stack}.blocks.*.attn.hook_weights")
     layers = [cache[stack.name(i, "attn.hook_weights")][0] for i in range(stack.n_layers)]  # (heads, q, k)
     roles = [
         [s.HeadRoleOut(role=r.role, scores=r.scores) for r in detect_roles(w, causal=stack.causal)] for w in layers
     ]
     return s.AttentionResponse(
-        model=loaded.name, family=loaded.config.family, causal=stack.causal, stack=stack.prefix,
+        model=loaded.name, family=loaded.config.family, causal=stack.causal, stack=stack.stack,
         tokens=tokens, ids=ids, n_layers=stack.n_layers, n_heads=layers[0].shape[0],
         weights=[_floats(w) for w in layers], mean_weights=[_floats(w.double().mean(dim=0)) for w in layers],
         roles=roles,
@@ -57,10 +57,13 @@ def qkv(req: s.QKVRequest) -> s.QKVResponse:
     """Q, K, V step by step for one query token and head, from hook_q/k/v/scores/weights/z."""
     loaded = get_model(req.model)
     ids, tokens = tokenize(loaded, req.text)
-    _, cache = forward(loaded, ids, names=["*attn.hook_*"])
-    stack = self_attention_stack(cache, loaded.config.family)
+    stack = self_attention_stack(loaded)
     _check_index("layer", req.layer, stack.n_layers)
-    names = {p: stack.name(req.layer, f"attn.hook_{p}") for p in ("q", "k", "v", "scores", "weights", "z")}
+    # Rotary models: the scores are products of the rotated queries and keys, so those are shown.
+    rot = "rot_" if loaded.config.positions == "rotary" else ""
+    points = {"q": f"{rot}q", "k": f"{rot}k", **{p: p for p in ("v", "scores", "weights", "z")}}
+    names = {p: stack.name(req.layer, f"attn.hook_{point}") for p, point in points.items()}
+    _, cache = forward(loaded, ids, names=list(names.values()))
     q_all, k_all, v_all = (cache[names[p]][0] for p in "qkv")  # (heads | kv_heads, seq, d_k)
     n_heads = q_all.shape[0]
     _check_index("head", req.head, n_heads)
@@ -85,26 +88,29 @@ def qkv(req: s.QKVRequest) -> s.QKVResponse:
 
 # --- live values of the diagram's parts -------------------------------------------------------------
 
-# part -> (hook-name suffix, label); "{L}" is the layer. Several parts show more than one tensor.
-_PART_HOOKS: dict[str, list[tuple[str, str]]] = {
-    "input-embedding": [("embed.hook_tok_embed", "token embeddings"), ("embed.hook_embed", "what enters block 0")],
-    "output-embedding": [("embed.hook_tok_embed", "token embeddings"), ("embed.hook_embed", "what enters block 0")],
-    "positional-encoding": [("embed.hook_pos_embed", "positional vectors added to the embeddings")],
-    "self-attention": [("blocks.{L}.attn.hook_weights", "attention weights")],
-    "masked-self-attention": [("blocks.{L}.attn.hook_weights", "masked attention weights")],
-    "cross-attention": [("blocks.{L}.cross_attn.hook_weights", "cross-attention weights (target x source)")],
-    "add-norm": [("blocks.{L}.hook_resid_pre", "block input"), ("blocks.{L}.hook_resid_mid", "after attention + residual"),
-                 ("blocks.{L}.hook_resid_post", "block output")],
-    "feed-forward": [("blocks.{L}.ff.hook_hidden", "hidden layer after the non-linearity"),
-                     ("blocks.{L}.ff.hook_out", "feed-forward output")],
-    "linear": [("hook_logits", "logits")],
-    "softmax": [("hook_logits", "logits")],
+# part -> (where, point, label): "where" is "stack" (the stack's own point), "layer" (a point of block
+# ``req.layer``) or "model" (the output head). Several parts show more than one tensor.
+_PART_HOOKS: dict[str, list[tuple[str, str, str]]] = {
+    "input-embedding": [("stack", "embed.hook_tok_embed", "token embeddings"),
+                        ("stack", "embed.hook_embed", "what enters block 0")],
+    "output-embedding": [("stack", "embed.hook_tok_embed", "token embeddings"),
+                         ("stack", "embed.hook_embed", "what enters block 0")],
+    "positional-encoding": [("stack", "embed.hook_pos_embed", "positional vectors added to the embeddings")],
+    "self-attention": [("layer", "attn.hook_weights", "attention weights")],
+    "masked-self-attention": [("layer", "attn.hook_weights", "masked attention weights")],
+    "cross-attention": [("layer", "cross_attn.hook_weights", "cross-attention weights (target x source)")],
+    "add-norm": [("layer", "hook_resid_pre", "block input"), ("layer", "hook_resid_mid", "after attention + residual"),
+                 ("layer", "hook_resid_post", "block output")],
+    "feed-forward": [("layer", "ff.hook_hidden", "hidden layer after the non-linearity"),
+                     ("layer", "ff.hook_out", "feed-forward output")],
+    "linear": [("model", "hook_logits", "logits")],
+    "softmax": [("model", "hook_logits", "logits")],
 }
 
-# Which stack a part of the 2017 diagram belongs to, for an encoder-decoder model.
+# Which stack a part of the 2017 diagram belongs to, for an encoder-decoder model (others: the encoder).
 _SIDE = {
-    "input-embedding": "src_embed.", "output-embedding": "tgt_embed.", "self-attention": "encoder.",
-    "masked-self-attention": "decoder.", "cross-attention": "decoder.",
+    "input-embedding": "encoder", "output-embedding": "decoder", "self-attention": "encoder",
+    "masked-self-attention": "decoder", "cross-attention": "decoder",
 }
 
 PARTS = tuple(_PART_HOOKS)
@@ -129,24 +135,16 @@ def part(req: s.PartRequest) -> s.PartResponse:
     if reason:
         return s.PartResponse(part=req.part, model=loaded.name, available=False, reason=reason)
     ids, tokens = tokenize(loaded, req.text)
-    _, cache = forward(loaded, ids)
-    side = _SIDE.get(req.part, "") if family == "encoder-decoder" else ""
-    views: list[s.TensorView] = []
-    found_any = False
-    for suffix, label in _PART_HOOKS[req.part]:
-        pattern = suffix.replace("{L}", str(req.layer))
-        names = [n for n in cache if _matches(n, pattern) and n.startswith(side)]
-        if not names and "{L}" in suffix and any(suffix.split("{L}")[1] in n for n in cache):
+    stack = _SIDE.get(req.part, "encoder") if family == "encoder-decoder" else main_stack(loaded.model)
+    points = hook_points(loaded.model)
+    wanted: list[tuple[str, str]] = []
+    for where, point, label in _PART_HOOKS[req.part]:
+        name = hook_name(None if where == "model" else stack, req.layer if where == "layer" else None, point)
+        if name in points:
+            wanted.append((name, label))
+        elif where == "layer" and hook_name(stack, 0, point) in points:
             raise PayloadError(f"layer {req.layer} does not exist in model {loaded.name!r}")
-        for name in names[:1]:
-            found_any = True
-            t = cache[name]
-            t = t[0] if t.dim() >= 3 else t  # drop the batch of one (positional vectors have none)
-            if t.dim() == 3:  # (heads, q, k): one view per head
-                views += [_view(name, f"{label}, head {h}", t[h], tokens) for h in range(t.shape[0])]
-            else:
-                views.append(_view(name, label, t, tokens))
-    if not found_any:
+    if not wanted:
         if req.part == "positional-encoding" and loaded.config.positions == "rotary":
             reason = "this model uses rotary positions: they rotate queries and keys inside attention, nothing is added"
         elif req.part == "positional-encoding" and loaded.config.positions == "none":
@@ -154,9 +152,17 @@ def part(req: s.PartRequest) -> s.PartResponse:
         else:
             reason = f"model {loaded.name!r} records no tensor for this part"
         return s.PartResponse(part=req.part, model=loaded.name, available=False, reason=reason)
+    _, cache = forward(loaded, ids, names=[name for name, _ in wanted])
+    views: list[s.TensorView] = []
+    for name, label in wanted:
+        t = cache[name][0]  # drop the batch of one
+        if t.dim() == 3:  # (heads, q, k): one view per head
+            views += [_view(name, f"{label}, head {h}", t[h], tokens) for h in range(t.shape[0])]
+        else:
+            views.append(_view(name, label, t, tokens))
     top, top_label = [], None
     if req.part in ("linear", "softmax"):
-        logits = next(cache[n] for n in cache if n.endswith("hook_logits"))[0]
+        logits = cache["hook_logits"][0]
         if logits.dim() == 2 and logits.shape[-1] == loaded.tokenizer.vocab_size:
             values = torch.softmax(logits.double(), dim=-1) if req.part == "softmax" else logits.double()
             best = values.topk(min(5, values.shape[-1]), dim=-1)
@@ -166,11 +172,6 @@ def part(req: s.PartRequest) -> s.PartResponse:
             ]
             top_label = "probabilities (softmax of the logits)" if req.part == "softmax" else "highest logits"
     return s.PartResponse(part=req.part, model=loaded.name, available=True, tensors=views, top=top, top_label=top_label)
-
-
-def _matches(name: str, pattern: str) -> bool:
-    """``pattern`` is the end of the hook name (``src_embed.`` and ``tgt_embed.`` also end in ``embed.``)."""
-    return name == pattern or name.endswith("." + pattern) or (pattern.startswith("embed.") and name.endswith("_" + pattern))
 
 
 def _view(name: str, label: str, t: Tensor, tokens: list[str]) -> s.TensorView:
@@ -190,19 +191,14 @@ def _view(name: str, label: str, t: Tensor, tokens: list[str]) -> s.TensorView:
 
 _UNPOSITIONED: dict[str, nn.Module] = {}
 _UNPOSITIONED_LOCK = threading.Lock()
+on_unload(lambda name: _UNPOSITIONED.pop(name, None))  # the copy goes with the model
 
 
 def _without_positions(loaded: cat.LoadedModel) -> nn.Module:
     """A copy of the model with its positional information removed (absolute table or rotary)."""
     with _UNPOSITIONED_LOCK:
         if loaded.name not in _UNPOSITIONED:
-            clone = copy.deepcopy(loaded.model)
-            for module in clone.modules():
-                if hasattr(module, "positions") and isinstance(getattr(module, "positions", None), nn.Module):
-                    module.positions = None
-                if isinstance(module, MultiHeadAttention):
-                    module.rotary = None
-            _UNPOSITIONED[loaded.name] = clone.eval()
+            _UNPOSITIONED[loaded.name] = without_positions(loaded.model)
         return _UNPOSITIONED[loaded.name]
 
 
@@ -233,17 +229,17 @@ def positions(req: s.OrderRequest) -> s.PositionsResponse:
         raise PayloadError("the two sentences must hold the same tokens in a different order")
     from attnlab.inspect import run_with_cache  # the position-free copy is run the same way
 
+    last = hook_name("encoder", loaded.config.n_layers - 1, "hook_resid_post")  # the last block's output
     comparisons = []
     for positioned, model in ((True, loaded.model), (False, _without_positions(loaded))):
         outs = []
         for ids in (first_ids, second_ids):
             if positioned:
-                _, cache = forward(loaded, ids, names="*hook_resid_post")
+                _, cache = forward(loaded, ids, names=last)
             else:
                 with _UNPOSITIONED_LOCK:
-                    _, cache = run_with_cache(model, torch.tensor([ids]), names="*hook_resid_post")
-            stack_last = sorted(cache, key=_block_index)[-1]
-            outs.append(cache[stack_last][0].double())
+                    _, cache = run_with_cache(model, torch.tensor([ids]), names=last)
+            outs.append(cache[last][0].double())
         dist = torch.cdist(outs[0], outs[1])
         comparisons.append(s.OrderComparison(positions=positioned, distances=dist.tolist(), nearest=dist.min(dim=1).values.tolist()))
     note = None if req.model == loaded.name else f"shown with the encoder {loaded.name!r}: a decoder's causal mask already breaks the symmetry"
@@ -252,7 +248,3 @@ def positions(req: s.OrderRequest) -> s.PositionsResponse:
         second_tokens=second_tokens, comparisons=comparisons, note=note,
     )
 
-
-def _block_index(name: str) -> int:
-    parts = name.split(".")
-    return int(parts[parts.index("blocks") + 1])

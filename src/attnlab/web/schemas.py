@@ -1,21 +1,74 @@
-"""The JSON API's request and response types (FastAPI publishes them as the OpenAPI schema)."""
+"""The JSON API's request and response types (FastAPI publishes them as the OpenAPI schema).
+
+Every limit the server enforces on a request is stated here, in the schema, where JSON Schema can say
+it (lengths, ranges, types). Requests are validated in pydantic's strict mode: ``false`` is not an
+integer and ``"1"`` is not a number. What depends on the model chosen (its number of layers and heads,
+its token limit, the characters its tokenizer knows) cannot be written in the schema; the bounds here
+are the largest any model may use, and a value past the chosen model's own size is a 422 whose
+``detail`` names the limit (``ErrorBody``).
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from attnlab.web.models import MAX_CHARS
+from attnlab.web.models import MAX_CHARS, MAX_TOKENS
 
 DEFAULT_SENTENCE = "John gave the book to Sarah because she liked it."
 MAX_NEW_TOKENS = 40
 MAX_BEAM = 4
 MAX_TRANSLATION_TOKENS = 64
+MAX_LAYER = 255  # the largest layer / head index a request may name (models are far smaller)
+MAX_HEAD = 255
+MAX_STEP = 2**31 - 1
+MAX_TOP_K = 1_000_000
+# torch.Generator.manual_seed takes 64 bits, but a JSON number is exact only up to 2**53 - 1 (I-JSON, RFC
+# 7493; JavaScript); a larger bound is written in the schema as a float that rounds up past it.
+MAX_SEED = 2**53 - 1
+MAX_NAME = 100
 
-Text = Field(default=DEFAULT_SENTENCE, max_length=MAX_CHARS, description=f"at most {MAX_CHARS} characters")
+
+_TOKENS = (f"at most {MAX_CHARS} characters, and at most {MAX_TOKENS} tokens of the chosen model (fewer when "
+           "its context is shorter); text the model's tokenizer cannot encode, or over its token limit, is a 422")
+Text = Field(default=DEFAULT_SENTENCE, min_length=1, max_length=MAX_CHARS, description=_TOKENS)
+Model = Field(min_length=1, max_length=MAX_NAME, examples=["shakespeare-char"],
+              description="a catalogue name from GET /api/models; unknown: 404, known but not installed: 503")
+Layer = Field(default=0, ge=0, le=MAX_LAYER, description="block index; past the chosen model's depth: 422")
+Head = Field(default=0, ge=0, le=MAX_HEAD, description="head index; past the chosen model's heads: 422")
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    """Base of every request body: unknown keys are refused, and types are strict (no coercion)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_integers(cls, value: object, info: ValidationInfo) -> object:
+        """JSON counts ``37.0`` as the integer 37 (JSON Schema's ``integer``), strict pydantic would not:
+        an ``int`` field takes a number with no fraction. ``true`` and ``"3"`` are still refused."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and field.annotation is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where in the request: 'body', then the field names / indices")
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx answer: ``detail`` is one line naming the problem; ``errors`` lists schema violations."""
+
+    detail: str
+    errors: list[FieldError] = Field(default=[], description="one entry per field that broke the schema (422 only)")
+
+
+class EmptyRequest(Request):
+    """A JSON object with nothing in it: state-changing routes take a JSON body so that a plain
+    cross-site form cannot call them."""
 
 
 class ModelSummary(BaseModel):
@@ -35,10 +88,11 @@ class ModelsResponse(BaseModel):
     models: list[ModelSummary]
     default: str | None
     note: str | None = None
+    views: dict[str, str | None] = Field(default={}, description="the model each kind of view starts with: encoder, generate, translate")
 
 
 class TextRequest(Request):
-    model: str
+    model: str = Model
     text: str = Text
 
 
@@ -51,7 +105,7 @@ class AttentionResponse(BaseModel):
     model: str
     family: str
     causal: bool
-    stack: str = Field(description="hook-name prefix of the stack shown ('' or 'encoder.')")
+    stack: str = Field(description="the stack shown, 'decoder' or 'encoder' (the first part of its hook names)")
     tokens: list[str]
     ids: list[int]
     n_layers: int
@@ -62,9 +116,9 @@ class AttentionResponse(BaseModel):
 
 
 class QKVRequest(TextRequest):
-    layer: int = Field(default=0, ge=0)
-    head: int = Field(default=0, ge=0)
-    focus: int = Field(default=0, ge=0, description="index of the query token")
+    layer: int = Layer
+    head: int = Head
+    focus: int = Field(default=0, ge=0, le=MAX_TOKENS - 1, description="index of the query token; past the text's tokens: 422")
 
 
 class QKVResponse(BaseModel):
@@ -75,8 +129,8 @@ class QKVResponse(BaseModel):
     focus: int
     d_k: int
     sqrt_d_k: float
-    query: list[float] = Field(description="hook_q[focus]")
-    keys: list[list[float]] = Field(description="hook_k, one row per key token")
+    query: list[float] = Field(description="hook_q[focus] (hook_rot_q, after rotation, for rotary models)")
+    keys: list[list[float]] = Field(description="hook_k, one row per key token (hook_rot_k for rotary models)")
     values: list[list[float]] = Field(description="hook_v, one row per key token")
     dots: list[float] = Field(description="q . k for every key")
     scores: list[float | None] = Field(description="hook_scores: scaled and masked (null = masked out)")
@@ -88,8 +142,8 @@ class QKVResponse(BaseModel):
 
 
 class PartRequest(TextRequest):
-    part: str
-    layer: int = Field(default=0, ge=0)
+    part: str = Field(max_length=MAX_NAME, description="a part of the diagram (GET /api/architecture); unknown: 422")
+    layer: int = Layer
 
 
 class TensorView(BaseModel):
@@ -119,9 +173,9 @@ class PartResponse(BaseModel):
 
 
 class OrderRequest(Request):
-    model: str
-    first: str = "Jake learned AI"
-    second: str = "AI learned Jake"
+    model: str = Model
+    first: str = Field(default="Jake learned AI", min_length=1, max_length=MAX_CHARS, description=_TOKENS)
+    second: str = Field(default="AI learned Jake", min_length=1, max_length=MAX_CHARS, description=_TOKENS)
 
 
 class OrderComparison(BaseModel):
@@ -141,13 +195,15 @@ class PositionsResponse(BaseModel):
 
 
 class GenerateRequest(Request):
-    model: str
-    text: str = Field(default="ROMEO:", max_length=MAX_CHARS)
+    model: str = Field(default=..., min_length=1, max_length=MAX_NAME, examples=["shakespeare-char"],
+                       description="a decoder from GET /api/models (another family: 422; unknown: 404; not installed: 503)")
+    text: str = Field(default="ROMEO:", min_length=1, max_length=MAX_CHARS,
+                      description=_TOKENS + "; the prompt and the new tokens must fit in the model's context")
     max_new_tokens: int = Field(default=12, ge=1, le=MAX_NEW_TOKENS)
     temperature: float = Field(default=1.0, ge=0.0, le=5.0, description="0 = greedy")
-    top_k: int = Field(default=0, ge=0, description="0 = off")
+    top_k: int = Field(default=0, ge=0, le=MAX_TOP_K, description="0 = off; more than the vocabulary: 422")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="at most 2**53 - 1, the largest integer exact in JSON")
 
 
 class Candidate(BaseModel):
@@ -194,10 +250,11 @@ class TimelineResponse(BaseModel):
 
 
 class TimelineAttentionRequest(Request):
-    model: str = "shakespeare-char"
-    step: int
-    layer: int = Field(default=0, ge=0)
-    head: int = Field(default=0, ge=0)
+    model: str = Field(default="shakespeare-char", min_length=1, max_length=MAX_NAME,
+                       description="a model with a timeline (GET /api/models: `timeline`); without one: 404")
+    step: int = Field(ge=0, le=MAX_STEP, description="a snapshot's training step (GET /api/timeline); another: 422")
+    layer: int = Layer
+    head: int = Head
 
 
 class TimelineAttentionResponse(BaseModel):
@@ -230,6 +287,7 @@ class Box(BaseModel):
     h: float
     kind: str
     changed: str | None = None
+    formula: str | None = Field(default=None, description="what the part computes (shown on hover)")
 
 
 class Arrow(BaseModel):
@@ -267,6 +325,13 @@ class ModelLoadResponse(BaseModel):
     family: str
     loaded: bool
     seconds: float = Field(description="time this request spent loading (0 when it was already loaded)")
+    unloaded: list[str] = Field(default=[], description="large models unloaded to make room (least recently used first)")
+
+
+class ModelUnloadResponse(BaseModel):
+    name: str
+    loaded: bool = Field(description="false: the model is no longer held (it loads again on its next use)")
+    was_loaded: bool
 
 
 class ExperimentFigure(BaseModel):
@@ -302,13 +367,16 @@ class Experiment(BaseModel):
 
 class ExperimentsResponse(BaseModel):
     experiments: list[Experiment]
-    runs_dir: str = Field(description="where this server looks for your runs")
+    runs_dir: str = Field(description="where this server looks for your runs, relative to its working folder "
+                          "(or home) when inside it: the page is never shown an absolute path")
     note: str
 
 
 class TranslateRequest(Request):
-    model: str = "translator"
-    text: str = Field(default="In the beginning God created the heaven and the earth.", max_length=MAX_CHARS)
+    model: str = Field(default="translator", min_length=1, max_length=MAX_NAME,
+                       description="an encoder-decoder translator from GET /api/models (another family: 422)")
+    text: str = Field(default="In the beginning God created the heaven and the earth.", min_length=1,
+                      max_length=MAX_CHARS, description=_TOKENS)
     beam_size: int = Field(default=1, ge=1, le=MAX_BEAM)
     max_new_tokens: int = Field(default=MAX_TRANSLATION_TOKENS, ge=1, le=MAX_TRANSLATION_TOKENS)
 
@@ -328,3 +396,87 @@ class TranslateResponse(BaseModel):
         description="(layer, head, target, source): decoder cross_attn.hook_weights of a teacher-forced run over the translation")
     mean_weights: list[list[list[float]]] = Field(description="(layer, target, source): weights averaged over heads")
     hooks: list[str]
+
+
+# --- the guided tour and the head finder (web/tour.py, web/finder.py) ----------------------------------
+
+
+class TourPreset(BaseModel):
+    widget: str = Field(description="which live widget the step shows (see attnlab.web.tour.WIDGETS)")
+    model: str | None = None
+    text: str | None = None
+    layer: int | None = None
+    head: int | None = None
+    query: str | None = Field(default=None, description="the focus token, by its text (found in the tokenized sentence)")
+    key: str | None = Field(default=None, description="a key token, by its text")
+    part: str | None = None
+    variant: str | None = None
+    experiment: str | None = None
+    softmax: bool = False
+
+
+class TourStep(BaseModel):
+    n: int = Field(description="1-based step number (the page's #tour/N)")
+    slug: str
+    title: str
+    html: str
+    preset: TourPreset
+    note: str | None = Field(default=None, description="set when the preset's model is not installed and another stands in")
+    learn: str | None = Field(default=None, description="the explanation page of this step")
+    view: str | None = Field(default=None, description="the explore-freely view this step opens")
+
+
+class ToyAttention(BaseModel):
+    tokens: list[str]
+    query: int
+    d_k: int
+    q: list[float]
+    keys: list[list[float]]
+    values: list[list[float]]
+    dots: list[float]
+    scores: list[float] = Field(description="q . k / sqrt(d_k), recorded by attnlab.nn.attention's score hook")
+    weights: list[float]
+    output: list[float]
+
+
+class TourResponse(BaseModel):
+    steps: list[TourStep]
+    toy: ToyAttention
+
+
+class FinderRequest(TextRequest):
+    query: int = Field(ge=0, le=MAX_TOKENS - 1, description="index of the query token; past the text's tokens: 422")
+    key: int = Field(ge=0, le=MAX_TOKENS - 1, description="index of the key token; past the text's tokens: 422")
+
+
+class RankedHead(BaseModel):
+    layer: int
+    head: int
+    label: str = Field(description="'L{layer} H{head}', as in the layers x heads grid")
+    weight: float = Field(description="hook_weights[layer][head, query, key]")
+    others: float = Field(description="mean weight on the key from the other queries that can see it")
+    specificity: float = Field(description="weight - others: > 0 when this query singles the key out")
+    verdict: str
+
+
+class FinderResponse(BaseModel):
+    model: str
+    tokens: list[str]
+    query: int
+    key: int
+    causal: bool
+    heads: list[RankedHead] = Field(description="every head, highest weight first")
+
+
+class NextTokenRequest(Request):
+    model: str = Model
+    text: str = Field(default="John gave the book to Sarah because she", min_length=1, max_length=MAX_CHARS,
+                      description=_TOKENS)
+
+
+class NextTokenResponse(BaseModel):
+    model: str
+    prompt_tokens: list[str]
+    hook: str = Field(description="the hook the logits were read from")
+    logits: list[float] = Field(description="hook_logits at the last position, one per vocabulary entry")
+    labels: dict[str, str] = Field(description="token id -> label, for the highest logits")

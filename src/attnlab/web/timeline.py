@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from attnlab import catalog as cat
 from attnlab.inspect import run_with_cache
 from attnlab.inspect.roles import detect_roles
 from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError, PayloadError
 from attnlab.web.models import get_model, self_attention_stack, tokenize
-from attnlab.weights import catalog as cat
 from attnlab.weights.checkpoint import CheckpointError, load_weights
 
 SENTENCE = "ROMEO: But soft, what light through yonder window breaks?"
@@ -131,13 +131,14 @@ def attention_at(req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse
     if req.step not in steps:
         raise PayloadError(f"no snapshot at step {req.step}; steps: {', '.join(map(str, steps))}")
     ids, tokens = tokenize(loaded, _sentence(loaded))
-    with _LOCK:
-        model = _snapshot_model(loaded, req.step, steps[req.step])
-        _, cache = run_with_cache(model, torch.tensor([ids]), names="*attn.hook_weights")
-    stack = self_attention_stack(cache, loaded.config.family)
+    stack = self_attention_stack(loaded)
     if not 0 <= req.layer < stack.n_layers:
         raise PayloadError(f"layer {req.layer} does not exist; this model has {stack.n_layers}")
-    weights = cache[stack.name(req.layer, "attn.hook_weights")][0]
+    name = stack.name(req.layer, "attn.hook_weights")
+    with _LOCK:
+        model = _snapshot_model(loaded, req.step, steps[req.step])
+        _, cache = run_with_cache(model, torch.tensor([ids]), names=name)
+    weights = cache[name][0]
     if not 0 <= req.head < weights.shape[0]:
         raise PayloadError(f"head {req.head} does not exist; this model has {weights.shape[0]}")
     role = detect_roles(weights, causal=stack.causal)[req.head]

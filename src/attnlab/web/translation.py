@@ -11,19 +11,14 @@ RNN; in a Transformer every layer and head has its own).
 
 from __future__ import annotations
 
-import re
-
 import torch
 
 from attnlab.generate import GenerationError
-from attnlab.inspect import run_with_cache
+from attnlab.inspect import hook_name, run_with_cache
 from attnlab.translate import translate_text
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
 from attnlab.web.models import MAX_TOKENS, get_model, model_info, model_lock, tokenize
-
-CROSS = "*cross_attn.hook_weights"
-_LAYER = re.compile(r"(?:^|\.)blocks\.(\d+)\.cross_attn\.hook_weights$")
 
 
 def translate(req: s.TranslateRequest) -> s.TranslateResponse:
@@ -53,10 +48,11 @@ def translate(req: s.TranslateRequest) -> s.TranslateResponse:
         source, output = list(result.source_ids), list(result.target_ids)
         src = torch.tensor([source], dtype=torch.long)
         tgt = torch.tensor([[bos, *output]], dtype=torch.long)
-        _, cache = run_with_cache(loaded.model, src, tgt, names=CROSS)
-    names = sorted(cache, key=lambda n: int(_LAYER.search(n)[1]))  # type: ignore[index]
-    if not names:
-        raise PayloadError(f"model {req.model!r} recorded no cross-attention weights")
+        names = [hook_name("decoder", layer, "cross_attn.hook_weights")
+                 for layer in range(loaded.config.n_decoder_layers or 0)]
+        if not names:
+            raise PayloadError(f"model {req.model!r} has no decoder layers")
+        _, cache = run_with_cache(loaded.model, src, tgt, names=names)
     layers = [cache[n][0].double() for n in names]  # each (heads, target, source)
     return s.TranslateResponse(
         model=loaded.name, text=result.text, logprob=float(result.logprob), beam_size=req.beam_size,

@@ -8,7 +8,8 @@
   its cross-attention is the walkthrough's alignment view. ``bleu.json`` beside it holds its test-set
   score and every test translation.
 
-Both were trained with ``attnlab train``; the exact commands are in the README.
+Both were trained with ``attnlab train``; the exact commands are in the README. Their catalogue rows
+(``attnlab.load("translator")``) are in ``attnlab.catalog``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from attnlab.weights.catalog import LoadedModel, ModelInfo, register
-from attnlab.weights.checkpoint import load_checkpoint
+from attnlab.weights.checkpoint import MODEL_FILE, Checkpoint, load_checkpoint
 
 SHAKESPEARE = "shakespeare-char"
 TRANSLATOR = "translator"
@@ -36,29 +36,14 @@ def snapshot_dirs(name: str = SHAKESPEARE) -> dict[int, Path]:
     return {int(p.name.split("-")[1]): p for p in sorted(root.iterdir()) if p.name.startswith("step-")}
 
 
-def _bundled(name: str, family: str, description: str, n_params: str, source: str, licence: str) -> ModelInfo:
-    def loader() -> LoadedModel:
-        ckpt = load_checkpoint(bundled_dir(name))
-        return LoadedModel(name=name, model=ckpt.model, tokenizer=ckpt.tokenizer, config=ckpt.config, info=info)
-
-    info = ModelInfo(
-        name=name, family=family, description=description, n_params=n_params, source=source, licence=licence,
-        install_hint="reinstall attnlab (the files ship inside the package)",
-        is_available=lambda: (bundled_dir(name) / "model.safetensors").is_file(), loader=loader,
-    )
-    return info
+def is_bundled(name: str) -> bool:
+    """Whether the bundled model ``name`` has its weights file in the installed package."""
+    return (bundled_dir(name) / MODEL_FILE).is_file()
 
 
-register(_bundled(
-    SHAKESPEARE, "decoder",
-    "Character-level GPT (4 layers, 4 heads, width 128, 64-character context) trained on Tiny Shakespeare.",
-    "0.8M", "bundled with attnlab (trained with `attnlab train --preset shakespeare-char`)",
-    "weights: MIT (this project); training text: Shakespeare, public domain",
-))
-register(_bundled(
-    TRANSLATOR, "encoder-decoder",
-    "English -> Spanish translator: the 2017 encoder-decoder (3+3 layers, width 256, 4 heads, shared 6,000-token "
-    "BPE) trained on Bible verses (World English Bible -> Reina-Valera 1909).",
-    "7.1M", "bundled with attnlab (trained with `attnlab train --task translation`)",
-    "weights: MIT (this project); training text: WEB and RV1909, public domain",
-))
+def load_bundled(name: str) -> Checkpoint:
+    """The bundled checkpoint ``name`` (model in eval mode, config, tokenizer); the catalogue lists it.
+
+    Raises ``CheckpointError`` when its files are missing or damaged (a broken install).
+    """
+    return load_checkpoint(bundled_dir(name))

@@ -7,18 +7,30 @@ Layout::
     tokenizer.json           the tokenizer (``to_json``; reloaded with ``tokenizer_from_json``)
     training/state.json      step, schedule, data position, optimizer hyper-parameters (optional)
     training/tensors.safetensors   optimizer moments and RNG states (optional)
+    attnlab-checkpoint.json  the marker: "attnlab wrote this folder" (format name and version)
 
 Only safetensors and JSON are ever read, never pickle, so a checkpoint from a stranger cannot run
-code. A checkpoint is first written whole into a temporary sibling directory and then swapped in with
-``os.replace``; a process killed (or a disk filling up) at any instant leaves the previous checkpoint
-readable, either at its name or, during the swap's two renames, at ``.<name>.old`` (which ``load``
-finds by itself).
+code. Before any tensor is allocated, the shapes the config implies (the model built on the meta
+device, which allocates nothing) are checked against the shapes listed in the safetensors header, so
+a ``config.json`` claiming ``vocab_size: 10000000000`` is refused instead of allocating terabytes.
+
+A checkpoint is first written whole into a temporary sibling directory ``.<name>.tmp-<pid>`` and then
+swapped in with ``os.replace``; a process killed (or a disk filling up) at any instant leaves the
+previous checkpoint readable, either at its name or, during the swap's two renames, at ``.<name>.old``
+(which ``load`` finds by itself). Temporary folders left by processes that no longer run (on this
+machine) are removed at the next save into the same folder.
+
+Saving never replaces what attnlab did not write: an existing destination must be an attnlab
+checkpoint (it holds the marker file, or, for checkpoints written before the marker existed, nothing
+but checkpoint files); a file, a link or any other folder is refused with a ``CheckpointError``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +50,11 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 STATE_FILE = "training/state.json"
 TENSORS_FILE = "training/tensors.safetensors"
+MARKER_FILE = "attnlab-checkpoint.json"
+MARKER = {"format": "attnlab-checkpoint", "version": 1}
+_CHECKPOINT_FILES = {MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, STATE_FILE, TENSORS_FILE, MARKER_FILE, "training"}
+MAX_POSITIONS = 1 << 18  # position tables/rotary caches are built from max_len before any weight is read
+_TMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
 
 
 class CheckpointError(RuntimeError):
@@ -85,7 +102,11 @@ def unique_state_dict(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, st
     return tensors, aliases
 
 
-def _read_safetensors(path: Path) -> dict[str, Tensor]:
+def read_safetensors(path: Path) -> dict[str, Tensor]:
+    """Every tensor of a safetensors file (attnlab's one reader: checkpoints and pretrained weights).
+
+    Raises ``CheckpointError`` naming the file when it is missing, truncated or corrupt.
+    """
     if not path.is_file():
         raise CheckpointError(f"{path}: file is missing")
     try:
@@ -95,17 +116,12 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}") from None
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Copy ``path``'s tensors into ``model`` after checking names and shapes; errors list the mismatches."""
-    tensors = _read_safetensors(path)
-    expected, aliases = unique_state_dict(model)
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = [
-        f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(tensors) & set(expected))
-        if tensors[k].shape != expected[k].shape
-    ]
+def _mismatches(expected: dict[str, tuple], found: dict[str, tuple]) -> list[str]:
+    """Missing, unexpected and wrongly shaped tensor names (first five of each), as readable phrases."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = [f"{k}: file {found[k]} vs model {expected[k]}" for k in sorted(set(found) & set(expected))
+             if found[k] != expected[k]]
     problems = []
     if missing:
         problems.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
@@ -113,6 +129,15 @@ def load_weights(model: nn.Module, path: Path) -> None:
         problems.append(f"unexpected tensors {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
     if wrong:
         problems.append("shape mismatch " + "; ".join(wrong[:5]))
+    return problems
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Copy ``path``'s tensors into ``model`` after checking names and shapes; errors list the mismatches."""
+    tensors = read_safetensors(path)
+    expected, aliases = unique_state_dict(model)
+    problems = _mismatches({k: tuple(v.shape) for k, v in expected.items()},
+                           {k: tuple(v.shape) for k, v in tensors.items()})
     if problems:
         raise CheckpointError(f"{path}: weights do not fit the model described by config.json: " + "; ".join(problems))
     result = model.load_state_dict(tensors, strict=False)
@@ -163,6 +188,81 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(f.fileno())
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (a zombie or another user's counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete ``.<name>.tmp-<pid>`` entries of ``folder`` whose process no longer runs; returns them.
+
+    A save killed midway leaves such a folder behind (a full AdamW checkpoint of a 135M-parameter
+    model is ~1.6 GB); the next save into the same folder clears them. Process ids are only
+    meaningful on one machine: on a folder shared by several machines a live save elsewhere could
+    carry a free local id, so run one writer per folder (as ``train`` does: rank 0 only).
+    """
+    removed = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    for entry in root.iterdir():
+        match = _TMP_NAME.match(entry.name)
+        if match is None or pid_alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
+
+
+def is_checkpoint_dir(path: str | Path) -> bool:
+    """True when ``path`` is a folder attnlab wrote as a checkpoint: it holds the marker file, or
+    (checkpoints from before the marker) only checkpoint files, with ``config.json`` among them."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    if (path / MARKER_FILE).is_file():
+        return True
+    names = set()
+    for entry in path.iterdir():  # stops at the first foreign name: never walks a big folder
+        names.add(entry.name)
+        if entry.name not in _CHECKPOINT_FILES:
+            return False
+    training = path / "training"
+    if training.is_dir() and not {f"training/{p.name}" for p in training.iterdir()} <= _CHECKPOINT_FILES:
+        return False
+    return CONFIG_FILE in names
+
+
+def check_destination(directory: str | Path) -> Path:
+    """Refuse a checkpoint destination whose replacement would lose something attnlab did not write.
+
+    Raises ``CheckpointError`` naming ``directory`` when it is a file, a link, or a folder that is not
+    an attnlab checkpoint (see ``is_checkpoint_dir``). Returns the path.
+    """
+    target = Path(directory)
+    if target.is_symlink():
+        raise CheckpointError(f"{target} is a symbolic link; attnlab does not replace it (choose another destination)")
+    if target.exists() and not target.is_dir():
+        raise CheckpointError(f"{target} is a file, not a checkpoint folder; attnlab does not replace it "
+                              f"(choose another destination)")
+    if target.is_dir() and not is_checkpoint_dir(target):
+        raise CheckpointError(f"{target} exists and is not an attnlab checkpoint (no {MARKER_FILE}); attnlab "
+                              f"does not replace it (choose a new or empty destination)")
+    return target
+
+
 def save_checkpoint(
     directory: str | Path,
     model: nn.Module,
@@ -171,13 +271,24 @@ def save_checkpoint(
     *,
     dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write a complete checkpoint to ``directory``, replacing any previous one atomically.
+    """Write a complete checkpoint to ``directory``, replacing a previous *checkpoint* there atomically.
 
     ``dtype`` (e.g. ``torch.bfloat16``) stores floating-point weights smaller; loading casts them back
     to the model's dtype. Used for training snapshots, never for a checkpoint meant to resume.
+
+    Raises ``CheckpointError`` when ``directory`` exists and is not an attnlab checkpoint (a file, a
+    link, a folder of other things: nothing attnlab did not write is replaced) or when writing fails
+    (the previous checkpoint is then intact).
     """
     target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
+        target.rmdir()  # an empty folder holds nothing to lose
+    check_destination(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"could not create {target.parent} ({exc.strerror or exc})") from None
+    remove_stale_temporaries(target.parent)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
     old = target.parent / f".{target.name}.old"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -199,6 +310,7 @@ def save_checkpoint(
                 extra.update(opt_tensors)
             save_file(extra, str(tmp / TENSORS_FILE))
             _write_json(tmp / STATE_FILE, meta)
+        _write_json(tmp / MARKER_FILE, MARKER)
         _fsync_tree(tmp)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -232,6 +344,38 @@ def _read_json(path: Path) -> Any:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
 
 
+def check_shapes(config: TransformerConfig, weights: Path) -> None:
+    """Compare the tensor shapes ``config`` implies with those in the safetensors header, allocating
+    nothing: the model is built on the meta device and only the file's header is read.
+
+    Raises ``CheckpointError`` naming the file, the tensor, both shapes and the config sizes when
+    they disagree (e.g. a ``config.json`` whose ``vocab_size`` the weights do not have).
+    """
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: file is missing")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+            aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: not a readable safetensors file (truncated or corrupt?): {exc}") from None
+    layers = config.n_layers + (config.n_decoder_layers or 0)
+    if layers > len(shapes):  # every layer holds tensors: more layers than tensors cannot fit the file
+        raise CheckpointError(f"{weights}: config.json asks for {layers} layers but the file holds only "
+                              f"{len(shapes)} tensors")
+    if config.max_len > MAX_POSITIONS:
+        raise CheckpointError(f"{weights.parent / CONFIG_FILE}: max_len {config.max_len} is above the limit of "
+                              f"{MAX_POSITIONS} positions")
+    with torch.device("meta"):
+        meta = build_model(config).state_dict()
+    expected = {k: tuple(t.shape) for k, t in meta.items() if k not in aliases}
+    problems = _mismatches(expected, shapes)
+    if problems:
+        sizes = f"vocab_size={config.vocab_size}, d_model={config.d_model}, n_layers={config.n_layers}"
+        raise CheckpointError(f"{weights}: weights do not fit the model described by config.json ({sizes}), "
+                              f"checked before allocating: " + "; ".join(problems))
+
+
 def load_config(directory: str | Path) -> TransformerConfig:
     path = resolve_checkpoint(directory) / CONFIG_FILE
     data = _read_json(path)
@@ -256,6 +400,7 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
         raise CheckpointError(
             f"{tok_path}: tokenizer has {tokenizer.vocab_size} tokens but config.json's vocab_size is {config.vocab_size}"
         )
+    check_shapes(config, path / MODEL_FILE)  # before build_model allocates anything
     model = build_model(config)
     load_weights(model, path / MODEL_FILE)
     model.eval()
@@ -266,11 +411,14 @@ def load_training_state(directory: str | Path) -> TrainingState:
     """The training state saved beside the weights (for ``--resume``)."""
     path = resolve_checkpoint(directory)
     meta = _read_json(path / STATE_FILE)
-    tensors = _read_safetensors(path / TENSORS_FILE)
+    tensors = read_safetensors(path / TENSORS_FILE)
     if not isinstance(meta, dict) or "info" not in meta:
         raise CheckpointError(f"{path / STATE_FILE}: has no 'info' section")
     state = {k.removeprefix("state."): v for k, v in tensors.items() if k.startswith("state.")}
-    optimizer = _unflatten_optimizer(tensors, meta["optimizer"]) if "optimizer" in meta else None
+    try:
+        optimizer = _unflatten_optimizer(tensors, meta["optimizer"]) if "optimizer" in meta else None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path / STATE_FILE}: malformed 'optimizer' section ({exc!r})") from None
     return TrainingState(info=meta["info"], tensors=state, optimizer=optimizer)
 
 

@@ -12,6 +12,10 @@ Two layout facts matter (checked against Hugging Face's own GGUF import in the t
   (dimension ``2i`` with ``2i+1``, the interleaved pairing of the original RoPE code). attnlab's
   ``RotaryEmbedding`` pairs dimension ``i`` with ``i + head_dim/2`` ("rotate half"), like Hugging
   Face, so ``unpermute_rotary`` undoes the permutation head by head.
+
+So a GGUF file takes the same weight path as a Hugging Face checkpoint, with two steps in front:
+dequantize -> undo the rotary permutation -> rename to Hugging Face Llama keys ->
+``attnlab.weights.hf.from_hf_state_dict("llama", ...)`` (one key map, one key/shape check).
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ import numpy as np
 import torch
 from gguf import GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
-from tokenizers import AddedToken, decoders, models, pre_tokenizers
-from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import pre_tokenizers
 from torch import Tensor
 
 from attnlab.models import DecoderLM, TransformerConfig
+from attnlab.tokenizers.byte_level import byte_level_bpe, gpt2_pre_tokenizer
 from attnlab.tokenizers.hf_json import HFJsonTokenizer
+from attnlab.weights.hf import from_hf_state_dict
+from attnlab.weights.keymap import CheckpointMismatchError
 
 Q = GGMLQuantizationType
 # The tensor types we dequantize (plain floats and the common llama.cpp block formats).
@@ -145,6 +151,7 @@ def llama_config(gf: GGUFFile, *, name: str | None = None, max_len: int | None =
         max_len=max_len or int(meta("context_length")), positions="rotary", rope_theta=float(meta("rope.freq_base", 10000.0)),
         norm="rmsnorm", norm_eps=float(meta("attention.layer_norm_rms_epsilon")), norm_placement="pre",
         activation="swiglu", bias=False, tie_embeddings="output.weight" not in gf.tensors,
+        fused_qkv=True,  # one Q/K/V matmul, as for Hugging Face Llama checkpoints (config_from_hf)
     )
 
 
@@ -159,64 +166,80 @@ def unpermute_rotary(weight: Tensor, n_heads: int) -> Tensor:
     return weight.reshape(n_heads, head_dim // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
 
 
-_LAYER_MAP = {  # GGUF tensor (per block) -> attnlab DecoderLM key
-    "attn_norm.weight": "attn_norm.weight",
-    "attn_q.weight": "attn.q_proj.weight",
-    "attn_k.weight": "attn.k_proj.weight",
-    "attn_v.weight": "attn.v_proj.weight",
-    "attn_output.weight": "attn.out_proj.weight",
-    "ffn_norm.weight": "ff_norm.weight",
-    "ffn_gate.weight": "ff.gate.weight",
-    "ffn_up.weight": "ff.up.weight",
-    "ffn_down.weight": "ff.down.weight",
+# GGUF tensor names -> Hugging Face ``LlamaForCausalLM`` keys: the rename step of GGUF's weight path.
+_TOP_TO_HF = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
 }
+_LAYER_TO_HF = {  # per block: blk.{i}.<GGUF name> -> model.layers.{i}.<Hugging Face name>
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+_BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
+
+
+def hf_llama_state_dict(gf: GGUFFile, config: TransformerConfig) -> dict[str, Tensor]:
+    """The file's tensors as a Hugging Face Llama checkpoint: dequantized, Q/K un-permuted, renamed.
+
+    Raises ``GGUFError`` for a tensor name that has no Hugging Face Llama counterpart.
+    """
+    out: dict[str, Tensor] = {}
+    for name in gf.tensors:
+        block = _BLOCK.match(name)
+        if name in _TOP_TO_HF:
+            key = _TOP_TO_HF[name]
+        elif block and block.group(2) in _LAYER_TO_HF:
+            key = f"model.layers.{block.group(1)}.{_LAYER_TO_HF[block.group(2)]}"
+        else:
+            raise GGUFError(f"{gf.path}: unexpected tensor {name!r} for a llama model")
+        tensor = gf.tensor(name)
+        if name.endswith("attn_q.weight"):
+            tensor = unpermute_rotary(tensor, config.n_heads)
+        elif name.endswith("attn_k.weight"):
+            assert config.n_kv_heads is not None
+            tensor = unpermute_rotary(tensor, config.n_kv_heads)
+        out[key] = tensor
+    return out
 
 
 def llama_state_dict(gf: GGUFFile, config: TransformerConfig) -> dict[str, Tensor]:
-    """Dequantized tensors renamed to a ``DecoderLM``'s keys, Q/K un-permuted, shapes checked."""
-    names = {"token_embd.weight": "embed.token.weight", "output_norm.weight": "stack.final_norm.weight"}
-    if not config.tie_embeddings:
-        names["output.weight"] = "lm_head.weight"
-    for i in range(config.n_layers):
-        for theirs, ours in _LAYER_MAP.items():
-            names[f"blk.{i}.{theirs}"] = f"stack.blocks.{i}.{ours}"
-    unexpected = sorted(set(gf.tensors) - set(names))
-    if unexpected:
-        raise GGUFError(f"{gf.path}: unexpected tensors for a {config.n_layers}-layer llama: {unexpected[:5]}")
-    with torch.device("meta"):
-        expected = DecoderLM(config).state_dict()
-    out: dict[str, Tensor] = {}
-    for theirs, ours in names.items():
-        tensor = gf.tensor(theirs)
-        if theirs.endswith("attn_q.weight"):
-            tensor = unpermute_rotary(tensor, config.n_heads)
-        elif theirs.endswith("attn_k.weight"):
-            assert config.n_kv_heads is not None
-            tensor = unpermute_rotary(tensor, config.n_kv_heads)
-        if tuple(tensor.shape) != tuple(expected[ours].shape):
-            raise GGUFError(
-                f"{gf.path}: tensor {theirs!r} has shape {tuple(tensor.shape)}, the metadata implies "
-                f"{tuple(expected[ours].shape)}"
-            )
-        out[ours] = tensor
-    if config.tie_embeddings:
-        out["lm_head.weight"] = out["embed.token.weight"]
-    return out
+    """A ``DecoderLM`` state dict from the file, through the same key map as Hugging Face checkpoints.
+
+    dequantize -> undo the rotary permutation -> rename to Hugging Face keys (``hf_llama_state_dict``)
+    -> ``attnlab.weights.hf.from_hf_state_dict("llama", ...)``, which checks every key and shape
+    first. A mismatch (tensors the metadata does not imply, a wrong shape) raises ``GGUFError``
+    naming the file and the key.
+    """
+    try:
+        return from_hf_state_dict("llama", hf_llama_state_dict(gf, config), config)
+    except CheckpointMismatchError as exc:
+        raise GGUFError(f"{gf.path}: {exc}") from None
 
 
 # Pre-tokenizers of the llama.cpp "gpt2" tokenizer model that we reproduce exactly.
 _PRE_TOKENIZERS = {
-    "default": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    "gpt2": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    "default": gpt2_pre_tokenizer,
+    "gpt2": gpt2_pre_tokenizer,
     # SmolLM: every digit is its own piece, then GPT-2's regular expression (llama.cpp's "smollm").
     "smollm": lambda: pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+        [pre_tokenizers.Digits(individual_digits=True), gpt2_pre_tokenizer()]
     ),
 }
 
 
 def gguf_tokenizer(gf: GGUFFile) -> HFJsonTokenizer:
-    """The byte-level BPE tokenizer stored in the metadata (tokens, merges, token types)."""
+    """The byte-level BPE tokenizer stored in the metadata (tokens, merges, token types).
+
+    Control tokens (type 3, e.g. ``<|im_start|>``) are special: text that spells one encodes as
+    text unless the caller passes ``allow_special=True`` (``HFJsonTokenizer.encode``)."""
     kind = gf.get("tokenizer.ggml.model", required=True)
     if kind != "gpt2":
         raise GGUFError(f"{gf.path}: tokenizer model {kind!r} is not supported (only byte-level BPE, 'gpt2')")
@@ -228,11 +251,8 @@ def gguf_tokenizer(gf: GGUFFile) -> HFJsonTokenizer:
     if any(len(m) != 2 for m in merges):
         raise GGUFError(f"{gf.path}: tokenizer.ggml.merges holds an entry that is not two symbols")
     types = list(gf.get("tokenizer.ggml.token_type", [1] * len(tokens)))
-    hf = HFTokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges, fuse_unk=False))
-    hf.pre_tokenizer = _PRE_TOKENIZERS[pre]()
-    hf.decoder = decoders.ByteLevel()
-    special = [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types, strict=True) if k == _CONTROL_TOKEN]
-    hf.add_special_tokens(special)
+    special = [t for t, k in zip(tokens, types, strict=True) if k == _CONTROL_TOKEN]
+    hf = byte_level_bpe({t: i for i, t in enumerate(tokens)}, merges, special=special, pre_tokenizer=_PRE_TOKENIZERS[pre]())
     return HFJsonTokenizer(hf, add_special_tokens=False)
 
 

@@ -1,11 +1,16 @@
 // Wiring: reads the controls and the URL hash, asks model.js for data, hands it to views.js.
 
-import { api, currentModel, DEFAULT_SENTENCE, formatHash, parseHash, state } from "./model.js";
+import { api, currentModel, DEFAULT_SENTENCE, defaultFocus, findToken, formatHash, nextTokenCandidates, parseHash, state } from "./model.js";
+import { drawStep } from "./tour.js";
 import * as V from "./views.js";
+import { drawWhy } from "./why.js";
 
 const $ = (id) => document.getElementById(id);
 let layout = null;
-let view = "arch";
+let view = "tour";
+let tourData = null;
+let tourStep = 1;
+let viewDefaults = {};
 let timelineData = null;
 const tickets = {}; // per view: only the answer to the latest request is drawn
 
@@ -78,9 +83,41 @@ function modelLabel(m) {
   return `${m.name} (${m.family}${m.available ? "" : ", not installed"})`;
 }
 
-function setHash(arg) {
-  const next = formatHash(view, arg);
+function setHash(arg, params = null) {
+  const next = formatHash(view, arg, params);
   if (location.hash !== next) history.replaceState(null, "", next);
+}
+
+// Update the URL of view `v` only while it is the one shown (an answer may arrive after the user moved on).
+function setHashFor(v, params) {
+  if (view === v) setHash(null, params);
+}
+
+// A view's state in the URL (model, text, layer, head, query, key), so a link restores it. Selections
+// push a history entry, so Back returns to the previous head or token.
+function stateParams() {
+  return { model: state.model, text: state.text === DEFAULT_SENTENCE ? null : state.text, layer: state.layer, head: state.head,
+    query: state.focus, key: state.key };
+}
+
+function pushState() {
+  const next = formatHash(view, null, stateParams());
+  if (location.hash !== next) history.pushState(null, "", next);
+}
+
+// Read model/text/layer/head/query/key from the URL into the state; true when the model or text changed.
+function applyParams(params) {
+  let changed = false;
+  if (params.model && state.models.some((m) => m.name === params.model && m.available) && params.model !== state.model) {
+    state.model = params.model; $("model").value = params.model; changed = true;
+  }
+  if (params.text && params.text !== state.text) { state.text = params.text; $("sentence").value = params.text; changed = true; }
+  const int = (v) => (v === undefined || v === "" || !/^\d+$/.test(v) ? null : Number(v));
+  if (int(params.layer) !== null) state.layer = int(params.layer);
+  if (params.head === "mean") state.head = "mean"; else if (int(params.head) !== null) state.head = int(params.head);
+  if (int(params.query) !== null) state.focus = int(params.query);
+  state.key = int(params.key);
+  return changed;
 }
 
 // --- start-up ---------------------------------------------------------------------------------------
@@ -91,6 +128,7 @@ async function start() {
   layout = arch;
   state.models = models.models;
   state.model = models.default;
+  viewDefaults = models.views || {};
   for (const m of models.models) {
     const opt = V.el("option", { value: m.name, disabled: m.available ? null : "" }, $("model"), modelLabel(m));
     opt.title = m.available ? m.description : `Install: ${m.install_hint}`;
@@ -100,17 +138,24 @@ async function start() {
   $("model-note").textContent = models.note || "";
   document.querySelectorAll(".export").forEach(addExportButtons);
   wire();
+  if (!location.hash) history.replaceState(null, "", "#tour/1"); // the landing page is the guided tour
   await route();
   document.body.dataset.ready = "true";
 }
 
 function wire() {
-  $("input-form").addEventListener("submit", (e) => { e.preventDefault(); state.text = $("sentence").value; state.focus = 0; refresh(); });
-  $("model").addEventListener("change", () => { state.model = $("model").value; state.layer = 0; state.head = 0; state.focus = 0; refresh(); });
+  $("input-form").addEventListener("submit", (e) => { e.preventDefault(); state.text = $("sentence").value; state.focus = null; state.key = null; refresh(); });
+  $("model").addEventListener("change", () => { state.model = $("model").value; state.layer = 0; state.head = 0; state.focus = null; state.key = null; refresh(); });
+  $("finder-run").addEventListener("click", () => { state.focus = Number($("finder-query").value); state.key = Number($("finder-key").value); pushState(); guarded(runFinder); });
+  $("present").addEventListener("click", togglePresenter);
+  document.addEventListener("keydown", onKey);
   document.querySelectorAll("button.variant").forEach((b) => b.addEventListener("click", () => { state.variant = b.dataset.variant; drawArch(); }));
-  $("att-layer").addEventListener("change", () => { state.layer = Number($("att-layer").value); drawAttention(); });
-  $("att-head").addEventListener("change", () => { const v = $("att-head").value; state.head = v === "mean" ? "mean" : Number(v); drawAttention(); });
+  $("qkv-layer").addEventListener("change", () => { state.layer = Number($("qkv-layer").value); pushState(); guarded(drawQKV); });
+  $("qkv-head").addEventListener("change", () => { state.head = Number($("qkv-head").value); pushState(); guarded(drawQKV); });
+  $("att-layer").addEventListener("change", () => { state.layer = Number($("att-layer").value); pushState(); drawAttention(); });
+  $("att-head").addEventListener("change", () => { const v = $("att-head").value; state.head = v === "mean" ? "mean" : Number(v); pushState(); drawAttention(); });
   $("gen-form").addEventListener("submit", (e) => { e.preventDefault(); guarded(runGeneration); });
+  $("gen-prompt").addEventListener("input", () => { clearTimeout(promptTimer); promptTimer = setTimeout(() => guarded(loadNextToken), 600); });
   $("gen-step").addEventListener("input", () => { state.genStep = Number($("gen-step").value); drawGenStep(); });
   $("timeline-slider").addEventListener("input", () => { state.timelineIndex = Number($("timeline-slider").value); guarded(drawTimelineStep); });
   $("tl-layer").addEventListener("change", () => { state.tlLayer = Number($("tl-layer").value); guarded(drawTimelineStep); });
@@ -124,12 +169,89 @@ function wire() {
   window.addEventListener("hashchange", () => route());
 }
 
+// The URL state of the views with their own inputs: the translator's sentence and focus, the timeline's
+// snapshot, layer and head, the generation prompt.
+function ownParams(v, params) {
+  const int = (x) => (x !== undefined && /^\d+$/.test(x) ? Number(x) : null);
+  if (v === "translate") {
+    if (params.text && params.text !== $("tr-text").value) { $("tr-text").value = params.text; delete state.payloads.translate; }
+    if (int(params.layer) !== null) state.trLayer = int(params.layer);
+    if (params.head === "mean" || int(params.head) !== null) state.trHead = params.head === "mean" ? "mean" : int(params.head);
+    if (int(params.query) !== null) state.trFocus = int(params.query);
+  } else if (v === "timeline") {
+    if (int(params.layer) !== null) state.tlLayer = int(params.layer);
+    if (int(params.head) !== null) state.tlHead = int(params.head);
+    if (int(params.step) !== null) state.tlStep = int(params.step);
+  } else if (v === "generate") {
+    if (params.text) $("gen-prompt").value = params.text;
+    if (params.model && state.models.some((m) => m.name === params.model && m.available)) { state.model = params.model; $("model").value = params.model; }
+  }
+}
+
+// The first visit to Attention or Q·K·V without a URL state starts where the tour showed it: the step
+// presetting that view for this model and sentence gives the layer, head, focus and key (tour content,
+// not code, decides what a good first picture is).
+let startedFromTour = false;
+let pendingWords = null; // the preset's query/key words, resolved once the sentence's tokens are known
+
+async function startFromTour() {
+  startedFromTour = true;
+  if (!tourData) tourData = await api.tour();
+  const step = tourData.steps.find((s) => s.view === view && s.preset.model === state.model && s.preset.text === state.text &&
+    s.preset.layer !== null && s.preset.head !== null);
+  if (!step) return;
+  state.layer = step.preset.layer; state.head = step.preset.head;
+  pendingWords = { query: step.preset.query, key: step.preset.key };
+}
+
+// Arrow keys move through the tour (anywhere but in a text field); P toggles presenter mode.
+function onKey(e) {
+  if (e.target.closest && e.target.closest("input, select, textarea") || e.altKey || e.ctrlKey || e.metaKey) return;
+  if (view === "tour" && tourData && (e.key === "ArrowRight" || e.key === "ArrowLeft")) {
+    const n = Math.min(tourData.steps.length, Math.max(1, tourStep + (e.key === "ArrowRight" ? 1 : -1)));
+    if (n !== tourStep) { e.preventDefault(); location.hash = `#tour/${n}`; }
+  } else if (e.key === "p" || e.key === "P") togglePresenter();
+  else if (e.key === "Escape" && document.body.classList.contains("presenter")) togglePresenter();
+}
+
+function togglePresenter() {
+  const on = document.body.classList.toggle("presenter");
+  $("present").setAttribute("aria-pressed", String(on));
+}
+
+// --- the guided tour ---------------------------------------------------------------------------------
+
+async function drawTour(arg) {
+  if (!tourData) tourData = await api.tour();
+  const n = Math.min(tourData.steps.length, Math.max(1, Number(arg) || 1));
+  tourStep = n;
+  if (String(n) !== arg) history.replaceState(null, "", `#tour/${n}`);
+  const current = ticket("tour");
+  const ctx = {
+    toy: tourData.toy, models: state.models, need: needModel,
+    track: (promise) => track("computing…", promise), go: (hash) => { location.hash = hash; },
+  };
+  const { widget, draw } = drawStep($("view-tour"), tourData, n, ctx);
+  widget.dataset.state = "loading";
+  try {
+    await draw();
+    if (current()) widget.dataset.state = "ready";
+  } catch (e) {
+    if (current()) { widget.dataset.state = "error"; throw e; }
+  }
+}
+
 async function route() {
-  const { view: v, arg } = parseHash(location.hash);
-  view = document.getElementById(`view-${v}`) ? v : "arch";
+  const { view: v, arg, params } = parseHash(location.hash);
+  view = document.getElementById(`view-${v}`) ? v : "tour";
+  document.body.dataset.view = view;
+  if (["translate", "timeline", "generate"].includes(view)) ownParams(view, params);
+  else if (applyParams(params) && view !== "attention") delete state.payloads.attention;
+  if ((view === "attention" || view === "qkv") && !Object.keys(params).length && !startedFromTour) await guarded(startFromTour);
   document.querySelectorAll(".view").forEach((s) => { s.hidden = s.id !== `view-${view}`; });
   document.querySelectorAll("#tabs a").forEach((a) => a.setAttribute("aria-current", a.dataset.view === view ? "page" : "false"));
-  if (view === "arch") { if (arg) state.part = arg; await guarded(drawArch); }
+  if (view === "tour") await guarded(() => drawTour(arg));
+  else if (view === "arch") { if (arg) state.part = arg; await guarded(drawArch); }
   else if (view === "learn") await guarded(() => drawLearn(arg));
   else if (view === "experiments") await guarded(() => drawExperiments(arg));
   else if (view === "translate") await guarded(startTranslation);
@@ -139,16 +261,30 @@ async function route() {
 async function refresh() {
   await guarded(async () => {
     if (view === "translate") return startTranslation();
-    if (view === "experiments" || view === "learn") return null;
+    if (view === "experiments" || view === "learn" || view === "tour") return null;
     if (!state.model) throw new Error("no model is available: install one (see the README)");
     if (view === "arch") return drawArch();
     if (view === "attention") return loadAttention();
     if (view === "qkv") return drawQKV();
+    if (view === "why") return loadWhy();
     if (view === "order") return drawOrder();
-    if (view === "generate") return null;
+    if (view === "generate") return loadNextToken();
     if (view === "timeline") return loadTimeline();
     return null;
   });
+}
+
+// --- why (attnlab.interpret; drawing in why.js) --------------------------------------------------------
+
+async function loadWhy() {
+  const current = ticket("why");
+  const head = state.head === "mean" ? 0 : state.head;
+  const p = await track("computing…", api.why(state.model, state.text, state.layer, head, state.focus));
+  if (!current()) return;
+  state.payloads.why = p;
+  setHashFor("why", stateParams());
+  drawWhy($("why-root"), p, (l, h) => { state.layer = l; state.head = h; pushState(); guarded(loadWhy); },
+    (i) => { state.focus = i; pushState(); guarded(loadWhy); });
 }
 
 // --- architecture -----------------------------------------------------------------------------------
@@ -216,9 +352,42 @@ async function loadAttention() {
   $("view-attention").dataset.sentence = text;
   state.payloads.attention = p;
   fillSelect($("att-layer"), p.n_layers, state.layer = Math.min(state.layer, p.n_layers - 1), "layer");
-  fillSelect($("att-head"), p.n_heads, state.head, "head", true);
-  state.focus = Math.min(state.focus, p.tokens.length - 1);
+  fillSelect($("att-head"), p.n_heads, state.head = state.head === "mean" ? "mean" : Math.min(state.head, p.n_heads - 1), "head", true);
+  if (pendingWords) {
+    state.focus = findToken(p.tokens, pendingWords.query) ?? state.focus;
+    state.key = findToken(p.tokens, pendingWords.key);
+    pendingWords = null;
+  }
+  state.focus = state.focus === null || state.focus >= p.tokens.length ? defaultFocus(p.tokens) : state.focus;
+  setHashFor("attention", stateParams());
+  for (const id of ["finder-query", "finder-key"]) {
+    V.clear($(id));
+    p.tokens.forEach((t, i) => V.el("option", { value: i }, $(id), `${i}: ${t}`));
+  }
   drawAttention();
+  if (state.key !== null && state.key < p.tokens.length) await runFinder();
+  else { finder = null; V.clear($("finder-result")); drawGrid(); }
+}
+
+let finder = null; // the head finder's last answer (for the grid's outlines)
+
+async function runFinder() {
+  const p = state.payloads.attention;
+  if (!p) return;
+  const current = ticket("finder");
+  const f = await track("ranking every head…", api.rankHeads(p.model, $("view-attention").dataset.sentence, state.focus, state.key));
+  if (!current()) return;
+  finder = f;
+  state.payloads.finder = f;
+  V.headRanking($("finder-result"), f, { limit: 10, onPick: (l, h) => { state.layer = l; state.head = h; pushState(); drawAttention(); } });
+  drawAttention();
+}
+
+function drawGrid() {
+  const p = state.payloads.attention;
+  const highlight = Object.fromEntries((finder?.heads || []).slice(0, 3).map((h, i) => [`${h.layer},${h.head}`, i + 1]));
+  V.headGrid($("att-grid"), p, { layer: state.layer, head: state.head }, (l, h) => { state.layer = l; state.head = h; pushState(); drawAttention(); }, { highlight });
+  V.roleLegend($("role-legend"));
 }
 
 function fillSelect(select, n, value, what, withMean = false) {
@@ -240,11 +409,13 @@ function drawAttention() {
   const w = attentionMatrix(p);
   const role = state.head === "mean" ? null : p.roles[state.layer][state.head].role;
   $("att-focus-label").textContent = `focus: “${p.tokens[state.focus]}” (token ${state.focus})` + (role ? ` · role: ${role}` : "");
-  V.tokenLines($("att-lines"), p.tokens, w, state.focus, (i) => { state.focus = i; drawAttention(); });
-  V.heatmap($("att-heatmap"), w, { rows: p.tokens, cols: p.tokens, min: 0, cell: Math.max(8, Math.min(22, Math.floor(420 / p.tokens.length))),
-    masked: p.causal ? (i, j) => j > i : null });
+  $("finder-query").value = String(state.focus);
+  if (state.key !== null) $("finder-key").value = String(state.key);
+  V.tokenLines($("att-lines"), p.tokens, w, state.focus, (i) => { state.focus = i; pushState(); drawAttention(); });
+  V.heatmap($("att-heatmap"), w, { rows: p.tokens, cols: p.tokens, min: 0, cell: Math.max(12, Math.min(22, Math.floor(420 / p.tokens.length))),
+    masked: p.causal ? (i, j) => j > i : null, xLabel: "keys", yLabel: "queries" });
   V.weightsTable($("weights-table"), p.tokens, w[state.focus], { layer: state.layer, head: state.head, focus: state.focus });
-  V.headGrid($("att-grid"), p, { layer: state.layer, head: state.head }, (l, h) => { state.layer = l; state.head = h; drawAttention(); });
+  drawGrid();
 }
 
 // --- Q, K, V --------------------------------------------------------------------------------------------
@@ -253,12 +424,27 @@ async function drawQKV() {
   const head = state.head === "mean" ? 0 : state.head;
   const current = ticket("qkv");
   await needModel(state.model);
-  const p = await track("computing…", api.qkv(state.model, state.text, state.layer, head, state.focus));
+  // The layer and head pickers need the model's shape: from the attention payload of this sentence.
+  let att = state.payloads.attention;
+  if (!att || att.model !== state.model || $("view-attention").dataset.sentence !== state.text) {
+    att = await track("computing…", api.attention(state.model, state.text));
+    state.payloads.attention = att;
+    $("view-attention").dataset.sentence = state.text;
+  }
+  fillSelect($("qkv-layer"), att.n_layers, state.layer = Math.min(state.layer, att.n_layers - 1), "layer");
+  fillSelect($("qkv-head"), att.n_heads, Math.min(head, att.n_heads - 1), "head");
+  let p = await track("computing…", api.qkv(state.model, state.text, state.layer, Math.min(head, att.n_heads - 1), state.focus ?? 0));
+  if (state.focus === null || state.focus !== p.focus) { // no focus chosen yet: the sentence's meaningful default
+    state.focus = defaultFocus(p.tokens);
+    p = await track("computing…", api.qkv(state.model, state.text, state.layer, p.head, state.focus));
+  }
   if (!current()) return;
+  setHashFor("qkv", stateParams());
   state.payloads.qkv = p;
-  $("qkv-title").textContent = `${p.model} · layer ${p.layer} · head ${p.head} · focus “${p.tokens[p.focus]}” (click a row to make it the query; layer and head are chosen in the Attention view)`;
+  $("qkv-title").textContent = `${p.model} · layer ${p.layer} · head ${p.head} · focus “${p.tokens[p.focus]}” (click a row to make it the query)`;
   $("qkv-formula").innerHTML = FORMULA;
-  V.qkvSteps($("qkv-body"), p, (j) => { state.focus = j; guarded(drawQKV); });
+  V.qkvSteps($("qkv-body"), p, (j) => { state.focus = j; pushState(); guarded(drawQKV); });
+  V.softmaxSteps($("qkv-body"), p);
 }
 
 const FORMULA = `<math display="block"><mrow><mi>Attention</mi><mo>(</mo><mi>Q</mi><mo>,</mo><mi>K</mi><mo>,</mo><mi>V</mi><mo>)</mo><mo>=</mo>
@@ -271,42 +457,83 @@ async function drawOrder() {
   // The order experiment runs through an encoder: the chosen model if it is one, else the first available.
   const m = currentModel();
   const encoder = m && m.family === "encoder" ? m : state.models.find((x) => x.family === "encoder" && x.available);
-  await Promise.all([needModel(state.model), encoder ? needModel(encoder.name) : null]);
-  const [pos, att] = await track("computing…", Promise.all([api.positions(state.model), api.attention(state.model, state.text)]));
+  // The mask needs a causal model: the chosen one if it is a decoder, else the word-level decoder default.
+  const maskModel = m && m.family === "decoder" ? m.name : (viewDefaults.generate || state.model);
+  await Promise.all([needModel(state.model), encoder ? needModel(encoder.name) : null, needModel(maskModel)]);
+  const [pos, att, maskAtt] = await track("computing…", Promise.all([api.positions(state.model), api.attention(state.model, state.text),
+    maskModel === state.model ? null : api.attention(maskModel, state.text)]));
   if (!current()) return;
   state.payloads.order = { positions: pos, attention_layer: { layer: state.layer, weights: att.weights[state.layer] } };
-  V.heatmap($("pe-heatmap"), pos.table, { cell: 6, diverging: true, min: -1, max: 1, title: "PE(pos, dim)" });
-  const mean = att.mean_weights[0];
-  V.heatmap($("mask-triangle"), mean, { rows: att.tokens, cols: att.tokens, min: 0, cell: 12, masked: (i, j) => att.causal && j > i });
-  $("mask-note").textContent = att.causal ? `${att.model}, layer 0, average of heads: grey cells are masked (weight exactly 0).`
-    : `${att.model} attends without a causal mask (every token sees every token); pick a decoder model to see the triangle.`;
+  V.heatmap($("pe-heatmap"), pos.table, { cell: 6, cellH: 7, diverging: true, min: -1, max: 1, title: "PE(pos, dim)",
+    rows: pos.table.map((_, i) => String(i)), cols: pos.table[0].map((_, j) => String(j)), xLabel: "dimension", yLabel: "position" });
+  const ma = maskAtt || att;
+  V.heatmap($("mask-triangle"), ma.mean_weights[0], { rows: ma.tokens, cols: ma.tokens, min: 0, cell: 14, masked: (i, j) => ma.causal && j > i, xLabel: "keys", yLabel: "queries" });
+  $("mask-note").textContent = ma.causal ? `${ma.model}, layer 0, average of heads: grey cells are masked (weight exactly 0).`
+    : `${ma.model} attends without a causal mask (every token sees every token); pick a decoder model to see the triangle.`;
   const body = V.clear($("order-body"));
   $("order-note").textContent = pos.note || (pos.model ? `Model ${pos.model} (${pos.model_positions} positions). ` +
     "Each cell: distance between a final vector of the first sentence and one of the second. Without positions every token finds an exact twin (a zero in its row): the same set of vectors, just reordered." : "");
   for (const c of pos.comparisons) {
     const box = V.el("div", {}, body);
     V.el("h4", {}, box, `${c.positions ? "with" : "without"} positional information · largest nearest-match distance ${Math.max(...c.nearest).toExponential(2)}`);
-    V.heatmap(V.el("svg:svg", { "data-positions": String(c.positions) }, box), c.distances, { rows: pos.first_tokens, cols: pos.second_tokens, cell: 18 });
+    const same = Math.max(...c.nearest) < 1e-3;
+    V.el("p", { class: "verdict", "data-positions": String(c.positions) }, box, same
+      ? "Verdict: every token of the first order has an exact twin in the second: the encoder gives the same vectors for both orders, so it cannot tell them apart."
+      : "Verdict: the vectors differ between the two orders: with positions the encoder can tell “who did what to whom”.");
+    V.heatmap(V.el("svg:svg", { "data-positions": String(c.positions) }, box), c.distances, { rows: pos.first_tokens, cols: pos.second_tokens, cell: 18,
+      xLabel: "2nd order", yLabel: "1st order" });
   }
   const row = V.clear($("heads-row"));
   att.weights[state.layer].forEach((w, h) => {
     const cell = V.el("div", { class: "cell" }, row);
     V.el("span", {}, cell, `layer ${state.layer}, head ${h} ${att.roles[state.layer][h].role || ""}`);
-    V.heatmap(V.el("svg:svg", {}, cell), w, { min: 0, cell: Math.max(3, Math.min(10, Math.floor(160 / w.length))) });
+    V.heatmap(V.el("svg:svg", {}, cell), w, { min: 0, bar: false, cell: Math.max(3, Math.min(10, Math.floor(160 / w.length))) });
   });
 }
 
 // --- generation -------------------------------------------------------------------------------------------
 
+const sampling = { temperature: 0.8, top_k: 0, top_p: 0.95 };
+let nextToken = null;
+let promptTimer = null;
+
+function generationModel() {
+  return currentModel()?.family === "decoder" ? state.model : (viewDefaults.generate || state.model);
+}
+
+// The prompt's next-token logits, fetched once; the sliders then redraw from them without a request.
+async function loadNextToken() {
+  if (!$("gen-sliders").firstChild) V.samplingSliders($("gen-sliders"), sampling, drawNextToken);
+  const model = generationModel();
+  const text = $("gen-prompt").value;
+  if (!text.trim()) return;
+  const current = ticket("next-token");
+  await needModel(model);
+  const data = await track("computing…", api.nextToken(model, text));
+  if (!current()) return;
+  nextToken = data;
+  setHashFor("generate", { model, text });
+  $("gen-model").textContent = model === state.model ? `(${model})` : `(${model}: ${state.model} cannot write text, so this view uses a decoder)`;
+  drawNextToken();
+}
+
+function drawNextToken() {
+  if (!nextToken) return;
+  V.probabilityBars($("gen-next"), nextTokenCandidates(nextToken, sampling));
+}
+
 async function runGeneration() {
   const current = ticket("generate");
-  await needModel(state.model);
+  // Generation needs a decoder: the chosen model if it is one, else the word-level default (smollm2).
+  const model = generationModel();
+  await needModel(model);
   const p = await track("generating…", api.generate({
-    model: state.model, text: $("gen-prompt").value, max_new_tokens: Number($("gen-n").value),
-    temperature: Number($("gen-temp").value), top_k: Number($("gen-topk").value), top_p: Number($("gen-topp").value), seed: 0,
+    model, text: $("gen-prompt").value, max_new_tokens: Number($("gen-n").value),
+    temperature: sampling.temperature, top_k: sampling.top_k, top_p: sampling.top_p, seed: 0,
   }));
   if (!current()) return;
   state.payloads.generate = p;
+  $("gen-result").hidden = false;
   $("gen-step").max = String(p.steps.length - 1);
   $("gen-step").value = "0";
   state.genStep = 0;
@@ -324,7 +551,7 @@ function drawGenStep() {
   V.probabilityBars($("gen-bars"), step);
   const last = step.attention[step.attention.length - 1];
   const keys = [...p.prompt_tokens, ...p.steps.map((s) => s.token)].slice(0, step.cache_length);
-  V.heatmap($("gen-attn"), last, { rows: last.map((_, h) => `head ${h}`), cols: keys, min: 0, cell: Math.max(6, Math.min(16, Math.floor(440 / keys.length))) });
+  V.heatmap($("gen-attn"), last, { rows: last.map((_, h) => `H${h}`), cols: keys, xLabel: "cached keys", yLabel: "heads", min: 0, cell: Math.max(6, Math.min(16, Math.floor(440 / keys.length))) });
   V.kvCache($("gen-cache"), step.cache_length, p.prompt_tokens.length + p.steps.length);
 }
 
@@ -339,10 +566,14 @@ async function loadTimeline() {
   const data = await track("reading the snapshots…", api.timeline(name));
   if (!current()) return;
   timelineData = data;
-  $("timeline-note").textContent = `${name}: the same sentence through the weights saved at each training step. “${timelineData.sentence}”`;
+  const lastSnap = timelineData.snapshots[timelineData.snapshots.length - 1]?.step ?? 0;
+  const lastCurve = Math.max(0, ...timelineData.curve.map((p) => p.step));
+  $("timeline-note").textContent = `${name}: the same sentence through the weights saved at each training step. “${timelineData.sentence}”` +
+    (lastCurve > lastSnap ? ` Weights were saved up to step ${lastSnap} only; the loss curve goes on to step ${lastCurve}.` : "");
   const slider = $("timeline-slider");
   slider.max = String(timelineData.snapshots.length - 1);
-  state.timelineIndex = Math.min(state.timelineIndex, timelineData.snapshots.length - 1);
+  const fromUrl = state.tlStep === undefined ? -1 : timelineData.snapshots.findIndex((s) => s.step === state.tlStep);
+  state.timelineIndex = fromUrl >= 0 ? fromUrl : Math.min(state.timelineIndex, timelineData.snapshots.length - 1);
   slider.value = String(state.timelineIndex);
   fillSelect($("tl-layer"), timelineData.n_layers, state.tlLayer, "layer");
   fillSelect($("tl-head"), timelineData.n_heads, state.tlHead, "head");
@@ -356,12 +587,15 @@ async function drawTimelineStep() {
   const p = await track("computing…", api.timelineAttention(timelineData.model, snap.step, state.tlLayer, state.tlHead));
   if (!current()) return;
   state.payloads.timeline = { timeline: timelineData, attention: p };
+  state.tlStep = snap.step;
+  setHashFor("timeline", { layer: state.tlLayer, head: state.tlHead, step: snap.step });
   $("timeline-step").textContent = `step ${snap.step}` + (snap.loss !== null ? ` · loss ${snap.loss.toFixed(3)}` : "") + (p.role.role ? ` · role: ${p.role.role}` : "");
   V.lossCurve($("loss-curve"), timelineData.curve, snap.step);
   const svg = $("tl-heatmap");
   svg.dataset.step = String(snap.step);
   svg.dataset.model = p.model;
-  V.heatmap(svg, p.weights, { rows: p.tokens, cols: p.tokens, min: 0, cell: Math.max(6, Math.min(14, Math.floor(560 / p.tokens.length))), masked: (i, j) => j > i });
+  V.heatmap(svg, p.weights, { rows: p.tokens, cols: p.tokens, min: 0, cell: Math.max(6, Math.min(14, Math.floor(560 / p.tokens.length))), masked: (i, j) => j > i,
+    xLabel: "keys", yLabel: "queries" });
 }
 
 // --- translation: cross-attention as alignment ---------------------------------------------------------
@@ -425,11 +659,12 @@ function drawTranslation() {
   const out = V.clear($("tr-output"));
   V.el("span", {}, out, p.text || "(empty translation)");
   V.el("span", { class: "prompt" }, out, `   ${p.model}, ${p.beam_size === 1 ? "greedy" : `beam ${p.beam_size}`}, log-probability ${p.logprob.toFixed(2)}`);
+  setHashFor("translate", { text: $("view-translate").dataset.sentence, layer: state.trLayer, head: state.trHead, query: state.trFocus });
   $("tr-focus-label").textContent = `target token ${state.trFocus}: “${p.target_tokens[state.trFocus]}”`;
   const svg = $("tr-lines");
   svg.dataset.layer = String(state.trLayer); svg.dataset.head = String(state.trHead);
   V.alignment(svg, p.source_tokens, p.target_tokens, w, state.trFocus, (i) => { state.trFocus = i; drawTranslation(); });
-  V.heatmap($("tr-heatmap"), w, { rows: p.target_tokens, cols: p.source_tokens, min: 0,
+  V.heatmap($("tr-heatmap"), w, { rows: p.target_tokens, cols: p.source_tokens, min: 0, xLabel: "source", yLabel: "target",
     cell: Math.max(8, Math.min(22, Math.floor(440 / Math.max(p.source_tokens.length, p.target_tokens.length)))) });
   V.weightsTable($("tr-table"), p.source_tokens, w[state.trFocus], { layer: state.trLayer, head: state.trHead, focus: state.trFocus });
 }
@@ -462,6 +697,15 @@ async function drawLearn(slug) {
   const page = await api.content(slug || "why-attention");
   $("learn-page").innerHTML = page.html; // server-rendered from our Markdown; text is escaped there
   state.payloads.learn = page;
+  // Each page links to the tour step that teaches it and to its live view.
+  if (!tourData) tourData = await api.tour();
+  const step = tourData.steps.findLast((s) => s.learn === page.slug); // the last step on it shows it with a real model
+  nav.querySelectorAll("a").forEach((a) => a.setAttribute("aria-current", a.dataset.slug === page.slug ? "page" : "false"));
+  if (step) {
+    const live = V.el("p", { class: "learn-live" }, $("learn-page"));
+    V.el("a", { href: `#tour/${step.n}` }, live, `See it live: tour step ${step.n}, “${step.title}”`);
+    if (step.view) { live.append(" · "); V.el("a", { href: `#${step.view}` }, live, "explore it freely"); }
+  }
 }
 
 // --- export ------------------------------------------------------------------------------------------------------

@@ -32,6 +32,10 @@ export const api = {
   timelineAttention: (model, step, layer, head) => call("/api/timeline/attention", { model, step, layer, head }),
   translate: (model, text, beam_size) => call("/api/translate", { model, text, beam_size }),
   experiments: () => call("/api/experiments"),
+  tour: () => call("/api/tour"),
+  nextToken: (model, text) => call("/api/next-token", { model, text }),
+  rankHeads: (model, text, query, key) => call("/api/heads/rank", { model, text, query, key }),
+  why: (model, text, layer, head, focus) => call("/api/why", { model, text, layer, head, focus }),
 };
 
 export const DEFAULT_SENTENCE = "John gave the book to Sarah because she liked it.";
@@ -45,7 +49,8 @@ export const state = {
   part: null,
   layer: 0,
   head: 0, // a number, or "mean" for the average over heads
-  focus: 0,
+  focus: null, // null: defaultFocus of the sentence
+  key: null, // the head finder's key token (null: none chosen)
   genStep: 0,
   timelineIndex: 0,
   tlLayer: 0,
@@ -62,12 +67,80 @@ export function currentModel() {
   return state.models.find((m) => m.name === state.model) || null;
 }
 
-// The URL hash remembers the view and its selection: #arch/enc-attn, #learn/scaling, #attention.
+// The URL hash remembers the view, its selection and its state: #arch/enc-attn, #learn/scaling, #tour/3,
+// #attention?model=minilm&text=...&layer=5&head=3&query=8&key=6.
 export function parseHash(hash) {
-  const [view, arg] = hash.replace(/^#/, "").split("/");
-  return { view: view || "arch", arg: arg ? decodeURIComponent(arg) : null };
+  const [path, query = ""] = hash.replace(/^#/, "").split("?");
+  const [view, arg] = path.split("/");
+  const params = Object.fromEntries(new URLSearchParams(query));
+  return { view: view || "tour", arg: arg ? decodeURIComponent(arg) : null, params };
 }
 
-export function formatHash(view, arg) {
-  return arg ? `#${view}/${encodeURIComponent(arg)}` : `#${view}`;
+export function formatHash(view, arg, params = null) {
+  const base = arg ? `#${view}/${encodeURIComponent(arg)}` : `#${view}`;
+  const entries = Object.entries(params || {}).filter(([, v]) => v !== null && v !== undefined && v !== "");
+  return entries.length ? `${base}?${new URLSearchParams(entries).toString()}` : base;
+}
+
+// The index of the token spelled `word` (case and the tokenizers' space markers ignored), or null.
+export function findToken(tokens, word) {
+  if (word === null || word === undefined) return null;
+  const norm = (t) => String(t).replace(/^(Ġ|▁|##)/, "").trim().toLowerCase();
+  const i = tokens.findIndex((t) => norm(t) === norm(word));
+  return i < 0 ? null : i;
+}
+
+// The focus a view starts on: the default sentence's pronoun "she" when present, else the last token
+// (never token 0 of a causal model, whose only possible weight is 1 on itself).
+export function defaultFocus(tokens) {
+  const she = findToken(tokens, "she");
+  if (she !== null) return she;
+  const last = tokens.length - 1;
+  return last > 0 && /^\[SEP\]$|^<\/s>$/.test(tokens[last]) ? last - 1 : last;
+}
+
+// The next-token distribution the sampler draws from, computed in the page so the sliders redraw at
+// once. It follows attnlab.generate.sampling_distribution rule for rule (a browser test checks them
+// equal): temperature 0 is greedy (all mass on the first highest logit); else logits / T, then top-k
+// keeps every logit >= the k-th largest (ties kept), then top-p drops each token whose higher-ranked
+// tokens already hold p of the mass, then a softmax.
+export function samplingDistribution(logits, { temperature = 1, top_k = 0, top_p = 1 } = {}) {
+  const n = logits.length;
+  const out = new Float64Array(n);
+  if (temperature === 0) {
+    let best = 0;
+    for (let i = 1; i < n; i += 1) if (logits[i] > logits[best]) best = i;
+    out[best] = 1;
+    return out;
+  }
+  const z = Array.from(logits, (v) => v / temperature);
+  if (top_k > 0 && top_k < n) {
+    const kth = [...z].sort((a, b) => b - a)[top_k - 1];
+    for (let i = 0; i < n; i += 1) if (z[i] < kth) z[i] = -Infinity;
+  }
+  if (top_p < 1) {
+    const order = z.map((_, i) => i).sort((a, b) => z[b] - z[a] || a - b); // stable, highest first
+    const p = softmax(order.map((i) => z[i]));
+    let before = 0;
+    order.forEach((i, r) => { if (before >= top_p) z[i] = -Infinity; before += p[r]; });
+  }
+  return Float64Array.from(softmax(z));
+}
+
+export function softmax(values) {
+  let m = -Infinity;
+  for (const v of values) if (v > m) m = v;
+  const e = values.map((v) => (v === -Infinity ? 0 : Math.exp(v - m)));
+  const sum = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / sum);
+}
+
+// Bars for the sliders: the `n` tokens with the highest logits, softmax(logits / T) and the filtered
+// distribution, in the shape views.probabilityBars draws.
+export function nextTokenCandidates(data, settings, n = 12) {
+  const ids = Object.keys(data.labels).map(Number).sort((a, b) => data.logits[b] - data.logits[a]).slice(0, n);
+  const T = settings.temperature || 1;
+  const plain = softmax(data.logits.map((v) => v / T));
+  const kept = samplingDistribution(data.logits, settings);
+  return { id: null, candidates: ids.map((id) => ({ token: data.labels[id], id, prob: plain[id], kept: kept[id] })) };
 }

@@ -73,7 +73,7 @@ export function drawDiagram(svg, layout, variant, selected, onSelect) {
       "stroke-width": b.id === selected || b.changed ? 2.5 : 1.2 }, g);
     el("svg:text", { x: b.x + b.w / 2, y: b.y + b.h / 2 + 5, "text-anchor": "middle", "font-size": 13, fill: "#1d2330" }, g, b.label);
     if (b.changed) el("svg:circle", { cx: b.x + b.w - 6, cy: b.y + 6, r: 4, fill: "#d0641c" }, g);
-    el("svg:title", {}, g, b.changed ? `${b.label}: ${b.changed}` : b.label);
+    el("svg:title", {}, g, [b.label, b.formula, b.changed && `In this family: ${b.changed}`, "Click for the explanation and live values"].filter(Boolean).join("\n"));
     g.addEventListener("click", () => onSelect(b));
     g.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); onSelect(b); } });
   }
@@ -81,25 +81,80 @@ export function drawDiagram(svg, layout, variant, selected, onSelect) {
 
 // --- heatmaps -----------------------------------------------------------------------------------------
 
-export function heatmap(svg, matrix, { rows = [], cols = [], cell = 18, diverging = false, min, max, masked = null, title = "" } = {}) {
+// The value at quantile q (0..1) of the finite numbers in `values` (used to clip colour scales).
+export function quantile(values, q) {
+  const sorted = values.filter(Number.isFinite).sort((a, b) => a - b);
+  if (!sorted.length) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.round(q * (sorted.length - 1))))];
+}
+
+// Every how-many labels to print so that labels `need` px tall never overlap in cells `cell` px apart.
+export const labelStride = (cell, need = 13) => Math.max(1, Math.ceil(need / cell));
+
+// A heatmap with axes: row labels on the left, column labels vertical on top (thinned so they never
+// overlap), axis names in the corner, a colour bar on the right and each cell's value on hover.
+// `clip` (a quantile such as 0.99) bounds the colour scale so one outlier cannot wash the map out;
+// the bar then says so. `masked(i, j)` greys out cells.
+export function heatmap(svg, matrix, { rows = [], cols = [], cell = 18, diverging = false, min, max, masked = null, title = "",
+  xLabel = "", yLabel = "", clip = null, bar = true, cellH = null, hover = true } = {}) {
+  const ch = cellH ?? cell;
   clear(svg);
   const nr = matrix.length, nc = nr ? matrix[0].length : 0;
   const flat = matrix.flat().filter(Number.isFinite);
-  const lo = min ?? Math.min(...flat, 0), hi = max ?? Math.max(...flat, 0);
-  const left = rows.length ? 80 : 4, top = cols.length ? 64 : 4;
-  const width = left + nc * cell + 8, height = top + nr * cell + 8;
+  let lo = min ?? Math.min(...flat, 0), hi = max ?? Math.max(...flat, 0);
+  let clipped = false;
+  if (clip !== null && flat.length) {
+    if (diverging) {
+      const m = quantile(flat.map(Math.abs), clip);
+      if (m < Math.max(Math.abs(lo), Math.abs(hi))) { lo = -m; hi = m; clipped = true; }
+    } else {
+      const q = quantile(flat, clip);
+      if (q < hi) { hi = q; clipped = true; }
+    }
+  }
+  const labelW = rows.length ? 12 + 7 * Math.min(10, Math.max(...rows.map((r) => short(r).length))) : 4;
+  const left = Math.max(rows.length ? 70 : 4, labelW);
+  let top = cols.length ? 12 + 7 * Math.min(10, Math.max(...cols.map((c) => short(c).length))) : (xLabel ? 18 : 4);
+  if (cols.length && (xLabel || yLabel)) top = Math.max(top, 36); // room for the axis names in the corner
+  const barW = bar && nr ? 70 : 0;
+  const width = left + nc * cell + 8 + barW, height = Math.max(top + nr * ch + 8, bar && nr ? top + 110 : 0);
   size(svg, width, height);
+  svg.dataset.lo = String(lo); svg.dataset.hi = String(hi);
   if (title) el("svg:title", {}, svg, title);
-  cols.forEach((c, j) => el("svg:text", { x: left + j * cell + cell / 2, y: top - 4, "font-size": 11, fill: "#1d2330",
-    transform: `rotate(-60 ${left + j * cell + cell / 2} ${top - 4})` }, svg, short(c)));
-  rows.forEach((r, i) => el("svg:text", { x: left - 4, y: top + i * cell + cell * 0.7, "font-size": 11, "text-anchor": "end", fill: "#1d2330" }, svg, short(r)));
+  if (yLabel) el("svg:text", { x: 4, y: top - 18, "font-size": 10, fill: "#5b6475", class: "axis" }, svg, `↓ ${yLabel}`);
+  if (xLabel) el("svg:text", { x: 4, y: top - 5, "font-size": 10, fill: "#5b6475", class: "axis" }, svg, `→ ${xLabel}`);
+  const cs = labelStride(cell), rs = labelStride(ch, 12);
+  cols.forEach((c, j) => {
+    if (j % cs) return;
+    const x = left + j * cell + cell / 2 + 4, y = top - 4;
+    el("svg:text", { x, y, "font-size": 11, fill: "#1d2330", transform: `rotate(-90 ${x} ${y})`, class: "label" }, svg, short(c));
+  });
+  rows.forEach((r, i) => {
+    if (i % rs) return;
+    el("svg:text", { x: left - 4, y: top + i * ch + ch / 2 + 4, "font-size": 11, "text-anchor": "end", fill: "#1d2330", class: "label" }, svg, short(r));
+  });
   matrix.forEach((row, i) => row.forEach((v, j) => {
     const isMasked = masked ? masked(i, j) : false;
-    const r = el("svg:rect", { x: left + j * cell, y: top + i * cell, width: cell - 1, height: cell - 1,
+    const r = el("svg:rect", { x: left + j * cell, y: top + i * ch, width: Math.max(1, cell - 1), height: Math.max(1, ch - 1),
       fill: isMasked ? "#c9ced8" : colour(v, { min: lo, max: hi, diverging }), "data-i": i, "data-j": j }, svg);
-    el("svg:title", {}, r, `${rows[i] ?? i} → ${cols[j] ?? j}: ${isMasked ? "masked" : fmt(v)}`);
+    if (hover) el("svg:title", {}, r, `${rows[i] ?? i} → ${cols[j] ?? j}: ${isMasked ? "masked" : fmt(v)}`);
   }));
+  if (barW) colourBar(svg, left + nc * cell + 12, top, { lo, hi, diverging, clipped });
   return svg;
+}
+
+// A vertical colour bar with its two end values; "clipped" marks a scale cut at a high percentile.
+function colourBar(svg, x, y, { lo, hi, diverging, clipped }) {
+  const h = 90, n = 18;
+  for (let k = 0; k < n; k += 1) {
+    const v = hi - ((hi - lo) * k) / (n - 1);
+    el("svg:rect", { x, y: y + (k * h) / n, width: 10, height: h / n + 0.5, fill: colour(v, { min: lo, max: hi, diverging }) }, svg);
+  }
+  el("svg:rect", { x, y, width: 10, height: h, fill: "none", stroke: "#9aa1ad" }, svg);
+  const num = (v) => (Math.abs(v) >= 100 || (Math.abs(v) < 0.01 && v !== 0) ? v.toExponential(1) : v.toFixed(2));
+  el("svg:text", { x: x + 13, y: y + 9, "font-size": 10, fill: "#1d2330", class: "label" }, svg, `${clipped ? "≥" : ""}${num(hi)}`);
+  el("svg:text", { x: x + 13, y: y + h, "font-size": 10, fill: "#1d2330", class: "label" }, svg, `${clipped && diverging ? "≤" : ""}${num(lo)}`);
+  if (clipped) el("svg:text", { x: x + 13, y: y + h / 2 + 4, "font-size": 9, fill: "#5b6475", class: "label" }, svg, "99th pct");
 }
 
 // --- attention as lines between tokens ----------------------------------------------------------------
@@ -146,17 +201,131 @@ export function weightsTable(table, tokens, row, { layer, head, focus }) {
 
 // --- small multiples of layers x heads -----------------------------------------------------------------
 
-export function headGrid(container, payload, selected, onPick) {
+// What each role label of attnlab.inspect.roles means (the grid's legend).
+export const ROLE_HELP = {
+  "previous-token": "puts at least half its attention on the token just before",
+  "first-token": "parks at least half its attention on the first token (a \u201cnowhere\u201d to look when nothing is relevant)",
+  "same-token": "puts at least half its attention on the token itself",
+  broad: "spreads its attention almost evenly (a bag-of-words average)",
+};
+
+// The layers x heads grid as a true matrix: one row per layer, one column per head, labelled axes.
+// `highlight` maps "l,h" to a rank (1 = best) to outline the head finder's top heads.
+export function headGrid(container, payload, selected, onPick, { highlight = {}, thumb = 84 } = {}) {
   clear(container);
-  payload.weights.forEach((layer, l) => layer.forEach((w, h) => {
-    const cell = el("div", { class: "cell", role: "button", tabindex: 0, "data-layer": l, "data-head": h,
-      "aria-pressed": String(selected.layer === l && selected.head === h), title: roleTitle(payload.roles[l][h]) }, container);
-    el("span", {}, cell, `L${l} H${h}`);
-    el("span", { class: "role" }, cell, payload.roles[l][h].role || "");
-    heatmap(el("svg:svg", {}, cell), w, { cell: Math.max(2, Math.min(6, Math.floor(84 / w.length))), min: 0 });
-    cell.addEventListener("click", () => onPick(l, h));
-    cell.addEventListener("keydown", (e) => { if (e.key === "Enter") onPick(l, h); });
-  }));
+  container.classList.add("head-matrix");
+  container.style.gridTemplateColumns = `auto repeat(${payload.n_heads}, minmax(0, 1fr))`;
+  el("div", { class: "axis corner" }, container, "layer ↓ · head →");
+  for (let h = 0; h < payload.n_heads; h += 1) el("div", { class: "axis col" }, container, `H${h}`);
+  const px = Math.max(1, Math.min(6, Math.floor(thumb / payload.tokens.length)));
+  payload.weights.forEach((layer, l) => {
+    el("div", { class: "axis row" }, container, `L${l}`);
+    layer.forEach((w, h) => {
+      const rank = highlight[`${l},${h}`];
+      const role = payload.roles[l][h].role;
+      const cell = el("div", { class: "cell" + (rank ? " top" : ""), role: "button", tabindex: 0, "data-layer": l, "data-head": h,
+        "data-rank": rank ?? null, "aria-pressed": String(selected.layer === l && selected.head === h),
+        "aria-label": `layer ${l} head ${h}${role ? `, role ${role}` : ""}`, title: `L${l} H${h}${role ? ` · ${role}` : ""}\n${roleTitle(payload.roles[l][h])}` }, container);
+      heatmap(el("svg:svg", {}, cell), w, { cell: px, min: 0, bar: false, hover: false }); // the cell's own title names it
+      el("span", { class: "role" }, cell, rank ? `#${rank}` : (role ? ROLE_ABBR[role] || role : ""));
+      cell.addEventListener("click", () => onPick(l, h));
+      cell.addEventListener("keydown", (e) => { if (e.key === "Enter") onPick(l, h); });
+    });
+  });
+}
+
+const ROLE_ABBR = { "first-token": "first", "previous-token": "prev", "same-token": "self", broad: "broad" };
+
+export function roleLegend(container) {
+  clear(container);
+  el("strong", {}, container, "Role labels: ");
+  for (const [role, help] of Object.entries(ROLE_HELP)) {
+    const item = el("span", { class: "legend-item" }, container);
+    el("code", {}, item, ROLE_ABBR[role] || role);
+    item.append(` ${help}`);
+  }
+  el("span", { class: "legend-item" }, container, "· #1, #2, #3: the head finder's best heads (orange outline)");
+}
+
+// The head finder's answer: every head ranked by the weight from the query to the key, best first.
+export function headRanking(container, f, { limit = 12, onPick = null } = {}) {
+  clear(container);
+  el("p", { class: "summary" }, container, `Every head of ${f.model}, ranked by how much “${f.tokens[f.query]}” (token ${f.query}) attends to “${f.tokens[f.key]}” (token ${f.key}). ` +
+    "Specificity = its weight minus the mean weight the other queries put on that key.");
+  const ol = el("ol", { class: "ranking", "data-query": f.query, "data-key": f.key }, container);
+  f.heads.slice(0, limit).forEach((h, i) => {
+    const li = el("li", { "data-label": h.label, "data-weight": String(h.weight), class: i < 3 ? "top" : "" }, ol);
+    const b = el("button", { type: "button" }, li, h.label);
+    if (onPick) b.addEventListener("click", () => onPick(h.layer, h.head));
+    else b.disabled = true;
+    const barBox = el("svg:svg", { width: 90, height: 10, "aria-hidden": "true" }, li);
+    el("svg:rect", { x: 0, y: 1, width: Math.max(0.5, 90 * h.weight), height: 8, fill: "#2456c7" }, barBox);
+    li.append(` weight ${h.weight.toFixed(3)} · others ${h.others.toFixed(3)} · specificity ${h.specificity >= 0 ? "+" : ""}${h.specificity.toFixed(3)} — ${h.verdict}`);
+  });
+  if (f.heads.length > limit) el("p", { class: "note" }, container, `…and ${f.heads.length - limit} more heads below these (all ${f.heads.length} are in the JSON export).`);
+}
+
+// Exact numbers a widget shows, for screen readers and tests: `hook` and `index` name where they were
+// recorded (cache[hook][index...]); the table is visually hidden and takes no space.
+export function checkTable(parent, hook, index, labels, values) {
+  const table = el("table", { class: "visually-hidden check", "data-hook": hook, "data-index": index.join(",") }, parent);
+  const body = el("tbody", {}, table);
+  values.forEach((v, j) => {
+    const tr = el("tr", {}, body);
+    el("td", {}, tr, labels[j] ?? String(j));
+    el("td", { "data-value": String(v) }, tr, String(v));
+  });
+  return table;
+}
+
+// The toy: hand-set vectors through attnlab.nn.attention, every step of the arithmetic in a table.
+export function toyAttention(container, toy) {
+  clear(container);
+  el("p", { class: "toy-badge" }, container, "Toy, not a real model: three words, hand-set 2-number vectors");
+  el("p", {}, container, `Query of “${toy.tokens[toy.query]}”: q = [${toy.q.join(", ")}], d_k = ${toy.d_k}, √d_k = ${Math.sqrt(toy.d_k).toFixed(3)}`);
+  const table = el("table", { class: "numbers", id: "toy-table" }, container);
+  const hr = el("tr", {}, el("thead", {}, table));
+  ["key token", "key k", "q · k", "÷ √d_k (score)", "softmax (weight)", "value v"].forEach((h) => el("th", {}, hr, h));
+  const body = el("tbody", {}, table);
+  toy.tokens.forEach((tok, j) => {
+    const tr = el("tr", { class: j === toy.query ? "focus" : "" }, body);
+    el("td", {}, tr, tok);
+    el("td", { class: "vec" }, tr, `[${toy.keys[j].join(", ")}]`);
+    el("td", {}, tr, toy.dots[j].toFixed(3));
+    el("td", {}, tr, toy.scores[j].toFixed(3));
+    const w = el("td", { "data-value": String(toy.weights[j]) }, tr);
+    const barBox = el("svg:svg", { width: 80, height: 10 }, w);
+    el("svg:rect", { x: 0, y: 1, width: Math.max(0.5, 80 * toy.weights[j]), height: 8, fill: "#2456c7" }, barBox);
+    w.append(" " + toy.weights[j].toFixed(3));
+    el("td", { class: "vec" }, tr, `[${toy.values[j].join(", ")}]`);
+  });
+  el("p", {}, container, `Output = Σ weight · v = [${toy.output.map((x) => x.toFixed(3)).join(", ")}]: mostly the value of “${toy.tokens[toy.weights.indexOf(Math.max(...toy.weights))]}”.`);
+}
+
+// The softmax of one query row as exp -> sum -> divide, from the recorded scores (hook_scores); the
+// last column is the model's own hook_weights, so the arithmetic can be checked against it.
+export function softmaxSteps(container, p) {
+  const visible = p.scores.map((s, j) => (p.masked[j] ? null : s));
+  const m = Math.max(...visible.filter((v) => v !== null));
+  const ex = visible.map((s) => (s === null ? 0 : Math.exp(s - m)));
+  const sum = ex.reduce((a, b) => a + b, 0);
+  el("h4", {}, container, "The softmax, step by step");
+  el("p", { class: "summary" }, container, `1. exp: e^(score − max), with max = ${m.toFixed(3)} subtracted for numerical safety (it cancels). ` +
+    `2. sum: ${sum.toFixed(4)}. 3. divide each exp by the sum. The model's own weights (hook_weights) are in the last column.`);
+  const table = el("table", { class: "numbers", id: "softmax-table" }, container);
+  const hr = el("tr", {}, el("thead", {}, table));
+  ["key token", "score", "1. exp", "3. ÷ sum", "hook_weights"].forEach((h) => el("th", {}, hr, h));
+  const body = el("tbody", {}, table);
+  p.tokens.forEach((t, j) => {
+    const tr = el("tr", {}, body);
+    el("td", {}, tr, short(t, 16));
+    el("td", { class: p.masked[j] ? "masked" : "" }, tr, p.masked[j] ? "−∞" : fmt(p.scores[j], 3));
+    el("td", {}, tr, fmt(ex[j], 4));
+    el("td", {}, tr, fmt(ex[j] / sum, 4));
+    el("td", {}, tr, fmt(p.weights[j], 4));
+  });
+  const tr = el("tr", {}, body);
+  el("th", {}, tr, "2. sum"); el("td", {}, tr, ""); el("td", {}, tr, sum.toFixed(4)); el("td", {}, tr, "1.0000"); el("td", {}, tr, p.weights.reduce((a, b) => a + b, 0).toFixed(4));
 }
 
 function roleTitle(role) {
@@ -165,17 +334,19 @@ function roleTitle(role) {
 
 // --- tensors of a diagram part --------------------------------------------------------------------------
 
-export function tensorViews(container, part) {
+export function tensorViews(container, part, { only = null } = {}) {
   if (!part.available) { el("p", { class: "note" }, container, part.reason); return; }
   const attention = part.tensors.length && part.tensors[0].hook.endsWith("hook_weights");
   const holder = attention ? el("div", { class: "grid" }, container) : container;
-  for (const t of part.tensors) {
+  for (const t of only ? part.tensors.slice(0, only) : part.tensors) {
     const box = el("div", { class: "tensor" }, holder);
     el("div", { class: "meta" }, box, `${t.label} · ${t.hook} · shape [${t.shape.join(", ")}]` +
       (t.shown_columns < t.shape[t.shape.length - 1] ? ` · first ${t.shown_columns} columns` : "") +
-      ` · min ${fmt(t.min, 3)} max ${fmt(t.max, 3)}`);
-    heatmap(el("svg:svg", {}, box), t.values, { rows: t.rows, cell: attention ? Math.max(5, Math.min(14, Math.floor(300 / t.rows.length))) : 7,
-      diverging: !attention, min: attention ? 0 : t.min, max: t.max, cols: attention ? t.rows : [] });
+      ` · min ${fmt(t.min, 3)} max ${fmt(t.max, 3)}` + (attention ? "" : " · colours clipped at the 99th percentile of |value| so one outlier cannot wash the map out; hover a cell for its value"));
+    const dims = Array.from({ length: t.shown_columns }, (_, j) => String(j));
+    heatmap(el("svg:svg", {}, box), t.values, { rows: t.rows, cell: attention ? Math.max(5, Math.min(14, Math.floor(300 / t.rows.length))) : 8, cellH: attention ? null : 14,
+      diverging: !attention, min: attention ? 0 : t.min, max: t.max, cols: attention ? t.rows : dims, clip: attention ? null : 0.99,
+      xLabel: attention ? "keys" : "dimension", yLabel: attention ? "queries" : "token" });
   }
   if (part.top.length) {
     el("h4", {}, container, part.top_label);
@@ -204,7 +375,7 @@ export function qkvSteps(container, p, onFocus = null) {
     const tr = el("tr", { class: j === p.focus ? "focus" : "", "data-token": j, title: "click: make this the query" }, body);
     if (onFocus) tr.addEventListener("click", () => onFocus(j));
     el("td", {}, tr, short(t, 16));
-    el("td", { class: "vec" }, tr, vec(p.keys[j], 4));
+    el("td", { class: "vec", title: `k = ${vec(p.keys[j], p.keys[j].length)}` }, tr, vec(p.keys[j], 4));
     el("td", {}, tr, fmt(p.dots[j]));
     el("td", { class: p.masked[j] ? "masked" : "" }, tr, p.masked[j] ? "−∞" : fmt(p.scores[j]));
     el("td", { class: p.masked[j] ? "masked" : "" }, tr, p.masked[j] ? "masked" : "visible");
@@ -212,7 +383,7 @@ export function qkvSteps(container, p, onFocus = null) {
     const bar = el("svg:svg", { width: 80, height: 10 }, w);
     el("svg:rect", { x: 0, y: 1, width: Math.max(0.5, 80 * p.weights[j]), height: 8, fill: "#2456c7" }, bar);
     w.appendChild(document.createTextNode(" " + fmt(p.weights[j])));
-    el("td", { class: "vec" }, tr, vec(p.values[j], 4));
+    el("td", { class: "vec", title: `v = ${vec(p.values[j], p.values[j].length)}` }, tr, vec(p.values[j], 4));
   });
   el("p", {}, container, "Weighted sum of the values, Σ softmax · v (hook_z): ").appendChild(el("span", { class: "vec" }, null, vec(p.output, 8)));
   el("p", { class: "note" }, container, `Check: |q·k/√d_k − hook_scores| ≤ ${p.max_scale_error.toExponential(2)} over the visible keys.`);
@@ -233,6 +404,21 @@ export function probabilityBars(svg, step) {
     el("svg:rect", { x: 110, y: y + 10, width: Math.max(0, 300 * c.kept), height: 7, fill: "#2456c7" }, svg);
     el("svg:text", { x: 420, y: y + 13, "font-size": 11, fill: "#1d2330" }, svg, c.kept.toFixed(3));
   });
+}
+
+// Three sliders (temperature, top-k, top-p) that call `onChange(settings)` on every move.
+export function samplingSliders(container, settings, onChange) {
+  const bar = el("div", { class: "toolbar sliders" }, container);
+  const specs = [["temperature", "Temperature", 0, 2, 0.05, (v) => (v === 0 ? "0 (greedy)" : v.toFixed(2))],
+    ["top_k", "Top-k", 0, 50, 1, (v) => (v === 0 ? "off" : String(v))],
+    ["top_p", "Top-p", 0.05, 1, 0.01, (v) => (v >= 1 ? "off" : v.toFixed(2))]];
+  for (const [key, label, min, max, step, show] of specs) {
+    const l = el("label", {}, bar, `${label} `);
+    const input = el("input", { type: "range", min, max, step, value: settings[key], "data-setting": key }, l);
+    const out = el("output", {}, l, show(settings[key]));
+    input.addEventListener("input", () => { settings[key] = Number(input.value); out.textContent = show(settings[key]); onChange(settings); });
+  }
+  return bar;
 }
 
 export function kvCache(svg, length, capacity) {

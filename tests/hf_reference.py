@@ -1,7 +1,7 @@
 """Hugging Face reference models built from the same files as ours, for parity tests and benchmarks.
 
-Needs ``transformers`` (a test/benchmark dependency, imported here lazily). The SmolLM2 reference
-gets its tensors through Hugging Face's own GGUF conversion (``LlamaTensorProcessor`` un-permutes
+A test helper, not library code (``benchmarks/`` imports it from here too). Needs ``transformers``
+(a test/benchmark dependency, imported lazily). The SmolLM2 reference gets its tensors through Hugging Face's own GGUF conversion (``LlamaTensorProcessor`` un-permutes
 Q/K its own way), so a wrong un-permutation in ``attnlab.weights.gguf`` shows up as a logit
 mismatch instead of cancelling out.
 """

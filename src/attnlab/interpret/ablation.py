@@ -1,0 +1,147 @@
+"""Remove heads and measure what changes (head ablation; Michel et al. 2019, Olsson et al. 2022).
+
+A head is removed by replacing its output ``z`` (``attn.hook_z``, before ``W_O``) at every position:
+with zeros (``"zero"``), or with its mean over the batch and positions of the same input
+(``"mean"``, which keeps the average the later layers expect). ``head_effects`` does this for every
+head of a stack at once, in batches of copies of the input with one head removed per copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.inspect import hooks_attached
+from attnlab.interpret import _names
+from attnlab.interpret._model import Inputs, Metric, ModelView, StackView
+
+Method = Literal["zero", "mean"]
+#: Copies of the input run per forward pass is bounded so that one pass holds about this many tokens.
+TOKENS_PER_PASS = 4096
+
+
+@dataclass
+class HeadEffects:
+    """``effects[l, h]``: metric with head ``(l, h)`` removed minus the clean metric, ``(layers, heads)``
+    float (a negative effect: the head helped the metric). ``baseline``: the clean metric (mean over
+    the batch)."""
+
+    effects: Tensor
+    baseline: float
+    method: str
+    stack: str
+    cross: bool = False
+
+    def to_dict(self) -> dict:
+        return {"effects": self.effects.tolist(), "baseline": self.baseline, "method": self.method,
+                "stack": self.stack, "cross": self.cross}
+
+
+def _z_means(view: ModelView, sv: StackView, inputs: Inputs, kind: str) -> dict[int, Tensor]:
+    """Per layer, each head's ``z`` averaged over batch and positions, ``(heads, d_k)``."""
+    names = [f"{sv.name}.blocks.{layer}.{kind}.hook_z" for layer in range(sv.n_layers)]
+    _, cache = view.cache(inputs, names)
+    return {layer: cache[name].mean(dim=(0, 2)) for layer, name in enumerate(names)}
+
+
+def _check_method(method: str, sv: StackView, cross: bool) -> str:
+    if method not in ("zero", "mean"):
+        raise ValueError(f"method must be 'zero' or 'mean', got {method!r}")
+    if cross and sv.stack.blocks[0].cross_attn is None:
+        raise ValueError(f"the {sv.name} stack has no cross-attention")
+    return "cross_attn" if cross else "attn"
+
+
+def _ablation_hook(mask: Tensor, means: Tensor | None) -> Callable[[nn.Module, object, Tensor], Tensor]:
+    """Replace heads where ``mask`` ``(copies, heads)`` is true; ``z`` is ``(copies * batch, heads, seq, d_k)``."""
+
+    def hook(_module: nn.Module, _inputs: object, z: Tensor) -> Tensor:
+        copies = mask.shape[0]
+        zz = z.view(copies, z.shape[0] // copies, *z.shape[1:])
+        keep = ~mask[:, None, :, None, None]
+        fill = torch.zeros((), dtype=z.dtype) if means is None else means[None, None, :, None, :]
+        return torch.where(keep, zz, fill).view_as(z)
+
+    return hook
+
+
+def ablate(
+    model: nn.Module,
+    inputs: Inputs,
+    heads: Iterable[tuple[int, int]],
+    *,
+    method: Method = "zero",
+    stack: str | None = None,
+    cross: bool = False,
+) -> Tensor:
+    """The model's output with ``heads`` (``(layer, head)`` pairs) removed at every position.
+
+    ``stack`` picks the ``encoder`` or ``decoder`` stack (default: the one the output is read from);
+    ``cross=True`` removes cross-attention heads of an encoder-decoder's decoder. Returns the
+    output the model returns (logits ``(batch, seq, vocab)`` for a language model). Removing no head
+    returns the clean output exactly. Errors: ``IndexError`` for a layer or head out of range,
+    ``ValueError`` for an unknown method.
+    """
+    view = ModelView(model)
+    inputs = view.prepare(inputs)
+    sv = view.stack(stack)
+    kind = _check_method(method, sv, cross)
+    by_layer: dict[int, Tensor] = {}
+    for layer, head in heads:
+        view.check_head(sv, layer, head)
+        by_layer.setdefault(layer, torch.zeros(1, sv.n_heads, dtype=torch.bool))[0, head] = True
+    means = _z_means(view, sv, inputs, kind) if method == "mean" and by_layer else {}
+    hooks = {
+        _names.block(model, sv.name, layer, f"{kind}.hook_z"): _ablation_hook(mask, means.get(layer))
+        for layer, mask in by_layer.items()
+    }
+    with torch.no_grad(), hooks_attached(model, hooks):
+        return view.run(inputs)
+
+
+def head_effects(
+    model: nn.Module,
+    inputs: Inputs,
+    metric: Metric,
+    *,
+    method: Method = "zero",
+    stack: str | None = None,
+    cross: bool = False,
+) -> HeadEffects:
+    """The change of ``metric`` when each head of a stack is removed alone, for every head.
+
+    ``metric`` maps the model's output ``(batch, ...)`` to ``(batch,)`` (see
+    ``attnlab.interpret.metrics``); the effect is averaged over the batch. Every (layer, head) copy
+    of the input runs in the same batched forward passes, so the cost is about ``layers x heads``
+    forward passes of the input, grouped ``TOKENS_PER_PASS`` tokens at a time.
+    """
+    view = ModelView(model)
+    inputs = view.prepare(inputs)
+    sv = view.stack(stack)
+    kind = _check_method(method, sv, cross)
+    with torch.no_grad():
+        baseline = float(metric(view.run(inputs)).float().mean())
+    means = _z_means(view, sv, inputs, kind) if method == "mean" else {}
+    L, H = sv.n_layers, sv.n_heads
+    pairs = [(layer, head) for layer in range(L) for head in range(H)]
+    tokens = sum(x.numel() for x in inputs) if isinstance(inputs, tuple) else inputs.numel()
+    per_pass = max(1, TOKENS_PER_PASS // max(tokens, 1))
+    values: list[Tensor] = []
+    for start in range(0, len(pairs), per_pass):
+        chunk = pairs[start:start + per_pass]
+        masks = {layer: torch.zeros(len(chunk), H, dtype=torch.bool) for layer in range(L)}
+        for i, (layer, head) in enumerate(chunk):
+            masks[layer][i, head] = True
+        hooks = {
+            _names.block(model, sv.name, layer, f"{kind}.hook_z"): _ablation_hook(mask, means.get(layer))
+            for layer, mask in masks.items() if mask.any()
+        }
+        with torch.no_grad(), hooks_attached(model, hooks):
+            out = view.run(view.repeat(inputs, len(chunk)))
+        values.append(metric(out).float().view(len(chunk), -1).mean(dim=1))
+    effects = torch.cat(values).view(L, H) - baseline
+    return HeadEffects(effects, baseline, method, sv.name, cross)

@@ -1,0 +1,149 @@
+"""The notebook views: build each view's data with ``attnlab.interpret`` / ``attnlab.inspect`` and
+wrap it in a ``View`` (self-contained HTML, see ``_html``). Every number drawn is the tools' own.
+
+Each function takes ``model`` as a catalogue name (``"shakespeare-char"``, ``"minilm"``), a
+``LoadedModel`` (model + tokenizer), or a bare ``nn.Module`` with ``tokenizer=`` (or token ids as
+``text``). Decoders and encoders are supported; for an encoder-decoder use ``attnlab.interpret``
+directly. Errors: ``KeyError`` for an unknown catalogue name, ``ValueError`` for empty text, an
+encoder-decoder, or a view that needs a vocabulary head on a model without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attnlab import interpret
+from attnlab.catalog import LoadedModel, load
+from attnlab.inspect import run_with_cache
+from attnlab.inspect.roles import detect_roles
+from attnlab.interpret import _names
+from attnlab.interpret._model import Metric, ModelView
+from attnlab.show._html import View
+from attnlab.tokenizers.base import Tokenizer
+
+ModelLike = str | LoadedModel | nn.Module
+TextLike = str | Tensor | Sequence[int]
+
+
+def _resolve(model: ModelLike, text: TextLike, tokenizer: Tokenizer | None) -> tuple[nn.Module, Tensor, list[str], Tokenizer | None]:
+    if isinstance(model, str):
+        model = load(model)
+    if isinstance(model, LoadedModel):
+        tokenizer = tokenizer or model.tokenizer
+        model = model.model
+    model.eval()
+    if getattr(model.config, "family", None) == "encoder-decoder":
+        raise ValueError("attnlab.show draws decoders and encoders; use attnlab.interpret on an encoder-decoder")
+    if isinstance(text, str):
+        if tokenizer is None:
+            raise ValueError("text given as a string needs a tokenizer (pass a catalogue name or tokenizer=)")
+        ids = tokenizer.encode(text)
+    else:
+        ids = [int(i) for i in (text.flatten().tolist() if isinstance(text, Tensor) else text)]
+    if not ids:
+        raise ValueError("empty input: give at least one token")
+    ids = ids[: model.config.max_len]
+    tokens = tokenizer.tokens(ids) if tokenizer is not None else [str(i) for i in ids]
+    return model, torch.tensor([ids]), tokens, tokenizer
+
+
+def _vocab_labels(tokenizer: Tokenizer | None, ids: set[int]) -> dict[int, str]:
+    ordered = sorted(ids)
+    labels = tokenizer.tokens(ordered) if tokenizer is not None else [str(i) for i in ordered]
+    return dict(zip(ordered, labels, strict=True))
+
+
+def _attention_weights(model: nn.Module, ids: Tensor) -> tuple[list, bool]:
+    view = ModelView(model)
+    sv = view.stack(None)
+    names = [_names.block(model, sv.name, layer, "attn.hook_weights") for layer in range(sv.n_layers)]
+    _, cache = run_with_cache(model, ids, names=names)
+    return [cache[n][0] for n in names], sv.causal
+
+
+def attention(model: ModelLike, text: TextLike, *, layer: int = 0, head: int = 0, focus: int | None = None,
+              tokenizer: Tokenizer | None = None) -> View:
+    """Where every head looks: the focus token's attention as lines, the head's full map as a heatmap,
+    with layer and head pickers. Data: ``weights`` ``[layer][head][query][key]`` from ``run_with_cache``."""
+    model, ids, tokens, _ = _resolve(model, text, tokenizer)
+    layers, causal = _attention_weights(model, ids)
+    ModelView(model).check_head(ModelView(model).stack(None), layer, head)
+    data = {"tokens": tokens, "weights": [w.tolist() for w in layers], "layer": layer, "head": head,
+            "focus": len(tokens) - 1 if focus is None else focus, "causal": causal}
+    return View("attention", "Attention", data, "Click a token to make it the query; pick a layer and head.")
+
+
+def head_finder(model: ModelLike, text: TextLike, *, tokenizer: Tokenizer | None = None, seed: int = 0) -> View:
+    """Every head at a glance (its map on ``text`` and its role, as in the walkthrough) and its
+    induction / duplicate-token / previous-token scores on repeated random tokens (``detect_heads``)."""
+    model, ids, tokens, _ = _resolve(model, text, tokenizer)
+    layers, causal = _attention_weights(model, ids)
+    roles = [[{"role": r.role, "scores": r.scores} for r in detect_roles(w, causal=causal)] for w in layers]
+    detection = interpret.detect_heads(model, seed=seed, low=min(4, model.config.vocab_size - 1))
+    data = {"tokens": tokens, "weights": [w.tolist() for w in layers], "roles": roles,
+            "detection": detection.to_dict()}
+    return View("head_finder", "Head finder", data,
+                f"Roles from the attention on this text; scores from {detection.seq_len} random tokens repeated twice.")
+
+
+def logit_lens(model: ModelLike, text: TextLike, *, target: int | str | None = None, k: int = 5,
+               tokenizer: Tokenizer | None = None) -> View:
+    """The prediction after every layer: per read-out and position, the top token and its probability
+    (``interpret.logit_lens``); with ``target`` (an id, or text of one token), its rank per layer."""
+    model, ids, tokens, tok = _resolve(model, text, tokenizer)
+    if isinstance(target, str):
+        if tok is None or len(tok.encode(target)) != 1:
+            raise ValueError(f"target {target!r} must be one token of the model's tokenizer")
+        target = tok.encode(target)[0]
+    lens = interpret.logit_lens(model, ids, target=target, k=k)
+    data = lens.to_dict()
+    seen = {int(i) for i in lens.top_ids.flatten().tolist()} | ({target} if target is not None else set())
+    labels = _vocab_labels(tok, seen)
+    data.update(tokens=tokens, vocab={str(i): s for i, s in labels.items()},
+                target_token=labels.get(target) if target is not None else None)
+    return View("logit_lens", "Logit lens", data,
+                "Each row reads the residual stream after one layer through the final norm and the output layer.")
+
+
+def _default_metric(model: nn.Module, ids: Tensor) -> tuple[Metric, str]:
+    view = ModelView(model)
+    if not view.has_vocab_head:
+        raise ValueError(f"{type(model).__name__} has no vocabulary head; pass metric=")
+    with torch.no_grad():
+        top = int(view.run(ids)[0, -1].argmax())
+    return interpret.metrics.token_logprob(top), f"log-probability of the model's top prediction (token {top})"
+
+
+def head_effects(model: ModelLike, text: TextLike, *, metric: Metric | None = None, method: str = "zero",
+                 tokenizer: Tokenizer | None = None) -> View:
+    """What breaks without each head: the change of ``metric`` when one head is removed
+    (``interpret.head_effects``), as a layers x heads map. Default metric: the log-probability of the
+    model's own top next-token prediction at the last position."""
+    model, ids, _, _ = _resolve(model, text, tokenizer)
+    what = "the metric"
+    if metric is None:
+        metric, what = _default_metric(model, ids)
+    effects = interpret.head_effects(model, ids, metric, method=method)  # type: ignore[arg-type]
+    return View("head_effects", "Head effects", effects.to_dict(),
+                f"Change of {what} when each head is removed ({method} ablation); blue: the head helped.")
+
+
+def saliency(model: ModelLike, text: TextLike, *, target: int | Metric | None = None,
+             method: str = "integrated_gradients", baseline: int | None = None,
+             tokenizer: Tokenizer | None = None) -> View:
+    """Which input tokens the prediction rests on (``interpret.saliency``), as shaded tokens. Default
+    target: the logit of the model's top next-token prediction at the last position."""
+    model, ids, tokens, _ = _resolve(model, text, tokenizer)
+    if target is None:
+        view = ModelView(model)
+        if not view.has_vocab_head:
+            raise ValueError(f"{type(model).__name__} has no vocabulary head; pass target= (a metric)")
+        with torch.no_grad():
+            target = int(view.run(ids)[0, -1].argmax())
+    sal = interpret.saliency(model, ids, target, method=method, baseline=baseline)  # type: ignore[arg-type]
+    data: dict[str, Any] = {**sal.to_dict(), "tokens": tokens}
+    return View("saliency", "Saliency", data, f"{method.replace('_', ' ')}: red raises the target, blue lowers it.")

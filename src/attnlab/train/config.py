@@ -1,0 +1,162 @@
+"""``TrainConfig``: every training option once, with its default, help text and allowed range.
+
+The ``attnlab train`` command is generated from these fields (``cli.py`` restates nothing), and both
+the command line and the library validate through ``Range.check``, so a value is refused with the
+same one-line message wherever it enters. This module imports nothing heavy (no torch), so
+``attnlab --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+TASK_NAMES = ("lm", "mlm", "classification", "translation")  # attnlab.train.tasks.TASKS (checked there)
+SEED_MAX = 2**63 - 1  # torch generators take seeds below 2**64; the loop adds small offsets per rank
+SNAPSHOT_DTYPES = ("bfloat16", "float16", "float32")
+
+# Options a resumed run may change: the run's length and how it reports. Everything else must match
+# the saved run, or --resume would silently train something else than what it says it continues.
+RESUME_MAY_CHANGE = frozenset(
+    {"iters", "eval_interval", "eval_iters", "snapshots", "snapshot_dtype", "progress", "compile", "resume",
+     "overwrite", "out"}
+)
+
+
+@dataclass(frozen=True)
+class Range:
+    """An allowed interval for a number; ``check`` raises ``ValueError`` with the range in the message."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    integer: bool = False
+
+    def text(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        lo = "-inf" if self.lo is None else f"{self.lo:g}" if not self.integer else str(self.lo)
+        hi = "inf" if self.hi is None else f"{self.hi:g}" if not self.integer else str(self.hi)
+        return f"{kind} in {'(' if self.lo_open or self.lo is None else '['}{lo}, {hi}{')' if self.hi_open or self.hi is None else ']'}"
+
+    def ok(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.integer and not isinstance(value, int):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
+            return False
+        return not (self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)))
+
+    def check(self, name: str, value: Any) -> None:
+        if not self.ok(value):
+            raise ValueError(f"{name} must be {self.text()}, got {value!r}")
+
+
+def option(default: Any, help: str, *, range: Range | None = None, choices: tuple[str, ...] | None = None,
+           cli: bool = True, flag: str | None = None) -> Any:
+    """A dataclass field with its command-line help, allowed range or choices, and flag name."""
+    meta = {"help": help, "range": range, "choices": choices, "cli": cli, "flag": flag}
+    if default is ...:  # required
+        return field(metadata=meta)
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def count(lo: int, hi: int) -> Range:
+    return Range(lo, hi, integer=True)
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """A training run. Defaults follow nanoGPT's Shakespeare-char CPU recipe where they overlap.
+
+    Raises ``ValueError`` naming the field and its allowed range for any value outside it.
+    """
+
+    data: str = option(..., "lm/mlm: a UTF-8 text file or folder; classification: label<TAB>text lines; "
+                       "translation: source<TAB>target lines (or the source side, with --target-data). "
+                       "With --resume: default the run's own.")
+    out: str = option(..., "Run folder: last/ and best/ checkpoints, metrics.jsonl, loss.png, data/. A fresh run "
+                      "needs a new or empty folder (or --overwrite); --resume continues the run there.")
+    task: str = option("lm", "lm (decoder) | mlm, classification (encoder) | translation (encoder-decoder).",
+                       choices=TASK_NAMES)
+    preset: str | None = option(None, "Model preset (see `attnlab presets`); default: shakespeare-char for lm, "
+                                "bert-tiny for mlm/classification, transformer-small-2017 for translation.")
+    model_overrides: dict[str, Any] = option({}, "Config fields replaced in the preset (library only).", cli=False)  # noqa: RUF009
+    tokenizer: str | None = option(None, "'char' or 'bpe' (byte-level BPE trained on the corpus); default: char "
+                                   "for lm, bpe (with the task's special tokens) otherwise.", choices=("char", "bpe"))
+    bpe_vocab_size: int = option(1024, "Vocabulary size for --tokenizer bpe.", range=count(256, 262_144))
+    target_data: str | None = option(None, "translation: the target side, aligned line by line with --data.")
+    val_data: str | None = option(None, "classification/translation: a held-out file (default: a seeded split).")
+    val_fraction: float = option(0.1, "Share of the corpus held out for validation (lm/mlm, or without --val-data).",
+                                 range=Range(0.0, 1.0, lo_open=True, hi_open=True))
+    iters: int = option(2000, "Optimizer steps (the run's length; --resume may extend it).",
+                        range=count(1, 10**9))
+    batch_size: int = option(12, "Sequences per step per process.", range=count(1, 65_536))
+    accum: int = option(1, "Gradient accumulation micro-batches per step.", range=count(1, 4096))
+    lr: float = option(1e-3, "Peak learning rate.", range=Range(0.0, 10.0, lo_open=True))
+    min_lr: float = option(1e-4, "Learning rate at the end of the cosine decay (at most --lr).",
+                           range=Range(0.0, 10.0))
+    warmup: int = option(100, "Linear warmup steps.", range=count(0, 10**9))
+    decay_iters: int | None = option(None, "Step at which the cosine reaches --min-lr (default: --iters of the "
+                                     "run's first start); after it the rate stays at --min-lr.",
+                                     range=count(1, 10**9))
+    weight_decay: float = option(0.1, "AdamW weight decay (matrices only).", range=Range(0.0, 10.0))
+    beta1: float = option(0.9, "AdamW beta1.", range=Range(0.0, 1.0, hi_open=True))
+    beta2: float = option(0.99, "AdamW beta2.", range=Range(0.0, 1.0, hi_open=True))
+    grad_clip: float = option(1.0, "Gradient-norm clip (0: off).", range=Range(0.0, 1e6))
+    label_smoothing: float = option(0.1, "translation: label smoothing during training (Vaswani et al. 2017, "
+                                    "section 5.4; validation: none).", range=Range(0.0, 1.0, hi_open=True))
+    eval_interval: int = option(250, "Steps between validation estimates and checkpoints.", range=count(1, 10**9))
+    eval_iters: int = option(20, "Validation batches per estimate.", range=count(1, 10_000))
+    bf16: bool = option(False, "bfloat16 autocast (faster on CPUs with bf16 matmul).")
+    compile: bool = option(False, "torch.compile the model (slow start).")
+    seed: int = option(1337, "Seed for initialisation, data order and sampling.", range=count(0, SEED_MAX))
+    snapshots: tuple[int, ...] = option((), "Comma-separated steps (0 to --iters) at which to save small "
+                                        "snapshots.", range=count(0, 10**9))
+    snapshot_dtype: str = option("bfloat16", "Storage dtype of snapshot weights.", choices=SNAPSHOT_DTYPES)
+    progress: bool = option(True, "Show a progress bar.", flag="--progress/--no-progress")
+    resume: bool = option(False, "Continue the run in --out from its last checkpoint; options not given keep "
+                          "the run's values, and only the run's length and reporting may change.")
+    overwrite: bool = option(False, "Replace the run already in --out (deleted when the new run writes its "
+                             "first checkpoint; restored if it fails before).")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            choices, rng = f.metadata.get("choices"), f.metadata.get("range")
+            if value is None:
+                continue
+            if choices and value not in choices:
+                raise ValueError(f"unknown {f.name} {value!r}; choose one of: {', '.join(choices)}")
+            if rng is not None and f.name == "snapshots":
+                self.snapshots = tuple(value)
+                for step in self.snapshots:
+                    count(0, self.iters).check("each snapshot step", step)
+            elif rng is not None:
+                rng.check(f.name, value)
+        if not self.data:
+            raise ValueError("data is required: the corpus to train on")
+        if not self.out:
+            raise ValueError("out is required: the run folder")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr must be at most lr ({self.lr}), got {self.min_lr}")
+        if self.decay_iters is not None and self.decay_iters < self.warmup:
+            raise ValueError(f"decay_iters must be at least warmup ({self.warmup}), got {self.decay_iters}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite contradict each other: choose one")
+        if self.tokenizer is None:
+            self.tokenizer = "char" if self.task == "lm" else "bpe"
+        if self.tokenizer == "char" and self.task != "lm":
+            raise ValueError(f"the {self.task} task needs special tokens (padding, ...): use --tokenizer bpe")
+        if self.preset is None:
+            from attnlab.train.tasks import DEFAULT_PRESET
+
+            self.preset = DEFAULT_PRESET[self.task]
+        if self.target_data is not None and self.task != "translation":
+            raise ValueError("target_data (a second, aligned file) is for the translation task")

@@ -1,0 +1,201 @@
+// The guided tour: steps come from /api/tour (Markdown + a preset per step, web/content/tour/); each
+// preset names a widget of WIDGETS below. Adding a step is a Markdown file; adding a widget is one entry.
+
+import { api, findToken, formatHash, nextTokenCandidates } from "./model.js";
+import * as V from "./views.js";
+
+// The hook a layer's weights were read from: "{stack}.blocks.{layer}.attn.hook_weights".
+const hookOf = (p, layer) => `${p.stack.replace(/\.$/, "")}.blocks.${layer}.attn.hook_weights`;
+
+// widget name -> async (box, preset, ctx) that draws it. ctx: { toy, need(model), track(text, promise), go(hash) }.
+export const WIDGETS = {
+  async attention(box, pre, ctx) {
+    await ctx.need(pre.model);
+    const p = await ctx.track(api.attention(pre.model, pre.text));
+    const w = p.weights[pre.layer][pre.head];
+    let focus = findToken(p.tokens, pre.query) ?? p.tokens.length - 1;
+    const caption = V.el("p", { class: "widget-caption" }, box);
+    const split = V.el("div", { class: "split" }, box);
+    const lines = V.el("svg:svg", { class: "primary", "aria-label": "attention lines" }, split);
+    const map = V.el("svg:svg", { "aria-label": "attention weights" }, split);
+    const check = V.el("div", {}, box);
+    const draw = () => {
+      V.clear(caption).append(`${p.model} · layer ${pre.layer} · head ${pre.head} · focus “${p.tokens[focus]}” (token ${focus}). Click a word to move the focus.`);
+      V.tokenLines(lines, p.tokens, w, focus, (i) => { focus = i; draw(); });
+      V.heatmap(map, w, { rows: p.tokens, cols: p.tokens, min: 0, cell: Math.max(10, Math.min(22, Math.floor(300 / p.tokens.length))),
+        masked: p.causal ? (i, j) => j > i : null, xLabel: "keys", yLabel: "queries" });
+      V.clear(check);
+      V.checkTable(check, hookOf(p, pre.layer), [0, pre.head, focus], p.tokens, w[focus]);
+    };
+    draw();
+    return { model: p.model, text: pre.text, layer: pre.layer, head: pre.head, query: focus, key: findToken(p.tokens, pre.key) };
+  },
+
+  async qkv(box, pre, ctx) {
+    await ctx.need(pre.model);
+    const first = await ctx.track(api.attention(pre.model, pre.text));
+    let focus = findToken(first.tokens, pre.query) ?? first.tokens.length - 1;
+    const draw = async () => {
+      const p = await ctx.track(api.qkv(pre.model, pre.text, pre.layer, pre.head, focus));
+      V.clear(box);
+      V.el("p", { class: "widget-caption" }, box, `${p.model} · layer ${p.layer} · head ${p.head} · query “${p.tokens[p.focus]}”` +
+        (pre.softmax ? "" : " (click a row to change it)"));
+      const inner = V.el("div", {}, box);
+      if (pre.softmax) V.softmaxSteps(inner, p);
+      else V.qkvSteps(inner, p, (j) => { focus = j; draw(); });
+      V.checkTable(box, p.hooks.weights, [0, p.head, p.focus], p.tokens, p.weights);
+    };
+    await draw();
+    return { model: pre.model, text: pre.text, layer: pre.layer, head: pre.head, query: focus };
+  },
+
+  async toy(box, pre, ctx) {
+    V.toyAttention(box, ctx.toy);
+  },
+
+  async part(box, pre, ctx) {
+    await ctx.need(pre.model);
+    const p = await ctx.track(api.part(pre.model, pre.text, pre.part, pre.layer ?? 0));
+    V.el("p", { class: "widget-caption" }, box, `${p.model} · “${pre.text}”${pre.layer ? ` · layer ${pre.layer}` : ""}`);
+    V.tensorViews(box, p, { only: 1 });
+    const t = p.tensors[0];
+    if (t) {
+      const row = findToken(t.rows, pre.query) ?? 0;
+      V.checkTable(box, t.hook, [0, row], t.values[row].map((_, j) => `dim ${j}`), t.values[row]);
+    }
+  },
+
+  async timeline(box, pre, ctx) {
+    const m = ctx.models.find((x) => x.timeline && x.available);
+    if (!m) { V.el("p", { class: "note" }, box, "No installed model ships training snapshots."); return; }
+    await ctx.need(m.name);
+    const tl = await ctx.track(api.timeline(m.name));
+    // The preset names a head of the bundled model; another timeline model may have fewer.
+    const layer = Math.min(pre.layer ?? tl.n_layers - 1, tl.n_layers - 1), head = Math.min(pre.head ?? 0, tl.n_heads - 1);
+    const ends = [tl.snapshots[0], tl.snapshots[tl.snapshots.length - 1]];
+    const answers = await ctx.track(Promise.all(ends.map((s) => api.timelineAttention(m.name, s.step, layer, head))));
+    V.el("p", { class: "widget-caption" }, box, `${m.name} · layer ${layer} · head ${head} · “${tl.sentence}”`);
+    const split = V.el("div", { class: "split" }, box);
+    answers.forEach((a, k) => {
+      const fig = V.el("div", {}, split);
+      const s = ends[k];
+      V.el("h4", {}, fig, `${k ? "after training" : "before training"}: step ${s.step}${s.loss !== null ? `, loss ${s.loss.toFixed(2)}` : ""}`);
+      V.heatmap(V.el("svg:svg", { "data-step": s.step }, fig), a.weights, { rows: a.tokens, cols: a.tokens, min: 0,
+        cell: Math.max(4, Math.min(12, Math.floor(300 / a.tokens.length))), masked: (i, j) => j > i, xLabel: "keys", yLabel: "queries" });
+    });
+  },
+
+  async heads(box, pre, ctx) {
+    await ctx.need(pre.model);
+    const p = await ctx.track(api.attention(pre.model, pre.text));
+    const q = findToken(p.tokens, pre.query), k = findToken(p.tokens, pre.key);
+    const f = q !== null && k !== null ? await ctx.track(api.rankHeads(pre.model, pre.text, q, k)) : null;
+    const highlight = Object.fromEntries((f?.heads || []).slice(0, 3).map((h, i) => [`${h.layer},${h.head}`, i + 1]));
+    V.el("p", { class: "widget-caption" }, box, `${p.model}: ${p.n_layers} layers × ${p.n_heads} heads on “${pre.text}”. Click a head to open it in the Attention view.`);
+    const grid = V.el("div", { class: "grid" }, box);
+    V.headGrid(grid, p, { layer: pre.layer, head: pre.head }, (l, h) => ctx.go(`#attention?model=${encodeURIComponent(p.model)}&text=${encodeURIComponent(pre.text)}&layer=${l}&head=${h}&query=${q ?? ""}`), { highlight, thumb: 40 });
+    V.roleLegend(V.el("p", { class: "legend" }, box));
+    const params = { model: p.model, text: pre.text, layer: pre.layer, head: pre.head, query: q, key: k };
+    V.checkTable(box, hookOf(p, pre.layer), [0, pre.head, q ?? 0], p.tokens, p.weights[pre.layer][pre.head][q ?? 0]);
+    return params;
+  },
+
+  async translate(box, pre, ctx) {
+    await ctx.need(pre.model);
+    const p = await ctx.track(api.translate(pre.model, pre.text, 1));
+    const layer = p.n_layers - 1;
+    let focus = findToken(p.target_tokens, pre.query) ?? 0;
+    const w = p.mean_weights[layer];
+    V.el("p", { class: "gen-text" }, box, p.text);
+    const caption = V.el("p", { class: "widget-caption" }, box);
+    const svg = V.el("svg:svg", { class: "primary" }, box);
+    const draw = () => {
+      V.clear(caption).append(`${p.model} (trained on Bible verses, so it translates like one) · last layer, average of heads · target token “${p.target_tokens[focus]}”: click another`);
+      V.alignment(svg, p.source_tokens, p.target_tokens, w, focus, (i) => { focus = i; draw(); });
+    };
+    draw();
+  },
+
+  async arch(box, pre, ctx) {
+    const layout = await api.architecture();
+    const bar = V.el("div", { class: "toolbar" }, box);
+    const svg = V.el("svg:svg", { class: "primary", id: "tour-diagram" }, box);
+    const draw = (id) => {
+      bar.querySelectorAll("button").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.variant === id)));
+      V.drawDiagram(svg, layout, layout.variants.find((v) => v.id === id), null, (b) => ctx.go(`#arch/${b.id}`));
+    };
+    for (const v of layout.variants) {
+      const b = V.el("button", { type: "button", "data-variant": v.id }, bar, v.title);
+      b.addEventListener("click", () => draw(v.id));
+    }
+    draw(pre.variant || "encoder-decoder");
+  },
+
+  async generate(box, pre, ctx) {
+    await ctx.need(pre.model);
+    const data = await ctx.track(api.nextToken(pre.model, pre.text));
+    const settings = { temperature: 1, top_k: 0, top_p: 1 };
+    V.el("p", { class: "widget-caption" }, box, `${data.model}: the most likely next tokens after “${pre.text}”. Move a slider: the bars redraw at once.`);
+    const svg = V.el("svg:svg", { class: "primary", id: "tour-bars" }, box);
+    const draw = () => V.probabilityBars(svg, nextTokenCandidates(data, settings));
+    V.samplingSliders(box, settings, draw);
+    draw();
+    V.checkTable(box, data.hook, [0, data.prompt_tokens.length - 1], [], data.logits.slice(0, 50));
+  },
+
+  async figure(box, pre, ctx) {
+    const data = await ctx.track(api.experiments());
+    const exp = data.experiments.find((e) => e.name === pre.experiment);
+    const fig = exp?.results[0]?.figures[0];
+    if (!fig) { V.el("p", { class: "note" }, box, `No results for the ${pre.experiment} experiment yet: run attnlab experiment ${pre.experiment}`); return; }
+    const f = V.el("figure", { "data-figure": fig.file }, box);
+    V.el("img", { src: fig.url, alt: fig.title, class: "tour-figure" }, f);
+    const cap = V.el("figcaption", {}, f);
+    V.el("h4", {}, cap, fig.title);
+    V.el("div", {}, cap).innerHTML = fig.caption_html; // server-rendered from our Markdown
+  },
+
+  async finder(box, pre, ctx) {
+    await ctx.need(pre.model);
+    const p = await ctx.track(api.attention(pre.model, pre.text));
+    const q = findToken(p.tokens, pre.query), k = findToken(p.tokens, pre.key);
+    const f = await ctx.track(api.rankHeads(pre.model, pre.text, q, k));
+    V.headRanking(box, f, { limit: 8, onPick: (l, h) => ctx.go(`#attention?model=${encodeURIComponent(p.model)}&text=${encodeURIComponent(pre.text)}&layer=${l}&head=${h}&query=${q}&key=${k}`) });
+    const best = f.heads[0];
+    V.checkTable(box, hookOf(p, best.layer), [0, best.head, q], p.tokens, p.weights[best.layer][best.head][q]);
+    return { model: p.model, text: pre.text, layer: best.layer, head: best.head, query: q, key: k };
+  },
+};
+
+// The tour's frame: progress, title, text, links, Back / Next; the widget drawn into `widgetBox`.
+export function drawStep(section, tour, n, ctx) {
+  const step = tour.steps[n - 1];
+  const total = tour.steps.length;
+  V.clear(section);
+  section.dataset.step = String(n);
+  const progress = V.el("nav", { class: "tour-progress", "aria-label": "Tour steps" }, section);
+  V.el("span", { class: "tour-count" }, progress, `Step ${n} of ${total}`);
+  tour.steps.forEach((s) => V.el("a", { href: `#tour/${s.n}`, class: "dot", title: `${s.n}. ${s.title}`, "aria-label": `step ${s.n}: ${s.title}`,
+    "aria-current": s.n === n ? "step" : null }, progress));
+  const body = V.el("div", { class: "tour-body" }, section);
+  const text = V.el("article", { class: "tour-text" }, body);
+  text.innerHTML = step.html; // rendered server-side from our own Markdown, everything else escaped
+  if (step.note) V.el("p", { class: "note" }, text, step.note);
+  const links = V.el("p", { class: "tour-links" }, text);
+  if (step.learn) V.el("a", { href: `#learn/${step.learn}` }, links, "Read more");
+  const explore = step.view ? V.el("a", { href: `#${step.view}`, class: "explore" }, links, "Explore freely") : null;
+  const buttons = V.el("div", { class: "tour-buttons" }, text);
+  const back = V.el("a", { class: "button", id: "tour-back", href: `#tour/${Math.max(1, n - 1)}`, "aria-disabled": String(n === 1) }, buttons, "← Back");
+  const next = V.el("a", { class: "button primary-button", id: "tour-next", href: `#tour/${Math.min(total, n + 1)}`, "aria-disabled": String(n === total) }, buttons, n === total ? "Done" : "Next →");
+  if (n === 1) back.removeAttribute("href");
+  if (n === total) next.setAttribute("href", "#attention");
+  V.el("p", { class: "hint" }, text, "Keys: ← → move through the tour · P presents (large type, no chrome)");
+  const widget = V.el("div", { class: "tour-widget", "data-widget": step.preset.widget }, body);
+  // A widget may answer its URL state (model, text, layer, head, query, key): "Explore freely" then opens
+  // the view exactly there.
+  const draw = async () => {
+    const params = await WIDGETS[step.preset.widget](widget, step.preset, ctx);
+    if (params && explore && !step.view.includes("/")) explore.setAttribute("href", formatHash(step.view, null, params));
+  };
+  return { step, widget, draw };
+}

@@ -1,0 +1,151 @@
+"""The guided tour ("Start here"): its steps are content, not code.
+
+Each step is one Markdown file under ``web/content/tour/`` (``NN-name.md``, read in file-name order)
+that opens with a small front-matter block naming its live widget and the widget's preset::
+
+    ---
+    widget: attention
+    model: minilm
+    text: John gave the book to Sarah because she liked it.
+    layer: 5
+    head: 3
+    query: she
+    key: sarah
+    learn: self-attention
+    view: attention
+    ---
+
+``query`` and ``key`` name tokens by their text (the page finds them in the tokenized sentence);
+``learn`` is the explanation page the step links to, ``view`` the explore-freely view it opens. Adding
+a step is adding a file. A preset model that is not installed is replaced by an available model of the
+same family (else any available model), and the step says so in one line.
+
+The toy step's numbers come from ``attnlab.nn.attention`` (the math backend) on hand-set vectors.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import torch
+from torch import Tensor, nn
+
+from attnlab import catalog as cat
+from attnlab.nn.attention import attention
+from attnlab.web import content
+from attnlab.web import schemas as s
+from attnlab.web.errors import PayloadError
+
+TOUR_DIR = content.CONTENT_DIR / "tour"
+WIDGETS = ("attention", "qkv", "toy", "part", "timeline", "heads", "translate", "arch", "generate", "figure", "finder")
+_INT_KEYS = ("layer", "head")
+_KEYS = {"widget", "model", "text", "layer", "head", "query", "key", "learn", "view", "part", "variant",
+         "experiment", "softmax"}
+_FILE = re.compile(r"^\d\d-[a-z0-9-]+\.md$")
+
+# The toy: three tokens, two-number vectors chosen by hand (d_k = 2) so the arithmetic fits on paper.
+TOY_TOKENS = ["the", "cat", "it"]
+TOY_QUERY = 2  # "it" looks for the noun
+TOY_Q = [[0.0, 0.0], [0.0, 0.0], [2.0, 1.0]]
+TOY_K = [[0.0, 1.0], [2.0, 0.5], [0.5, 0.5]]
+TOY_V = [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]
+
+
+def _front_matter(text: str, name: str) -> tuple[dict[str, str], str]:
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---" or "---" not in (x.strip() for x in lines[1:]):
+        raise ValueError(f"tour step {name} must open with a '---' front-matter block")
+    end = next(i for i in range(1, len(lines)) if lines[i].strip() == "---")
+    meta: dict[str, str] = {}
+    for line in lines[1:end]:
+        key, sep, value = line.partition(":")
+        if not sep or key.strip() not in _KEYS:
+            raise ValueError(f"tour step {name}: unknown front-matter line {line!r}; keys: {', '.join(sorted(_KEYS))}")
+        meta[key.strip()] = value.strip()
+    if meta.get("widget") not in WIDGETS:
+        raise ValueError(f"tour step {name}: widget must be one of {', '.join(WIDGETS)}")
+    return meta, "\n".join(lines[end + 1 :])
+
+
+def _resolve_model(name: str | None, family: str | None) -> tuple[str | None, str | None]:
+    """``name`` if installed, else an available model of its family (else any), with a one-line note."""
+    if not name:
+        return None, None
+    infos = cat.catalog()
+    by_name = {i.name: i for i in infos}
+    if name in by_name and by_name[name].available:
+        return name, None
+    available = [i for i in infos if i.available]
+    same = [i for i in available if i.family == family] or available
+    if not same:
+        return None, f"this step needs the model {name!r}, which is not installed (`make install`)"
+    return same[0].name, f"the model {name!r} is not installed, so this step shows {same[0].name!r} instead"
+
+
+_FAMILY = {"minilm": "encoder", "smollm2": "decoder", "translator": "encoder-decoder"}
+
+
+@lru_cache(maxsize=1)
+def _files() -> tuple[tuple[str, dict[str, str], str, str], ...]:
+    steps = []
+    for path in sorted(p for p in TOUR_DIR.iterdir() if _FILE.match(p.name)):
+        meta, body = _front_matter(path.read_text(encoding="utf-8"), path.name)
+        first = body.strip().splitlines()[0] if body.strip() else path.stem
+        title = first.lstrip("#").strip()
+        steps.append((path.stem, meta, title, content.render(body)))
+    return tuple(steps)
+
+
+def learn_order() -> list[str]:
+    """Explanation slugs in the order the tour meets them (then the remaining pages, alphabetically)."""
+    seen: list[str] = []
+    for _, meta, _, _ in _files():
+        slug = meta.get("learn")
+        if slug and slug not in seen:
+            seen.append(slug)
+    return seen
+
+
+def toy() -> s.ToyAttention:
+    """The hand-set toy through ``attnlab.nn.attention`` (math backend), scores recorded by its hook."""
+    recorded: dict[str, Tensor] = {}
+
+    class Record(nn.Module):
+        def __init__(self, key: str) -> None:
+            super().__init__()
+            self.key = key
+
+        def forward(self, x: Tensor) -> Tensor:
+            recorded[self.key] = x.detach()
+            return x
+
+    q, k, v = (torch.tensor(m, dtype=torch.float64)[None, None] for m in (TOY_Q, TOY_K, TOY_V))
+    out, weights = attention(q, k, v, backend="math", need_weights=True, score_hook=Record("scores"))
+    if weights is None:  # the math backend always returns them; a silent None would be a bug
+        raise PayloadError("the math attention backend returned no weights")
+    i = TOY_QUERY
+    return s.ToyAttention(
+        tokens=TOY_TOKENS, query=i, d_k=2, q=TOY_Q[i], keys=TOY_K, values=TOY_V,
+        dots=[sum(a * b for a, b in zip(TOY_Q[i], key, strict=True)) for key in TOY_K],
+        scores=recorded["scores"][0, 0, i].tolist(), weights=weights[0, 0, i].tolist(), output=out[0, 0, i].tolist(),
+    )
+
+
+def tour() -> s.TourResponse:
+    """Every step with its rendered text and resolved preset (models swapped for installed ones)."""
+    steps = []
+    for n, (slug, meta, title, html) in enumerate(_files(), start=1):
+        model, note = _resolve_model(meta.get("model"), _FAMILY.get(meta.get("model", "")))
+        preset = s.TourPreset(
+            widget=meta["widget"], model=model, text=meta.get("text"),
+            layer=int(meta["layer"]) if "layer" in meta else None, head=int(meta["head"]) if "head" in meta else None,
+            query=meta.get("query"), key=meta.get("key"), part=meta.get("part"), variant=meta.get("variant"),
+            experiment=meta.get("experiment"), softmax=meta.get("softmax") == "true",
+        )
+        if model != meta.get("model") and meta.get("model"):
+            preset.layer = preset.head = 0 if preset.layer is not None else None  # the preset's numbers fit the named model only
+        steps.append(s.TourStep(n=n, slug=slug, title=title, html=html, preset=preset, note=note,
+                                learn=meta.get("learn"), view=meta.get("view")))
+    return s.TourResponse(steps=steps, toy=toy())
+

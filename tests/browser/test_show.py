@@ -1,0 +1,79 @@
+"""attnlab.show's saved pages in a real Chromium, offline: they draw with no console error, with no
+request leaving the page, and the numbers they print are the view's data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from attnlab import show
+from attnlab.catalog import load
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+TEXT = "ROMEO: But soft"
+
+
+@pytest.fixture(scope="module")
+def views() -> dict[str, show.View]:
+    loaded = load("shakespeare-char")
+    return {
+        "attention": show.attention(loaded, TEXT, layer=1, head=0),
+        "logit_lens": show.logit_lens(loaded, TEXT, target="e"),
+        "head_effects": show.head_effects(loaded, TEXT),
+        "saliency": show.saliency(loaded, TEXT),
+        "head_finder": show.head_finder(loaded, TEXT),
+    }
+
+
+@pytest.fixture
+def page(chromium):
+    context = chromium.new_context(viewport={"width": 1200, "height": 900}, offline=True)
+    p = context.new_page()
+    p.errors = []  # type: ignore[attr-defined]
+    p.requests = []  # type: ignore[attr-defined]
+    p.on("console", lambda m: p.errors.append(m.text) if m.type == "error" else None)
+    p.on("pageerror", lambda e: p.errors.append(str(e)))
+    p.on("request", lambda r: p.requests.append(r.url))
+    yield p
+    context.close()
+
+
+@pytest.mark.parametrize("kind", ["attention", "logit_lens", "head_effects", "saliency", "head_finder"])
+def test_saved_view_renders_offline(views, page, tmp_path: Path, kind: str) -> None:
+    path = views[kind].save(tmp_path / f"{kind}.html")
+    page.goto(path.as_uri())
+    root = page.locator(".view-root")
+    assert root.locator("svg, table, span").count() > 0, "nothing was drawn"
+    assert page.errors == []
+    assert [u for u in page.requests if not u.startswith("file://")] == []
+
+
+def test_attention_view_follows_clicks_and_pickers(views, page, tmp_path: Path) -> None:
+    view = views["attention"]
+    page.goto(view.save(tmp_path / "a.html").as_uri())
+    lines = page.locator("line[data-key]")
+    # the focus row's lines carry the recorded weights of layer 1, head 0, last token
+    row = view.data["weights"][1][0][-1]
+    drawn = {int(x.get_attribute("data-key")): float(x.get_attribute("data-weight")) for x in lines.all()}
+    assert drawn == {j: w for j, w in enumerate(row) if w > 0}
+    page.locator("g[data-token='2']").click()
+    drawn = {int(x.get_attribute("data-key")) for x in page.locator("line[data-key]").all()}
+    assert drawn == {j for j, w in enumerate(view.data["weights"][1][0][2]) if w > 0}
+    page.locator("select").nth(0).select_option("3")
+    page.locator("select").nth(1).select_option("2")
+    drawn = {int(x.get_attribute("data-key")): float(x.get_attribute("data-weight")) for x in page.locator("line[data-key]").all()}
+    assert drawn == {j: w for j, w in enumerate(view.data["weights"][3][2][2]) if w > 0}
+    assert page.errors == []
+
+
+def test_numbers_printed_are_the_data(views, page, tmp_path: Path) -> None:
+    view = views["saliency"]
+    page.goto(view.save(tmp_path / "s.html").as_uri())
+    printed = [float(s.get_attribute("data-score")) for s in page.locator(".tokens span").all()]
+    assert printed == view.data["scores"]
+    view = views["head_effects"]
+    page.goto(view.save(tmp_path / "h.html").as_uri())
+    cells = [float(td.get_attribute("data-value")) for td in page.locator("table.numbers td").all()]
+    assert cells == [v for row in view.data["effects"] for v in row]
+    assert page.errors == []

@@ -1,0 +1,244 @@
+"""The guided tour, the head finder, deep links and layout, in a real Chromium.
+
+Numbers a widget shows are checked against ``run_with_cache`` on the same model and sentence; each
+widget lists them in a hidden ``table.check`` naming the hook and index they were read from.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from attnlab import catalog as cat
+from attnlab.inspect import run_with_cache
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SENTENCE = "John gave the book to Sarah because she liked it."
+
+
+def _available(name: str) -> bool:
+    return any(i.name == name and i.available for i in cat.catalog())
+
+
+def _expected(model: str, text: str, hook: str, index: list[int]) -> torch.Tensor:
+    loaded = cat.load(model)
+    x = torch.tensor([loaded.tokenizer.encode(text)])
+    args = (x, x) if loaded.config.family == "encoder-decoder" else (x,)
+    _, cache = run_with_cache(loaded.model, *args, names=hook)
+    return cache[hook][tuple(index)].double()
+
+
+def _check_tables(page) -> list[dict]:
+    return page.locator(".tour-widget table.check").evaluate_all(
+        "ts => ts.map(t => ({hook: t.dataset.hook, index: t.dataset.index.split(',').map(Number),"
+        " values: [...t.querySelectorAll('td[data-value]')].map(c => Number(c.dataset.value))}))")
+
+
+def _wait_step(page, n: int) -> None:
+    page.wait_for_selector(f"#view-tour[data-step='{n}'] .tour-widget[data-state=ready]", timeout=120_000)
+
+
+def test_the_tour_is_the_landing_page_and_every_step_shows_the_models_numbers(ui) -> None:
+    ui.open()
+    page = ui.page
+    assert page.evaluate("location.hash") == "#tour/1"
+    tour = page.evaluate("fetch('/api/tour').then(r => r.json())")
+    steps = tour["steps"]
+    assert 10 <= len(steps) <= 16
+    assert "tokens talk to each other through attention" in steps[0]["html"]
+    checked = 0
+    for n, step in enumerate(steps, start=1):
+        _wait_step(page, n)
+        assert page.inner_text(".tour-count") == f"Step {n} of {len(steps)}"
+        assert page.evaluate("location.hash") == f"#tour/{n}"
+        preset = step["preset"]
+        for table in _check_tables(page):
+            expected = _expected(preset["model"], preset["text"], table["hook"], table["index"])
+            shown = torch.tensor(table["values"], dtype=torch.float64)
+            torch.testing.assert_close(shown, expected[: len(shown)], rtol=0, atol=1e-6)
+            checked += 1
+        if preset["widget"] == "toy":
+            toy = tour["toy"]
+            q = torch.tensor(toy["q"], dtype=torch.float64)
+            scores = torch.tensor(toy["keys"], dtype=torch.float64) @ q / math.sqrt(toy["d_k"])
+            shown = page.locator("#toy-table td[data-value]").evaluate_all("cs => cs.map(c => Number(c.dataset.value))")
+            torch.testing.assert_close(torch.tensor(shown, dtype=torch.float64), torch.softmax(scores, -1), rtol=0, atol=1e-9)
+            assert "Toy, not a real model" in page.inner_text(".tour-widget")
+        if n in (1, 9, 15):
+            ui.screenshot(f"tour-step-{n:02d}")
+        if n < len(steps):  # alternate the Next button and the right-arrow key
+            if n % 2:
+                page.click("#tour-next")
+            else:
+                page.locator("body").press("ArrowRight")
+    assert checked >= 8, "the model widgets should list the numbers they show"
+    page.locator("body").press("ArrowLeft")
+    _wait_step(page, len(steps) - 1)
+    page.click("#tour-back")
+    _wait_step(page, len(steps) - 2)
+    page.goto(f"{ui.base}/#tour/4")
+    _wait_step(page, 4)
+    assert page.locator(".tour-progress .dot[aria-current=step]").get_attribute("href") == "#tour/4"
+    page.locator("body").press("p")  # presenter mode: chrome hidden, large type, arrows still move
+    assert page.locator("header").is_hidden() and page.locator("nav#tabs").is_hidden()
+    ui.screenshot("tour-presenter")
+    page.locator("body").press("ArrowRight")
+    _wait_step(page, 5)
+    page.locator("body").press("Escape")
+    assert page.locator("header").is_visible()
+    assert ui.errors == []
+
+
+def test_the_head_finder_ranks_heads_like_run_with_cache(ui) -> None:
+    model = "minilm" if _available("minilm") else "demo-encoder"
+    loaded = cat.load(model)
+    ids = loaded.tokenizer.encode(SENTENCE)
+    tokens = loaded.tokenizer.tokens(ids)
+    query, key = (tokens.index("she"), tokens.index("sarah")) if model == "minilm" else (len(ids) - 2, 1)
+    _, cache = run_with_cache(loaded.model, torch.tensor([ids]), names="*hook_weights")
+    weights = [(float(cache.attention(layer)[0, head, query, key]), layer, head)
+               for layer in range(loaded.config.n_layers) for head in range(loaded.config.n_heads)]
+    expected = [f"L{layer} H{head}" for _, layer, head in sorted(weights, key=lambda w: (-w[0], w[1], w[2]))]
+
+    ui.open(f"#attention?model={model}")
+    page = ui.page
+    api = page.evaluate(f"fetch('/api/heads/rank', {{method: 'POST', headers: {{'Content-Type': 'application/json'}},"
+                        f" body: JSON.stringify({{model: '{model}', text: '{SENTENCE}', query: {query}, key: {key}}})}}).then(r => r.json())")
+    assert [h["label"] for h in api["heads"]] == expected
+    assert all(h["weight"] >= h2["weight"] for h, h2 in zip(api["heads"], api["heads"][1:], strict=False))
+
+    page.wait_for_selector("#finder-query option", state="attached")
+    page.select_option("#finder-query", str(query))
+    page.select_option("#finder-key", str(key))
+    page.click("#finder-run")
+    page.wait_for_selector(f"ol.ranking[data-query='{query}'][data-key='{key}'] li")
+    shown = page.locator("ol.ranking li").evaluate_all("ls => ls.map(l => l.dataset.label)")
+    assert shown == expected[: len(shown)]
+    outlined = page.locator("#att-grid .cell.top").evaluate_all("cs => cs.map(c => `L${c.dataset.layer} H${c.dataset.head}`)")
+    assert sorted(outlined) == sorted(expected[:3])
+    assert page.locator("#att-grid .axis.row").count() == loaded.config.n_layers  # a row per layer
+    assert page.locator("#att-grid .axis.col").count() == loaded.config.n_heads
+    ui.screenshot("head-finder")
+    # The URL now holds the query and key: a fresh page from it shows the same ranking.
+    url = page.url
+    page.goto("about:blank")
+    page.goto(url)
+    page.wait_for_selector(f"ol.ranking[data-query='{query}'][data-key='{key}'] li")
+    assert page.locator("ol.ranking li").evaluate_all("ls => ls.map(l => l.dataset.label)") == shown
+    assert ui.errors == []
+
+
+def test_a_deep_link_restores_the_same_numbers(ui) -> None:
+    ui.open("#attention", model="demo-encoder")
+    page = ui.page
+    page.wait_for_selector("#att-lines [data-token]")
+    page.select_option("#att-layer", "1")
+    page.select_option("#att-head", "2")
+    page.click('#att-lines [data-token="3"]')
+    page.wait_for_selector('#weights-table[data-layer="1"][data-head="2"][data-focus="3"]', state="attached")
+    cells = "#weights-table td[data-value]"
+    clicked = page.locator(cells).evaluate_all("cs => cs.map(c => c.dataset.value)")
+    url = page.url
+    assert "model=demo-encoder" in url and "layer=1" in url and "head=2" in url and "query=3" in url
+    page.goto("about:blank")
+    page.goto(url)
+    page.wait_for_selector('#weights-table[data-layer="1"][data-head="2"][data-focus="3"]', state="attached")
+    assert page.locator(cells).evaluate_all("cs => cs.map(c => c.dataset.value)") == clicked
+    page.go_back()  # back to about:blank, forward again: the same state
+    page.go_forward()
+    page.wait_for_selector('#weights-table[data-layer="1"][data-head="2"][data-focus="3"]', state="attached")
+    # Q·K·V keeps the selection and shows the same weights (the same hook), also when restored from its URL.
+    page.click("#tabs a[data-view=qkv]")
+    page.wait_for_selector("#qkv-table tbody tr.focus[data-token='3']")
+    qkv = page.locator("#qkv-table td[data-value]").evaluate_all("cs => cs.map(c => c.dataset.value)")
+    assert [float(v) for v in qkv] == [float(v) for v in clicked]
+    assert page.input_value("#qkv-layer") == "1" and page.input_value("#qkv-head") == "2"
+    url = page.url
+    assert url.split("#")[1].startswith("qkv?")
+    page.goto("about:blank")
+    page.goto(url)
+    page.wait_for_selector("#qkv-table tbody tr.focus[data-token='3']")
+    assert page.locator("#qkv-table td[data-value]").evaluate_all("cs => cs.map(c => c.dataset.value)") == qkv
+    assert ui.errors == []
+
+
+LAYOUT_VIEWS = ["#tour/1", "#tour/2", "#tour/8", "#tour/13", "#attention", "#qkv", "#order", "#generate", "#timeline", "#arch/enc-ff", "#translate"]
+
+_OVERLAPS = """() => {
+  const out = [];
+  for (const svg of document.querySelectorAll('main .view:not([hidden]) svg')) {
+    const boxes = [...svg.querySelectorAll('text')].map(t => [t.textContent, t.getBoundingClientRect()]).filter(([, r]) => r.width > 0 && r.height > 0);
+    for (let i = 0; i < boxes.length; i += 1) for (let j = i + 1; j < boxes.length; j += 1) {
+      const a = boxes[i][1], b = boxes[j][1];
+      if (Math.min(a.right, b.right) - Math.max(a.left, b.left) > 0.5 && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 0.5)
+        out.push(`${boxes[i][0]} / ${boxes[j][0]}`);
+    }
+  }
+  return out;
+}"""
+
+
+@pytest.mark.parametrize("viewport", [(1440, 900), (1024, 768)])
+def test_views_have_no_overlapping_labels_and_fit_the_window(make_ui, viewport) -> None:
+    ui = make_ui(*viewport)
+    for hash_ in LAYOUT_VIEWS:
+        if hash_ == "#translate" and not _available("translator"):
+            continue
+        ui.page.goto("about:blank")  # a fresh load each time, so nothing of the previous view is waited on
+        ui.open(hash_)
+        page = ui.page
+        if hash_.startswith("#tour"):
+            page.wait_for_selector(".tour-widget[data-state=ready]")
+        elif hash_ == "#qkv":  # tables, no SVG text
+            page.wait_for_selector("#softmax-table tbody tr")
+        else:
+            page.wait_for_selector("main .view:not([hidden]) svg text", state="attached")
+        page.wait_for_function("document.querySelector('#status').hidden")
+        assert page.evaluate(_OVERLAPS) == [], hash_
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= viewport[0], f"{hash_}: page is {width} px wide in a {viewport[0]} px window"
+        content = page.evaluate("document.querySelector('footer').getBoundingClientRect().bottom + scrollY")
+        height = page.evaluate("document.documentElement.scrollHeight")
+        assert height <= 1.5 * max(content, viewport[1]), f"{hash_}: {height} px tall for {content} px of content"
+        ui.screenshot(f"layout-{hash_.strip('#').replace('/', '-')}-{viewport[0]}x{viewport[1]}")
+    assert ui.errors == []
+
+
+TIES = [2.0, 1.0, 2.0, 0.5, 1.0, -1.0, 1.0, 3.0, 1.0, -2.5]
+SETTINGS = [(1.0, 0, 1.0), (0.7, 0, 1.0), (0.0, 0, 1.0), (1.0, 3, 1.0), (1.0, 4, 1.0), (1.0, 0, 0.5), (1.0, 0, 0.8),
+            (0.5, 2, 0.9), (2.0, 5, 0.3), (1.5, 0, 0.95), (1.0, 1, 1.0), (0.3, 6, 0.6)]
+
+
+def test_the_pages_sampling_filter_equals_the_librarys(ui) -> None:
+    from attnlab.generate import Sampling, sampling_distribution
+
+    ui.open("#arch")
+    gen = torch.Generator().manual_seed(0)
+    tables = [TIES, [0.0] * 6, torch.randn(300, generator=gen).mul(3).tolist()]
+    for logits in tables:
+        for temperature, top_k, top_p in SETTINGS:
+            shown = ui.page.evaluate(
+                "([l, s]) => import('/static/model.js').then(m => Array.from(m.samplingDistribution(l, s)))",
+                [logits, {"temperature": temperature, "top_k": top_k, "top_p": top_p}])
+            expected = sampling_distribution(torch.tensor(logits), Sampling(temperature=temperature, top_k=top_k, top_p=top_p))
+            label = f"T={temperature} top_k={top_k} top_p={top_p} on {len(logits)} logits"
+            torch.testing.assert_close(torch.tensor(shown, dtype=torch.float64), expected.double(), rtol=0, atol=1e-6,
+                                       msg=lambda m, label=label: f"{label}: {m}")
+    assert ui.errors == []
+
+
+def test_the_sampling_sliders_redraw_without_a_request(ui) -> None:
+    ui.open("#generate", model="demo-decoder")
+    page = ui.page
+    page.fill("#gen-prompt", "the cat")
+    page.wait_for_function("document.querySelectorAll('#gen-next rect').length > 10")
+    before = page.locator("#gen-next rect").evaluate_all("rs => rs.map(r => r.getAttribute('width'))")
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.locator("[data-setting=temperature]").evaluate("e => { e.value = 0.3; e.dispatchEvent(new Event('input')); }")
+    after = page.locator("#gen-next rect").evaluate_all("rs => rs.map(r => r.getAttribute('width'))")
+    assert after != before and requests == []
+    assert ui.errors == []

@@ -1,0 +1,184 @@
+"""Every CLI error is one line, exit status 2 (usage) or 1 (runtime), never a traceback (issue 14,
+items 7 and 8; issue 13 item 2, command-line side). Each row is a mistake a user made."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+
+import pytest
+
+from attnlab.cli import main
+from attnlab.models import DecoderLM, TransformerConfig
+from attnlab.tokenizers import CharTokenizer
+from attnlab.train.config import TrainConfig
+from attnlab.weights.checkpoint import TrainingState, save_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TOK = CharTokenizer("abcdefgh")
+
+
+def tiny() -> DecoderLM:
+    return DecoderLM(TransformerConfig(family="decoder", vocab_size=8, d_model=16, n_heads=2, n_layers=1, d_ff=32,
+                                       max_len=16))
+
+
+@pytest.fixture
+def place(tmp_path):
+    """A corpus, a file where a folder is expected, a checkpoint, a run without optimizer state."""
+    (tmp_path / "corpus.txt").write_text("the cat sat on the mat.\n" * 50)
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "holds_tsv").mkdir()
+    (tmp_path / "holds_tsv" / "train.tsv").write_text("my own\tpairs\n")
+    save_checkpoint(tmp_path / "ckpt", tiny(), TOK)
+    saved = asdict(TrainConfig(data=str(tmp_path / "corpus.txt"), out=str(tmp_path / "noopt")))
+    save_checkpoint(tmp_path / "noopt" / "last", tiny(), TOK, TrainingState(info={"step": 1, "train_config": saved}))
+    huge = tmp_path / "huge"
+    save_checkpoint(huge, tiny(), TOK)
+    cfg = json.loads((huge / "config.json").read_text())
+    (huge / "config.json").write_text(json.dumps({**cfg, "vocab_size": 10_000_000_000}))
+    return tmp_path
+
+
+T = ["train", "--data", "{p}/corpus.txt", "--out", "{p}/run"]
+G = ["generate", "hi", "--checkpoint", "{p}/ckpt", "-n", "2"]
+
+CASES = [
+    # (arguments, exit status, words the one line must hold)
+    ([*T, "--threads", "-1"], 2, "'--threads': must be an integer in [0, 1024], got -1"),
+    ([*G, "--threads", "-1"], 2, "'--threads'"),
+    ([*G, "--top-probs", "-1"], 2, "'--top-probs': must be an integer in [0, 1000]"),
+    ([*G, "--temperature", "nan"], 2, "'--temperature': must be a number in [0, inf), got nan"),
+    ([*G, "--temperature", "-1"], 2, "'--temperature'"),
+    ([*G, "--top-p", "0"], 2, "'--top-p': must be a number in (0, 1]"),
+    ([*G, "--top-p", "inf"], 2, "'--top-p'"),
+    ([*G, "--top-k", "-1"], 2, "'--top-k': must be an integer in [0, "),
+    ([*G, "-n", "-1"], 2, "must be an integer in [1, 1000000]"),
+    ([*G, "--seed", "-1"], 2, "'--seed': must be an integer in [0, 9223372036854775807]"),
+    ([*G, "--seed", str(2**64)], 2, "'--seed'"),
+    (["translate", "Hi", "--beam", "0"], 2, "'--beam': must be an integer in [1, 64], got 0"),
+    (["translate", "Hi\udcff"], 2, "argument 2 is not valid UTF-8 text (byte 0xff"),
+    (["train", "--data", "{p}/corpus.txt", "--out", "{p}/file"], 2, "is a file"),
+    ([*T, "--batch-size", "10000000"], 2, "'--batch-size': must be an integer in [1, 65536]"),
+    ([*T, "--bpe-vocab-size", "1000000000"], 2, "'--bpe-vocab-size': must be an integer in [256, 262144]"),
+    ([*G[:2], "--checkpoint", "{p}/huge"], 1, "checked before allocating"),
+    (["bleu", "--data", "{p}/corpus.txt", "--out", "{p}/missing/bleu.json"], 2, "missing does not exist"),
+    (["bleu", "--data", "{p}/corpus.txt", "--out", "{p}"], 2, "is a folder"),
+    (["bleu", "--data", "{p}/corpus.txt", "--out", "{p}/corpus.txt"], 2, "corpus.txt exists and was not written"),
+    (["corpus", "{p}/holds_tsv"], 2, "already holds train.tsv"),
+    (["serve", "--port", "99999"], 2, "'--port': must be an integer in [1, 65535], got 99999"),
+    (["experiment", "positions", "--out", "{p}/file/x"], 2, "is a file, not a folder"),
+    (["corpus", "{p}/file"], 2, "is a file, not a folder"),
+    (["train", "--out", "{p}/noopt", "--resume"], 1, "holds no optimizer state"),
+    ([*T, "--grad-clip", "-1"], 2, "'--grad-clip': must be a number in [0, 1e+06], got -1"),
+    ([*T, "--snapshots", "-1,0"], 2, "each snapshot step must be an integer in [0, 2000], got -1"),
+    ([*T, "--snapshots", "5,x"], 2, "'x' is not an integer step"),
+    ([*T, "--eval-iters", "1000000000"], 2, "'--eval-iters': must be an integer in [1, 10000]"),
+    ([*T, "--iters", str(10**30)], 2, "'--iters': must be an integer in [1, 1000000000]"),
+    ([*T, "--lr", "nan"], 2, "'--lr': must be a number in (0, 10], got nan"),
+    ([*T, "--lr", "1e400"], 2, "'--lr': must be a number in (0, 10], got inf"),
+    ([*T, "--iters", "abc"], 2, "'--iters'"),
+    ([*T, "--nosuch"], 2, "No such option"),
+    ([*T, "--lr", "1e-3", "--min-lr", "1e-2"], 2, "min_lr must be at most lr"),
+    ([*T, "--task", "mlm", "--tokenizer", "char"], 2, "needs special tokens"),
+    ([*T, "--task", "nope"], 2, "'--task': unknown value 'nope'; choose one of: lm, mlm, classification, translation"),
+    ([*T, "--beta2", "1"], 2, "'--beta2': must be a number in [0, 1)"),
+    (["bleu", "--data", "{p}/corpus.txt", "--limit", "-1"], 2, "'--limit': must be an integer in [0, "),
+    (["train", "--out", "{p}/run"], 2, "Missing option '--data'"),
+    (["train", "--data", "{p}/missing.txt", "--out", "{p}/noopt", "--resume"], 1, "no such file or folder"),
+    (["train", "--out", "{p}/run", "--resume"], 2, "no run to resume"),
+    (["train", "--data", "{p}/missing.txt", "--out", "{p}/run"], 1, "missing.txt: no such file or folder"),
+    (["export", "{p}/ckpt", "{p}/ckpt"], 2, "the destination is the source"),
+    (["export", "{p}/ckpt", "{p}/file"], 2, "is a file"),
+    (["export", "{p}/ckpt", "{p}/noopt/last"], 2, "resumable checkpoint"),
+    (["export", "{p}/ckpt", "{p}/x", "--dtype", "int8"], 2, "'--dtype': unknown value 'int8'; choose one of: bfloat16, float16, float32"),
+    (["bench", "--bf16", "maybe"], 2, "'--bf16': unknown value 'maybe'; choose one of: auto, on, off"),
+    (["nosuchcommand"], 2, "No such command"),
+]
+
+
+@pytest.mark.parametrize(("args", "status", "words"), CASES, ids=[" ".join(c[0]).replace("{p}/", "") for c in CASES])
+def test_each_mistake_is_one_line_with_the_right_status(place, capsys, args, status, words) -> None:
+    before = sorted(p.relative_to(place).as_posix() for p in place.rglob("*"))
+    code = main([a.replace("{p}", str(place)) for a in args])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == status, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert words.replace("{p}", str(place)) in lines[0], lines[0]
+    assert sorted(p.relative_to(place).as_posix() for p in place.rglob("*")) == before  # nothing written
+
+
+@pytest.mark.parametrize("args", [[*G, "--temperature", "1e-38"], [*G, "--top-p", "1e-50"]])
+def test_tiny_sampling_values_never_give_a_traceback(place, capsys, args) -> None:
+    """Any positive temperature or top-p is in range (issue 13: they behave like their limit, greedy);
+    whatever the library does with them, the command line answers in at most one error line."""
+    code = main([a.replace("{p}", str(place)) for a in args])
+    err = capsys.readouterr().err
+    assert code in (0, 1) and "Traceback" not in err and len(err.strip().splitlines()) <= 1, err
+
+
+def run_cli(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **env}
+    return subprocess.run([sys.executable, "-m", "attnlab", *args], capture_output=True, env=environ, timeout=300)
+
+
+def test_the_real_command_line_one_line_and_debug_traceback(tmp_path) -> None:
+    bad = run_cli(["translate", b"Hi\xff".decode("utf-8", "surrogateescape")])
+    assert bad.returncode == 2 and bad.stderr.decode().strip().startswith("error: argument 2 is not valid UTF-8")
+    missing = ["train", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "run")]
+    quiet = run_cli(missing)
+    assert quiet.returncode == 1 and len(quiet.stderr.decode().strip().splitlines()) == 1
+    assert b"Traceback" not in quiet.stderr
+    loud = run_cli(missing, ATTNLAB_DEBUG="1")
+    assert loud.returncode == 1 and b"Traceback" in loud.stderr and b"no such file or folder" in loud.stderr
+
+
+def test_resume_from_the_command_line_keeps_the_run_options_and_refuses_changes(tmp_path, capsys) -> None:
+    (tmp_path / "corpus.txt").write_text("the cat sat on the mat. " * 300)
+    out = str(tmp_path / "run")
+    first = ["train", "--data", str(tmp_path / "corpus.txt"), "--out", out, "--iters", "2", "--eval-interval", "2",
+             "--eval-iters", "1", "--batch-size", "2", "--lr", "2e-3", "--no-progress"]
+    assert main(first) == 0, capsys.readouterr().err
+    assert main(first) == 2 and "already holds a training run" in capsys.readouterr().err
+    # options not given keep the run's own (--data, --lr, --batch-size ...); only the length changes
+    assert main(["train", "--out", out, "--resume", "--iters", "3", "--no-progress"]) == 0, capsys.readouterr().err
+    assert "finished at step 3" in capsys.readouterr().out
+    assert main(["train", "--out", out, "--resume", "--iters", "4", "--lr", "1e-3", "--seed", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "lr: saved 0.002, now 0.001" in err and "seed: saved 1337, now 5" in err
+    assert main(["train", "--data", str(tmp_path / "corpus.txt"), "--out", out, "--iters", "2", "--overwrite",
+                 "--no-progress", "--eval-iters", "1", "--batch-size", "2"]) == 0
+
+
+def test_train_options_are_generated_from_train_config() -> None:
+    """Issue 15: each train option's default, help and range live once, on TrainConfig's fields."""
+    from dataclasses import MISSING, fields
+
+    import typer
+
+    from attnlab.cli import app
+    from attnlab.train.tasks import TASKS
+
+    command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    options = {p.name: p for p in command.params}
+    for f in fields(TrainConfig):
+        if not f.metadata["cli"]:
+            assert f.name not in options
+            continue
+        assert f.name in options, f.name
+        assert f.metadata["help"] in (options[f.name].help or ""), f.name
+        if f.default is not MISSING and f.name != "snapshots":
+            assert options[f.name].default == f.default, f.name
+        if f.type in ("int", "float", "int | None") and f.name != "snapshots":
+            assert f.metadata["range"] is not None, f"{f.name} has no allowed range"
+            assert f.metadata["range"].text() in options[f.name].help, f.name
+    assert set(options) - {f.name for f in fields(TrainConfig)} == {"ctx", "threads"} - {"ctx"}
+    assert set(TASKS) == set(fields(TrainConfig)[2].metadata["choices"])
+    parsed = command.make_context("train", ["--out", "x", "--no-progress", "--bf16", "--decay-iters", "7"]).params
+    assert parsed["progress"] is False and parsed["bf16"] is True and parsed["decay_iters"] == 7
+    assert command.make_context("train", ["--out", "x"]).params["progress"] is True

