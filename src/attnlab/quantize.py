@@ -51,8 +51,10 @@ input). int4 kernel layers call the kernel from the compiled graph; an int4 dequ
 slow (Inductor's loops over unpacked nibbles were ~5x slower than float32 in a measurement here).
 
 ``path="auto"`` (default) takes the kernel when a probe call on this device succeeds and the
-dequantize path otherwise. torchao's int8 weight-only CPU path is this dequantize-and-multiply and
-its int4 CPU layout calls the same aten kernel, so attnlab carries no extra dependency for it.
+dequantize path otherwise. torchao (read in its source, not installed here) does int8 weight-only
+with float activations as this dequantize-and-multiply (``_linear_fp_act_int8_weight_impl``, its
+``_weight_int8pack_mm`` call left as a TODO) and its int4 CPU layout calls the same aten kernel, so
+attnlab carries no extra dependency for it.
 
 Quantized models are for inference only: ``train()`` raises ``QuantizationError``, every remaining
 parameter has ``requires_grad=False``, and a forward whose input requires a gradient raises.
