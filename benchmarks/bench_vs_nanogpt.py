@@ -182,9 +182,9 @@ def main() -> None:
           f"after {ours['wall_s']:.1f} s ({'reached' if ours['reached'] else 'did NOT reach'} nanoGPT's "
           f"{nano['val']:.4f}; whole run {ours['total_wall_s']:.1f} s)")
     print(json.dumps({
-        "nanogpt_wall_s": round(nano["wall_s"], 2), "nanogpt_val": nano["val"],
-        "attnlab_wall_s": round(ours["wall_s"], 2), "attnlab_val": ours["val"],
-        "ratio": round(ours["wall_s"] / nano["wall_s"], 3), "reached": ours["reached"], "attnlab_step": ours["step"],
+        "nanogpt_wall_s": round(nano["wall_s"], 3), "nanogpt_val": nano["val"],
+        "attnlab_wall_s": round(ours["wall_s"], 3), "attnlab_val": ours["val"],
+        "ratio": round(ours["wall_s"] / nano["wall_s"], 4), "reached": ours["reached"], "attnlab_step": ours["step"],
         "attnlab_total_wall_s": round(ours["total_wall_s"], 2), "attnlab_precision": ours["precision"],
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]), "nanogpt_command": nano["command"],
         "seed": args.seed, "nanogpt_seed": 1337, "threads": args.threads, "cpu_flags": cpu_flags(),

@@ -22,10 +22,11 @@ Schemes (``W`` is a layer's ``(out_features, in_features)`` float weight):
   ``q = round((W - min) / scale)`` in ``[0, 15]``, ``W ~= q * scale + min``. ``in_features`` must be
   a multiple of ``group_size``. On weights that came from a Q4_1 file (SmolLM2's) the groups and the
   grid are the file's own, so the 4-bit values are recovered exactly.
-* The output layer (a module named ``lm_head``) takes ``output_scheme`` / ``output_group_size``, by
-  default ``int8`` in groups of 32 for both schemes: the logits decide every token, and 4 bits (or
-  one scale per row) there changes greedy choices (llama.cpp's 4-bit files likewise keep it at 6-8
-  bits, SmolLM2's as Q8_0, which this layout recovers exactly). It is ~1/5 of SmolLM2's weights.
+* The output layer (a module named ``lm_head``) takes ``output_scheme`` (default ``int8`` for both
+  schemes: the logits decide every token, and 4 bits there changes greedy choices; llama.cpp's 4-bit
+  files likewise keep it at 6-8 bits) and ``output_group_size``: by default per channel where the
+  int8 kernel runs (the eager-speed path), else groups of 32, the layout of GGUF's Q8_0, which
+  recovers SmolLM2's output layer exactly. It is ~1/5 of SmolLM2's weights.
 
 How the product is computed (``QuantizedLinear.quant_path``; the model's ``quant_path`` names the
 paths its layers use, never silently float32 weights):
@@ -34,21 +35,26 @@ paths its layers use, never silently float32 weights):
   ``aten._weight_int4pack_mm_for_cpu`` read the integer weights directly. On CPU they are
   vectorised for bfloat16 activations only (float32 input runs a scalar loop ~10x slower), so the
   input is rounded to bfloat16 for the product and the output returned in the input's dtype: a
-  second, small rounding on top of the weights'.
+  second, small rounding on top of the weights'. With more than ``KERNEL_MAX_ROWS`` rows (an encoder's
+  batch, a long prompt) an int8 layer multiplies by its dequantized weight instead: there the
+  product is compute-bound, the kernel is slow, and rebuilding the weight once costs little.
 * ``"int8-dequantize"`` / ``"int4-dequantize"`` (the fallback, and ``path="dequantize"``): the
   weight is rebuilt in the input's dtype for each call (``q * scale (+ min)``) and multiplied with
-  ``F.linear``: exact float arithmetic on the quantized weights, on any device. Eagerly it costs a
-  full-size weight per call (slower than float32); under ``torch.compile`` (``generate(...,
-  compile=True)``) Inductor fuses the rebuild into the product, which then streams the integer
-  weights once: the fast path for decoding.
+  ``F.linear``: exact float arithmetic on the quantized weights, on any device, but a full-size float
+  weight per call: slower than float32 (several times, for int4), eager or compiled.
 
-Under ``torch.compile`` an ``int8-kernel`` layer computes the dequantize formula too (same integers,
-float32 activations): Inductor cannot lower ``_weight_int8pack_mm`` on a fused input, and the fused
-formula is what a compiled step wants anyway.
+Under ``torch.compile`` (``generate(..., compile=True)``) an int8 layer fed one row (a decoding step)
+computes the product as a multiply and a sum over the int8 weight, whatever its path: Inductor
+compiles that into one loop reading each int8 weight once, with float32 activations (~1.6x a float32
+compiled product of the same shape here; Inductor cannot lower ``_weight_int8pack_mm`` on a fused
+input). int4 kernel layers call the kernel from the compiled graph; an int4 dequantize layer stays
+slow (Inductor's loops over unpacked nibbles were ~5x slower than float32 in a measurement here).
 
 ``path="auto"`` (default) takes the kernel when a probe call on this device succeeds and the
-dequantize path otherwise. torchao's int8 weight-only CPU path is this dequantize-and-multiply and
-its int4 CPU layout calls the same aten kernel, so attnlab carries no extra dependency for it.
+dequantize path otherwise. torchao (read in its source, not installed here) does int8 weight-only
+with float activations as this dequantize-and-multiply (``_linear_fp_act_int8_weight_impl``, its
+``_weight_int8pack_mm`` call left as a TODO) and its int4 CPU layout calls the same aten kernel, so
+attnlab carries no extra dependency for it.
 
 Quantized models are for inference only: ``train()`` raises ``QuantizationError``, every remaining
 parameter has ``requires_grad=False``, and a forward whose input requires a gradient raises.
@@ -70,7 +76,8 @@ Path = Literal["auto", "kernel", "dequantize"]
 SCHEMES = ("int8", "int4")
 PATHS = ("auto", "kernel", "dequantize")
 INT4_GROUP_SIZE = 32
-OUTPUT_GROUP_SIZE = 32
+OUTPUT_GROUP_SIZE = 32  # the output layer's groups on the dequantize path
+KERNEL_MAX_ROWS = 16
 
 
 class QuantizationError(ValueError):
@@ -198,7 +205,12 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.requires_grad:
             raise QuantizationError(TRAINING_REFUSED.format(path=self.quant_path))
-        if self.quant_path == "int8-kernel" and not torch.compiler.is_compiling():
+        compiling = torch.compiler.is_compiling()
+        if compiling and self.scheme == "int8" and x.numel() == self.in_features:  # a decoding step
+            y = self._streamed_int8(x)
+            return y if self.bias is None else y + self.bias.to(y.dtype)
+        kernel = not compiling and x.numel() <= KERNEL_MAX_ROWS * self.in_features
+        if self.quant_path == "int8-kernel" and kernel:
             flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
             y = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scale.to(torch.bfloat16))
             y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
@@ -211,6 +223,16 @@ class QuantizedLinear(nn.Module):
         else:
             y = F.linear(x, self.dequantized_weight(x.dtype))
         return y if self.bias is None else y + self.bias.to(y.dtype)
+
+    def _streamed_int8(self, x: Tensor) -> Tensor:
+        """One row times the int8 weight as a multiply and a sum (a matrix product would first build a
+        float weight): Inductor compiles it into one loop that reads each int8 weight once."""
+        w = self.qweight.to(x.dtype)
+        if self.group_size == 0:
+            return (x.unsqueeze(-2) * w).sum(-1) * self.scale.to(x.dtype)
+        groups = w.reshape(self.out_features, -1, self.group_size)
+        xg = x.reshape(*x.shape[:-1], 1, groups.shape[1], self.group_size)
+        return ((xg * groups).sum(-1) * self.scale.to(x.dtype)).sum(-1)
 
     def train(self, mode: bool = True) -> QuantizedLinear:
         if mode:
@@ -267,13 +289,13 @@ def quantize(
     group_size: int | None = None,
     path: Path = "auto",
     output_scheme: Scheme = "int8",
-    output_group_size: int = OUTPUT_GROUP_SIZE,
+    output_group_size: int | None = None,
     inplace: bool = False,
 ) -> nn.Module:
     """``model`` with every ``nn.Linear`` replaced by a ``QuantizedLinear`` (see the module docstring).
 
     ``group_size``: int8 0 (per channel, default) or a group; int4 default 32. ``output_scheme`` and
-    ``output_group_size`` are those of the output layer (``lm_head``). Returns a copy unless ``inplace``;
+    ``output_group_size`` are those of the output layer (``lm_head``; group default: see the module docstring). Returns a copy unless ``inplace``;
     the result is in eval mode, its remaining parameters have ``requires_grad=False``, ``train()`` raises
     ``QuantizationError``, and ``model.quant_path`` names the paths its layers took (``"int8-kernel"``, ``"int4-dequantize"``, or ``"mixed: ..."``).
     A tied output layer (``lm_head.weight is embed.token.weight``) gets its own quantized copy; the
@@ -297,6 +319,9 @@ def quantize(
         try:
             if child == "lm_head":  # path="kernel" asks it of the layers whose layout has one
                 out_path = "auto" if path == "kernel" else path
+                if output_group_size is None:
+                    kernel = out_path != "dequantize" and kernel_available(output_scheme, linear.weight.device, 0)
+                    output_group_size = 0 if kernel and output_scheme == "int8" else OUTPUT_GROUP_SIZE
                 layer = QuantizedLinear.from_linear(linear, output_scheme, group_size=output_group_size, path=out_path)
             else:
                 layer = QuantizedLinear.from_linear(linear, scheme, group_size=group_size, path=path)

@@ -94,7 +94,7 @@ def test_quantize_replaces_every_linear_and_leaves_the_original_alone() -> None:
     assert not any(isinstance(m, nn.Linear) for m in qm.modules())
     n_linear = sum(isinstance(m, nn.Linear) for m in model.modules())
     assert sum(isinstance(m, QuantizedLinear) for m in qm.modules()) == n_linear
-    assert qm.quant_path in ("mixed: int8-dequantize, int8-kernel", "int8-dequantize")  # lm_head: groups of 32
+    assert qm.quant_path == "int8-kernel"  # lm_head per channel too where the kernel runs
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert qm.embed.token.weight.dtype == torch.float32  # a lookup reads one row: stays float
     assert weight_bytes_per_token(qm) < 0.4 * weight_bytes_per_token(model)
@@ -128,7 +128,8 @@ def test_compiled_generation_of_a_quantized_model_gives_the_eager_tokens(scheme:
 
 def test_the_output_layer_takes_its_own_scheme() -> None:
     qm = quantize(tiny_decoder(), "int4", path="dequantize")
-    assert (qm.lm_head.scheme, qm.lm_head.group_size) == ("int8", 32)
+    assert (qm.lm_head.scheme, qm.lm_head.group_size) == ("int8", 32)  # on the dequantize path
+    assert quantize(tiny_decoder(), "int4").lm_head.group_size == 0  # where the int8 kernel runs: per channel
     assert (qm.stack.blocks[0].ff.up.scheme, qm.stack.blocks[0].ff.up.group_size) == ("int4", 32)
     assert quantize(tiny_decoder(), "int8").stack.blocks[0].ff.up.group_size == 0  # per channel
     assert quantize(tiny_decoder(), "int4", output_scheme="int4", path="dequantize").lm_head.scheme == "int4"
@@ -155,7 +156,9 @@ def test_without_the_kernel_it_falls_back_to_the_named_dequantize_path(monkeypat
     with pytest.raises(QuantizationError, match="kernel does not run"):
         quantize(tiny_decoder(), "int8", path="kernel")
     monkeypatch.undo()
-    assert quantize(tiny_decoder(), "int8", path="kernel").quant_path == "mixed: int8-dequantize, int8-kernel"
+    assert quantize(tiny_decoder(), "int8", path="kernel").quant_path == "int8-kernel"
+    assert quantize(tiny_decoder(), "int8", path="kernel", output_group_size=32).quant_path == (
+        "mixed: int8-dequantize, int8-kernel")  # no kernel for groups: that layer says so
 
 
 def test_bad_requests_are_refused_with_the_reason() -> None:
@@ -170,6 +173,18 @@ def test_bad_requests_are_refused_with_the_reason() -> None:
         quantize(quantize(model, "int8"), "int8")
     with pytest.raises(QuantizationError, match=r"no nn\.Linear"):
         quantize(nn.LayerNorm(4), "int8")
+
+
+def test_many_rows_take_the_dequantized_weight_and_few_the_kernel() -> None:
+    layer = QuantizedLinear.from_linear(_linear(torch.randn(32, 64)), "int8")
+    assert layer.quant_path == "int8-kernel"
+    x = torch.randn(q.KERNEL_MAX_ROWS + 1, 64)
+    with torch.no_grad():
+        exact = nn.functional.linear(x, layer.dequantized_weight())
+        torch.testing.assert_close(layer(x), exact, atol=1e-5, rtol=1e-5)  # float32: not bf16-rounded
+        few = layer(x[: q.KERNEL_MAX_ROWS])
+    assert not torch.allclose(few, exact[: q.KERNEL_MAX_ROWS], atol=1e-5, rtol=1e-5)  # the bf16 kernel
+    torch.testing.assert_close(few, exact[: q.KERNEL_MAX_ROWS], atol=0.05 * exact.abs().max().item(), rtol=0)
 
 
 def test_an_encoder_quantizes_too() -> None:
