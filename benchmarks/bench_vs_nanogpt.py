@@ -113,7 +113,7 @@ def attnlab_child(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-attnlab-") as out:
         result = train(TrainConfig(
             data=str(args.data), out=out, iters=args.iters, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup,
-            eval_interval=args.eval_interval, eval_iters=args.eval_iters, bf16=precision.name == "bf16",
+            eval_interval=args.eval_interval, eval_iters=args.eval_iters, precision=precision.name,
             compile=args.compile, seed=args.seed, progress=False,
         ))
         end = time.time()

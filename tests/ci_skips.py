@@ -19,6 +19,7 @@ from attnlab.files import REGISTRY_PACKAGES
 # importorskip names the module).
 _NAMES = [name for p in REGISTRY_PACKAGES for name in (p.distribution, p.module)] + ["transformers"]
 MISSING_DEPENDENCY = re.compile("|".join(re.escape(name) for name in _NAMES))
+NEEDS_CUDA = "needs a CUDA GPU"  # the skip reason of every `cuda`-marked test on a machine without one
 
 
 def in_ci() -> bool:

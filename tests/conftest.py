@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from ci_skips import NEEDS_CUDA
 
 # tests/ci_skips.py: in CI, a skip for a missing dependency is a failure; pytester: tests of that hook.
 pytest_plugins = ["ci_skips", "pytester"]
@@ -41,7 +42,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-NEEDS_CUDA = "needs a CUDA GPU"  # the skip reason of every `cuda`-marked test on a machine without one
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -196,7 +196,7 @@ def test_views_have_no_overlapping_labels_and_fit_the_window(make_ui, viewport) 
             page.wait_for_selector("#softmax-table tbody tr")
         else:
             page.wait_for_selector("main .view:not([hidden]) svg text", state="attached")
-        page.wait_for_function("document.querySelector('#status').hidden")
+        page.wait_for_selector("#status", state="hidden")
         assert page.evaluate(_OVERLAPS) == [], hash_
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= viewport[0], f"{hash_}: page is {width} px wide in a {viewport[0]} px window"
@@ -234,7 +234,7 @@ def test_the_sampling_sliders_redraw_without_a_request(ui) -> None:
     ui.open("#generate", model="demo-decoder")
     page = ui.page
     page.fill("#gen-prompt", "the cat")
-    page.wait_for_function("document.querySelectorAll('#gen-next rect').length > 10")
+    page.locator("#gen-next rect").nth(10).wait_for(state="attached")  # the page's CSP forbids wait_for_function's eval
     before = page.locator("#gen-next rect").evaluate_all("rs => rs.map(r => r.getAttribute('width'))")
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from playwright.sync_api import expect
 
 from attnlab import catalog as cat
 from attnlab.inspect import run_with_cache
@@ -135,7 +136,8 @@ def test_qkv_generation_and_order_views_render(ui) -> None:
     page.fill("#gen-prompt", "the cat")
     page.fill("#gen-n", "6")
     page.click("#gen-run")
-    page.wait_for_function("document.querySelector('#gen-step').max === '5'")
+    # a locator wait, not wait_for_function: the page's CSP forbids the eval that polling predicates use
+    expect(page.locator("#gen-step")).to_have_attribute("max", "5", timeout=60_000)
     page.locator("#gen-step").evaluate("e => { e.value = 5; e.dispatchEvent(new Event('input')); }")
     assert "12 positions cached" in page.text_content("#gen-cache")  # 7 prompt tokens + 5 fed back by step 6
     assert page.locator("#gen-bars rect").count() > 10

@@ -24,7 +24,10 @@ def test_experiments_page_shows_every_plot_with_its_explanation(ui) -> None:
     assert [sections.nth(i).get_attribute("data-experiment") for i in range(sections.count())] == list(EXPERIMENTS)
     images = page.locator(".experiment figure img")
     assert images.count() >= len(EXPERIMENTS)
-    page.wait_for_function("[...document.querySelectorAll('.experiment figure img')].every(i => i.complete)")
+    for _ in range(600):  # polled from here: the page's CSP forbids the eval wait_for_function uses
+        if images.evaluate_all("imgs => imgs.every(i => i.complete)"):
+            break
+        page.wait_for_timeout(50)
     widths = images.evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
     assert all(w > 0 for w in widths), widths
     for i in range(sections.count()):
@@ -59,7 +62,7 @@ def test_a_slow_model_shows_a_loading_notice_then_its_attention(ui) -> None:
     assert "loading" in page.locator("#model option[value='test-slow-ui']").inner_text()
     ui.screenshot("walkthrough-loading")
     page.wait_for_selector("#status", state="hidden", timeout=10_000)
-    page.wait_for_function("document.body.getAttribute('aria-busy') === 'false'")
+    page.wait_for_selector("body[aria-busy=false]", state="attached")
     page.wait_for_selector("#att-lines line", state="attached")
     models = page.evaluate("fetch('/api/models').then(r => r.json())")["models"]
     assert next(m for m in models if m["name"] == "test-slow-ui")["loaded"] is True

@@ -179,6 +179,6 @@ def test_train_options_are_generated_from_train_config() -> None:
             assert f.metadata["range"].text() in options[f.name].help, f.name
     assert set(options) - {f.name for f in fields(TrainConfig)} == {"ctx", "threads"} - {"ctx"}
     assert set(TASKS) == set(fields(TrainConfig)[2].metadata["choices"])
-    parsed = command.make_context("train", ["--out", "x", "--no-progress", "--bf16", "--decay-iters", "7"]).params
-    assert parsed["progress"] is False and parsed["bf16"] is True and parsed["decay_iters"] == 7
+    parsed = command.make_context("train", ["--out", "x", "--no-progress", "--precision", "bf16", "--decay-iters", "7"]).params
+    assert parsed["progress"] is False and parsed["precision"] == "bf16" and parsed["decay_iters"] == 7
     assert command.make_context("train", ["--out", "x"]).params["progress"] is True

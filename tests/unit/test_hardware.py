@@ -153,8 +153,7 @@ def test_set_threads_applies_and_says_what_it_chose() -> None:
 
 def test_the_cuda_skip_is_not_taken_for_a_missing_dependency_in_ci() -> None:
     """tests/ci_skips.py fails CI skips that name a missing package; "needs a CUDA GPU" must not look like one."""
-    from ci_skips import MISSING_DEPENDENCY
-    from conftest import NEEDS_CUDA
+    from ci_skips import MISSING_DEPENDENCY, NEEDS_CUDA
 
     assert NEEDS_CUDA == "needs a CUDA GPU" and not MISSING_DEPENDENCY.search(NEEDS_CUDA)
 
