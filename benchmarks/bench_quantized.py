@@ -38,6 +38,7 @@ from collections.abc import Callable
 
 import torch
 
+from attnlab.device import cpu_flags
 from attnlab.generate import Sampling, stream_ids
 from attnlab.quantize import quantize, weight_bytes_per_token
 
@@ -174,13 +175,6 @@ def bench_encoding(args: argparse.Namespace) -> dict:
     return {"sentences_per_s": sps, "min_cosine": cosine}
 
 
-def cpu_flags() -> list[str]:
-    """The CPU's AVX-512 / AMX / VNNI flags (what decides the kernels' and bf16's speed); [] off Linux."""
-    if not os.path.exists("/proc/cpuinfo"):
-        return []
-    with open("/proc/cpuinfo") as f:
-        line = next((line for line in f if line.startswith("flags")), "flags:")
-    return sorted(f for f in line.split(":")[1].split() if f.startswith(("avx512", "amx", "avx_vnni")))
 
 
 def main() -> None:

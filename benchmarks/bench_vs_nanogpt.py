@@ -54,13 +54,6 @@ NANOGPT_FILES = ("train.py", "model.py", "configurator.py", "config/train_shakes
 STEP_LINE = re.compile(r"^step (\d+): train loss ([0-9.]+), val loss ([0-9.]+)")
 
 
-def cpu_flags() -> list[str]:
-    """The CPU's AVX-512 / AMX / VNNI flags (they decide bf16's speed); [] off Linux."""
-    if not os.path.exists("/proc/cpuinfo"):
-        return []
-    with open("/proc/cpuinfo") as f:
-        line = next((line for line in f if line.startswith("flags")), "flags:")
-    return sorted(f for f in line.split(":")[1].split() if f.startswith(("avx512", "amx", "avx_vnni")))
 
 
 def nanogpt_command(iters: int, eval_interval: int) -> list[str]:
@@ -173,6 +166,8 @@ def main() -> None:
         return
     if args.nanogpt is None:
         raise SystemExit("--nanogpt DIR is required (a nanoGPT checkout)")
+    from attnlab.device import cpu_flags  # reads /proc/cpuinfo; torch loads with it
+
     load = os.getloadavg()[0]
     print(f"load average {load:.2f} at the start; {os.cpu_count()} CPUs; {args.threads} thread(s)")
     nano = run_nanogpt(args.nanogpt, args.data, args.nanogpt_iters, 10 if args.smoke else 250, args.threads)

@@ -26,6 +26,7 @@ import typer
 from typer._click.core import ParameterSource  # typer 0.29 carries its own click
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
+from attnlab.files import unwritable_reason
 from attnlab.train.config import DEVICE_HELP, SEED_MAX, Range, TrainConfig, count
 
 app = typer.Typer(
@@ -156,14 +157,9 @@ def _writable_file(path: str, what: str, ours: Callable[[Path], bool]) -> None:
 
 def _writable_folder(path: str, what: str) -> None:
     """Refuse, before any long work, an output folder that is a file or cannot be created (usage error)."""
-    out = Path(path)
-    probe = out
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise _usage(f"{what} {out}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise _usage(f"{what} {out}: {probe} is not writable")
+    reason = unwritable_reason(path)
+    if reason is not None:
+        raise _usage(f"{what} {path}: {reason}")
 
 
 def _check_argv(args: Sequence[str]) -> None:

@@ -103,6 +103,16 @@ class Precision:
         return torch.autocast(device_type=device.type, dtype=self.dtype)
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's AVX-512 / AMX / VNNI flags (what decides the kernels' and bf16's speed); [] off Linux."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            line = next((line for line in f if line.startswith("flags")), "flags:")
+    except OSError:
+        return []
+    return sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx512", "amx", "avx_vnni")))
+
+
 def cpu_description() -> str:
     """CPU model, instruction-set level torch dispatches to, and the flags that decide bf16 speed."""
     model, flags = platform.processor() or "cpu", set()

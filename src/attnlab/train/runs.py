@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from attnlab.files import unwritable_reason
 from attnlab.train import distributed
 from attnlab.train.config import RESUME_MAY_CHANGE, TrainConfig
 from attnlab.train.data import corpus_files, files_fingerprint
@@ -50,13 +51,9 @@ def _ours(entry: Path) -> bool:
 
 
 def _check_writable(folder: Path, what: str) -> None:
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise RunFolderError(f"{what} {folder}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise RunFolderError(f"{what} {folder}: {probe} is not writable")
+    reason = unwritable_reason(folder)
+    if reason is not None:
+        raise RunFolderError(f"{what} {folder}: {reason}")
 
 
 def claim_run_folder(cfg: TrainConfig) -> list[Path]:
