@@ -41,10 +41,10 @@ import time
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
 from attnlab.generate import Sampling, stream_ids
 from attnlab.models import DecoderLM
+from attnlab.quantize import weight_bytes_per_token
 from attnlab.weights.hf import config_from_hf, from_hf_state_dict
 
 
@@ -64,18 +64,6 @@ def build(seed: int = 0):
     return hf, ours
 
 
-def bytes_per_token(model: nn.Module) -> int:
-    """Bytes of weights one decoding step reads: every parameter once (tied ones once), but only one
-    row of an embedding table that is only looked up (the token table is read whole by a tied LM head)."""
-    lookup_only = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    lookup_only -= {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}  # tied: a matrix product
-    total = 0
-    for p in model.parameters():  # parameters() yields a tied tensor once
-        rows = 1 if id(p) in lookup_only else p.shape[0]
-        total += rows * p[0].numel() * p.element_size()
-    return total
-
-
 def read_bandwidth(buffer: torch.Tensor) -> float:
     """Bytes per second that ``sum()`` reads from ``buffer`` (best of three passes)."""
     best = float("inf")
@@ -84,6 +72,29 @@ def read_bandwidth(buffer: torch.Tensor) -> float:
         buffer.sum()
         best = min(best, time.perf_counter() - start)
     return buffer.numel() * buffer.element_size() / best
+
+
+def timed_rounds(
+    runners: dict[str, tuple[str, Callable[[], tuple[float, list[int]]]]], repeats: int,
+) -> tuple[dict[str, float], dict[str, list[float]], dict[str, list[int]], list[float]]:
+    """Every runner once as a warm-up (compiled rows compile here), then ``repeats`` interleaved rounds
+    with a read-bandwidth probe (256 MB, far beyond the caches) before each round and after the last.
+
+    Returns the warm-up seconds, each runner's seconds per round, its last tokens, and the bandwidths.
+    """
+    first_call = {name: run()[0] for name, (_, run) in runners.items()}
+    probe = torch.ones(64 * 2**20)
+    bandwidth: list[float] = []
+    seconds: dict[str, list[float]] = {k: [] for k in runners}
+    outputs: dict[str, list[int]] = {}
+    for _ in range(repeats):
+        bandwidth.append(read_bandwidth(probe))
+        for name, (_, run) in runners.items():
+            s, toks = run()
+            seconds[name].append(s)
+            outputs[name] = toks
+    bandwidth.append(read_bandwidth(probe))
+    return first_call, seconds, outputs, bandwidth
 
 
 def time_hf(hf, prompt: list[int], n: int) -> tuple[float, list[int]]:
@@ -129,23 +140,9 @@ def main() -> None:
         runners["attnlab_compiled_bf16"] = (
             "bfloat16", lambda: time_ours(models["bfloat16"], prompt, args.tokens, compile=True))
 
-    first_call: dict[str, float] = {}
-    for name, (_, run) in runners.items():  # warm-up round; the compiled rows compile here
-        first_call[name] = run()[0]
-    probe = torch.ones(64 * 2**20)  # 256 MB, far beyond the caches
-    bandwidth: list[float] = []
-    seconds: dict[str, list[float]] = {k: [] for k in runners}
-    outputs: dict[str, list[int]] = {}
-    for _ in range(args.repeats):
-        bandwidth.append(read_bandwidth(probe))
-        for name, (_, run) in runners.items():
-            s, toks = run()
-            seconds[name].append(s)
-            outputs[name] = toks
-    bandwidth.append(read_bandwidth(probe))
-
+    first_call, seconds, outputs, bandwidth = timed_rounds(runners, args.repeats)
     bw = statistics.median(bandwidth)
-    per_token = {dtype: bytes_per_token(m) for dtype, m in models.items()}
+    per_token = {dtype: weight_bytes_per_token(m) for dtype, m in models.items()}
     bound = {dtype: bw / b for dtype, b in per_token.items()}
     tps = {k: args.tokens / statistics.median(v) for k, v in seconds.items()}
     same = {k: sum(a == b for a, b in zip(outputs["hf_generate"], v, strict=True)) for k, v in outputs.items()}

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from bench_generate import timed_rounds  # benchmarks/ is on sys.path when run as a script
 
 from attnlab.device import cpu_flags
 from attnlab.generate import Sampling, stream_ids
@@ -45,16 +46,6 @@ from attnlab.quantize import quantize, weight_bytes_per_token
 PROMPT = "<|im_start|>user\nWrite a short story about a lighthouse keeper.<|im_end|>\n<|im_start|>assistant\n"
 SENTENCE_STEMS = ["A man is playing a guitar.", "The new movie is awesome!", "Paris is the capital of France.",
                   "Quantization stores each weight in a few bits.", "The cat sat quietly on the warm mat."]
-
-
-def read_bandwidth(buffer: torch.Tensor) -> float:
-    """Bytes per second that ``sum()`` reads from ``buffer`` (best of three passes)."""
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        buffer.sum()
-        best = min(best, time.perf_counter() - start)
-    return buffer.numel() * buffer.element_size() / best
 
 
 def time_decode(model, prompt: list[int], n: int, compile: bool) -> tuple[float, list[int]]:
@@ -112,18 +103,7 @@ def bench_decoding(args: argparse.Namespace) -> dict:
             llama_note = str(exc)
             print(f"llama.cpp anchor: {exc}")
 
-    first_call = {name: run()[0] for name, (_, run) in runners.items()}  # warm-up; compiles here
-    probe = torch.ones(64 * 2**20)  # 256 MB, far beyond the caches
-    bandwidth: list[float] = []
-    seconds: dict[str, list[float]] = {k: [] for k in runners}
-    outputs: dict[str, list[int]] = {}
-    for _ in range(args.repeats):
-        bandwidth.append(read_bandwidth(probe))
-        for name, (_, run) in runners.items():
-            s, toks = run()
-            seconds[name].append(s)
-            outputs[name] = toks
-    bandwidth.append(read_bandwidth(probe))
+    first_call, seconds, outputs, bandwidth = timed_rounds(runners, args.repeats)
     bw = statistics.median(bandwidth)
     per_token = {name: weight_bytes_per_token(m) for name, m in models.items()}
     per_token["gguf"] = os.path.getsize(SMOLLM2_PACKAGE.path(GGUF_FILE))  # whole file: an upper bound

@@ -11,7 +11,6 @@ Public API: ``embed(texts)`` -> ``(n, 384)`` unit vectors; ``similarity(a, b)`` 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from torch import Tensor
 
 from attnlab.files import MINILM_PACKAGE
 from attnlab.models import EncoderModel, TransformerConfig, mean_pool
+from attnlab.pretrained import LoadOnce
 from attnlab.tokenizers.hf_json import HFJsonTokenizer
 from attnlab.weights.checkpoint import read_safetensors
 from attnlab.weights.hf import config_from_hf, from_hf_state_dict
@@ -70,23 +70,19 @@ def is_installed() -> bool:
     return MINILM_PACKAGE.has(WEIGHTS, CONFIG, TOKENIZER, POOLING)
 
 
-_SHARED: list[tuple[EncoderModel, HFJsonTokenizer]] = []
-_SHARED_LOCK = threading.Lock()
+_SHARED_MODEL: LoadOnce[tuple[EncoderModel, HFJsonTokenizer]] = LoadOnce(load_model)
+_SHARED = _SHARED_MODEL.loaded  # the loaded MiniLM, if any
 
 
 def shared_model() -> tuple[EncoderModel, HFJsonTokenizer]:
     """The package's MiniLM, loaded once per process: ``embed``, ``similarity`` and the catalogue's
     ``attnlab.load("minilm")`` share it. Raises ``ModelUnavailableError`` when it is not installed."""
-    with _SHARED_LOCK:
-        if not _SHARED:
-            _SHARED.append(load_model())
-        return _SHARED[0]
+    return _SHARED_MODEL.get()
 
 
 def release_shared() -> None:
     """Drop the shared model (``attnlab.catalog.unload`` calls this); the next use loads it again."""
-    with _SHARED_LOCK:
-        _SHARED.clear()
+    _SHARED_MODEL.release()
 
 
 def batch_encode(tokenizer: HFJsonTokenizer, texts: Sequence[str], max_tokens: int = MAX_TOKENS) -> tuple[Tensor, Tensor]:

@@ -12,7 +12,6 @@ sampled, with a KV cache, through ``attnlab.generate``) and ``chat(user_text)``.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from attnlab.files import SMOLLM2_PACKAGE
 from attnlab.generate import Sampling, check_int, check_seed
 from attnlab.generate import generate as generate_text
 from attnlab.models import DecoderLM
+from attnlab.pretrained import LoadOnce
 from attnlab.tokenizers.hf_json import HFJsonTokenizer
 from attnlab.weights.gguf import chat_system_default, load_llama_gguf
 
@@ -57,23 +57,19 @@ def is_installed() -> bool:
     return SMOLLM2_PACKAGE.has(GGUF_FILE)
 
 
-_SHARED: list[SmolLM2] = []
-_SHARED_LOCK = threading.Lock()
+_SHARED_MODEL: LoadOnce[SmolLM2] = LoadOnce(load_model)
+_SHARED = _SHARED_MODEL.loaded  # the loaded SmolLM2, if any
 
 
 def shared_model() -> SmolLM2:
     """The package's SmolLM2, loaded once per process: ``generate``, ``chat`` and the catalogue's
     ``attnlab.load("smollm2")`` share it. Raises ``ModelUnavailableError`` when it is not installed."""
-    with _SHARED_LOCK:
-        if not _SHARED:
-            _SHARED.append(load_model())
-        return _SHARED[0]
+    return _SHARED_MODEL.get()
 
 
 def release_shared() -> None:
     """Drop the shared model (``attnlab.catalog.unload`` calls this); the next use loads it again."""
-    with _SHARED_LOCK:
-        _SHARED.clear()
+    _SHARED_MODEL.release()
 
 
 def _check_messages(messages: Sequence[dict[str, str]]) -> None:
