@@ -50,3 +50,15 @@ def next_token_loss(input_ids: Tensor) -> Metric:
         return losses.view(targets.shape).mean(dim=1)
 
     return metric
+
+
+def embedding_similarity(reference: Tensor) -> Metric:
+    """Cosine similarity of each row's mean-pooled hidden states ``(batch, seq, d_model)`` to the
+    mean-pooled ``reference`` ``(1, seq, d_model)`` (an encoder's clean run): 1 when nothing changed.
+    For encoders without a vocabulary head, whose output is a sentence embedding (Reimers & Gurevych 2019)."""
+    pooled = reference.mean(dim=1)  # (1, d_model)
+
+    def metric(hidden: Tensor) -> Tensor:
+        return F.cosine_similarity(hidden.mean(dim=1), pooled.expand(hidden.shape[0], -1), dim=-1)
+
+    return metric

@@ -8,6 +8,7 @@ are ``hook_logits`` at the last position of one ``run_with_cache`` forward pass.
 
 from __future__ import annotations
 
+from attnlab.inspect import hook_name
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
 from attnlab.web.models import forward, get_model, tokenize
@@ -21,8 +22,8 @@ def next_token(req: s.NextTokenRequest) -> s.NextTokenResponse:
     if loaded.config.family != "decoder":
         raise PayloadError(f"next-token sampling needs a decoder model; {loaded.name!r} is {loaded.config.family}")
     ids, tokens = tokenize(loaded, req.text)
-    _, cache = forward(loaded, ids, names="*hook_logits")
-    name = next(n for n in cache if n.endswith("hook_logits"))
+    name = hook_name(None, None, "hook_logits")
+    _, cache = forward(loaded, ids, names=name)
     logits = cache[name][0, -1].double()  # (vocab,)
     top = logits.topk(min(N_LABELLED, logits.numel())).indices.tolist()
     labels = loaded.tokenizer.tokens(top)

@@ -14,7 +14,6 @@ on its sentence embedding (cosine similarity to the clean one), with no logit le
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, Field, field_validator
 from torch import Tensor, nn
 
@@ -118,11 +117,7 @@ def why(req: WhyRequest) -> WhyResponse:
             metric = metrics.token_logprob(target)
             what = f"log-probability of the predicted next token {loaded.tokenizer.tokens([target])[0]!r}"
         else:
-            reference = clean_out.mean(dim=1)
-
-            def metric(hidden: Tensor) -> Tensor:
-                return F.cosine_similarity(hidden.mean(dim=1), reference.expand(hidden.shape[0], -1), dim=-1)
-
+            metric = metrics.embedding_similarity(clean_out)
             what = "cosine similarity of the sentence embedding to the clean one"
         effects = interpret.head_effects(model, x, metric)
         lens = interpret.logit_lens(model, x, k=TOP_K) if lm else None
