@@ -96,9 +96,14 @@ def _drop(name: str) -> bool:
     return was_loaded
 
 
+def is_large(loaded: cat.LoadedModel) -> bool:
+    """Whether ``loaded`` has ``LARGE_PARAMS`` parameters or more (it counts towards the memory bound)."""
+    return sum(p.numel() for p in loaded.model.parameters()) >= LARGE_PARAMS
+
+
 def _touch(loaded: cat.LoadedModel) -> list[str]:
     """Mark a large model as just used; unload the least recently used ones past the limit."""
-    if sum(p.numel() for p in loaded.model.parameters()) < LARGE_PARAMS:
+    if not is_large(loaded):
         return []
     with _LOCKS_GUARD:
         _LARGE[loaded.name] = None

@@ -23,7 +23,7 @@ from attnlab.interpret import metrics
 from attnlab.tokenizers.base import Tokenizer
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
-from attnlab.web.models import LARGE_PARAMS, get_model, max_tokens, model_lock, tokenize
+from attnlab.web.models import get_model, is_large, max_tokens, model_lock, tokenize
 
 MAX_WHY_TOKENS_LARGE = 24
 TOP_K = 5
@@ -98,7 +98,7 @@ def why(req: WhyRequest) -> WhyResponse:
     family = loaded.config.family
     if family == "encoder-decoder":
         raise PayloadError(f"the Why view reads decoders and encoders; {loaded.name!r} is an encoder-decoder")
-    large = sum(p.numel() for p in loaded.model.parameters()) >= LARGE_PARAMS
+    large = is_large(loaded)
     ids, tokens = tokenize(loaded, req.text, limit=min(MAX_WHY_TOKENS_LARGE, max_tokens(loaded)) if large else None)
     n_layers, n_heads = loaded.config.n_layers, loaded.config.n_heads
     if req.layer >= n_layers or req.head >= n_heads:
