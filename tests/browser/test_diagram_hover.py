@@ -164,3 +164,21 @@ def test_near_the_windows_edges_the_card_flips_and_stays_inside(make_ui) -> None
             c, b = card.bounding_box(), page.locator('#diagram [data-box="softmax"]').bounding_box()
             assert c["x"] + c["width"] <= b["x"], (c, b)
     assert ui.errors == []
+
+
+def test_the_tours_diagram_shows_the_formula_card(make_ui) -> None:
+    from attnlab.web.tour import tour
+
+    step = next(s for s in tour().steps if s.preset.widget == "arch")
+    ui = make_ui(1440, 900)
+    page = ui.page
+    ui.open(f"#tour/{step.n}")
+    page.wait_for_selector(".tour-widget[data-state=ready]")
+    page.hover('#tour-diagram [data-box="dec-cross"]')
+    card = page.locator('#diagram-card[data-box="dec-cross"][data-state=formula]')  # no model in this step: the formula only
+    expect(card).to_be_visible()
+    expect(card).to_contain_text("Q from the decoder, K and V from the encoder")
+    expect(card.locator(".click-hint")).to_have_text("Click for the explanation")
+    page.mouse.move(5, 890)
+    expect(page.locator("#diagram-card")).to_be_hidden()
+    assert ui.errors == []
