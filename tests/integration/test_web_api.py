@@ -171,6 +171,36 @@ def test_parts_show_recorded_tensors_or_say_why_not(client: TestClient) -> None:
     assert r["tensors"][0]["hook"] == "encoder.embed.hook_tok_embed"
 
 
+def test_part_token_summaries_are_the_recorded_rows(client: TestClient) -> None:
+    """The diagram's hover card reads ``tokens``: each token's full row of every recorded tensor in a few
+    numbers, and an attention head's strongest keys, from the same forward pass as the heatmaps."""
+    loaded = cat.load("demo-decoder")
+    ids = loaded.tokenizer.encode(TWELVE)
+    _, cache = run_with_cache(loaded.model, torch.tensor([ids]))
+    req = {"model": "demo-decoder", "text": TWELVE, "part": "add-norm", "layer": 1}
+    full, short = (client.post("/api/part", json={**req, "tensors": t}).json() for t in (True, False))
+    assert full["tensors"] and short["tensors"] == [] and full["tokens"] == short["tokens"]
+    assert [t["id"] for t in short["tokens"]] == ids and [t["position"] for t in short["tokens"]] == list(range(12))
+    for point in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post"):
+        rows = cache[f"decoder.blocks.1.{point}"][0].double()
+        got = [next(v for v in t["vectors"] if v["hook"].endswith(point)) for t in short["tokens"]]
+        torch.testing.assert_close(_t([v["norm"] for v in got]), rows.norm(dim=-1), rtol=0, atol=1e-9)
+        torch.testing.assert_close(_t([v["mean"] for v in got]), rows.mean(dim=-1), rtol=0, atol=1e-9)
+        torch.testing.assert_close(_t([v["std"] for v in got]), rows.std(dim=-1, correction=0), rtol=0, atol=1e-9)
+        torch.testing.assert_close(_t([v["first"] for v in got]), rows[:, :4], rtol=0, atol=0)
+    att = client.post("/api/part", json={"model": "demo-decoder", "text": TWELVE, "part": "masked-self-attention",
+                                         "layer": 1, "head": 1, "tensors": False}).json()
+    weights = cache["decoder.blocks.1.attn.hook_weights"][0, 1].double()  # (query, key)
+    for i, t in enumerate(att["tokens"]):
+        best = weights[i].topk(3)
+        expected = [(int(j), float(w)) for w, j in zip(best.values, best.indices, strict=True) if w > 0]
+        assert [(k["key"], k["token"]) for k in t["attends"]] == [(j, att["tokens"][j]["token"]) for j, _ in expected]
+        torch.testing.assert_close(_t([k["weight"] for k in t["attends"]]), _t([w for _, w in expected]), rtol=0, atol=1e-12)
+    assert att["tokens"][0]["attends"] == [{"key": 0, "token": att["tokens"][0]["token"], "weight": 1.0}]  # causal: only itself
+    logits = client.post("/api/part", json={"model": "demo-decoder", "text": TWELVE, "part": "softmax", "tensors": False}).json()
+    assert logits["tensors"] == [] and len(logits["top"]) == 12  # the output parts keep their top tokens
+
+
 def test_order_without_positions_gives_the_same_set_of_vectors(client: TestClient) -> None:
     body = client.post("/api/positions", json={"model": "demo-encoder"}).json()
     assert len(body["table"]) == 50 and len(body["table"][0]) == 64
@@ -226,6 +256,7 @@ def test_timeline_snapshots_curve_and_changing_attention(client: TestClient) -> 
     ("/api/qkv", {"model": "demo-encoder", "text": "hi", "layer": -1}, 422, "greater than or equal"),
     ("/api/part", {"model": "demo-encoder", "text": "hi", "part": "gizmo"}, 422, "unknown part"),
     ("/api/part", {"model": "demo-encoder", "text": "hi", "part": "feed-forward", "layer": 7}, 422, "layer 7"),
+    ("/api/part", {"model": "demo-encoder", "text": "hi", "part": "self-attention", "head": 9}, 422, "head 9"),
     ("/api/positions", {"model": "demo-encoder", "first": "ab", "second": "cd"}, 422, "same tokens"),
     ("/api/generate", {"model": "demo-encoder", "text": "hi"}, 422, "decoder"),
     ("/api/generate", {"model": "demo-decoder", "text": "hi", "max_new_tokens": 41}, 422, "40"),

@@ -149,17 +149,21 @@ def part(req: s.PartRequest) -> s.PartResponse:
             reason = "this model uses rotary positions: they rotate queries and keys inside attention, nothing is added"
         elif req.part == "positional-encoding" and loaded.config.positions == "none":
             reason = "this model has no positional information"
+        elif req.part in ("linear", "softmax"):
+            reason = (f"model {loaded.name!r} has no output layer over a vocabulary (no hook_logits): it ends with "
+                      "its last block's vectors")
         else:
             reason = f"model {loaded.name!r} records no tensor for this part"
         return s.PartResponse(part=req.part, model=loaded.name, available=False, reason=reason)
     _, cache = forward(loaded, ids, names=[name for name, _ in wanted])
     views: list[s.TensorView] = []
-    for name, label in wanted:
+    for name, label in wanted if req.tensors else ():
         t = cache[name][0]  # drop the batch of one
         if t.dim() == 3:  # (heads, q, k): one view per head
             views += [_view(name, f"{label}, head {h}", t[h], tokens) for h in range(t.shape[0])]
         else:
             views.append(_view(name, label, t, tokens))
+    summary = _token_summaries([(name, label, cache[name][0]) for name, label in wanted], ids, tokens, req.head)
     top, top_label = [], None
     if req.part in ("linear", "softmax"):
         logits = cache["hook_logits"][0]
@@ -171,7 +175,32 @@ def part(req: s.PartRequest) -> s.PartResponse:
                 for vs, ix in zip(best.values, best.indices, strict=True)
             ]
             top_label = "probabilities (softmax of the logits)" if req.part == "softmax" else "highest logits"
-    return s.PartResponse(part=req.part, model=loaded.name, available=True, tensors=views, top=top, top_label=top_label)
+    return s.PartResponse(part=req.part, model=loaded.name, available=True, tensors=views, top=top, top_label=top_label,
+                          tokens=summary)
+
+
+FIRST_NUMBERS = 4  # how many of a vector's numbers a token summary lists
+TOP_KEYS = 3  # how many keys it lists for an attention head
+
+
+def _token_summaries(recorded: list[tuple[str, str, Tensor]], ids: list[int], tokens: list[str],
+                     head: int) -> list[s.TokenSummary]:
+    """Each token's rows of the recorded tensors in a few numbers: for a (token x width) tensor the first
+    numbers, length, mean and standard deviation of the whole row; for attention weights (heads x
+    queries x keys) the keys ``head`` weighs most."""
+    rows = [s.TokenSummary(position=i, token=t, id=k) for i, (t, k) in enumerate(zip(tokens, ids, strict=True))]
+    for name, label, t in recorded:
+        t = t.detach().double()
+        if t.dim() == 3:
+            _check_index("head", head, t.shape[0])
+            best = t[head].topk(min(TOP_KEYS, t.shape[-1]), dim=-1)
+            for row, weights, keys in zip(rows, best.values.tolist(), best.indices.tolist(), strict=True):
+                row.attends = [s.AttendedKey(key=j, token=tokens[j], weight=w) for w, j in zip(weights, keys, strict=True) if w > 0]
+            continue
+        norms, means, stds = t.norm(dim=-1).tolist(), t.mean(dim=-1).tolist(), t.std(dim=-1, correction=0).tolist()
+        for row, first, norm, mean, std in zip(rows, t[:, :FIRST_NUMBERS].tolist(), norms, means, stds, strict=True):
+            row.vectors.append(s.VectorSummary(hook=name, label=label, first=first, norm=norm, mean=mean, std=std))
+    return rows
 
 
 def _view(name: str, label: str, t: Tensor, tokens: list[str]) -> s.TensorView:

@@ -144,6 +144,10 @@ class QKVResponse(BaseModel):
 class PartRequest(TextRequest):
     part: str = Field(max_length=MAX_NAME, description="a part of the diagram (GET /api/architecture); unknown: 422")
     layer: int = Layer
+    head: int = Field(default=0, ge=0, le=MAX_HEAD,
+                      description="attention parts: the head whose strongest keys ``tokens`` lists; past the model's heads: 422")
+    tensors: bool = Field(default=True, description="false: leave out the heatmaps (``tensors``), keep the per-token "
+                                                    "summary and ``top`` (what the diagram's hover card shows)")
 
 
 class TensorView(BaseModel):
@@ -162,6 +166,34 @@ class TopToken(BaseModel):
     value: float
 
 
+class VectorSummary(BaseModel):
+    """One token's vector in one recorded tensor, over all its numbers (a heatmap shows only the first columns)."""
+
+    hook: str
+    label: str
+    first: list[float] = Field(description="the vector's first numbers")
+    norm: float = Field(description="its length (L2 norm)")
+    mean: float = Field(description="the mean of its numbers")
+    std: float = Field(description="the standard deviation of its numbers (population, as LayerNorm computes it)")
+
+
+class AttendedKey(BaseModel):
+    key: int = Field(description="index of the key token")
+    token: str
+    weight: float
+
+
+class TokenSummary(BaseModel):
+    """What one token's rows of a part hold, in a few numbers: what the diagram's hover card prints."""
+
+    position: int
+    token: str
+    id: int
+    vectors: list[VectorSummary] = Field(default=[], description="one per recorded (token x width) tensor of the part")
+    attends: list[AttendedKey] = Field(default=[], description="attention parts: the keys head ``head`` weighs most, "
+                                                               "highest first (masked keys, weight 0, left out)")
+
+
 class PartResponse(BaseModel):
     part: str
     model: str
@@ -170,6 +202,7 @@ class PartResponse(BaseModel):
     tensors: list[TensorView] = []
     top: list[list[TopToken]] = Field(default=[], description="per position: highest logits or probabilities")
     top_label: str | None = None
+    tokens: list[TokenSummary] = Field(default=[], description="per token of the part's stack: its summary")
 
 
 class OrderRequest(Request):

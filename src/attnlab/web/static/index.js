@@ -248,6 +248,7 @@ async function route() {
   if (["translate", "timeline", "generate"].includes(view)) ownParams(view, params);
   else if (applyParams(params) && view !== "attention") delete state.payloads.attention;
   if ((view === "attention" || view === "qkv") && !Object.keys(params).length && !startedFromTour) await guarded(startFromTour);
+  V.hideCard();
   document.querySelectorAll(".view").forEach((s) => { s.hidden = s.id !== `view-${view}`; });
   document.querySelectorAll("#tabs a").forEach((a) => a.setAttribute("aria-current", a.dataset.view === view ? "page" : "false"));
   if (view === "tour") await guarded(() => drawTour(arg));
@@ -302,10 +303,34 @@ async function drawArchVariant(variant) {
   state.variant = variant.id;
   document.querySelectorAll("button.variant").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.variant === variant.id)));
   $("variant-summary").textContent = variant.summary;
-  V.drawDiagram($("diagram"), layout, variant, state.part, (box) => selectPart(box));
+  V.drawDiagram($("diagram"), layout, variant, state.part, (box) => selectPart(box), liveValues);
   state.payloads.arch = { architecture: variant };
   const box = variant.boxes.find((b) => b.id === state.part);
   if (box) await showPart(box);
+}
+
+// The hover card's live values: the same /api/part answer as the click panel (one forward pass through
+// run_with_cache), without its heatmaps, at the chosen layer and head; the focus token's row of it.
+// Answers are kept per (model, text, part, layer, head), which fixes the request: every focus token is
+// in one answer, and two boxes of the same part (the add & norms) share it.
+const hoverAnswers = new Map();
+const HOVER_KEEP = 64;
+
+async function liveValues(box) {
+  const model = state.model, layer = state.layer, head = state.head === "mean" ? 0 : state.head;
+  const key = JSON.stringify([model, state.text, box.part, layer, head]);
+  if (!hoverAnswers.has(key)) {
+    const answer = needModel(model).then(() => api.part(model, state.text, box.part, layer, { head, tensors: false }));
+    answer.catch(() => hoverAnswers.delete(key)); // a failed request is asked again on the next hover
+    hoverAnswers.set(key, answer);
+    if (hoverAnswers.size > HOVER_KEEP) hoverAnswers.delete(hoverAnswers.keys().next().value);
+  }
+  const part = await hoverAnswers.get(key);
+  const tokens = part.tokens.map((t) => t.token);
+  const focus = state.focus !== null && state.focus < tokens.length ? state.focus : defaultFocus(tokens);
+  return { part, row: part.tokens[focus], model, family: currentModel()?.family, layer, head,
+    headNote: state.head === "mean" ? "Head 0: the Attention tab's average over heads is not summarised here."
+      : "Layer and head as chosen in the Attention tab." };
 }
 
 async function selectPart(box) {

@@ -25,7 +25,7 @@ export const api = {
   content: (slug) => call(`/api/content/${encodeURIComponent(slug)}`),
   attention: (model, text) => call("/api/attention", { model, text }),
   qkv: (model, text, layer, head, focus) => call("/api/qkv", { model, text, layer, head, focus }),
-  part: (model, text, part, layer = 0) => call("/api/part", { model, text, part, layer }),
+  part: (model, text, part, layer = 0, { head = 0, tensors = true } = {}) => call("/api/part", { model, text, part, layer, head, tensors }),
   positions: (model) => call("/api/positions", { model }),
   generate: (request) => call("/api/generate", request),
   timeline: (model) => call(`/api/timeline?model=${encodeURIComponent(model)}`),

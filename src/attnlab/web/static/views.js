@@ -45,7 +45,9 @@ export const fmt = (v, d = 4) => (v === null || v === undefined ? "−∞" : Num
 
 const KIND_FILL = { embed: "#fde7c8", position: "#f3f0ff", attention: "#fbd3d0", norm: "#fff8c4", ffn: "#cfe8ff", output: "#d9f2dc" };
 
-export function drawDiagram(svg, layout, variant, selected, onSelect) {
+// `live(box)` (optional) resolves to the box's live values for the hover card (see openCard).
+export function drawDiagram(svg, layout, variant, selected, onSelect, live = null) {
+  hideCard(); // the box it described is about to go
   clear(svg);
   size(svg, layout.width, layout.height);
   const defs = el("svg:defs", {}, svg);
@@ -66,16 +68,165 @@ export function drawDiagram(svg, layout, variant, selected, onSelect) {
     el("svg:path", { d, fill: "none", stroke: "#5b6475", "stroke-width": 1.4, "marker-end": "url(#arrow)" }, svg);
   }
   for (const b of variant.boxes) {
+    // The formula is in the label for screen readers; the hover card (not a native title, which would
+    // show a second tooltip) shows it to everyone else.
     const g = el("svg:g", { class: "box", tabindex: 0, role: "button", "data-box": b.id, "data-part": b.part,
-      "aria-label": b.label + (b.changed ? ` (changed: ${b.changed})` : ""), "aria-pressed": String(b.id === selected) }, svg);
+      "aria-label": `${b.label}: ${b.formula}` + (b.changed ? ` (changed: ${b.changed})` : ""), "aria-pressed": String(b.id === selected) }, svg);
     const stroke = b.id === selected ? "#2456c7" : b.changed ? "#d0641c" : "#7d8597";
     el("svg:rect", { x: b.x, y: b.y, width: b.w, height: b.h, rx: 6, fill: KIND_FILL[b.kind] || "#fff", stroke,
       "stroke-width": b.id === selected || b.changed ? 2.5 : 1.2 }, g);
     el("svg:text", { x: b.x + b.w / 2, y: b.y + b.h / 2 + 5, "text-anchor": "middle", "font-size": 13, fill: "#1d2330" }, g, b.label);
     if (b.changed) el("svg:circle", { cx: b.x + b.w - 6, cy: b.y + 6, r: 4, fill: "#d0641c" }, g);
-    el("svg:title", {}, g, [b.label, b.formula, b.changed && `In this family: ${b.changed}`, "Click for the explanation and live values"].filter(Boolean).join("\n"));
     g.addEventListener("click", () => onSelect(b));
     g.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); onSelect(b); } });
+    g.addEventListener("mouseenter", () => openCard(g, b, live));
+    g.addEventListener("mouseleave", hideCard);
+    // Keyboard focus only: the focus a click leaves behind (or a script gives) does not reopen the card.
+    g.addEventListener("focus", () => { if (g.matches(":focus-visible")) openCard(g, b, live); });
+    g.addEventListener("blur", hideCard);
+  }
+}
+
+// --- the diagram's hover card ---------------------------------------------------------------------------
+
+// One card for the page, opened CARD_DELAY_MS after the pointer rests on a box (or a box gets keyboard
+// focus), so sweeping across the diagram asks for nothing. It shows the box's formula and, when
+// `live(box)` is given, resolves it to { part, row, model, family, layer, head, headNote }: the
+// /api/part answer (summary only) and the focus token's row of it. Closed by mouseleave, blur and Escape;
+// placed beside the box, never over it, and inside the window (again after a scroll or resize).
+const CARD_DELAY_MS = 120;
+const card = { node: null, box: null, timer: null, ticket: 0 };
+
+function cardNode() {
+  if (card.node) return card.node;
+  card.node = el("div", { id: "diagram-card", class: "hover-card", role: "tooltip", hidden: "" }, document.body);
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") hideCard(); });
+  const follow = () => { if (card.box && !card.node.hidden) placeCard(card.node, card.box.getBoundingClientRect()); };
+  window.addEventListener("scroll", follow, { passive: true });
+  window.addEventListener("resize", follow);
+  return card.node;
+}
+
+export function hideCard() {
+  clearTimeout(card.timer);
+  card.ticket += 1; // an answer still on its way is dropped
+  card.box?.removeAttribute("aria-describedby");
+  card.box = null;
+  if (card.node) card.node.hidden = true;
+}
+
+function openCard(g, b, live) {
+  hideCard();
+  const mine = card.ticket;
+  card.timer = setTimeout(async () => {
+    const node = cardNode();
+    card.box = g;
+    g.setAttribute("aria-describedby", node.id);
+    node.dataset.box = b.id;
+    fillCard(node, b, live ? { state: "loading" } : null);
+    node.hidden = false;
+    placeCard(node, g.getBoundingClientRect());
+    if (!live) return;
+    let values;
+    try { values = { state: "ready", ...(await live(b)) }; } catch (e) { values = { state: "error", message: e.message || String(e) }; }
+    if (mine !== card.ticket) return;
+    fillCard(node, b, values);
+    placeCard(node, g.getBoundingClientRect());
+  }, CARD_DELAY_MS);
+}
+
+// Beside the box (right, else left), top-aligned and moved up near the bottom of the window; where
+// neither side has room, below the box (else above it).
+export function placeCard(node, box, margin = 8, gap = 10) {
+  const vw = document.documentElement.clientWidth, vh = document.documentElement.clientHeight;
+  node.style.left = "0px"; node.style.top = "0px"; // measured where nothing squeezes it
+  const w = node.offsetWidth, h = node.offsetHeight;
+  let x = box.right + gap, y = box.top;
+  if (x + w > vw - margin) x = box.left - gap - w;
+  if (x < margin) {
+    x = Math.max(margin, Math.min(box.left, vw - margin - w));
+    y = box.bottom + gap + h <= vh - margin ? box.bottom + gap : box.top - gap - h;
+  } else {
+    y = Math.min(y, vh - margin - h);
+  }
+  node.style.left = `${Math.round(x)}px`;
+  node.style.top = `${Math.round(Math.max(margin, y))}px`;
+}
+
+const num = (name, value, digits = 4) => el("span", { class: "num", "data-name": name, "data-value": String(value) }, null, fmt(value, digits));
+
+function line(parent, ...parts) {
+  const p = el("p", {}, parent);
+  p.append(...parts);
+  return p;
+}
+
+// A vector's first numbers (the summary holds the first few of its d_model).
+function vectorLine(parent, values) {
+  const p = line(parent, "[");
+  values.forEach((v, i) => { if (i) p.append(", "); p.append(num("first", v)); });
+  p.append(", …]");
+  p.classList.add("vec-line");
+  return p;
+}
+
+function fillCard(node, b, v) {
+  clear(node);
+  node.dataset.state = v ? v.state : "formula";
+  el("strong", {}, node, b.label);
+  el("div", { class: "formula-line" }, node, b.formula);
+  if (b.changed) el("p", { class: "changed" }, node, `In this family: ${b.changed}`);
+  if (v) {
+    const live = el("div", { class: "live" }, node);
+    if (v.state === "loading") el("p", { class: "muted" }, live, "computing live values…");
+    else if (v.state === "error") el("p", { class: "error" }, live, v.message);
+    else liveLines(live, b, v);
+  }
+  el("p", { class: "click-hint" }, node, "Click for the explanation");
+}
+
+// A few lines a newcomer can read, per kind of box, from the focus token's summary.
+function liveLines(live, b, v) {
+  const { part, row } = v;
+  if (!part.available) { el("p", { class: "note" }, live, part.reason); return; }
+  const tok = `“${short(row.token, 16)}”`;
+  const layered = ["attention", "norm", "ffn"].includes(b.kind);
+  el("p", { class: "context" }, live, `${v.model} · token ${row.position} ${tok}` + (layered ? ` · layer ${v.layer}` : "") +
+    (b.kind === "attention" ? `, head ${v.head}` : ""));
+  const [first, second] = row.vectors;
+  if (b.kind === "embed") {
+    const id = el("span", { class: "num", "data-name": "id" }, null, String(row.id));
+    line(live, "Token id ", id, " picks its row of E:");
+    vectorLine(live, first.first);
+    line(live, "length |E[token]| = ", num("norm", first.norm));
+    if (second) line(live, `${second.label}: length `, num("norm", second.norm));
+  } else if (b.kind === "position") {
+    line(live, `Position ${row.position} adds the vector`);
+    vectorLine(live, first.first);
+    line(live, "length |PE| = ", num("norm", first.norm));
+  } else if (b.kind === "attention") {
+    line(live, `${tok} attends most to:`);
+    const list = el("ol", { class: "top" }, live);
+    for (const k of row.attends) {
+      const li = el("li", { "data-key": k.key }, list, `“${short(k.token, 16)}” (token ${k.key}) `);
+      li.append(num("weight", k.weight));
+    }
+    if (v.headNote) el("p", { class: "muted" }, live, v.headNote);
+  } else if (b.kind === "norm" || b.kind === "ffn") {
+    for (const vec of row.vectors) {
+      const p = line(live, `${vec.label}: length `, num("norm", vec.norm), " · mean ", num("mean", vec.mean), " · std ", num("std", vec.std));
+      p.dataset.hook = vec.hook;
+    }
+  } else if (b.kind === "output") {
+    const top = (part.top[row.position] || []).slice(0, 3);
+    if (!top.length) { el("p", { class: "note" }, live, "no vocabulary output to list"); return; }
+    const what = b.part === "softmax" ? "probability" : "logit";
+    line(live, v.family === "encoder" ? `At ${tok}'s position the output layer's top ${what}s:` : `Next token after ${tok}, top ${what}s:`);
+    const list = el("ol", { class: "top" }, live);
+    for (const t of top) {
+      const li = el("li", {}, list, `“${short(t.token, 16)}” `);
+      li.append(num(what, t.value));
+    }
   }
 }
 
