@@ -1,8 +1,10 @@
 """The checks and figures a CUDA GPU machine gives, in one short run (under 5 minutes on one H100/H200).
 
-    PYTHONPATH=src python benchmarks/gpu_check.py [--quick]
+    PYTHONPATH=src python benchmarks/gpu_check.py [--quick] [--web-only]
 
 1. parity: a GPT-2-small-shaped forward pass on the CPU and on the GPU in float32 (TF32 off) agree to 1e-4;
+   web: the walkthrough app built with ``device="cuda"`` answers every model route (attention, generate, ...)
+   for the demo models and the bundled ones as the CPU app does, every number to 1e-4 (relative above 1);
 2. training: GPT-2 small (12 layers, width 768, 12 heads, block 1024, vocab 50304) in bf16 autocast with
    torch.compile and fused AdamW: tokens/s and MFU, the model FLOPs (6 N per token for the N weights
    outside the position table, plus 12 L d T per token of attention, nanoGPT's count) over (a) the
@@ -104,6 +106,90 @@ def parity() -> dict[str, Any]:
         gpu = model.to(DEVICE)(ids.to(DEVICE)).cpu()
     diff = float((gpu - cpu).abs().max())
     return {"ok": diff <= 1e-4, "max_abs_diff": diff, "tolerance": 1e-4, "shape": list(cpu.shape)}
+
+
+LOCAL = "http://127.0.0.1"  # the app answers only to its own names (attnlab.web.guard)
+# (path, body) of each model-running route: the demo models (all three families, the timeline, the Why
+# view) and the bundled ones (shakespeare-char: attention and generation; translator: translation).
+WEB_REQUESTS: list[tuple[str, dict[str, Any]]] = [
+    *[("/api/attention", {"model": m, "text": t}) for m, t in (
+        ("demo-decoder", "the cat sat on the mat"), ("demo-encoder", "the cat sat on the mat"),
+        ("demo-seq2seq", "the cat sat"), ("shakespeare-char", "ROMEO: But soft, what light"))],
+    *[("/api/generate", {"model": m, "text": t, "max_new_tokens": 8, "temperature": 0.8, "seed": 3}) for m, t in (
+        ("demo-decoder", "the cat"), ("shakespeare-char", "ROMEO:"))],
+    ("/api/qkv", {"model": "demo-decoder", "text": "the cat sat", "layer": 1, "head": 2, "focus": 5}),
+    ("/api/part", {"model": "demo-encoder", "text": "the cat sat", "part": "feed-forward", "layer": 1}),
+    ("/api/positions", {"model": "demo-encoder", "first": "ab cd", "second": "cd ab"}),
+    ("/api/next-token", {"model": "shakespeare-char", "text": "ROMEO:"}),
+    ("/api/heads/rank", {"model": "demo-encoder", "text": "the cat sat on the mat", "query": 7, "key": 2}),
+    ("/api/why", {"model": "demo-decoder", "text": "hello there", "layer": 1, "head": 1}),
+    ("/api/why", {"model": "demo-encoder", "text": "hello there", "layer": 1, "head": 1}),
+    ("/api/timeline/attention", {"model": "demo-decoder", "step": 30, "layer": 1, "head": 0}),
+    ("/api/translate", {"model": "demo-translator", "text": "In the beginning", "max_new_tokens": 8}),
+    ("/api/translate", {"model": "translator", "text": "In the beginning God created the heaven.", "beam_size": 2,
+                        "max_new_tokens": 16}),
+]
+
+
+def json_gap(a: Any, b: Any, where: str = "") -> tuple[float, list[str]]:
+    """How far two JSON answers are apart: the largest ``|a - b| / max(1, |b|)`` over their floats, and
+    where anything else differs (keys, lengths, integers, strings: those must be equal)."""
+    if isinstance(a, float) or isinstance(b, float):
+        if not isinstance(a, int | float) or not isinstance(b, int | float):
+            return 0.0, [f"{where}: {a!r} vs {b!r}"]
+        return abs(a - b) / max(1.0, abs(b)), []
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return 0.0, [f"{where}: keys {sorted(set(a) ^ set(b))}"]
+        parts = [json_gap(a[k], b[k], f"{where}.{k}") for k in a]
+    elif isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return 0.0, [f"{where}: {len(a)} items vs {len(b)}"]
+        parts = [json_gap(x, y, f"{where}[{i}]") for i, (x, y) in enumerate(zip(a, b, strict=True))]
+    else:
+        return 0.0, ([] if a == b else [f"{where}: {str(a)[:40]!r} vs {str(b)[:40]!r}"])
+    return max((g for g, _ in parts), default=0.0), [d for _, ds in parts for d in ds]
+
+
+def web_app(tolerance: float = 1e-4) -> dict[str, Any]:
+    """The walkthrough on ``DEVICE``: ``WEB_REQUESTS`` answered by ``create_app(device="cpu")`` and by
+    ``create_app(device=DEVICE)`` (one device per process: the apps run one after the other) agree."""
+    import torch
+    from fastapi.testclient import TestClient
+
+    from attnlab.generate import model_device
+    from attnlab.web import models as web_models
+    from attnlab.web.app import create_app
+    from attnlab.web.demo import register_demo_models
+
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # the app's float32
+    try:
+        register_demo_models(Path(tempfile.mkdtemp(prefix="gpu-check-demo-")))
+        answers: dict[str, list[Any]] = {}
+        for device in ("cpu", DEVICE):
+            client = TestClient(create_app(device=device), base_url=LOCAL)
+            answers[device] = []
+            for path, body in WEB_REQUESTS:
+                r = client.post(path, json=body)
+                answers[device].append(r.json() if r.status_code == 200 else f"HTTP {r.status_code}: {r.text[:200]}")
+        placed = {name: str(model_device(web_models.get_model(name).model))
+                  for name in sorted({body["model"] for _, body in WEB_REQUESTS})}
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+        web_models.set_device("cpu")
+    routes: dict[str, Any] = {}
+    for (path, body), cpu, there in zip(WEB_REQUESTS, answers["cpu"], answers[DEVICE], strict=True):
+        key = f"{path} {body['model']}"
+        if isinstance(cpu, str) or isinstance(there, str):
+            routes[key] = {"ok": False, "cpu": cpu if isinstance(cpu, str) else "200", DEVICE: there
+                           if isinstance(there, str) else "200"}
+            continue
+        gap, other = json_gap(there, cpu)
+        routes[key] = {"ok": gap <= tolerance and not other, "max_gap": gap, **({"differs": other[:5]} if other else {})}
+    on_device = all(where.split(":")[0] == DEVICE for where in placed.values())
+    return {"ok": on_device and all(r["ok"] for r in routes.values()), "tolerance": tolerance,
+            "models_on": placed, "routes": routes}
 
 
 def matmul_peak(n: int = 8192, repeats: int = 20) -> float:
@@ -240,6 +326,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller shapes (a smoke run, not the figures to quote)")
     ap.add_argument("--skip-tests", action="store_true", help="do not run pytest -m cuda")
+    ap.add_argument("--web-only", action="store_true", help="run only the web part (attnlab serve --device cuda)")
     args = ap.parse_args()
     try:
         import torch
@@ -256,12 +343,15 @@ def main() -> int:
     }
     say(f"gpu_check: {results['device']} x {results['gpus']}, torch {results['torch']}, CUDA {results['cuda']}")
     started = time.perf_counter()
-    timed(results, "parity", parity)
-    timed(results, "training", lambda: training(args.quick))
-    torch.cuda.empty_cache()
-    timed(results, "decoding", lambda: decoding(args.quick))
-    timed(results, "parallelism", lambda: parallelism(args.quick))
-    if not args.skip_tests:
+    if not args.web_only:
+        timed(results, "parity", parity)
+    timed(results, "web", web_app)
+    if not args.web_only:
+        timed(results, "training", lambda: training(args.quick))
+        torch.cuda.empty_cache()
+        timed(results, "decoding", lambda: decoding(args.quick))
+        timed(results, "parallelism", lambda: parallelism(args.quick))
+    if not (args.skip_tests or args.web_only):
         with tempfile.TemporaryDirectory() as tmp:
             os.environ.setdefault("XDG_CACHE_HOME", tmp)
             timed(results, "cuda_tests", cuda_tests)

@@ -121,8 +121,8 @@ def _threads(default: int = 0, help: str = THREADS_HELP) -> Any:
     return _num(default, help, count(0, 1024))
 
 
-def _device_option(help: str = "Where to run") -> Any:
-    return typer.Option("auto", "--device", help=f"{help}: {DEVICE_HELP}.")
+def _device_option(help: str = "Where to run", default: str = "auto") -> Any:
+    return typer.Option(default, "--device", help=f"{help}: {DEVICE_HELP}.")
 
 
 def _device(spec: str) -> Any:
@@ -220,12 +220,16 @@ def serve(
                                          "(repeatable); by default only 127.0.0.1, localhost and [::1] are served."),
     max_models: int = _num(None, "Large models (10M+ parameters) kept loaded at once; one more unloads the least "
                            "recently used (default 2).", count(1, 64), "--max-models", optional=True),
+    device: str = _device_option("Where the models run (default cpu: the walkthrough's numbers are checked "
+                                 "against float32 CPU references, and its models are small)", default="cpu"),
 ) -> None:
     """Start the interactive walkthrough (a local web app) at http://HOST:PORT."""
+    where = _device(device)  # a device this machine lacks: refused before the server starts
     from attnlab.web.serve import run
 
+    _log(f"device {where}")
     run(host=host, port=port, open_browser=open_browser, demo=demo, threads=threads, allow_host=allow_host or [],
-        max_models=max_models)
+        max_models=max_models, device=where)
 
 
 # ------------------------------------------------------------------------------------- train

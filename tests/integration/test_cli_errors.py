@@ -73,6 +73,8 @@ CASES = [
     (["corpus", "{p}/holds_tsv"], 2, "already holds train.tsv"),
     (["corpus", "{p}/holds_tsv", "--text"], 2, "already holds web.txt"),
     (["serve", "--port", "99999"], 2, "'--port': must be an integer in [1, 65535], got 99999"),
+    (["serve", "--device", "cuda:99"], 2, "--device cuda:99: "),  # no CUDA build, no GPU, or no GPU 99
+    (["serve", "--device", "tpu"], 2, "unknown device 'tpu'; choose auto"),
     (["experiment", "positions", "--out", "{p}/file/x"], 2, "is a file, not a folder"),
     (["corpus", "{p}/file"], 2, "is a file, not a folder"),
     (["train", "--out", "{p}/noopt", "--resume"], 1, "holds no optimizer state"),

@@ -6,6 +6,7 @@ downloaded weights; the real pretrained encoder is checked too when its package 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -317,6 +318,61 @@ def test_unknown_timeline_model_and_model_not_installed(client: TestClient) -> N
 
 
 # --- the real pretrained encoder --------------------------------------------------------------------------------
+
+
+# Each model-running route once, on the demo models: what an app built for a device must answer.
+MODEL_ROUTES = [
+    ("/api/attention", {"model": "demo-decoder", "text": TWELVE}),
+    ("/api/attention", {"model": "demo-seq2seq", "text": TWELVE}),
+    ("/api/qkv", {"model": "demo-encoder", "text": TWELVE, "layer": 1, "head": 2, "focus": 3}),
+    ("/api/part", {"model": "demo-decoder", "text": TWELVE, "part": "softmax", "layer": 0}),
+    ("/api/positions", {"model": "demo-encoder", "first": "ab cd", "second": "cd ab"}),
+    ("/api/next-token", {"model": "demo-decoder", "text": TWELVE}),
+    ("/api/generate", {"model": "demo-decoder", "text": "the cat", "max_new_tokens": 4, "seed": 3}),
+    ("/api/translate", {"model": "demo-translator", "text": "In the beginning", "max_new_tokens": 6}),
+    ("/api/timeline/attention", {"model": "demo-decoder", "step": 30, "layer": 1, "head": 0}),
+    ("/api/why", {"model": "demo-decoder", "text": "hello", "layer": 1, "head": 1, "focus": 2}),
+    ("/api/heads/rank", {"model": "demo-encoder", "text": TWELVE, "query": 7, "key": 2}),
+]
+
+
+def test_an_app_built_for_the_cpu_runs_every_model_route_there(client: TestClient) -> None:
+    """``create_app(device="cpu")``: every model the routes load is on the CPU, and the numbers are the models'."""
+    from attnlab.generate import model_device
+    from attnlab.web import models as web_models
+
+    on_cpu = TestClient(create_app(device="cpu"), base_url=LOCAL)
+    assert web_models.device() == torch.device("cpu")
+    answers = {}
+    for path, body in MODEL_ROUTES:
+        r = on_cpu.post(path, json=body)
+        assert r.status_code == 200, (path, r.text)
+        answers[path, body["model"]] = r.json()
+    for name in ("demo-decoder", "demo-seq2seq", "demo-encoder", "demo-translator"):
+        assert model_device(web_models.get_model(name).model) == torch.device("cpu")
+    got = answers["/api/attention", "demo-decoder"]
+    for layer, ref in enumerate(_reference_weights("demo-decoder", got["ids"])):
+        torch.testing.assert_close(_t(got["weights"][layer]), ref.double(), rtol=0, atol=1e-7)
+    assert len(answers["/api/generate", "demo-decoder"]["steps"]) == 4
+    assert client.get("/api/timeline", params={"model": "demo-decoder"}).status_code == 200
+
+
+def test_model_inputs_are_made_on_the_models_device_and_a_missing_device_is_refused() -> None:
+    """``web.models.model_input`` follows the model (a model on ``meta`` gets ``meta`` ids); a device this
+    machine lacks is a ``DeviceError`` when the app is built, before any request."""
+    from attnlab.device import DeviceError
+    from attnlab.web.models import model_input
+
+    loaded = cat.load("demo-decoder")
+    x = model_input(loaded, [1, 2, 3])
+    assert (x.device.type, x.dtype, x.tolist()) == ("cpu", torch.long, [[1, 2, 3]])
+    elsewhere = model_input(copy.deepcopy(loaded.model).to("meta"), [1, 2, 3])
+    assert (elsewhere.device.type, elsewhere.shape) == ("meta", (1, 3))
+    with pytest.raises(DeviceError, match="cuda:99"):
+        create_app(device="cuda:99")
+    with pytest.raises(DeviceError, match="unknown device"):
+        create_app(device="tpu")
+    create_app()  # back to the CPU for the other tests of this process
 
 
 @pytest.mark.slow

@@ -206,6 +206,26 @@ def test_hooks_leave_no_trace(case: Case) -> None:
 
 
 @over(CASES)
+def test_run_with_cache_keeps_activations_on_the_device_asked_for(case: Case) -> None:
+    """``device=``: each activation moved there, dtype and shape kept; values unchanged; output left where it was.
+
+    A machine without a GPU still has a second device to move to: ``meta`` (shapes and dtypes, no data)."""
+    model = case.model()
+    args = case.args(case.ids())
+    out, here = run_with_cache(model, *args)
+    out_cpu, on_cpu = run_with_cache(model, *args, device="cpu")
+    out_meta, on_meta = run_with_cache(model, *args, device=torch.device("meta"))
+    assert set(here) == set(on_cpu) == set(on_meta) and here
+    for name, t in here.items():
+        torch.testing.assert_close(on_cpu[name], t, atol=0, rtol=0)
+        assert on_cpu[name].device.type == "cpu" and on_cpu[name].dtype == t.dtype
+        assert on_meta[name].device.type == "meta" and (on_meta[name].dtype, on_meta[name].shape) == (t.dtype, t.shape)
+    for o in (out_cpu, out_meta):  # the output is the model's, on its own device
+        torch.testing.assert_close(o, out, atol=0, rtol=0)
+    _no_trace(model)
+
+
+@over(CASES)
 def test_hooks_are_removed_when_the_forward_raises(case: Case) -> None:
     model = case.model()
     last_ff = [m for n, m in model.named_modules() if n.endswith("blocks.1.ff")][-1]

@@ -234,13 +234,18 @@ def math_backend(model: nn.Module) -> Iterator[None]:
         set_attention_backend(model, previous)
 
 
-def run_with_cache(model: nn.Module, *args: Any, names: NameFilter = None, **kwargs: Any) -> tuple[Any, ActivationCache]:
+def run_with_cache(model: nn.Module, *args: Any, names: NameFilter = None, device: str | torch.device | None = None,
+                   **kwargs: Any) -> tuple[Any, ActivationCache]:
     """Run ``model(*args, **kwargs)`` without gradients and record the named activations.
 
     ``names`` is ``None`` (everything that fires), a name or glob (``"*hook_weights"``), a list of
-    names or globs, or a predicate. Returns ``(output, cache)``. Raises ``KeyError`` when a name or
-    glob matches no hook point, and ``HookNotFiredError`` when one matches only points that never
-    fired (e.g. ``encoder.*`` when ``model`` is an encoder-decoder's ``decode``-only call).
+    names or globs, or a predicate. ``device`` (TransformerLens's argument of the same name): where the
+    recorded activations are kept, each moved there as it is recorded (dtype and values unchanged),
+    e.g. ``"cpu"`` to read a GPU model's activations as plain numbers; ``None`` (default) leaves them
+    on the device that computed them. The output is returned where the model computed it.
+    Returns ``(output, cache)``. Raises ``KeyError`` when a name or glob matches no hook point, and
+    ``HookNotFiredError`` when one matches only points that never fired (e.g. ``encoder.*`` when
+    ``model`` is an encoder-decoder's ``decode``-only call).
     """
     select = _selector(names)
     for p in _patterns(names) or []:
@@ -250,7 +255,7 @@ def run_with_cache(model: nn.Module, *args: Any, names: NameFilter = None, **kwa
 
     def recorder(name: str) -> Callable[[nn.Module, Any, Tensor], None]:
         def hook(_module: nn.Module, _inputs: Any, output: Tensor) -> None:
-            recorded[name] = output.detach()
+            recorded[name] = output.detach() if device is None else output.detach().to(device)
 
         return hook
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.generate import model_device
 from attnlab.inspect import math_backend, run_with_cache
 from attnlab.interpret import _names
 from attnlab.models import DecoderLM, EncoderDecoder, EncoderForMaskedLM, EncoderModel
@@ -68,6 +69,11 @@ class ModelView:
                 f"got {type(model).__name__}"
             )
         self.family = self.config.family
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are: the tools make their own tensors (masks, positions) there."""
+        return model_device(self.model)
 
     # ----- inputs -----
     def prepare(self, inputs: Inputs) -> Inputs:
@@ -158,7 +164,7 @@ def frozen_norm(norm: nn.Module | None, x: Tensor) -> tuple[Callable[[Tensor], T
     """
     if norm is None:
         return (lambda c: c), torch.zeros(x.shape[-1], dtype=x.dtype, device=x.device)
-    weight = norm.weight if norm.weight is not None else torch.ones(x.shape[-1], dtype=x.dtype)
+    weight = norm.weight if norm.weight is not None else torch.ones(x.shape[-1], dtype=x.dtype, device=x.device)
     if isinstance(norm, nn.LayerNorm):
         scale = (x.var(dim=-1, unbiased=False, keepdim=True) + norm.eps).sqrt()
         bias = norm.bias if norm.bias is not None else torch.zeros_like(weight)

@@ -93,7 +93,7 @@ def ablate(
     by_layer: dict[int, Tensor] = {}
     for layer, head in heads:
         view.check_head(sv, layer, head)
-        by_layer.setdefault(layer, torch.zeros(1, sv.n_heads, dtype=torch.bool))[0, head] = True
+        by_layer.setdefault(layer, torch.zeros(1, sv.n_heads, dtype=torch.bool, device=view.device))[0, head] = True
     means = _z_means(view, sv, inputs, kind) if method == "mean" and by_layer else {}
     hooks = {
         _names.block(model, sv.name, layer, f"{kind}.hook_z"): _ablation_hook(mask, means.get(layer))
@@ -133,7 +133,7 @@ def head_effects(
     values: list[Tensor] = []
     for start in range(0, len(pairs), per_pass):
         chunk = pairs[start:start + per_pass]
-        masks = {layer: torch.zeros(len(chunk), H, dtype=torch.bool) for layer in range(L)}
+        masks = {layer: torch.zeros(len(chunk), H, dtype=torch.bool, device=view.device) for layer in range(L)}
         for i, (layer, head) in enumerate(chunk):
             masks[layer][i, head] = True
         hooks = {

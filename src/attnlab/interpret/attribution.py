@@ -188,7 +188,7 @@ def _decompose(view, sv, cache, layer, head, query, key, score, resid_name) -> S
         const = norm_bias.double() @ w.T + (b.double() if b is not None else 0.0)
         vectors = torch.cat([parts, const[None]])  # (n + 1, d_k)
         if attn.rotary is not None:
-            vectors = attn.rotary(vectors[:, None, None], torch.tensor([pos]))[:, 0, 0]
+            vectors = attn.rotary(vectors[:, None, None], torch.tensor([pos], device=vectors.device))[:, 0, 0]
         sides.append(vectors)
     terms = sides[0] @ sides[1].T / math.sqrt(attn.head_dim)
     labels = [*labels, "q/k bias"]

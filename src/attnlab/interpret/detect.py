@@ -88,7 +88,7 @@ def detect_heads(
     vocab = view.config.vocab_size
     if not 0 <= low < vocab:
         raise ValueError(f"low must lie in [0, vocab_size={vocab}), got {low}")
-    tokens = repeated_random_tokens(vocab, n, batch, low=low, seed=seed)
+    tokens = repeated_random_tokens(vocab, n, batch, low=low, seed=seed).to(view.device)  # drawn on the CPU: same on every device
     inputs = (tokens, tokens) if view.family == "encoder-decoder" else tokens
     names = [f"{sv.name}.blocks.{layer}.attn.hook_weights" for layer in range(sv.n_layers)]
     _, cache = view.cache(inputs, names)

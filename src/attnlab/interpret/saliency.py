@@ -127,8 +127,8 @@ embeddings) or a token id (see the module docstring). Errors: ``ValueError`` for
         scores = (emb * grads(emb)).sum(dim=-1)[0].double()
         return Saliency(scores, method, value, None, None, sv.name)
     nodes, weights = np.polynomial.legendre.leggauss(steps)
-    alphas = torch.tensor((nodes + 1) / 2, dtype=emb.dtype)
-    weights = torch.tensor(weights / 2, dtype=torch.float64)
+    alphas = torch.tensor((nodes + 1) / 2, dtype=emb.dtype, device=emb.device)
+    weights = torch.tensor(weights / 2, dtype=torch.float64, device=emb.device)
     total = torch.zeros_like(emb[0], dtype=torch.float64)
     for start in range(0, steps, STEPS_PER_PASS):
         a = alphas[start:start + STEPS_PER_PASS]

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from attnlab import interpret
 from attnlab.catalog import LoadedModel, load
+from attnlab.generate import model_device
 from attnlab.inspect import run_with_cache
 from attnlab.inspect.roles import detect_roles
 from attnlab.interpret import _names
@@ -48,7 +49,7 @@ def _resolve(model: ModelLike, text: TextLike, tokenizer: Tokenizer | None) -> t
         raise ValueError("empty input: give at least one token")
     ids = ids[: model.config.max_len]
     tokens = tokenizer.tokens(ids) if tokenizer is not None else [str(i) for i in ids]
-    return model, torch.tensor([ids]), tokens, tokenizer
+    return model, torch.tensor([ids], device=model_device(model)), tokens, tokenizer  # where the model is
 
 
 def _vocab_labels(tokenizer: Tokenizer | None, ids: set[int]) -> dict[int, str]:
@@ -61,7 +62,7 @@ def _attention_weights(model: nn.Module, ids: Tensor) -> tuple[list, bool]:
     view = ModelView(model)
     sv = view.stack(None)
     names = [_names.block(model, sv.name, layer, "attn.hook_weights") for layer in range(sv.n_layers)]
-    _, cache = run_with_cache(model, ids, names=names)
+    _, cache = run_with_cache(model, ids, names=names, device="cpu")
     return [cache[n][0] for n in names], sv.causal
 
 

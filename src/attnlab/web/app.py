@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import torch
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -137,7 +138,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tuple[str, ...] | list[str] = (),
-               max_large_models: int | None = None) -> FastAPI:
+               max_large_models: int | None = None, device: str | torch.device = "cpu") -> FastAPI:
     """The FastAPI app (models load on first use; see ``attnlab.web.models``).
 
     ``experiments_dir`` is where the experiments page looks for your ``attnlab experiment`` results
@@ -146,7 +147,12 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     ``allowed_hosts``: ``Host`` names served besides 127.0.0.1, localhost and ::1 (``"*"``: any).
     ``max_large_models``: how many large models stay loaded at once (``attnlab.web.models.MAX_LARGE_MODELS``
     by default); loading one more unloads the least recently used.
+    ``device``: where every model runs (``attnlab.web.models.set_device``): ``cpu`` (default: the
+    walkthrough's numbers are checked against float32 CPU references, and its models are small),
+    ``auto``, ``cuda``, ``cuda:N`` or ``mps``; one device per process, the last app built sets it.
+    Raises ``attnlab.device.DeviceError`` for a device this machine lacks.
     """
+    web_models.set_device(device)
     runs_dir = Path(experiments_dir).resolve() if experiments_dir is not None else experiments.default_runs_dir()
     if max_large_models is not None:
         web_models.set_max_large_models(max_large_models)

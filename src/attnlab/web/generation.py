@@ -3,7 +3,8 @@
 The library's decoding loop (``attnlab.generate.stream_ids``) runs the prompt once through the model,
 then one token at a time with its ``DecodingCache``, as a real decoder does, and chooses each token
 with its sampler (``sample_next``); hooks record, for each step, the logits and the attention row
-of the position that makes the prediction (its query against every cached key). The bars show the
+of the position that makes the prediction (its query against every cached key), read back on the
+CPU whatever device the model runs on. The bars show the
 distribution before and after temperature, top-k and top-p from the same code
 (``attnlab.generate.sampling_distribution``).
 """
@@ -52,10 +53,10 @@ def generate(req: s.GenerateRequest) -> s.GenerateResponse:
         # and seed); the hooks hand us the logits and attention each chosen token came from.
         for token, _ in stream_ids(loaded.model, ids, max_new_tokens=req.max_new_tokens, sampling=sampling,
                                    seed=req.seed):
-            last = recorded["hook_logits"][0, -1]
+            last = recorded["hook_logits"][0, -1].cpu()
             probs = tempered_distribution(last, sampling)
             kept = sampling_distribution(last, sampling)
-            attention = [recorded[n][0, :, -1].double().tolist() for n in layers]  # (layer, head, key)
+            attention = [recorded[n][0, :, -1].cpu().double().tolist() for n in layers]  # (layer, head, key)
             best = probs.topk(min(N_CANDIDATES, probs.numel())).indices.tolist()
             if token not in best:
                 best[-1] = token

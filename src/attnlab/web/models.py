@@ -8,6 +8,11 @@ Memory is bounded: at most ``MAX_LARGE_MODELS`` models of ``LARGE_PARAMS`` param
 loaded (SmolLM2 alone is ~540 MB of float32); using one more unloads the least recently used, and
 ``DELETE /api/models/{name}`` unloads one at once. Small models (the bundled ones, the demos) are not
 counted. A model unloaded mid-request finishes that request; the next one loads it again.
+
+Device: one per process (``set_device``, called by ``create_app``; the CPU by default). Every model is
+loaded onto it (``catalog.load(name, device=...)``), its inputs are made there (``model_input``), and
+what is recorded comes back to the CPU (``forward``; ``run_with_cache(..., device="cpu")``), so the
+payload builders read plain CPU tensors whatever device computed them. Precision stays float32.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import torch
 from torch import Tensor
 
 from attnlab import catalog as cat
+from attnlab.device import resolve_device
+from attnlab.generate import model_device
 from attnlab.inspect import ActivationCache, hook_name, run_with_cache, stacks
 from attnlab.web.errors import ModelNotInstalledError, PayloadError, UnknownModelError
 
@@ -35,6 +42,7 @@ _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 _LARGE: OrderedDict[str, None] = OrderedDict()  # loaded large models, least recently used first
 _LIMIT = {"large": MAX_LARGE_MODELS}
+_DEVICE = {"device": torch.device("cpu")}
 _FORGET: list[Callable[[str], object]] = []
 
 
@@ -54,7 +62,7 @@ def get_model(name: str) -> cat.LoadedModel:
 def _get(name: str) -> tuple[cat.LoadedModel, list[str]]:
     model_info(name)
     try:
-        loaded = cat.load(name)
+        loaded = cat.load(name, device=_DEVICE["device"])
     except cat.ModelUnavailableError as exc:
         raise ModelNotInstalledError(str(exc)) from None
     return loaded, _touch(loaded)
@@ -74,6 +82,20 @@ def set_max_large_models(count: int) -> None:
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"the number of large models kept loaded must be an integer >= 1, got {count!r}")
     _LIMIT["large"] = count
+
+
+def set_device(spec: str | torch.device) -> torch.device:
+    """Run every model the app loads from now on on ``spec`` (``cpu``, ``auto``, ``cuda``, ``cuda:N``,
+    ``mps``: ``attnlab.device.resolve_device``); returns the device chosen. Raises
+    ``attnlab.device.DeviceError`` for a device this machine lacks. One device per process: models
+    already loaded for another device are not used again (``catalog.load`` keeps one copy per device)."""
+    _DEVICE["device"] = resolve_device(spec)
+    return _DEVICE["device"]
+
+
+def device() -> torch.device:
+    """The device the app's models run on (``set_device``)."""
+    return _DEVICE["device"]
 
 
 def on_unload(forget: Callable[[str], object]) -> None:
@@ -183,16 +205,24 @@ def tokenize(loaded: cat.LoadedModel, text: str, *, limit: int | None = None) ->
     return ids, [str(t) for t in loaded.tokenizer.tokens(ids)]
 
 
+def model_input(model: cat.LoadedModel | torch.nn.Module, ids: list[int]) -> Tensor:
+    """``ids`` as a batch of one, ``(1, len(ids))`` int64, on the device of ``model`` (a loaded catalogue
+    model, or a copy of one such as a timeline snapshot): the one way the web app makes model inputs."""
+    net = model.model if isinstance(model, cat.LoadedModel) else model
+    return torch.tensor([ids], dtype=torch.long, device=model_device(net))
+
+
 def forward(loaded: cat.LoadedModel, ids: list[int], names: object = None) -> tuple[Tensor, ActivationCache]:
     """One forward pass through ``run_with_cache`` (math backend, hooks recorded), holding the model's lock.
 
-    An encoder-decoder reads the sentence as its source and is given the same tokens as target, so
-    both stacks (and the cross-attention between them) have something to show.
+    Returns the output (on the model's device) and the recorded activations, on the CPU. An
+    encoder-decoder reads the sentence as its source and is given the same tokens as target, so both
+    stacks (and the cross-attention between them) have something to show.
     """
-    x = torch.tensor([ids], dtype=torch.long)
+    x = model_input(loaded, ids)
     args = (x, x) if loaded.config.family == "encoder-decoder" else (x,)
     with model_lock(loaded.name):
-        return run_with_cache(loaded.model, *args, names=names)
+        return run_with_cache(loaded.model, *args, names=names, device="cpu")
 
 
 @dataclass(frozen=True)

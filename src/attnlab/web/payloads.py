@@ -15,13 +15,14 @@ import torch
 from torch import Tensor, nn
 
 from attnlab import catalog as cat
+from attnlab.generate import model_device
 from attnlab.inspect import hook_name, hook_points, main_stack
 from attnlab.inspect.roles import detect_roles
 from attnlab.models.variants import without_positions
 from attnlab.nn.positions import sinusoidal_table
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
-from attnlab.web.models import forward, get_model, on_unload, self_attention_stack, tokenize
+from attnlab.web.models import forward, get_model, model_input, on_unload, self_attention_stack, tokenize
 
 MAX_COLUMNS = 64
 
@@ -218,17 +219,27 @@ def _view(name: str, label: str, t: Tensor, tokens: list[str]) -> s.TensorView:
 
 # --- order matters: positions on and off ----------------------------------------------------------
 
-_UNPOSITIONED: dict[str, nn.Module] = {}
+_UNPOSITIONED: dict[tuple[str, str], nn.Module] = {}  # (name, device) -> the copy
 _UNPOSITIONED_LOCK = threading.Lock()
-on_unload(lambda name: _UNPOSITIONED.pop(name, None))  # the copy goes with the model
+
+
+def _forget_unpositioned(name: str) -> None:
+    with _UNPOSITIONED_LOCK:
+        for key in [k for k in _UNPOSITIONED if k[0] == name]:
+            del _UNPOSITIONED[key]
+
+
+on_unload(_forget_unpositioned)  # the copy goes with the model
 
 
 def _without_positions(loaded: cat.LoadedModel) -> nn.Module:
-    """A copy of the model with its positional information removed (absolute table or rotary)."""
+    """A copy of the model with its positional information removed (absolute table or rotary), on the
+    model's device (kept per device: a copy made for one is never handed to a model on another)."""
+    key = (loaded.name, str(model_device(loaded.model)))
     with _UNPOSITIONED_LOCK:
-        if loaded.name not in _UNPOSITIONED:
-            _UNPOSITIONED[loaded.name] = without_positions(loaded.model)
-        return _UNPOSITIONED[loaded.name]
+        if key not in _UNPOSITIONED:
+            _UNPOSITIONED[key] = without_positions(loaded.model)
+        return _UNPOSITIONED[key]
 
 
 def _order_model(name: str | None) -> cat.LoadedModel | None:
@@ -267,7 +278,7 @@ def positions(req: s.OrderRequest) -> s.PositionsResponse:
                 _, cache = forward(loaded, ids, names=last)
             else:
                 with _UNPOSITIONED_LOCK:
-                    _, cache = run_with_cache(model, torch.tensor([ids]), names=last)
+                    _, cache = run_with_cache(model, model_input(model, ids), names=last, device="cpu")
             outs.append(cache[last][0].double())
         dist = torch.cdist(outs[0], outs[1])
         comparisons.append(s.OrderComparison(positions=positioned, distances=dist.tolist(), nearest=dist.min(dim=1).values.tolist()))

@@ -13,6 +13,7 @@ import threading
 import webbrowser
 from pathlib import Path
 
+import torch
 import typer
 import uvicorn
 
@@ -37,21 +38,22 @@ def allowed_hosts(host: str, extra: list[str] | tuple[str, ...] = ()) -> list[st
 
 
 def run(*, host: str = "127.0.0.1", port: int = 8000, open_browser: bool = False, demo: bool = False,
-        threads: int = 1, allow_host: list[str] | tuple[str, ...] = (), max_models: int | None = None) -> None:
+        threads: int = 1, allow_host: list[str] | tuple[str, ...] = (), max_models: int | None = None,
+        device: str | torch.device = "cpu") -> None:
     """Serve until Ctrl+C.
 
     ``allow_host``: more ``Host`` names to answer to (see the module docstring); ``max_models``: how
-    many large models stay loaded at once (``attnlab.web.models.MAX_LARGE_MODELS`` by default).
+    many large models stay loaded at once (``attnlab.web.models.MAX_LARGE_MODELS`` by default);
+    ``device``: where the models run (``create_app``; a device this machine lacks raises
+    ``attnlab.device.DeviceError``).
 
     ``threads`` is PyTorch's intra-op thread count. The app runs up to two forward passes at once, each
     small (one sentence), so one thread each is the default: on a busy 2-core machine, two spinning
     OpenMP threads per request made a 12-token MiniLM request ~20x slower (2.2 s vs 0.11 s, measured).
     """
-    import torch
-
     try:
         hosts = allowed_hosts(host, allow_host)
-        app = create_app(allowed_hosts=hosts, max_large_models=max_models)
+        app = create_app(allowed_hosts=hosts, max_large_models=max_models, device=device)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     torch.set_num_threads(max(1, threads))

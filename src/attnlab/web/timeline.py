@@ -3,9 +3,9 @@
 ``attnlab train`` leaves, beside the final weights, snapshot checkpoints (``snapshots/step-000200/``
 holding ``model.safetensors``) and a ``metrics.jsonl`` log (one JSON object per line with a ``step``
 and ``loss`` / ``val_loss`` values); the bundled ``shakespeare-char`` model ships both. Each snapshot's
-weights are loaded into a copy of the catalogue model (``load_weights`` checks every name and shape)
-and run through ``run_with_cache`` on a fixed sentence, so the slider shows what that step's weights
-actually compute.
+weights are loaded into a copy of the catalogue model (``load_weights`` checks every name and shape),
+on the device the model runs on, and run through ``run_with_cache`` on a fixed sentence, so the slider
+shows what that step's weights actually compute.
 """
 
 from __future__ import annotations
@@ -17,22 +17,22 @@ import threading
 from importlib import resources
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from attnlab import catalog as cat
+from attnlab.generate import model_device
 from attnlab.inspect import run_with_cache
 from attnlab.inspect.roles import detect_roles
 from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError, PayloadError
-from attnlab.web.models import get_model, self_attention_stack, tokenize
+from attnlab.web.models import get_model, model_input, self_attention_stack, tokenize
 from attnlab.weights.checkpoint import CheckpointError, load_weights
 
 SENTENCE = "ROMEO: But soft, what light through yonder window breaks?"
 
 _DIRS: dict[str, Path] = {}
 _SENTENCES: dict[str, str] = {}
-_SNAPSHOT_MODELS: dict[tuple[str, int], nn.Module] = {}
+_SNAPSHOT_MODELS: dict[tuple[str, int, str], nn.Module] = {}  # (model, step, device) -> weights of that step
 _LOCK = threading.Lock()
 _STEP = re.compile(r"step[-_]?(\d+)$")
 
@@ -111,9 +111,9 @@ def _sentence(loaded: cat.LoadedModel) -> str:
 
 
 def _snapshot_model(loaded: cat.LoadedModel, step: int, path: Path) -> nn.Module:
-    key = (loaded.name, step)
+    key = (loaded.name, step, str(model_device(loaded.model)))
     if key not in _SNAPSHOT_MODELS:
-        model = copy.deepcopy(loaded.model)
+        model = copy.deepcopy(loaded.model)  # on the loaded model's device; load_weights copies into it
         try:
             load_weights(model, path)
         except CheckpointError as exc:
@@ -137,7 +137,7 @@ def attention_at(req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse
     name = stack.name(req.layer, "attn.hook_weights")
     with _LOCK:
         model = _snapshot_model(loaded, req.step, steps[req.step])
-        _, cache = run_with_cache(model, torch.tensor([ids]), names=name)
+        _, cache = run_with_cache(model, model_input(model, ids), names=name, device="cpu")
     weights = cache[name][0]
     if not 0 <= req.head < weights.shape[0]:
         raise PayloadError(f"head {req.head} does not exist; this model has {weights.shape[0]}")

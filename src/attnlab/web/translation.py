@@ -11,14 +11,12 @@ RNN; in a Transformer every layer and head has its own).
 
 from __future__ import annotations
 
-import torch
-
 from attnlab.generate import GenerationError
 from attnlab.inspect import hook_name, run_with_cache
 from attnlab.translate import translate_text
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
-from attnlab.web.models import MAX_TOKENS, get_model, model_info, model_lock, tokenize
+from attnlab.web.models import MAX_TOKENS, get_model, model_info, model_input, model_lock, tokenize
 
 
 def translate(req: s.TranslateRequest) -> s.TranslateResponse:
@@ -46,13 +44,12 @@ def translate(req: s.TranslateRequest) -> s.TranslateResponse:
         except (GenerationError, ValueError) as exc:
             raise PayloadError(f"cannot translate this text: {exc}") from None
         source, output = list(result.source_ids), list(result.target_ids)
-        src = torch.tensor([source], dtype=torch.long)
-        tgt = torch.tensor([[bos, *output]], dtype=torch.long)
+        src, tgt = model_input(loaded, source), model_input(loaded, [bos, *output])
         names = [hook_name("decoder", layer, "cross_attn.hook_weights")
                  for layer in range(loaded.config.n_decoder_layers or 0)]
         if not names:
             raise PayloadError(f"model {req.model!r} has no decoder layers")
-        _, cache = run_with_cache(loaded.model, src, tgt, names=names)
+        _, cache = run_with_cache(loaded.model, src, tgt, names=names, device="cpu")
     layers = [cache[n][0].double() for n in names]  # each (heads, target, source)
     return s.TranslateResponse(
         model=loaded.name, text=result.text, logprob=float(result.logprob), beam_size=req.beam_size,

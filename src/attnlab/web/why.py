@@ -1,7 +1,8 @@
 """The "Why" view: what one head does and why the focus token looks where it does, for one sentence.
 
 Every number comes from ``attnlab.interpret`` (itself built on the hook points), run under the
-model's lock: the tools attach hooks, and another request on the same model must not see them.
+model's lock, on the model's device (the results come back to the CPU for the page): the tools attach
+hooks, and another request on the same model must not see them.
 Bounded like every route, and tighter for large models, because ``head_effects`` runs one copy of
 the sentence per head: a model of ``LARGE_PARAMS`` parameters or more takes at most
 ``MAX_WHY_TOKENS_LARGE`` tokens (SmolLM2: 270 heads x 24 tokens), a small one the usual limit. Decoders get the next-token prediction with and without the
@@ -23,7 +24,7 @@ from attnlab.interpret import metrics
 from attnlab.tokenizers.base import Tokenizer
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
-from attnlab.web.models import get_model, is_large, max_tokens, model_lock, tokenize
+from attnlab.web.models import get_model, is_large, max_tokens, model_input, model_lock, tokenize
 
 MAX_WHY_TOKENS_LARGE = 24
 TOP_K = 5
@@ -87,7 +88,7 @@ class WhyResponse(BaseModel):
 
 
 def _top(logits: Tensor, tokenizer: Tokenizer) -> list[Candidate]:
-    probs = torch.softmax(logits.float(), dim=-1)
+    probs = torch.softmax(logits.cpu().float(), dim=-1)
     p, i = probs.topk(TOP_K)
     labels = tokenizer.tokens(i.tolist())
     return [Candidate(token=str(t), id=int(j), prob=float(q)) for t, j, q in zip(labels, i, p, strict=True)]
@@ -106,7 +107,7 @@ def why(req: WhyRequest) -> WhyResponse:
     focus = len(ids) - 1 if req.focus is None else req.focus
     if focus >= len(ids):
         raise PayloadError(f"focus token {focus} does not exist; the sentence has {len(ids)} tokens")
-    model, x = loaded.model, torch.tensor([ids])
+    model, x = loaded.model, model_input(loaded, ids)
     lm = family == "decoder"
     baseline = 0 if loaded.config.positions in ("rotary", "none") else None
     with model_lock(loaded.name), torch.no_grad():
@@ -125,7 +126,7 @@ def why(req: WhyRequest) -> WhyResponse:
         try:
             dec = interpret.score_decomposition(model, x, req.layer, req.head, focus, key)
             score = WhyScore(available=True, query=focus, key=key, score=dec.score, query_labels=dec.query_labels,
-                             key_labels=dec.key_labels, terms=dec.terms.tolist(), top_pairs=dec.top_pairs(8))
+                             key_labels=dec.key_labels, terms=dec.terms.cpu().tolist(), top_pairs=dec.top_pairs(8))
         except ValueError as exc:
             score = WhyScore(available=False, reason=str(exc), query=focus, key=key)
         sal = interpret.saliency(model, x, target if lm else metric, baseline=baseline)
@@ -136,16 +137,16 @@ def why(req: WhyRequest) -> WhyResponse:
     lens_out = None
     if lens is not None:
         top = [[Candidate(token=str(loaded.tokenizer.tokens([int(i)])[0]), id=int(i), prob=float(p))
-                for i, p in zip(lens.top_ids[r, 0, -1], lens.top_probs[r, 0, -1], strict=True)]
+                for i, p in zip(lens.top_ids[r, 0, -1].cpu().tolist(), lens.top_probs[r, 0, -1].cpu().tolist(), strict=True)]
                for r in range(len(lens.labels))]
         lens_out = WhyLens(labels=lens.labels, top=top)
     return WhyResponse(model=loaded.name, family=family, tokens=tokens, layer=req.layer, head=req.head,
-                       prediction=prediction, head_effects=effects.effects.tolist(), logit_lens=lens_out,
-                       score=score, saliency=sal.scores.tolist())
+                       prediction=prediction, head_effects=effects.effects.cpu().tolist(), logit_lens=lens_out,
+                       score=score, saliency=sal.scores.cpu().tolist())
 
 
 def _focus_key(model: nn.Module, x: Tensor, layer: int, head: int, focus: int) -> int:
     """The key the focus token attends to most in the chosen head (from the recorded weights)."""
     name = hook_name(main_stack(model), layer, "attn.hook_weights")
-    _, cache = run_with_cache(model, x, names=name)
+    _, cache = run_with_cache(model, x, names=name, device="cpu")
     return int(cache[name][0, head, focus].argmax())
