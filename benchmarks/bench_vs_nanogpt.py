@@ -2,7 +2,7 @@
 
     nice -n 5 .venv/bin/python benchmarks/bench_vs_nanogpt.py --nanogpt DIR --data tinyshakespeare.txt \\
         [--threads 2] [--seed 1337] [--iters 1000] [--lr 3e-3] [--min-lr 3e-4] [--warmup 50] \\
-        [--eval-interval 250] [--eval-iters 20] [--precision auto] [--compile] [--smoke]
+        [--eval-interval 250] [--eval-iters 20] [--precision auto] [--optimizer adamw] [--compile] [--smoke]
 
 1. nanoGPT (``--nanogpt DIR``: a checkout with ``train.py``, ``model.py``, ``configurator.py``,
    ``config/train_shakespeare_char.py`` and ``data/shakespeare_char/prepare.py``; never part of
@@ -16,14 +16,13 @@
    embeddings, learned positions) with ``attnlab.train`` (``TrainConfig``/``train``) on the same text
    and the same split (the last 10% for validation) in a child process, with this recipe's levers:
    a higher peak learning rate and a shorter cosine run (``--iters``, ``--lr``, ``--min-lr``,
-   ``--warmup``), fewer evaluations (``--eval-interval``; one always runs at the end), precision
-   (``--precision auto`` takes bf16 only where ``attnlab.device.choose_precision`` measures that it
-   pays: CPUs with AVX-512 BF16 or AMX; elsewhere bf16 runs slower than fp32), ``--compile``.
+   ``--warmup``), the optimizer (``--optimizer adamw | muon``, attnlab's ``--optimizer``: Muon for the
+   blocks' matrices, AdamW for the rest, on the same ``--lr``), fewer evaluations (``--eval-interval``;
+   one always runs at the end), precision (``--precision auto`` takes bf16 only where
+   ``attnlab.device.choose_precision`` measures that it pays: CPUs with AVX-512 BF16 or AMX; elsewhere
+   bf16 runs slower than fp32), ``--compile``.
    Its wall time runs from starting the child process to the end of the first evaluation whose
    loss is at or below nanoGPT's (the run up to that point is the same as one that stops there).
-
-Not offered: the Muon optimizer (``torch.optim.Muon`` exists in torch 2.13, but ``TrainConfig`` has
-no optimizer choice; adding one belongs to ``attnlab.train``).
 
 Both use ``--threads`` threads (``OMP_NUM_THREADS`` for nanoGPT's process, ``torch.set_num_threads``
 for attnlab's). The validation losses are estimates on ``--eval-iters`` random batches (nanoGPT:
@@ -107,7 +106,7 @@ def attnlab_child(args: argparse.Namespace) -> None:
         result = train(TrainConfig(
             data=str(args.data), out=out, iters=args.iters, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup,
             eval_interval=args.eval_interval, eval_iters=args.eval_iters, precision=precision.name,
-            compile=args.compile, seed=args.seed, progress=False,
+            optimizer=args.optimizer, compile=args.compile, seed=args.seed, progress=False,
         ))
         end = time.time()
         times = {int(row["step"]): float(row["time"]) for row in map(json.loads, (Path(out) / "metrics.jsonl")
@@ -123,7 +122,8 @@ def run_attnlab(args: argparse.Namespace, target: float) -> dict:
     child = [sys.executable, __file__, "--attnlab-child", "--data", str(args.data), "--threads", str(args.threads),
              "--seed", str(args.seed), "--iters", str(args.iters), "--lr", str(args.lr), "--min-lr", str(args.min_lr),
              "--warmup", str(args.warmup), "--eval-interval", str(args.eval_interval), "--eval-iters",
-             str(args.eval_iters), "--precision", args.precision, *(["--compile"] if args.compile else [])]
+             str(args.eval_iters), "--precision", args.precision, "--optimizer", args.optimizer,
+             *(["--compile"] if args.compile else [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     started = time.time()
     proc = subprocess.run(child, env=env, capture_output=True, text=True)
@@ -153,6 +153,8 @@ def main() -> None:
     ap.add_argument("--eval-interval", type=int, default=250, help="attnlab evaluates every N steps and at the end")
     ap.add_argument("--eval-iters", type=int, default=20, help="batches per attnlab evaluation (nanoGPT's: 20)")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"],
+                    help="attnlab's --optimizer (muon: Muon for the blocks' matrices, AdamW for the rest)")
     ap.add_argument("--compile", action="store_true", help="torch.compile attnlab's training step")
     ap.add_argument("--smoke", action="store_true", help="20 iterations each: checks the script, measures nothing")
     ap.add_argument("--attnlab-child", action="store_true", help=argparse.SUPPRESS)
@@ -173,14 +175,15 @@ def main() -> None:
     nano = run_nanogpt(args.nanogpt, args.data, args.nanogpt_iters, 10 if args.smoke else 250, args.threads)
     print(f"nanoGPT: val {nano['val']:.4f} after {args.nanogpt_iters} iterations in {nano['wall_s']:.1f} s")
     ours = run_attnlab(args, nano["val"])
-    print(f"attnlab ({ours['precision']}: {ours['precision_why']}): val {ours['val']:.4f} at step {ours['step']} "
-          f"after {ours['wall_s']:.1f} s ({'reached' if ours['reached'] else 'did NOT reach'} nanoGPT's "
+    print(f"attnlab ({args.optimizer}, {ours['precision']}: {ours['precision_why']}): val {ours['val']:.4f} at step "
+          f"{ours['step']} after {ours['wall_s']:.1f} s ({'reached' if ours['reached'] else 'did NOT reach'} nanoGPT's "
           f"{nano['val']:.4f}; whole run {ours['total_wall_s']:.1f} s)")
     print(json.dumps({
         "nanogpt_wall_s": round(nano["wall_s"], 3), "nanogpt_val": nano["val"],
         "attnlab_wall_s": round(ours["wall_s"], 3), "attnlab_val": ours["val"],
         "ratio": round(ours["wall_s"] / nano["wall_s"], 4), "reached": ours["reached"], "attnlab_step": ours["step"],
         "attnlab_total_wall_s": round(ours["total_wall_s"], 2), "attnlab_precision": ours["precision"],
+        "attnlab_optimizer": args.optimizer,
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]), "nanogpt_command": nano["command"],
         "seed": args.seed, "nanogpt_seed": 1337, "threads": args.threads, "cpu_flags": cpu_flags(),
         "load_average_start": load, "load_average_end": os.getloadavg()[0], "smoke": args.smoke,

@@ -111,11 +111,12 @@ def config(tmp_path, out: str, **changes) -> TrainConfig:
     return TrainConfig(**{**base, **changes})
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])  # muon: the fp16 GradScaler steps AdamW and Muon as one
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
-def test_training_on_cuda_in_each_precision(corpus, precision) -> None:
+def test_training_on_cuda_in_each_precision(corpus, precision, optimizer) -> None:
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
-    result = train(config(corpus, precision, device="cuda", precision=precision))
+    result = train(config(corpus, precision, device="cuda", precision=precision, optimizer=optimizer))
     assert result.step == 6 and all(v == v and v < 10 for v in result.losses)
     info = json.loads((corpus / precision / "last" / "training" / "state.json").read_text())["info"]
     assert info["device"] == "cuda:0" and info["precision"]["name"] == precision

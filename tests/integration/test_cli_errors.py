@@ -91,6 +91,8 @@ CASES = [
     ([*T, "--task", "mlm", "--tokenizer", "char"], 2, "needs special tokens"),
     ([*T, "--task", "nope"], 2, "'--task': unknown value 'nope'; choose one of: lm, mlm, classification, translation"),
     ([*T, "--beta2", "1"], 2, "'--beta2': must be a number in [0, 1)"),
+    ([*T, "--optimizer", "sgd"], 2, "'--optimizer': unknown value 'sgd'; choose one of: adamw, muon"),
+    ([*T, "--optimizer", "muon", "--strategy", "fsdp"], 2, "optimizer muon does not run under strategy fsdp"),
     (["bleu", "--data", "{p}/corpus.txt", "--limit", "-1"], 2, "'--limit': must be an integer in [0, "),
     (["train", "--out", "{p}/run"], 2, "Missing option '--data'"),
     (["train", "--data", "{p}/missing.txt", "--out", "{p}/noopt", "--resume"], 1, "no such file or folder"),
@@ -157,6 +159,17 @@ def test_resume_from_the_command_line_keeps_the_run_options_and_refuses_changes(
     assert "lr: saved 0.002, now 0.001" in err and "seed: saved 1337, now 5" in err
     assert main(["train", "--data", str(tmp_path / "corpus.txt"), "--out", out, "--iters", "2", "--overwrite",
                  "--no-progress", "--eval-iters", "1", "--batch-size", "2"]) == 0
+
+
+def test_optimizer_muon_from_the_command_line_trains_and_resume_keeps_it(tmp_path, capsys) -> None:
+    (tmp_path / "corpus.txt").write_text("the cat sat on the mat. " * 300)
+    out = str(tmp_path / "run")
+    assert main(["train", "--data", str(tmp_path / "corpus.txt"), "--out", out, "--optimizer", "muon", "--iters", "2",
+                 "--eval-interval", "2", "--eval-iters", "1", "--batch-size", "2", "--no-progress"]) == 0, \
+        capsys.readouterr().err
+    assert main(["train", "--out", out, "--resume", "--iters", "3", "--no-progress"]) == 0, capsys.readouterr().err
+    assert main(["train", "--out", out, "--resume", "--iters", "4", "--optimizer", "adamw"]) == 2
+    assert "optimizer: saved 'muon', now 'adamw'" in capsys.readouterr().err
 
 
 def test_train_options_are_generated_from_train_config() -> None:

@@ -130,6 +130,7 @@ def finished_run(tmp_path_factory):
     ({"task": "mlm", "tokenizer": "bpe"}, "task"),
     ({"grad_clip": 0.5}, "grad_clip"),
     ({"precision": "bf16"}, "precision"),  # it changes the numbers; the device may change (below)
+    ({"optimizer": "muon"}, "optimizer"),
 ])
 def test_resume_refuses_each_changed_field_by_name_with_both_values(finished_run, changes, field) -> None:
     before = tree(finished_run / "run")

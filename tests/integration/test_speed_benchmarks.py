@@ -48,7 +48,7 @@ def test_bench_vs_nanogpt_smoke(tmp_path: Path) -> None:
     corpus = tmp_path / "text.txt"
     corpus.write_text("To be, or not to be, that is the question.\n" * 400)
     result = run("bench_vs_nanogpt.py", "--nanogpt", str(checkout), "--data", str(corpus), "--smoke", "--threads", "1",
-                 "--precision", "fp32")
+                 "--precision", "fp32", "--optimizer", "muon")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["nanogpt_val"] == 3.85 and set(report["nanogpt_evals"]) == {"0", "10", "20"}
@@ -57,6 +57,7 @@ def test_bench_vs_nanogpt_smoke(tmp_path: Path) -> None:
     assert 0 < report["attnlab_wall_s"] <= report["attnlab_total_wall_s"]
     assert report["ratio"] == pytest.approx(report["attnlab_wall_s"] / report["nanogpt_wall_s"], rel=0.02)  # walls rounded to 1 ms
     assert report["seed"] == 1337 and report["threads"] == 1 and report["attnlab_precision"] == "fp32"
+    assert report["attnlab_optimizer"] == "muon"  # passed through to attnlab's recipe
     assert not (checkout / "data/shakespeare_char/prepared").exists()  # ran in a copy
 
 

@@ -57,8 +57,9 @@ def test_train_writes_checkpoints_metrics_and_plot(corpus) -> None:
     assert best.config.d_model == 32 and best.tokenizer.decode(best.tokenizer.encode("the cat")) == "the cat"
 
 
-def test_interrupt_then_resume_is_bitwise_identical(corpus, monkeypatch) -> None:
-    full = train(config(corpus, "full"))
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_interrupt_then_resume_is_bitwise_identical(corpus, monkeypatch, optimizer) -> None:
+    full = train(config(corpus, "full", optimizer=optimizer))
     real_loss, calls = LanguageModelTask.loss, {"n": 0}
 
     def ctrl_c_during_step_6(self, model, batch, *, training):
@@ -69,10 +70,10 @@ def test_interrupt_then_resume_is_bitwise_identical(corpus, monkeypatch) -> None
         return real_loss(self, model, batch, training=training)
 
     monkeypatch.setattr(LanguageModelTask, "loss", ctrl_c_during_step_6)
-    first = train(config(corpus, "split"))
+    first = train(config(corpus, "split", optimizer=optimizer))
     assert first.stopped == "interrupted" and first.step == 6
     monkeypatch.setattr(LanguageModelTask, "loss", real_loss)
-    second = train(config(corpus, "split", resume=True))
+    second = train(config(corpus, "split", resume=True, optimizer=optimizer))
     assert second.step == 12
     assert first.losses + second.losses == full.losses  # exact float equality, step by step
     assert second.val_losses == {k: v for k, v in full.val_losses.items() if k > 6}
@@ -81,6 +82,15 @@ def test_interrupt_then_resume_is_bitwise_identical(corpus, monkeypatch) -> None
     a, b = load_checkpoint(corpus / "full" / "last").model, load_checkpoint(corpus / "split" / "last").model
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
+
+
+def test_muon_lowers_the_loss_like_adamw(corpus) -> None:
+    """``--optimizer muon`` on the one --lr and schedule: a short run learns about as fast as AdamW."""
+    runs = {opt: train(config(corpus, opt, optimizer=opt, iters=30, eval_interval=30)) for opt in ("adamw", "muon")}
+    for opt, result in runs.items():
+        assert sum(result.losses[-5:]) / 5 < result.losses[0] - 0.3, (opt, result.losses)
+    assert runs["muon"].val_losses[30] < runs["adamw"].val_losses[30] + 0.1
+    assert load_training_state(corpus / "muon" / "last").info["train_config"]["optimizer"] == "muon"
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(corpus, monkeypatch) -> None:

@@ -21,6 +21,7 @@ SNAPSHOT_DTYPES = ("bfloat16", "float16", "float32")
 DEVICE_HELP = "auto (CUDA if available, else MPS, else CPU) | cpu | cuda | cuda:N | mps"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STRATEGIES = ("ddp", "fsdp")
+OPTIMIZERS = ("adamw", "muon")  # attnlab.train.optim.make_optimizer builds them
 
 # Options a resumed run may change: the run's length, how it reports, and the hardware it runs on
 # (``device``: the same run continues on another machine, e.g. a GPU one; checkpoints hold no device).
@@ -115,7 +116,11 @@ class TrainConfig:
     decay_iters: int | None = option(None, "Step at which the cosine reaches --min-lr (default: --iters of the "
                                      "run's first start); after it the rate stays at --min-lr.",
                                      range=count(1, 10**9))
-    weight_decay: float = option(0.1, "AdamW weight decay (matrices only).", range=Range(0.0, 10.0))
+    optimizer: str = option("adamw", "adamw (every parameter) | muon (Muon, Jordan et al. 2024, for the Transformer "
+                            "blocks' weight matrices; AdamW for embeddings, output head, norms and biases). Both "
+                            "follow --lr, its schedule and --weight-decay.", choices=OPTIMIZERS)
+    weight_decay: float = option(0.1, "Decoupled weight decay of matrices (AdamW's and Muon's; norms and biases: "
+                                 "none).", range=Range(0.0, 10.0))
     beta1: float = option(0.9, "AdamW beta1.", range=Range(0.0, 1.0, hi_open=True))
     beta2: float = option(0.99, "AdamW beta2.", range=Range(0.0, 1.0, hi_open=True))
     grad_clip: float = option(1.0, "Gradient-norm clip (0: off).", range=Range(0.0, 1e6))
@@ -167,6 +172,9 @@ class TrainConfig:
             raise ValueError(f"decay_iters must be at least warmup ({self.warmup}), got {self.decay_iters}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device.strip().lower()):
             raise ValueError(f"unknown device {self.device!r}; choose {DEVICE_HELP}")
+        if self.strategy == "fsdp" and self.optimizer == "muon":
+            raise ValueError("optimizer muon does not run under strategy fsdp (torch.optim.Muon does not handle "
+                             "sharded DTensor parameters); use --strategy ddp or --optimizer adamw")
         if self.strategy == "fsdp" and self.snapshots:
             raise ValueError("snapshots are not written under --strategy fsdp (no process holds the whole model); "
                              "export a sharded checkpoint instead (attnlab export)")

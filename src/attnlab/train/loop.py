@@ -2,10 +2,11 @@
 
 Per optimizer step: set the learning rate from the schedule, run ``accum`` micro-batches forward and
 backward (``backward_step``: the loss is per real target over all micro-batches and ranks), clip
-the gradient norm, step AdamW, log. Every ``eval_interval`` steps:
-estimate the validation loss and write the ``last`` checkpoint (and ``best`` when it improved).
+the gradient norm, step the optimizer (``--optimizer``: AdamW, or Muon with AdamW; see
+``attnlab.train.optim``), log. Every ``eval_interval`` steps: estimate the validation loss and write
+the ``last`` checkpoint (and ``best`` when it improved).
 
-Everything the next step depends on -- weights, AdamW moments, the step counter, the data sampler's
+Everything the next step depends on -- weights, optimizer state, the step counter, the data sampler's
 generator and torch's RNG -- is in the checkpoint, so ``resume=True`` continues with bitwise the same
 losses as a run that was never interrupted (CPU, float32). A first Ctrl-C finishes the current step,
 saves and returns; a loss that turns NaN or infinite stops the run before the bad update is applied,
@@ -52,6 +53,7 @@ from attnlab.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 from attnlab.train import distributed
 from attnlab.train.config import TrainConfig
 from attnlab.train.data import corpus_files, data_matches, iter_text, text_sha256
+from attnlab.train.optim import make_optimizer
 from attnlab.train.runs import (
     RunFolderError,
     check_resume,
@@ -90,18 +92,6 @@ class TrainResult:
     stopped: str  # "done" | "interrupted"
     seconds: float
     val_metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # every validation metric
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (decaying norms' gains and biases only hurts)."""
-    params = {id(p): p for p in model.parameters() if p.requires_grad}.values()  # tied weights once
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    try:
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
-    except (RuntimeError, TypeError):  # fused kernels missing for this device/dtype
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
 def make_task_for(cfg: TrainConfig) -> Task:
