@@ -151,6 +151,14 @@ BUILTIN: tuple[ModelInfo, ...] = (
         _bundled_available("shakespeare-char"), _bundled("shakespeare-char"),
     ),
     _entry(
+        "bible-bpe", "decoder",
+        "Subword GPT (4 layers, 4 heads, width 128, 64-token context, 2,048-token byte-level BPE) trained on the "
+        "World English Bible; ships the snapshots of its training run (the training timeline).",
+        "1.1M", "bundled with attnlab (trained with `attnlab train --tokenizer bpe`)",
+        "weights: MIT (this project); training text: World English Bible, public domain", _BUNDLED_HINT,
+        _bundled_available("bible-bpe"), _bundled("bible-bpe"),
+    ),
+    _entry(
         "translator", "encoder-decoder",
         "English -> Spanish translator: the 2017 encoder-decoder (3+3 layers, width 256, 4 heads, shared 6,000-token "
         "BPE) trained on Bible verses (World English Bible -> Reina-Valera 1909).",

@@ -156,6 +156,7 @@ def test_near_the_windows_edges_the_card_flips_and_stays_inside(make_ui) -> None
     ui = make_ui(*viewport)
     page = ui.page
     ui.open("#arch")
+    page.click("button.variant[data-variant=encoder-decoder]")  # the widest diagram (minilm's own is encoder-only)
     for box in ("softmax", "dec-embed", "enc-embed"):  # right column (flips left), bottom row (moves up)
         page.locator(f'#diagram [data-box="{box}"]').scroll_into_view_if_needed()
         card = _hover(page, box)

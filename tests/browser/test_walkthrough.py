@@ -19,6 +19,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def test_page_loads_without_console_errors(ui) -> None:
     ui.open("#arch")
     assert ui.page.title().startswith("attnlab")
+    # The diagram of the current model's family: the default minilm is an encoder (8 boxes, no decoder).
+    assert ui.page.get_attribute("button.variant[data-variant=encoder-only]", "aria-pressed") == "true"
+    assert ui.page.locator("#diagram [data-box]").count() == 8
+    ui.page.select_option("#model", "shakespeare-char")
+    ui.page.wait_for_selector("button.variant[data-variant=decoder-only][aria-pressed=true]")
+    ui.page.click("button.variant[data-variant=encoder-decoder]")  # the reader's choice stays
+    ui.page.select_option("#model", "minilm")
+    assert ui.page.get_attribute("button.variant[data-variant=encoder-decoder]", "aria-pressed") == "true"
     assert ui.page.locator("#diagram [data-box]").count() >= 10
     ui.screenshot("walkthrough-start")
     assert ui.errors == []
@@ -83,15 +91,19 @@ def test_clicked_token_shows_the_models_attention_weights(ui, model: str) -> Non
     assert ui.errors == []
 
 
-@pytest.mark.parametrize("model", ["demo-decoder", "shakespeare-char"])
+@pytest.mark.parametrize("model", ["demo-decoder", "bible-bpe"])
 def test_timeline_slider_changes_the_picture(ui, model: str) -> None:
     infos = {i.name: i for i in cat.catalog()}
     assert infos[model].available, f"model {model!r} is missing: the bundled files (or the demo models) are broken"
     ui.open("#timeline", model=model)
     page = ui.page
-    steps = [s["step"] for s in page.evaluate(f"fetch('/api/timeline?model={model}').then(r => r.json())")["snapshots"]]
+    index = page.evaluate(f"fetch('/api/timeline?model={model}').then(r => r.json())")
+    steps = [s["step"] for s in index["snapshots"]]
     heatmap = f"#tl-heatmap[data-model='{model}'][data-step='{{}}'] rect[data-i]"
     page.wait_for_selector(heatmap.format(steps[0]), state="attached")
+    # It opens on the head that learned most, and says so.
+    assert (page.input_value("#tl-layer"), page.input_value("#tl-head")) == (str(index["learning_layer"]), str(index["learning_head"]))
+    assert f"Layer {index['learning_layer']} head {index['learning_head']} is the head whose attention changed most" in page.inner_text("#timeline-note")
     before = page.locator("#tl-heatmap rect[data-i]").evaluate_all("rs => rs.map(r => r.getAttribute('fill'))")
     marker_before = page.get_attribute("#step-marker", "x1")
     page.locator("#timeline-slider").evaluate("e => { e.value = e.max; e.dispatchEvent(new Event('input')); }")

@@ -232,22 +232,35 @@ def _loss(model, tokenizer, text: str) -> float:
     return float(torch.nn.functional.cross_entropy(logits[0], ids[0, 1:]))
 
 
-def test_bundled_shakespeare_model_and_snapshots() -> None:
+def test_bundled_shakespeare_model() -> None:
+    from attnlab.catalog import load
+
+    loaded = load("shakespeare-char")
+    assert loaded.config.family == "decoder" and loaded.config.max_len == 64 and loaded.tokenizer.vocab_size == 65
+    assert _loss(loaded.model, loaded.tokenizer, HAMLET) < 2.3
+    text = generate(loaded.model, loaded.tokenizer, "HAMLET:\n", max_new_tokens=40, seed=0)
+    assert len(text) == 40 and set(text) <= set(loaded.tokenizer.chars)
+
+
+PSALM = "The Lord is my shepherd; I shall lack nothing. He makes me lie down in green pastures.\n"
+
+
+def test_bundled_subword_model_and_its_snapshots_learn_in_order() -> None:
     from attnlab.catalog import load
     from attnlab.weights.bundled import snapshot_dirs
     from attnlab.weights.checkpoint import load_checkpoint
 
-    loaded = load("shakespeare-char")
-    assert loaded.config.family == "decoder" and loaded.config.max_len == 64 and loaded.tokenizer.vocab_size == 65
+    loaded = load("bible-bpe")
+    assert loaded.config.family == "decoder" and loaded.tokenizer.vocab_size == 2048
+    assert len(loaded.tokenizer.encode(PSALM)) < 0.35 * len(PSALM)  # subwords: far fewer tokens than characters
     snaps = snapshot_dirs()
-    assert sorted(snaps) == [0, 50, 200, 500]
-    losses = {step: _loss(load_checkpoint(path).model, loaded.tokenizer, HAMLET) for step, path in snaps.items()}
-    final = _loss(loaded.model, loaded.tokenizer, HAMLET)
-    assert abs(losses[0] - math.log(65)) < 0.3  # untrained: near uniform over 65 characters
-    assert final < losses[500] < losses[50] < losses[0]  # it learned, in order
-    assert final < 2.3
-    text = generate(loaded.model, loaded.tokenizer, "HAMLET:\n", max_new_tokens=40, seed=0)
-    assert len(text) == 40 and set(text) <= set(loaded.tokenizer.chars)
+    assert sorted(snaps)[:8] == [0, 25, 50, 100, 200, 400, 800, 1600] and max(snaps) > 1600
+    losses = {step: _loss(load_checkpoint(path).model, loaded.tokenizer, PSALM) for step, path in snaps.items()}
+    assert abs(losses[0] - math.log(2048)) < 0.3  # untrained: near uniform over 2,048 tokens
+    assert losses[max(snaps)] < losses[400] < losses[50] < losses[0]  # it learned, in order
+    assert _loss(loaded.model, loaded.tokenizer, PSALM) < 4.0
+    text = generate(loaded.model, loaded.tokenizer, "The Lord said to Moses,", max_new_tokens=20, seed=0)
+    assert len(loaded.tokenizer.encode(text)) >= 15
 
 
 def test_bundled_model_reads_a_left_padded_prompt_as_the_prompt_alone() -> None:

@@ -255,7 +255,7 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
         return await heavy(generation.generate, req)
 
     @app.get("/api/timeline", responses=errors(404, 503))
-    async def timeline_index(model: str = Query("shakespeare-char", min_length=1, max_length=s.MAX_NAME)) -> s.TimelineResponse:
+    async def timeline_index(model: str = Query("bible-bpe", min_length=1, max_length=s.MAX_NAME)) -> s.TimelineResponse:
         return await heavy(timeline.timeline, model)
 
     @app.post("/api/timeline/attention", responses=errors(404, 503))

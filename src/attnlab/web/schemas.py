@@ -280,10 +280,13 @@ class TimelineResponse(BaseModel):
     curve: list[LossPoint]
     n_layers: int
     n_heads: int
+    learning_layer: int = Field(description="layer of the head whose attention changed most from the first to the last snapshot")
+    learning_head: int = Field(description="that head (the view opens on it)")
+    learning_change: float = Field(description="its mean total-variation distance between first and last snapshot, in [0, 1]")
 
 
 class TimelineAttentionRequest(Request):
-    model: str = Field(default="shakespeare-char", min_length=1, max_length=MAX_NAME,
+    model: str = Field(default="bible-bpe", min_length=1, max_length=MAX_NAME,
                        description="a model with a timeline (GET /api/models: `timeline`); without one: 404")
     step: int = Field(ge=0, le=MAX_STEP, description="a snapshot's training step (GET /api/timeline); another: 422")
     layer: int = Layer

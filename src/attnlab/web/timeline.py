@@ -2,10 +2,14 @@
 
 ``attnlab train`` leaves, beside the final weights, snapshot checkpoints (``snapshots/step-000200/``
 holding ``model.safetensors``) and a ``metrics.jsonl`` log (one JSON object per line with a ``step``
-and ``loss`` / ``val_loss`` values); the bundled ``shakespeare-char`` model ships both. Each snapshot's
-weights are loaded into a copy of the catalogue model (``load_weights`` checks every name and shape),
-on the device the model runs on, and run through ``run_with_cache`` on a fixed sentence, so the slider
-shows what that step's weights actually compute.
+and ``loss`` / ``val_loss`` values); the bundled ``bible-bpe`` model (subword tokens) ships both. Each
+snapshot's weights are loaded into a copy of the catalogue model (``load_weights`` checks every name
+and shape), on the device the model runs on, and run through ``run_with_cache`` on a fixed sentence,
+so the slider shows what that step's weights actually compute.
+
+The view opens on the head that *learned the most*: the one whose attention on the sentence moved
+furthest from its first snapshot by the last (``learning_head``), so the first picture already shows
+noise turning into structure.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import threading
 from importlib import resources
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from attnlab import catalog as cat
@@ -29,6 +34,10 @@ from attnlab.web.models import get_model, model_input, self_attention_stack, tok
 from attnlab.weights.checkpoint import CheckpointError, load_weights
 
 SENTENCE = "ROMEO: But soft, what light through yonder window breaks?"
+SENTENCES = {  # the fixed sentence of each bundled model's timeline (a model registered later brings its own)
+    "bible-bpe": "The king said to his servants that they should bring him the bread and the wine.",
+    "shakespeare-char": SENTENCE,
+}
 
 _DIRS: dict[str, Path] = {}
 _SENTENCES: dict[str, str] = {}
@@ -94,10 +103,42 @@ def timeline(model: str) -> s.TimelineResponse:
     steps = snapshots(model)
     curve = _curve(model)
     cfg = loaded.config
+    layer, head, change = learning_head(model)
     return s.TimelineResponse(
         model=model, sentence=_sentence(loaded), snapshots=[s.Snapshot(step=k, loss=_loss_at(curve, k)) for k in steps],
         curve=curve, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
+        learning_layer=layer, learning_head=head, learning_change=change,
     )
+
+
+def _all_weights(loaded: cat.LoadedModel, step: int, path: Path) -> torch.Tensor:
+    """Every head's attention on the timeline sentence with the weights of ``step``: (layers, heads, q, k)."""
+    ids, _ = tokenize(loaded, _sentence(loaded))
+    stack = self_attention_stack(loaded)
+    names = [stack.name(layer, "attn.hook_weights") for layer in range(stack.n_layers)]
+    with _LOCK:
+        model = _snapshot_model(loaded, step, path)
+        _, cache = run_with_cache(model, model_input(model, ids), names=names, device="cpu")
+    return torch.stack([cache[name][0] for name in names]).double()
+
+
+def learning_head(model: str) -> tuple[int, int, float]:
+    """``(layer, head, change)``: the head whose attention moved most between the first and last snapshot.
+
+    ``change`` is the total-variation distance between a query's attention row at the first snapshot and
+    at the last, ``0.5 * sum_k |a_first - a_last|`` (0: unchanged, 1: moved to entirely other tokens),
+    averaged over the sentence's queries; the query at position 0 of a causal model, which can only see
+    itself, is left out. Raises ``NotFoundError`` for a model without snapshots.
+    """
+    loaded = get_model(model)
+    steps = snapshots(model)
+    first, last = min(steps), max(steps)
+    a, b = _all_weights(loaded, first, steps[first]), _all_weights(loaded, last, steps[last])
+    start = 1 if self_attention_stack(loaded).causal else 0
+    change = 0.5 * (a - b).abs().sum(-1)[..., start:].mean(-1)  # (layers, heads)
+    best = int(change.argmax())
+    layer, head = divmod(best, change.shape[1])
+    return layer, head, float(change[layer, head])
 
 
 def _loss_at(curve: list[s.LossPoint], step: int) -> float | None:
@@ -107,7 +148,7 @@ def _loss_at(curve: list[s.LossPoint], step: int) -> float | None:
 
 
 def _sentence(loaded: cat.LoadedModel) -> str:
-    return _SENTENCES.get(loaded.name, SENTENCE)[: loaded.config.max_len]
+    return _SENTENCES.get(loaded.name, SENTENCES.get(loaded.name, SENTENCE))
 
 
 def _snapshot_model(loaded: cat.LoadedModel, step: int, path: Path) -> nn.Module:

@@ -1,8 +1,11 @@
 """Models that ship inside the attnlab package (no download, no extra install).
 
-- ``shakespeare-char``: a 0.8M-parameter character-level decoder trained on Tiny Shakespeare. Its
-  directory also holds the training metrics and small bfloat16 snapshots from during training, so
-  the walkthrough can show attention heads forming.
+- ``shakespeare-char``: a 0.8M-parameter character-level decoder trained on Tiny Shakespeare, with its
+  training metrics.
+- ``bible-bpe``: a 1.1M-parameter decoder of the same shape reading subword tokens (a 2,048-token
+  byte-level BPE) trained on the World English Bible (public domain). Its directory also holds the
+  training metrics and small bfloat16 snapshots from during training (steps 0 to the last, spread
+  over the run), so the walkthrough's training timeline can show attention heads forming on words.
 - ``translator``: the 2017 encoder-decoder (``transformer-small-2017``) trained on English -> Spanish
   Bible verses (World English Bible -> Reina-Valera 1909, both public domain), stored in bfloat16;
   its cross-attention is the walkthrough's alignment view. ``bleu.json`` beside it holds its test-set
@@ -20,6 +23,7 @@ from pathlib import Path
 from attnlab.weights.checkpoint import MODEL_FILE, Checkpoint, load_checkpoint
 
 SHAKESPEARE = "shakespeare-char"
+BIBLE_BPE = "bible-bpe"
 TRANSLATOR = "translator"
 
 
@@ -28,7 +32,7 @@ def bundled_dir(name: str = SHAKESPEARE) -> Path:
     return Path(str(resources.files("attnlab") / "bundled" / name))
 
 
-def snapshot_dirs(name: str = SHAKESPEARE) -> dict[int, Path]:
+def snapshot_dirs(name: str = BIBLE_BPE) -> dict[int, Path]:
     """``{training step: checkpoint directory}`` of the snapshots shipped with a bundled model."""
     root = bundled_dir(name) / "snapshots"
     if not root.is_dir():

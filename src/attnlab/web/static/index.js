@@ -149,7 +149,7 @@ function wire() {
   $("finder-run").addEventListener("click", () => { state.focus = Number($("finder-query").value); state.key = Number($("finder-key").value); pushState(); guarded(runFinder); });
   $("present").addEventListener("click", togglePresenter);
   document.addEventListener("keydown", onKey);
-  document.querySelectorAll("button.variant").forEach((b) => b.addEventListener("click", () => { state.variant = b.dataset.variant; drawArch(); }));
+  document.querySelectorAll("button.variant").forEach((b) => b.addEventListener("click", () => { state.variant = b.dataset.variant; state.variantPicked = true; drawArch(); }));
   $("qkv-layer").addEventListener("change", () => { state.layer = Number($("qkv-layer").value); pushState(); guarded(drawQKV); });
   $("qkv-head").addEventListener("change", () => { state.head = Number($("qkv-head").value); pushState(); guarded(drawQKV); });
   $("att-layer").addEventListener("change", () => { state.layer = Number($("att-layer").value); pushState(); drawAttention(); });
@@ -182,6 +182,7 @@ function ownParams(v, params) {
     if (int(params.layer) !== null) state.tlLayer = int(params.layer);
     if (int(params.head) !== null) state.tlHead = int(params.head);
     if (int(params.step) !== null) state.tlStep = int(params.step);
+    state.tlFromUrl = int(params.layer) !== null && int(params.head) !== null;
   } else if (v === "generate") {
     if (params.text) $("gen-prompt").value = params.text;
     if (params.model && state.models.some((m) => m.name === params.model && m.available)) { state.model = params.model; $("model").value = params.model; }
@@ -290,8 +291,12 @@ async function loadWhy() {
 
 // --- architecture -----------------------------------------------------------------------------------
 
+// The diagram of the current model's family, until the reader picks another with the buttons.
+const FAMILY_VARIANT = { encoder: "encoder-only", decoder: "decoder-only", "encoder-decoder": "encoder-decoder" };
+
 async function drawArch() {
-  const variant = layout.variants.find((v) => v.id === state.variant) || layout.variants[0];
+  const wanted = state.variantPicked ? state.variant : FAMILY_VARIANT[currentModel()?.family] || state.variant;
+  const variant = layout.variants.find((v) => v.id === wanted) || layout.variants[0];
   if (state.part && !variant.boxes.some((b) => b.id === state.part)) {
     const other = layout.variants.find((v) => v.boxes.some((b) => b.id === state.part));
     if (other) return drawArchVariant(other);
@@ -585,7 +590,7 @@ function drawGenStep() {
 async function loadTimeline() {
   const m = currentModel();
   const name = m && m.timeline ? m.name : state.models.find((x) => x.timeline && x.available)?.name;
-  if (!name) { $("timeline-note").textContent = "No available model ships training snapshots (the bundled shakespeare-char model does)."; return; }
+  if (!name) { $("timeline-note").textContent = "No available model ships training snapshots (the bundled bible-bpe model does)."; return; }
   const current = ticket("timeline-index");
   await needModel(name);
   const data = await track("reading the snapshots…", api.timeline(name));
@@ -593,7 +598,13 @@ async function loadTimeline() {
   timelineData = data;
   const lastSnap = timelineData.snapshots[timelineData.snapshots.length - 1]?.step ?? 0;
   const lastCurve = Math.max(0, ...timelineData.curve.map((p) => p.step));
+  // A new model (or a head it lacks) opens on the head that learned most, unless the URL named one.
+  const fits = state.tlLayer !== null && state.tlLayer < data.n_layers && state.tlHead !== null && state.tlHead < data.n_heads;
+  if (!fits || (state.tlModel !== name && !state.tlFromUrl)) { state.tlLayer = data.learning_layer; state.tlHead = data.learning_head; }
+  state.tlModel = name; state.tlFromUrl = false;
   $("timeline-note").textContent = `${name}: the same sentence through the weights saved at each training step. “${timelineData.sentence}”` +
+    ` Layer ${data.learning_layer} head ${data.learning_head} is the head whose attention changed most over training` +
+    ` (${Math.round(100 * data.learning_change)}% of its attention moved to other tokens); the view opens on it.` +
     (lastCurve > lastSnap ? ` Weights were saved up to step ${lastSnap} only; the loss curve goes on to step ${lastCurve}.` : "");
   const slider = $("timeline-slider");
   slider.max = String(timelineData.snapshots.length - 1);

@@ -46,6 +46,7 @@ export const state = {
   model: null,
   text: DEFAULT_SENTENCE,
   variant: "encoder-decoder",
+  variantPicked: false, // the reader chose a family with the buttons (else: the current model's)
   part: null,
   layer: 0,
   head: 0, // a number, or "mean" for the average over heads
@@ -53,8 +54,10 @@ export const state = {
   key: null, // the head finder's key token (null: none chosen)
   genStep: 0,
   timelineIndex: 0,
-  tlLayer: 0,
-  tlHead: 0,
+  tlLayer: null, // null: the head that learned most (GET /api/timeline: learning_layer, learning_head)
+  tlHead: null,
+  tlModel: null, // the model tlLayer/tlHead belong to
+  tlFromUrl: false, // tlLayer/tlHead came from the URL (kept over the learning head)
   trModel: null,
   trLayer: null, // null: the last layer
   trHead: "mean",

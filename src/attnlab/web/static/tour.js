@@ -70,8 +70,8 @@ export const WIDGETS = {
     if (!m) { V.el("p", { class: "note" }, box, "No installed model ships training snapshots."); return; }
     await ctx.need(m.name);
     const tl = await ctx.track(api.timeline(m.name));
-    // The preset names a head of the bundled model; another timeline model may have fewer.
-    const layer = Math.min(pre.layer ?? tl.n_layers - 1, tl.n_layers - 1), head = Math.min(pre.head ?? 0, tl.n_heads - 1);
+    // A preset may name a head; by default the head whose attention changed most over training.
+    const layer = Math.min(pre.layer ?? tl.learning_layer, tl.n_layers - 1), head = Math.min(pre.head ?? tl.learning_head, tl.n_heads - 1);
     const ends = [tl.snapshots[0], tl.snapshots[tl.snapshots.length - 1]];
     const answers = await ctx.track(Promise.all(ends.map((s) => api.timelineAttention(m.name, s.step, layer, head))));
     V.el("p", { class: "widget-caption" }, box, `${m.name} · layer ${layer} · head ${head} · “${tl.sentence}”`);
