@@ -1,7 +1,7 @@
 """Time to quality against nanoGPT: its own ``train.py``, then attnlab until it reaches the same validation loss.
 
     nice -n 5 .venv/bin/python benchmarks/bench_vs_nanogpt.py --nanogpt DIR --data tinyshakespeare.txt \\
-        [--threads 2] [--seed 1337] [--iters 1000] [--lr 3e-3] [--min-lr 3e-4] [--warmup 50] \\
+        [--threads 2] [--seed 1337] [--iters 1000] [--batch-size 12] [--lr 3e-3] [--min-lr 3e-4] [--warmup 50] \\
         [--eval-interval 250] [--eval-iters 20] [--precision auto] [--optimizer adamw] [--compile] [--smoke]
 
 1. nanoGPT (``--nanogpt DIR``: a checkout with ``train.py``, ``model.py``, ``configurator.py``,
@@ -104,7 +104,7 @@ def attnlab_child(args: argparse.Namespace) -> None:
         raise SystemExit(f"precision {precision.name} is not available for CPU training here")
     with tempfile.TemporaryDirectory(prefix="bench-attnlab-") as out:
         result = train(TrainConfig(
-            data=str(args.data), out=out, iters=args.iters, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup,
+            data=str(args.data), out=out, iters=args.iters, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup,
             eval_interval=args.eval_interval, eval_iters=args.eval_iters, precision=precision.name,
             optimizer=args.optimizer, compile=args.compile, seed=args.seed, progress=False,
         ))
@@ -120,7 +120,7 @@ def attnlab_child(args: argparse.Namespace) -> None:
 
 def run_attnlab(args: argparse.Namespace, target: float) -> dict:
     child = [sys.executable, __file__, "--attnlab-child", "--data", str(args.data), "--threads", str(args.threads),
-             "--seed", str(args.seed), "--iters", str(args.iters), "--lr", str(args.lr), "--min-lr", str(args.min_lr),
+             "--seed", str(args.seed), "--iters", str(args.iters), "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--min-lr", str(args.min_lr),
              "--warmup", str(args.warmup), "--eval-interval", str(args.eval_interval), "--eval-iters",
              str(args.eval_iters), "--precision", args.precision, "--optimizer", args.optimizer,
              *(["--compile"] if args.compile else [])]
@@ -147,6 +147,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1337, help="attnlab's seed (nanoGPT's train.py fixes its own: 1337)")
     ap.add_argument("--nanogpt-iters", type=int, default=2000)
     ap.add_argument("--iters", type=int, default=1000, help="attnlab's steps (its cosine schedule ends here)")
+    ap.add_argument("--batch-size", type=int, default=12, help="attnlab's sequences per step (nanoGPT's: 12); the "
+                    "model shape stays nanoGPT's")
     ap.add_argument("--lr", type=float, default=3e-3, help="attnlab's peak learning rate (nanoGPT's: 1e-3)")
     ap.add_argument("--min-lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=50)
