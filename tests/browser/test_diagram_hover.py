@@ -183,3 +183,23 @@ def test_the_tours_diagram_shows_the_formula_card(make_ui) -> None:
     page.mouse.move(5, 890)
     expect(page.locator("#diagram-card")).to_be_hidden()
     assert ui.errors == []
+
+
+def test_card_and_panel_follow_the_layer_chosen_in_the_attention_view(make_ui) -> None:
+    ui = make_ui(1440, 900)
+    page = ui.page
+    ui.open("#attention")  # minilm
+    page.wait_for_selector("#att-layer option[value=\"2\"]", state="attached")
+    page.select_option("#att-layer", "2")
+    page.click('nav a[data-view="arch"]')
+    _, tokens, cache = _cache("minilm")
+    focus = tokens.index("she")
+    card = _hover(page, "enc-attn")
+    expect(card).to_contain_text("layer 2, head")
+    head = int(page.input_value("#att-head")) if page.input_value("#att-head") != "mean" else 0
+    best = cache["encoder.blocks.2.attn.hook_weights"][head, focus].topk(3)
+    _close(_numbers(card, "weight"), best.values)
+    page.click('#diagram [data-box="enc-norm1"]')
+    expect(page.locator("#part-panel > h3")).to_contain_text("layer 2")
+    expect(page.locator("#part-live .tensor").first).to_be_visible()
+    assert ui.errors == []

@@ -58,7 +58,7 @@ FORMULA = {
 
 def _box(box_id: str, part: str, x: float, y: float, changed: str | None = None) -> s.Box:
     return s.Box(id=box_id, part=part, label=_LABEL[part], x=x, y=y, w=W, h=H, kind=_KIND[part], changed=changed,
-                 formula=FORMULA[part])
+                 formula=FORMULA[part], content=CONTENT_OF_PART[part])
 
 
 def _chain(ids: list[str]) -> list[s.Arrow]:

@@ -324,6 +324,7 @@ class Box(BaseModel):
     kind: str
     changed: str | None = None
     formula: str | None = Field(default=None, description="what the part computes (shown on hover)")
+    content: str = Field(description="slug of the part's explanation page (GET /api/content/{slug})")
 
 
 class Arrow(BaseModel):

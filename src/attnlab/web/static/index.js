@@ -321,8 +321,14 @@ async function drawArchVariant(variant) {
 const hoverAnswers = new Map();
 const HOVER_KEEP = 64;
 
+// The layer chosen in the Attention view for this model (layer 0 before it has shown this model).
+function chosenLayer() {
+  const seen = state.payloads.attention;
+  return seen && seen.model === state.model && state.layer < seen.n_layers ? state.layer : 0;
+}
+
 async function liveValues(box) {
-  const model = state.model, layer = state.layer, head = state.head === "mean" ? 0 : state.head;
+  const model = state.model, layer = chosenLayer(), head = state.head === "mean" ? 0 : state.head;
   const key = JSON.stringify([model, state.text, box.part, layer, head]);
   if (!hoverAnswers.has(key)) {
     const answer = needModel(model).then(() => api.part(model, state.text, box.part, layer, { head, tensors: false }));
@@ -345,26 +351,21 @@ async function selectPart(box) {
   document.querySelector(`[data-box="${box.id}"]`)?.focus();
 }
 
-const CONTENT_OF_PART = {
-  "input-embedding": "embeddings", "output-embedding": "embeddings", "positional-encoding": "positional-encoding",
-  "self-attention": "self-attention", "masked-self-attention": "masking", "cross-attention": "cross-attention",
-  "add-norm": "add-norm", "feed-forward": "feed-forward", linear: "linear", softmax: "softmax",
-};
-
 async function showPart(box) {
   const panel = V.clear($("part-panel"));
   panel.dataset.part = box.part;
   const current = ticket("content");
-  const page = await api.content(CONTENT_OF_PART[box.part]);
+  const page = await api.content(box.content); // the box names its explanation page (diagram.CONTENT_OF_PART)
   if (!current()) return;
   const article = V.el("div", { class: "explanation", "data-slug": page.slug }, panel);
   article.innerHTML = page.html; // rendered server-side from our own Markdown, everything else escaped
   if (box.changed) V.el("p", { class: "note" }, panel, `In this family: ${box.changed}`);
-  V.el("h3", {}, panel, `Live values: ${state.model}, “${state.text}”`);
+  const layer = chosenLayer();
+  V.el("h3", {}, panel, `Live values: ${state.model}, “${state.text}”, layer ${layer}`);
   const live = V.el("div", { id: "part-live" }, panel, "computing…");
   const currentPart = ticket("part");
   await needModel(state.model);
-  const part = await track("computing…", api.part(state.model, state.text, box.part, 0));
+  const part = await track("computing…", api.part(state.model, state.text, box.part, layer));
   if (!currentPart()) return;
   V.clear(live);
   V.tensorViews(live, part);
