@@ -89,13 +89,18 @@ def test_bert_padding_matches_on_real_tokens(ids: torch.Tensor) -> None:
     assert_same_on_real_tokens(hf, load_hf_model(hf), ids, n_real=7)
 
 
+def _left_pad_row0(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row 0's first four tokens as padding: ``(attention_mask, position_ids, real)``, the positions
+    counted over real tokens as Hugging Face's generate() builds them from the mask."""
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    return mask, (mask.cumsum(-1) - 1).clamp(min=0), mask.bool()
+
+
 def test_bert_left_padding_matches_hf_given_the_same_positions(ids: torch.Tensor) -> None:
     hf = _randomize(transformers.BertModel(bert_config()))
     ours = load_hf_model(hf)
-    mask = torch.ones_like(ids)
-    mask[0, :4] = 0
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    real = mask.bool()
+    mask, position_ids, real = _left_pad_row0(ids)
     with torch.no_grad():
         ref = hf(ids, attention_mask=mask, position_ids=position_ids).last_hidden_state
         assert_close(ours(ids, mask)[real], ref[real])
@@ -144,10 +149,7 @@ def test_decoder_left_padding_matches_hf_given_the_same_positions(make, ids: tor
     them from the mask the same way); ours follow the mask by themselves, or take the same ids."""
     hf = _randomize(make())
     ours = load_hf_model(hf)
-    mask = torch.ones_like(ids)
-    mask[0, :4] = 0
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    real = mask.bool()
+    mask, position_ids, real = _left_pad_row0(ids)
     with torch.no_grad():
         ref = hf(ids, attention_mask=mask, position_ids=position_ids).logits
         assert_close(ours(ids, mask)[real], ref[real])

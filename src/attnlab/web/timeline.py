@@ -112,14 +112,15 @@ def timeline(model: str) -> s.TimelineResponse:
 
 
 def _all_weights(loaded: cat.LoadedModel, step: int, path: Path) -> torch.Tensor:
-    """Every head's attention on the timeline sentence with the weights of ``step``: (layers, heads, q, k)."""
+    """Every head's attention on the timeline sentence with the weights of ``step``: (layers, heads, q, k),
+    float32, on the CPU (one forward pass of the snapshot model, under the timeline's lock)."""
     ids, _ = tokenize(loaded, _sentence(loaded))
     stack = self_attention_stack(loaded)
     names = [stack.name(layer, "attn.hook_weights") for layer in range(stack.n_layers)]
     with _LOCK:
         model = _snapshot_model(loaded, step, path)
         _, cache = run_with_cache(model, model_input(model, ids), names=names, device="cpu")
-    return torch.stack([cache[name][0] for name in names]).double()
+    return torch.stack([cache[name][0] for name in names])
 
 
 def learning_head(model: str) -> tuple[int, int, float]:
@@ -133,7 +134,7 @@ def learning_head(model: str) -> tuple[int, int, float]:
     loaded = get_model(model)
     steps = snapshots(model)
     first, last = min(steps), max(steps)
-    a, b = _all_weights(loaded, first, steps[first]), _all_weights(loaded, last, steps[last])
+    a, b = (_all_weights(loaded, step, steps[step]).double() for step in (first, last))
     start = 1 if self_attention_stack(loaded).causal else 0
     change = 0.5 * (a - b).abs().sum(-1)[..., start:].mean(-1)  # (layers, heads)
     best = int(change.argmax())
@@ -171,15 +172,11 @@ def attention_at(req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse
     steps = snapshots(req.model)
     if req.step not in steps:
         raise PayloadError(f"no snapshot at step {req.step}; steps: {', '.join(map(str, steps))}")
-    ids, tokens = tokenize(loaded, _sentence(loaded))
+    _, tokens = tokenize(loaded, _sentence(loaded))
     stack = self_attention_stack(loaded)
     if not 0 <= req.layer < stack.n_layers:
         raise PayloadError(f"layer {req.layer} does not exist; this model has {stack.n_layers}")
-    name = stack.name(req.layer, "attn.hook_weights")
-    with _LOCK:
-        model = _snapshot_model(loaded, req.step, steps[req.step])
-        _, cache = run_with_cache(model, model_input(model, ids), names=name, device="cpu")
-    weights = cache[name][0]
+    weights = _all_weights(loaded, req.step, steps[req.step])[req.layer]
     if not 0 <= req.head < weights.shape[0]:
         raise PayloadError(f"head {req.head} does not exist; this model has {weights.shape[0]}")
     role = detect_roles(weights, causal=stack.causal)[req.head]
