@@ -124,6 +124,26 @@ def test_rotary_dot_product_depends_only_on_relative_position() -> None:
     torch.testing.assert_close(rope(x[:, :, :1], torch.tensor([0])), x[:, :, :1])
 
 
+def test_rotary_rotates_each_pair_i_and_i_plus_half_by_position_times_frequency() -> None:
+    d, theta = 8, 100.0
+    rope = RotaryEmbedding(head_dim=d, max_len=32, theta=theta)
+    x = torch.randn(3, 2, 5, d)
+    rows = torch.tensor([[0, 1, 2, 3, 4], [4, 5, 6, 7, 8], [0, 0, 1, 2, 3]])  # each row its own positions
+    expected = torch.empty_like(x)
+    for b in range(3):
+        for t in range(5):
+            for i in range(d // 2):
+                angle = rows[b, t].item() * theta ** (-2 * i / d)
+                c, s = torch.tensor(angle).cos(), torch.tensor(angle).sin()
+                a, b2 = x[b, :, t, i], x[b, :, t, i + d // 2]
+                expected[b, :, t, i], expected[b, :, t, i + d // 2] = a * c - b2 * s, b2 * c + a * s
+    torch.testing.assert_close(rope(x, rows), expected, atol=1e-5, rtol=1e-5)
+    shared = torch.arange(5)  # the same positions for every row: 1-D, or one row expanded (stride 0)
+    torch.testing.assert_close(rope(x, shared.expand(3, 5)), rope(x, shared))
+    torch.testing.assert_close(rope(x, shared.expand(3, 5)), rope(x, shared.repeat(3, 1)))
+    torch.testing.assert_close(rope(x, shared)[0], expected[0], atol=1e-5, rtol=1e-5)  # row 0's positions are 0..4
+
+
 def test_sinusoidal_table_follows_the_paper() -> None:
     d = 16
     table = sinusoidal_table(50, d)

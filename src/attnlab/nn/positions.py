@@ -68,9 +68,12 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(f"rotary embedding needs an even head_dim, got {head_dim}")
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
         angles = torch.arange(max_len, dtype=torch.float32)[:, None] * inv_freq[None, :]
-        angles = torch.cat([angles, angles], dim=-1)  # (max_len, head_dim)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.half = head_dim // 2
+        # Rotating pair (i, i + d/2) by angle a: (x_i cos a - x_{i+d/2} sin a, x_{i+d/2} cos a + x_i sin a).
+        # With the two halves swapped (a flip of a (2, d/2) view, no copy in the graph) the minus sign
+        # lives in ``sin``'s first half, so the rotation is two products and a sum.
+        self.register_buffer("cos", torch.cat([angles.cos(), angles.cos()], dim=-1), persistent=False)
+        self.register_buffer("sin", torch.cat([-angles.sin(), angles.sin()], dim=-1), persistent=False)
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
         """Rotate ``x`` ``(batch, heads, seq, head_dim)`` by the angles of ``positions``.
@@ -78,10 +81,11 @@ class RotaryEmbedding(nn.Module):
         ``positions`` is ``(seq,)`` (the same for every row) or ``(batch, seq)`` (each row its own, e.g.
         left-padded rows whose first real token is position 0). Returns ``x``'s shape and dtype.
         """
+        if positions.dim() == 2 and positions.stride(0) == 0:  # one row expanded: the same for every row
+            positions = positions[0]
         cos = self.cos[positions].to(x.dtype)  # (seq, head_dim) or (batch, seq, head_dim)
         sin = self.sin[positions].to(x.dtype)
         if positions.dim() == 2:  # one angle per row and position, shared by the heads
             cos, sin = cos[:, None], sin[:, None]
-        half = x.shape[-1] // 2
-        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return x * cos + rotated * sin
+        swapped = x.unflatten(-1, (2, self.half)).flip(-2).flatten(-2)  # (x_{d/2..d}, x_{0..d/2})
+        return x * cos + swapped * sin
