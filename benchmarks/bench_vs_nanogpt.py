@@ -2,7 +2,8 @@
 
     nice -n 5 .venv/bin/python benchmarks/bench_vs_nanogpt.py --nanogpt DIR --data tinyshakespeare.txt \\
         [--threads 2] [--seed 1337] [--iters 1000] [--batch-size 12] [--lr 3e-3] [--min-lr 3e-4] [--warmup 50] \\
-        [--eval-interval 250] [--eval-iters 20] [--precision auto] [--optimizer adamw] [--compile] [--smoke]
+        [--eval-interval 250] [--eval-iters 20] [--precision auto] [--optimizer adamw] [--compile] \\
+        [--set positions=rotary --set activation=relu] [--smoke]
 
 1. nanoGPT (``--nanogpt DIR``: a checkout with ``train.py``, ``model.py``, ``configurator.py``,
    ``config/train_shakespeare_char.py`` and ``data/shakespeare_char/prepare.py``; never part of
@@ -20,7 +21,10 @@
    blocks' matrices, AdamW for the rest, on the same ``--lr``), fewer evaluations (``--eval-interval``;
    one always runs at the end), precision (``--precision auto`` takes bf16 only where
    ``attnlab.device.choose_precision`` measures that it pays: CPUs with AVX-512 BF16 or AMX; elsewhere
-   bf16 runs slower than fp32), ``--compile``.
+   bf16 runs slower than fp32), ``--compile``, and the architecture within the same shape
+   (``--set FIELD=VALUE``, repeatable: a ``TransformerConfig`` field replaced in the preset, e.g.
+   ``positions=rotary`` or ``activation=relu``; the layers, heads, width, feed-forward width and block
+   stay nanoGPT's, and the JSON line gives both models' parameter counts).
    Its wall time runs from starting the child process to the end of the first evaluation whose
    loss is at or below nanoGPT's (the run up to that point is the same as one that stops there).
 
@@ -50,9 +54,23 @@ from pathlib import Path
 
 NANOGPT_FILES = ("train.py", "model.py", "configurator.py", "config/train_shakespeare_char.py",
                  "data/shakespeare_char/prepare.py")
+PARAMS_LINE = re.compile(r"^number of parameters: ([0-9.]+)M", re.M)  # nanoGPT's count, position embeddings excluded
 STEP_LINE = re.compile(r"^step (\d+): train loss ([0-9.]+), val loss ([0-9.]+)")
 
 
+
+
+def model_field(text: str) -> tuple[str, object]:
+    """``FIELD=VALUE`` of ``--set``: a ``TransformerConfig`` field and its value (an int where it reads as one)."""
+    from dataclasses import fields
+
+    from attnlab.models.config import TransformerConfig
+
+    name, sep, value = text.partition("=")
+    known = {f.name for f in fields(TransformerConfig)}
+    if not sep or name not in known:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(known))}")
+    return name, int(value) if value.lstrip("-").isdigit() else value
 
 
 def nanogpt_command(iters: int, eval_interval: int) -> list[str]:
@@ -88,7 +106,9 @@ def run_nanogpt(checkout: Path, data: Path, iters: int, eval_interval: int, thre
     if not evals:
         raise SystemExit(f"no 'step N: train loss .., val loss ..' lines in nanoGPT's output:\n{proc.stdout[-2000:]}")
     last = max(evals)
-    return {"wall_s": wall, "val": evals[last]["val"], "evals": evals, "command": " ".join(["python", *command])}
+    params = PARAMS_LINE.search(proc.stdout)
+    return {"wall_s": wall, "val": evals[last]["val"], "evals": evals, "command": " ".join(["python", *command]),
+            "parameters": float(params[1]) * 1e6 if params else None}
 
 
 def attnlab_child(args: argparse.Namespace) -> None:
@@ -97,6 +117,7 @@ def attnlab_child(args: argparse.Namespace) -> None:
 
     from attnlab.device import choose_precision
     from attnlab.train.loop import TrainConfig, train
+    from attnlab.weights.checkpoint import load_checkpoint
 
     torch.set_num_threads(args.threads)
     precision = choose_precision(args.precision, torch.device("cpu"))
@@ -107,12 +128,14 @@ def attnlab_child(args: argparse.Namespace) -> None:
             data=str(args.data), out=out, iters=args.iters, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup,
             eval_interval=args.eval_interval, eval_iters=args.eval_iters, precision=precision.name,
             optimizer=args.optimizer, compile=args.compile, seed=args.seed, progress=False,
+            model_overrides=dict(args.set),
         ))
         end = time.time()
         times = {int(row["step"]): float(row["time"]) for row in map(json.loads, (Path(out) / "metrics.jsonl")
                  .read_text().splitlines()) if "val_loss" in row}
+        parameters = sum(p.numel() for p in load_checkpoint(Path(out) / "last").model.parameters())
     print(json.dumps({
-        "precision": precision.name, "precision_why": precision.reason,
+        "precision": precision.name, "precision_why": precision.reason, "parameters": parameters,
         "evals": {step: {"val": val, "at_epoch_s": end - (result.seconds - times[step])}
                   for step, val in result.val_losses.items()},
     }))
@@ -123,7 +146,7 @@ def run_attnlab(args: argparse.Namespace, target: float) -> dict:
              "--seed", str(args.seed), "--iters", str(args.iters), "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--min-lr", str(args.min_lr),
              "--warmup", str(args.warmup), "--eval-interval", str(args.eval_interval), "--eval-iters",
              str(args.eval_iters), "--precision", args.precision, "--optimizer", args.optimizer,
-             *(["--compile"] if args.compile else [])]
+             *(["--compile"] if args.compile else []), *(a for k, v in args.set for a in ("--set", f"{k}={v}"))]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     started = time.time()
     proc = subprocess.run(child, env=env, capture_output=True, text=True)
@@ -136,7 +159,7 @@ def run_attnlab(args: argparse.Namespace, target: float) -> dict:
     step = hit if hit is not None else max(evals)
     return {"wall_s": evals[step]["wall_s"] if hit is not None else total, "val": evals[step]["val"],
             "step": step, "reached": hit is not None, "total_wall_s": total, "evals": evals,
-            "precision": report["precision"], "precision_why": report["precision_why"]}
+            "precision": report["precision"], "precision_why": report["precision_why"], "parameters": report["parameters"]}
 
 
 def main() -> None:
@@ -158,6 +181,8 @@ def main() -> None:
     ap.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"],
                     help="attnlab's --optimizer (muon: Muon for the blocks' matrices, AdamW for the rest)")
     ap.add_argument("--compile", action="store_true", help="torch.compile attnlab's training step")
+    ap.add_argument("--set", action="append", default=[], type=model_field, metavar="FIELD=VALUE",
+                    help="replace a field of attnlab's model config (repeatable), e.g. positions=rotary, activation=relu")
     ap.add_argument("--smoke", action="store_true", help="20 iterations each: checks the script, measures nothing")
     ap.add_argument("--attnlab-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -185,7 +210,8 @@ def main() -> None:
         "attnlab_wall_s": round(ours["wall_s"], 3), "attnlab_val": ours["val"],
         "ratio": round(ours["wall_s"] / nano["wall_s"], 4), "reached": ours["reached"], "attnlab_step": ours["step"],
         "attnlab_total_wall_s": round(ours["total_wall_s"], 2), "attnlab_precision": ours["precision"],
-        "attnlab_optimizer": args.optimizer,
+        "attnlab_optimizer": args.optimizer, "attnlab_model_overrides": dict(args.set),
+        "attnlab_parameters": ours["parameters"], "nanogpt_parameters_without_positions": nano["parameters"],
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]), "nanogpt_command": nano["command"],
         "seed": args.seed, "nanogpt_seed": 1337, "threads": args.threads, "cpu_flags": cpu_flags(),
         "load_average_start": load, "load_average_end": os.getloadavg()[0], "smoke": args.smoke,

@@ -48,7 +48,7 @@ def test_bench_vs_nanogpt_smoke(tmp_path: Path) -> None:
     corpus = tmp_path / "text.txt"
     corpus.write_text("To be, or not to be, that is the question.\n" * 400)
     result = run("bench_vs_nanogpt.py", "--nanogpt", str(checkout), "--data", str(corpus), "--smoke", "--threads", "1",
-                 "--precision", "fp32", "--optimizer", "muon")
+                 "--precision", "fp32", "--optimizer", "muon", "--set", "positions=rotary", "--set", "activation=relu")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["nanogpt_val"] == 3.85 and set(report["nanogpt_evals"]) == {"0", "10", "20"}
@@ -58,6 +58,11 @@ def test_bench_vs_nanogpt_smoke(tmp_path: Path) -> None:
     assert report["ratio"] == pytest.approx(report["attnlab_wall_s"] / report["nanogpt_wall_s"], rel=0.02)  # walls rounded to 1 ms
     assert report["seed"] == 1337 and report["threads"] == 1 and report["attnlab_precision"] == "fp32"
     assert report["attnlab_optimizer"] == "muon"  # passed through to attnlab's recipe
+    assert report["attnlab_model_overrides"] == {"positions": "rotary", "activation": "relu"}
+    # tied character embedding + 4 blocks (QKV, output, 128 -> 512 -> 128; two LayerNorms) + final LayerNorm,
+    # and no 64 x 128 position table: rotary positions have no weights
+    vocab = len(set(corpus.read_text()))
+    assert report["attnlab_parameters"] == 128 * vocab + 4 * (4 * 128 * 128 + 2 * 128 * 512 + 2 * 256) + 256
     assert not (checkout / "data/shakespeare_char/prepared").exists()  # ran in a copy
 
 
@@ -66,6 +71,13 @@ def test_bench_vs_nanogpt_refuses_a_folder_that_is_not_nanogpt(tmp_path: Path) -
     corpus.write_text("abc\n" * 100)
     result = run("bench_vs_nanogpt.py", "--nanogpt", str(tmp_path), "--data", str(corpus), "--smoke")
     assert result.returncode != 0 and "not a nanoGPT checkout (missing train.py" in result.stderr
+
+
+def test_bench_vs_nanogpt_refuses_an_unknown_model_field(tmp_path: Path) -> None:
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("abc\n" * 100)
+    result = run("bench_vs_nanogpt.py", "--nanogpt", str(tmp_path), "--data", str(corpus), "--set", "posit=rotary")
+    assert result.returncode == 2 and "'posit=rotary': expected FIELD=VALUE with FIELD one of" in result.stderr
 
 
 def test_bench_quantized_smoke() -> None:
