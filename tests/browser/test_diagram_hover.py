@@ -62,7 +62,10 @@ def test_the_card_shows_the_formula_and_the_models_numbers(make_ui) -> None:
     focus = tokens.index("she")
 
     card = _hover(page, "enc-embed")
-    expect(card).to_contain_text("x = E[token] · √d_model")
+    # MiniLM's own formula, not the 2017 paper's: its embeddings are not scaled by sqrt(d_model)
+    formula = card.locator(".formula-line")
+    expect(formula).to_have_text("x = E[token] (a learned row per token, not scaled); 30,522 rows of 384")
+    assert formula.get_attribute("data-source") == "model" and "√d_model" in formula.get_attribute("title")
     expect(card).to_contain_text(f"token {focus} “she”")
     expect(card.locator(".click-hint")).to_have_text("Click for the explanation")
     assert card.locator('.num[data-name="id"]').inner_text() == str(ids[focus])
@@ -76,7 +79,7 @@ def test_the_card_shows_the_formula_and_the_models_numbers(make_ui) -> None:
     expect(page.locator("#diagram-card")).to_be_hidden()
 
     card = _hover(page, "enc-attn")
-    expect(card).to_contain_text("softmax(Q Kᵀ / √d_k) V")
+    expect(card).to_contain_text("softmax(Q Kᵀ / √d_k) V, d_k = 32, 12 heads")
     expect(card).to_contain_text("layer 0, head 0")
     weights = cache["encoder.blocks.0.attn.hook_weights"][0, focus]  # layer 0, head 0: the page's current choice
     best = weights.topk(3)
@@ -179,6 +182,7 @@ def test_the_tours_diagram_shows_the_formula_card(make_ui) -> None:
     card = page.locator('#diagram-card[data-box="dec-cross"][data-state=formula]')  # no model in this step: the formula only
     expect(card).to_be_visible()
     expect(card).to_contain_text("Q from the decoder, K and V from the encoder")
+    assert card.locator(".formula-line").get_attribute("data-source") == "paper"
     expect(card.locator(".click-hint")).to_have_text("Click for the explanation")
     page.mouse.move(5, 890)
     expect(page.locator("#diagram-card")).to_be_hidden()

@@ -17,6 +17,7 @@ from attnlab import catalog as cat
 from attnlab.inspect import run_with_cache
 from attnlab.web.app import MAX_BODY_BYTES, create_app
 from attnlab.web.demo import register_demo_models
+from attnlab.web.diagram import model_formula
 from attnlab.web.models import MAX_CHARS
 
 LOCAL = "http://127.0.0.1"  # the default testserver host is refused (DNS-rebinding guard)
@@ -170,6 +171,22 @@ def test_parts_show_recorded_tensors_or_say_why_not(client: TestClient) -> None:
     assert len(r["top"]) == 5 and all(0 <= t["value"] <= 1 for row in r["top"] for t in row)
     r = client.post("/api/part", json={"model": "demo-seq2seq", "text": "hello", "part": "input-embedding"}).json()
     assert r["tensors"][0]["hook"] == "encoder.embed.hook_tok_embed"
+
+
+def test_parts_give_the_models_own_formula(client: TestClient) -> None:
+    """The hover card's formula is the model's (read from its config), not always the 2017 paper's."""
+    for name, embed in (("demo-seq2seq", "input-embedding"), ("demo-decoder", "output-embedding")):
+        config = cat.load(name).config
+        for part in (embed, "add-norm", "feed-forward", "positional-encoding"):
+            r = client.post("/api/part", json={"model": name, "text": "hello", "part": part, "tensors": False}).json()
+            assert r["formula"] == model_formula(part, config)
+    seq2seq, decoder = cat.load("demo-seq2seq").config, cat.load("demo-decoder").config
+    embed = {name: client.post("/api/part", json={"model": name, "text": "hello", "part": part}).json()["formula"]
+             for name, part in (("demo-seq2seq", "input-embedding"), ("demo-decoder", "output-embedding"))}
+    assert ("√d_model" in embed["demo-seq2seq"]) == seq2seq.scale_embeddings
+    assert ("√d_model" in embed["demo-decoder"]) == decoder.scale_embeddings
+    r = client.post("/api/part", json={"model": "demo-decoder", "text": "hello", "part": "cross-attention"}).json()
+    assert r["formula"] is None  # not a part of this family: nothing to show
 
 
 def test_part_token_summaries_are_the_recorded_rows(client: TestClient) -> None:

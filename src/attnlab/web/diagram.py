@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 
+from attnlab.models.config import TransformerConfig
 from attnlab.web import schemas as s
 
 WIDTH, HEIGHT = 600.0, 620.0
@@ -54,6 +55,52 @@ FORMULA = {
     "linear": "logits = h W_vocab",
     "softmax": "p_i = exp(z_i) / Σ_j exp(z_j)",
 }
+
+
+def model_formula(part: str, config: TransformerConfig) -> str:
+    """What ``part`` computes in the model of ``config``, with its sizes (the hover card's formula once
+    a model's live values are shown; ``FORMULA`` is the 2017 paper's, which the diagram's boxes show).
+
+    Read from the config, so the text differs from ``FORMULA`` where the model differs from the paper:
+    MiniLM does not scale its embeddings by sqrt(d_model), GPT-2 and Llama normalise before each
+    sublayer, Llama uses RMSNorm, SwiGLU and rotary positions. ``KeyError`` for an unknown part.
+    """
+    d, dk, h = config.d_model, config.head_dim, config.n_heads
+    norm = "LayerNorm" if config.norm == "layernorm" else "RMSNorm"
+    rope = config.positions == "rotary"
+    if part in ("input-embedding", "output-embedding"):
+        text = f"x = E[token] · √d_model (√{d}; a learned row per token)" if config.scale_embeddings else \
+            "x = E[token] (a learned row per token, not scaled)"
+        return text + (f"; {config.vocab_size:,} rows of {d}")
+    if part == "positional-encoding":
+        after = f", then {norm}" if config.embedding_norm else ""
+        segment = " + S[segment]" if config.type_vocab_size else ""
+        return {
+            "sinusoidal": f"x + PE(pos), PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(…){after}",
+            "learned": f"x + P[pos]{segment} (a learned row per position, {config.max_len} of them){after}",
+            "rotary": f"nothing added: Q and K are rotated by angle pos · θ_i inside attention (RoPE, θ = "
+                      f"{config.rope_theta:g})",
+            "none": "no positional information",
+        }[config.positions]
+    if part in ("self-attention", "masked-self-attention", "cross-attention"):
+        mask = " + M" if part == "masked-self-attention" else ""
+        qk = "rotated Q Kᵀ" if rope and part != "cross-attention" else "Q Kᵀ"
+        shared = (f", K and V shared by {h // config.n_kv_heads} heads each" if config.n_kv_heads != h else "")
+        source = ", Q from the decoder, K and V from the encoder" if part == "cross-attention" else \
+            ", Q = x W_Q, K = x W_K, V = x W_V"
+        return f"softmax({qk} / √d_k{mask}) V, d_k = {dk}, {h} heads{shared}{source}"
+    if part == "add-norm":
+        return f"{norm}(x + Sublayer(x))" if config.norm_placement == "post" else f"x + Sublayer({norm}(x))"
+    if part == "feed-forward":
+        b1, b2 = (" + b₁", " + b₂") if config.bias else ("", "")
+        inner = {
+            "relu": f"max(0, x W₁{b1}) W₂{b2}", "gelu": f"GELU(x W₁{b1}) W₂{b2}",
+            "gelu_tanh": f"GELU_tanh(x W₁{b1}) W₂{b2}", "swiglu": "(SiLU(x W_gate) ⊙ x W_up) W_down",
+        }[config.activation]
+        return f"{inner}, per token, {d} → {config.d_ff} → {d}"
+    if part == "linear":
+        return "logits = h Eᵀ (the embedding matrix, tied)" if config.tie_embeddings else "logits = h W_vocab"
+    return FORMULA[part]
 
 
 def _box(box_id: str, part: str, x: float, y: float, changed: str | None = None) -> s.Box:

@@ -21,6 +21,7 @@ from attnlab.inspect.roles import detect_roles
 from attnlab.models.variants import without_positions
 from attnlab.nn.positions import sinusoidal_table
 from attnlab.web import schemas as s
+from attnlab.web.diagram import model_formula
 from attnlab.web.errors import PayloadError
 from attnlab.web.models import forward, get_model, model_input, on_unload, self_attention_stack, tokenize
 
@@ -135,6 +136,7 @@ def part(req: s.PartRequest) -> s.PartResponse:
     reason = _family_reason(req.part, family)
     if reason:
         return s.PartResponse(part=req.part, model=loaded.name, available=False, reason=reason)
+    formula = model_formula(req.part, loaded.config)
     ids, tokens = tokenize(loaded, req.text)
     stack = _SIDE.get(req.part, "encoder") if family == "encoder-decoder" else main_stack(loaded.model)
     points = hook_points(loaded.model)
@@ -155,7 +157,7 @@ def part(req: s.PartRequest) -> s.PartResponse:
                       "its last block's vectors")
         else:
             reason = f"model {loaded.name!r} records no tensor for this part"
-        return s.PartResponse(part=req.part, model=loaded.name, available=False, reason=reason)
+        return s.PartResponse(part=req.part, model=loaded.name, available=False, reason=reason, formula=formula)
     _, cache = forward(loaded, ids, names=[name for name, _ in wanted])
     views: list[s.TensorView] = []
     for name, label in wanted if req.tensors else ():
@@ -176,7 +178,7 @@ def part(req: s.PartRequest) -> s.PartResponse:
                 for vs, ix in zip(best.values, best.indices, strict=True)
             ]
             top_label = "probabilities (softmax of the logits)" if req.part == "softmax" else "highest logits"
-    return s.PartResponse(part=req.part, model=loaded.name, available=True, tensors=views, top=top, top_label=top_label,
+    return s.PartResponse(part=req.part, model=loaded.name, available=True, formula=formula, tensors=views, top=top, top_label=top_label,
                           tokens=summary)
 
 

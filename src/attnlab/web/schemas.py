@@ -199,6 +199,7 @@ class PartResponse(BaseModel):
     model: str
     available: bool
     reason: str | None = None
+    formula: str | None = Field(default=None, description="what the part computes in this model, with its sizes")
     tensors: list[TensorView] = []
     top: list[list[TopToken]] = Field(default=[], description="per position: highest logits or probabilities")
     top_label: str | None = None

@@ -174,7 +174,10 @@ function fillCard(node, b, v) {
   clear(node);
   node.dataset.state = v ? v.state : "formula";
   el("strong", {}, node, b.label);
-  el("div", { class: "formula-line" }, node, b.formula);
+  // Once a model's values are in, its own formula (sizes, norm, activation, positions) replaces the paper's.
+  const own = v?.state === "ready" && v.part.formula;
+  const f = el("div", { class: "formula-line", "data-source": own ? "model" : "paper" }, node, own ? v.part.formula : b.formula);
+  f.title = own ? `in ${v.model}; the 2017 paper: ${b.formula}` : "the 2017 paper's formula";
   if (b.changed) el("p", { class: "changed" }, node, `In this family: ${b.changed}`);
   if (v) {
     const live = el("div", { class: "live" }, node);
