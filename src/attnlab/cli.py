@@ -27,7 +27,7 @@ from typer._click.core import ParameterSource  # typer 0.29 carries its own clic
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from attnlab.files import unwritable_reason
-from attnlab.train.config import DEVICE_HELP, SEED_MAX, Range, TrainConfig, count
+from attnlab.train.config import DEVICE_HELP, SEED_MAX, Range, TrainConfig, count, parse_model_override
 
 app = typer.Typer(
     name="attnlab",
@@ -245,6 +245,8 @@ def _train_option(f: Any) -> tuple[Any, Any]:
         return bool, typer.Option(default, flag, help=help_text, show_default=False)
     if f.name == "snapshots":
         return str, typer.Option("", flag, help=f"{help_text} Allowed: each {meta['range'].text()}.")
+    if f.name == "model_overrides":
+        return Optional[list[str]], typer.Option(None, flag, help=help_text, metavar="FIELD=VALUE")  # noqa: UP045
     annotation = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
     optional = default is None
     if optional:
@@ -286,6 +288,10 @@ def _train(ctx: typer.Context, **values: Any) -> None:
     """
     threads = values.pop("threads")
     values["snapshots"] = _snapshot_steps(values["snapshots"])
+    try:
+        values["model_overrides"] = dict(parse_model_override(t) for t in values["model_overrides"] or ())
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
     given = {k for k in values if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     if not values["out"]:
         raise _usage("Missing option '--out': the run folder")

@@ -93,6 +93,11 @@ CASES = [
     ([*T, "--beta2", "1"], 2, "'--beta2': must be a number in [0, 1)"),
     ([*T, "--optimizer", "sgd"], 2, "'--optimizer': unknown value 'sgd'; choose one of: adamw, muon"),
     ([*T, "--optimizer", "muon", "--strategy", "fsdp"], 2, "optimizer muon does not run under strategy fsdp"),
+    ([*T, "--set", "posit=rotary"], 2, "--set: unknown config key(s): 'posit' (did you mean 'positions'?)"),
+    ([*T, "--set", "rotary"], 2, "--set 'rotary': expected FIELD=VALUE, e.g. positions=rotary"),
+    ([*T, "--set", "activation=swish"], 2, "--set: activation='swish' is not one of"),
+    ([*T, "--set", "vocab_size=3"], 2, "--set vocab_size: set by the tokenizer and the task, not replaceable"),
+    ([*T, "--set", "n_heads=3"], 2, "--set: d_model (128) must be divisible by n_heads (3)"),
     (["bleu", "--data", "{p}/corpus.txt", "--limit", "-1"], 2, "'--limit': must be an integer in [0, "),
     (["train", "--out", "{p}/run"], 2, "Missing option '--data'"),
     (["train", "--data", "{p}/missing.txt", "--out", "{p}/noopt", "--resume"], 1, "no such file or folder"),
@@ -170,6 +175,20 @@ def test_optimizer_muon_from_the_command_line_trains_and_resume_keeps_it(tmp_pat
     assert main(["train", "--out", out, "--resume", "--iters", "3", "--no-progress"]) == 0, capsys.readouterr().err
     assert main(["train", "--out", out, "--resume", "--iters", "4", "--optimizer", "adamw"]) == 2
     assert "optimizer: saved 'muon', now 'adamw'" in capsys.readouterr().err
+
+
+def test_set_replaces_model_fields_and_resume_keeps_them(tmp_path, capsys) -> None:
+    (tmp_path / "corpus.txt").write_text("the cat sat on the mat. " * 300)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "corpus.txt"), "--out", str(out), "--set", "positions=rotary",
+                 "--set", "activation=relu", "--set", "d_ff=256", "--iters", "2", "--eval-interval", "2",
+                 "--eval-iters", "1", "--batch-size", "2", "--no-progress"]) == 0, capsys.readouterr().err
+    config = json.loads((out / "last" / "config.json").read_text())
+    assert (config["positions"], config["activation"], config["d_ff"]) == ("rotary", "relu", 256)
+    assert config["d_model"] == 128 and config["n_layers"] == 4  # the rest is the preset's
+    assert main(["train", "--out", str(out), "--resume", "--iters", "3", "--no-progress"]) == 0, capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--resume", "--iters", "4", "--set", "activation=gelu"]) == 2
+    assert "model_overrides: saved" in capsys.readouterr().err
 
 
 def test_train_options_are_generated_from_train_config() -> None:

@@ -81,6 +81,27 @@ def count(lo: int, hi: int) -> Range:
     return Range(lo, hi, integer=True)
 
 
+NOT_OVERRIDABLE = ("vocab_size", "family")  # set by the tokenizer and the task
+
+
+def parse_model_override(text: str) -> tuple[str, Any]:
+    """``FIELD=VALUE`` (``--set``) as ``(field, value)``: an integer, a number, true/false, or text.
+
+    Raises ``ValueError`` without the ``=`` or a name; the field itself is checked by ``TrainConfig``.
+    """
+    name, sep, raw = (part.strip() for part in text.partition("="))
+    if not sep or not name or not raw:
+        raise ValueError(f"--set {text!r}: expected FIELD=VALUE, e.g. positions=rotary")
+    if raw.lower() in ("true", "false"):
+        return name, raw.lower() == "true"
+    for kind in (int, float):
+        try:
+            return name, kind(raw)
+        except ValueError:
+            pass
+    return name, raw
+
+
 @dataclass(kw_only=True)
 class TrainConfig:
     """A training run. Defaults follow nanoGPT's Shakespeare-char CPU recipe where they overlap.
@@ -97,7 +118,10 @@ class TrainConfig:
                        choices=TASK_NAMES)
     preset: str | None = option(None, "Model preset (see `attnlab presets`); default: shakespeare-char for lm, "
                                 "bert-tiny for mlm/classification, transformer-small-2017 for translation.")
-    model_overrides: dict[str, Any] = option({}, "Config fields replaced in the preset (library only).", cli=False)  # noqa: RUF009
+    model_overrides: dict[str, Any] = option(  # noqa: RUF009
+        {}, "FIELD=VALUE: a field of the model config replaced in the preset (repeatable), e.g. --set "
+        "positions=rotary --set activation=relu (`attnlab presets` lists the fields); not vocab_size or family, "
+        "which the tokenizer and the task set.", flag="--set")
     tokenizer: str | None = option(None, "'char' or 'bpe' (byte-level BPE trained on the corpus); default: char "
                                    "for lm, bpe (with the task's special tokens) otherwise.", choices=("char", "bpe"))
     bpe_vocab_size: int = option(1024, "Vocabulary size for --tokenizer bpe.", range=count(256, 262_144))
@@ -188,5 +212,24 @@ class TrainConfig:
             from attnlab.train.tasks import DEFAULT_PRESET
 
             self.preset = DEFAULT_PRESET[self.task]
+        if self.model_overrides:
+            self._check_model_overrides()
         if self.target_data is not None and self.task != "translation":
             raise ValueError("target_data (a second, aligned file) is for the translation task")
+
+    def _check_model_overrides(self) -> None:
+        """``model_overrides`` must make a valid model of ``preset`` (torch is imported only here)."""
+        from attnlab.models.config import ConfigError
+        from attnlab.models.presets import preset
+
+        fixed = sorted(set(self.model_overrides) & set(NOT_OVERRIDABLE))
+        if fixed:
+            raise ValueError(f"--set {', '.join(fixed)}: set by the tokenizer and the task, not replaceable")
+        try:
+            preset(self.preset).replace(**self.model_overrides)
+        except KeyError:
+            return  # an unknown preset is reported where the model is built, with the list of presets
+        except ConfigError as exc:
+            raise ValueError(f"--set: {exc}") from None
+
+
