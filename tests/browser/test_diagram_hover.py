@@ -87,6 +87,8 @@ def test_the_card_shows_the_formula_and_the_models_numbers(make_ui) -> None:
     expect(card.locator("ol.top li").first).to_contain_text(f"“{tokens[int(best.indices[0])]}”")
     _close(_numbers(card, "weight"), best.values)
     _beside(page, card, "enc-attn", (1440, 900))
+    c, label = card.bounding_box(), page.locator("#diagram text", has_text="Encoder block").bounding_box()
+    assert c["x"] >= label["x"] + label["width"] or c["y"] >= label["y"] + label["height"], (c, label)  # label readable
     ui.screenshot("diagram-hover-1440x900")
     page.keyboard.press("Escape")  # the pointer is still on the box
     expect(page.locator("#diagram-card")).to_be_hidden()

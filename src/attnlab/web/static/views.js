@@ -53,10 +53,12 @@ export function drawDiagram(svg, layout, variant, selected, onSelect, live = nul
   const defs = el("svg:defs", {}, svg);
   const marker = el("svg:marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" }, defs);
   el("svg:path", { d: "M0,0 L10,5 L0,10 z", fill: "#5b6475" }, marker);
-  for (const f of variant.frames) {
+  const frameLabels = variant.frames.map((f) => {
     el("svg:rect", { x: f.x, y: f.y, width: f.w, height: f.h, rx: 10, fill: "none", stroke: "#9aa1ad", "stroke-dasharray": "5 4" }, svg);
-    el("svg:text", { x: f.x + f.w + 4, y: f.y + 14, "font-size": 11, fill: "#5b6475", "writing-mode": "tb" }, svg, f.label);
-  }
+    return { f, node: el("svg:text", { x: f.x + f.w + 4, y: f.y + 14, "font-size": 11, fill: "#5b6475", "writing-mode": "tb" }, svg, f.label) };
+  });
+  // The label of the frame a box sits in: the hover card goes beside it too, never over it.
+  const labelOf = (b) => frameLabels.find(({ f }) => b.x >= f.x && b.x + b.w <= f.x + f.w && b.y >= f.y && b.y + b.h <= f.y + f.h)?.node;
   const byId = Object.fromEntries(variant.boxes.map((b) => [b.id, b]));
   for (const a of variant.arrows) {
     const s = byId[a.from], t = byId[a.to];
@@ -79,10 +81,11 @@ export function drawDiagram(svg, layout, variant, selected, onSelect, live = nul
     if (b.changed) el("svg:circle", { cx: b.x + b.w - 6, cy: b.y + 6, r: 4, fill: "#d0641c" }, g);
     g.addEventListener("click", () => onSelect(b));
     g.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); onSelect(b); } });
-    g.addEventListener("mouseenter", () => openCard(g, b, live));
+    const label = labelOf(b);
+    g.addEventListener("mouseenter", () => openCard(g, b, live, label));
     g.addEventListener("mouseleave", hideCard);
     // Keyboard focus only: the focus a click leaves behind (or a script gives) does not reopen the card.
-    g.addEventListener("focus", () => { if (g.matches(":focus-visible")) openCard(g, b, live); });
+    g.addEventListener("focus", () => { if (g.matches(":focus-visible")) openCard(g, b, live, label); });
     g.addEventListener("blur", hideCard);
   }
 }
@@ -95,13 +98,21 @@ export function drawDiagram(svg, layout, variant, selected, onSelect, live = nul
 // /api/part answer (summary only) and the focus token's row of it. Closed by mouseleave, blur and Escape;
 // placed beside the box, never over it, and inside the window (again after a scroll or resize).
 const CARD_DELAY_MS = 120;
-const card = { node: null, box: null, timer: null, ticket: 0 };
+const card = { node: null, box: null, label: null, timer: null, ticket: 0 };
+
+// The box's rectangle, widened to the right over its frame's label (if any), for placing the card.
+function anchorRect() {
+  const r = card.box.getBoundingClientRect();
+  const l = card.label?.getBoundingClientRect();
+  if (!l || l.left < r.right - 1) return r;
+  return { left: r.left, top: r.top, bottom: r.bottom, right: Math.max(r.right, l.right) };
+}
 
 function cardNode() {
   if (card.node) return card.node;
   card.node = el("div", { id: "diagram-card", class: "hover-card", role: "tooltip", hidden: "" }, document.body);
   document.addEventListener("keydown", (e) => { if (e.key === "Escape") hideCard(); });
-  const follow = () => { if (card.box && !card.node.hidden) placeCard(card.node, card.box.getBoundingClientRect()); };
+  const follow = () => { if (card.box && !card.node.hidden) placeCard(card.node, anchorRect()); };
   window.addEventListener("scroll", follow, { passive: true });
   window.addEventListener("resize", follow);
   return card.node;
@@ -112,26 +123,28 @@ export function hideCard() {
   card.ticket += 1; // an answer still on its way is dropped
   card.box?.removeAttribute("aria-describedby");
   card.box = null;
+  card.label = null;
   if (card.node) card.node.hidden = true;
 }
 
-function openCard(g, b, live) {
+function openCard(g, b, live, label = null) {
   hideCard();
   const mine = card.ticket;
   card.timer = setTimeout(async () => {
     const node = cardNode();
     card.box = g;
+    card.label = label;
     g.setAttribute("aria-describedby", node.id);
     node.dataset.box = b.id;
     fillCard(node, b, live ? { state: "loading" } : null);
     node.hidden = false;
-    placeCard(node, g.getBoundingClientRect());
+    placeCard(node, anchorRect());
     if (!live) return;
     let values;
     try { values = { state: "ready", ...(await live(b)) }; } catch (e) { values = { state: "error", message: e.message || String(e) }; }
     if (mine !== card.ticket) return;
     fillCard(node, b, values);
-    placeCard(node, g.getBoundingClientRect());
+    placeCard(node, anchorRect());
   }, CARD_DELAY_MS);
 }
 
