@@ -167,8 +167,10 @@ def web_app(tolerance: float = 1e-4) -> dict[str, Any]:
     try:
         register_demo_models(Path(tempfile.mkdtemp(prefix="gpu-check-demo-")))
         answers: dict[str, list[Any]] = {}
+        reported: dict[str, str] = {}  # what /api/models says the app runs on
         for device in ("cpu", DEVICE):
             client = TestClient(create_app(device=device), base_url=LOCAL)
+            reported[device] = client.get("/api/models").json()["device"]
             answers[device] = []
             for path, body in WEB_REQUESTS:
                 r = client.post(path, json=body)
@@ -188,8 +190,9 @@ def web_app(tolerance: float = 1e-4) -> dict[str, Any]:
         gap, other = json_gap(there, cpu)
         routes[key] = {"ok": gap <= tolerance and not other, "max_gap": gap, **({"differs": other[:5]} if other else {})}
     on_device = all(where.split(":")[0] == DEVICE for where in placed.values())
-    return {"ok": on_device and all(r["ok"] for r in routes.values()), "tolerance": tolerance,
-            "models_on": placed, "routes": routes}
+    says = reported["cpu"] == "cpu" and reported[DEVICE].split(":")[0] == DEVICE
+    return {"ok": on_device and says and all(r["ok"] for r in routes.values()), "tolerance": tolerance,
+            "models_on": placed, "api_models_device": reported, "routes": routes}
 
 
 def matmul_peak(n: int = 8192, repeats: int = 20) -> float:

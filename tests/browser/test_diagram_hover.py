@@ -60,6 +60,7 @@ def test_the_card_shows_the_formula_and_the_models_numbers(make_ui) -> None:
     ui.open("#arch")  # the default model (minilm), the default sentence, focus on "she"
     ids, tokens, cache = _cache("minilm")
     focus = tokens.index("she")
+    expect(page.locator("#serve-device")).to_have_text("the server's cpu")  # where the numbers are computed
 
     card = _hover(page, "enc-embed")
     # MiniLM's own formula, not the 2017 paper's: its embeddings are not scaled by sqrt(d_model)

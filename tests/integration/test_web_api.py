@@ -360,6 +360,7 @@ def test_an_app_built_for_the_cpu_runs_every_model_route_there(client: TestClien
 
     on_cpu = TestClient(create_app(device="cpu"), base_url=LOCAL)
     assert web_models.device() == torch.device("cpu")
+    assert on_cpu.get("/api/models").json()["device"] == "cpu"  # the page can say where its numbers come from
     answers = {}
     for path, body in MODEL_ROUTES:
         r = on_cpu.post(path, json=body)

@@ -55,6 +55,7 @@ from attnlab.web import why as why_
 from attnlab.web.errors import NotFoundError, PayloadError
 from attnlab.web.guard import Guard, require_json
 from attnlab.web.models import default_model, load_model, view_defaults
+from attnlab.web.models import device as serve_device
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 16 * 1024
@@ -188,7 +189,7 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
                                source=i.source, licence=i.licence, available=i.available, install_hint=i.install_hint,
                                timeline=timeline.has_timeline(i.name), loaded=cat.is_loaded(i.name))
                 for i in cat.catalog()]
-        return s.ModelsResponse(models=rows, default=default, note=note, views=view_defaults())
+        return s.ModelsResponse(models=rows, default=default, note=note, views=view_defaults(), device=str(serve_device()))
 
     @app.post("/api/models/{name}/load", responses=errors(404, 503))
     async def load(name: str, _body: s.EmptyRequest) -> s.ModelLoadResponse:

@@ -89,6 +89,7 @@ class ModelsResponse(BaseModel):
     default: str | None
     note: str | None = None
     views: dict[str, str | None] = Field(default={}, description="the model each kind of view starts with: encoder, generate, translate")
+    device: str = Field(default="cpu", description="where the models run (attnlab serve --device): cpu, cuda:0, mps")
 
 
 class TextRequest(Request):

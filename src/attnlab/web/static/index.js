@@ -129,6 +129,7 @@ async function start() {
   state.models = models.models;
   state.model = models.default;
   viewDefaults = models.views || {};
+  $("serve-device").textContent = `the server's ${models.device}`; // attnlab serve --device
   for (const m of models.models) {
     const opt = V.el("option", { value: m.name, disabled: m.available ? null : "" }, $("model"), modelLabel(m));
     opt.title = m.available ? m.description : `Install: ${m.install_hint}`;
