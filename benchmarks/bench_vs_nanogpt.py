@@ -61,18 +61,14 @@ STEP_LINE = re.compile(r"^step (\d+): train loss ([0-9.]+), val loss ([0-9.]+)")
 
 
 def model_field(text: str) -> tuple[str, object]:
-    """``FIELD=VALUE`` of ``--set`` (``attnlab train --set``'s parser), checked against the shakespeare-char
-    preset before nanoGPT's two minutes run."""
-    from attnlab.models.config import ConfigError
-    from attnlab.models.presets import preset
-    from attnlab.train.config import NOT_OVERRIDABLE, parse_model_override
+    """``FIELD=VALUE`` of ``--set``, read and checked as ``attnlab train --set`` does, against the
+    shakespeare-char preset, before nanoGPT's two minutes run."""
+    from attnlab.train.config import check_model_overrides, parse_model_override
 
     try:
         name, value = parse_model_override(text)
-        if name in NOT_OVERRIDABLE:
-            raise ValueError(f"--set {name}: set by the tokenizer and the task, not replaceable")
-        preset("shakespeare-char").replace(**{name: value})
-    except (ValueError, ConfigError) as exc:
+        check_model_overrides("shakespeare-char", {name: value})
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return name, value
 

@@ -102,6 +102,22 @@ def parse_model_override(text: str) -> tuple[str, Any]:
     return name, raw
 
 
+def check_model_overrides(preset_name: str, overrides: dict[str, Any]) -> None:
+    """Refuse ``overrides`` that do not make a valid model of preset ``preset_name``: ``ValueError`` naming
+    the field (``vocab_size`` and ``family`` are never replaceable); ``KeyError`` for an unknown preset.
+    Imports torch (the model code), so it runs only when a run changes its model."""
+    from attnlab.models.config import ConfigError
+    from attnlab.models.presets import preset
+
+    fixed = sorted(set(overrides) & set(NOT_OVERRIDABLE))
+    if fixed:
+        raise ValueError(f"--set {', '.join(fixed)}: set by the tokenizer and the task, not replaceable")
+    try:
+        preset(preset_name).replace(**overrides)
+    except ConfigError as exc:
+        raise ValueError(f"--set: {exc}") from None
+
+
 @dataclass(kw_only=True)
 class TrainConfig:
     """A training run. Defaults follow nanoGPT's Shakespeare-char CPU recipe where they overlap.
@@ -218,18 +234,9 @@ class TrainConfig:
             raise ValueError("target_data (a second, aligned file) is for the translation task")
 
     def _check_model_overrides(self) -> None:
-        """``model_overrides`` must make a valid model of ``preset`` (torch is imported only here)."""
-        from attnlab.models.config import ConfigError
-        from attnlab.models.presets import preset
-
-        fixed = sorted(set(self.model_overrides) & set(NOT_OVERRIDABLE))
-        if fixed:
-            raise ValueError(f"--set {', '.join(fixed)}: set by the tokenizer and the task, not replaceable")
         try:
-            preset(self.preset).replace(**self.model_overrides)
+            check_model_overrides(self.preset, self.model_overrides)
         except KeyError:
             return  # an unknown preset is reported where the model is built, with the list of presets
-        except ConfigError as exc:
-            raise ValueError(f"--set: {exc}") from None
 
 

@@ -71,7 +71,7 @@ def model_formula(part: str, config: TransformerConfig) -> str:
     if part in ("input-embedding", "output-embedding"):
         text = f"x = E[token] · √d_model (√{d}; a learned row per token)" if config.scale_embeddings else \
             "x = E[token] (a learned row per token, not scaled)"
-        return text + (f"; {config.vocab_size:,} rows of {d}")
+        return f"{text}; {config.vocab_size:,} rows of {d}"
     if part == "positional-encoding":
         after = f", then {norm}" if config.embedding_norm else ""
         segment = " + S[segment]" if config.type_vocab_size else ""
