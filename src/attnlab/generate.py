@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from attnlab.models.mode import eval_mode
 from attnlab.models.stack import attention_backend, check_token_ids, positions_for, set_attention_backend
 from attnlab.nn import padding_mask
 from attnlab.tokenizers import Tokenizer
@@ -289,9 +290,7 @@ def stream_ids(
     # The compiled step gets one spare slot: its cache is then never full, and the compiled graph
     # never meets "the keys are the whole buffer", a case it would compile a second graph for.
     cache_len = max_len + 1 if compile else max_len
-    was_training = model.training
     backend = attention_backend(model)
-    model.eval()
 
     def read_window() -> tuple[Any, Tensor, Callable[..., Tensor]]:
         """The whole window at once (the prompt, or what is kept after a slide) into a fresh cache:
@@ -306,23 +305,23 @@ def stream_ids(
             step = compiled_step(model, one, pos, cache)
         return cache, logits, step
 
-    try:
-        cache, logits, step = read_window()
-        for _ in range(max_new_tokens):
-            token = sample_next(logits, sampling, generator)
-            yield token, (_top(logits, top_probs, sampling, tokenizer) if top_probs else None)
-            ids.append(token)
-            new_start = _window_start(len(ids), start, max_len)
-            if cache is None or new_start != start:  # no cache, or the window slid: rebuild from the kept tokens
-                start = new_start
-                cache, logits, step = read_window()
-            else:
-                one.fill_(token)
-                pos.fill_(len(ids) - start - 1)
-                logits = step(model, one, pos, cache=cache, last_only=True)[0, -1].cpu()
-    finally:
-        set_attention_backend(model, backend)
-        model.train(was_training)
+    with eval_mode(model):
+        try:
+            cache, logits, step = read_window()
+            for _ in range(max_new_tokens):
+                token = sample_next(logits, sampling, generator)
+                yield token, (_top(logits, top_probs, sampling, tokenizer) if top_probs else None)
+                ids.append(token)
+                new_start = _window_start(len(ids), start, max_len)
+                if cache is None or new_start != start:  # no cache, or the window slid: rebuild from the kept tokens
+                    start = new_start
+                    cache, logits, step = read_window()
+                else:
+                    one.fill_(token)
+                    pos.fill_(len(ids) - start - 1)
+                    logits = step(model, one, pos, cache=cache, last_only=True)[0, -1].cpu()
+        finally:
+            set_attention_backend(model, backend)
 
 
 def _held_back(text: str, stops: Sequence[str]) -> int:
@@ -447,9 +446,7 @@ def generate_batch_ids(
         generator = torch.Generator()
         generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
         generators.append(generator)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         cache = model.new_cache(width + max_new_tokens)
         positions = positions_for(ids, model.config, attention_mask=mask[:, :width])  # (batch, width)
         logits = model.logits_at(ids, positions, mask=padding_mask(mask[:, :width]), cache=cache, last_only=True).cpu()
@@ -465,8 +462,6 @@ def generate_batch_ids(
             logits = model.logits_at(torch.tensor(tokens, device=device)[:, None], positions,
                                      mask=padding_mask(mask[:, :seen]), cache=cache, last_only=True).cpu()
         return out
-    finally:
-        model.train(was_training)
 
 
 def generate_batch(
@@ -527,9 +522,7 @@ def translate_ids(
     bos_id, eos_id = check_int("bos_id", bos_id, 0, vocab - 1), check_int("eos_id", eos_id, 0, vocab - 1)
     if not src_ids:
         raise GenerationError("the source is empty")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         max_steps = min(max_new_tokens, model.config.max_len)  # each step writes one token (or ends)
         device = model_device(model)
         memory = model.encode(torch.tensor([list(src_ids)], device=device))
@@ -569,5 +562,3 @@ def translate_ids(
             return beams[b, 1:].tolist(), float(scores[b])
         _, out, logprob = max(finished, key=lambda f: f[0])
         return out, logprob
-    finally:
-        model.train(was_training)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from attnlab.models.mode import eval_mode
 from attnlab.tokenizers import CharTokenizer
 from attnlab.train.data import BlockSampler
 
@@ -250,12 +251,10 @@ def load_corpus(data: str | Path | None, n_synthetic: int, seed: int = 0) -> Cha
 def eval_lm_loss(model: nn.Module, corpus: CharCorpus, block: int, batches: int, batch: int, seed: int) -> float:
     """Mean next-character cross-entropy on fixed validation windows (same windows every call)."""
     val = corpus.sampler("val", batch, block, seed + 20_000)
-    was_training = model.training
-    model.eval()
     losses = []
-    for _ in range(batches):
-        x, y = val.next()
-        logits = model(x)
-        losses.append(float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))))
-    model.train(was_training)
+    with eval_mode(model):
+        for _ in range(batches):
+            x, y = val.next()
+            logits = model(x)
+            losses.append(float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))))
     return sum(losses) / len(losses)

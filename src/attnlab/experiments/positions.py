@@ -37,6 +37,7 @@ from attnlab.experiments.common import (
     seed_everything,
 )
 from attnlab.models import EncoderForClassification, EncoderModel, TransformerConfig
+from attnlab.models.mode import eval_mode
 from attnlab.train.step import train_step
 
 NAME = "positions"
@@ -78,10 +79,8 @@ def permutation_error(positions: str, seq_len: int, seed: int) -> float:
 
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, ids: Tensor, labels: Tensor) -> float:
-    model.eval()
-    correct = float((model(ids).argmax(-1) == labels).float().mean())
-    model.train()
-    return correct
+    with eval_mode(model):
+        return float((model(ids).argmax(-1) == labels).float().mean())
 
 
 def train_which_first(positions: str, seq_len: int, steps: int, batch: int, eval_every: int,

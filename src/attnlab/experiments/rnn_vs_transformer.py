@@ -51,6 +51,7 @@ from attnlab.experiments.common import (
 )
 from attnlab.models import DecoderLM, TransformerConfig
 from attnlab.models.init import init_weights
+from attnlab.models.mode import eval_mode
 from attnlab.train.step import train_step
 
 NAME = "rnn-vs-transformer"
@@ -151,9 +152,8 @@ def delayed_copy_batch(batch: int, delay: int, extra: int, generator: torch.Gene
 @torch.no_grad()
 def copy_accuracy(model: nn.Module, delay: int, extra: int, seed: int, n: int = 256) -> float:
     ids, targets = delayed_copy_batch(n, delay, extra, torch.Generator().manual_seed(seed + 10_000))
-    model.eval()
-    pred = model(ids).argmax(-1)
-    model.train()
+    with eval_mode(model):
+        pred = model(ids).argmax(-1)
     scored = targets != -100
     return float((pred[scored] == targets[scored]).float().mean())
 

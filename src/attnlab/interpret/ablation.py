@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from attnlab.inspect import hooks_attached
 from attnlab.interpret import _names
 from attnlab.interpret._model import Inputs, Metric, ModelView, StackView
+from attnlab.models.mode import evaluates
 
 Method = Literal["zero", "mean"]
 #: Copies of the input run per forward pass is bounded so that one pass holds about this many tokens.
@@ -69,6 +70,7 @@ def _ablation_hook(mask: Tensor, means: Tensor | None) -> Callable[[nn.Module, o
     return hook
 
 
+@evaluates
 def ablate(
     model: nn.Module,
     inputs: Inputs,
@@ -103,6 +105,7 @@ def ablate(
         return view.run(inputs)
 
 
+@evaluates
 def head_effects(
     model: nn.Module,
     inputs: Inputs,

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.interpret._model import Inputs, ModelView, component_names, frozen_norm, residual_components
+from attnlab.models.mode import evaluates
 
 
 def _single(view: ModelView, inputs: Inputs) -> Inputs:
@@ -46,6 +47,7 @@ class DirectLogitAttribution:
                 "bias_term": self.bias_term, "token": self.token, "position": self.position}
 
 
+@evaluates
 def direct_logit_attribution(model: nn.Module, inputs: Inputs, token: int, *, position: int = -1) -> DirectLogitAttribution:
     """Split the logit of ``token`` at ``position`` into the direct contributions of the embeddings,
     every head and every feed-forward block (Elhage et al. 2021; the final norm's scale frozen at its
@@ -140,6 +142,7 @@ def _head_projection(attn: nn.Module, which: str, head: int) -> tuple[Tensor, Te
     return w[rows].detach(), (b[rows].detach() if b is not None else None)
 
 
+@evaluates
 def score_decomposition(
     model: nn.Module, inputs: Inputs, layer: int, head: int, query: int, key: int, *, stack: str | None = None,
 ) -> ScoreDecomposition:

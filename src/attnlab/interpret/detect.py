@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.interpret._model import ModelView
+from attnlab.models.mode import evaluates
 
 PATTERNS = ("induction", "duplicate-token", "previous-token")
 #: A head is reported for a pattern when at least this share of its attention follows it
@@ -60,6 +61,7 @@ def pattern_scores(weights: Tensor, seq_len: int) -> dict[str, Tensor]:
     }
 
 
+@evaluates
 def detect_heads(
     model: nn.Module,
     *,

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.interpret._model import Inputs, ModelView
+from attnlab.models.mode import evaluates
 
 
 @dataclass
@@ -49,6 +50,7 @@ class LogitLens:
         return out
 
 
+@evaluates
 def accumulated_residual(model: nn.Module, inputs: Inputs) -> tuple[list[str], Tensor]:
     """The output stack's residual stream at the input of every block and after the last one.
 
@@ -66,6 +68,7 @@ def accumulated_residual(model: nn.Module, inputs: Inputs) -> tuple[list[str], T
     return labels, torch.stack([cache[name] for name in names])
 
 
+@evaluates
 def logit_lens(model: nn.Module, inputs: Inputs, *, target: int | None = None, k: int = 5) -> LogitLens:
     """Read the output stack's residual stream after every layer through the model's own read-out.
 

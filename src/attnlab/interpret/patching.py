@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from attnlab.inspect import hooks_attached
 from attnlab.interpret import _names
 from attnlab.interpret._model import Inputs, Metric, ModelView
+from attnlab.models.mode import evaluates
 
 Where = Literal["resid", "attn", "mlp", "head"]
 _POINT = {"resid": "hook_resid_pre", "attn": "attn.hook_out", "mlp": "ff.hook_out", "head": "attn.hook_z"}
@@ -61,6 +62,7 @@ def _patch_hook(source: Tensor, copies: int) -> Callable[[nn.Module, object, Ten
     return hook
 
 
+@evaluates
 def patch(
     model: nn.Module,
     clean: Inputs,

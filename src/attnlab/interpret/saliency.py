@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from attnlab.inspect import hooks_attached
 from attnlab.interpret import _names
 from attnlab.interpret._model import Inputs, Metric, ModelView
+from attnlab.models.mode import evaluates
 
 Method = Literal["input_x_gradient", "integrated_gradients"]
 #: Interpolation steps run per backward pass.
@@ -71,6 +72,7 @@ def _f_on_embeddings(view: ModelView, inputs: Inputs, stack: str, metric: Metric
         return metric(view.run(view.repeat(inputs, n)))
 
 
+@evaluates
 def saliency(
     model: nn.Module,
     inputs: Inputs,

@@ -7,6 +7,7 @@ from torch import nn
 from attnlab.models.config import ConfigError, TransformerConfig
 from attnlab.models.decoder import DecoderLM
 from attnlab.models.encoder import EncoderForClassification, EncoderForMaskedLM, EncoderModel, mean_pool
+from attnlab.models.mode import eval_mode
 from attnlab.models.presets import PRESETS, preset
 from attnlab.models.seq2seq import EncoderDecoder
 from attnlab.models.stack import (
@@ -41,6 +42,7 @@ __all__ = [
     "TransformerConfig",
     "attention_backend",
     "build_model",
+    "eval_mode",
     "mean_pool",
     "preset",
     "set_attention_backend",

@@ -6,6 +6,9 @@ Each function takes ``model`` as a catalogue name (``"shakespeare-char"``, ``"mi
 ``text``). Decoders and encoders are supported; for an encoder-decoder use ``attnlab.interpret``
 directly. Errors: ``KeyError`` for an unknown catalogue name, ``ValueError`` for empty text, an
 encoder-decoder, or a view that needs a vocabulary head on a model without one.
+
+State: every view runs the model in eval mode and gives it back in the modes it found it in
+(``attnlab.models.mode.eval_mode``): no dropout in a number drawn, and a model in training stays in training.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from attnlab.inspect import run_with_cache
 from attnlab.inspect.roles import detect_roles
 from attnlab.interpret import _names
 from attnlab.interpret._model import Metric, ModelView
+from attnlab.models.mode import eval_mode
 from attnlab.show._html import View
 from attnlab.tokenizers.base import Tokenizer
 
@@ -36,7 +40,6 @@ def _resolve(model: ModelLike, text: TextLike, tokenizer: Tokenizer | None) -> t
     if isinstance(model, LoadedModel):
         tokenizer = tokenizer or model.tokenizer
         model = model.model
-    model.eval()
     if getattr(model.config, "family", None) == "encoder-decoder":
         raise ValueError("attnlab.show draws decoders and encoders; use attnlab.interpret on an encoder-decoder")
     if isinstance(text, str):
@@ -71,24 +74,26 @@ def attention(model: ModelLike, text: TextLike, *, layer: int = 0, head: int = 0
     """Where every head looks: the focus token's attention as lines, the head's full map as a heatmap,
     with layer and head pickers. Data: ``weights`` ``[layer][head][query][key]`` from ``run_with_cache``."""
     model, ids, tokens, _ = _resolve(model, text, tokenizer)
-    layers, causal = _attention_weights(model, ids)
-    ModelView(model).check_head(ModelView(model).stack(None), layer, head)
-    data = {"tokens": tokens, "weights": [w.tolist() for w in layers], "layer": layer, "head": head,
-            "focus": len(tokens) - 1 if focus is None else focus, "causal": causal}
-    return View("attention", "Attention", data, "Click a token to make it the query; pick a layer and head.")
+    with eval_mode(model):
+        layers, causal = _attention_weights(model, ids)
+        ModelView(model).check_head(ModelView(model).stack(None), layer, head)
+        data = {"tokens": tokens, "weights": [w.tolist() for w in layers], "layer": layer, "head": head,
+                "focus": len(tokens) - 1 if focus is None else focus, "causal": causal}
+        return View("attention", "Attention", data, "Click a token to make it the query; pick a layer and head.")
 
 
 def head_finder(model: ModelLike, text: TextLike, *, tokenizer: Tokenizer | None = None, seed: int = 0) -> View:
     """Every head at a glance (its map on ``text`` and its role, as in the walkthrough) and its
     induction / duplicate-token / previous-token scores on repeated random tokens (``detect_heads``)."""
     model, ids, tokens, _ = _resolve(model, text, tokenizer)
-    layers, causal = _attention_weights(model, ids)
-    roles = [[{"role": r.role, "scores": r.scores} for r in detect_roles(w, causal=causal)] for w in layers]
-    detection = interpret.detect_heads(model, seed=seed, low=min(4, model.config.vocab_size - 1))
-    data = {"tokens": tokens, "weights": [w.tolist() for w in layers], "roles": roles,
-            "detection": detection.to_dict()}
-    return View("head_finder", "Head finder", data,
-                f"Roles from the attention on this text; scores from {detection.seq_len} random tokens repeated twice.")
+    with eval_mode(model):
+        layers, causal = _attention_weights(model, ids)
+        roles = [[{"role": r.role, "scores": r.scores} for r in detect_roles(w, causal=causal)] for w in layers]
+        detection = interpret.detect_heads(model, seed=seed, low=min(4, model.config.vocab_size - 1))
+        data = {"tokens": tokens, "weights": [w.tolist() for w in layers], "roles": roles,
+                "detection": detection.to_dict()}
+        return View("head_finder", "Head finder", data,
+                    f"Roles from the attention on this text; scores from {detection.seq_len} random tokens repeated twice.")
 
 
 def logit_lens(model: ModelLike, text: TextLike, *, target: int | str | None = None, k: int = 5,
@@ -96,18 +101,19 @@ def logit_lens(model: ModelLike, text: TextLike, *, target: int | str | None = N
     """The prediction after every layer: per read-out and position, the top token and its probability
     (``interpret.logit_lens``); with ``target`` (an id, or text of one token), its rank per layer."""
     model, ids, tokens, tok = _resolve(model, text, tokenizer)
-    if isinstance(target, str):
-        if tok is None or len(tok.encode(target)) != 1:
-            raise ValueError(f"target {target!r} must be one token of the model's tokenizer")
-        target = tok.encode(target)[0]
-    lens = interpret.logit_lens(model, ids, target=target, k=k)
-    data = lens.to_dict()
-    seen = {int(i) for i in lens.top_ids.flatten().tolist()} | ({target} if target is not None else set())
-    labels = _vocab_labels(tok, seen)
-    data.update(tokens=tokens, vocab={str(i): s for i, s in labels.items()},
-                target_token=labels.get(target) if target is not None else None)
-    return View("logit_lens", "Logit lens", data,
-                "Each row reads the residual stream after one layer through the final norm and the output layer.")
+    with eval_mode(model):
+        if isinstance(target, str):
+            if tok is None or len(tok.encode(target)) != 1:
+                raise ValueError(f"target {target!r} must be one token of the model's tokenizer")
+            target = tok.encode(target)[0]
+        lens = interpret.logit_lens(model, ids, target=target, k=k)
+        data = lens.to_dict()
+        seen = {int(i) for i in lens.top_ids.flatten().tolist()} | ({target} if target is not None else set())
+        labels = _vocab_labels(tok, seen)
+        data.update(tokens=tokens, vocab={str(i): s for i, s in labels.items()},
+                    target_token=labels.get(target) if target is not None else None)
+        return View("logit_lens", "Logit lens", data,
+                    "Each row reads the residual stream after one layer through the final norm and the output layer.")
 
 
 def _default_metric(model: nn.Module, ids: Tensor) -> tuple[Metric, str]:
@@ -125,12 +131,13 @@ def head_effects(model: ModelLike, text: TextLike, *, metric: Metric | None = No
     (``interpret.head_effects``), as a layers x heads map. Default metric: the log-probability of the
     model's own top next-token prediction at the last position."""
     model, ids, _, _ = _resolve(model, text, tokenizer)
-    what = "the metric"
-    if metric is None:
-        metric, what = _default_metric(model, ids)
-    effects = interpret.head_effects(model, ids, metric, method=method)  # type: ignore[arg-type]
-    return View("head_effects", "Head effects", effects.to_dict(),
-                f"Change of {what} when each head is removed ({method} ablation); blue: the head helped.")
+    with eval_mode(model):
+        what = "the metric"
+        if metric is None:
+            metric, what = _default_metric(model, ids)
+        effects = interpret.head_effects(model, ids, metric, method=method)  # type: ignore[arg-type]
+        return View("head_effects", "Head effects", effects.to_dict(),
+                    f"Change of {what} when each head is removed ({method} ablation); blue: the head helped.")
 
 
 def saliency(model: ModelLike, text: TextLike, *, target: int | Metric | None = None,
@@ -139,12 +146,13 @@ def saliency(model: ModelLike, text: TextLike, *, target: int | Metric | None = 
     """Which input tokens the prediction rests on (``interpret.saliency``), as shaded tokens. Default
     target: the logit of the model's top next-token prediction at the last position."""
     model, ids, tokens, _ = _resolve(model, text, tokenizer)
-    if target is None:
-        view = ModelView(model)
-        if not view.has_vocab_head:
-            raise ValueError(f"{type(model).__name__} has no vocabulary head; pass target= (a metric)")
-        with torch.no_grad():
-            target = int(view.run(ids)[0, -1].argmax())
-    sal = interpret.saliency(model, ids, target, method=method, baseline=baseline)  # type: ignore[arg-type]
-    data: dict[str, Any] = {**sal.to_dict(), "tokens": tokens}
-    return View("saliency", "Saliency", data, f"{method.replace('_', ' ')}: red raises the target, blue lowers it.")
+    with eval_mode(model):
+        if target is None:
+            view = ModelView(model)
+            if not view.has_vocab_head:
+                raise ValueError(f"{type(model).__name__} has no vocabulary head; pass target= (a metric)")
+            with torch.no_grad():
+                target = int(view.run(ids)[0, -1].argmax())
+        sal = interpret.saliency(model, ids, target, method=method, baseline=baseline)  # type: ignore[arg-type]
+        data: dict[str, Any] = {**sal.to_dict(), "tokens": tokens}
+        return View("saliency", "Saliency", data, f"{method.replace('_', ' ')}: red raises the target, blue lowers it.")
