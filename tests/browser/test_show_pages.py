@@ -77,3 +77,16 @@ def test_numbers_printed_are_the_data(views, page, tmp_path: Path) -> None:
     cells = [float(td.get_attribute("data-value")) for td in page.locator("table.numbers td").all()]
     assert cells == [v for row in view.data["effects"] for v in row]
     assert page.errors == []
+
+
+def test_a_view_shown_twice_draws_both_outputs(views, page, tmp_path: Path) -> None:
+    """A notebook that displays one view twice holds two outputs in one document: each draws its own."""
+    view = views["attention"]
+    path = tmp_path / "twice.html"
+    path.write_text(f"<!doctype html><html><body>{view._repr_html_()}{view._repr_html_()}</body></html>")
+    page.goto(path.as_uri())
+    roots = page.locator(".view-root")
+    assert roots.count() == 2
+    counts = [roots.nth(i).locator("svg, table, span").count() for i in range(2)]
+    assert counts[0] > 0 and counts[0] == counts[1]
+    assert page.errors == []

@@ -50,10 +50,27 @@ def test_attention_view_draws_the_recorded_weights(loaded, tmp_path: Path) -> No
     torch.testing.assert_close(torch.tensor(view.data["weights"]), torch.stack(recorded), atol=0, rtol=0)
     assert view.data["tokens"] == loaded.tokenizer.tokens(loaded.tokenizer.encode(TEXT))
     page = view.save(tmp_path / "view.html").read_text()
-    assert page.startswith("<!doctype html>") and view.uid in page
+    assert page.startswith("<!doctype html>") and 'class="attnlab-show"' in page
     assert "function tokenLines(" in page and "renderView(" in page
     assert external_urls(page) == []
-    assert view._repr_html_() == view.html
+    assert _without_ids(view._repr_html_()) == _without_ids(view.html)
+
+
+def _without_ids(fragment: str) -> str:
+    return re.sub(r"attnlab-[0-9a-f]{32}", "ID", fragment)
+
+
+def test_a_view_shown_twice_draws_into_each_output(loaded) -> None:
+    """Issue 22 item 8: every rendering has its own element id, and its script finds that element."""
+    view = show.attention(loaded, TEXT)
+    outputs = [view._repr_html_(), view._repr_html_(), view.html]
+    ids = []
+    for fragment in outputs:
+        (element,) = re.findall(r'<div class="attnlab-show" id="([^"]+)"', fragment)
+        (target,) = re.findall(r'document\.getElementById\("([^"]+)"\)', fragment)
+        assert target == element  # the script draws into its own output
+        ids.append(element)
+    assert len(set(ids)) == len(ids)
 
 
 def test_logit_lens_view(loaded) -> None:

@@ -13,7 +13,7 @@ import html
 import json
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -65,26 +65,28 @@ def _json_for_script(data: Any) -> str:
 
 @dataclass
 class View:
-    """One rendered view: ``data`` is what it draws (plain JSON values, the tools' own numbers)."""
+    """One view: ``data`` is what it draws (plain JSON values, the tools' own numbers)."""
 
     kind: str
     title: str
     data: dict[str, Any]
     note: str = ""
-    uid: str = field(default_factory=lambda: "attnlab-" + uuid.uuid4().hex[:12])
 
     @property
     def html(self) -> str:
-        """A self-contained HTML fragment (style, markup, data and code)."""
+        """A self-contained HTML fragment (style, markup, data and code), rendered anew on every access
+        with a fresh element id: a view shown twice in a notebook draws into each of its outputs, since
+        each output's script finds its own element."""
+        uid = "attnlab-" + uuid.uuid4().hex
         wiring = _static("attnlab.show", "show.js")
         note = f'<p class="note">{html.escape(self.note)}</p>' if self.note else ""
         return (
-            f'<div class="attnlab-show" id="{self.uid}" data-kind="{self.kind}">'
+            f'<div class="attnlab-show" id="{uid}" data-kind="{self.kind}">'
             f"<style>{_CSS}</style><h4>{html.escape(self.title)}</h4>{note}"
             f'<div class="view-root"></div>'
             f'<script type="application/json" class="view-data">{_json_for_script(self.data)}</script>'
             f"<script>(function () {{\nconst V = ({views_module()})();\n{wiring}\n"
-            f'const root = document.getElementById("{self.uid}");\n'
+            f'const root = document.getElementById("{uid}");\n'
             f'renderView("{self.kind}", root.querySelector(".view-root"), '
             f'JSON.parse(root.querySelector(".view-data").textContent), V);\n}})();</script></div>'
         )
