@@ -244,6 +244,31 @@ def _check_sampling(sampling: object) -> Sampling:
     return sampling
 
 
+def check_decoding(
+    *, sampling: object, max_new_tokens: object, seed: object, top_probs: object = 0,
+) -> tuple[Sampling, int, int | None, int]:
+    """The settings of every decoder-only loop (``stream``, ``stream_ids``, ``generate_batch_ids``),
+    checked in this one place: ``sampling`` None or a ``Sampling``, ``max_new_tokens`` an integer >= 0,
+    ``seed`` None or an integer in [0, 2**64), ``top_probs`` an integer >= 0. Returns them as
+    ``(sampling, max_new_tokens, seed, top_probs)`` (None sampling: the default ``Sampling()``);
+    anything else raises ``GenerationError`` naming the setting."""
+    return (_check_sampling(sampling), check_int("max_new_tokens", max_new_tokens, 0), check_seed(seed),
+            check_int("top_probs", top_probs, 0))
+
+
+def check_prompt_ids(prompt_ids: object, what: str = "the prompt") -> list[int]:
+    """``prompt_ids`` as a list of ints if it is a non-empty sequence of integers (numpy integers
+    too, not bools or floats); else ``GenerationError``. The vocabulary range is the model's check."""
+    if not isinstance(prompt_ids, Sequence) or isinstance(prompt_ids, str):
+        raise GenerationError(f"{what} must be a list of token ids, got {type(prompt_ids).__name__}")
+    if len(prompt_ids) == 0:
+        raise GenerationError(f"{what} is empty: give at least one token to continue from")
+    bad = [i for i in prompt_ids if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+    if bad:
+        raise GenerationError(f"{what} must hold integer token ids, got {bad[0]!r}")
+    return [int(i) for i in prompt_ids]
+
+
 @torch.inference_mode()
 def stream_ids(
     model: nn.Module,
@@ -269,16 +294,12 @@ def stream_ids(
     ``top_probs`` an integer >= 0, ``sampling`` a ``Sampling``; anything else (and an empty or
     out-of-vocabulary prompt) raises ``GenerationError`` before any work.
     """
-    sampling = _check_sampling(sampling)
-    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 0)
-    seed = check_seed(seed)
-    top_probs = check_int("top_probs", top_probs, 0)
-    if len(prompt_ids) == 0:
-        raise GenerationError("the prompt is empty: give at least one token to continue from")
+    sampling, max_new_tokens, seed, top_probs = check_decoding(
+        sampling=sampling, max_new_tokens=max_new_tokens, seed=seed, top_probs=top_probs)
+    ids = check_prompt_ids(prompt_ids)
     if compile and not use_cache:
         raise GenerationError("compile=True compiles the cached one-token step: it needs use_cache=True")
     max_len = model.config.max_len
-    ids = list(prompt_ids)
     start = max(0, len(ids) - max_len)
     check_token_ids(torch.tensor([ids[start:]]), model.config, "prompt_ids")
     generator = torch.Generator()
@@ -358,10 +379,8 @@ def stream(
     ``max_new_tokens`` or at the first stop string (which is not included). ``use_cache`` and
     ``compile`` are ``stream_ids``'s.
     """
-    _check_sampling(sampling)  # every setting before the prompt is encoded (stream_ids checks again)
-    check_int("max_new_tokens", max_new_tokens, 0)
-    check_int("top_probs", top_probs, 0)
-    check_seed(seed)
+    # every setting before the prompt is encoded (stream_ids checks again)
+    check_decoding(sampling=sampling, max_new_tokens=max_new_tokens, seed=seed, top_probs=top_probs)
     if isinstance(prompt, str):
         prompt_ids = tokenizer.encode(prompt)
     elif isinstance(prompt, Sequence) and all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in prompt):
@@ -418,13 +437,14 @@ def generate_batch_ids(
     seeded with ``seed``, so row ``i`` is what ``stream_ids(model, prompts[i], seed=seed)`` gives
     alone (for greedy decoding too; up to ties within float rounding). The context does not slide:
     the longest prompt plus ``max_new_tokens`` must fit in ``max_len``, else ``GenerationError``;
-    ids outside the vocabulary are an ``InputError``.
+    ids outside the vocabulary are an ``InputError``. Settings and prompts are checked as
+    ``stream_ids`` checks them (``check_decoding``, ``check_prompt_ids``): what one refuses, so does the
+    other, with a ``GenerationError`` naming the setting, before any work.
     """
-    sampling = sampling or Sampling()
-    if len(prompts) == 0 or any(len(p) == 0 for p in prompts):
-        raise GenerationError("give at least one prompt, each of at least one token")
-    if max_new_tokens < 0:
-        raise GenerationError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    sampling, max_new_tokens, seed, _ = check_decoding(sampling=sampling, max_new_tokens=max_new_tokens, seed=seed)
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence) or len(prompts) == 0:
+        raise GenerationError("give at least one prompt, each a list of at least one token id")
+    prompts = [check_prompt_ids(p, f"prompt {i}") for i, p in enumerate(prompts)]
     width = max(len(p) for p in prompts)
     max_len = model.config.max_len
     if width + max_new_tokens > max_len:

@@ -13,6 +13,8 @@ from attnlab.generate import (
     GREEDY_BELOW,
     GenerationError,
     Sampling,
+    generate_batch,
+    generate_batch_ids,
     sample_next,
     sampling_distribution,
     stream,
@@ -146,6 +148,22 @@ def test_decoder_settings_are_checked_where_they_enter(name, bad) -> None:
             next(stream_ids(model, [1, 2], **{name: value}))
         with pytest.raises(GenerationError, match=name):
             next(stream(model, CHARS, "ab", **{name: value}))
+        if name != "top_probs":  # the batch loop reports no candidates; every other setting is the same
+            with pytest.raises(GenerationError, match=name):  # issue 22 item 9: it accepted some of these
+                generate_batch_ids(model, [[1, 2]], **{name: value})
+            with pytest.raises(GenerationError, match=name):
+                generate_batch(model, CHARS, ["ab"], **{name: value})
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, 2], [1.7], [True, 2], [np.float32(1)], "ab", None, 3])
+def test_a_prompt_that_is_not_token_ids_is_refused_by_both_decoder_loops(bad) -> None:
+    model = lm()
+    with pytest.raises(GenerationError, match="prompt"):
+        next(stream_ids(model, bad))
+    with pytest.raises(GenerationError, match="prompt"):
+        generate_batch_ids(model, [[3], bad])
+    assert generate_batch_ids(model, [[np.int64(3), 4]], max_new_tokens=2, seed=1) == [
+        [t for t, _ in stream_ids(model, [3, 4], max_new_tokens=2, seed=1)]]
     for seed in (0, 2**64 - 1, np.int64(5)):  # the whole range torch accepts
         assert len(list(stream_ids(model, [1, 2], max_new_tokens=2, seed=seed))) == 2
 
