@@ -3,7 +3,7 @@
 A ``ModelView`` names the model's block stacks (``encoder`` / ``decoder``), runs it on the tools'
 ``inputs``, repeats inputs for batched interventions and reads a residual stream out through the
 model's own final norm and output head. Only modules of the model are called: no model math is
-copied here except the few lines of BERT's MLM head, which the model class keeps inline.
+copied here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.generate import model_device
@@ -143,14 +142,7 @@ class ModelView:
         sv = self.stack(None)
         x = sv.stack.final_norm(resid) if sv.stack.final_norm is not None else resid
         m = self.model
-        if isinstance(m, EncoderForMaskedLM):  # the lines of EncoderForMaskedLM.forward, on any residual
-            h = m.transform(x)
-            if m.config.activation == "relu":
-                h = F.relu(h)
-            else:
-                h = F.gelu(h, approximate="tanh" if m.config.activation == "gelu_tanh" else "none")
-            x = m.transform_norm(h)
-        return m.lm_head(x)
+        return m.head(x) if isinstance(m, EncoderForMaskedLM) else m.lm_head(x)
 
 
 def frozen_norm(norm: nn.Module | None, x: Tensor) -> tuple[Callable[[Tensor], Tensor], Tensor]:

@@ -29,6 +29,10 @@ class ConfigError(ValueError):
     """A configuration that cannot describe a working model; the message names the field."""
 
 
+def _default_norm_bias(bias: bool, norm: str) -> bool:
+    return bias and norm == "layernorm"
+
+
 @dataclass(kw_only=True)
 class TransformerConfig:
     """Shape and flavour of a Transformer. The three families differ only in ``family``.
@@ -36,6 +40,13 @@ class TransformerConfig:
     ``n_layers`` is the encoder depth for ``encoder``/``encoder-decoder`` and the decoder depth for
     ``decoder``; ``n_decoder_layers`` (default: ``n_layers``) is the decoder depth of an
     encoder-decoder.
+
+    ``bias``: biases in the attention projections and the feed-forward layers (the heads' own layers,
+    BERT's MLM head, pooler and classifier, keep theirs). ``norm_bias``: a bias in every LayerNorm;
+    ``None`` (the default) resolves to ``bias`` for ``norm="layernorm"`` and to ``False`` for
+    ``"rmsnorm"``, which has no bias (``norm_bias=True`` with it is a ``ConfigError``). Checkpoints
+    written before ``norm_bias`` existed had LayerNorm biases whatever ``bias`` said; their
+    ``config.json`` is read that way (``attnlab.weights.checkpoint.load_config``).
     """
 
     family: Family
@@ -57,6 +68,7 @@ class TransformerConfig:
     embedding_norm: bool = False
     activation: Literal["relu", "gelu", "gelu_tanh", "swiglu"] = "gelu"
     bias: bool = True
+    norm_bias: bool | None = None
     fused_qkv: bool = False
     dropout: float = 0.0
     attn_dropout: float = 0.0
@@ -107,6 +119,13 @@ class TransformerConfig:
             raise ConfigError(f"sinusoidal positions need an even d_model, got {self.d_model}")
         if self.final_norm is None:
             self.final_norm = self.norm_placement == "pre"
+        if not isinstance(self.bias, bool) or not isinstance(self.norm_bias, bool | None):
+            raise ConfigError(f"bias and norm_bias must be true or false, got bias={self.bias!r}, "
+                              f"norm_bias={self.norm_bias!r}")
+        if self.norm_bias is None:
+            self.norm_bias = _default_norm_bias(self.bias, self.norm)
+        elif self.norm_bias and self.norm == "rmsnorm":
+            raise ConfigError("norm_bias=True but norm='rmsnorm': an RMSNorm has no bias (use norm='layernorm')")
         for key in ("dropout", "attn_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"{key} must be in [0, 1), got {getattr(self, key)}")
@@ -148,4 +167,7 @@ class TransformerConfig:
             data["head_dim"] = None
         if "n_heads" in changes and "n_kv_heads" not in changes and self.n_kv_heads == self.n_heads:
             data["n_kv_heads"] = None
+        if (("bias" in changes or "norm" in changes) and "norm_bias" not in changes
+                and self.norm_bias == _default_norm_bias(self.bias, self.norm)):
+            data["norm_bias"] = None  # it followed bias and norm: it follows them again
         return TransformerConfig.from_dict(data)

@@ -19,7 +19,7 @@ from attnlab.models.stack import (
     positions_for,
     set_attention_backend,
 )
-from attnlab.nn import HookPoint, make_norm, name_hook_points, padding_mask
+from attnlab.nn import PLAIN_ACTIVATIONS, HookPoint, activate, make_norm, name_hook_points, padding_mask
 
 
 class EncoderModel(nn.Module):
@@ -79,14 +79,25 @@ def mean_pool(hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
 
 
 class EncoderForMaskedLM(nn.Module):
-    """Encoder + BERT's MLM head (dense, activation, norm, then the tied vocabulary projection)."""
+    """Encoder + BERT's MLM head (dense, activation, norm, then the tied vocabulary projection).
+
+    The head's activation is the model's (``config.activation``, through ``attnlab.nn.activate``, the
+    feed-forward layer's own function), as in BERT. ``swiglu`` has no one-tensor form (it gates one
+    projection with another), so an MLM head on a SwiGLU encoder is refused with a ``ConfigError``
+    rather than given some other activation; ``EncoderModel`` and the classifier take any activation.
+    """
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
+        if config.activation not in PLAIN_ACTIVATIONS:
+            raise ConfigError(
+                f"the MLM head applies the model's activation to one dense layer, and activation="
+                f"{config.activation!r} is gated (two projections); use one of {PLAIN_ACTIVATIONS} for an MLM encoder"
+            )
         self.config = config
         self.encoder = EncoderModel(config, pooler=False)
         self.transform = nn.Linear(config.d_model, config.d_model)
-        self.transform_norm = make_norm(config.norm, config.d_model, config.norm_eps)
+        self.transform_norm = make_norm(config.norm, config.d_model, config.norm_eps, config.norm_bias)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size)
         if config.tie_embeddings:
             self.lm_head.weight = self.encoder.embed.token.weight
@@ -107,13 +118,13 @@ class EncoderForMaskedLM(nn.Module):
         ``hook_logits``.
         """
         hidden = self.encoder(input_ids, attention_mask, token_type_ids, position_ids=position_ids)
-        h = self.transform(hidden)
-        if self.config.activation == "relu":  # BERT's head uses the model's hidden activation
-            h = nn.functional.relu(h)
-        else:
-            h = nn.functional.gelu(h, approximate="tanh" if self.config.activation == "gelu_tanh" else "none")
-        h = self.transform_norm(h)
-        return self.hook_logits(self.lm_head(h))  # (batch, seq, vocab)
+        return self.hook_logits(self.head(hidden))  # (batch, seq, vocab)
+
+    def head(self, hidden: Tensor) -> Tensor:
+        """The MLM head alone: hidden states ``(..., d_model)`` -> vocabulary logits ``(..., vocab)``
+        (dense, the model's activation, norm, vocabulary projection); the logit lens reads any
+        residual stream through it."""
+        return self.lm_head(self.transform_norm(activate(self.transform(hidden), self.config.activation)))
 
 
 class EncoderForClassification(nn.Module):

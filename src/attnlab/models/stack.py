@@ -83,7 +83,7 @@ class Embeddings(nn.Module):
         elif config.positions == "learned":
             self.positions = LearnedPositions(config.max_len, config.d_model)
         self.token_type = nn.Embedding(config.type_vocab_size, config.d_model) if config.type_vocab_size else None
-        self.norm = make_norm(config.norm, config.d_model, config.norm_eps) if config.embedding_norm else None
+        self.norm = make_norm(config.norm, config.d_model, config.norm_eps, config.norm_bias) if config.embedding_norm else None
         self.dropout = nn.Dropout(config.dropout)
         self.hook_tok_embed = HookPoint()
         if self.positions is not None:
@@ -152,12 +152,13 @@ class Stack(nn.Module):
                 config.d_model, config.n_heads, config.d_ff,
                 n_kv_heads=config.n_kv_heads, head_dim=config.head_dim, cross_attend=cross_attend,
                 norm=config.norm, norm_eps=config.norm_eps, norm_placement=config.norm_placement,
-                activation=config.activation, bias=config.bias, fused_qkv=config.fused_qkv,
+                activation=config.activation, bias=config.bias, norm_bias=config.norm_bias, fused_qkv=config.fused_qkv,
                 dropout=config.dropout, attn_dropout=config.attn_dropout, rotary=rotary,
             )
             for _ in range(n_layers)
         )
-        self.final_norm = make_norm(config.norm, config.d_model, config.norm_eps) if config.final_norm else None
+        self.final_norm = (make_norm(config.norm, config.d_model, config.norm_eps, config.norm_bias)
+                           if config.final_norm else None)
         self.hook_resid_final = HookPoint()
         name_hook_points(self, _check_stack(stack))
 

@@ -12,11 +12,12 @@ from attnlab.nn.attention import (
     padding_mask,
 )
 from attnlab.nn.hooks import HookPoint, name_hook_points
-from attnlab.nn.layers import Block, FeedForward, LayerCache, RMSNorm, make_norm
+from attnlab.nn.layers import PLAIN_ACTIVATIONS, Block, FeedForward, LayerCache, RMSNorm, activate, make_norm
 from attnlab.nn.positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions, sinusoidal_table
 
 __all__ = [
     "BACKENDS",
+    "PLAIN_ACTIVATIONS",
     "AttentionBackendError",
     "Block",
     "FeedForward",
@@ -29,6 +30,7 @@ __all__ = [
     "RotaryEmbedding",
     "SinusoidalPositions",
     "StaticKV",
+    "activate",
     "attention",
     "causal_mask",
     "combine_masks",

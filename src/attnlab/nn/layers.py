@@ -37,10 +37,32 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
-def make_norm(kind: NormKind, dim: int, eps: float, bias: bool = True) -> nn.Module:
+#: The activations that are a function of one tensor (``swiglu`` gates one projection with another).
+PLAIN_ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
+
+
+def activate(x: Tensor, activation: Activation) -> Tensor:
+    """The non-linearity of the feed-forward layer and of BERT's MLM head, on one tensor of any shape
+    (x's dtype): ``relu``, ``gelu`` (exact, with erf) or ``gelu_tanh`` (GPT-2's tanh approximation).
+
+    ``swiglu`` is not a function of one tensor (``silu(x W_gate) * x W_up`` needs two projections):
+    ``ValueError``, as for an unknown name.
+    """
+    if activation == "relu":
+        return F.relu(x)
+    if activation in ("gelu", "gelu_tanh"):
+        return F.gelu(x, approximate="tanh" if activation == "gelu_tanh" else "none")
+    raise ValueError(f"activation {activation!r} is not a function of one tensor; choose one of {PLAIN_ACTIVATIONS}")
+
+
+def make_norm(kind: NormKind, dim: int, eps: float, bias: bool | None = None) -> nn.Module:
+    """A LayerNorm (with a bias unless ``bias=False``) or an RMSNorm (which has none: ``bias=True``
+    is a ``ValueError``, never silently dropped) over the last ``dim`` features."""
     if kind == "layernorm":
-        return nn.LayerNorm(dim, eps=eps, bias=bias)
+        return nn.LayerNorm(dim, eps=eps, bias=bias is not False)
     if kind == "rmsnorm":
+        if bias:
+            raise ValueError("an RMSNorm has no bias: norm_bias=True needs norm='layernorm'")
         return RMSNorm(dim, eps=eps)
     raise ValueError(f"unknown norm {kind!r}; choose 'layernorm' or 'rmsnorm'")
 
@@ -66,12 +88,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(batch, seq, d_model)`` -> ``(batch, seq, d_model)``, x's dtype, each position alone."""
-        if self.gate is not None:
-            h = F.silu(self.gate(x)) * self.up(x)
-        elif self.activation == "relu":
-            h = F.relu(self.up(x))
-        else:
-            h = F.gelu(self.up(x), approximate="tanh" if self.activation == "gelu_tanh" else "none")
+        h = F.silu(self.gate(x)) * self.up(x) if self.gate is not None else activate(self.up(x), self.activation)
         h = self.hook_hidden(h)  # (batch, seq, d_ff)
         if self.training:  # dropout is the identity in eval mode; skipping the call is exact
             h = self.dropout(h)
@@ -112,6 +129,7 @@ class Block(nn.Module):
         norm_placement: NormPlacement = "pre",
         activation: Activation = "gelu",
         bias: bool = True,
+        norm_bias: bool | None = None,
         fused_qkv: bool = False,
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
@@ -126,7 +144,7 @@ class Block(nn.Module):
             d_model, n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim, bias=bias,
             fused_qkv=fused_qkv, dropout=attn_dropout, rotary=rotary,
         )
-        self.attn_norm = make_norm(norm, d_model, norm_eps)
+        self.attn_norm = make_norm(norm, d_model, norm_eps, norm_bias)
         self.cross_attn: MultiHeadAttention | None = None
         self.cross_norm: nn.Module | None = None
         if cross_attend:
@@ -134,10 +152,10 @@ class Block(nn.Module):
                 d_model, n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim, bias=bias,
                 cross=True, dropout=attn_dropout,
             )
-            self.cross_norm = make_norm(norm, d_model, norm_eps)
+            self.cross_norm = make_norm(norm, d_model, norm_eps, norm_bias)
         self.hook_resid_mid = HookPoint()
         self.ff = FeedForward(d_model, d_ff, activation=activation, bias=bias)
-        self.ff_norm = make_norm(norm, d_model, norm_eps)
+        self.ff_norm = make_norm(norm, d_model, norm_eps, norm_bias)
         self.dropout = nn.Dropout(dropout)
         self.hook_resid_post = HookPoint()
 

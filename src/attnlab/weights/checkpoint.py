@@ -407,8 +407,16 @@ def check_shapes(config: TransformerConfig, weights: Path) -> None:
 
 
 def load_config(directory: str | Path) -> TransformerConfig:
+    """The checkpoint's ``TransformerConfig``; ``CheckpointError`` naming ``config.json`` if it is not one.
+
+    A ``config.json`` without ``norm_bias`` was written before the field existed, when every LayerNorm
+    had a bias whatever ``bias`` said: it is read with ``norm_bias`` true (for a LayerNorm model), the
+    model its weights belong to.
+    """
     path = resolve_checkpoint(directory) / CONFIG_FILE
     data = _read_json(path)
+    if isinstance(data, dict) and "norm_bias" not in data:
+        data["norm_bias"] = data.get("norm", "layernorm") == "layernorm"
     try:
         return TransformerConfig.from_dict(data)
     except ConfigError as exc:

@@ -40,9 +40,9 @@ _IGNORE = {
 # What each checkpoint's architecture fixes; a config that differs would load but compute another model.
 _ARCHITECTURE: dict[str, dict[str, Any]] = {
     "bert": dict(family="encoder", positions="learned", norm="layernorm", norm_placement="post",
-                 embedding_norm=True, final_norm=False, scale_embeddings=False),
+                 embedding_norm=True, final_norm=False, scale_embeddings=False, norm_bias=True),
     "gpt2": dict(family="decoder", positions="learned", norm="layernorm", norm_placement="pre",
-                 embedding_norm=False, final_norm=True, scale_embeddings=False, bias=True),
+                 embedding_norm=False, final_norm=True, scale_embeddings=False, bias=True, norm_bias=True),
     "llama": dict(family="decoder", positions="rotary", norm="rmsnorm", norm_placement="pre",
                   embedding_norm=False, final_norm=True, scale_embeddings=False, activation="swiglu"),
 }
@@ -79,14 +79,14 @@ def _bert_rules(config: TransformerConfig, mlm: bool, pooler: bool) -> list[Rule
     rules = [
         rule(f"{o}embed.token.weight", f"{p}embeddings.word_embeddings.weight"),
         rule(f"{o}embed.positions.embedding.weight", f"{p}embeddings.position_embeddings.weight"),
-        *_linear(f"{o}embed.norm", f"{p}embeddings.LayerNorm", True),
+        *_linear(f"{o}embed.norm", f"{p}embeddings.LayerNorm", config.norm_bias),
         *_qkv(config, f"{block}.attn", tuple(f"{layer}.attention.self.{n}" for n in ("query", "key", "value")),
               config.bias),
         *_linear(f"{block}.attn.out_proj", f"{layer}.attention.output.dense", config.bias),
-        *_linear(f"{block}.attn_norm", f"{layer}.attention.output.LayerNorm", True),
+        *_linear(f"{block}.attn_norm", f"{layer}.attention.output.LayerNorm", config.norm_bias),
         *_linear(f"{block}.ff.up", f"{layer}.intermediate.dense", config.bias),
         *_linear(f"{block}.ff.down", f"{layer}.output.dense", config.bias),
-        *_linear(f"{block}.ff_norm", f"{layer}.output.LayerNorm", True),
+        *_linear(f"{block}.ff_norm", f"{layer}.output.LayerNorm", config.norm_bias),
     ]
     if config.type_vocab_size:
         rules.append(rule(f"{o}embed.token_type.weight", f"{p}embeddings.token_type_embeddings.weight"))
@@ -95,7 +95,7 @@ def _bert_rules(config: TransformerConfig, mlm: bool, pooler: bool) -> list[Rule
     if mlm:
         rules += [
             *_linear("transform", "cls.predictions.transform.dense", True),
-            *_linear("transform_norm", "cls.predictions.transform.LayerNorm", True),
+            *_linear("transform_norm", "cls.predictions.transform.LayerNorm", config.norm_bias),
             rule("lm_head.bias", "cls.predictions.bias"),
         ]
         if not config.tie_embeddings:
@@ -117,13 +117,13 @@ def _gpt2_rules(config: TransformerConfig) -> list[Rule]:
     rules = [
         rule("embed.token.weight", "transformer.wte.weight"),
         rule("embed.positions.embedding.weight", "transformer.wpe.weight"),
-        *_linear(f"{block}.attn_norm", f"{h}.ln_1", True),
+        *_linear(f"{block}.attn_norm", f"{h}.ln_1", config.norm_bias),
         *qkv,
         *_linear(f"{block}.attn.out_proj", f"{h}.attn.c_proj", True, TRANSPOSE),
-        *_linear(f"{block}.ff_norm", f"{h}.ln_2", True),
+        *_linear(f"{block}.ff_norm", f"{h}.ln_2", config.norm_bias),
         *_linear(f"{block}.ff.up", f"{h}.mlp.c_fc", True, TRANSPOSE),
         *_linear(f"{block}.ff.down", f"{h}.mlp.c_proj", True, TRANSPOSE),
-        *_linear("stack.final_norm", "transformer.ln_f", True),
+        *_linear("stack.final_norm", "transformer.ln_f", config.norm_bias),
     ]
     if not config.tie_embeddings:
         rules.append(rule("lm_head.weight", "lm_head.weight"))
