@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from torch import nn
-
 from attnlab.models.config import ConfigError, TransformerConfig
 from attnlab.models.decoder import DecoderLM
 from attnlab.models.encoder import EncoderForClassification, EncoderForMaskedLM, EncoderModel, mean_pool
+from attnlab.models.family import FamilyModel, StackView
 from attnlab.models.presets import PRESETS, preset
 from attnlab.models.seq2seq import EncoderDecoder
 from attnlab.models.stack import (
@@ -17,7 +16,7 @@ from attnlab.models.stack import (
 )
 
 
-def build_model(config: TransformerConfig) -> nn.Module:
+def build_model(config: TransformerConfig) -> FamilyModel:
     """The natural model of a config's family: MLM encoder (or classifier if ``n_classes``), LM, seq2seq."""
     if config.family == "decoder":
         return DecoderLM(config)
@@ -37,7 +36,9 @@ __all__ = [
     "EncoderForClassification",
     "EncoderForMaskedLM",
     "EncoderModel",
+    "FamilyModel",
     "InputError",
+    "StackView",
     "TransformerConfig",
     "attention_backend",
     "build_model",

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.models.config import ConfigError, TransformerConfig
+from attnlab.models.family import FamilyModel, StackView
 from attnlab.models.stack import (
     Embeddings,
     Stack,
@@ -19,10 +20,10 @@ from attnlab.models.stack import (
     positions_for,
     set_attention_backend,
 )
-from attnlab.nn import HookPoint, make_norm, name_hook_points, padding_mask
+from attnlab.nn import HookPoint, activate, make_norm, name_hook_points, padding_mask
 
 
-class EncoderModel(nn.Module):
+class EncoderModel(FamilyModel):
     """The encoder body. ``forward`` returns hidden states ``(batch, seq, d_model)``.
 
     Hook points: ``encoder.embed.*``, ``encoder.blocks.{layer}.*`` and ``encoder.hook_resid_final``.
@@ -37,6 +38,11 @@ class EncoderModel(nn.Module):
         self.stack = Stack(config, config.n_layers, stack="encoder")
         self.pooler = nn.Linear(config.d_model, config.d_model) if pooler else None
         set_attention_backend(self, config.attention_backend)
+
+    output_stack = "encoder"
+
+    def stacks(self) -> dict[str, StackView]:
+        return {"encoder": StackView("encoder", self.embed, self.stack, False)}
 
     def forward(
         self,
@@ -78,7 +84,7 @@ def mean_pool(hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
-class EncoderForMaskedLM(nn.Module):
+class EncoderForMaskedLM(FamilyModel):
     """Encoder + BERT's MLM head (dense, activation, norm, then the tied vocabulary projection)."""
 
     def __init__(self, config: TransformerConfig) -> None:
@@ -92,6 +98,19 @@ class EncoderForMaskedLM(nn.Module):
             self.lm_head.weight = self.encoder.embed.token.weight
         self.hook_logits = HookPoint()
         name_hook_points(self.hook_logits, "hook_logits")
+
+    output_stack = "encoder"
+    has_vocab_head = True
+
+    def stacks(self) -> dict[str, StackView]:
+        return self.encoder.stacks()
+
+    def head(self, hidden: Tensor) -> Tensor:
+        """BERT's MLM head on final hidden states ``(..., d_model)``: dense, the model's activation, norm,
+        then the vocabulary projection -> ``(..., vocab)``. (``swiglu`` gates two projections and has no
+        element-wise form; such a model's head uses GELU.)"""
+        act = "gelu" if self.config.activation == "swiglu" else self.config.activation
+        return self.lm_head(self.transform_norm(activate(self.transform(hidden), act)))
 
     def forward(
         self,
@@ -107,16 +126,10 @@ class EncoderForMaskedLM(nn.Module):
         ``hook_logits``.
         """
         hidden = self.encoder(input_ids, attention_mask, token_type_ids, position_ids=position_ids)
-        h = self.transform(hidden)
-        if self.config.activation == "relu":  # BERT's head uses the model's hidden activation
-            h = nn.functional.relu(h)
-        else:
-            h = nn.functional.gelu(h, approximate="tanh" if self.config.activation == "gelu_tanh" else "none")
-        h = self.transform_norm(h)
-        return self.hook_logits(self.lm_head(h))  # (batch, seq, vocab)
+        return self.hook_logits(self.head(hidden))  # (batch, seq, vocab)
 
 
-class EncoderForClassification(nn.Module):
+class EncoderForClassification(FamilyModel):
     """Encoder + pooler + a linear classifier over ``config.n_classes`` labels."""
 
     def __init__(self, config: TransformerConfig) -> None:
@@ -129,6 +142,16 @@ class EncoderForClassification(nn.Module):
         self.classifier = nn.Linear(config.d_model, config.n_classes)
         self.hook_logits = HookPoint()
         name_hook_points(self.hook_logits, "hook_logits")
+
+    output_stack = "encoder"
+
+    def stacks(self) -> dict[str, StackView]:
+        return self.encoder.stacks()
+
+    def head(self, hidden: Tensor) -> Tensor:
+        """Class logits ``(batch, n_classes)`` of final hidden states ``(batch, seq, d_model)``: the pooled
+        first token through the classifier."""
+        return self.classifier(self.dropout(self.encoder.pool(hidden)))
 
     def forward(
         self,
@@ -144,4 +167,4 @@ class EncoderForClassification(nn.Module):
         ``hook_logits``.
         """
         hidden = self.encoder(input_ids, attention_mask, token_type_ids, position_ids=position_ids)
-        return self.hook_logits(self.classifier(self.dropout(self.encoder.pool(hidden))))  # (batch, n_classes)
+        return self.hook_logits(self.head(hidden))  # (batch, n_classes)

@@ -12,7 +12,7 @@ from attnlab.nn.attention import (
     padding_mask,
 )
 from attnlab.nn.hooks import HookPoint, name_hook_points
-from attnlab.nn.layers import Block, FeedForward, LayerCache, RMSNorm, make_norm
+from attnlab.nn.layers import Block, FeedForward, LayerCache, RMSNorm, activate, make_norm
 from attnlab.nn.positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions, sinusoidal_table
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "RotaryEmbedding",
     "SinusoidalPositions",
     "StaticKV",
+    "activate",
     "attention",
     "causal_mask",
     "combine_masks",

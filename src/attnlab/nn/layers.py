@@ -45,6 +45,17 @@ def make_norm(kind: NormKind, dim: int, eps: float, bias: bool = True) -> nn.Mod
     raise ValueError(f"unknown norm {kind!r}; choose 'layernorm' or 'rmsnorm'")
 
 
+def activate(h: Tensor, activation: Activation) -> Tensor:
+    """The element-wise non-linearity ``activation`` (``relu``, ``gelu``, ``gelu_tanh``) of ``h``, any
+    shape, h's dtype: the one used by the feed-forward network and by BERT's MLM head. ``swiglu`` gates
+    two projections and has no element-wise form: ``ValueError``, as for an unknown name."""
+    if activation == "relu":
+        return F.relu(h)
+    if activation in ("gelu", "gelu_tanh"):
+        return F.gelu(h, approximate="tanh" if activation == "gelu_tanh" else "none")
+    raise ValueError(f"{activation!r} is not an element-wise activation; choose relu, gelu or gelu_tanh")
+
+
 class FeedForward(nn.Module):
     """Position-wise feed-forward network (section 3.3): the same two-layer MLP at every position.
 
@@ -66,12 +77,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(batch, seq, d_model)`` -> ``(batch, seq, d_model)``, x's dtype, each position alone."""
-        if self.gate is not None:
-            h = F.silu(self.gate(x)) * self.up(x)
-        elif self.activation == "relu":
-            h = F.relu(self.up(x))
-        else:
-            h = F.gelu(self.up(x), approximate="tanh" if self.activation == "gelu_tanh" else "none")
+        h = F.silu(self.gate(x)) * self.up(x) if self.gate is not None else activate(self.up(x), self.activation)
         h = self.hook_hidden(h)  # (batch, seq, d_ff)
         if self.training:  # dropout is the identity in eval mode; skipping the call is exact
             h = self.dropout(h)
