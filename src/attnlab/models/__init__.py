@@ -14,6 +14,7 @@ from attnlab.models.stack import (
     attention_backend,
     set_attention_backend,
 )
+from attnlab.nn import sinusoidal_table  # the table sinusoidal positions add (section 3.5), for the views
 
 
 def build_model(config: TransformerConfig) -> FamilyModel:
@@ -45,4 +46,5 @@ __all__ = [
     "mean_pool",
     "preset",
     "set_attention_backend",
+    "sinusoidal_table",
 ]

@@ -213,7 +213,7 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
 
     @app.get("/api/content")
     async def content_index() -> s.ContentIndex:
-        return content.index()
+        return content.index(tour_.learn_order())
 
     @app.get("/api/content/{slug}", responses=errors(404))
     async def content_page(slug: str) -> s.ContentPage:
