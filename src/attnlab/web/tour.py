@@ -66,22 +66,20 @@ def _front_matter(text: str, name: str) -> tuple[dict[str, str], str]:
     return meta, "\n".join(lines[end + 1 :])
 
 
-def _resolve_model(name: str | None, family: str | None) -> tuple[str | None, str | None]:
-    """``name`` if installed, else an available model of its family (else any), with a one-line note."""
+def _resolve_model(name: str | None) -> tuple[str | None, str | None]:
+    """``name`` if installed, else an available model of its family (the catalogue's; else any), with a one-line note."""
     if not name:
         return None, None
     infos = cat.catalog()
     by_name = {i.name: i for i in infos}
     if name in by_name and by_name[name].available:
         return name, None
+    family = by_name[name].family if name in by_name else None
     available = [i for i in infos if i.available]
     same = [i for i in available if i.family == family] or available
     if not same:
         return None, f"this step needs the model {name!r}, which is not installed (`make install`)"
     return same[0].name, f"the model {name!r} is not installed, so this step shows {same[0].name!r} instead"
-
-
-_FAMILY = {"minilm": "encoder", "smollm2": "decoder", "translator": "encoder-decoder"}
 
 
 @lru_cache(maxsize=1)
@@ -121,7 +119,7 @@ def tour() -> s.TourResponse:
     """Every step with its rendered text and resolved preset (models swapped for installed ones)."""
     steps = []
     for n, (slug, meta, title, html) in enumerate(_files(), start=1):
-        model, note = _resolve_model(meta.get("model"), _FAMILY.get(meta.get("model", "")))
+        model, note = _resolve_model(meta.get("model"))
         preset = s.TourPreset(
             widget=meta["widget"], model=model, text=meta.get("text"),
             layer=int(meta["layer"]) if "layer" in meta else None, head=int(meta["head"]) if "head" in meta else None,
