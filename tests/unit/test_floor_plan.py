@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 from pathlib import Path
@@ -36,6 +37,18 @@ def test_the_contracts_cover_what_the_design_says() -> None:
     assert {"attnlab.web", "attnlab.show"} <= set(by_type["forbidden"]["source_modules"])
     assert by_type["forbidden"]["forbidden_modules"] == ["attnlab.nn"]
     assert by_type["acyclic_siblings"]["ancestors"] == ["attnlab"]
+
+
+def test_the_cli_uses_only_typers_public_api() -> None:
+    """Typer carries its own click in private modules (``typer._click``); the CLI imports none of them."""
+    private = []
+    for path in sorted((ROOT / "src" / "attnlab").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            private += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("typer", "click")
+                        and any(part.startswith("_") for part in n.split(".")[1:])]
+    assert private == []
 
 
 def test_files_module_imports_nothing_of_attnlab() -> None:
