@@ -68,13 +68,16 @@ def _message(exc: BaseException) -> str:
     return _one_line(f"{type(exc).__name__}: {exc} (ATTNLAB_DEBUG=1 shows where)")
 
 
-class CommandLineError(typer.TyperException):
+class CommandLineError(typer.BadParameter):
     """A usage error found by a command (a bad option value, a destination that cannot be used): exit status 2.
 
-    ``typer.TyperException`` is typer's public base of every command-line error, its parser's included
-    (typer carries its own click, whose modules are private), so one ``except`` serves both."""
+    Typer carries its own click, whose modules are private; ``typer.BadParameter`` is its public usage
+    error (typer's standalone mode reports it as one), and ``typer.TyperException`` the public base of every
+    command-line error, the parser's included, so one ``except`` in ``main`` serves both. The message is
+    the command's own words (no "Invalid value:" prefix)."""
 
-    exit_code = 2
+    def format_message(self) -> str:
+        return self.message
 
 
 def _command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
