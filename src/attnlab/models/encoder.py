@@ -84,7 +84,34 @@ def mean_pool(hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
-class EncoderForMaskedLM(FamilyModel):
+class _EncoderWithHead(FamilyModel):
+    """An ``EncoderModel`` (``self.encoder``) with an output head (``head``) whose logits pass ``hook_logits``."""
+
+    encoder: EncoderModel
+    output_stack = "encoder"
+
+    def stacks(self) -> dict[str, StackView]:
+        return self.encoder.stacks()
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        *,
+        position_ids: Tensor | None = None,
+    ) -> Tensor:
+        """The head's logits (the weights' dtype): ``(batch, seq, vocab)`` at every position for the MLM
+        head, ``(batch, n_classes)`` from the pooled first token for the classifier.
+
+        Arguments and errors are ``EncoderModel.forward``'s. Hook points: the encoder's and
+        ``hook_logits``.
+        """
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids, position_ids=position_ids)
+        return self.hook_logits(self.head(hidden))
+
+
+class EncoderForMaskedLM(_EncoderWithHead):
     """Encoder + BERT's MLM head (dense, activation, norm, then the tied vocabulary projection)."""
 
     def __init__(self, config: TransformerConfig) -> None:
@@ -99,11 +126,7 @@ class EncoderForMaskedLM(FamilyModel):
         self.hook_logits = HookPoint()
         name_hook_points(self.hook_logits, "hook_logits")
 
-    output_stack = "encoder"
     has_vocab_head = True
-
-    def stacks(self) -> dict[str, StackView]:
-        return self.encoder.stacks()
 
     def head(self, hidden: Tensor) -> Tensor:
         """BERT's MLM head on final hidden states ``(..., d_model)``: dense, the model's activation, norm,
@@ -112,24 +135,8 @@ class EncoderForMaskedLM(FamilyModel):
         act = "gelu" if self.config.activation == "swiglu" else self.config.activation
         return self.lm_head(self.transform_norm(activate(self.transform(hidden), act)))
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        *,
-        position_ids: Tensor | None = None,
-    ) -> Tensor:
-        """Vocabulary logits ``(batch, seq, vocab)`` at every position (the weights' dtype).
 
-        Arguments and errors are ``EncoderModel.forward``'s. Hook points: the encoder's and
-        ``hook_logits``.
-        """
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids, position_ids=position_ids)
-        return self.hook_logits(self.head(hidden))  # (batch, seq, vocab)
-
-
-class EncoderForClassification(FamilyModel):
+class EncoderForClassification(_EncoderWithHead):
     """Encoder + pooler + a linear classifier over ``config.n_classes`` labels."""
 
     def __init__(self, config: TransformerConfig) -> None:
@@ -143,28 +150,7 @@ class EncoderForClassification(FamilyModel):
         self.hook_logits = HookPoint()
         name_hook_points(self.hook_logits, "hook_logits")
 
-    output_stack = "encoder"
-
-    def stacks(self) -> dict[str, StackView]:
-        return self.encoder.stacks()
-
     def head(self, hidden: Tensor) -> Tensor:
         """Class logits ``(batch, n_classes)`` of final hidden states ``(batch, seq, d_model)``: the pooled
         first token through the classifier."""
         return self.classifier(self.dropout(self.encoder.pool(hidden)))
-
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        *,
-        position_ids: Tensor | None = None,
-    ) -> Tensor:
-        """Class logits ``(batch, n_classes)`` (the weights' dtype) from the pooled first token.
-
-        Arguments and errors are ``EncoderModel.forward``'s. Hook points: the encoder's and
-        ``hook_logits``.
-        """
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids, position_ids=position_ids)
-        return self.hook_logits(self.head(hidden))  # (batch, n_classes)
