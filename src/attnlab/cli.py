@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from typer._click.core import ParameterSource  # typer 0.29 carries its own click
-from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from attnlab.files import unwritable_reason
 from attnlab.train.config import DEVICE_HELP, SEED_MAX, Range, TrainConfig, count, parse_model_override
@@ -70,6 +68,18 @@ def _message(exc: BaseException) -> str:
     return _one_line(f"{type(exc).__name__}: {exc} (ATTNLAB_DEBUG=1 shows where)")
 
 
+class CommandLineError(typer.BadParameter):
+    """A usage error found by a command (a bad option value, a destination that cannot be used): exit status 2.
+
+    Typer carries its own click, whose modules are private; ``typer.BadParameter`` is its public usage
+    error (typer's standalone mode reports it as one), and ``typer.TyperException`` the public base of every
+    command-line error, the parser's included, so one ``except`` in ``main`` serves both. The message is
+    the command's own words (no "Invalid value:" prefix)."""
+
+    def format_message(self) -> str:
+        return self.message
+
+
 def _command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``app.command`` whose errors become one ``error:`` line and an exit status (see the module doc)."""
 
@@ -78,7 +88,7 @@ def _command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callab
         def run(*a: Any, **kw: Any) -> Any:
             try:
                 return func(*a, **kw)
-            except (ClickException, typer.Exit, typer.Abort):
+            except (typer.TyperException, typer.Exit, typer.Abort):
                 raise
             except Exception as exc:  # the one place errors become a line
                 if _debug():
@@ -91,8 +101,8 @@ def _command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callab
     return decorate
 
 
-def _usage(message: str) -> UsageError:
-    return UsageError(_one_line(message))
+def _usage(message: str) -> CommandLineError:
+    return CommandLineError(_one_line(message))
 
 
 def _checked(rng: Range, *, optional: bool = False) -> Callable[[Any], Any]:
@@ -179,12 +189,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_argv(args)
         result = typer.main.get_command(app).main(args=args, prog_name="attnlab", standalone_mode=False)
         return result if isinstance(result, int) else 0
-    except NoArgsIsHelpError:  # the help was shown
-        return 2
-    except UsageError as exc:
+    except typer.TyperException as exc:  # a usage error: the parser's or a command's
+        if exc.exit_code != 2:
+            return _failed(exc)
+        message = _one_line(exc.format_message())
+        if not message:  # no command at all: typer has shown the help, and this error's message is empty
+            return 2
         if _debug():
             raise
-        typer.echo(f"error: {_one_line(exc.format_message())}", err=True)
+        typer.echo(f"error: {message}", err=True)
         return 2
     except typer.Exit as exc:
         return int(exc.exit_code)
@@ -192,10 +205,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         typer.echo("error: interrupted", err=True)
         return 130
     except Exception as exc:
-        if _debug():
-            raise
-        typer.echo(f"error: {_message(exc)}", err=True)
-        return 1
+        return _failed(exc)
+
+
+def _failed(exc: Exception) -> int:
+    """A failure while working: one ``error:`` line and exit status 1 (``ATTNLAB_DEBUG=1`` re-raises it)."""
+    if _debug():
+        raise exc
+    typer.echo(f"error: {_message(exc)}", err=True)
+    return 1
 
 
 @_command()
@@ -292,7 +310,8 @@ def _train(ctx: typer.Context, **values: Any) -> None:
         values["model_overrides"] = dict(parse_model_override(t) for t in values["model_overrides"] or ())
     except ValueError as exc:
         raise _usage(str(exc)) from None
-    given = {k for k in values if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    # The options typed on the command line (the source's name: typer exports no ParameterSource).
+    given = {k for k in values if getattr(ctx.get_parameter_source(k), "name", None) == "COMMANDLINE"}
     if not values["out"]:
         raise _usage("Missing option '--out': the run folder")
     if values["resume"]:

@@ -103,9 +103,35 @@ def test_next_token_logits_are_hook_logits_and_filter_like_the_sampler(client: T
     assert r.status_code == 422 and "decoder" in r.text
 
 
-def _info(name: str, family: str, available: bool) -> cat.ModelInfo:
+def _info(name: str, family: str, available: bool, **fields: object) -> cat.ModelInfo:
+    """A catalogue row; a built-in name keeps the built-in entry's fields (token kind, preferred view)."""
+    builtin = {i.name: i for i in cat.BUILTIN}.get(name)
+    known = {"token_kind": builtin.token_kind, "preferred_view": builtin.preferred_view} if builtin else {}
     return cat.ModelInfo(name=name, family=family, description="", n_params="0", source="", licence="", install_hint="make install",
-                         is_available=lambda: available, loader=lambda: None)  # type: ignore[arg-type,return-value]
+                         is_available=lambda: available, loader=lambda: None,  # type: ignore[arg-type,return-value]
+                         **{**known, **fields})  # type: ignore[arg-type]
+
+
+def test_the_defaults_come_from_catalogue_fields_not_from_model_names(client: TestClient,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from attnlab.web import models
+
+    rows = {m["name"]: m for m in client.get("/api/models").json()["models"]}
+    assert rows["shakespeare-char"]["token_kind"] == "character" and rows["minilm"]["preferred_view"] == "encoder"
+    assert rows["translator"]["preferred_view"] == "translate" and not rows["translator"]["demo"]
+    assert rows["demo-translator"]["preferred_view"] == "translate" and rows["demo-translator"]["demo"]
+    renamed = [_info("letters", "decoder", True, token_kind="character"), _info("sentences", "encoder", True,
+               preferred_view="encoder"), _info("chat", "decoder", True, preferred_view="generate"),
+               _info("stand-in", "encoder-decoder", True, preferred_view="translate", demo=True),
+               _info("spanish", "encoder-decoder", True, preferred_view="translate")]
+    monkeypatch.setattr(models.cat, "catalog", lambda: renamed)
+    assert models.default_model() == ("sentences", None)
+    assert models.view_defaults() == {"encoder": "sentences", "generate": "chat", "translate": "spanish"}
+    fallback = [renamed[0], _info("sentences", "encoder", False, preferred_view="encoder"), renamed[3]]
+    monkeypatch.setattr(models.cat, "catalog", lambda: fallback)
+    default, note = models.default_model()
+    assert default == "letters" and "character-level" in note and "'sentences' is not installed" in note
+    assert models.view_defaults() == {"encoder": None, "generate": "letters", "translate": "stand-in"}
 
 
 def test_a_character_model_is_the_default_only_when_nothing_else_is_there(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,38 @@ def test_imports_only_point_down() -> None:
     from importlinter.cli import lint_imports
 
     assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True, no_logo=True) == 0
+
+
+def test_no_class_checks_of_models_outside_models() -> None:
+    """Tools above ``models`` ask the model (``FamilyModel``'s surface); only ``models/`` names its classes
+    in an ``isinstance``."""
+    pattern = re.compile(r"isinstance\(.*(DecoderLM|EncoderDecoder|EncoderModel|EncoderFor)")
+    src = ROOT / "src" / "attnlab"
+    found = [f"{path.relative_to(src)}:{n}" for path in sorted(src.rglob("*.py")) if path.parent.name != "models"
+             for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert found == []
+
+
+def test_the_contracts_cover_what_the_design_says() -> None:
+    """Each rule of the floor plan is a contract ``lint-imports`` runs (the test above runs them)."""
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    by_type = {c["type"]: c for c in contracts}
+    assert {"layers", "forbidden", "acyclic_siblings", "private_modules"} <= set(by_type)
+    assert {"attnlab.web", "attnlab.show"} <= set(by_type["forbidden"]["source_modules"])
+    assert by_type["forbidden"]["forbidden_modules"] == ["attnlab.nn"]
+    assert by_type["acyclic_siblings"]["ancestors"] == ["attnlab"]
+
+
+def test_the_cli_uses_only_typers_public_api() -> None:
+    """Typer carries its own click in private modules (``typer._click``); the CLI imports none of them."""
+    private = []
+    for path in sorted((ROOT / "src" / "attnlab").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            private += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("typer", "click")
+                        and any(part.startswith("_") for part in n.split(".")[1:])]
+    assert private == []
 
 
 def test_files_module_imports_nothing_of_attnlab() -> None:

@@ -11,10 +11,13 @@ from attnlab.inspect.cache import (
     run_with_cache,
     stacks,
 )
+from attnlab.inspect.steps import AttentionSteps, attention_steps
 
 __all__ = [
     "ActivationCache",
+    "AttentionSteps",
     "HookNotFiredError",
+    "attention_steps",
     "hook_name",
     "hook_points",
     "hooks_attached",

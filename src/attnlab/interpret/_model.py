@@ -1,15 +1,14 @@
-"""What every tool needs to know about a model, per family, in one place.
+"""What every tool needs to know about a model, in one place.
 
-A ``ModelView`` names the model's block stacks (``encoder`` / ``decoder``), runs it on the tools'
-``inputs``, repeats inputs for batched interventions and reads a residual stream out through the
-model's own final norm and output head. Only modules of the model are called: no model math is
-copied here.
+A ``ModelView`` holds the model's block stacks (``encoder`` / ``decoder``, from the model's own
+``stacks()``), runs it on the tools' ``inputs``, repeats inputs for batched interventions and reads a
+residual stream out through the model's own ``readout`` (final norm, then output head). It asks the
+model (``attnlab.models.FamilyModel``'s surface) and never checks its class; no model math is copied here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -17,8 +16,7 @@ from torch import Tensor, nn
 from attnlab.generate import model_device
 from attnlab.inspect import math_backend, run_with_cache
 from attnlab.interpret import _names
-from attnlab.models import DecoderLM, EncoderDecoder, EncoderForMaskedLM, EncoderModel
-from attnlab.models.encoder import EncoderForClassification
+from attnlab.models import FamilyModel, StackView
 
 #: A decoder or encoder takes a ``(batch, seq)`` (or ``(seq,)``) tensor of token ids; an
 #: encoder-decoder takes ``(src_ids, tgt_ids)``.
@@ -26,47 +24,22 @@ Inputs = Tensor | tuple[Tensor, Tensor]
 #: Model output ``(batch, ...)`` -> one float per batch row, ``(batch,)``.
 Metric = Callable[[Tensor], Tensor]
 
-
-@dataclass(frozen=True)
-class StackView:
-    name: str  # "encoder" | "decoder"
-    embed: nn.Module  # attnlab.models.stack.Embeddings
-    stack: nn.Module  # attnlab.models.stack.Stack
-    causal: bool
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.stack.blocks)
-
-    @property
-    def n_heads(self) -> int:
-        return self.stack.blocks[0].attn.n_heads
+__all__ = ["Inputs", "Metric", "ModelView", "StackView"]
 
 
 class ModelView:
     """A model seen by the interpretability tools (see module docstring)."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.config = model.config
-        if isinstance(model, DecoderLM):
-            self.stacks = {"decoder": StackView("decoder", model.embed, model.stack, True)}
-            self.output_stack = "decoder"
-        elif isinstance(model, EncoderDecoder):
-            self.stacks = {
-                "encoder": StackView("encoder", model.src_embed, model.encoder, False),
-                "decoder": StackView("decoder", model.tgt_embed, model.decoder, True),
-            }
-            self.output_stack = "decoder"
-        elif isinstance(model, EncoderModel | EncoderForMaskedLM | EncoderForClassification):
-            body = model if isinstance(model, EncoderModel) else model.encoder
-            self.stacks = {"encoder": StackView("encoder", body.embed, body.stack, False)}
-            self.output_stack = "encoder"
-        else:
+        if not isinstance(model, FamilyModel):
             raise TypeError(
                 f"attnlab.interpret works on DecoderLM, EncoderModel, EncoderForMaskedLM and EncoderDecoder, "
                 f"got {type(model).__name__}"
             )
+        self.model = model
+        self.config = model.config
+        self.stacks = model.stacks()
+        self.output_stack = model.output_stack
         self.family = self.config.family
 
     @property
@@ -118,31 +91,20 @@ class ModelView:
 
     # ----- stacks -----
     def stack(self, name: str | None) -> StackView:
-        name = name or self.output_stack
-        if name not in self.stacks:
-            raise ValueError(f"this {self.family} model has no {name!r} stack; it has {list(self.stacks)}")
-        return self.stacks[name]
+        return self.model.stack_view(name)
 
     def check_head(self, sv: StackView, layer: int, head: int) -> None:
-        if not 0 <= layer < sv.n_layers:
-            raise IndexError(f"layer {layer} out of range: the {sv.name} has {sv.n_layers} layers")
-        if not 0 <= head < sv.n_heads:
-            raise IndexError(f"head {head} out of range: layers have {sv.n_heads} heads")
+        sv.check_head(layer, head)
 
     # ----- read-out -----
     @property
     def has_vocab_head(self) -> bool:
-        return isinstance(self.model, DecoderLM | EncoderDecoder | EncoderForMaskedLM)
+        return self.model.has_vocab_head
 
     def readout(self, resid: Tensor) -> Tensor:
         """Logits ``(..., vocab)`` of an output-stack residual stream ``(..., d_model)``: the stack's
-        final norm (if it has one), then the model's output head."""
-        if not self.has_vocab_head:
-            raise ValueError(f"{type(self.model).__name__} has no vocabulary head to read the residual stream with")
-        sv = self.stack(None)
-        x = sv.stack.final_norm(resid) if sv.stack.final_norm is not None else resid
-        m = self.model
-        return m.head(x) if isinstance(m, EncoderForMaskedLM) else m.lm_head(x)
+        final norm (if it has one), then the model's output head (``FamilyModel.readout``)."""
+        return self.model.readout(resid)
 
 
 def frozen_norm(norm: nn.Module | None, x: Tensor) -> tuple[Callable[[Tensor], Tensor], Tensor]:

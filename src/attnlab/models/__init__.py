@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from torch import nn
-
 from attnlab.models.config import ConfigError, TransformerConfig
 from attnlab.models.decoder import DecoderLM
 from attnlab.models.encoder import EncoderForClassification, EncoderForMaskedLM, EncoderModel, mean_pool
+from attnlab.models.family import FamilyModel, StackView
 from attnlab.models.mode import eval_mode
 from attnlab.models.presets import PRESETS, preset
 from attnlab.models.seq2seq import EncoderDecoder
@@ -16,9 +15,10 @@ from attnlab.models.stack import (
     attention_backend,
     set_attention_backend,
 )
+from attnlab.nn import sinusoidal_table  # the table sinusoidal positions add (section 3.5), for the views
 
 
-def build_model(config: TransformerConfig) -> nn.Module:
+def build_model(config: TransformerConfig) -> FamilyModel:
     """The natural model of a config's family: MLM encoder (or classifier if ``n_classes``), LM, seq2seq."""
     if config.family == "decoder":
         return DecoderLM(config)
@@ -38,7 +38,9 @@ __all__ = [
     "EncoderForClassification",
     "EncoderForMaskedLM",
     "EncoderModel",
+    "FamilyModel",
     "InputError",
+    "StackView",
     "TransformerConfig",
     "attention_backend",
     "build_model",
@@ -46,4 +48,5 @@ __all__ = [
     "mean_pool",
     "preset",
     "set_attention_backend",
+    "sinusoidal_table",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from attnlab.models.config import ConfigError, TransformerConfig
+from attnlab.models.family import FamilyModel, StackView
 from attnlab.models.stack import (
     DecodingCache,
     Embeddings,
@@ -23,7 +24,7 @@ from attnlab.models.stack import (
 from attnlab.nn import HookPoint, name_hook_points, padding_mask
 
 
-class DecoderLM(nn.Module):
+class DecoderLM(FamilyModel):
     """Token ids ``(batch, seq)`` -> next-token logits ``(batch, seq, vocab)``.
 
     Pass a ``DecodingCache`` (from ``new_cache``) to decode incrementally: each call appends its
@@ -46,6 +47,17 @@ class DecoderLM(nn.Module):
         self.hook_logits = HookPoint()
         name_hook_points(self.hook_logits, "hook_logits")
         set_attention_backend(self, config.attention_backend)
+
+    output_stack = "decoder"
+    has_vocab_head = True
+    can_generate = True
+
+    def stacks(self) -> dict[str, StackView]:
+        return {"decoder": StackView("decoder", self.embed, self.stack, True)}
+
+    def head(self, hidden: Tensor) -> Tensor:
+        """Next-token logits ``(..., vocab)`` of final hidden states ``(..., d_model)``."""
+        return self.lm_head(hidden)
 
     def new_cache(self, max_len: int | None = None) -> DecodingCache:
         """An empty cache for ``max_len`` positions (default ``config.max_len``) of every layer."""
@@ -102,4 +114,4 @@ class DecoderLM(nn.Module):
         x = self.stack(x, mask=mask, is_causal=True, positions=positions, cache=cache)
         if last_only:
             x = x[:, -1:]
-        return self.hook_logits(self.lm_head(x))
+        return self.hook_logits(self.head(x))

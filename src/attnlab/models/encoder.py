@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.models.config import ConfigError, TransformerConfig
+from attnlab.models.family import FamilyModel, StackView
 from attnlab.models.stack import (
     Embeddings,
     Stack,
@@ -22,7 +23,7 @@ from attnlab.models.stack import (
 from attnlab.nn import PLAIN_ACTIVATIONS, HookPoint, activate, make_norm, name_hook_points, padding_mask
 
 
-class EncoderModel(nn.Module):
+class EncoderModel(FamilyModel):
     """The encoder body. ``forward`` returns hidden states ``(batch, seq, d_model)``.
 
     Hook points: ``encoder.embed.*``, ``encoder.blocks.{layer}.*`` and ``encoder.hook_resid_final``.
@@ -37,6 +38,11 @@ class EncoderModel(nn.Module):
         self.stack = Stack(config, config.n_layers, stack="encoder")
         self.pooler = nn.Linear(config.d_model, config.d_model) if pooler else None
         set_attention_backend(self, config.attention_backend)
+
+    output_stack = "encoder"
+
+    def stacks(self) -> dict[str, StackView]:
+        return {"encoder": StackView("encoder", self.embed, self.stack, False)}
 
     def forward(
         self,
@@ -78,7 +84,34 @@ def mean_pool(hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
-class EncoderForMaskedLM(nn.Module):
+class _EncoderWithHead(FamilyModel):
+    """An ``EncoderModel`` (``self.encoder``) with an output head (``head``) whose logits pass ``hook_logits``."""
+
+    encoder: EncoderModel
+    output_stack = "encoder"
+
+    def stacks(self) -> dict[str, StackView]:
+        return self.encoder.stacks()
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        *,
+        position_ids: Tensor | None = None,
+    ) -> Tensor:
+        """The head's logits (the weights' dtype): ``(batch, seq, vocab)`` at every position for the MLM
+        head, ``(batch, n_classes)`` from the pooled first token for the classifier.
+
+        Arguments and errors are ``EncoderModel.forward``'s. Hook points: the encoder's and
+        ``hook_logits``.
+        """
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids, position_ids=position_ids)
+        return self.hook_logits(self.head(hidden))
+
+
+class EncoderForMaskedLM(_EncoderWithHead):
     """Encoder + BERT's MLM head (dense, activation, norm, then the tied vocabulary projection).
 
     The head's activation is the model's (``config.activation``, through ``attnlab.nn.activate``, the
@@ -104,30 +137,16 @@ class EncoderForMaskedLM(nn.Module):
         self.hook_logits = HookPoint()
         name_hook_points(self.hook_logits, "hook_logits")
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        *,
-        position_ids: Tensor | None = None,
-    ) -> Tensor:
-        """Vocabulary logits ``(batch, seq, vocab)`` at every position (the weights' dtype).
-
-        Arguments and errors are ``EncoderModel.forward``'s. Hook points: the encoder's and
-        ``hook_logits``.
-        """
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids, position_ids=position_ids)
-        return self.hook_logits(self.head(hidden))  # (batch, seq, vocab)
+    has_vocab_head = True
 
     def head(self, hidden: Tensor) -> Tensor:
-        """The MLM head alone: hidden states ``(..., d_model)`` -> vocabulary logits ``(..., vocab)``
-        (dense, the model's activation, norm, vocabulary projection); the logit lens reads any
-        residual stream through it."""
+        """BERT's MLM head on final hidden states ``(..., d_model)``: dense, the model's activation, norm,
+        then the vocabulary projection -> ``(..., vocab)``; the logit lens reads any residual stream
+        through it."""
         return self.lm_head(self.transform_norm(activate(self.transform(hidden), self.config.activation)))
 
 
-class EncoderForClassification(nn.Module):
+class EncoderForClassification(_EncoderWithHead):
     """Encoder + pooler + a linear classifier over ``config.n_classes`` labels."""
 
     def __init__(self, config: TransformerConfig) -> None:
@@ -141,18 +160,7 @@ class EncoderForClassification(nn.Module):
         self.hook_logits = HookPoint()
         name_hook_points(self.hook_logits, "hook_logits")
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        *,
-        position_ids: Tensor | None = None,
-    ) -> Tensor:
-        """Class logits ``(batch, n_classes)`` (the weights' dtype) from the pooled first token.
-
-        Arguments and errors are ``EncoderModel.forward``'s. Hook points: the encoder's and
-        ``hook_logits``.
-        """
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids, position_ids=position_ids)
-        return self.hook_logits(self.classifier(self.dropout(self.encoder.pool(hidden))))  # (batch, n_classes)
+    def head(self, hidden: Tensor) -> Tensor:
+        """Class logits ``(batch, n_classes)`` of final hidden states ``(batch, seq, d_model)``: the pooled
+        first token through the classifier."""
+        return self.classifier(self.dropout(self.encoder.pool(hidden)))

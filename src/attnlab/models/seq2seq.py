@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from attnlab.models.config import ConfigError, TransformerConfig
+from attnlab.models.family import FamilyModel, StackView
 from attnlab.models.stack import (
     DecodingCache,
     Embeddings,
@@ -24,7 +25,7 @@ from attnlab.models.stack import (
 from attnlab.nn import HookPoint, name_hook_points, padding_mask
 
 
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(FamilyModel):
     """``forward(src_ids, tgt_ids)`` -> logits ``(batch, tgt_len, vocab)`` (teacher forcing).
 
     For generation: ``memory = encode(src)``, then ``decode(tgt, memory, cache=...)`` step by step.
@@ -48,6 +49,19 @@ class EncoderDecoder(nn.Module):
         self.hook_logits = HookPoint()
         name_hook_points(self.hook_logits, "hook_logits")
         set_attention_backend(self, config.attention_backend)
+
+    output_stack = "decoder"
+    has_vocab_head = True
+
+    def stacks(self) -> dict[str, StackView]:
+        return {
+            "encoder": StackView("encoder", self.src_embed, self.encoder, False),
+            "decoder": StackView("decoder", self.tgt_embed, self.decoder, True),
+        }
+
+    def head(self, hidden: Tensor) -> Tensor:
+        """Target-token logits ``(..., vocab)`` of the decoder's final hidden states ``(..., d_model)``."""
+        return self.lm_head(hidden)
 
     def new_cache(self, max_len: int | None = None) -> DecodingCache:
         """An empty cache for ``max_len`` target positions (default ``config.max_len``)."""
@@ -107,7 +121,7 @@ class EncoderDecoder(nn.Module):
             positions=positions, memory=memory,
             memory_mask=padding_mask(src_mask) if src_mask is not None else None, cache=cache,
         )
-        return self.hook_logits(self.lm_head(x))
+        return self.hook_logits(self.head(x))
 
     def forward(
         self,

@@ -4,7 +4,8 @@ wrap it in a ``View`` (self-contained HTML, see ``_html``). Every number drawn i
 Each function takes ``model`` as a catalogue name (``"shakespeare-char"``, ``"minilm"``), a
 ``LoadedModel`` (model + tokenizer), or a bare ``nn.Module`` with ``tokenizer=`` (or token ids as
 ``text``). Decoders and encoders are supported; for an encoder-decoder use ``attnlab.interpret``
-directly. Errors: ``KeyError`` for an unknown catalogue name, ``ValueError`` for empty text, an
+directly. Errors: ``KeyError`` for an unknown catalogue name, ``TypeError`` for a module that is not
+one of attnlab's model families, ``ValueError`` for empty text, an
 encoder-decoder, or a view that needs a vocabulary head on a model without one.
 
 State: every view runs the model in eval mode and gives it back in the modes it found it in
@@ -22,10 +23,10 @@ from torch import Tensor, nn
 from attnlab import interpret
 from attnlab.catalog import LoadedModel, load
 from attnlab.generate import model_device
-from attnlab.inspect import run_with_cache
+from attnlab.inspect import hook_name, math_backend, run_with_cache
 from attnlab.inspect.roles import detect_roles
-from attnlab.interpret import _names
-from attnlab.interpret._model import Metric, ModelView
+from attnlab.interpret import Metric
+from attnlab.models import FamilyModel
 from attnlab.models.mode import eval_mode
 from attnlab.show._html import View
 from attnlab.tokenizers.base import Tokenizer
@@ -34,13 +35,15 @@ ModelLike = str | LoadedModel | nn.Module
 TextLike = str | Tensor | Sequence[int]
 
 
-def _resolve(model: ModelLike, text: TextLike, tokenizer: Tokenizer | None) -> tuple[nn.Module, Tensor, list[str], Tokenizer | None]:
+def _resolve(model: ModelLike, text: TextLike, tokenizer: Tokenizer | None) -> tuple[FamilyModel, Tensor, list[str], Tokenizer | None]:
     if isinstance(model, str):
         model = load(model)
     if isinstance(model, LoadedModel):
         tokenizer = tokenizer or model.tokenizer
         model = model.model
-    if getattr(model.config, "family", None) == "encoder-decoder":
+    if not isinstance(model, FamilyModel):
+        raise TypeError(f"attnlab.show draws attnlab's decoders and encoders, got {type(model).__name__}")
+    if model.config.family == "encoder-decoder":
         raise ValueError("attnlab.show draws decoders and encoders; use attnlab.interpret on an encoder-decoder")
     if isinstance(text, str):
         if tokenizer is None:
@@ -61,10 +64,9 @@ def _vocab_labels(tokenizer: Tokenizer | None, ids: set[int]) -> dict[int, str]:
     return dict(zip(ordered, labels, strict=True))
 
 
-def _attention_weights(model: nn.Module, ids: Tensor) -> tuple[list, bool]:
-    view = ModelView(model)
-    sv = view.stack(None)
-    names = [_names.block(model, sv.name, layer, "attn.hook_weights") for layer in range(sv.n_layers)]
+def _attention_weights(model: FamilyModel, ids: Tensor) -> tuple[list, bool]:
+    sv = model.stack_view()
+    names = [hook_name(sv.name, layer, "attn.hook_weights") for layer in range(sv.n_layers)]
     _, cache = run_with_cache(model, ids, names=names, device="cpu")
     return [cache[n][0] for n in names], sv.causal
 
@@ -76,7 +78,7 @@ def attention(model: ModelLike, text: TextLike, *, layer: int = 0, head: int = 0
     model, ids, tokens, _ = _resolve(model, text, tokenizer)
     with eval_mode(model):
         layers, causal = _attention_weights(model, ids)
-        ModelView(model).check_head(ModelView(model).stack(None), layer, head)
+        model.stack_view().check_head(layer, head)
         data = {"tokens": tokens, "weights": [w.tolist() for w in layers], "layer": layer, "head": head,
                 "focus": len(tokens) - 1 if focus is None else focus, "causal": causal}
         return View("attention", "Attention", data, "Click a token to make it the query; pick a layer and head.")
@@ -116,12 +118,16 @@ def logit_lens(model: ModelLike, text: TextLike, *, target: int | str | None = N
                     "Each row reads the residual stream after one layer through the final norm and the output layer.")
 
 
-def _default_metric(model: nn.Module, ids: Tensor) -> tuple[Metric, str]:
-    view = ModelView(model)
-    if not view.has_vocab_head:
+def _top_prediction(model: FamilyModel, ids: Tensor) -> int:
+    """The model's top next-token prediction at the last position (math backend, as the tools run it)."""
+    with torch.no_grad(), math_backend(model):
+        return int(model(ids)[0, -1].argmax())
+
+
+def _default_metric(model: FamilyModel, ids: Tensor) -> tuple[Metric, str]:
+    if not model.has_vocab_head:
         raise ValueError(f"{type(model).__name__} has no vocabulary head; pass metric=")
-    with torch.no_grad():
-        top = int(view.run(ids)[0, -1].argmax())
+    top = _top_prediction(model, ids)
     return interpret.metrics.token_logprob(top), f"log-probability of the model's top prediction (token {top})"
 
 
@@ -148,11 +154,9 @@ def saliency(model: ModelLike, text: TextLike, *, target: int | Metric | None = 
     model, ids, tokens, _ = _resolve(model, text, tokenizer)
     with eval_mode(model):
         if target is None:
-            view = ModelView(model)
-            if not view.has_vocab_head:
+            if not model.has_vocab_head:
                 raise ValueError(f"{type(model).__name__} has no vocabulary head; pass target= (a metric)")
-            with torch.no_grad():
-                target = int(view.run(ids)[0, -1].argmax())
+            target = _top_prediction(model, ids)
         sal = interpret.saliency(model, ids, target, method=method, baseline=baseline)  # type: ignore[arg-type]
         data: dict[str, Any] = {**sal.to_dict(), "tokens": tokens}
         return View("saliency", "Saliency", data, f"{method.replace('_', ' ')}: red raises the target, blue lowers it.")

@@ -187,7 +187,8 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
         default, note = default_model()
         rows = [s.ModelSummary(name=i.name, family=i.family, description=i.description, n_params=i.n_params,
                                source=i.source, licence=i.licence, available=i.available, install_hint=i.install_hint,
-                               timeline=timeline.has_timeline(i.name), loaded=cat.is_loaded(i.name))
+                               timeline=timeline.has_timeline(i.name), loaded=cat.is_loaded(i.name),
+                               token_kind=i.token_kind, preferred_view=i.preferred_view, demo=i.demo)
                 for i in cat.catalog()]
         return s.ModelsResponse(models=rows, default=default, note=note, views=view_defaults(), device=str(serve_device()))
 
@@ -213,7 +214,7 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
 
     @app.get("/api/content")
     async def content_index() -> s.ContentIndex:
-        return content.index()
+        return content.index(tour_.learn_order())
 
     @app.get("/api/content/{slug}", responses=errors(404))
     async def content_page(slug: str) -> s.ContentPage:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -122,10 +123,10 @@ def page(slug: str) -> s.ContentPage:
     return _load(slug)
 
 
-def index() -> s.ContentIndex:
-    """Every page, in the order the guided tour meets them, then the others alphabetically."""
-    from attnlab.web.tour import learn_order  # the tour reads its steps through this module's renderer
-
-    first = [p for p in learn_order() if p in slugs()]
+def index(learn_order: Sequence[str]) -> s.ContentIndex:
+    """Every page, in ``learn_order`` (the order the guided tour meets them: ``tour.learn_order()``, given
+    by the caller because the tour reads its steps through this module's renderer), then the others
+    alphabetically."""
+    first = [p for p in learn_order if p in slugs()]
     ordered = first + [p for p in slugs() if p not in first]
     return s.ContentIndex(pages=[{"slug": p, "title": _load(p).title} for p in ordered])

@@ -45,7 +45,7 @@ def _entry(name: str, family: str, build: type, config: TransformerConfig, seed:
     info = cat.ModelInfo(
         name=name, family=family, description=f"tiny random-weight {family} (demo and tests)", n_params="~30k",
         source="built in memory", licence="MIT", install_hint="nothing to install",
-        is_available=lambda: True, loader=loader,
+        is_available=lambda: True, loader=loader, token_kind="character", demo=True,
     )
     return info
 
@@ -71,7 +71,7 @@ def _translator_entry(seed: int = 4) -> cat.ModelInfo:
         description="tiny random-weight encoder-decoder with a BPE tokenizer (<pad>, <s>, </s>): "
                     "the translation view's plumbing, with noise for translations",
         n_params="~50k", source="built in memory", licence="MIT", install_hint="nothing to install",
-        is_available=lambda: True, loader=loader,
+        is_available=lambda: True, loader=loader, preferred_view="translate", demo=True,
     )
     return info
 

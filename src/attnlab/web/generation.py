@@ -27,7 +27,7 @@ N_CANDIDATES = 12
 
 def generate(req: s.GenerateRequest) -> s.GenerateResponse:
     loaded = get_model(req.model)
-    if loaded.config.family != "decoder" or not hasattr(loaded.model, "new_cache"):
+    if loaded.config.family != "decoder" or not loaded.model.can_generate:
         raise PayloadError(f"the playground needs a decoder model; {loaded.name!r} is {loaded.config.family}")
     if req.top_k > loaded.tokenizer.vocab_size:
         raise PayloadError(f"top_k is {req.top_k}; the vocabulary has only {loaded.tokenizer.vocab_size} tokens")

@@ -146,37 +146,49 @@ def model_lock(name: str) -> Iterator[None]:
         yield
 
 
-# The models each kind of view prefers: word-level tokens, so a sentence reads as words (``make install``
-# installs all three). A character model is only a last resort.
-PREFERRED = {"encoder": "minilm", "generate": "smollm2", "translate": "translator"}
-_PREFERRED_FAMILY = {"encoder": "encoder", "generate": "decoder", "translate": "encoder-decoder"}
+# The kinds of view that pick a default model, and the family each needs. Which model each prefers, and
+# which are character-level or random-weight stand-ins, is the catalogue's knowledge (``ModelInfo``'s
+# ``preferred_view``, ``token_kind``, ``demo``): word-level tokens, so a sentence reads as words (``make
+# install`` installs the preferred ones). A character model is only a last resort.
+VIEW_FAMILIES = {"encoder": "encoder", "generate": "decoder", "translate": "encoder-decoder"}
+
+
+def _preferred(infos: list[cat.ModelInfo], kind: str) -> cat.ModelInfo | None:
+    """The real (non-demo) model the catalogue names as ``kind``'s default, installed or not."""
+    return next((i for i in infos if i.preferred_view == kind and not i.demo), None)
 
 
 def view_defaults() -> dict[str, str | None]:
     """For each kind of view (``encoder``, ``generate``, ``translate``): its preferred model if installed,
-    else an available model of the same family that is not character-level, else any of that family."""
-    infos = [i for i in cat.catalog() if i.available]
+    else an available model of the same family that is not character-level nor a demo, else any of that family."""
+    infos = cat.catalog()
+    available = [i for i in infos if i.available]
     out: dict[str, str | None] = {}
-    for kind, name in PREFERRED.items():
-        family = [i.name for i in infos if i.family == _PREFERRED_FAMILY[kind]]
-        words = [n for n in family if "char" not in n and not n.startswith("demo-")]
-        out[kind] = name if name in family else (words or family or [None])[0]
+    for kind, family_name in VIEW_FAMILIES.items():
+        family = [i for i in available if i.family == family_name]
+        preferred = _preferred(infos, kind)
+        words = [i for i in family if i.token_kind != "character" and not i.demo]
+        chosen = preferred if preferred in family else (words or family or [None])[0]
+        out[kind] = chosen.name if chosen is not None else None
     return out
 
 
 def default_model() -> tuple[str | None, str | None]:
-    """The encoder default of ``view_defaults`` (word-level ``minilm``), else the first available model;
-    with a one-line note when the page has to fall back (to a character model, say)."""
+    """The encoder default of ``view_defaults`` (the catalogue's word-level encoder), else the first available
+    model; with a one-line note when the page has to fall back (to a character model, say)."""
     infos = cat.catalog()
-    available = sorted((i.name for i in infos if i.available), key=lambda n: (n.startswith("demo-"), "char" in n))
-    preferred = PREFERRED["encoder"]
-    if preferred in available:
-        return preferred, None
+    available = sorted((i for i in infos if i.available), key=lambda i: (i.demo, i.token_kind == "character"))
+    preferred = _preferred(infos, "encoder")
+    if preferred is not None and preferred in available:
+        return preferred.name, None
     if not available:
         return None, "no model is available; install one (see `attnlab models` or the README)"
-    kind = "a character-level model: every letter is a token" if "char" in available[0] else "a stand-in"
-    return available[0], (f"the word-level model {preferred!r} is not installed (`make install`), so the page shows "
-                          f"{available[0]!r}, {kind}")
+    first = available[0]
+    kind = "a character-level model: every letter is a token" if first.token_kind == "character" else "a stand-in"
+    if preferred is None:
+        return first.name, f"the catalogue names no word-level encoder, so the page shows {first.name!r}, {kind}"
+    return first.name, (f"the word-level model {preferred.name!r} is not installed (`make install`), so the page "
+                        f"shows {first.name!r}, {kind}")
 
 
 def max_tokens(loaded: cat.LoadedModel) -> int:

@@ -18,8 +18,8 @@ from attnlab import catalog as cat
 from attnlab.generate import model_device
 from attnlab.inspect import hook_name, hook_points, main_stack
 from attnlab.inspect.roles import detect_roles
+from attnlab.models import sinusoidal_table
 from attnlab.models.variants import without_positions
-from attnlab.nn.positions import sinusoidal_table
 from attnlab.web import schemas as s
 from attnlab.web.diagram import model_formula
 from attnlab.web.errors import PayloadError

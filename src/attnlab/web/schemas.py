@@ -82,6 +82,9 @@ class ModelSummary(BaseModel):
     install_hint: str
     timeline: bool = Field(description="ships training snapshots for the timeline view")
     loaded: bool = Field(default=False, description="already loaded in this server (the next request will not wait for it)")
+    token_kind: str = Field(default="subword", description="'character' (every letter a token) or 'subword'")
+    preferred_view: str | None = Field(default=None, description="the view it is made for: encoder, generate or translate")
+    demo: bool = Field(default=False, description="a tiny random-weight stand-in (serve --demo)")
 
 
 class ModelsResponse(BaseModel):

@@ -29,13 +29,11 @@ import re
 from functools import lru_cache
 
 import torch
-from torch import Tensor, nn
 
 from attnlab import catalog as cat
-from attnlab.nn.attention import attention
+from attnlab.inspect import attention_steps
 from attnlab.web import content
 from attnlab.web import schemas as s
-from attnlab.web.errors import PayloadError
 
 TOUR_DIR = content.CONTENT_DIR / "tour"
 WIDGETS = ("attention", "qkv", "toy", "part", "timeline", "heads", "translate", "arch", "generate", "figure", "finder")
@@ -68,22 +66,20 @@ def _front_matter(text: str, name: str) -> tuple[dict[str, str], str]:
     return meta, "\n".join(lines[end + 1 :])
 
 
-def _resolve_model(name: str | None, family: str | None) -> tuple[str | None, str | None]:
-    """``name`` if installed, else an available model of its family (else any), with a one-line note."""
+def _resolve_model(name: str | None) -> tuple[str | None, str | None]:
+    """``name`` if installed, else an available model of its family (the catalogue's; else any), with a one-line note."""
     if not name:
         return None, None
     infos = cat.catalog()
     by_name = {i.name: i for i in infos}
     if name in by_name and by_name[name].available:
         return name, None
+    family = by_name[name].family if name in by_name else None
     available = [i for i in infos if i.available]
     same = [i for i in available if i.family == family] or available
     if not same:
         return None, f"this step needs the model {name!r}, which is not installed (`make install`)"
     return same[0].name, f"the model {name!r} is not installed, so this step shows {same[0].name!r} instead"
-
-
-_FAMILY = {"minilm": "encoder", "smollm2": "decoder", "translator": "encoder-decoder"}
 
 
 @lru_cache(maxsize=1)
@@ -108,27 +104,14 @@ def learn_order() -> list[str]:
 
 
 def toy() -> s.ToyAttention:
-    """The hand-set toy through ``attnlab.nn.attention`` (math backend), scores recorded by its hook."""
-    recorded: dict[str, Tensor] = {}
-
-    class Record(nn.Module):
-        def __init__(self, key: str) -> None:
-            super().__init__()
-            self.key = key
-
-        def forward(self, x: Tensor) -> Tensor:
-            recorded[self.key] = x.detach()
-            return x
-
+    """The hand-set toy through the library's attention function (``attnlab.inspect.attention_steps``)."""
     q, k, v = (torch.tensor(m, dtype=torch.float64)[None, None] for m in (TOY_Q, TOY_K, TOY_V))
-    out, weights = attention(q, k, v, backend="math", need_weights=True, score_hook=Record("scores"))
-    if weights is None:  # the math backend always returns them; a silent None would be a bug
-        raise PayloadError("the math attention backend returned no weights")
+    steps = attention_steps(q, k, v)
     i = TOY_QUERY
     return s.ToyAttention(
         tokens=TOY_TOKENS, query=i, d_k=2, q=TOY_Q[i], keys=TOY_K, values=TOY_V,
         dots=[sum(a * b for a, b in zip(TOY_Q[i], key, strict=True)) for key in TOY_K],
-        scores=recorded["scores"][0, 0, i].tolist(), weights=weights[0, 0, i].tolist(), output=out[0, 0, i].tolist(),
+        scores=steps.scores[0, 0, i].tolist(), weights=steps.weights[0, 0, i].tolist(), output=steps.out[0, 0, i].tolist(),
     )
 
 
@@ -136,7 +119,7 @@ def tour() -> s.TourResponse:
     """Every step with its rendered text and resolved preset (models swapped for installed ones)."""
     steps = []
     for n, (slug, meta, title, html) in enumerate(_files(), start=1):
-        model, note = _resolve_model(meta.get("model"), _FAMILY.get(meta.get("model", "")))
+        model, note = _resolve_model(meta.get("model"))
         preset = s.TourPreset(
             widget=meta["widget"], model=model, text=meta.get("text"),
             layer=int(meta["layer"]) if "layer" in meta else None, head=int(meta["head"]) if "head" in meta else None,

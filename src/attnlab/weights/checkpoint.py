@@ -66,6 +66,7 @@ SHARDED_DIR = "sharded"
 MARKER_FILE = "attnlab-checkpoint.json"
 MARKER = {"format": "attnlab-checkpoint", "version": 1}
 _CHECKPOINT_FILES = {MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, STATE_FILE, TENSORS_FILE, MARKER_FILE, "training"}
+_OPTIMIZER_PREFIX = "optimizer."  # a sharded checkpoint's optimizer tensors, beside the weights in sharded/
 MAX_POSITIONS = 1 << 18  # position tables/rotary caches are built from max_len before any weight is read
 _TMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
 
@@ -406,6 +407,59 @@ def check_shapes(config: TransformerConfig, weights: Path) -> None:
                               f"checked before allocating: " + "; ".join(problems))
 
 
+def _sharded_load(state: dict[str, Tensor], path: Path) -> None:
+    """Fill ``state``'s tensors in place from the sharded checkpoint at ``path`` (resharded as needed:
+    plain tensors in one process, DTensors across the process group)."""
+    import warnings
+
+    import torch.distributed as dist
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+    from torch.distributed.checkpoint import load as dcp_load
+
+    reader = HuggingFaceStorageReader(str(path / SHARDED_DIR))
+    sharded = any(type(t).__name__ == "DTensor" for t in state.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "assuming the intent is to load in a single process"
+        try:
+            dcp_load(state, storage_reader=reader, no_dist=not (sharded and dist.is_initialized()))
+        except Exception as exc:  # DCP raises its own CheckpointException, RuntimeError, ...
+            raise CheckpointError(f"{path / SHARDED_DIR}: could not read the sharded checkpoint ({exc})") from None
+
+
+def _sharded_shapes(path: Path) -> dict[str, tuple]:
+    """Global tensor shapes listed by the shards' safetensors headers (nothing allocated)."""
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+    try:
+        metadata = HuggingFaceStorageReader(str(path / SHARDED_DIR)).read_metadata()
+    except Exception as exc:
+        raise CheckpointError(f"{path / SHARDED_DIR}: not a readable sharded checkpoint ({exc})") from None
+    return {k: tuple(m.size) for k, m in metadata.state_dict_metadata.items() if hasattr(m, "size")}
+
+
+def load_sharded_weights(config: TransformerConfig, path: Path) -> nn.Module:
+    """The model ``config`` describes, filled from the shards at ``path`` in this one process (CPU).
+
+    The shards' global shapes are checked against those ``config`` implies before anything is
+    allocated; a mismatch raises ``CheckpointError`` listing it."""
+    saved = {k: v for k, v in _sharded_shapes(path).items() if not k.startswith(_OPTIMIZER_PREFIX)}
+    with torch.device("meta"):
+        meta = build_model(config)
+    tied = set(meta.state_dict()) - {n for n, _ in meta.named_parameters()} - {n for n, _ in meta.named_buffers()}
+    expected = {k: tuple(t.shape) for k, t in meta.state_dict().items() if not (k in tied and k not in saved)}
+    problems = _mismatches(expected, saved)
+    if problems:
+        raise CheckpointError(f"{path / SHARDED_DIR}: weights do not fit the model described by config.json: "
+                              + "; ".join(problems))
+    if config.max_len > MAX_POSITIONS:
+        raise CheckpointError(f"{path / CONFIG_FILE}: max_len {config.max_len} is above the limit of "
+                              f"{MAX_POSITIONS} positions")
+    model = build_model(config)
+    state = model.state_dict()
+    _sharded_load({k: v for k, v in state.items() if k in saved}, path)
+    return model
+
+
 def load_config(directory: str | Path) -> TransformerConfig:
     """The checkpoint's ``TransformerConfig``; ``CheckpointError`` naming ``config.json`` if it is not one.
 
@@ -445,8 +499,6 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
             f"{tok_path}: tokenizer has {tokenizer.vocab_size} tokens but config.json's vocab_size is {config.vocab_size}"
         )
     if is_sharded(path):  # written by FSDP: consolidated here, in one process
-        from attnlab.weights.sharded import load_sharded_weights
-
         model = load_sharded_weights(config, path)
     else:
         check_shapes(config, path / MODEL_FILE)  # before build_model allocates anything

@@ -5,8 +5,9 @@ A sharded checkpoint is an ordinary checkpoint folder (``attnlab.weights.checkpo
 ``config.json``, ``tokenizer.json``, ``training/``, written in a temporary sibling and swapped in) whose
 weights and AdamW moments live in ``sharded/``, one safetensors file per rank holding that rank's
 pieces, instead of ``model.safetensors``. Every rank writes its own pieces, so no process ever holds
-the whole model; ``load_sharded_weights`` consolidates them into one model in a single process
-(``load_checkpoint`` calls it), and ``load_sharded_optimizer`` gives each rank of a resumed run the
+the whole model; ``attnlab.weights.checkpoint.load_sharded_weights`` consolidates them into one model
+in a single process (``load_checkpoint`` calls it; the one module that reads every checkpoint layout),
+and ``load_sharded_optimizer`` gives each rank of a resumed run the
 optimizer pieces it holds.
 """
 
@@ -20,13 +21,13 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from attnlab.models import TransformerConfig, build_model
+from attnlab.models import TransformerConfig
 from attnlab.tokenizers import Tokenizer
 from attnlab.weights.checkpoint import (
+    _OPTIMIZER_PREFIX,
     CONFIG_FILE,
     MARKER,
     MARKER_FILE,
-    MAX_POSITIONS,
     SHARDED_DIR,
     STATE_FILE,
     TENSORS_FILE,
@@ -34,15 +35,13 @@ from attnlab.weights.checkpoint import (
     CheckpointError,
     TrainingState,
     _fsync_tree,
-    _mismatches,
     _prepare_destination,
     _read_json,
+    _sharded_load,
     _swap,
     _write_json,
     resolve_checkpoint,
 )
-
-_OPTIMIZER_PREFIX = "optimizer."
 
 
 def save_sharded_checkpoint(
@@ -121,59 +120,6 @@ def _tied_names(model: nn.Module) -> set[str]:
     """State-dict names that repeat another parameter (tied weights: kept once, under the first name)."""
     own = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
     return set(model.state_dict()) - own
-
-
-def _sharded_load(state: dict[str, Tensor], path: Path) -> None:
-    """Fill ``state``'s tensors in place from the sharded checkpoint at ``path`` (resharded as needed:
-    plain tensors in one process, DTensors across the process group)."""
-    import warnings
-
-    import torch.distributed as dist
-    from torch.distributed.checkpoint import HuggingFaceStorageReader
-    from torch.distributed.checkpoint import load as dcp_load
-
-    reader = HuggingFaceStorageReader(str(path / SHARDED_DIR))
-    sharded = any(type(t).__name__ == "DTensor" for t in state.values())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "assuming the intent is to load in a single process"
-        try:
-            dcp_load(state, storage_reader=reader, no_dist=not (sharded and dist.is_initialized()))
-        except Exception as exc:  # DCP raises its own CheckpointException, RuntimeError, ...
-            raise CheckpointError(f"{path / SHARDED_DIR}: could not read the sharded checkpoint ({exc})") from None
-
-
-def _sharded_shapes(path: Path) -> dict[str, tuple]:
-    """Global tensor shapes listed by the shards' safetensors headers (nothing allocated)."""
-    from torch.distributed.checkpoint import HuggingFaceStorageReader
-
-    try:
-        metadata = HuggingFaceStorageReader(str(path / SHARDED_DIR)).read_metadata()
-    except Exception as exc:
-        raise CheckpointError(f"{path / SHARDED_DIR}: not a readable sharded checkpoint ({exc})") from None
-    return {k: tuple(m.size) for k, m in metadata.state_dict_metadata.items() if hasattr(m, "size")}
-
-
-def load_sharded_weights(config: TransformerConfig, path: Path) -> nn.Module:
-    """The model ``config`` describes, filled from the shards at ``path`` in this one process (CPU).
-
-    The shards' global shapes are checked against those ``config`` implies before anything is
-    allocated; a mismatch raises ``CheckpointError`` listing it."""
-    saved = {k: v for k, v in _sharded_shapes(path).items() if not k.startswith(_OPTIMIZER_PREFIX)}
-    with torch.device("meta"):
-        meta = build_model(config)
-    tied = set(meta.state_dict()) - {n for n, _ in meta.named_parameters()} - {n for n, _ in meta.named_buffers()}
-    expected = {k: tuple(t.shape) for k, t in meta.state_dict().items() if not (k in tied and k not in saved)}
-    problems = _mismatches(expected, saved)
-    if problems:
-        raise CheckpointError(f"{path / SHARDED_DIR}: weights do not fit the model described by config.json: "
-                              + "; ".join(problems))
-    if config.max_len > MAX_POSITIONS:
-        raise CheckpointError(f"{path / CONFIG_FILE}: max_len {config.max_len} is above the limit of "
-                              f"{MAX_POSITIONS} positions")
-    model = build_model(config)
-    state = model.state_dict()
-    _sharded_load({k: v for k, v in state.items() if k in saved}, path)
-    return model
 
 
 def load_sharded_optimizer(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:

@@ -639,22 +639,22 @@ async function drawTimelineStep() {
 // --- translation: cross-attention as alignment ---------------------------------------------------------
 
 let typingTimer = null;
-const TRANSLATOR = "translator";
 
 // Fill the model list with the encoder-decoder models (the translator first) and say what is missing.
 function startTranslation() {
   const select = $("tr-model");
   const candidates = state.models.filter((m) => m.family === "encoder-decoder");
-  // The translator first, then other models named as translators (the demo one), then the rest.
-  const rank = (m) => (m.name === TRANSLATOR ? 0 : m.name.includes("translat") ? 1 : 2) + (m.available ? 0 : 3);
+  // The catalogue's translator first, then the demo translators (stand-ins), then the rest.
+  const translates = (m) => m.preferred_view === "translate";
+  const rank = (m) => (translates(m) && !m.demo ? 0 : translates(m) ? 1 : 2) + (m.available ? 0 : 3);
   candidates.sort((a, b) => rank(a) - rank(b));
   if (select.options.length !== candidates.length) {
     V.clear(select);
     for (const m of candidates) V.el("option", { value: m.name, disabled: m.available ? null : "" }, select, modelLabel(m));
   }
-  const translator = state.models.find((m) => m.name === TRANSLATOR);
+  const translator = state.models.find((m) => translates(m) && !m.demo);
   const missing = !translator ? "This installation's catalogue has no “translator” model (the English→Spanish encoder-decoder): update attnlab to get it."
-    : !translator.available ? `The “translator” model is in the catalogue but its files are missing. Install: ${translator.install_hint}` : "";
+    : !translator.available ? `The “${translator.name}” model is in the catalogue but its files are missing. Install: ${translator.install_hint}` : "";
   const usable = candidates.filter((m) => m.available);
   if (!state.trModel || !usable.some((m) => m.name === state.trModel)) state.trModel = usable[0]?.name || null;
   $("tr-missing")?.remove();
