@@ -114,6 +114,51 @@ def test_compiled_decoding_gives_the_eager_tokens() -> None:
     assert alive() is None
 
 
+@pytest.mark.slow
+def test_a_hook_attached_after_compiling_is_honoured_by_the_compiled_step() -> None:
+    """A compiled graph keeps the hooks it was traced with and torch.compile does not guard on hooks:
+    a hook attached after a compiled generation ran must still change every step (and fire once per
+    forward pass, as in eager), and once removed the graph's own tokens come back."""
+    model = lm()
+    greedy = Sampling(temperature=0)
+    plain = ids_of(model, "abc d", 8, sampling=greedy, compile=True)  # compiles with no hook attached
+    calls: list[int] = []
+
+    def force_token_one(module, inputs, out):
+        calls.append(1)
+        out = out.clone()
+        out[..., 1] += 100.0
+        return out
+
+    handle = model.hook_logits.register_forward_hook(force_token_one)
+    eager = ids_of(model, "abc d", 8, sampling=greedy)
+    eager_calls, calls[:] = len(calls), []
+    assert eager == [1] * 8 and eager_calls == 9  # the prompt pass and 8 steps
+    assert ids_of(model, "abc d", 8, sampling=greedy, compile=True) == eager
+    assert len(calls) == eager_calls
+    handle.remove()
+    assert ids_of(model, "abc d", 8, sampling=greedy, compile=True) == plain != eager
+    assert plain == ids_of(model, "abc d", 8, sampling=greedy)
+
+
+def test_a_hook_watch_sees_hooks_come_and_go() -> None:
+    from attnlab.nn.hooks import HookWatch
+
+    model = lm()
+    watch = HookWatch(model)
+    assert not watch.hooked()
+    handle = model.stack.blocks[1].attn.hook_weights.register_forward_hook(lambda *a: None)
+    assert watch.hooked()
+    handle.remove()
+    assert not watch.hooked()
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(lambda *a: None)
+    try:
+        assert watch.hooked()
+    finally:
+        handle.remove()
+    assert not watch.hooked()
+
+
 PROMPTS = ["a", "abc d", "hh.g", "ba"]  # different lengths: left-padded by up to four tokens
 
 
