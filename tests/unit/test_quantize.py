@@ -294,3 +294,28 @@ def test_cli_generate_quantized() -> None:
     assert quant.stdout.startswith("ROMEO:") and len(quant.stdout) > len("ROMEO:") + 10
     bad = CliRunner().invoke(app, [*args, "--quantize", "int2"])
     assert bad.exit_code == 2 and "--quantize must be int8 or int4" in bad.output  # a usage error
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_saving_a_quantized_model_is_refused_and_the_float_model_round_trips(scheme: str, tmp_path) -> None:
+    """A checkpoint of a quantized model used to be written and then refused by ``load_checkpoint``
+    (``lm_head.qweight`` unexpected): saving is refused, a checkpoint already there survives, and the
+    route the message gives (save the float model, quantize after loading) gives the same logits."""
+    from attnlab.weights.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = tiny_decoder()
+    tokenizer = CharTokenizer("".join(chr(c) for c in range(32, 32 + model.config.vocab_size)))
+    save_checkpoint(tmp_path / "ckpt", model, tokenizer)
+    before = sorted((p.name, p.stat().st_size) for p in (tmp_path / "ckpt").iterdir())
+    qm = quantize(model, scheme)  # type: ignore[arg-type]
+    with pytest.raises(CheckpointError, match=r"cannot save a quantized model .*Save the float model"):
+        save_checkpoint(tmp_path / "ckpt", qm, tokenizer)
+    with pytest.raises(CheckpointError, match="cannot save a quantized model"):
+        save_checkpoint(tmp_path / "new", qm, tokenizer)
+    assert not (tmp_path / "new").exists()
+    assert sorted((p.name, p.stat().st_size) for p in (tmp_path / "ckpt").iterdir()) == before
+    again = quantize(load_checkpoint(tmp_path / "ckpt").model, scheme)  # type: ignore[arg-type]
+    ids = torch.tensor([[1, 5, 9, 2, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids), qm(ids), rtol=0, atol=0)
