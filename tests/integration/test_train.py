@@ -58,6 +58,7 @@ def test_train_writes_checkpoints_metrics_and_plot(corpus) -> None:
     assert best.config.d_model == 32 and best.tokenizer.decode(best.tokenizer.encode("the cat")) == "the cat"
 
 
+@pytest.mark.precision  # auto precision: run again by `make test` with the probe forced to bf16
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_interrupt_then_resume_is_bitwise_identical(corpus, monkeypatch, optimizer) -> None:
     full = train(config(corpus, "full", optimizer=optimizer))
@@ -130,6 +131,7 @@ def test_bf16_loss_trajectory_stays_within_one_percent_of_fp32(corpus) -> None:
     assert fp32 != bf16  # the autocast did change the arithmetic
 
 
+@pytest.mark.precision  # auto precision: run again by `make test` with the probe forced to bf16
 def test_the_first_line_says_which_device_precision_and_threads_and_why(corpus, capfd) -> None:
     train(config(corpus, "said", device="cpu", precision="auto", iters=1, eval_interval=1), threads=1)
     line = capfd.readouterr().err.strip().splitlines()[0]
@@ -213,6 +215,7 @@ def test_cli_train_then_generate(corpus) -> None:
     assert missing.exit_code == 1 and "no such file or folder" in missing.output
 
 
+@pytest.mark.precision  # auto precision: run again by `make test` with the probe forced to bf16
 def test_a_resumed_auto_run_keeps_its_precision_even_from_before_the_option(corpus, capfd) -> None:
     """--precision may not change on --resume; auto keeps what the run started with, and a run saved with
     the former ``bf16: true`` field resumes in bf16."""
