@@ -39,8 +39,8 @@ def _hook_dicts(module: nn.Module) -> tuple[dict, ...]:
 
 class HookWatch:
     """Whether any module hook (forward, forward-pre, backward, backward-pre; the module's own or a
-    global one) is attached anywhere in ``module``'s tree, answered in well under a microsecond per
-    call when nothing changed.
+    global one) is attached anywhere in ``module``'s tree; when nothing changed since the last call,
+    answered by comparing one counter and a few dict sizes (~2 us on a busy 2-core machine).
 
     Every hook registration creates a ``torch.utils.hooks.RemovableHandle``, which takes the next
     number of one global counter; a removal shrinks the dict it was in. So the full walk over the
@@ -53,16 +53,18 @@ class HookWatch:
         self.module = module
         self._counter = -1
         self._hooked = False
-        self._sizes: list[tuple[dict, int]] = []
+        self._dicts: tuple[dict, ...] = ()
+        self._sizes: tuple[int, ...] = ()
 
     def hooked(self) -> bool:
         """``True`` when at least one hook is attached now."""
-        if RemovableHandle.next_id == self._counter and all(len(d) == n for d, n in self._sizes):
+        if RemovableHandle.next_id == self._counter and tuple(map(len, self._dicts)) == self._sizes:
             return self._hooked
         self._counter = RemovableHandle.next_id
         held = [d for m in self.module.modules() for d in _hook_dicts(m) if d]
         self._hooked = bool(held) or _global_hooks()
-        self._sizes = [(d, len(d)) for d in (*held, *_global_hook_dicts())]
+        self._dicts = (*held, *_global_hook_dicts())
+        self._sizes = tuple(map(len, self._dicts))
         return self._hooked
 
 
