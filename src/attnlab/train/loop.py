@@ -487,8 +487,7 @@ def _precision(cfg: TrainConfig, env: distributed.DistEnv, resume_state: Trainin
     if cfg.precision != "auto" or env.device.type != "cpu":
         return choose_precision(cfg.precision, env.device)
     chosen = choose_precision("auto", env.device, workload=workload()) if env.is_main else None
-    chosen = distributed.from_main(chosen, env)
-    return chosen
+    return distributed.from_main(chosen, env)  # type: ignore[return-value]  # None only off the main rank
 
 
 def _progress(cfg: TrainConfig, step: int, env: distributed.DistEnv):
