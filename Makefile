@@ -26,6 +26,7 @@ test: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+	ATTNLAB_BF16_PROBE=fast $(BIN)/python -m pytest -m precision -q
 
 test-fast: install
 	$(BIN)/python -m pytest tests/unit -m "not slow" -q

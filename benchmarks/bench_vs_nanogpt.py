@@ -20,8 +20,8 @@
    ``--warmup``), the optimizer (``--optimizer adamw | muon``, attnlab's ``--optimizer``: Muon for the
    blocks' matrices, AdamW for the rest, on the same ``--lr``), fewer evaluations (``--eval-interval``;
    one always runs at the end), precision (``--precision auto`` takes bf16 only where
-   ``attnlab.device.choose_precision`` measures that it pays: CPUs with AVX-512 BF16 or AMX; elsewhere
-   bf16 runs slower than fp32), ``--compile``, and the architecture within the same shape
+   ``attnlab.device.choose_precision`` measures that this model's own training step runs faster in
+   it: a fast bf16 matmul, as on CPUs with AVX-512 BF16 or AMX, is not enough at this size), ``--compile``, and the architecture within the same shape
    (``--set FIELD=VALUE``, repeatable: a ``TransformerConfig`` field replaced in the preset, e.g.
    ``positions=rotary`` or ``activation=relu``; the layers, heads, width, feed-forward width and block
    stay nanoGPT's, and the JSON line gives both models' parameter counts).
@@ -115,18 +115,15 @@ def attnlab_child(args: argparse.Namespace) -> None:
     """Runs in its own process: train, then print per-evaluation losses with their wall-clock times."""
     import torch
 
-    from attnlab.device import choose_precision
     from attnlab.train.loop import TrainConfig, train
-    from attnlab.weights.checkpoint import load_checkpoint
+    from attnlab.weights.checkpoint import load_checkpoint, load_training_state
 
     torch.set_num_threads(args.threads)
-    precision = choose_precision(args.precision, torch.device("cpu"))
-    if precision.name not in ("fp32", "bf16"):
-        raise SystemExit(f"precision {precision.name} is not available for CPU training here")
     with tempfile.TemporaryDirectory(prefix="bench-attnlab-") as out:
+        # auto is decided by the training run itself: it times this model's own step in fp32 and bf16
         result = train(TrainConfig(
             data=str(args.data), out=out, iters=args.iters, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup,
-            eval_interval=args.eval_interval, eval_iters=args.eval_iters, precision=precision.name,
+            eval_interval=args.eval_interval, eval_iters=args.eval_iters, precision=args.precision,
             optimizer=args.optimizer, compile=args.compile, seed=args.seed, progress=False,
             model_overrides=dict(args.set),
         ))
@@ -134,8 +131,9 @@ def attnlab_child(args: argparse.Namespace) -> None:
         times = {int(row["step"]): float(row["time"]) for row in map(json.loads, (Path(out) / "metrics.jsonl")
                  .read_text().splitlines()) if "val_loss" in row}
         parameters = sum(p.numel() for p in load_checkpoint(Path(out) / "last").model.parameters())
+        precision = load_training_state(Path(out) / "last").info["precision"]
     print(json.dumps({
-        "precision": precision.name, "precision_why": precision.reason, "parameters": parameters,
+        "precision": precision["name"], "precision_why": precision["reason"], "parameters": parameters,
         "evals": {step: {"val": val, "at_epoch_s": end - (result.seconds - times[step])}
                   for step, val in result.val_losses.items()},
     }))

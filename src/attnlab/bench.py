@@ -222,8 +222,10 @@ def run_bench(sizes: Sizes = FULL, *, bf16: str = "auto", threads: int = 0, devi
     notes.append(f"precision auto would choose {chosen.name}: {chosen.reason}")
     if bf16 == "auto" and not use_bf16:
         notes.append("bf16 rows skipped (auto chose fp32 here); --bf16 on runs them anyway")
-    training = bench_training(sizes, use_bf16, where)
-    encoder, max_diff = bench_encoder(sizes, use_bf16, where)
+    # both seed their models (torch.manual_seed(0)): the caller's generators are left as they were
+    with torch.random.fork_rng(devices=[where] if where.type == "cuda" else [], device_type=where.type):
+        training = bench_training(sizes, use_bf16, where)
+        encoder, max_diff = bench_encoder(sizes, use_bf16, where)
     by_name = {r.name: r for r in training}
     fp32 = by_name["attnlab DecoderLM fp32"].losses
     reference = by_name["HF GPT2LMHeadModel fp32"].losses

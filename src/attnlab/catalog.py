@@ -23,6 +23,7 @@ from torch import nn
 from attnlab.device import resolve_device
 from attnlab.files import MINILM_PACKAGE, SMOLLM2_PACKAGE, ModelUnavailableError
 from attnlab.models.config import TransformerConfig
+from attnlab.quantize import release_quantized
 from attnlab.tokenizers.base import Tokenizer
 
 __all__ = [
@@ -199,13 +200,15 @@ def register(info: ModelInfo) -> None:
     """Add (or replace) a model at run time, e.g. the web demo's freshly trained models."""
     with _LOCK:
         _REGISTRY[info.name] = info
-        _LOADED.pop(info.name, None)
-        _drop_copies(info.name)
+        _drop_copies(_LOADED.pop(info.name, None), info.name)
 
 
-def _drop_copies(name: str) -> None:
+def _drop_copies(loaded: LoadedModel | None, name: str) -> None:
+    """Forget the device copies of ``name`` and the quantized copies (``attnlab.quantize``) of its models."""
     for key in [k for k in _ON_DEVICE if k[0] == name]:
-        del _ON_DEVICE[key]
+        release_quantized(_ON_DEVICE.pop(key).model)
+    if loaded is not None:
+        release_quantized(loaded.model)
 
 
 def catalog() -> list[ModelInfo]:
@@ -222,11 +225,11 @@ def unload(name: str) -> bool:
     """Forget the loaded ``name`` (its memory is freed once no caller holds it); whether it was loaded.
 
     A pretrained model's module keeps the same model for its own functions (``minilm.embed``); that
-    copy is released too.
+    copy is released too, and so are its cached quantized copies (``attnlab.load(name, quantize=...)``).
     """
     with _LOCK:
         loaded = _LOADED.pop(name, None)
-        _drop_copies(name)
+        _drop_copies(loaded, name)
         info = _REGISTRY.get(name)
         if loaded is not None and info is not None and info.release is not None:
             info.release()

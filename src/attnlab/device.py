@@ -2,12 +2,16 @@
 
 ``resolve_device("auto")`` picks CUDA when a CUDA GPU is visible, else Apple's MPS, else the CPU; an
 explicit ``cuda``, ``cuda:N`` or ``mps`` that this machine cannot provide is a ``DeviceError`` naming what is
-missing. ``choose_precision("auto", device)`` picks bfloat16 autocast only where it pays: on a CUDA GPU
-that supports bf16, and on a CPU whose bf16 matrix product measurably beats float32 (CPUs with AVX-512 BF16
-or AMX run it ~4x faster; CPUs with only AVX2 emulate it ~10x slower). The CPU probe takes well under a
-second and its verdict is cached per machine (CPU model, instruction set and torch version) in
-``$XDG_CACHE_HOME/attnlab/precision.json`` (default ``~/.cache``), so later runs do not pay it again.
-float16 needs a gradient scaler and is only offered on CUDA.
+missing. ``choose_precision("auto", device, workload=...)`` picks bfloat16 autocast only where it pays: on
+a CUDA GPU that supports bf16, and on a CPU where the caller's own work (a ``Workload``: one training step
+of the model's real shape, say) runs measurably faster in bf16 autocast than in float32. A fast bf16
+matmul is not enough: CPUs with AVX-512 BF16 or AMX multiply 512 x 512 matrices ~5x faster in bf16, yet a
+small model's training step, dominated by the casts and element-wise work autocast adds, ran slower in bf16
+than in fp32 there. The measurement (a few steps in each precision) is cached per workload shape, machine
+(CPU model, instruction set, threads) and torch version in ``$XDG_CACHE_HOME/attnlab/precision.json``
+(default ``~/.cache``), so later runs do not pay it again. It never changes the global random state.
+``ATTNLAB_BF16_PROBE=fast|slow`` forces the outcome without measuring (bf16 or fp32), so that tests can
+run under both on any CPU. float16 needs a gradient scaler and is only offered on CUDA.
 
 The walkthrough and ``attnlab.inspect`` do not use this module: they stay in float32 so that every number
 they show matches the reference implementation.
@@ -28,9 +32,11 @@ import torch
 
 DEVICE_HELP = "auto (CUDA if available, else MPS, else CPU) | cpu | cuda | cuda:N | mps"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-#: bf16 autocast is chosen on a CPU only when its matmul runs at least this many times faster than fp32
-#: (a margin: small differences are noise, and bf16 costs a little accuracy).
-CPU_BF16_MIN_SPEEDUP = 1.3
+#: bf16 autocast is chosen on a CPU only when the measured work runs at least this many times faster in it
+#: than in fp32 (a margin: smaller differences are within timing noise, and bf16 costs a little accuracy).
+CPU_BF16_MIN_SPEEDUP = 1.1
+#: The environment variable that forces the CPU probe's outcome: ``fast`` (bf16 pays) or ``slow`` (it does not).
+PROBE_ENV = "ATTNLAB_BF16_PROBE"
 
 
 class DeviceError(ValueError):
@@ -129,15 +135,56 @@ def cpu_description() -> str:
             f"flags {' '.join(shown) or 'none of avx2/avx512/amx'}")
 
 
+@dataclass(frozen=True)
+class Workload:
+    """One unit of the work a precision is being chosen for, for ``choose_precision("auto")`` to time.
+
+    ``step(autocast)`` runs it once (a training step's forward and backward, or an inference forward
+    pass) with the context manager ``autocast`` around its forward pass (as the real work runs it), and
+    leaves no trace (no optimizer step; gradients cleared). ``key`` names everything its cost depends on (the model's configuration and the batch
+    shape), ``what`` names it in the log line (``"training step"``). ``step`` may draw random numbers
+    (dropout): the probe restores the global generator afterwards.
+    """
+
+    key: str
+    step: Callable[[contextlib.AbstractContextManager], object]
+    what: str = "training step"
+
+
+def time_workload(workload: Workload, device: torch.device, *, repeats: int = 3,
+                  clock: Callable[[], float] = time.perf_counter) -> float:
+    """fp32 seconds over bf16-autocast seconds of one ``workload.step()``: above 1, bf16 is faster.
+
+    One warm-up call per precision, then ``repeats`` rounds alternating the two (so a load that comes
+    and goes hits both alike); the fastest call of each counts (other processes only ever slow a call
+    down). The CPU's global random state is the same afterwards as before.
+    """
+    autocast = {False: contextlib.nullcontext, True: lambda: torch.autocast(device.type, dtype=torch.bfloat16)}
+    best = {False: float("inf"), True: float("inf")}
+    with torch.random.fork_rng(devices=[]):
+        for bf16 in (False, True):
+            workload.step(autocast[bf16]())
+        for _ in range(repeats):
+            for bf16 in (False, True):
+                start = clock()
+                workload.step(autocast[bf16]())
+                best[bf16] = min(best[bf16], clock() - start)
+    return best[False] / max(best[True], 1e-12)
+
+
 def bf16_matmul_speedup(size: int = 512, repeats: int = 3) -> float:
     """How many times faster a ``size`` x ``size`` bf16 matmul runs than an fp32 one on this CPU.
 
     The fastest of ``repeats`` calls per dtype after one warm-up (other processes only ever slow a call
-    down, so the minimum is the steadiest estimate). Below 1: bf16 is emulated and slower.
+    down, so the minimum is the steadiest estimate). Below 1: bf16 is emulated and slower. The inputs
+    come from a private generator (the global one is left alone). Only a hint: a model's step can be
+    slower in bf16 autocast where this is much faster (see the module docstring).
     """
+    generator = torch.Generator().manual_seed(0)
     times = {}
     for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a = torch.randn(size, size, generator=generator).to(dtype)
+        b = torch.randn(size, size, generator=generator).to(dtype)
         a @ b
         best = float("inf")
         for _ in range(repeats):
@@ -153,23 +200,25 @@ def _cache_file() -> Path:
     return Path(base) / "attnlab" / "precision.json"
 
 
-def cpu_bf16_speedup(*, probe: Callable[[], float] = bf16_matmul_speedup, cache: Path | None = None) -> tuple[float, bool]:
-    """``(speedup, from_cache)``: the bf16/fp32 matmul speed ratio of this machine, probed once and cached.
+def cpu_bf16_speedup(*, probe: Callable[[], float] = bf16_matmul_speedup, cache: Path | None = None,
+                     key: str = "") -> tuple[float, bool]:
+    """``(speedup, from_cache)``: ``probe()``'s bf16/fp32 speed ratio on this machine, probed once and cached.
 
-    The cache key is the CPU description and the torch version: another machine or another torch build
-    probes again. An unreadable or unwritable cache is ignored (the probe is cheap).
+    The cache key is ``key`` (what was measured: a workload's shape, or empty for the matmul probe),
+    the CPU description, the thread count and the torch version: other work, another machine or another
+    torch build probes again. An unreadable or unwritable cache is ignored.
     """
     path = cache or _cache_file()
-    key = f"{cpu_description()} | torch {torch.__version__}"
+    full_key = f"{key + ' | ' if key else ''}{cpu_description()} | threads {torch.get_num_threads()} | torch {torch.__version__}"
     entries: dict[str, float] = {}
     with contextlib.suppress(OSError, ValueError):
         loaded = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(loaded, dict):
             entries = {k: float(v) for k, v in loaded.items() if isinstance(v, (int, float))}
-    if key in entries:
-        return entries[key], True
+    if full_key in entries:
+        return entries[full_key], True
     speedup = float(probe())
-    entries[key] = speedup
+    entries[full_key] = speedup
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp-{os.getpid()}")
@@ -178,12 +227,24 @@ def cpu_bf16_speedup(*, probe: Callable[[], float] = bf16_matmul_speedup, cache:
     return speedup, False
 
 
+def _forced_outcome() -> str | None:
+    value = os.environ.get(PROBE_ENV, "").strip().lower()
+    if value in ("", "fast", "slow"):
+        return value or None
+    raise DeviceError(f"{PROBE_ENV}={os.environ[PROBE_ENV]!r}: use fast (bf16 pays), slow (it does not) or leave it unset")
+
+
 def choose_precision(
-    spec: str, device: torch.device, *, probe: Callable[[], float] = bf16_matmul_speedup, cache: Path | None = None
+    spec: str, device: torch.device, *, workload: Workload | None = None, probe: Callable[[], float] | None = None,
+    cache: Path | None = None,
 ) -> Precision:
     """``auto`` | ``fp32`` | ``bf16`` | ``fp16`` for training or generation on ``device``; see the module docstring.
 
-    Raises ``DeviceError`` for an unknown name, fp16 off CUDA, or bf16 on a CUDA GPU without bf16 support.
+    On a CPU, ``auto`` measures ``workload`` (``time_workload``; ``probe`` replaces the measurement,
+    e.g. with injected figures) and picks bf16 only from ``CPU_BF16_MIN_SPEEDUP`` times faster; without a
+    workload it falls back on a matmul probe and says so. ``ATTNLAB_BF16_PROBE=fast|slow`` forces the
+    outcome. The ``reason`` says what was measured. Raises ``DeviceError`` for an unknown name, fp16 off
+    CUDA, bf16 on a CUDA GPU without bf16 support, or a bad ``ATTNLAB_BF16_PROBE``.
     """
     name = (spec or "auto").strip().lower()
     if name not in PRECISIONS:
@@ -207,10 +268,25 @@ def choose_precision(
         return Precision("bf16", torch.bfloat16, "asked for (--precision bf16)")
     if device.type == "mps":
         return Precision("fp32", None, "auto keeps fp32 on MPS (bf16 autocast support there varies by macOS version)")
-    speedup, cached = cpu_bf16_speedup(probe=probe, cache=cache)
+    forced = _forced_outcome()
+    if forced is not None:
+        chosen = "bf16" if forced == "fast" else "fp32"
+        return Precision(chosen, torch.bfloat16 if chosen == "bf16" else None,
+                         f"{PROBE_ENV}={forced} forces {chosen} (nothing measured)")
+    if workload is not None:
+        speedup, cached = cpu_bf16_speedup(probe=probe or (lambda: time_workload(workload, device)), cache=cache,
+                                           key=f"{workload.what}: {workload.key}")
+        how = "measured, cached" if cached else "measured"
+        if speedup >= CPU_BF16_MIN_SPEEDUP:
+            return Precision("bf16", torch.bfloat16,
+                             f"bf16: {speedup:.2f}x faster than fp32 on this model's {workload.what} ({how})")
+        return Precision("fp32", None, f"bf16 autocast ran this model's {workload.what} at {speedup:.2f}x the fp32 "
+                                       f"speed ({how}); bf16 is chosen from {CPU_BF16_MIN_SPEEDUP}x")
+    speedup, cached = cpu_bf16_speedup(probe=probe or bf16_matmul_speedup, cache=cache)
     source = "cached probe" if cached else "probe"
     if speedup >= CPU_BF16_MIN_SPEEDUP:
-        return Precision("bf16", torch.bfloat16, f"a bf16 matmul runs {speedup:.1f}x faster than fp32 on this CPU ({source})")
+        return Precision("bf16", torch.bfloat16, f"a bf16 matmul runs {speedup:.1f}x faster than fp32 on this CPU "
+                                                 f"({source}; no workload of the model's was measured)")
     return Precision("fp32", None, f"a bf16 matmul runs at {speedup:.2f}x the fp32 speed on this CPU ({source}); "
                                    f"bf16 pays from {CPU_BF16_MIN_SPEEDUP}x")
 

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from attnlab.models.mode import eval_mode
 from attnlab.models.stack import attention_backend, check_token_ids, positions_for, set_attention_backend
 from attnlab.nn import padding_mask
+from attnlab.nn.hooks import HookWatch
 from attnlab.tokenizers import Tokenizer
 
 
@@ -191,8 +192,36 @@ _compiled: weakref.WeakKeyDictionary[nn.Module, Callable[..., Tensor]] = weakref
 
 
 def compiled_step(model: nn.Module, token: Tensor, position: Tensor, cache: Any) -> Callable[..., Tensor]:
-    """``type(model).logits_at`` compiled for this model and this cache layout, ready to call as
-    ``step(model, token, position, cache=cache, last_only=True)`` for every step of one generation.
+    """A one-token step for ``model`` and this cache layout, ready to call as
+    ``step(model, token, position, cache=cache, last_only=True)`` for every step of one generation:
+    ``type(model).logits_at`` compiled (``_compiled_graph``) while no hook is attached to the model,
+    and run eagerly, hooks and all, during any call when one is.
+
+    Hooks: a compiled graph keeps what the hooks attached when it was traced did, and
+    ``torch.compile`` does not re-check hooks before a call, so a hook attached later would be
+    silently ignored (and a removed one kept). The step therefore looks before every call
+    (``HookWatch``: ~2 us when nothing changed, against a step of milliseconds): with a hook attached anywhere in
+    the model, or a global module hook, that call is the eager ``logits_at`` (so the hook fires once
+    per step, as it would without ``compile``); once the hooks are gone the hook-free graph runs
+    again. Graphs are only ever traced with no hook attached.
+    """
+    watch = HookWatch(model)
+    graph: Callable[..., Tensor] | None = None
+
+    def step(m: nn.Module, tok: Tensor, pos: Tensor, *, cache: Any, last_only: bool = True) -> Tensor:
+        nonlocal graph
+        if watch.hooked():
+            return type(m).logits_at(m, tok, pos, cache=cache, last_only=last_only)
+        if graph is None:
+            graph = _compiled_graph(m, tok, pos, cache)
+        return graph(m, tok, pos, cache=cache, last_only=last_only)
+
+    return step
+
+
+def _compiled_graph(model: nn.Module, token: Tensor, position: Tensor, cache: Any) -> Callable[..., Tensor]:
+    """``type(model).logits_at`` compiled for this model (with no hook attached) and this cache
+    layout, called as ``compiled_step``'s step is.
 
     Everything is compiled for fixed shapes except the KV-cache lengths (``dynamic_sources``), so one
     graph serves every step (each reads a cache one position longer) and every prompt length, and
@@ -212,7 +241,8 @@ def compiled_step(model: nn.Module, token: Tensor, position: Tensor, cache: Any)
     step is instead compiled ahead of time (``aot_compile``) and checked here, once per generation
     (and again when a new cache is built): the model, the cache and the shapes of ``token`` and
     ``position`` are then fixed, and only the cache lengths change, within the range the graph was
-    compiled for. A failed check (another dtype, a hook added, a new cache size) compiles again.
+    compiled for. A failed check (another dtype, a new cache size) compiles again. Hooks are not among
+    the facts checked: ``compiled_step`` never calls the graph while one is attached.
     """
     args, kwargs = (model, token, position), {"cache": cache, "last_only": True}
     step = _compiled.get(model)

@@ -65,6 +65,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import threading
+import weakref
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
@@ -349,18 +351,74 @@ def _refuse_training(model: nn.Module) -> None:
     model.train = train  # type: ignore[method-assign]
 
 
-_CACHE: dict[tuple[int, str, str], Any] = {}
+@dataclasses.dataclass
+class _Copy:
+    """A cached quantized copy and the state of its source's tensors when it was made. It holds
+    nothing that may refer to the source (the ``LoadedModel`` around the copy only weakly), so the
+    source can be freed while its copy is cached."""
+
+    tensors: list[tuple[weakref.ref[Tensor], int]]  # each parameter and buffer, and its in-place version
+    model: nn.Module
+    wrapped: weakref.ref[Any] | None = None  # the LoadedModel last returned around ``model``
+
+    def fits(self, source: nn.Module) -> bool:
+        now = list(_tensors(source))
+        return len(now) == len(self.tensors) and all(
+            ref() is t and version == _version(t) for (ref, version), t in zip(self.tensors, now, strict=True)
+        )
+
+
+def _tensors(model: nn.Module) -> Iterator[Tensor]:
+    yield from model.parameters()
+    yield from model.buffers()
+
+
+def _version(t: Tensor) -> int:
+    """How many in-place changes ``t`` has had (-1 for an inference tensor, which keeps no count and
+    cannot be changed in place outside inference mode)."""
+    return -1 if t.is_inference() else t._version
+
+
+# Keyed on the source model itself, held weakly: an entry goes with its model (never outlives it, and a
+# new model that happens to reuse a freed model's address never finds the old copy).
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, str], _Copy]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
 def quantized_copy(loaded: Any, scheme: Scheme, *, path: Path = "auto") -> Any:
     """A catalogue ``LoadedModel`` (or a subclass such as ``SmolLM2``) whose ``model`` is ``quantize(...)``'s
-    copy; cached per loaded model, scheme and path. The float32 model is not changed."""
-    key = (id(loaded.model), scheme, path)
+    copy; cached per loaded model, scheme and path. The float32 model is not changed.
+
+    The cache holds the source model weakly: a copy is dropped when its source is freed or
+    ``release_quantized(source)`` is called (``catalog.unload`` does), and made again when any of the
+    source's parameters or buffers was replaced or changed in place since (``Tensor._version``).
+    """
+    source = loaded.model
     with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = dataclasses.replace(loaded, model=quantize(loaded.model, scheme, path=path))
-        return _CACHE[key]
+        copies = _CACHE.setdefault(source, {})
+        cached = copies.get((scheme, path))
+        if cached is None or not cached.fits(source):
+            state = [(weakref.ref(t), _version(t)) for t in _tensors(source)]
+            cached = copies[(scheme, path)] = _Copy(state, quantize(source, scheme, path=path))
+        wrapped = cached.wrapped() if cached.wrapped is not None else None
+        if wrapped is None or type(wrapped) is not type(loaded) or any(
+            getattr(wrapped, f.name) is not getattr(loaded, f.name) for f in dataclasses.fields(loaded) if f.name != "model"
+        ):
+            wrapped = dataclasses.replace(loaded, model=cached.model)
+            cached.wrapped = weakref.ref(wrapped)
+        return wrapped
+
+
+def release_quantized(source: nn.Module) -> bool:
+    """Drop every cached quantized copy of ``source``; whether there was one."""
+    with _LOCK:
+        return bool(_CACHE.pop(source, None))
+
+
+def cached_quantized_copies() -> int:
+    """How many quantized copies the cache holds now (all sources, schemes and paths)."""
+    with _LOCK:
+        return sum(len(copies) for copies in _CACHE.values())
 
 
 def weight_bytes_per_token(model: nn.Module) -> int:

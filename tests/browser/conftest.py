@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
+#: How long an ``expect(...)`` assertion waits for its condition (Playwright's own default is 5 s): a
+#: generous bound on a page that waits on the server, which on a loaded machine (a first model load,
+#: other processes on the cores) can take more than 5 s. The condition ends the wait, not the bound.
+EXPECT_TIMEOUT_MS = 60_000
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -81,6 +85,15 @@ class Page:
     def screenshot(self, name: str) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
         self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture(autouse=True)
+def _patient_expect() -> None:
+    try:
+        from playwright.sync_api import expect
+    except ImportError:  # the chromium fixture skips these tests and says why
+        return
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 
 
 @pytest.fixture

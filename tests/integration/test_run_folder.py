@@ -55,6 +55,7 @@ def nan_at(monkeypatch, n: int) -> None:
     monkeypatch.setattr(LanguageModelTask, "loss", nan)
 
 
+@pytest.mark.precision  # auto precision: run again by `make test` with the probe forced to bf16
 def test_failed_fresh_runs_leave_the_folder_as_it_was_and_the_run_resumes_bitwise(corpus, monkeypatch) -> None:
     full = train(config(corpus, "full"))
     interrupt_at(monkeypatch, 6)

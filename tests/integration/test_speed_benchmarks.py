@@ -55,7 +55,11 @@ def test_bench_vs_nanogpt_smoke(tmp_path: Path) -> None:
     assert report["reached"] and report["attnlab_val"] <= 3.85  # a repeated line is learnt fast
     assert set(report["attnlab_evals"]) == {"10", "20"} and report["attnlab_step"] in (10, 20)
     assert 0 < report["attnlab_wall_s"] <= report["attnlab_total_wall_s"]
-    assert report["ratio"] == pytest.approx(report["attnlab_wall_s"] / report["nanogpt_wall_s"], rel=0.02)  # walls rounded to 1 ms
+    # The walls are printed rounded to 1 ms and the ratio to 4 decimals, from the unrounded walls: the
+    # ratio lies within what the rounded walls allow (a fixed relative tolerance failed when the stand-in's
+    # wall was a few ms: 162.29 vs 159.1).
+    a, n, half_ms = report["attnlab_wall_s"], report["nanogpt_wall_s"], 0.0005
+    assert n > half_ms and (a - half_ms) / (n + half_ms) - 5e-5 <= report["ratio"] <= (a + half_ms) / (n - half_ms) + 5e-5
     assert report["seed"] == 1337 and report["threads"] == 1 and report["attnlab_precision"] == "fp32"
     assert report["attnlab_optimizer"] == "muon"  # passed through to attnlab's recipe
     assert report["attnlab_model_overrides"] == {"positions": "rotary", "activation": "relu"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -57,6 +58,7 @@ def test_train_writes_checkpoints_metrics_and_plot(corpus) -> None:
     assert best.config.d_model == 32 and best.tokenizer.decode(best.tokenizer.encode("the cat")) == "the cat"
 
 
+@pytest.mark.precision  # auto precision: run again by `make test` with the probe forced to bf16
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_interrupt_then_resume_is_bitwise_identical(corpus, monkeypatch, optimizer) -> None:
     full = train(config(corpus, "full", optimizer=optimizer))
@@ -129,12 +131,60 @@ def test_bf16_loss_trajectory_stays_within_one_percent_of_fp32(corpus) -> None:
     assert fp32 != bf16  # the autocast did change the arithmetic
 
 
+@pytest.mark.precision  # auto precision: run again by `make test` with the probe forced to bf16
 def test_the_first_line_says_which_device_precision_and_threads_and_why(corpus, capfd) -> None:
     train(config(corpus, "said", device="cpu", precision="auto", iters=1, eval_interval=1), threads=1)
     line = capfd.readouterr().err.strip().splitlines()[0]
     assert line.startswith("attnlab train: device cpu; precision ") and "threads 1 (asked for" in line, line
     info = json.loads((corpus / "said" / "last" / "training" / "state.json").read_text())["info"]
     assert info["precision"]["name"] in ("fp32", "bf16") and info["precision"]["reason"] in line
+
+
+def test_a_seeded_run_is_the_same_with_an_empty_or_a_warm_probe_cache(corpus, monkeypatch, capfd) -> None:
+    """``--precision auto`` measures the model's step on a machine's first run and reads the cache on
+    later ones; the measurement used to draw from the global generator (the first run's dropout masks
+    differed: another step-1 loss for the same --seed). Now both runs are equal, to the bit."""
+    monkeypatch.delenv("ATTNLAB_BF16_PROBE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(corpus / "empty-cache"))
+    dropout = {**TINY, "dropout": 0.2}
+    cold = train(config(corpus, "cold", iters=2, eval_interval=2, model_overrides=dropout), threads=1)
+    assert (corpus / "empty-cache" / "attnlab" / "precision.json").is_file()
+    warm = train(config(corpus, "warm", iters=2, eval_interval=2, model_overrides=dropout), threads=1)
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("attnlab train:")]
+    assert "training step" in lines[0] and "(measured)" in lines[0] and "(measured, cached)" in lines[1], lines
+    assert cold.losses == warm.losses
+
+
+def test_the_precision_probe_leaves_the_model_and_the_data_order_as_they_were(corpus) -> None:
+    """The training step auto times is the model's own (its configuration and batch shape are the
+    cache key); afterwards the weights, gradients and mode and the task's sampler are as before, so
+    the run's first batch is the one it would have had."""
+    from attnlab.models import build_model, preset
+    from attnlab.train import distributed
+    from attnlab.train.loop import make_task_for, train_tokenizer, training_workload
+
+    cfg = config(corpus, "probe", model_overrides={**TINY, "dropout": 0.2})
+    env = distributed.DistEnv()
+
+    def prepared():
+        task = make_task_for(cfg)
+        tokenizer = train_tokenizer(cfg, task)
+        model_config = task.configure(preset(cfg.preset).replace(**cfg.model_overrides), tokenizer)
+        task.prepare(tokenizer, model_config, corpus / "probe-data", env, reuse=True)
+        return task, model_config
+
+    task, model_config = prepared()
+    model = build_model(model_config).eval()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    work = training_workload(model, task, env)
+    for autocast in (contextlib.nullcontext(), torch.autocast("cpu", dtype=torch.bfloat16)):
+        work.step(autocast)
+    assert not model.training and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    assert work.what == "training step" and str(model_config.to_dict()) in work.key
+    assert f"[{(cfg.batch_size, model_config.max_len)}]" in work.key
+    untouched, _ = prepared()
+    assert torch.equal(task.next_batch().inputs[0], untouched.next_batch().inputs[0])
 
 
 def test_corpus_shorter_than_a_block_is_a_clear_error(tmp_path) -> None:
@@ -165,6 +215,7 @@ def test_cli_train_then_generate(corpus) -> None:
     assert missing.exit_code == 1 and "no such file or folder" in missing.output
 
 
+@pytest.mark.precision  # auto precision: run again by `make test` with the probe forced to bf16
 def test_a_resumed_auto_run_keeps_its_precision_even_from_before_the_option(corpus, capfd) -> None:
     """--precision may not change on --resume; auto keeps what the run started with, and a run saved with
     the former ``bf16: true`` field resumes in bf16."""

@@ -13,7 +13,11 @@ TINY = Sizes(layers=1, width=32, heads=2, batch=2, seq=16, enc_layers=1, enc_wid
 
 
 def test_bench_reports_every_variant_side_by_side() -> None:
+    import torch
+
+    before = torch.get_rng_state()
     report = run_bench(TINY, bf16="on")
+    assert torch.equal(torch.get_rng_state(), before)  # it seeds its own models without touching the caller's generator
     assert [r.name for r in report.training] == [
         "HF GPT2LMHeadModel fp32", "attnlab DecoderLM fp32",
         "HF GPT2LMHeadModel bf16 autocast", "attnlab DecoderLM bf16 autocast",

@@ -89,7 +89,8 @@ def test_a_bad_prompt_is_refused_once_before_anything_is_generated() -> None:
 @pytest.mark.slow
 def test_compiled_decoding_gives_the_eager_tokens() -> None:
     """``compile=True`` (one dynamic-shape graph for every cache length) against the eager path:
-    rotary positions, grouped-query attention, a context that slides past ``max_len``, and sampling."""
+    rotary positions, grouped-query attention, a context that slides past ``max_len``, sampling, and a
+    hook attached after compiling."""
     torch.manual_seed(3)
     config = TransformerConfig(family="decoder", vocab_size=CHARS.vocab_size, d_model=32, n_heads=4, n_kv_heads=2,
                                n_layers=2, d_ff=64, max_len=12, positions="rotary")
@@ -103,6 +104,25 @@ def test_compiled_decoding_gives_the_eager_tokens() -> None:
     hot = Sampling(temperature=1.3, top_k=5)
     assert ids_of(model, "he", 20, sampling=hot, seed=3, compile=True) == ids_of(model, "he", 20, sampling=hot, seed=3)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1  # every length, one graph
+    # A hook attached after compiling (torch.compile does not guard on hooks: the graph would ignore
+    # it) is honoured: the hooked steps run eagerly, the hook fires once per forward pass as without
+    # compile, and once it is removed the same graph runs again.
+    calls: list[int] = []
+
+    def force_token_one(module, inputs, out):
+        calls.append(1)
+        out = out.clone()
+        out[..., 1] += 100.0
+        return out
+
+    handle = model.hook_logits.register_forward_hook(force_token_one)
+    hooked = ids_of(model, "abc d", 8, sampling=greedy)
+    eager_calls, calls[:] = len(calls), []
+    assert hooked == [1] * 8 and eager_calls == 9  # the prompt pass and 8 steps
+    assert ids_of(model, "abc d", 8, sampling=greedy, compile=True) == hooked and len(calls) == eager_calls
+    handle.remove()
+    assert ids_of(model, "abc d", 40, sampling=greedy, compile=True) == eager
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1
     # The step runs without per-call guards; each generation checks them once, so a changed model
     # gets a new graph instead of the old one.
     model.to(torch.float64)
@@ -112,6 +132,24 @@ def test_compiled_decoding_gives_the_eager_tokens() -> None:
     del model
     gc.collect()
     assert alive() is None
+
+
+def test_a_hook_watch_sees_hooks_come_and_go() -> None:
+    from attnlab.nn.hooks import HookWatch
+
+    model = lm()
+    watch = HookWatch(model)
+    assert not watch.hooked()
+    handle = model.stack.blocks[1].attn.hook_weights.register_forward_hook(lambda *a: None)
+    assert watch.hooked()
+    handle.remove()
+    assert not watch.hooked()
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(lambda *a: None)
+    try:
+        assert watch.hooked()
+    finally:
+        handle.remove()
+    assert not watch.hooked()
 
 
 PROMPTS = ["a", "abc d", "hh.g", "ba"]  # different lengths: left-padded by up to four tokens

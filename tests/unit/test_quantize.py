@@ -10,6 +10,7 @@ import attnlab.quantize as q
 from attnlab.generate import Sampling, stream_ids
 from attnlab.models import DecoderLM, EncoderModel, preset
 from attnlab.quantize import QuantizationError, QuantizedLinear, quantize, weight_bytes_per_token
+from attnlab.tokenizers import CharTokenizer
 
 
 def tiny_decoder() -> DecoderLM:
@@ -208,6 +209,79 @@ def test_load_quantized_from_the_catalogue_is_a_cached_copy() -> None:
     assert isinstance(fp32.model.lm_head, nn.Linear)
 
 
+def _registered(name: str, seed: int):
+    import attnlab.catalog as cat
+
+    def build():
+        torch.manual_seed(seed)
+        config = preset("shakespeare-char").replace(d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=8)
+        model = DecoderLM(config).eval()
+        return model, CharTokenizer("abcdefgh .\n")
+
+    cat.register(cat._entry(name, "decoder", "", "0", "test", "", "", lambda: True, build))
+
+
+def _is_copy_of(qm: nn.Module, model: nn.Module) -> bool:
+    """The quantized output layer is the float one to within its own rounding (int8 per channel: half a
+    step, 1/254 of a row's largest weight; independent random layers differ by far more)."""
+    w = model.lm_head.weight
+    return bool(((qm.lm_head.dequantized_weight() - w).abs() <= w.abs().amax(dim=1, keepdim=True) / 250).all())
+
+
+def test_quantized_copies_live_and_die_with_their_source() -> None:
+    """Copies used to be cached under ``id(model)``: a new model at a freed model's address got the old
+    model's copy, and no copy was ever released. 200 re-registrations under one name: every copy is
+    the current model's, and the cache never holds more than the current one."""
+    import attnlab
+    import attnlab.catalog as cat
+
+    name = "test-quantized-reregistered"
+    try:
+        wrong, held = [], set()
+        for seed in range(200):
+            _registered(name, seed)
+            fp32 = attnlab.load(name)
+            qloaded = attnlab.load(name, quantize="int8")
+            if not _is_copy_of(qloaded.model, fp32.model):
+                wrong.append(seed)
+            held.add(q.cached_quantized_copies())
+            del fp32, qloaded  # the old model is freed: its address can be reused by the next one
+        fp32 = attnlab.load(name)
+        assert wrong == []  # no registration got another model's copy
+        before = q.cached_quantized_copies() - 1
+        assert held == {before + 1}  # the cache never held more than the current model's copy
+        # unload releases the copy though the caller still holds the float model
+        assert cat.unload(name)
+        assert q.cached_quantized_copies() == before
+        assert not q.release_quantized(fp32.model)
+    finally:
+        cat.unload(name)
+        cat._REGISTRY.pop(name, None)
+
+
+def test_a_quantized_copy_follows_its_sources_weights_and_is_freed_with_it() -> None:
+    import gc
+    import weakref
+
+    import attnlab.catalog as cat
+
+    torch.manual_seed(0)
+    model = tiny_decoder()
+    loaded = cat.LoadedModel(name="m", model=model, tokenizer=CharTokenizer("ab"), config=model.config, info=None)  # type: ignore[arg-type]
+    first = q.quantized_copy(loaded, "int8")
+    assert q.quantized_copy(loaded, "int8") is first and _is_copy_of(first.model, model)
+    with torch.no_grad():  # weights changed in place: the old copy no longer fits
+        model.lm_head.weight.mul_(-1)
+    second = q.quantized_copy(loaded, "int8")
+    assert second.model is not first.model and _is_copy_of(second.model, model)
+    copy_alive, source_alive = weakref.ref(second.model), weakref.ref(model)
+    n = q.cached_quantized_copies()
+    del model, loaded, first, second
+    gc.collect()
+    assert source_alive() is None and copy_alive() is None
+    assert q.cached_quantized_copies() == n - 1
+
+
 def test_cli_generate_quantized() -> None:
     from typer.testing import CliRunner
 
@@ -220,3 +294,28 @@ def test_cli_generate_quantized() -> None:
     assert quant.stdout.startswith("ROMEO:") and len(quant.stdout) > len("ROMEO:") + 10
     bad = CliRunner().invoke(app, [*args, "--quantize", "int2"])
     assert bad.exit_code == 2 and "--quantize must be int8 or int4" in bad.output  # a usage error
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_saving_a_quantized_model_is_refused_and_the_float_model_round_trips(scheme: str, tmp_path) -> None:
+    """A checkpoint of a quantized model used to be written and then refused by ``load_checkpoint``
+    (``lm_head.qweight`` unexpected): saving is refused, a checkpoint already there survives, and the
+    route the message gives (save the float model, quantize after loading) gives the same logits."""
+    from attnlab.weights.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = tiny_decoder()
+    tokenizer = CharTokenizer("".join(chr(c) for c in range(32, 32 + model.config.vocab_size)))
+    save_checkpoint(tmp_path / "ckpt", model, tokenizer)
+    before = sorted((p.name, p.stat().st_size) for p in (tmp_path / "ckpt").iterdir())
+    qm = quantize(model, scheme)  # type: ignore[arg-type]
+    with pytest.raises(CheckpointError, match=r"cannot save a quantized model .*Save the float model"):
+        save_checkpoint(tmp_path / "ckpt", qm, tokenizer)
+    with pytest.raises(CheckpointError, match="cannot save a quantized model"):
+        save_checkpoint(tmp_path / "new", qm, tokenizer)
+    assert not (tmp_path / "new").exists()
+    assert sorted((p.name, p.stat().st_size) for p in (tmp_path / "ckpt").iterdir()) == before
+    again = quantize(load_checkpoint(tmp_path / "ckpt").model, scheme)  # type: ignore[arg-type]
+    ids = torch.tensor([[1, 5, 9, 2, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids), qm(ids), rtol=0, atol=0)

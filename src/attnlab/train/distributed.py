@@ -13,6 +13,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -20,6 +21,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from attnlab.device import DeviceError, resolve_device
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,15 @@ def broadcast_flag(flag: bool, env: DistEnv) -> bool:
     if not env.enabled:
         return flag
     return bool(_all_reduce(torch.tensor([1.0 if flag else 0.0]), env, dist.ReduceOp.MAX).item())
+
+
+def from_main(value: T, env: DistEnv) -> T:
+    """The main process's ``value`` on every rank (a picklable object; e.g. a decision only rank 0 makes)."""
+    if not env.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier(env: DistEnv) -> None:

@@ -38,7 +38,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnlab.device import Precision, choose_precision, set_threads
+from attnlab.device import Precision, Workload, choose_precision, set_threads
 from attnlab.models import build_model, preset
 from attnlab.models.init import init_weights
 from attnlab.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
@@ -307,7 +307,7 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
          threads_line: str) -> TrainResult:
     out = Path(cfg.out)
     last_dir, best_dir = out / "last", out / "best"
-    precision = _precision(cfg, env, resume_state)
+    precision = _precision(cfg, env, resume_state, lambda: training_workload(model, task, env))
     if env.is_main:
         print(f"attnlab train: device {env.device}" + (f" x {env.world_size} processes" if env.enabled else "")
               + f"; precision {precision.name} ({precision.reason}); {threads_line}", file=sys.stderr, flush=True)
@@ -445,8 +445,37 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
     return TrainResult(out, step, losses, val_losses, best_val, stopped, time.perf_counter() - started, val_metrics)
 
 
-def _precision(cfg: TrainConfig, env: distributed.DistEnv, resume_state: TrainingState | None) -> Precision:
-    """``choose_precision`` for this run; a resumed ``auto`` run keeps the precision it started with."""
+def training_workload(model: nn.Module, task: Task, env: distributed.DistEnv) -> Workload:
+    """One training step of ``model`` on a batch of ``task``'s real shape, for ``choose_precision("auto")``
+    to time in fp32 and bf16 autocast: a forward pass and a backward pass, then the gradients cleared
+    (no optimizer step: the model is left as it was). The batch is the task's next one, and the task's
+    sampler is put back, so the run still starts from its first batch."""
+    saved = task.state()
+    batch = task.next_batch().to(env.device)
+    task.set_state(saved)
+    config = getattr(model, "config", None)
+    shapes = [tuple(t.shape) for t in batch.inputs]
+
+    def step(autocast: contextlib.AbstractContextManager) -> None:
+        was_training = model.training
+        model.train()
+        try:
+            with autocast:
+                loss = task.loss(model, batch, training=True).total
+            loss.backward()
+        finally:
+            model.zero_grad(set_to_none=True)
+            model.train(was_training)
+
+    key = f"{type(task).__name__} {config.to_dict() if config is not None else type(model).__name__}; batch {shapes}"
+    return Workload(key=key, step=step, what="training step")
+
+
+def _precision(cfg: TrainConfig, env: distributed.DistEnv, resume_state: TrainingState | None,
+               workload: Callable[[], Workload]) -> Precision:
+    """``choose_precision`` for this run; a resumed ``auto`` run keeps the precision it started with.
+    ``auto`` on a CPU measures ``workload()`` (``training_workload``) on the main process, and every
+    process of a distributed run takes its choice."""
     info = resume_state.info if resume_state is not None else {}
     saved = info.get("precision") or {}
     old_flag = (info.get("train_config") or {}).get("bf16")  # runs saved before --precision had bf16: bool
@@ -455,7 +484,10 @@ def _precision(cfg: TrainConfig, env: distributed.DistEnv, resume_state: Trainin
     if cfg.precision == "auto" and isinstance(saved, dict) and saved.get("name") in ("fp32", "bf16", "fp16"):
         kept = choose_precision(saved["name"], env.device)
         return Precision(kept.name, kept.dtype, f"kept from the run's start: {saved.get('reason', '')}")
-    return choose_precision(cfg.precision, env.device)
+    if cfg.precision != "auto" or env.device.type != "cpu":
+        return choose_precision(cfg.precision, env.device)
+    chosen = choose_precision("auto", env.device, workload=workload()) if env.is_main else None
+    return distributed.from_main(chosen, env)  # type: ignore[return-value]  # None only off the main rank
 
 
 def _progress(cfg: TrainConfig, step: int, env: distributed.DistEnv):

@@ -292,9 +292,17 @@ def save_checkpoint(
     to the model's dtype. Used for training snapshots, never for a checkpoint meant to resume.
 
     Raises ``CheckpointError`` when ``directory`` exists and is not an attnlab checkpoint (a file, a
-    link, a folder of other things: nothing attnlab did not write is replaced) or when writing fails
-    (the previous checkpoint is then intact).
+    link, a folder of other things: nothing attnlab did not write is replaced), for a quantized model
+    (``attnlab.quantize``: a checkpoint holds the float weights its config builds; nothing is
+    written) or when writing fails (the previous checkpoint is then intact).
     """
+    quantized = next((m.quant_path for m in model.modules() if getattr(m, "quant_path", None) is not None), None)
+    if quantized is not None:  # the model's own mark, or any QuantizedLinear layer in it
+        raise CheckpointError(
+            f"cannot save a quantized model ({quantized}): a checkpoint holds float weights. Save the "
+            f"float model it was quantized from, and quantize after loading (attnlab.quantize.quantize(model, "
+            f"scheme), or `attnlab generate --checkpoint DIR --quantize int8`)"
+        )
     target = Path(directory)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
     config: TransformerConfig = model.config  # type: ignore[assignment]
