@@ -55,10 +55,11 @@ from attnlab.train.config import TrainConfig
 from attnlab.train.data import corpus_files, data_matches, iter_text, text_sha256
 from attnlab.train.optim import make_optimizer
 from attnlab.train.runs import (
+    HeldFolder,
     RunFolderError,
     check_resume,
-    claim_run_folder,
     fingerprints_of,
+    hold_run_folder,
     restore_run_folder,
     saved_train_config,
     temp_name,
@@ -228,9 +229,16 @@ def train(cfg: TrainConfig, *, threads: int | None = None) -> TrainResult:
 
 
 def _train(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str) -> TrainResult:
+    tag = temp_name(env)  # the same on every rank, on every machine
+    with hold_run_folder(cfg, env) as held:  # one live run per folder; refusals stop every rank
+        return _train_held(cfg, env, threads_line, held, tag)
+
+
+def _train_held(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str, held: HeldFolder,
+                tag: str) -> TrainResult:
     out = Path(cfg.out)
     last_dir = out / "last"
-    replaced = claim_run_folder(cfg) if env.is_main else []
+    replaced, created = held.replaced, held.created
 
     # ---- the saved run (resume), compared with this config before anything else is read
     resume_state: TrainingState | None = None
@@ -263,20 +271,15 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str) -> Tra
     fingerprints["tokenizer"] = text_sha256(tokenizer.to_json())
 
     # ---- data: prepared in a temporary folder inside OUT, moved in only when the run starts
-    created = env.is_main and not out.exists()
     if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
-    prep = out / f".prepare.tmp-{temp_name(env)}"
+    prep = out / f".prepare.tmp-{tag}"
     reuse = cfg.resume and data_matches(out / "data", fingerprints["data"] or "", fingerprints["tokenizer"])
     try:
         task.prepare(tokenizer, config, out / "data" if reuse else prep / "data", env, reuse=reuse)
     except BaseException:
         if env.is_main:
-            shutil.rmtree(prep, ignore_errors=True)
-            if created:
-                with contextlib.suppress(OSError):
-                    out.rmdir()
+            shutil.rmtree(prep, ignore_errors=True)  # (a folder this run created goes with its lock)
         raise
     distributed.barrier(env)  # every rank has opened the prepared data before it moves
     aside: Path | None = None
@@ -295,7 +298,7 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str) -> Tra
     # a fresh run owns the folder once it has written a checkpoint; the run set aside is deleted then
     committed: dict[str, Any] = {"done": cfg.resume, "aside": aside}
     try:
-        return _run(cfg, env, task, model, tokenizer, resume_state, fingerprints, committed, threads_line)
+        return _run(cfg, env, task, model, tokenizer, resume_state, fingerprints, committed, threads_line, tag)
     except BaseException:
         if env.is_main and not committed["done"]:
             restore_run_folder(out, aside, created)
@@ -304,10 +307,13 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str) -> Tra
 
 def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Module, tokenizer: Tokenizer,
          resume_state: TrainingState | None, fingerprints: dict[str, str | None], committed: dict[str, Any],
-         threads_line: str) -> TrainResult:
+         threads_line: str, tag: str) -> TrainResult:
     out = Path(cfg.out)
     last_dir, best_dir = out / "last", out / "best"
     precision = _precision(cfg, env, resume_state)
+    if env.enabled:  # rank 0's choice on every machine (``auto`` measures speed, which differs per machine)
+        name, reason = distributed.broadcast_object((precision.name, precision.reason), env)
+        precision = Precision(name, choose_precision(name, env.device).dtype, reason)
     if env.is_main:
         print(f"attnlab train: device {env.device}" + (f" x {env.world_size} processes" if env.enabled else "")
               + f"; precision {precision.name} ({precision.reason}); {threads_line}", file=sys.stderr, flush=True)
@@ -355,7 +361,7 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
             )
         if sharded:  # every rank writes its shards
             save_sharded_checkpoint(directory, model, tokenizer, state, optimizer if with_state else None,
-                                    tag=temp_name(env))
+                                    tag=tag)
         else:
             save_checkpoint(directory, model, tokenizer, state)
         if directory == last_dir and not committed["done"]:
