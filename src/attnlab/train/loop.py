@@ -12,9 +12,10 @@ losses as a run that was never interrupted (CPU, float32). A first Ctrl-C finish
 saves and returns; a loss that turns NaN or infinite stops the run before the bad update is applied,
 leaving the last good checkpoint as it was.
 
-A run folder holds one run (``attnlab.train.runs``): a fresh run into a folder that holds a run is
-refused unless ``overwrite``; the tokenizer and the data are prepared in ``OUT/.prepare.tmp-PID`` and
-moved in when training starts; a run that fails before its first checkpoint is undone (the previous
+A run folder holds one run (``attnlab.train.runs``): the live run holds its lock (one writer at a
+time; rank 0 under torchrun); a fresh run into a folder that holds a run is refused unless
+``overwrite``; the tokenizer and the data are prepared in ``OUT/.prepare.tmp-PID`` (rank 0's process
+id, the same name on every rank and machine) and moved in when training starts; a run that fails before its first checkpoint is undone (the previous
 run, set aside by ``overwrite``, comes back). ``resume`` refuses a config that differs from the saved
 one outside ``RESUME_MAY_CHANGE`` or data whose content fingerprint differs (``check_resume``), and
 keeps the saved learning-rate schedule, so extending ``iters`` continues at ``min_lr`` past the
