@@ -7,6 +7,7 @@ batch. And what happens around a run: a worker whose agent is killed stops; a re
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -20,7 +21,7 @@ import pytest
 
 from attnlab.train.loop import read_metrics
 
-HOLDER_FILE = ".attnlab-run.json"  # attnlab.train.runs's name
+LOCK_FILE = ".attnlab-run.lock"  # attnlab.train.runs's name
 
 
 def corpus(folder: Path) -> None:
@@ -123,7 +124,7 @@ def test_two_machines_train_save_resume_and_match_one_process(tmp_path, strategy
     run = tmp_path / "two"
     assert ((run / "last" / "sharded").is_dir()) == (strategy == "fsdp")
     assert not list(run.glob(".*tmp*")) and not list(run.glob(".previous-run-*"))
-    assert not (run / HOLDER_FILE).exists()  # the lock was given back
+    assert not (run / LOCK_FILE).exists()  # the lock was given back
     from attnlab.train.runs import RunLock
 
     RunLock.acquire(run).release()
@@ -173,7 +174,7 @@ def test_a_worker_stops_when_its_torchrun_agent_is_killed(tmp_path) -> None:
             time.sleep(0.2)
         assert all(gone(w) for w in workers), "the worker kept training after its agent was killed"
         # the run folder's lock went with it: a new run takes it over (the dead holder's record is replaced)
-        assert (tmp_path / "run" / HOLDER_FILE).is_file()
+        assert json.loads((tmp_path / "run" / LOCK_FILE).read_text())["pid"] in workers
         from attnlab.train.runs import RunLock
 
         lock = RunLock.acquire(tmp_path / "run")
@@ -181,3 +182,60 @@ def test_a_worker_stops_when_its_torchrun_agent_is_killed(tmp_path) -> None:
         lock.release()
     finally:
         kill_all([agent], workers)
+
+
+AGREE = """
+import json, os
+import torch
+from attnlab.device import Precision
+from attnlab.train import distributed
+from attnlab.train.loop import agreed_precision
+from attnlab.train.runs import temp_name
+
+env = distributed.setup("cpu")
+mine = Precision("bf16", torch.bfloat16, "probe: bf16 faster") if env.rank == 0 else Precision("fp32", None, "probe: slower")
+agreed = agreed_precision(mine, env)
+print(json.dumps({"rank": env.rank, "tag": temp_name(env), "precision": [agreed.name, str(agreed.dtype), agreed.reason]}))
+distributed.teardown(env)
+"""
+
+
+@pytest.mark.slow
+def test_ranks_agree_on_rank_0s_temporary_names_and_precision(tmp_path) -> None:
+    """What differs per machine (process ids, a measured precision choice) is rank 0's on every rank."""
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", AGREE], cwd=tmp_path, stdout=subprocess.PIPE, text=True,
+                              env={**child_env(), "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
+                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}) for r in (0, 1)]
+    try:
+        rows = [json.loads(p.communicate(timeout=120)[0].splitlines()[-1]) for p in procs]
+    finally:
+        kill_all(procs, [])
+    assert [r["rank"] for r in rows] == [0, 1]
+    assert [r["tag"] for r in rows] == [str(procs[0].pid)] * 2
+    assert [r["precision"] for r in rows] == [["bf16", "torch.bfloat16", "probe: bf16 faster"]] * 2
+
+
+@pytest.mark.slow
+def test_a_machine_that_does_not_see_out_is_named(tmp_path) -> None:
+    """Two machines whose --out are different folders (here: the same relative path from two working
+    folders) are stopped with one line saying so, instead of failing on data rank 0 never wrote for them."""
+    corpus(tmp_path)
+    for n in (0, 1):
+        (tmp_path / f"machine{n}").mkdir()
+    port = free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={n}", "--nproc-per-node=1",
+         "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=not-shared", "-m", "attnlab", "train",
+         "--data", str(tmp_path / "corpus.txt"), "--out", "run", "--iters", "2", "--no-progress", "--device", "cpu"],
+        cwd=tmp_path / f"machine{n}", env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True) for n in (0, 1)]
+    try:
+        outputs = [p.communicate(timeout=240)[0] for p in procs]
+    finally:
+        kill_all(procs, [])
+    errors = [line for out in outputs for line in out.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: --out run is not the folder rank 0 ({socket.gethostname()}) writes, as seen from "
+                      f"{socket.gethostname()}: every machine of a run must see --out at the same path on a shared "
+                      f"file system"] * 2, "\n".join(outputs)[-3000:]
+    assert all(p.returncode != 0 for p in procs)

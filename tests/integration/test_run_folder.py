@@ -12,7 +12,7 @@ from test_train import config, make_corpus
 
 from attnlab.train.data import DataError
 from attnlab.train.loop import TrainingDiverged, read_metrics, train
-from attnlab.train.runs import LOCK_FILE, RunFolderError
+from attnlab.train.runs import RunFolderError
 from attnlab.train.tasks import LanguageModelTask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -80,7 +80,7 @@ def test_failed_fresh_runs_leave_the_folder_as_it_was_and_the_run_resumes_bitwis
         train(config(corpus, "run", data=str(corpus / "other.txt"), overwrite=True))
     monkeypatch.undo()
     assert tree(run) == before
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [LOCK_FILE]  # (empty, unlocked)
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
 
     second = train(config(corpus, "run", resume=True))
     assert first.losses + second.losses == full.losses  # exact float equality, step by step
@@ -99,7 +99,7 @@ def test_overwrite_replaces_a_run_but_nothing_else(corpus) -> None:
     result = train(config(corpus, "run", iters=4, seed=7, overwrite=True))
     assert result.step == 4 and (corpus / "run" / "notes.txt").read_text() == "mine"
     assert [r["step"] for r in read_metrics(corpus / "run" / "metrics.jsonl") if "loss" in r] == [1, 2, 3, 4]
-    assert sorted(p.name for p in (corpus / "run").iterdir() if p.name.startswith(".")) == [LOCK_FILE]
+    assert sorted(p.name for p in (corpus / "run").iterdir() if p.name.startswith(".")) == []
     (corpus / "run" / "data" / "thesis.tex").write_text("not a run's")
     with pytest.raises(RunFolderError, match=r"data is not"):
         train(config(corpus, "run", iters=4, overwrite=True))

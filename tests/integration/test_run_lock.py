@@ -19,7 +19,7 @@ from attnlab.cli import main
 from attnlab.train.loop import read_metrics
 from attnlab.train.runs import RunFolderError
 
-HOLDER_FILE, LOCK_FILE = ".attnlab-run.json", ".attnlab-run.lock"  # attnlab.train.runs's names
+LOCK_FILE = ".attnlab-run.lock"  # attnlab.train.runs's name: the live run's lock and record
 
 
 def child_env() -> dict[str, str]:
@@ -58,7 +58,7 @@ def test_a_second_run_into_a_live_run_folder_is_refused_naming_the_holder(tmp_pa
             second = attnlab("train", "--out", "run", *args, cwd=tmp_path)
             assert second.returncode == 2, (args, second.stderr[-2000:])
             holder = {"pid": first.pid, "host": socket.gethostname(),
-                      "started": json.loads((tmp_path / "run" / HOLDER_FILE).read_text())["started"]}
+                      "started": json.loads((tmp_path / "run" / LOCK_FILE).read_text())["started"]}
             assert second.stderr.splitlines() == [busy_message("run", holder)], args
         assert first.poll() is None  # the first run trains on, alone
     finally:
@@ -70,7 +70,7 @@ def test_a_second_run_into_a_live_run_folder_is_refused_naming_the_holder(tmp_pa
     # the first run was killed (-9): its lock went with it, and a resume takes the folder over
     done = attnlab("train", "--out", "run", "--resume", "--iters", str(steps[-1] + 2), "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert not (tmp_path / "run" / HOLDER_FILE).exists()
+    assert not (tmp_path / "run" / LOCK_FILE).exists()
 
 
 def test_the_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(tmp_path, capsys) -> None:
@@ -79,7 +79,7 @@ def test_the_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(tmp_pat
     out = tmp_path / "run"
     out.mkdir()
     lock = RunLock.acquire(out)
-    assert json.loads((out / HOLDER_FILE).read_text()) == lock.holder
+    assert json.loads((out / LOCK_FILE).read_text()) == lock.holder
     assert lock.holder["pid"] == os.getpid() and lock.holder["host"] == socket.gethostname()
     with pytest.raises(RunFolderError) as refused:  # another open of the lock file: another writer
         RunLock.acquire(out)
@@ -98,8 +98,8 @@ def test_the_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(tmp_pat
         RunLock.acquire(out)
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
-    assert json.loads((out / HOLDER_FILE).read_text())["pid"] == holder.pid  # the dead holder's record
+    assert json.loads((out / LOCK_FILE).read_text())["pid"] == holder.pid  # the dead holder's record
     taken = RunLock.acquire(out)
-    assert json.loads((out / HOLDER_FILE).read_text())["pid"] == os.getpid()
+    assert json.loads((out / LOCK_FILE).read_text())["pid"] == os.getpid()
     taken.release()
-    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+    assert list(out.iterdir()) == []  # nothing left behind

@@ -216,7 +216,8 @@ def train(cfg: TrainConfig, *, threads: int | None = None) -> TrainResult:
     ``threads``: None leaves torch's thread count as it is; 0 chooses one (``attnlab.device.choose_threads``,
     logged on the first line); N uses N.
 
-    Raises ``RunFolderError`` (the folder holds another run, a resume would change the run),
+    Raises ``RunFolderError`` (a live run holds the folder, it holds another run, a resume would change
+    the run, a machine of a multi-machine run does not see it),
     ``DataError``, ``CheckpointError``, ``TrainingDiverged``, ``attnlab.device.DeviceError`` (a device or
     precision this machine lacks) or ``ValueError``; a run that fails before its first checkpoint leaves
     ``cfg.out`` as it found it.
@@ -311,10 +312,7 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
          threads_line: str, tag: str) -> TrainResult:
     out = Path(cfg.out)
     last_dir, best_dir = out / "last", out / "best"
-    precision = _precision(cfg, env, resume_state)
-    if env.enabled:  # rank 0's choice on every machine (``auto`` measures speed, which differs per machine)
-        name, reason = distributed.broadcast_object((precision.name, precision.reason), env)
-        precision = Precision(name, choose_precision(name, env.device).dtype, reason)
+    precision = agreed_precision(_precision(cfg, env, resume_state), env)
     if env.is_main:
         print(f"attnlab train: device {env.device}" + (f" x {env.world_size} processes" if env.enabled else "")
               + f"; precision {precision.name} ({precision.reason}); {threads_line}", file=sys.stderr, flush=True)
@@ -463,6 +461,15 @@ def _precision(cfg: TrainConfig, env: distributed.DistEnv, resume_state: Trainin
         kept = choose_precision(saved["name"], env.device)
         return Precision(kept.name, kept.dtype, f"kept from the run's start: {saved.get('reason', '')}")
     return choose_precision(cfg.precision, env.device)
+
+
+def agreed_precision(precision: Precision, env: distributed.DistEnv) -> Precision:
+    """Rank 0's ``precision`` on every rank (a collective call): ``auto`` measures speed, which differs
+    between machines (and between runs of a busy one), and every rank must compute alike."""
+    if not env.enabled:
+        return precision
+    name, reason = distributed.broadcast_object((precision.name, precision.reason), env)
+    return Precision(name, choose_precision(name, env.device).dtype, reason)
 
 
 def _progress(cfg: TrainConfig, step: int, env: distributed.DistEnv):

@@ -1,9 +1,9 @@
 """Run folders: a folder holds one training run, and nothing a run does loses another's work.
 
 ``hold_run_folder`` keeps one live run per folder: the run's main process (global rank 0 under
-torchrun) holds a lock file in ``--out`` (``RunLock``: an ``flock`` through ``filelock``, so the
-operating system releases it when the process dies, however it dies) and records its host, process id
-and start time beside it; a second run into the same folder is refused naming that holder.
+torchrun) holds a lock file in ``--out`` (``RunLock``: an ``flock``, so the operating system releases
+it when the process dies, however it dies) that records its host, process id and start time; a second
+run into the same folder is refused naming that holder.
 ``claim_run_folder`` decides, before any long work, whether a run may use its ``--out``: a fresh
 run needs a folder without a run (unless ``overwrite``, which replaces only what a run wrote);
 ``resume`` needs a ``last`` checkpoint. ``check_resume`` refuses a resumed config that would change
@@ -19,13 +19,12 @@ import json
 import os
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import filelock
 
 from attnlab.files import unwritable_reason
 from attnlab.train import distributed
@@ -169,81 +168,106 @@ def temp_name(env: distributed.DistEnv) -> str:
     return str(distributed.broadcast_object(os.getpid(), env))
 
 
-LOCK_FILE = ".attnlab-run.lock"  # flock'd by the live run
-HOLDER_FILE = ".attnlab-run.json"  # who holds it: host, pid, started (written once the lock is held)
+LOCK_FILE = ".attnlab-run.lock"  # held (flock) by the live run; holds its record: host, pid, started
 
 
 @dataclass
 class RunLock:
     """The lock of one live run on its run folder (see the module docstring); ``release`` gives it up.
 
-    ``holder`` is what ``HOLDER_FILE`` records: ``host``, ``pid``, ``started`` (UTC, ISO 8601). Locks are
-    per process and released by the operating system when the process ends; on a shared file system they
-    hold across machines where the file system supports ``flock`` (NFSv4, Lustre with ``flock``, ...).
+    ``OUT/.attnlab-run.lock`` is locked with ``flock`` and holds ``holder``: ``host``, ``pid`` and
+    ``started`` (UTC) as JSON. The operating system releases an ``flock`` when its process ends,
+    however it ends, so the lock of a run killed with ``-9`` is free at once, and the next run takes it
+    over (its record stays in the file until then). ``release`` removes the file while still holding
+    it, and ``acquire`` checks that the file it locked is still the one at the path, so two runs never
+    hold two copies. On a shared file system the lock holds across machines where ``flock`` does (NFSv4,
+    Lustre mounted with ``flock``). (``filelock`` keeps its lock file after release and its descriptor
+    private, so the record would need a second file, and a refused command would leave files behind.)
     """
 
     out: Path
     holder: dict[str, Any]
-    _lock: filelock.BaseFileLock = field(repr=False)
+    _fd: int = field(default=-1, repr=False)
 
     @classmethod
     def acquire(cls, out: str | Path) -> RunLock:
         """Lock the existing folder ``out`` for this process, taking over a lock whose process ended.
 
-        Raises ``RunFolderError`` naming the live holder (host, process id, start time) when another
-        process holds it, or when the lock file cannot be created."""
+        Raises ``RunFolderError`` naming the live holder (process id, host, start time) when another
+        process holds it, or naming the lock file when it cannot be created. Where the platform or the
+        file system has no ``flock``, one line on stderr says the folder is not locked."""
         out = Path(out)
-        lock = filelock.FileLock(out / LOCK_FILE, thread_local=False)
-        try:
-            lock.acquire(blocking=False)
-        except filelock.Timeout:
-            raise RunFolderError(f"{out} is in use by another training run ({_holder_of(out)}); wait for it to "
-                                 f"end or stop it, or choose another --out") from None
-        except OSError as exc:
-            raise RunFolderError(f"could not lock {out / LOCK_FILE} ({exc.strerror or exc})") from None
+        path = out / LOCK_FILE
         holder = {"host": socket.gethostname(), "pid": os.getpid(),
                   "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-        try:
-            tmp = out / f".{HOLDER_FILE}.tmp-{os.getpid()}"
-            tmp.write_text(json.dumps(holder) + "\n", encoding="utf-8")
-            os.replace(tmp, out / HOLDER_FILE)
-        except OSError as exc:
-            lock.release()
-            raise RunFolderError(f"could not write {out / HOLDER_FILE} ({exc.strerror or exc})") from None
-        return cls(out, holder, lock)
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            except OSError as exc:
+                raise RunFolderError(f"could not create {path} ({exc.strerror or exc})") from None
+            try:
+                _flock(fd)
+            except BlockingIOError:
+                os.close(fd)
+                raise RunFolderError(f"{out} is in use by another training run ({_holder_of(path)}); wait for it to "
+                                     f"end or stop it, or choose another --out") from None
+            except OSError as exc:  # no flock here (ENOLCK, EOPNOTSUPP on some file systems; Windows)
+                print(f"attnlab: {out} is not locked ({exc.strerror or exc}): a second run into it would not be "
+                      f"stopped", file=sys.stderr, flush=True)
+                break
+            try:
+                current = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)  # its holder removed it between our open and our lock: lock the new one
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(holder) + "\n").encode("utf-8"))  # at offset 0: the file was just opened
+        return cls(out, holder, fd)
 
     def release(self, *, remove_folder: bool = False) -> None:
-        """Give up the lock; with ``remove_folder`` also delete ``out`` when only the lock files are left
-        in it (a run that created the folder and failed before writing anything)."""
-        if not self._lock.is_locked:
+        """Give up the lock and remove its file; with ``remove_folder`` also remove ``out`` when it is
+        empty then (a run that created the folder and failed before writing anything)."""
+        if self._fd < 0:
             return
         with contextlib.suppress(OSError):
-            (self.out / HOLDER_FILE).unlink()
-        leftover = remove_folder and {p.name for p in self.out.iterdir()} <= {LOCK_FILE}
-        if leftover:
-            with contextlib.suppress(OSError):
-                (self.out / LOCK_FILE).unlink()  # while held: a waiting run then finds no folder and stops
-        self._lock.release()
-        if leftover:
+            (self.out / LOCK_FILE).unlink()  # while held (see the class docstring)
+        os.close(self._fd)
+        self._fd = -1
+        if remove_folder:
             with contextlib.suppress(OSError):
                 self.out.rmdir()
 
 
-def _holder_of(out: Path) -> str:
-    """The holder recorded in ``out``, in words; the record is re-read for up to 2 s while the holder has
-    only just taken the lock (absent, or still naming a process of this machine that has ended)."""
+def _flock(fd: int) -> None:
+    """An exclusive ``flock`` on ``fd`` without waiting: ``BlockingIOError`` when another process holds
+    it, another ``OSError`` where there is no ``flock``."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        raise OSError("this platform has no flock") from None
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _read_holder(path: Path) -> dict[str, Any] | None:
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+        return {"host": str(holder["host"]), "pid": int(holder["pid"]), "started": str(holder["started"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _holder_of(path: Path) -> str:
+    """The holder recorded in the lock file at ``path``, in words; re-read for up to 2 s while the
+    holder has only just taken the lock (no record yet, or one naming an ended process of this machine)."""
     deadline = time.monotonic() + 2.0
     while True:
-        try:
-            holder = json.loads((out / HOLDER_FILE).read_text(encoding="utf-8"))
-            host, pid, started = str(holder["host"]), int(holder["pid"]), str(holder["started"])
-            fresh = host != socket.gethostname() or pid_alive(pid)
-        except (OSError, ValueError, KeyError, TypeError):
-            fresh = False
-        if fresh:
-            return f"process {pid} on host {host}, started {started}"
+        holder = _read_holder(path)
+        if holder is not None and (holder["host"] != socket.gethostname() or pid_alive(holder["pid"])):
+            return f"process {holder['pid']} on host {holder['host']}, started {holder['started']}"
         if time.monotonic() > deadline:
-            return f"a process that holds {out / LOCK_FILE}"
+            return f"a process that holds {path}"
         time.sleep(0.1)
 
 
@@ -311,10 +335,7 @@ def _check_same_folder(out: Path, lock: RunLock | None, env: distributed.DistEnv
     expected = distributed.broadcast_object(None if lock is None else lock.holder, env)
     deadline = time.monotonic() + 10.0  # a shared file system may show a new file to other machines late
     while True:
-        try:
-            seen = json.loads((out / HOLDER_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            seen = None
+        seen = _read_holder(out / LOCK_FILE)
         if seen == expected or time.monotonic() > deadline:
             break
         time.sleep(0.2)
