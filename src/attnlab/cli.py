@@ -338,7 +338,7 @@ def _train(ctx: typer.Context, **values: Any) -> None:
             choose_precision(cfg.precision, where)
         except DeviceError as exc:
             raise _usage(str(exc)) from None
-    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 owns the folder (the others may see it filled)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # under torchrun train() claims it, telling every rank
         claim_run_folder(cfg)  # before any long work: a folder that holds another run is refused now
     result = run_training(cfg, threads=threads)
     verb = "stopped (Ctrl-C) and saved" if result.stopped == "interrupted" else "finished"

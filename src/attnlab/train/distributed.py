@@ -5,15 +5,24 @@ those present we join the process group. Each process runs on one device: with C
 or ``cuda``) rank ``r`` of a machine takes ``cuda:LOCAL_RANK`` and the group talks NCCL; on the CPU it
 talks gloo. Without torchrun everything here is a no-op and the loop runs as a single process on the
 device ``--device`` names.
+
+Across machines (``torchrun --nnodes N``) nothing here assumes the processes share a machine: what all
+ranks must agree on (the run's temporary names, the precision) is decided by rank 0 and sent to the
+others (``broadcast_object``), never derived from process ids or timings that differ per machine.
+A worker whose torchrun agent is killed (``kill -9`` leaves workers running: the agent starts them in
+their own session) stops within about a second (``watch_launcher``) instead of training on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -67,6 +76,8 @@ def setup(device: str = "auto") -> DistEnv:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     where = rank_device(device, local_rank, world)
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # started by a torchrun agent
+        watch_launcher()
     if world <= 1:
         return DistEnv(device=where)
     env = DistEnv(int(os.environ["RANK"]), world, local_rank, where)
@@ -162,13 +173,52 @@ def broadcast_flag(flag: bool, env: DistEnv) -> bool:
     return bool(_all_reduce(torch.tensor([1.0 if flag else 0.0]), env, dist.ReduceOp.MAX).item())
 
 
-def from_main(value: T, env: DistEnv) -> T:
-    """The main process's ``value`` on every rank (a picklable object; e.g. a decision only rank 0 makes)."""
+def broadcast_object(value: T, env: DistEnv) -> T:
+    """Rank 0's ``value`` (any picklable object, e.g. a decision only rank 0 makes) on every rank;
+    ``value`` itself in a single process."""
     if not env.enabled:
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather_objects(value: Any, env: DistEnv) -> list[Any]:
+    """Every rank's ``value``, in rank order, on every rank (``[value]`` in a single process)."""
+    if not env.enabled:
+        return [value]
+    values: list[Any] = [None] * env.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
+_watching: list[threading.Thread] = []
+
+
+def watch_launcher(interval: float = 0.5) -> None:
+    """Stop this process (exit status 1, one line on stderr) once its parent -- the torchrun agent that
+    started it -- has ended, checked every ``interval`` seconds by a daemon thread.
+
+    torchrun starts its workers in a session of their own, so a ``kill -9`` of the agent (or of its
+    terminal's process group) leaves them training on, holding the run folder. The parent's end is seen
+    as ``os.getppid()`` changing (the orphan is adopted by init or a subreaper); this works on Linux and
+    macOS alike. Checkpoints are written to a temporary folder and swapped in, so stopping at any
+    moment leaves the last complete checkpoint. Started once per process."""
+    if _watching:
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        rank = os.environ.get("RANK", "?")
+        print(f"attnlab: rank {rank} (process {os.getpid()}) stops: its torchrun agent (process {parent}) has ended",
+              file=sys.stderr, flush=True)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="attnlab-watch-launcher", daemon=True)
+    thread.start()
+    _watching.append(thread)
 
 
 def barrier(env: DistEnv) -> None:

@@ -12,9 +12,10 @@ losses as a run that was never interrupted (CPU, float32). A first Ctrl-C finish
 saves and returns; a loss that turns NaN or infinite stops the run before the bad update is applied,
 leaving the last good checkpoint as it was.
 
-A run folder holds one run (``attnlab.train.runs``): a fresh run into a folder that holds a run is
-refused unless ``overwrite``; the tokenizer and the data are prepared in ``OUT/.prepare.tmp-PID`` and
-moved in when training starts; a run that fails before its first checkpoint is undone (the previous
+A run folder holds one run (``attnlab.train.runs``): the live run holds its lock (one writer at a
+time; rank 0 under torchrun); a fresh run into a folder that holds a run is refused unless
+``overwrite``; the tokenizer and the data are prepared in ``OUT/.prepare.tmp-PID`` (rank 0's process
+id, the same name on every rank and machine) and moved in when training starts; a run that fails before its first checkpoint is undone (the previous
 run, set aside by ``overwrite``, comes back). ``resume`` refuses a config that differs from the saved
 one outside ``RESUME_MAY_CHANGE`` or data whose content fingerprint differs (``check_resume``), and
 keeps the saved learning-rate schedule, so extending ``iters`` continues at ``min_lr`` past the
@@ -55,10 +56,11 @@ from attnlab.train.config import TrainConfig
 from attnlab.train.data import corpus_files, data_matches, iter_text, text_sha256
 from attnlab.train.optim import make_optimizer
 from attnlab.train.runs import (
+    HeldFolder,
     RunFolderError,
     check_resume,
-    claim_run_folder,
     fingerprints_of,
+    hold_run_folder,
     restore_run_folder,
     saved_train_config,
     temp_name,
@@ -214,7 +216,8 @@ def train(cfg: TrainConfig, *, threads: int | None = None) -> TrainResult:
     ``threads``: None leaves torch's thread count as it is; 0 chooses one (``attnlab.device.choose_threads``,
     logged on the first line); N uses N.
 
-    Raises ``RunFolderError`` (the folder holds another run, a resume would change the run),
+    Raises ``RunFolderError`` (a live run holds the folder, it holds another run, a resume would change
+    the run, a machine of a multi-machine run does not see it),
     ``DataError``, ``CheckpointError``, ``TrainingDiverged``, ``attnlab.device.DeviceError`` (a device or
     precision this machine lacks) or ``ValueError``; a run that fails before its first checkpoint leaves
     ``cfg.out`` as it found it.
@@ -228,9 +231,16 @@ def train(cfg: TrainConfig, *, threads: int | None = None) -> TrainResult:
 
 
 def _train(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str) -> TrainResult:
+    tag = temp_name(env)  # the same on every rank, on every machine
+    with hold_run_folder(cfg, env) as held:  # one live run per folder; refusals stop every rank
+        return _train_held(cfg, env, threads_line, held, tag)
+
+
+def _train_held(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str, held: HeldFolder,
+                tag: str) -> TrainResult:
     out = Path(cfg.out)
     last_dir = out / "last"
-    replaced = claim_run_folder(cfg) if env.is_main else []
+    replaced, created = held.replaced, held.created
 
     # ---- the saved run (resume), compared with this config before anything else is read
     resume_state: TrainingState | None = None
@@ -263,20 +273,15 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str) -> Tra
     fingerprints["tokenizer"] = text_sha256(tokenizer.to_json())
 
     # ---- data: prepared in a temporary folder inside OUT, moved in only when the run starts
-    created = env.is_main and not out.exists()
     if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
-    prep = out / f".prepare.tmp-{temp_name(env)}"
+    prep = out / f".prepare.tmp-{tag}"
     reuse = cfg.resume and data_matches(out / "data", fingerprints["data"] or "", fingerprints["tokenizer"])
     try:
         task.prepare(tokenizer, config, out / "data" if reuse else prep / "data", env, reuse=reuse)
     except BaseException:
         if env.is_main:
-            shutil.rmtree(prep, ignore_errors=True)
-            if created:
-                with contextlib.suppress(OSError):
-                    out.rmdir()
+            shutil.rmtree(prep, ignore_errors=True)  # (a folder this run created goes with its lock)
         raise
     distributed.barrier(env)  # every rank has opened the prepared data before it moves
     aside: Path | None = None
@@ -295,7 +300,7 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str) -> Tra
     # a fresh run owns the folder once it has written a checkpoint; the run set aside is deleted then
     committed: dict[str, Any] = {"done": cfg.resume, "aside": aside}
     try:
-        return _run(cfg, env, task, model, tokenizer, resume_state, fingerprints, committed, threads_line)
+        return _run(cfg, env, task, model, tokenizer, resume_state, fingerprints, committed, threads_line, tag)
     except BaseException:
         if env.is_main and not committed["done"]:
             restore_run_folder(out, aside, created)
@@ -304,10 +309,10 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str) -> Tra
 
 def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Module, tokenizer: Tokenizer,
          resume_state: TrainingState | None, fingerprints: dict[str, str | None], committed: dict[str, Any],
-         threads_line: str) -> TrainResult:
+         threads_line: str, tag: str) -> TrainResult:
     out = Path(cfg.out)
     last_dir, best_dir = out / "last", out / "best"
-    precision = _precision(cfg, env, resume_state, lambda: training_workload(model, task, env))
+    precision = agreed_precision(_precision(cfg, env, resume_state, lambda: training_workload(model, task, env)), env)
     if env.is_main:
         print(f"attnlab train: device {env.device}" + (f" x {env.world_size} processes" if env.enabled else "")
               + f"; precision {precision.name} ({precision.reason}); {threads_line}", file=sys.stderr, flush=True)
@@ -355,7 +360,7 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
             )
         if sharded:  # every rank writes its shards
             save_sharded_checkpoint(directory, model, tokenizer, state, optimizer if with_state else None,
-                                    tag=temp_name(env))
+                                    tag=tag)
         else:
             save_checkpoint(directory, model, tokenizer, state)
         if directory == last_dir and not committed["done"]:
@@ -472,7 +477,7 @@ def training_workload(model: nn.Module, task: Task, env: distributed.DistEnv) ->
 
 
 def _precision(cfg: TrainConfig, env: distributed.DistEnv, resume_state: TrainingState | None,
-               workload: Callable[[], Workload]) -> Precision:
+               workload: Callable[[], Workload]) -> Precision | None:
     """``choose_precision`` for this run; a resumed ``auto`` run keeps the precision it started with.
     ``auto`` on a CPU measures ``workload()`` (``training_workload``) on the main process, and every
     process of a distributed run takes its choice."""
@@ -486,8 +491,19 @@ def _precision(cfg: TrainConfig, env: distributed.DistEnv, resume_state: Trainin
         return Precision(kept.name, kept.dtype, f"kept from the run's start: {saved.get('reason', '')}")
     if cfg.precision != "auto" or env.device.type != "cpu":
         return choose_precision(cfg.precision, env.device)
-    chosen = choose_precision("auto", env.device, workload=workload()) if env.is_main else None
-    return distributed.from_main(chosen, env)  # type: ignore[return-value]  # None only off the main rank
+    # Only rank 0 measures (a timing differs between machines); agreed_precision hands its choice to every rank.
+    return choose_precision("auto", env.device, workload=workload()) if env.is_main else None
+
+
+def agreed_precision(precision: Precision | None, env: distributed.DistEnv) -> Precision:
+    """Rank 0's ``precision`` on every rank (a collective call): ``auto`` measures speed, which differs
+    between machines (and between runs of a busy one), and every rank must compute alike. Ranks other
+    than 0 may pass ``None`` (they did not measure)."""
+    if not env.enabled:
+        assert precision is not None
+        return precision
+    name, reason = distributed.broadcast_object(None if precision is None else (precision.name, precision.reason), env)
+    return Precision(name, choose_precision(name, env.device).dtype, reason)
 
 
 def _progress(cfg: TrainConfig, step: int, env: distributed.DistEnv):

@@ -55,7 +55,8 @@ def save_sharded_checkpoint(
     (``torch.distributed.checkpoint`` with its safetensors storage); rank 0 writes the config, the
     tokenizer, ``training.info``/``training.tensors`` and the marker, and swaps the folder in as
     ``save_checkpoint`` does. ``tag`` names the temporary folder and must be the same on every rank
-    (the torchrun agent's process id). ``training.optimizer`` is ignored: ``optimizer`` is saved.
+    (``attnlab.train.runs.temp_name``: rank 0's process id, sent to every rank). ``training.optimizer`` is
+    ignored: ``optimizer`` is saved.
     Raises ``CheckpointError`` on every rank when rank 0 cannot use the destination.
     """
     import torch.distributed as dist
