@@ -338,9 +338,11 @@ def test_every_claim_of_every_tour_step_holds_in_its_widgets_data(client: TestCl
         quoted = []
         for claim in rendered["claims"]:
             slot = claim["slot"]
-            if slot.startswith("cmp "):
-                a, b = (widget.value(x.strip())[1][0] for x in slot[4:].split(";"))
-                word = "about as much as" if abs(a - b) < 0.005 else "more than" if a > b else "less than"
+            kind = slot.split()[0]
+            if kind in ("cmp", "cmpv"):
+                a, b = (widget.value(x.strip())[1][0] for x in slot[len(kind) + 1 :].split(";"))
+                words = {"cmp": ("about as much as", "more than", "less than"), "cmpv": ("about the same as", "higher than", "lower than")}[kind]
+                word = words[0] if abs(a - b) < 0.005 else words[1] if a > b else words[2]
                 assert claim["text"] == word, (step["slug"], slot, a, b)
             else:
                 text, values = widget.value(slot)

@@ -4,7 +4,7 @@ A tour step's Markdown may hold **slots**, ``{{fn arg ...}}``; each is replaced 
 same payload builder the step's widget draws from (``payloads.attention``, ``finder.rank_heads``,
 ``timeline.attention_at``, ``ablation.ablation``, ``translation.translate``, the experiment's ``results.json``), so
 a sentence cannot drift from its figure. ``{{cmp A ; B}}`` compares two one-number slots and renders
-"more than", "less than" or "about as much as". Token arguments name tokens by their text, as the
+"more than", "less than" or "about as much as" (``cmpv``: "higher than", "lower than", "about the same as"). Token arguments name tokens by their text, as the
 preset's ``query`` and ``key`` do (case and the tokenizers' space markers ignored).
 
 Every rendered slot is returned as a ``TourClaim`` (the slot, its text and the numbers behind it), so
@@ -52,6 +52,8 @@ from attnlab.web.experiments import RUNS, Index, default_runs_dir
 from attnlab.web.models import get_model
 
 SLOT = re.compile(r"\{\{\s*(.+?)\s*\}\}")
+#: What a slot reads before it is computed (GET /api/tour lists the steps without computing anything).
+PENDING = '<span class="claim pending">…</span>'
 #: Two numbers closer than this read "about as much as" (half the last shown digit).
 SAME = 0.005
 
@@ -208,6 +210,10 @@ def _most_others(step: Step, args: list[str]) -> Value:
     return Value(num(top), [top])
 
 
+def _threshold(step: Step, args: list[str]) -> Value:
+    return Value(f"{finder.LINK}", [finder.LINK])
+
+
 def _best(step: Step, args: list[str]) -> Value:
     h = step.finder(args[0], args[1]).heads[0]
     return Value(f"layer {h.layer}, head {h.head}", [h.layer, h.head])
@@ -360,6 +366,7 @@ def _translation(step: Step, args: list[str]) -> Value:
 
 SLOTS: dict[str, Callable[[Step, list[str]], Value]] = {
     "weight": _weight, "others": _others, "specificity": _specificity, "link": _link, "most_others": _most_others,
+    "threshold": _threshold,
     "best": _best, "best_weight": _best_weight, "best_specificity": _best_specificity,
     "best_link": _best_link,
     "heads": _heads, "role": _role, "role_threshold": _role_threshold, "favourite": _favourite,
@@ -371,13 +378,6 @@ SLOTS: dict[str, Callable[[Step, list[str]], Value]] = {
 }
 
 
-def _threshold(step: Step, args: list[str]) -> Value:
-    return Value(f"{finder.LINK}", [finder.LINK])
-
-
-SLOTS["threshold"] = _threshold
-
-
 def _one(step: Step, expr: str) -> Value:
     fn, *args = expr.split()
     if fn not in SLOTS:
@@ -387,24 +387,35 @@ def _one(step: Step, expr: str) -> Value:
 
 def evaluate(step: Step, expr: str) -> Value:
     """The text and numbers of one slot (``cmp A ; B`` compares two one-number slots)."""
-    if expr.startswith("cmp "):
-        left, sep, right = expr[4:].partition(";")
+    kind = expr.split(" ", 1)[0]
+    if kind in COMPARE:
+        left, sep, right = expr[len(kind) + 1 :].partition(";")
         if not sep:
             raise ValueError(f"a comparison slot reads 'cmp A ; B', not {expr!r}")
         a, b = _one(step, left.strip()), _one(step, right.strip())
         if len(a.values) != 1 or len(b.values) != 1:
-            raise ValueError(f"'cmp' compares one-number slots: {expr!r}")
+            raise ValueError(f"{kind!r} compares one-number slots: {expr!r}")
         x, y = a.values[0], b.values[0]
-        word = "about as much as" if abs(x - y) < SAME else "more than" if x > y else "less than"
-        return Value(word, [x, y])
+        return Value(compare_words(kind, x, y), [x, y])
     return _one(step, expr)
+
+
+#: Comparison slots and their words (same, greater, smaller): amounts, and values on a scale (log-probabilities).
+COMPARE = {"cmp": ("about as much as", "more than", "less than"), "cmpv": ("about the same as", "higher than", "lower than")}
+
+
+def compare_words(kind: str, x: float, y: float) -> str:
+    """How ``x`` compares with ``y`` in the words of comparison slot ``kind`` (closer than ``SAME``: the same)."""
+    same, more, less = COMPARE[kind]
+    return same if abs(x - y) < SAME else more if x > y else less
 
 
 def check_slots(markdown: str) -> None:
     """Refuse a step whose slots name no known function (at load time, without computing anything)."""
     for m in SLOT.finditer(markdown):
         expr = m.group(1)
-        names = [part.split()[0] for part in expr[4:].split(";")] if expr.startswith("cmp ") else [expr.split()[0]]
+        kind = expr.split(" ", 1)[0]
+        names = [part.split()[0] for part in expr[len(kind) + 1 :].split(";")] if kind in COMPARE else [kind]
         for name in names:
             if name not in SLOTS:
                 raise ValueError(f"unknown tour slot {name!r} in {{{{{expr}}}}}; slots: {', '.join(sorted(SLOTS))}")
@@ -423,9 +434,9 @@ def render(rendered_html: str, step: Step) -> tuple[str, list[s.TourClaim], str 
             v = evaluate(step, expr)
         except (PayloadError, KeyError, IndexError, StopIteration) as exc:
             failed.append(f"{expr}: {exc}")
-            return "(n/a)"
+            return '<span class="claim failed">(n/a)</span>'
         claims.append(s.TourClaim(slot=expr, text=v.text, values=v.values))
-        return html.escape(v.text, quote=False)
+        return f'<span class="claim" data-slot="{html.escape(expr)}">{html.escape(v.text, quote=False)}</span>'
 
     out = SLOT.sub(fill, rendered_html)
     note = None

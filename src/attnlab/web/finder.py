@@ -48,10 +48,10 @@ def verdict(weight: float, specificity: float) -> str:
     if weight < FAINT:
         return "barely looks at this key"
     if specificity >= LINK:
-        return f"a link: specificity at least {LINK} (the other words look there much less)"
+        return "a link: the other words look there much less"
     if specificity <= -LINK:
         return "not a link: the other words look there more"
-    return f"not a link: the other words look there too (specificity below {LINK})"
+    return "not a link: the other words look there too"
 
 
 def others_mask(ids: list[int], specials: set[int], query: int, key: int, *, causal: bool) -> torch.Tensor:

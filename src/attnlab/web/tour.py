@@ -154,10 +154,10 @@ def _step(n: int, slug: str, meta: dict[str, str], title: str, html: str) -> s.T
 
 def tour() -> s.TourResponse:
     """Every step with its text and resolved preset (models swapped for installed ones); computed slots read
-    "…" here (nothing is computed): ``step(n)`` renders them."""
+    "…" here (``claims.PENDING``; nothing is computed): ``step(n)`` renders them."""
     steps = []
     for n, (slug, meta, title, html) in enumerate(_files(), start=1):
-        steps.append(_step(n, slug, meta, title, claims.SLOT.sub("…", html)))
+        steps.append(_step(n, slug, meta, title, claims.SLOT.sub(claims.PENDING, html)))
     return s.TourResponse(steps=steps, toy=toy())
 
 

@@ -440,7 +440,7 @@ export function headRanking(container, f, { limit = 12, onPick = null } = {}) {
       el("svg:rect", { x: 0, y: 1, width: Math.max(0.5, 70 * Math.max(0, v)), height: 8, fill: colour }, barBox);
       cell.append(` ${v >= 0 || colour === "#2456c7" ? "" : "−"}${Math.abs(v).toFixed(3)}`);
     }
-    el("span", { class: "verdict" }, li, h.verdict);
+    el("span", { class: "finder-verdict" }, li, h.verdict);
   });
   if (f.heads.length > limit) el("p", { class: "note" }, container, `…and ${f.heads.length - limit} more heads below these (all ${f.heads.length} are in the JSON export).`);
 }
