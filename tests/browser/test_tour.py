@@ -184,6 +184,21 @@ def test_every_view_clears_its_results_after_an_error(ui) -> None:
         assert page.locator(f"{sel} > *").count() == 0, sel
     assert page.inner_text("#att-focus-label") == ""
 
+    long_ = LONG.strip().replace(" ", "%20")
+    page.evaluate("location.hash = '#qkv?model=demo-encoder&text=hello%20there'")
+    page.wait_for_selector("#qkv-body tr")
+    page.wait_for_selector("#error", state="hidden")
+    page.evaluate(f"location.hash = '#qkv?model=demo-encoder&text={long_}'")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.locator("#qkv-body > *").count() == 0 and page.inner_text("#qkv-title") == ""
+
+    page.evaluate("location.hash = '#generate?model=demo-decoder&text=the%20cat'")
+    page.wait_for_selector("#gen-next rect")
+    page.wait_for_selector("#error", state="hidden")
+    page.evaluate(f"location.hash = '#generate?model=demo-decoder&text={long_}'")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.locator("#gen-next > *").count() == 0
+
     page.evaluate("location.hash = '#why?model=demo-decoder&text=the%20cat'")
     page.wait_for_selector("#why-root > *")
     page.wait_for_selector("#error", state="hidden")

@@ -36,6 +36,10 @@ const RESULTS = {
   finder: ["finder-result"],
   translate: ["tr-output", "tr-focus-label", "tr-lines", "tr-heatmap", "tr-table"],
   why: ["why-root"],
+  qkv: ["qkv-title", "qkv-body"],
+  order: ["pe-heatmap", "mask-triangle", "order-note", "order-body", "heads-row"],
+  "next-token": ["gen-next"],
+  generate: ["gen-text", "gen-step-label", "gen-bars", "gen-attn", "gen-cache"],
 };
 
 function clearResults(v) {
@@ -43,6 +47,8 @@ function clearResults(v) {
   delete state.payloads[v];
   if (v === "attention") { delete $("view-attention").dataset.sentence; finder = null; }
   if (v === "translate") delete $("view-translate").dataset.sentence;
+  if (v === "next-token") nextToken = null;
+  if (v === "generate") $("gen-result").hidden = true;
 }
 
 // Run a view's request; if it fails while it is still the view's latest, clear what the view shows.
@@ -488,6 +494,10 @@ function drawAttention() {
 async function drawQKV() {
   const head = state.head === "mean" ? 0 : state.head;
   const current = ticket("qkv");
+  return clearingOnError("qkv", current, () => qkvFor(head, current));
+}
+
+async function qkvFor(head, current) {
   await needModel(state.model);
   // The layer and head pickers need the model's shape: from the attention payload of this sentence.
   let att = state.payloads.attention;
@@ -519,6 +529,10 @@ const FORMULA = `<math display="block"><mrow><mi>Attention</mi><mo>(</mo><mi>Q</
 
 async function drawOrder() {
   const current = ticket("order");
+  return clearingOnError("order", current, () => orderFor(current));
+}
+
+async function orderFor(current) {
   // The order experiment runs through an encoder: the chosen model if it is one, else the first available.
   const m = currentModel();
   const encoder = m && m.family === "encoder" ? m : state.models.find((x) => x.family === "encoder" && x.available);
@@ -573,8 +587,10 @@ async function loadNextToken() {
   const text = $("gen-prompt").value;
   if (!text.trim()) return;
   const current = ticket("next-token");
-  await needModel(model);
-  const data = await track("computing…", api.nextToken(model, text));
+  const data = await clearingOnError("next-token", current, async () => {
+    await needModel(model);
+    return track("computing…", api.nextToken(model, text));
+  });
   if (!current()) return;
   nextToken = data;
   setHashFor("generate", { model, text });
@@ -591,11 +607,13 @@ async function runGeneration() {
   const current = ticket("generate");
   // Generation needs a decoder: the chosen model if it is one, else the word-level default (smollm2).
   const model = generationModel();
-  await needModel(model);
-  const p = await track("generating…", api.generate({
-    model, text: $("gen-prompt").value, max_new_tokens: Number($("gen-n").value),
-    temperature: sampling.temperature, top_k: sampling.top_k, top_p: sampling.top_p, seed: 0,
-  }));
+  const p = await clearingOnError("generate", current, async () => {
+    await needModel(model);
+    return track("generating…", api.generate({
+      model, text: $("gen-prompt").value, max_new_tokens: Number($("gen-n").value),
+      temperature: sampling.temperature, top_k: sampling.top_k, top_p: sampling.top_p, seed: 0,
+    }));
+  });
   if (!current()) return;
   state.payloads.generate = p;
   $("gen-result").hidden = false;
