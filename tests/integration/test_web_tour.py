@@ -55,6 +55,19 @@ def test_a_step_file_with_an_unknown_key_is_refused() -> None:
         tour._front_matter("---\nwidget: hologram\n---\n# x", "99-x.md")
 
 
+def test_a_step_with_an_unknown_slot_is_refused_and_a_missing_step_is_a_404(client: TestClient) -> None:
+    from attnlab.web import claims
+
+    with pytest.raises(ValueError, match="unknown tour slot 'wieght'"):
+        claims.check_slots("*it* sends {{wieght it book}} to *book*")
+    with pytest.raises(ValueError, match="unknown tour slot 'nope'"):
+        claims.check_slots("{{cmp weight it book ; nope it book}}")
+    n = len(client.get("/api/tour").json()["steps"])
+    for bad in (0, n + 1):
+        r = client.get(f"/api/tour/{bad}")
+        assert r.status_code == 404 and f"1 to {n}" in r.text
+
+
 def test_word_level_models_are_the_defaults_when_installed(client: TestClient) -> None:
     body = client.get("/api/models").json()
     available = {m["name"] for m in body["models"] if m["available"]}
