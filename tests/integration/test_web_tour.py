@@ -284,6 +284,12 @@ class Widget:
             return {"best": (f"layer {layer}, head {head}", []), "best_weight": f2(self.column(args[0], args[1], layer, head)[0]),
                     "best_specificity": f2(self.spec(args[0], args[1], layer, head)),
                     "best_link": ("a link" if self.spec(args[0], args[1], layer, head) >= finder.LINK else "not a link", [])}[fn]
+        if fn in ("layers", "heads_per_layer"):
+            return str(self.att["n_layers" if fn == "layers" else "n_heads"]), []
+        if fn in ("columns", "width"):
+            part = self.post("/api/part", {"model": self.p["model"], "text": self.p["text"], "part": self.p["part"],
+                                           "layer": self.p["layer"] or 0})["tensors"][0]
+            return str(len(part["values"][0]) if fn == "columns" else part["shape"][-1]), []
         if fn == "heads":
             return str(self.att["n_layers"] * self.att["n_heads"]), []
         if fn == "role":

@@ -17,6 +17,8 @@ Slots (``Q``, ``K``: token texts; layer and head are the preset's unless ``L``/`
   renders "a link" or "not a link" against ``finder.LINK``. ``most_others Q K``: the largest weight on
   ``K`` from any other real query. ``threshold``: ``finder.LINK``.
 - ``best Q K``, ``best_weight Q K``, ``best_specificity Q K``, ``best_link Q K``: the finder's first head.
+- ``layers``, ``heads_per_layer``: the attention payload's shape; ``columns``, ``width``: how many of the
+  part widget's vector numbers are drawn, of how many.
 - ``heads``, ``role ROLE``, ``role_threshold``, ``favourite first|last``: the layers x heads grid: how many
   heads, how many carry a role label, the labels' threshold, how many heads' most-attended key
   (mean over the real queries) is the first or the last token.
@@ -96,6 +98,7 @@ class Step:
     layer: int | None
     head: int | None
     experiment: str | None = None
+    part: str | None = None
     runs_dir: Path | None = None
 
     def _need(self, what: str) -> Any:
@@ -121,6 +124,15 @@ class Step:
         layer = self._need("layer") if layer is None else layer
         head = self._need("head") if head is None else head
         return next(h for h in self.finder(q, k).heads if h.layer == layer and h.head == head)
+
+    @cached_property
+    def part_view(self) -> s.TensorView:
+        """The first tensor the part widget draws (``payloads.part`` at the preset's layer, or 0)."""
+        p = payloads.part(s.PartRequest(model=self._need("model"), text=self._need("text"), part=self._need("part"),
+                                        layer=self.layer or 0))
+        if not p.tensors:
+            raise PayloadError(f"the part {self.part!r} shows no tensor")
+        return p.tensors[0]
 
     @cached_property
     def timeline(self) -> tuple[s.TimelineAttentionResponse, s.TimelineAttentionResponse]:
@@ -232,6 +244,22 @@ def _best_specificity(step: Step, args: list[str]) -> Value:
 def _best_link(step: Step, args: list[str]) -> Value:
     h = step.finder(args[0], args[1]).heads[0]
     return Value("a link" if h.link else "not a link", [h.specificity])
+
+
+def _layers(step: Step, args: list[str]) -> Value:
+    return Value(str(step.attention.n_layers), [step.attention.n_layers])
+
+
+def _heads_per_layer(step: Step, args: list[str]) -> Value:
+    return Value(str(step.attention.n_heads), [step.attention.n_heads])
+
+
+def _columns(step: Step, args: list[str]) -> Value:
+    return Value(str(step.part_view.shown_columns), [step.part_view.shown_columns])
+
+
+def _width(step: Step, args: list[str]) -> Value:
+    return Value(str(step.part_view.shape[-1]), [step.part_view.shape[-1]])
 
 
 def _heads(step: Step, args: list[str]) -> Value:
@@ -369,7 +397,8 @@ SLOTS: dict[str, Callable[[Step, list[str]], Value]] = {
     "threshold": _threshold,
     "best": _best, "best_weight": _best_weight, "best_specificity": _best_specificity,
     "best_link": _best_link,
-    "heads": _heads, "role": _role, "role_threshold": _role_threshold, "favourite": _favourite,
+    "heads": _heads, "layers": _layers, "heads_per_layer": _heads_per_layer, "columns": _columns, "width": _width,
+    "role": _role, "role_threshold": _role_threshold, "favourite": _favourite,
     "entropy": _entropy, "entropy_max": _entropy_max,
     "scaling_trend": _scaling_trend, "scaling_alpha": _scaling_alpha, "scaling_sizes": _scaling_sizes,
     "ablation_metric": _ablation_metric, "ablation_clean": _ablation_clean, "ablation_removed": _ablation_removed,

@@ -175,7 +175,7 @@ def step(n: int, runs_dir: Path | None = None) -> s.TourStep:
     out = _step(n, slug, meta, title, html)
     pre = out.preset
     facts = claims.Step(widget=pre.widget, model=pre.model, text=pre.text, layer=pre.layer, head=pre.head,
-                        experiment=pre.experiment, runs_dir=runs_dir)
+                        experiment=pre.experiment, part=pre.part, runs_dir=runs_dir)
     out.html, out.claims, failed = claims.render(html, facts)
     if failed:
         out.note = f"{out.note}; {failed}" if out.note else failed
