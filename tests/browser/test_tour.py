@@ -52,6 +52,11 @@ def test_the_tour_is_the_landing_page_and_every_step_shows_the_models_numbers(ui
     checked = 0
     for n, step in enumerate(steps, start=1):
         _wait_step(page, n)
+        # The text's computed slots are filled in from GET /api/tour/N: none is left pending or failed.
+        page.wait_for_selector(f"#view-tour[data-step='{n}'] .tour-text[data-claims=ready]")
+        assert page.locator(".tour-text .claim.pending").count() == 0
+        if "claim pending" in step["html"] and step["note"] is None:  # its own model is installed: every slot computes
+            assert page.locator(".tour-text .claim[data-slot]").count() == step["html"].count("claim pending")
         assert page.inner_text(".tour-count") == f"Step {n} of {len(steps)}"
         assert page.evaluate("location.hash") == f"#tour/{n}"
         preset = step["preset"]
@@ -92,42 +97,141 @@ def test_the_tour_is_the_landing_page_and_every_step_shows_the_models_numbers(ui
     assert ui.errors == []
 
 
-def test_the_head_finder_ranks_heads_like_run_with_cache(ui) -> None:
+def test_the_head_finder_ranks_heads_by_specificity_like_run_with_cache(ui) -> None:
     model = "minilm" if _available("minilm") else "demo-encoder"
     loaded = cat.load(model)
     ids = loaded.tokenizer.encode(SENTENCE)
     tokens = loaded.tokenizer.tokens(ids)
-    query, key = (tokens.index("she"), tokens.index("sarah")) if model == "minilm" else (len(ids) - 2, 1)
+    query, key = (tokens.index("it"), tokens.index("book")) if model == "minilm" else (len(ids) - 2, 1)
     _, cache = run_with_cache(loaded.model, torch.tensor([ids]), names="*hook_weights")
-    weights = [(float(cache.attention(layer)[0, head, query, key]), layer, head)
-               for layer in range(loaded.config.n_layers) for head in range(loaded.config.n_heads)]
-    expected = [f"L{layer} H{head}" for _, layer, head in sorted(weights, key=lambda w: (-w[0], w[1], w[2]))]
+    others = [i for i, t in enumerate(tokens) if i not in (query, key) and t not in ("[CLS]", "[SEP]")]
+    ranked = []
+    for layer in range(loaded.config.n_layers):
+        for head in range(loaded.config.n_heads):
+            w = cache.attention(layer)[0, head, :, key].double()
+            ranked.append((float(w[query] - w[others].mean()), layer, head))
+    expected = [f"L{layer} H{head}" for _, layer, head in sorted(ranked, key=lambda w: (-w[0], w[1], w[2]))]
 
     ui.open(f"#attention?model={model}")
     page = ui.page
-    api = page.evaluate(f"fetch('/api/heads/rank', {{method: 'POST', headers: {{'Content-Type': 'application/json'}},"
-                        f" body: JSON.stringify({{model: '{model}', text: '{SENTENCE}', query: {query}, key: {key}}})}}).then(r => r.json())")
-    assert [h["label"] for h in api["heads"]] == expected
-    assert all(h["weight"] >= h2["weight"] for h, h2 in zip(api["heads"], api["heads"][1:], strict=False))
-
     page.wait_for_selector("#finder-query option", state="attached")
     page.select_option("#finder-query", str(query))
     page.select_option("#finder-key", str(key))
     page.click("#finder-run")
-    page.wait_for_selector(f"ol.ranking[data-query='{query}'][data-key='{key}'] li")
-    shown = page.locator("ol.ranking li").evaluate_all("ls => ls.map(l => l.dataset.label)")
+    page.wait_for_selector(f"ol.ranking[data-query='{query}'][data-key='{key}'] li[data-label]")
+    shown = page.locator("ol.ranking li[data-label]").evaluate_all("ls => ls.map(l => l.dataset.label)")
     assert shown == expected[: len(shown)]
+    specs = page.locator("ol.ranking li[data-label]").evaluate_all("ls => ls.map(l => Number(l.dataset.specificity))")
+    assert specs == sorted(specs, reverse=True)
+    # weight and specificity side by side, and the threshold stated on the page; links marked by it
+    threshold = float(page.get_attribute("p.threshold", "data-threshold"))
+    assert f"at least {threshold:g}" in page.inner_text("p.threshold")
+    links = page.locator("ol.ranking li[data-label]").evaluate_all("ls => ls.map(l => l.dataset.link === 'true')")
+    assert links == [s >= threshold for s in specs]
+    first = page.inner_text("ol.ranking li[data-label] >> nth=0")
+    assert f"{specs[0]:.3f}" in first
     outlined = page.locator("#att-grid .cell.top").evaluate_all("cs => cs.map(c => `L${c.dataset.layer} H${c.dataset.head}`)")
     assert sorted(outlined) == sorted(expected[:3])
     assert page.locator("#att-grid .axis.row").count() == loaded.config.n_layers  # a row per layer
     assert page.locator("#att-grid .axis.col").count() == loaded.config.n_heads
     ui.screenshot("head-finder")
-    # The URL now holds the query and key: a fresh page from it shows the same ranking.
+    # The URL now holds the sentence, query and key: a fresh page from it shows the same ranking.
     url = page.url
+    assert "text=" in url
     page.goto("about:blank")
     page.goto(url)
-    page.wait_for_selector(f"ol.ranking[data-query='{query}'][data-key='{key}'] li")
-    assert page.locator("ol.ranking li").evaluate_all("ls => ls.map(l => l.dataset.label)") == shown
+    page.wait_for_selector(f"ol.ranking[data-query='{query}'][data-key='{key}'] li[data-label]")
+    assert page.locator("ol.ranking li[data-label]").evaluate_all("ls => ls.map(l => l.dataset.label)") == shown
+    assert ui.errors == []
+
+
+def test_a_deep_link_without_a_sentence_opens_the_default_sentence_not_the_previous_one(ui) -> None:
+    ui.open("#attention?model=demo-encoder&text=hello%20there%20world")
+    page = ui.page
+    page.wait_for_selector("#view-attention[data-sentence='hello there world'] #att-lines [data-token]")
+    default = page.evaluate("import('/static/model.js').then(m => m.DEFAULT_SENTENCE)")
+    page.evaluate("location.hash = '#attention?model=demo-encoder&layer=1&head=0&query=5'")
+    page.wait_for_selector(f"#view-attention[data-sentence='{default}']")
+    page.wait_for_selector('#weights-table[data-layer="1"][data-head="0"][data-focus="5"]', state="attached")
+    assert page.input_value("#sentence") == default
+    assert "text=" in page.url  # links the page writes always carry their sentence
+    # A new sentence without query= starts on that sentence's default focus, not the old index.
+    page.evaluate("location.hash = '#attention?model=demo-encoder&text=ab'")
+    page.wait_for_selector("#view-attention[data-sentence='ab'] #att-lines [data-token]")
+    assert int(page.get_attribute("#weights-table", "data-focus")) == 1
+    # The Translate view: a link naming a target token but no sentence opens the showcase verse.
+    if _available("translator"):
+        page.evaluate("location.hash = '#translate?text=In%20the%20beginning&query=1'")
+        page.wait_for_selector("#view-translate[data-sentence='In the beginning'] #tr-lines *")
+        page.evaluate("location.hash = '#translate?query=2'")
+        verse = page.evaluate("document.getElementById('tr-text').defaultValue")
+        page.wait_for_selector(f"#view-translate[data-sentence='{verse}'] #tr-lines *")
+        assert page.input_value("#tr-text") == verse
+    assert ui.errors == []
+
+
+LONG = "word " * 80  # more tokens than any view takes: a 422 naming the limit
+
+
+def test_every_view_clears_its_results_after_an_error(ui) -> None:
+    ui.open("#attention?model=demo-encoder&text=hello%20there")
+    page = ui.page
+    page.wait_for_selector("#att-lines [data-token]")
+    page.evaluate(f"location.hash = '#attention?model=demo-encoder&text={LONG.strip().replace(' ', '%20')}'")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "tokens" in page.inner_text("#error")
+    for sel in ("#att-lines", "#att-heatmap", "#att-grid", "#finder-result", "#weights-table"):
+        assert page.locator(f"{sel} > *").count() == 0, sel
+    assert page.inner_text("#att-focus-label") == ""
+
+    long_ = LONG.strip().replace(" ", "%20")
+    page.evaluate("location.hash = '#qkv?model=demo-encoder&text=hello%20there'")
+    page.wait_for_selector("#qkv-body tr")
+    page.wait_for_selector("#error", state="hidden")
+    page.evaluate(f"location.hash = '#qkv?model=demo-encoder&text={long_}'")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.locator("#qkv-body > *").count() == 0 and page.inner_text("#qkv-title") == ""
+
+    page.evaluate("location.hash = '#generate?model=demo-decoder&text=the%20cat'")
+    page.wait_for_selector("#gen-next rect")
+    page.wait_for_selector("#error", state="hidden")
+    page.evaluate(f"location.hash = '#generate?model=demo-decoder&text={long_}'")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.locator("#gen-next > *").count() == 0
+
+    page.evaluate("location.hash = '#why?model=demo-decoder&text=the%20cat'")
+    page.wait_for_selector("#why-root > *")
+    page.wait_for_selector("#error", state="hidden")
+    page.evaluate("location.hash = '#why?model=demo-seq2seq&text=the%20cat'")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "encoder-decoder" in page.inner_text("#error")
+    assert page.locator("#why-root > *").count() == 0
+
+    if _available("translator"):
+        page.evaluate("location.hash = '#translate?text=In%20the%20beginning'")
+        page.wait_for_selector("#view-translate[data-sentence='In the beginning'] #tr-lines *")
+        page.wait_for_selector("#error", state="hidden")
+        page.fill("#tr-text", LONG)
+        page.click("#tr-run")
+        page.wait_for_selector("#error:not([hidden])")
+        for sel in ("#tr-output", "#tr-lines", "#tr-heatmap", "#tr-table"):
+            assert page.locator(f"{sel} > *").count() == 0, sel
+    assert [e for e in ui.errors if "422" not in e] == []
+
+
+CHANGED_STEPS = (1, 5, 7, 8, 9, 10, 11, 15, 16)
+
+
+@pytest.mark.parametrize("viewport", [(1440, 900), (1024, 768)])
+def test_screenshots_of_the_rewritten_steps(make_ui, viewport) -> None:
+    ui = make_ui(*viewport)
+    for n in CHANGED_STEPS:
+        ui.page.goto("about:blank")
+        ui.open(f"#tour/{n}")
+        _wait_step(ui.page, n)
+        ui.page.wait_for_selector(f"#view-tour[data-step='{n}'] .tour-text[data-claims=ready]")
+        assert ui.page.locator(".tour-text .claim.pending").count() == 0
+        ui.screenshot(f"tour-step-{n:02d}-{viewport[0]}x{viewport[1]}")
     assert ui.errors == []
 
 

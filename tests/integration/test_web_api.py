@@ -350,6 +350,7 @@ MODEL_ROUTES = [
     ("/api/timeline/attention", {"model": "demo-decoder", "step": 30, "layer": 1, "head": 0}),
     ("/api/why", {"model": "demo-decoder", "text": "hello", "layer": 1, "head": 1, "focus": 2}),
     ("/api/heads/rank", {"model": "demo-encoder", "text": TWELVE, "query": 7, "key": 2}),
+    ("/api/ablation", {"model": "demo-decoder", "text": "hello", "layer": 1, "head": 1}),
 ]
 
 

@@ -37,10 +37,12 @@ VALID = {
     "/api/next-token": {"model": "demo-decoder", "text": "hello"},
     "/api/models/{name}/load": {},
     "/api/why": {"model": "demo-decoder", "text": "hello", "layer": 1, "head": 1, "focus": 2},
+    "/api/ablation": {"model": "demo-decoder", "text": "hello", "layer": 1, "head": 1},
 }
 TEXT_FIELDS = {"/api/attention": ["text"], "/api/qkv": ["text"], "/api/part": ["text"],
                "/api/positions": ["first", "second"], "/api/generate": ["text"], "/api/translate": ["text"],
-               "/api/heads/rank": ["text"], "/api/next-token": ["text"], "/api/why": ["text"]}
+               "/api/heads/rank": ["text"], "/api/next-token": ["text"], "/api/why": ["text"],
+               "/api/ablation": ["text"]}
 NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e309", "-1e309"]
 
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import math
+import re
+from importlib import resources
+
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -9,7 +15,7 @@ from fastapi.testclient import TestClient
 from attnlab import catalog as cat
 from attnlab.generate import Sampling, sampling_distribution
 from attnlab.inspect import run_with_cache
-from attnlab.web import tour
+from attnlab.web import finder, tour
 from attnlab.web.app import create_app
 from attnlab.web.demo import register_demo_models
 from attnlab.web.models import view_defaults
@@ -49,6 +55,19 @@ def test_a_step_file_with_an_unknown_key_is_refused() -> None:
         tour._front_matter("---\nwidget: hologram\n---\n# x", "99-x.md")
 
 
+def test_a_step_with_an_unknown_slot_is_refused_and_a_missing_step_is_a_404(client: TestClient) -> None:
+    from attnlab.web import claims
+
+    with pytest.raises(ValueError, match="unknown tour slot 'wieght'"):
+        claims.check_slots("*it* sends {{wieght it book}} to *book*")
+    with pytest.raises(ValueError, match="unknown tour slot 'nope'"):
+        claims.check_slots("{{cmp weight it book ; nope it book}}")
+    n = len(client.get("/api/tour").json()["steps"])
+    for bad in (0, n + 1):
+        r = client.get(f"/api/tour/{bad}")
+        assert r.status_code == 404 and f"1 to {n}" in r.text
+
+
 def test_word_level_models_are_the_defaults_when_installed(client: TestClient) -> None:
     body = client.get("/api/models").json()
     available = {m["name"] for m in body["models"] if m["available"]}
@@ -59,22 +78,67 @@ def test_word_level_models_are_the_defaults_when_installed(client: TestClient) -
             assert body["views"][kind] == name == view_defaults()[kind]
 
 
-def test_head_finder_ranks_every_head_by_the_recorded_weight(client: TestClient) -> None:
+def test_head_finder_ranks_every_head_by_specificity_over_the_other_real_tokens(client: TestClient) -> None:
     body = client.post("/api/heads/rank", json={"model": "demo-encoder", "text": TWELVE, "query": 7, "key": 2}).json()
     loaded = cat.load("demo-encoder")
     ids = loaded.tokenizer.encode(TWELVE)
+    assert body["special"] == [] and body["others"] == len(ids) - 2 and body["threshold"] == finder.LINK
     _, cache = run_with_cache(loaded.model, torch.tensor([ids]), names="*hook_weights")
     rows = []
     for layer in range(loaded.config.n_layers):
         w = cache.attention(layer)[0, :, :, 2].double()  # (heads, queries)
         for head in range(w.shape[0]):
-            others = torch.cat([w[head, :7], w[head, 8:]]).mean().item()
-            rows.append((-w[head, 7].item(), layer, head, others))
+            others = torch.cat([w[head, :2], w[head, 3:7], w[head, 8:]]).mean().item()  # neither the query nor the key
+            rows.append((-(w[head, 7].item() - others), layer, head, w[head, 7].item(), others))
     rows.sort()
-    assert [h["label"] for h in body["heads"]] == [f"L{layer} H{head}" for _, layer, head, _ in rows]
-    for h, (neg, _, _, others) in zip(body["heads"], rows, strict=True):
-        assert h["weight"] == pytest.approx(-neg, abs=1e-12) and h["others"] == pytest.approx(others, abs=1e-12)
-        assert h["specificity"] == pytest.approx(h["weight"] - h["others"], abs=1e-12) and h["verdict"]
+    assert [h["label"] for h in body["heads"]] == [f"L{layer} H{head}" for _, layer, head, _, _ in rows]
+    for h, (neg, _, _, weight, others) in zip(body["heads"], rows, strict=True):
+        assert h["weight"] == pytest.approx(weight, abs=1e-12) and h["others"] == pytest.approx(others, abs=1e-12)
+        assert h["specificity"] == pytest.approx(-neg, abs=1e-12)
+        assert h["link"] == (h["specificity"] >= finder.LINK) and h["verdict"].startswith("a link") == h["link"]
+
+
+PRONOUNS = [
+    ("John gave the book to Sarah because she liked it.", "she", "sarah"),
+    ("John gave the book to Sarah because she liked it.", "it", "book"),
+    ("The trophy did not fit in the suitcase because it was too big.", "it", "trophy"),
+    ("Mary told Tom that he had won the race.", "he", "tom"),
+]
+
+
+@pytest.mark.skipif(not any(i.name == "minilm" and i.available for i in cat.catalog()), reason="minilm is not installed")
+@pytest.mark.parametrize(("text", "query", "key"), PRONOUNS)
+def test_head_finder_matches_hugging_face_bert_on_pronoun_pairs(client: TestClient, text: str, query: str, key: str) -> None:
+    """The finder on minilm against transformers' BertModel (eager attention) on the package's own files."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    transformers = pytest.importorskip("transformers")
+    from attnlab.files import MINILM_PACKAGE
+
+    folder = MINILM_PACKAGE.path("model/config.json").parent
+    hf = transformers.BertModel.from_pretrained(str(folder), attn_implementation="eager").eval()
+    tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+    enc = tok(text, return_tensors="pt")
+    labels = tok.convert_ids_to_tokens(enc["input_ids"][0])
+    q, k = labels.index(query), labels.index(key)
+    with torch.no_grad():
+        att = torch.stack(hf(**enc, output_attentions=True).attentions)[:, 0].double()  # (layers, heads, q, k)
+    special = torch.tensor(enc["input_ids"][0].tolist()) == -1
+    for i in tok.all_special_ids:
+        special |= enc["input_ids"][0] == i
+    others = ~special
+    others[q] = others[k] = False
+    weight = att[:, :, q, k]
+    spec = weight - att[:, :, others, k].mean(-1)
+    order = sorted((-float(spec[l_, h]), l_, h) for l_ in range(att.shape[0]) for h in range(att.shape[1]))
+    body = client.post("/api/heads/rank", json={"model": "minilm", "text": text, "query": q, "key": k}).json()
+    assert body["tokens"] == labels and body["special"] == [i for i, s_ in enumerate(special.tolist()) if s_]
+    ours = [(h["layer"], h["head"]) for h in body["heads"]]
+    assert ours[:5] == [(l_, h) for _, l_, h in order[:5]]
+    for h in body["heads"]:
+        assert h["weight"] == pytest.approx(float(weight[h["layer"], h["head"]]), abs=2e-5)
+        assert h["specificity"] == pytest.approx(float(spec[h["layer"], h["head"]]), abs=2e-5)
 
 
 @pytest.mark.parametrize(("body", "needle"), [
@@ -147,3 +211,229 @@ def test_a_character_model_is_the_default_only_when_nothing_else_is_there(monkey
     default, note = models.default_model()
     assert default == "smollm2" and "character" not in note  # a word-level stand-in beats the character model
     assert models.view_defaults() == {"encoder": None, "generate": "smollm2", "translate": "translator"}
+
+
+# --- every claim a tour step makes is true of its widget's data ------------------------------------------------
+
+SPECIAL = re.compile(r"^(\[[A-Z]+\]|<\|[a-z_]+\|>|</?s>)$")  # [CLS], [SEP], <|endoftext|>, <s>, </s>
+DECIMAL = re.compile(r"(?<![\w.])[−-]?\d+\.\d+")
+
+
+def _norm(t: str) -> str:
+    return re.sub(r"^(Ġ|▁|##)", "", t).strip().lower()
+
+
+class Widget:
+    """The data the step's widget draws, fetched from the same routes the page calls; each slot recomputed here."""
+
+    def __init__(self, client: TestClient, preset: dict) -> None:
+        self.c, self.p = client, preset
+        self._att = self._tl = self._abl = self._tr = self._scaling = None
+
+    def post(self, url: str, body: dict) -> dict:
+        r = self.c.post(url, json=body)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    @property
+    def att(self) -> dict:
+        self._att = self._att or self.post("/api/attention", {"model": self.p["model"], "text": self.p["text"]})
+        return self._att
+
+    def tok(self, tokens: list[str], word: str) -> int:
+        return [_norm(t) for t in tokens].index(_norm(word))
+
+    def column(self, q: str, k: str, layer: int, head: int) -> tuple[float, list[float], list[float]]:
+        """(w[q, k], weights on k from the other real queries that can see k, their list incl. none of q, k)."""
+        a = self.att
+        qi, ki = self.tok(a["tokens"], q), self.tok(a["tokens"], k)
+        w = a["weights"][layer][head]
+        others = [w[i][ki] for i, t in enumerate(a["tokens"])
+                  if i not in (qi, ki) and not SPECIAL.match(t) and (not a["causal"] or i >= ki)]
+        return w[qi][ki], others, [w[i][ki] for i in range(len(w))]
+
+    def spec(self, q: str, k: str, layer: int, head: int) -> float:
+        w, others, _ = self.column(q, k, layer, head)
+        return w - sum(others) / len(others)
+
+    def best(self, q: str, k: str) -> tuple[int, int]:
+        a = self.att
+        return max(((layer, head) for layer in range(a["n_layers"]) for head in range(a["n_heads"])),
+                   key=lambda lh: (self.spec(q, k, *lh), -lh[0], -lh[1]))
+
+    @property
+    def timeline(self) -> list[dict]:
+        if self._tl is None:
+            name = next(m["name"] for m in self.c.get("/api/models").json()["models"] if m["timeline"] and m["available"])
+            tl = self.c.get(f"/api/timeline?model={name}").json()
+            self._tl = [self.post("/api/timeline/attention", {"model": name, "step": snap["step"], "layer": tl["learning_layer"],
+                                                             "head": tl["learning_head"]}) for snap in (tl["snapshots"][0], tl["snapshots"][-1])]
+        return self._tl
+
+    @property
+    def ablation(self) -> dict:
+        self._abl = self._abl or self.post("/api/ablation", {k: self.p[k] for k in ("model", "text", "layer", "head")})
+        return self._abl
+
+    @property
+    def translation(self) -> dict:
+        self._tr = self._tr or self.post("/api/translate", {"model": self.p["model"], "text": self.p["text"], "beam_size": 1})
+        return self._tr
+
+    @property
+    def scaling(self) -> dict:
+        if self._scaling is None:
+            exp = next(e for e in self.c.get("/api/experiments").json()["experiments"] if e["name"] == self.p["experiment"])
+            self._scaling = self.c.get(exp["results"][0]["results_url"]).json()["data"]
+        return self._scaling
+
+    def value(self, slot: str) -> tuple[str, list[float]]:
+        """The slot's text, recomputed; numbers as two-decimal text."""
+        fn, *args = slot.split()
+        lh = (int(args[2]), int(args[3])) if len(args) >= 4 else (self.p["layer"], self.p["head"])
+        f2 = lambda x: (f"{x:.2f}", [x])  # noqa: E731
+        if fn == "weight":
+            return f2(self.column(args[0], args[1], *lh)[0])
+        if fn == "others":
+            _, others, _ = self.column(args[0], args[1], *lh)
+            return f2(sum(others) / len(others))
+        if fn == "specificity":
+            return f2(self.spec(args[0], args[1], *lh))
+        if fn == "link":
+            return ("a link" if self.spec(args[0], args[1], *lh) >= finder.LINK else "not a link"), []
+        if fn == "most_others":
+            return f2(max(self.column(args[0], args[1], *lh)[1]))
+        if fn == "threshold":
+            return str(finder.LINK), []
+        if fn.startswith("best"):
+            layer, head = self.best(args[0], args[1])
+            return {"best": (f"layer {layer}, head {head}", []), "best_weight": f2(self.column(args[0], args[1], layer, head)[0]),
+                    "best_specificity": f2(self.spec(args[0], args[1], layer, head)),
+                    "best_link": ("a link" if self.spec(args[0], args[1], layer, head) >= finder.LINK else "not a link", [])}[fn]
+        if fn in ("layers", "heads_per_layer"):
+            return str(self.att["n_layers" if fn == "layers" else "n_heads"]), []
+        if fn in ("columns", "width"):
+            part = self.post("/api/part", {"model": self.p["model"], "text": self.p["text"], "part": self.p["part"],
+                                           "layer": self.p["layer"] or 0})["tensors"][0]
+            return str(len(part["values"][0]) if fn == "columns" else part["shape"][-1]), []
+        if fn == "heads":
+            return str(self.att["n_layers"] * self.att["n_heads"]), []
+        if fn == "role":
+            return str(sum(r["role"] == args[0] for layer in self.att["roles"] for r in layer)), []
+        if fn == "role_threshold":
+            from attnlab.inspect.roles import PATTERN_THRESHOLD
+            return f"{PATTERN_THRESHOLD:.2f}", []
+        if fn == "favourite":
+            a = self.att
+            real = [i for i, t in enumerate(a["tokens"]) if not SPECIAL.match(t)]
+            target = 0 if args[0] == "first" else len(a["tokens"]) - 1
+            n = 0
+            for layer in a["weights"]:
+                for w in layer:
+                    mean = torch.tensor([[w[q][k] for k in range(len(w))] for q in real]).double().mean(0)
+                    n += int(mean.argmax()) == target
+            return str(n), []
+        if fn in ("entropy", "entropy_max"):
+            w = torch.tensor(self.timeline[0 if fn == "entropy_max" or args[0] == "first" else 1]["weights"]).double()[1:]
+            if fn == "entropy_max":
+                return f2(torch.log2(torch.arange(2, w.shape[0] + 2).double()).mean().item())
+            return f2((-(w * torch.log2(w.clamp_min(1e-300))).sum(-1)).mean().item())
+        if fn == "scaling_sizes":
+            return str(len(self.scaling["runs"])), []
+        if fn == "scaling_alpha":
+            # the fit the figure draws, checked against the runs it is fitted to (least squares on log-log axes)
+            runs = self.scaling["runs"]
+            x = torch.tensor([math.log(r["params"]) for r in runs], dtype=torch.float64)
+            y = torch.tensor([math.log(r["val_loss"]) for r in runs], dtype=torch.float64)
+            slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+            assert -slope == pytest.approx(self.scaling["fit"]["alpha_params"], abs=1e-9)
+            return f"{-slope:.3f}", []
+        if fn == "scaling_trend":
+            losses = [r["val_loss"] for r in sorted(self.scaling["runs"], key=lambda r: r["params"])]
+            falling = all(b < a for a, b in itertools.pairwise(losses))
+            return ("each bigger model reaches a lower loss" if falling else "does not keep falling"), losses
+        if fn.startswith("ablation"):
+            a = self.ablation
+            if fn == "ablation_best":
+                e = torch.tensor(a["head_effects"]).abs()
+                layer, head = divmod(int(e.argmax()), e.shape[1])
+                return f"layer {layer}, head {head}", []
+            return {"ablation_metric": (a["metric"], []), "ablation_clean": f2(a["clean"]), "ablation_removed": f2(a["ablated"]),
+                    "ablation_top": (repr(a["clean_top"][0]["token"]), [])}[fn]
+        if fn in ("align", "align_weight"):
+            p = self.translation
+            row = torch.tensor(p["mean_weights"][p["n_layers"] - 1][self.tok(p["target_tokens"], args[0])])
+            return (_norm(p["source_tokens"][int(row.argmax())]), []) if fn == "align" else f2(float(row.max()))
+        if fn == "translation":
+            return self.translation["text"], []
+        raise AssertionError(f"the test does not know the slot {fn!r}: add its recomputation here")
+
+
+def test_every_claim_of_every_tour_step_holds_in_its_widgets_data(client: TestClient) -> None:
+    """Each step's computed text, recomputed slot by slot from the data its widget draws (the same routes);
+    every decimal number the text quotes is one of those slots, and every comparison holds."""
+    listing = client.get("/api/tour").json()["steps"]
+    checked = 0
+    for step in listing:
+        rendered = client.get(f"/api/tour/{step['n']}").json()
+        assert "{{" not in rendered["html"] and "{{" not in step["html"]
+        if step["note"] is None:  # the step's own model is installed: every slot must compute
+            assert rendered["note"] is None and "(n/a)" not in rendered["html"], (step["slug"], rendered["note"])
+        widget = Widget(client, rendered["preset"])
+        quoted = []
+        for claim in rendered["claims"]:
+            slot = claim["slot"]
+            kind = slot.split()[0]
+            if kind in ("cmp", "cmpv"):
+                a, b = (widget.value(x.strip())[1][0] for x in slot[len(kind) + 1 :].split(";"))
+                words = {"cmp": ("about as much as", "more than", "less than"), "cmpv": ("about the same as", "higher than", "lower than")}[kind]
+                word = words[0] if abs(a - b) < 0.005 else words[1] if a > b else words[2]
+                assert claim["text"] == word, (step["slug"], slot, a, b)
+            else:
+                text, values = widget.value(slot)
+                if slot.split()[0] == "scaling_trend":
+                    assert text in claim["text"] and all(f"{v:.2f}" in claim["text"] for v in (values[0], min(values), values[-1]))
+                else:
+                    assert claim["text"] == text, (step["slug"], slot, claim["text"], text)
+            quoted += DECIMAL.findall(claim["text"])
+            checked += 1
+        prose = re.sub(r"<[^>]+>", " ", rendered["html"])
+        for number in DECIMAL.findall(prose):  # no number in the text that is not a computed slot
+            assert number in quoted, f"{step['slug']}: {number} is written by hand, not computed from the figure"
+    assert checked >= 30
+
+
+def test_the_showcase_verse_is_one_the_translator_gets_right(client: TestClient) -> None:
+    """The translate step's verse, translated greedily as the step shows it, against the Reina-Valera verse
+    in the translator's bundled held-out set (bleu.json): a close match (chrF >= 70), not a dropped clause."""
+    import sacrebleu
+
+    if not any(i.name == "translator" and i.available for i in cat.catalog()):
+        pytest.skip("the bundled translator is not installed")
+    step = next(s for s in client.get("/api/tour").json()["steps"] if s["preset"]["widget"] == "translate")
+    text = step["preset"]["text"]
+    held_out = json.loads((resources.files("attnlab") / "bundled" / "translator" / "bleu.json").read_text())["translations"]
+    reference = next(t["reference"] for t in held_out if t["source"] == text)
+    out = client.post("/api/translate", json={"model": "translator", "text": text, "beam_size": 1}).json()["text"]
+    assert sacrebleu.sentence_chrf(out, [reference]).score >= 70, (text, out, reference)
+    # the Translate view opens on the same verse
+    assert f'id="tr-text" type="text" maxlength="400" value="{text}"' in client.get("/").text
+
+
+def test_ablation_is_interprets_ablation(client: TestClient) -> None:
+    from attnlab import interpret
+    from attnlab.interpret import metrics
+
+    body = client.post("/api/ablation", json={"model": "demo-decoder", "text": "the cat", "layer": 1, "head": 0}).json()
+    loaded = cat.load("demo-decoder")
+    x = torch.tensor([loaded.tokenizer.encode("the cat")])
+    clean = interpret.ablate(loaded.model, x, [])
+    target = int(clean[0, -1].argmax())
+    metric = metrics.token_logprob(target)
+    assert body["clean"] == pytest.approx(float(metric(clean)[0]), abs=1e-6)
+    assert body["ablated"] == pytest.approx(float(metric(interpret.ablate(loaded.model, x, [(1, 0)]))[0]), abs=1e-6)
+    effects = interpret.head_effects(loaded.model, x, metric).effects
+    torch.testing.assert_close(torch.tensor(body["head_effects"]), effects.float().cpu(), rtol=0, atol=1e-6)
+    assert body["clean_top"][0]["id"] == target
+    r = client.post("/api/ablation", json={"model": "demo-decoder", "text": "the cat", "layer": 9, "head": 0})
+    assert r.status_code == 422 and "layers 0-" in r.text

@@ -45,6 +45,7 @@ from starlette.exceptions import HTTPException
 from attnlab import catalog as cat
 from attnlab.generate import GenerationError
 from attnlab.models import ConfigError, InputError
+from attnlab.web import ablation as ablation_
 from attnlab.web import content, diagram, experiments, generation, payloads, timeline, translation
 from attnlab.web import finder as finder_
 from attnlab.web import models as web_models
@@ -228,9 +229,19 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     async def tour_steps() -> s.TourResponse:
         return await anyio.to_thread.run_sync(tour_.tour)
 
+    @app.get("/api/tour/{n}", responses=errors(404, 503))
+    async def tour_step(n: int) -> s.TourStep:
+        """Step ``n`` with the numbers and comparisons of its text computed from its widget's payload."""
+        return await heavy(lambda k: tour_.step(k, runs_dir), n)
+
     @app.post("/api/heads/rank", responses=errors(404, 503))
     async def rank_heads(req: s.FinderRequest) -> s.FinderResponse:
         return await heavy(finder_.rank_heads, req)
+
+    @app.post("/api/ablation", responses=errors(404, 503))
+    async def ablation(req: ablation_.AblationRequest) -> ablation_.AblationResponse:
+        """One head removed and every head removed in turn (attnlab.interpret): the tour's "remove a head"."""
+        return await heavy(ablation_.ablation, req)
 
     @app.post("/api/why", responses=errors(404, 503))
     async def why(req: why_.WhyRequest) -> why_.WhyResponse:

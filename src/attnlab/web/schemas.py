@@ -417,7 +417,7 @@ class ExperimentsResponse(BaseModel):
 class TranslateRequest(Request):
     model: str = Field(default="translator", min_length=1, max_length=MAX_NAME,
                        description="an encoder-decoder translator from GET /api/models (another family: 422)")
-    text: str = Field(default="In the beginning God created the heaven and the earth.", min_length=1,
+    text: str = Field(default="The word of Yahweh came to me, saying,", min_length=1,
                       max_length=MAX_CHARS, description=_TOKENS)
     beam_size: int = Field(default=1, ge=1, le=MAX_BEAM)
     max_new_tokens: int = Field(default=MAX_TRANSLATION_TOKENS, ge=1, le=MAX_TRANSLATION_TOKENS)
@@ -457,13 +457,21 @@ class TourPreset(BaseModel):
     softmax: bool = False
 
 
+class TourClaim(BaseModel):
+    slot: str = Field(description="the slot of the step's Markdown, e.g. 'weight it book' (see attnlab.web.claims)")
+    text: str = Field(description="the text it was rendered as")
+    values: list[float] = Field(default=[], description="the numbers behind the text, from the widget's payload")
+
+
 class TourStep(BaseModel):
     n: int = Field(description="1-based step number (the page's #tour/N)")
     slug: str
     title: str
-    html: str
+    html: str = Field(description="the step's text; in GET /api/tour its computed slots still read {{...}}: "
+                                  "GET /api/tour/{n} renders them")
     preset: TourPreset
     note: str | None = Field(default=None, description="set when the preset's model is not installed and another stands in")
+    claims: list[TourClaim] | None = Field(default=None, description="the computed slots (GET /api/tour/{n} only)")
     learn: str | None = Field(default=None, description="the explanation page of this step")
     view: str | None = Field(default=None, description="the explore-freely view this step opens")
 
@@ -496,8 +504,10 @@ class RankedHead(BaseModel):
     head: int
     label: str = Field(description="'L{layer} H{head}', as in the layers x heads grid")
     weight: float = Field(description="hook_weights[layer][head, query, key]")
-    others: float = Field(description="mean weight on the key from the other queries that can see it")
+    others: float = Field(description="mean weight on the key from the other real queries that can see it "
+                                      "(special tokens and the key itself left out)")
     specificity: float = Field(description="weight - others: > 0 when this query singles the key out")
+    link: bool = Field(description="specificity >= the response's threshold")
     verdict: str
 
 
@@ -507,7 +517,10 @@ class FinderResponse(BaseModel):
     query: int
     key: int
     causal: bool
-    heads: list[RankedHead] = Field(description="every head, highest weight first")
+    special: list[int] = Field(description="positions of special tokens ([CLS], [SEP], BOS), left out of 'others'")
+    others: int = Field(description="how many other real queries the 'others' mean is over")
+    threshold: float = Field(description="a head is a link when its specificity is at least this")
+    heads: list[RankedHead] = Field(description="every head, highest specificity first")
 
 
 class NextTokenRequest(Request):

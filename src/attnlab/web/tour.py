@@ -16,27 +16,33 @@ that opens with a small front-matter block naming its live widget and the widget
     ---
 
 ``query`` and ``key`` name tokens by their text (the page finds them in the tokenized sentence);
+a sentence that states a fact about the figure writes its numbers and comparisons as slots,
+``{{weight it book}}`` or ``{{cmp weight john sarah ; weight she sarah}}``, computed by
+``attnlab.web.claims`` from the payload the widget draws (``step(n)``, ``GET /api/tour/{n}``);
 ``learn`` is the explanation page the step links to, ``view`` the explore-freely view it opens. Adding
 a step is adding a file. A preset model that is not installed is replaced by an available model of the
 same family (else any available model), and the step says so in one line.
 
-The toy step's numbers come from ``attnlab.nn.attention`` (the math backend) on hand-set vectors.
+The toy step's numbers come from ``attnlab.inspect.attention_steps`` (the math backend) on hand-set vectors.
 """
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
 from attnlab import catalog as cat
 from attnlab.inspect import attention_steps
-from attnlab.web import content
+from attnlab.web import claims, content
 from attnlab.web import schemas as s
+from attnlab.web.errors import NotFoundError
 
 TOUR_DIR = content.CONTENT_DIR / "tour"
-WIDGETS = ("attention", "qkv", "toy", "part", "timeline", "heads", "translate", "arch", "generate", "figure", "finder")
+WIDGETS = ("attention", "qkv", "toy", "part", "timeline", "heads", "translate", "arch", "generate", "figure", "finder",
+           "ablation")
 _INT_KEYS = ("layer", "head")
 _KEYS = {"widget", "model", "text", "layer", "head", "query", "key", "learn", "view", "part", "variant",
          "experiment", "softmax"}
@@ -87,6 +93,7 @@ def _files() -> tuple[tuple[str, dict[str, str], str, str], ...]:
     steps = []
     for path in sorted(p for p in TOUR_DIR.iterdir() if _FILE.match(p.name)):
         meta, body = _front_matter(path.read_text(encoding="utf-8"), path.name)
+        claims.check_slots(body)
         first = body.strip().splitlines()[0] if body.strip() else path.stem
         title = first.lstrip("#").strip()
         steps.append((path.stem, meta, title, content.render(body)))
@@ -115,20 +122,45 @@ def toy() -> s.ToyAttention:
     )
 
 
+def _step(n: int, slug: str, meta: dict[str, str], title: str, html: str) -> s.TourStep:
+    model, note = _resolve_model(meta.get("model"))
+    preset = s.TourPreset(
+        widget=meta["widget"], model=model, text=meta.get("text"),
+        layer=int(meta["layer"]) if "layer" in meta else None, head=int(meta["head"]) if "head" in meta else None,
+        query=meta.get("query"), key=meta.get("key"), part=meta.get("part"), variant=meta.get("variant"),
+        experiment=meta.get("experiment"), softmax=meta.get("softmax") == "true",
+    )
+    if model != meta.get("model") and meta.get("model"):
+        preset.layer = preset.head = 0 if preset.layer is not None else None  # the preset's numbers fit the named model only
+    return s.TourStep(n=n, slug=slug, title=title, html=html, preset=preset, note=note,
+                      learn=meta.get("learn"), view=meta.get("view"))
+
+
 def tour() -> s.TourResponse:
-    """Every step with its rendered text and resolved preset (models swapped for installed ones)."""
+    """Every step with its text and resolved preset (models swapped for installed ones); computed slots read
+    "…" here (``claims.PENDING``; nothing is computed): ``step(n)`` renders them."""
     steps = []
     for n, (slug, meta, title, html) in enumerate(_files(), start=1):
-        model, note = _resolve_model(meta.get("model"))
-        preset = s.TourPreset(
-            widget=meta["widget"], model=model, text=meta.get("text"),
-            layer=int(meta["layer"]) if "layer" in meta else None, head=int(meta["head"]) if "head" in meta else None,
-            query=meta.get("query"), key=meta.get("key"), part=meta.get("part"), variant=meta.get("variant"),
-            experiment=meta.get("experiment"), softmax=meta.get("softmax") == "true",
-        )
-        if model != meta.get("model") and meta.get("model"):
-            preset.layer = preset.head = 0 if preset.layer is not None else None  # the preset's numbers fit the named model only
-        steps.append(s.TourStep(n=n, slug=slug, title=title, html=html, preset=preset, note=note,
-                                learn=meta.get("learn"), view=meta.get("view")))
+        steps.append(_step(n, slug, meta, title, claims.SLOT.sub(claims.PENDING, html)))
     return s.TourResponse(steps=steps, toy=toy())
 
+
+def step(n: int, runs_dir: Path | None = None) -> s.TourStep:
+    """Step ``n`` (1-based) with its slots computed from its widget's payload and listed in ``claims``.
+
+    ``runs_dir``: where the figure widget's experiment results are looked up (the app's experiments
+    folder). A slot that cannot be computed (a stand-in model lacks the step's words) reads "(n/a)" and
+    the step's note says why. Raises ``NotFoundError`` for a step that does not exist.
+    """
+    files = _files()
+    if not 1 <= n <= len(files):
+        raise NotFoundError(f"no tour step {n}; the tour has steps 1 to {len(files)}")
+    slug, meta, title, html = files[n - 1]
+    out = _step(n, slug, meta, title, html)
+    pre = out.preset
+    facts = claims.Step(widget=pre.widget, model=pre.model, text=pre.text, layer=pre.layer, head=pre.head,
+                        experiment=pre.experiment, part=pre.part, runs_dir=runs_dir)
+    out.html, out.claims, failed = claims.render(html, facts)
+    if failed:
+        out.note = f"{out.note}; {failed}" if out.note else failed
+    return out

@@ -29,6 +29,33 @@ async function guarded(fn) {
   try { showError(""); await fn(); } catch (e) { showError(e.message || String(e)); }
 }
 
+// What a view drew from its last answer: cleared when a request of that view fails, so an error line never
+// stands above the previous sentence's (or model's) results.
+const RESULTS = {
+  attention: ["att-focus-label", "att-lines", "att-heatmap", "finder-result", "att-grid", "weights-table", "finder-query", "finder-key"],
+  finder: ["finder-result"],
+  translate: ["tr-output", "tr-focus-label", "tr-lines", "tr-heatmap", "tr-table"],
+  why: ["why-root"],
+  qkv: ["qkv-title", "qkv-body"],
+  order: ["pe-heatmap", "mask-triangle", "order-note", "order-body", "heads-row"],
+  "next-token": ["gen-next"],
+  generate: ["gen-text", "gen-step-label", "gen-bars", "gen-attn", "gen-cache"],
+};
+
+function clearResults(v) {
+  for (const id of RESULTS[v]) V.clear($(id));
+  delete state.payloads[v];
+  if (v === "attention") { delete $("view-attention").dataset.sentence; finder = null; }
+  if (v === "translate") delete $("view-translate").dataset.sentence;
+  if (v === "next-token") nextToken = null;
+  if (v === "generate") $("gen-result").hidden = true;
+}
+
+// Run a view's request; if it fails while it is still the view's latest, clear what the view shows.
+async function clearingOnError(v, current, fn) {
+  try { return await fn(); } catch (e) { if (current()) clearResults(v); throw e; }
+}
+
 // --- what is in flight: "loading model X" while a model loads, "computing…" for slow answers -----------
 
 const activity = new Map(); // id -> { text, start, shown }
@@ -96,13 +123,19 @@ function setHashFor(v, params) {
 // A view's state in the URL (model, text, layer, head, query, key), so a link restores it. Selections
 // push a history entry, so Back returns to the previous head or token.
 function stateParams() {
-  return { model: state.model, text: state.text === DEFAULT_SENTENCE ? null : state.text, layer: state.layer, head: state.head,
-    query: state.focus, key: state.key };
+  return { model: state.model, text: state.text, layer: state.layer, head: state.head, query: state.focus, key: state.key };
 }
 
 function pushState() {
   const next = formatHash(view, null, stateParams());
   if (location.hash !== next) history.pushState(null, "", next);
+}
+
+// The sentence a URL names: its text=, else (a deep link that names a selection but no sentence) the view's
+// default sentence, never the previous page's; a bare tab link (no parameters) keeps the current one.
+function linkedText(params, current, fallback) {
+  if (params.text) return params.text;
+  return Object.keys(params).length ? fallback : current;
 }
 
 // Read model/text/layer/head/query/key from the URL into the state; true when the model or text changed.
@@ -111,11 +144,13 @@ function applyParams(params) {
   if (params.model && state.models.some((m) => m.name === params.model && m.available) && params.model !== state.model) {
     state.model = params.model; $("model").value = params.model; changed = true;
   }
-  if (params.text && params.text !== state.text) { state.text = params.text; $("sentence").value = params.text; changed = true; }
+  const text = linkedText(params, state.text, DEFAULT_SENTENCE);
+  if (text !== state.text) { state.text = text; $("sentence").value = text; changed = true; }
   const int = (v) => (v === undefined || v === "" || !/^\d+$/.test(v) ? null : Number(v));
   if (int(params.layer) !== null) state.layer = int(params.layer);
   if (params.head === "mean") state.head = "mean"; else if (int(params.head) !== null) state.head = int(params.head);
   if (int(params.query) !== null) state.focus = int(params.query);
+  else if (changed) state.focus = null; // a new sentence without a query= starts on its own default focus
   state.key = int(params.key);
   return changed;
 }
@@ -175,7 +210,8 @@ function wire() {
 function ownParams(v, params) {
   const int = (x) => (x !== undefined && /^\d+$/.test(x) ? Number(x) : null);
   if (v === "translate") {
-    if (params.text && params.text !== $("tr-text").value) { $("tr-text").value = params.text; delete state.payloads.translate; }
+    const text = linkedText(params, $("tr-text").value, $("tr-text").defaultValue);
+    if (text !== $("tr-text").value) { $("tr-text").value = text; delete state.payloads.translate; state.trFocus = 0; }
     if (int(params.layer) !== null) state.trLayer = int(params.layer);
     if (params.head === "mean" || int(params.head) !== null) state.trHead = params.head === "mean" ? "mean" : int(params.head);
     if (int(params.query) !== null) state.trFocus = int(params.query);
@@ -185,7 +221,7 @@ function ownParams(v, params) {
     if (int(params.step) !== null) state.tlStep = int(params.step);
     state.tlFromUrl = int(params.layer) !== null && int(params.head) !== null;
   } else if (v === "generate") {
-    if (params.text) $("gen-prompt").value = params.text;
+    $("gen-prompt").value = linkedText(params, $("gen-prompt").value, $("gen-prompt").defaultValue);
     if (params.model && state.models.some((m) => m.name === params.model && m.available)) { state.model = params.model; $("model").value = params.model; }
   }
 }
@@ -233,10 +269,11 @@ async function drawTour(arg) {
     toy: tourData.toy, models: state.models, need: needModel,
     track: (promise) => track("computing…", promise), go: (hash) => { location.hash = hash; },
   };
-  const { widget, draw } = drawStep($("view-tour"), tourData, n, ctx);
+  const { widget, draw, fill } = drawStep($("view-tour"), tourData, n, ctx);
   widget.dataset.state = "loading";
+  const text = api.tourStep(n).then((rendered) => { if (current()) fill(rendered); });
   try {
-    await draw();
+    await Promise.all([draw(), text]);
     if (current()) widget.dataset.state = "ready";
   } catch (e) {
     if (current()) { widget.dataset.state = "error"; throw e; }
@@ -282,7 +319,7 @@ async function refresh() {
 async function loadWhy() {
   const current = ticket("why");
   const head = state.head === "mean" ? 0 : state.head;
-  const p = await track("computing…", api.why(state.model, state.text, state.layer, head, state.focus));
+  const p = await clearingOnError("why", current, () => track("computing…", api.why(state.model, state.text, state.layer, head, state.focus)));
   if (!current()) return;
   state.payloads.why = p;
   setHashFor("why", stateParams());
@@ -378,8 +415,10 @@ async function showPart(box) {
 async function loadAttention() {
   const current = ticket("attention");
   const text = state.text;
-  await needModel(state.model);
-  const p = await track("computing…", api.attention(state.model, text));
+  const p = await clearingOnError("attention", current, async () => {
+    await needModel(state.model);
+    return track("computing…", api.attention(state.model, text));
+  });
   if (!current()) return;
   $("view-attention").dataset.sentence = text;
   state.payloads.attention = p;
@@ -407,7 +446,7 @@ async function runFinder() {
   const p = state.payloads.attention;
   if (!p) return;
   const current = ticket("finder");
-  const f = await track("ranking every head…", api.rankHeads(p.model, $("view-attention").dataset.sentence, state.focus, state.key));
+  const f = await clearingOnError("finder", current, () => track("ranking every head…", api.rankHeads(p.model, $("view-attention").dataset.sentence, state.focus, state.key)));
   if (!current()) return;
   finder = f;
   state.payloads.finder = f;
@@ -455,6 +494,10 @@ function drawAttention() {
 async function drawQKV() {
   const head = state.head === "mean" ? 0 : state.head;
   const current = ticket("qkv");
+  return clearingOnError("qkv", current, () => qkvFor(head, current));
+}
+
+async function qkvFor(head, current) {
   await needModel(state.model);
   // The layer and head pickers need the model's shape: from the attention payload of this sentence.
   let att = state.payloads.attention;
@@ -486,6 +529,10 @@ const FORMULA = `<math display="block"><mrow><mi>Attention</mi><mo>(</mo><mi>Q</
 
 async function drawOrder() {
   const current = ticket("order");
+  return clearingOnError("order", current, () => orderFor(current));
+}
+
+async function orderFor(current) {
   // The order experiment runs through an encoder: the chosen model if it is one, else the first available.
   const m = currentModel();
   const encoder = m && m.family === "encoder" ? m : state.models.find((x) => x.family === "encoder" && x.available);
@@ -540,8 +587,10 @@ async function loadNextToken() {
   const text = $("gen-prompt").value;
   if (!text.trim()) return;
   const current = ticket("next-token");
-  await needModel(model);
-  const data = await track("computing…", api.nextToken(model, text));
+  const data = await clearingOnError("next-token", current, async () => {
+    await needModel(model);
+    return track("computing…", api.nextToken(model, text));
+  });
   if (!current()) return;
   nextToken = data;
   setHashFor("generate", { model, text });
@@ -558,11 +607,13 @@ async function runGeneration() {
   const current = ticket("generate");
   // Generation needs a decoder: the chosen model if it is one, else the word-level default (smollm2).
   const model = generationModel();
-  await needModel(model);
-  const p = await track("generating…", api.generate({
-    model, text: $("gen-prompt").value, max_new_tokens: Number($("gen-n").value),
-    temperature: sampling.temperature, top_k: sampling.top_k, top_p: sampling.top_p, seed: 0,
-  }));
+  const p = await clearingOnError("generate", current, async () => {
+    await needModel(model);
+    return track("generating…", api.generate({
+      model, text: $("gen-prompt").value, max_new_tokens: Number($("gen-n").value),
+      temperature: sampling.temperature, top_k: sampling.top_k, top_p: sampling.top_p, seed: 0,
+    }));
+  });
   if (!current()) return;
   state.payloads.generate = p;
   $("gen-result").hidden = false;
@@ -676,8 +727,10 @@ async function runTranslation() {
   const text = $("tr-text").value;
   if (!text.trim()) return;
   const current = ticket("translate");
-  await needModel(state.trModel);
-  const p = await track("translating…", api.translate(state.trModel, text, Number($("tr-beam").value)));
+  const p = await clearingOnError("translate", current, async () => {
+    await needModel(state.trModel);
+    return track("translating…", api.translate(state.trModel, text, Number($("tr-beam").value)));
+  });
   if (!current()) return;
   state.payloads.translate = p;
   $("view-translate").dataset.sentence = text;

@@ -33,8 +33,10 @@ export const api = {
   translate: (model, text, beam_size) => call("/api/translate", { model, text, beam_size }),
   experiments: () => call("/api/experiments"),
   tour: () => call("/api/tour"),
+  tourStep: (n) => call(`/api/tour/${n}`),
   nextToken: (model, text) => call("/api/next-token", { model, text }),
   rankHeads: (model, text, query, key) => call("/api/heads/rank", { model, text, query, key }),
+  ablation: (model, text, layer, head) => call("/api/ablation", { model, text, layer, head }),
   why: (model, text, layer, head, focus) => call("/api/why", { model, text, layer, head, focus }),
 };
 

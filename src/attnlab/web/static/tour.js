@@ -114,6 +114,7 @@ export const WIDGETS = {
       V.alignment(svg, p.source_tokens, p.target_tokens, w, focus, (i) => { focus = i; draw(); });
     };
     draw();
+    return { text: pre.text, query: focus };
   },
 
   async arch(box, pre, ctx) {
@@ -155,6 +156,27 @@ export const WIDGETS = {
     V.el("div", {}, cap).innerHTML = fig.caption_html; // server-rendered from our Markdown
   },
 
+  // Remove the preset's head (zero ablation, attnlab.interpret via POST /api/ablation): the prediction with and
+  // without it, and every head removed in turn.
+  async ablation(box, pre, ctx) {
+    await ctx.need(pre.model);
+    const p = await ctx.track(api.ablation(pre.model, pre.text, pre.layer, pre.head));
+    V.el("p", { class: "widget-caption" }, box, `${p.model} · “${pre.text}” · ${p.metric}`);
+    const split = V.el("div", { class: "split" }, box);
+    const lists = [["with every head", p.clean_top, p.clean], [`without layer ${p.layer}, head ${p.head}`, p.ablated_top, p.ablated]];
+    for (const [title, top, metric] of lists) {
+      const col = V.el("div", { class: "ablation-side" }, split);
+      V.el("h4", {}, col, `${title}: ${V.fmt(metric, 2)}`);
+      const ol = V.el("ol", { class: "candidates" }, col);
+      top.forEach((c) => V.el("li", { "data-id": c.id, "data-prob": String(c.prob) }, ol, `${JSON.stringify(c.token)} ${V.fmt(c.prob, 3)}`));
+    }
+    V.el("h4", {}, box, "every head removed in turn: metric without the head minus with it");
+    const heads = p.head_effects[0].map((_, h) => `H${h}`), layers = p.head_effects.map((_, l) => `L${l}`);
+    V.heatmap(V.el("svg:svg", { class: "primary", id: "tour-effects" }, box), p.head_effects, { rows: layers, cols: heads, diverging: true, cell: 26,
+      xLabel: "head", yLabel: "layer" });
+    return { model: p.model, text: pre.text, layer: p.layer, head: p.head };
+  },
+
   async finder(box, pre, ctx) {
     await ctx.need(pre.model);
     const p = await ctx.track(api.attention(pre.model, pre.text));
@@ -178,9 +200,10 @@ export function drawStep(section, tour, n, ctx) {
   tour.steps.forEach((s) => V.el("a", { href: `#tour/${s.n}`, class: "dot", title: `${s.n}. ${s.title}`, "aria-label": `step ${s.n}: ${s.title}`,
     "aria-current": s.n === n ? "step" : null }, progress));
   const body = V.el("div", { class: "tour-body" }, section);
-  const text = V.el("article", { class: "tour-text" }, body);
-  text.innerHTML = step.html; // rendered server-side from our own Markdown, everything else escaped
-  if (step.note) V.el("p", { class: "note" }, text, step.note);
+  const text = V.el("article", { class: "tour-text", "data-claims": "loading" }, body);
+  const prose = V.el("div", { class: "tour-prose" }, text);
+  prose.innerHTML = step.html; // rendered server-side from our own Markdown, everything else escaped
+  const note = V.el("p", { class: "note", hidden: step.note ? null : "" }, text, step.note || "");
   const links = V.el("p", { class: "tour-links" }, text);
   if (step.learn) V.el("a", { href: `#learn/${step.learn}` }, links, "Read more");
   const explore = step.view ? V.el("a", { href: `#${step.view}`, class: "explore" }, links, "Explore freely") : null;
@@ -197,5 +220,12 @@ export function drawStep(section, tour, n, ctx) {
     const params = await WIDGETS[step.preset.widget](widget, step.preset, ctx);
     if (params && explore && !step.view.includes("/")) explore.setAttribute("href", formatHash(step.view, null, params));
   };
-  return { step, widget, draw };
+  // The text's numbers and comparisons are computed on the server from the widget's payload (GET /api/tour/N).
+  const fill = (rendered) => {
+    prose.innerHTML = rendered.html; // server-rendered, as above
+    note.hidden = !rendered.note;
+    note.textContent = rendered.note || "";
+    text.dataset.claims = "ready";
+  };
+  return { step, widget, draw, fill };
 }

@@ -414,20 +414,33 @@ export function roleLegend(container) {
   el("span", { class: "legend-item" }, container, "· #1, #2, #3: the head finder's best heads (orange outline)");
 }
 
-// The head finder's answer: every head ranked by the weight from the query to the key, best first.
+// The head finder's answer: every head ranked by specificity (the query's weight on the key minus the mean
+// weight the other real tokens put there), weight and specificity side by side, links marked against the
+// threshold the answer states.
 export function headRanking(container, f, { limit = 12, onPick = null } = {}) {
   clear(container);
-  el("p", { class: "summary" }, container, `Every head of ${f.model}, ranked by how much “${f.tokens[f.query]}” (token ${f.query}) attends to “${f.tokens[f.key]}” (token ${f.key}). ` +
-    "Specificity = its weight minus the mean weight the other queries put on that key.");
+  const skipped = f.special.length ? ` and the special tokens ${f.special.map((i) => f.tokens[i]).join(", ")}` : "";
+  el("p", { class: "summary" }, container, `Every head of ${f.model}, ranked by how specifically “${f.tokens[f.query]}” (token ${f.query}) ` +
+    `attends to “${f.tokens[f.key]}” (token ${f.key}). Specificity = its weight minus the mean weight the ${f.others} other words put on that key ` +
+    `(the key itself${skipped} left out).`);
+  el("p", { class: "threshold", "data-threshold": String(f.threshold) }, container,
+    `A head is called a link only when its specificity is at least ${f.threshold}: a high weight alone can be a head that looks at this key from everywhere.`);
   const ol = el("ol", { class: "ranking", "data-query": f.query, "data-key": f.key }, container);
+  const hr = el("li", { class: "ranking-head", "aria-hidden": "true" }, ol);
+  ["head", "weight", "specificity", ""].forEach((h) => el("span", {}, hr, h));
   f.heads.slice(0, limit).forEach((h, i) => {
-    const li = el("li", { "data-label": h.label, "data-weight": String(h.weight), class: i < 3 ? "top" : "" }, ol);
+    const li = el("li", { "data-label": h.label, "data-weight": String(h.weight), "data-specificity": String(h.specificity),
+      "data-link": String(h.link), class: (i < 3 ? "top" : "") + (h.link ? " link" : "") }, ol);
     const b = el("button", { type: "button" }, li, h.label);
     if (onPick) b.addEventListener("click", () => onPick(h.layer, h.head));
     else b.disabled = true;
-    const barBox = el("svg:svg", { width: 90, height: 10, "aria-hidden": "true" }, li);
-    el("svg:rect", { x: 0, y: 1, width: Math.max(0.5, 90 * h.weight), height: 8, fill: "#2456c7" }, barBox);
-    li.append(` weight ${h.weight.toFixed(3)} · others ${h.others.toFixed(3)} · specificity ${h.specificity >= 0 ? "+" : ""}${h.specificity.toFixed(3)} — ${h.verdict}`);
+    for (const [v, colour] of [[h.weight, "#2456c7"], [h.specificity, "#d0641c"]]) {
+      const cell = el("span", { class: "bar-cell" }, li);
+      const barBox = el("svg:svg", { width: 70, height: 10, "aria-hidden": "true" }, cell);
+      el("svg:rect", { x: 0, y: 1, width: Math.max(0.5, 70 * Math.max(0, v)), height: 8, fill: colour }, barBox);
+      cell.append(` ${v >= 0 || colour === "#2456c7" ? "" : "−"}${Math.abs(v).toFixed(3)}`);
+    }
+    el("span", { class: "finder-verdict" }, li, h.verdict);
   });
   if (f.heads.length > limit) el("p", { class: "note" }, container, `…and ${f.heads.length - limit} more heads below these (all ${f.heads.length} are in the JSON export).`);
 }
