@@ -316,12 +316,34 @@ def save_checkpoint(
             _write_json(tmp / STATE_FILE, meta)
         _write_json(tmp / MARKER_FILE, MARKER)
         _fsync_tree(tmp)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        kept = f"; the previous checkpoint at {target} is intact" if target.exists() else ""
-        raise CheckpointError(f"could not write checkpoint {target} ({exc.strerror or exc}){kept}") from exc
-    _swap(tmp, target)
+        _swap(tmp, target)
+    except BaseException as exc:  # whatever the writer raised (safetensors' errors are no OSError), Ctrl-C too
+        error = write_failure(target, tmp, exc)
+        if error is exc:
+            raise
+        raise error from exc
     return target
+
+
+def write_failure(target: Path, tmp: Path, exc: BaseException) -> BaseException:
+    """Clean up after a save of ``target`` that failed with ``exc`` while writing ``tmp``; returns the
+    error to raise.
+
+    ``tmp`` is deleted. The error is ``exc`` itself when it is a ``CheckpointError`` or not an ``Exception``
+    (Ctrl-C); any other error (``OSError``, safetensors' ``SafetensorError``, torch's ``RuntimeError``, ...)
+    becomes a ``CheckpointError`` saying what failed and that the previous checkpoint (if any) is intact.
+    Every writer (plain and sharded checkpoints, so ``export`` too) ends a failed save here."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    if isinstance(exc, CheckpointError) or not isinstance(exc, Exception):
+        return exc
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _one_line(str(exc)) or type(exc).__name__
+    kept = (f"; the previous checkpoint at {target} is intact"
+            if target.is_dir() or (target.parent / f".{target.name}.old").is_dir() else "")
+    return CheckpointError(f"could not write checkpoint {target} ({reason}){kept}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _swap(tmp: Path, target: Path) -> None:
@@ -330,7 +352,12 @@ def _swap(tmp: Path, target: Path) -> None:
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old.is_dir() and not target.exists():
+            os.replace(old, target)  # the previous checkpoint goes back to its name
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
