@@ -579,8 +579,9 @@ def corpus(
 @_command()
 def export(
     checkpoint: str = typer.Argument(..., help="A checkpoint directory (e.g. runs/x/best)."),
-    out: str = typer.Argument(..., help="Where to write the exported checkpoint: a new folder, or an earlier "
-                              "export (never a folder attnlab did not write, a file, or a run's resumable checkpoint)."),
+    out: str = typer.Argument(..., help="Where to write the exported checkpoint: a new or empty folder, or an "
+                              "earlier export (never a folder attnlab did not write, a file, a run's resumable "
+                              "checkpoint, or a place inside a checkpoint or a run's data/snapshots)."),
     dtype: str = typer.Option("bfloat16", help="Storage dtype of the weights: bfloat16 | float16 | float32.",
                               callback=_choice(("bfloat16", "float16", "float32"))),
 ) -> None:
@@ -605,6 +606,12 @@ def export(
         check_destination(dest)
     except CheckpointError as exc:
         raise _usage(str(exc)) from None
+    from attnlab.train.runs import run_entry_holding
+
+    entry = run_entry_holding(dest)
+    if entry is not None:
+        raise _usage(f"{dest} is inside {entry}, which its training run replaces or deletes; choose a destination "
+                     f"outside it (e.g. {entry.parent / 'export'})")
     if (dest / STATE_FILE).exists():
         raise _usage(f"{dest} holds a resumable checkpoint (training state); an export there would throw it away "
                      f"(choose a new folder)")

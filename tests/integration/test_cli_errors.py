@@ -106,6 +106,9 @@ CASES = [
     (["export", "{p}/ckpt", "{p}/ckpt"], 2, "the destination is the source"),
     (["export", "{p}/ckpt", "{p}/file"], 2, "is a file"),
     (["export", "{p}/ckpt", "{p}/noopt/last"], 2, "resumable checkpoint"),
+    (["export", "{p}/noopt/last", "{p}/noopt/last/exp"], 2, "noopt/last/exp is inside the checkpoint {p}/noopt/last"),
+    (["export", "{p}/ckpt", "{p}/ckpt/a/b"], 2, "is inside the checkpoint {p}/ckpt,"),
+    (["export", "{p}/ckpt", "{p}/noopt/data/exp"], 2, "is inside {p}/noopt/data, which its training run replaces"),
     (["export", "{p}/ckpt", "{p}/x", "--dtype", "int8"], 2, "'--dtype': unknown value 'int8'; choose one of: bfloat16, float16, float32"),
     (["bench", "--bf16", "maybe"], 2, "'--bf16': unknown value 'maybe'; choose one of: auto, on, off"),
     (["nosuchcommand"], 2, "No such command"),
@@ -218,3 +221,16 @@ def test_train_options_are_generated_from_train_config() -> None:
     parsed = command.make_context("train", ["--out", "x", "--no-progress", "--precision", "bf16", "--decay-iters", "7"]).params
     assert parsed["progress"] is False and parsed["precision"] == "bf16" and parsed["decay_iters"] == 7
     assert command.make_context("train", ["--out", "x"]).params["progress"] is True
+
+
+def test_export_into_an_empty_folder_is_accepted(place, capsys) -> None:
+    """Issue 23 item 7: ``export SRC <empty folder>`` was refused although the folder held nothing."""
+    from attnlab.weights.checkpoint import load_checkpoint
+
+    (place / "empty").mkdir()
+    assert main(["export", str(place / "ckpt"), str(place / "empty"), "--dtype", "float32"]) == 0, capsys.readouterr().err
+    import torch
+
+    loaded = load_checkpoint(place / "empty")
+    torch.testing.assert_close(loaded.model.state_dict(), load_checkpoint(place / "ckpt").model.state_dict(),
+                               rtol=0, atol=0)

@@ -186,3 +186,27 @@ def test_a_run_set_aside_by_a_killed_overwrite_is_never_deleted(corpus) -> None:
     with pytest.raises(RunFolderError, match=r"previous-run-\d+ holds a run set aside .* move its contents back"):
         train(config(corpus, "run", iters=8, resume=True))
     assert (aside / "metrics.jsonl").is_file()
+
+
+def test_resume_refuses_a_linked_or_foreign_run_entry_before_any_step(corpus) -> None:
+    """Issue 23 item 6: ``last`` as a symbolic link trained 10 steps and appended metrics before its
+    first save refused the link; now the resume is refused before any work, and nothing changes."""
+    import os
+
+    train(config(corpus, "run", iters=4, eval_interval=4))
+    run = corpus / "run"
+    os.replace(run / "last", corpus / "elsewhere")
+    os.symlink(corpus / "elsewhere", run / "last")
+    before = tree(run)
+    with pytest.raises(RunFolderError, match=r"run/last is a symbolic link"):
+        train(config(corpus, "run", iters=8, eval_interval=4, resume=True))
+    assert tree(run) == before
+    os.unlink(run / "last")
+    os.replace(corpus / "elsewhere", run / "last")
+    (run / "best").rename(corpus / "best-kept")
+    (run / "best").mkdir()
+    (run / "best" / "notes.txt").write_text("mine")  # a folder of the user's where the run saves `best`
+    before = tree(run)
+    with pytest.raises(RunFolderError, match=r"run/best is not what a run wrote"):
+        train(config(corpus, "run", iters=8, eval_interval=4, resume=True))
+    assert tree(run) == before

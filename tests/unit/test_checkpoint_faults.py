@@ -167,3 +167,16 @@ def test_a_sharded_save_that_fails_leaves_no_temporary_and_the_previous_checkpoi
         sharded.save_sharded_checkpoint(tmp_path / "last", model, TOK, state, optimizer, tag="t")
     assert sorted(os.listdir(tmp_path)) == ["last"]
     assert json.loads((tmp_path / "last" / "training" / "state.json").read_text())["info"] == {"step": 1}
+
+
+def test_nothing_is_written_inside_a_checkpoint(tmp_path) -> None:
+    """``export OUT/last OUT/last/exp`` was accepted, and the next save of ``last`` deleted it."""
+    save_checkpoint(tmp_path / "last", tiny(), TOK)
+    os.symlink(tmp_path / "last", tmp_path / "link")
+    before = sorted(p.name for p in (tmp_path / "last").iterdir())
+    for inside in (tmp_path / "last" / "exp", tmp_path / "last" / "a" / "b", tmp_path / "link" / "exp"):
+        with pytest.raises(CheckpointError, match=rf"is inside the checkpoint {tmp_path / 'last'}, "):
+            save_checkpoint(inside, tiny(), TOK)
+    assert sorted(p.name for p in (tmp_path / "last").iterdir()) == before
+    assert sorted(os.listdir(tmp_path)) == ["last", "link"]
+    save_checkpoint(tmp_path / "beside", tiny(), TOK)  # a sibling is fine

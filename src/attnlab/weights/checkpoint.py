@@ -33,7 +33,9 @@ process; ``attnlab export`` then writes it as a plain checkpoint (``attnlab.weig
 
 Saving never replaces what attnlab did not write: an existing destination must be an attnlab
 checkpoint (it holds the marker file, or, for checkpoints written before the marker existed, nothing
-but checkpoint files); a file, a link or any other folder is refused with a ``CheckpointError``.
+but checkpoint files) or an empty folder; a file, a link or any other folder is refused with a
+``CheckpointError``. Nothing is written inside a checkpoint folder but the checkpoint itself: a
+destination inside one (``last/export``) is refused, since the next save of ``last`` replaces it whole.
 """
 
 from __future__ import annotations
@@ -259,19 +261,40 @@ def is_checkpoint_dir(path: str | Path) -> bool:
     return CONFIG_FILE in names
 
 
+def enclosing_checkpoint(path: str | Path) -> Path | None:
+    """The checkpoint folder ``path`` lies inside (links resolved), or None.
+
+    A checkpoint folder holds only its own files and is replaced whole by its next save, so nothing
+    may be written inside it: a folder counts when it holds the marker file, or (checkpoints from before
+    the marker) only checkpoint files with ``config.json`` and ``model.safetensors`` among them.
+    """
+    for parent in Path(os.path.abspath(path)).resolve().parents:
+        try:
+            if is_checkpoint_dir(parent) and ((parent / MARKER_FILE).is_file() or (parent / MODEL_FILE).is_file()):
+                return parent
+        except OSError:  # a folder we may not list holds no checkpoint of ours
+            continue
+    return None
+
+
 def check_destination(directory: str | Path) -> Path:
     """Refuse a checkpoint destination whose replacement would lose something attnlab did not write.
 
-    Raises ``CheckpointError`` naming ``directory`` when it is a file, a link, or a folder that is not
-    an attnlab checkpoint (see ``is_checkpoint_dir``). Returns the path.
+    Raises ``CheckpointError`` naming ``directory`` when it is a file, a link, a folder that is not
+    an attnlab checkpoint (see ``is_checkpoint_dir``; an empty folder is fine), or when it lies inside a
+    checkpoint folder (``enclosing_checkpoint``). Returns the path.
     """
     target = Path(directory)
     if target.is_symlink():
         raise CheckpointError(f"{target} is a symbolic link; attnlab does not replace it (choose another destination)")
+    holder = enclosing_checkpoint(target)
+    if holder is not None:
+        raise CheckpointError(f"{target} is inside the checkpoint {holder}, which holds only its own files (and is "
+                              f"replaced whole by its next save); choose a destination outside it")
     if target.exists() and not target.is_dir():
         raise CheckpointError(f"{target} is a file, not a checkpoint folder; attnlab does not replace it "
                               f"(choose another destination)")
-    if target.is_dir() and not is_checkpoint_dir(target):
+    if target.is_dir() and any(target.iterdir()) and not is_checkpoint_dir(target):  # an empty folder loses nothing
         raise CheckpointError(f"{target} exists and is not an attnlab checkpoint (no {MARKER_FILE}); attnlab "
                               f"does not replace it (choose a new or empty destination)")
     return target
