@@ -180,3 +180,99 @@ def test_nothing_is_written_inside_a_checkpoint(tmp_path) -> None:
     assert sorted(p.name for p in (tmp_path / "last").iterdir()) == before
     assert sorted(os.listdir(tmp_path)) == ["last", "link"]
     save_checkpoint(tmp_path / "beside", tiny(), TOK)  # a sibling is fine
+
+
+def rewrite_weights(path, name: str, change) -> None:
+    """Replace one tensor of ``path/model.safetensors`` (keeping the file's metadata)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        metadata = f.metadata()
+    tensors[name] = change(tensors[name])
+    save_file(tensors, str(path / "model.safetensors"), metadata=metadata)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda t: t.long(), r"'embed.token.weight' is int64 \(expected a floating-point dtype\)"),
+    (lambda t: t != 0, r"'embed.token.weight' is bool \(expected a floating-point dtype\)"),
+    (lambda t: t.index_fill(0, torch.tensor([2]), float("nan")), r"'embed.token.weight' holds 16 NaN or infinite"),
+    (lambda t: t.index_fill(1, torch.tensor([0]), float("inf")), r"'embed.token.weight' holds 8 NaN or infinite"),
+])
+def test_weights_of_the_wrong_dtype_or_not_finite_are_refused_in_one_line(tmp_path, capsys, change, message) -> None:
+    """A checkpoint's int64, bool or NaN weights loaded silently; `generate` printed garbage with rc 0."""
+    from attnlab.cli import main
+
+    save_checkpoint(tmp_path / "c", tiny(), TOK)
+    rewrite_weights(tmp_path / "c", "embed.token.weight", change)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: unusable weights \(damaged file\?\): " + message):
+        load_checkpoint(tmp_path / "c")
+    assert main(["generate", "ab", "--checkpoint", str(tmp_path / "c"), "-n", "3"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1, captured
+    assert "unusable weights" in captured.err
+
+
+def test_a_sharded_checkpoint_with_nan_weights_is_refused(tmp_path, one_rank_group) -> None:
+    model, optimizer = sharded_model()
+    with torch.no_grad():
+        model.stack.blocks[0].ff.down.weight.fill_(float("nan"))
+    sharded.save_sharded_checkpoint(tmp_path / "last", model, TOK, TrainingState(info={"step": 1}), optimizer, tag="t")
+    with pytest.raises(CheckpointError, match=r"sharded: unusable weights \(damaged file\?\): 'stack.blocks.0.ff.down.weight' "
+                                              r"holds 512 NaN"):
+        load_checkpoint(tmp_path / "last")
+
+
+@pytest.mark.parametrize(("info", "message"), [
+    ({"step": 1e30, "best_val": 1.0}, r"'step' is 1e\+30; expected an integer in \[0, "),
+    ({"step": -5, "best_val": 1.0}, r"'step' is -5; expected an integer"),
+    ({"step": True, "best_val": 1.0}, r"'step' is True"),
+    ({"step": 3, "best_val": float("nan")}, r"'best_val' is nan; expected a number >= 0"),
+    ({"step": 3, "best_val": -1.0}, r"'best_val' is -1.0"),
+    ({"step": 3, "best_val": "low"}, r"'best_val' is 'low'"),
+    ({"step": 3, "best_val": 1.0, "world_size": 0}, r"'world_size' is 0"),
+    ({"step": 3, "best_val": 1.0, "schedule": {"lr": float("nan"), "min_lr": 0, "warmup": 0, "decay_steps": 9}},
+     r"'schedule' is .*expected an object of finite numbers"),
+    ([1, 2], r"'info' is list, not an object"),
+])
+def test_training_state_values_are_checked(tmp_path, info, message) -> None:
+    """state.json with "step": 1e30, -5 or "best_val": NaN was accepted."""
+    save_checkpoint(tmp_path / "c", tiny(), TOK, TrainingState(info={"step": 3, "best_val": 1.0}))
+    state = tmp_path / "c" / "training" / "state.json"
+    meta = json.loads(state.read_text())
+    state.write_text(json.dumps({**meta, "info": info}))
+    with pytest.raises(CheckpointError, match=r"state\.json: " + message + r".*the training state is damaged"):
+        ckpt.load_training_state(tmp_path / "c")
+
+
+def test_training_state_numbers_that_are_fine_load(tmp_path) -> None:
+    info = {"step": 0, "best_val": float("inf"), "world_size": 2,
+            "schedule": {"lr": 1e-3, "min_lr": 0.0, "warmup": 0, "decay_steps": 9}}
+    save_checkpoint(tmp_path / "c", tiny(), TOK, TrainingState(info=info))
+    assert ckpt.load_training_state(tmp_path / "c").info == info
+
+
+def test_optimizer_state_that_is_not_finite_is_refused(tmp_path) -> None:
+    model = tiny()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randint(0, 8, (2, 5))).sum().backward()
+    opt.step()
+    save_checkpoint(tmp_path / "c", model, TOK, TrainingState(info={"step": 1, "best_val": 2.0}, optimizer=opt.state_dict()))
+    state = tmp_path / "c" / "training" / "state.json"
+    meta = json.loads(state.read_text())
+    meta["optimizer"]["param_groups"][0]["betas"] = [0.9, float("nan")]
+    state.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"optimizer setting 'betas' is \[0.9, nan\]; expected finite numbers"):
+        ckpt.load_training_state(tmp_path / "c")
+    meta["optimizer"]["param_groups"][0]["betas"] = [0.9, 0.95]
+    state.write_text(json.dumps(meta))
+    from safetensors.torch import load_file
+    from safetensors.torch import save_file as write
+
+    tensors = load_file(str(tmp_path / "c" / "training" / "tensors.safetensors"))
+    name = next(k for k in tensors if k.endswith("exp_avg"))
+    tensors[name] = torch.full_like(tensors[name], float("inf"))
+    write(tensors, str(tmp_path / "c" / "training" / "tensors.safetensors"))
+    with pytest.raises(CheckpointError, match=rf"tensor '{name}' holds NaN or infinite values"):
+        ckpt.load_training_state(tmp_path / "c")

@@ -323,7 +323,10 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
         # so the learning rate continues where it was and never jumps back up.
         saved_schedule = resume_state.info.get("schedule")
         if isinstance(saved_schedule, dict):
-            schedule = WarmupCosine(**saved_schedule)
+            try:
+                schedule = WarmupCosine(**saved_schedule)
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"{last_dir}: its saved schedule {saved_schedule!r} is unusable ({exc})") from None
         if resume_state.sharded is not None:  # written by fsdp: each rank reads its pieces
             load_sharded_optimizer(resume_state.sharded, model, optimizer)
         else:
@@ -335,6 +338,8 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
         set_rng_state(resume_state.tensors)
         if scaler is not None and isinstance(resume_state.info.get("grad_scaler"), dict):
             scaler.load_state_dict(resume_state.info["grad_scaler"])
+        if not {"step", "best_val"} <= set(resume_state.info):
+            raise CheckpointError(f"{last_dir}: its training state records no step or best_val")
         step, best_val = int(resume_state.info["step"]), float(resume_state.info["best_val"])
     model.train()
     if cfg.compile:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -58,6 +59,7 @@ from attnlab.device import resolve_device
 from attnlab.models import TransformerConfig, build_model
 from attnlab.models.config import ConfigError
 from attnlab.tokenizers import Tokenizer, tokenizer_from_json
+from attnlab.weights.keymap import bad_values
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -149,13 +151,17 @@ def _mismatches(expected: dict[str, tuple], found: dict[str, tuple]) -> list[str
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
-    """Copy ``path``'s tensors into ``model`` after checking names and shapes; errors list the mismatches."""
+    """Copy ``path``'s tensors into ``model`` after checking names, shapes, dtypes (floating point for a
+    float parameter) and values (no NaN or infinity); a ``CheckpointError`` lists what does not fit."""
     tensors = read_safetensors(path)
     expected, aliases = unique_state_dict(model)
     problems = _mismatches({k: tuple(v.shape) for k, v in expected.items()},
                            {k: tuple(v.shape) for k, v in tensors.items()})
     if problems:
         raise CheckpointError(f"{path}: weights do not fit the model described by config.json: " + "; ".join(problems))
+    problem = bad_values(tensors, expected)
+    if problem is not None:
+        raise CheckpointError(f"{path}: unusable weights (damaged file?): {problem}")
     result = model.load_state_dict(tensors, strict=False)
     left = set(result.missing_keys) - set(aliases)
     if left or result.unexpected_keys:  # pragma: no cover - guarded by the checks above
@@ -501,12 +507,23 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
 
 
 def load_training_state(directory: str | Path) -> TrainingState:
-    """The training state saved beside the weights (for ``--resume``)."""
+    """The training state saved beside the weights (for ``--resume``).
+
+    Its values are checked (``step`` an integer in range, ``best_val`` a loss that is not NaN, the
+    schedule's and optimizer's numbers finite, tensors free of NaN and infinities): a damaged state
+    raises ``CheckpointError`` naming the file and the value."""
     path = resolve_checkpoint(directory)
     meta = _read_json(path / STATE_FILE)
     tensors = read_safetensors(path / TENSORS_FILE)
     if not isinstance(meta, dict) or "info" not in meta:
         raise CheckpointError(f"{path / STATE_FILE}: has no 'info' section")
+    problem = _bad_info(meta["info"]) or _bad_groups(meta)
+    if problem is None:
+        nonfinite = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        problem = f"tensor {nonfinite[0]!r} holds NaN or infinite values" if nonfinite else None
+    if problem is not None:
+        raise CheckpointError(f"{path / STATE_FILE}: {problem}; the training state is damaged (resume from another "
+                              f"checkpoint)")
     if "sharded_optimizer" in meta:  # its tensors are read by load_sharded_optimizer, rank by rank
         state = {k.removeprefix("state."): v for k, v in tensors.items() if k.startswith("state.")}
         return TrainingState(info=meta["info"], tensors=state, sharded=path)
@@ -516,6 +533,46 @@ def load_training_state(directory: str | Path) -> TrainingState:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path / STATE_FILE}: malformed 'optimizer' section ({exc!r})") from None
     return TrainingState(info=meta["info"], tensors=state, optimizer=optimizer)
+
+
+STEP_MAX = 1 << 53  # a step counter JSON and float64 hold exactly
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _bad_info(info: Any) -> str | None:
+    """What is wrong with a training state's ``info`` values, or None: ``step`` must be an integer in
+    [0, 2**53], ``best_val`` a number >= 0 that is not NaN (infinity: no validation yet), ``world_size``
+    a positive integer, and every number of ``schedule`` finite and >= 0."""
+    if not isinstance(info, dict):
+        return f"'info' is {type(info).__name__}, not an object"
+    step = info.get("step", 0)
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= STEP_MAX:
+        return f"'step' is {step!r}; expected an integer in [0, {STEP_MAX}]"
+    best = info.get("best_val", 0.0)
+    if not _number(best) or math.isnan(best) or best < 0:
+        return f"'best_val' is {best!r}; expected a number >= 0 (a loss)"
+    world = info.get("world_size", 1)
+    if not isinstance(world, int) or isinstance(world, bool) or world < 1:
+        return f"'world_size' is {world!r}; expected a positive integer"
+    schedule = info.get("schedule", {})
+    if not isinstance(schedule, dict) or not all(_number(v) and math.isfinite(v) and v >= 0 for v in schedule.values()):
+        return f"'schedule' is {schedule!r}; expected an object of finite numbers >= 0"
+    return None
+
+
+def _bad_groups(meta: dict[str, Any]) -> str | None:
+    """What is wrong with the optimizer's hyper-parameters (every number finite), or None."""
+    section = meta.get("optimizer") or meta.get("sharded_optimizer") or {}
+    groups = section.get("param_groups", []) if isinstance(section, dict) else []
+    for group in groups if isinstance(groups, list) else []:
+        for key, value in (group.items() if isinstance(group, dict) else ()):
+            values = value if isinstance(value, list) else [value]
+            if any(_number(v) and not math.isfinite(v) for v in values):
+                return f"optimizer setting {key!r} is {value!r}; expected finite numbers"
+    return None
 
 
 def rng_state() -> dict[str, Tensor]:

@@ -41,6 +41,7 @@ from attnlab.weights.checkpoint import (
     resolve_checkpoint,
     write_failure,
 )
+from attnlab.weights.keymap import bad_values
 
 _OPTIMIZER_PREFIX = "optimizer."
 
@@ -146,23 +147,27 @@ def _sharded_load(state: dict[str, Tensor], path: Path) -> None:
             raise CheckpointError(f"{path / SHARDED_DIR}: could not read the sharded checkpoint ({exc})") from None
 
 
-def _sharded_shapes(path: Path) -> dict[str, tuple]:
-    """Global tensor shapes listed by the shards' safetensors headers (nothing allocated)."""
+def _sharded_tensors(path: Path) -> dict[str, Tensor]:
+    """The tensors listed by the shards' safetensors headers, global shape and dtype, on the meta
+    device (nothing allocated)."""
     from torch.distributed.checkpoint import HuggingFaceStorageReader
 
     try:
         metadata = HuggingFaceStorageReader(str(path / SHARDED_DIR)).read_metadata()
     except Exception as exc:
         raise CheckpointError(f"{path / SHARDED_DIR}: not a readable sharded checkpoint ({exc})") from None
-    return {k: tuple(m.size) for k, m in metadata.state_dict_metadata.items() if hasattr(m, "size")}
+    return {k: torch.empty(tuple(m.size), dtype=m.properties.dtype, device="meta")
+            for k, m in metadata.state_dict_metadata.items() if hasattr(m, "size")}
 
 
 def load_sharded_weights(config: TransformerConfig, path: Path) -> nn.Module:
     """The model ``config`` describes, filled from the shards at ``path`` in this one process (CPU).
 
     The shards' global shapes are checked against those ``config`` implies before anything is
-    allocated; a mismatch raises ``CheckpointError`` listing it."""
-    saved = {k: v for k, v in _sharded_shapes(path).items() if not k.startswith(_OPTIMIZER_PREFIX)}
+    allocated, their dtypes (floating point for float weights) and values (no NaN or infinity) too; a
+    mismatch raises ``CheckpointError`` listing it."""
+    listed = {k: v for k, v in _sharded_tensors(path).items() if not k.startswith(_OPTIMIZER_PREFIX)}
+    saved = {k: tuple(v.shape) for k, v in listed.items()}
     with torch.device("meta"):
         meta = build_model(config)
     tied = set(meta.state_dict()) - {n for n, _ in meta.named_parameters()} - {n for n, _ in meta.named_buffers()}
@@ -171,13 +176,20 @@ def load_sharded_weights(config: TransformerConfig, path: Path) -> nn.Module:
     if problems:
         raise CheckpointError(f"{path / SHARDED_DIR}: weights do not fit the model described by config.json: "
                               + "; ".join(problems))
+    _refuse_values(path, bad_values(listed, meta.state_dict()))  # dtypes, from the headers
     if config.max_len > MAX_POSITIONS:
         raise CheckpointError(f"{path / CONFIG_FILE}: max_len {config.max_len} is above the limit of "
                               f"{MAX_POSITIONS} positions")
     model = build_model(config)
     state = model.state_dict()
     _sharded_load({k: v for k, v in state.items() if k in saved}, path)
+    _refuse_values(path, bad_values({k: v for k, v in state.items() if k in saved}, state))  # NaN, infinities
     return model
+
+
+def _refuse_values(path: Path, problem: str | None) -> None:
+    if problem is not None:
+        raise CheckpointError(f"{path / SHARDED_DIR}: unusable weights (damaged file?): {problem}")
 
 
 def load_sharded_optimizer(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
