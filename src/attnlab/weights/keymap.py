@@ -200,15 +200,24 @@ class KeyMap:
         expected = self._apply({k: v for k, v in reference.items() if k not in self.ours_tied}, to_ours=False)
         return {**expected, **{alias: expected[source] for alias, source in self.theirs_tied.items()}}
 
-    def to_ours(self, theirs: Mapping[str, Tensor], reference: Mapping[str, Tensor]) -> StateDict:
-        """Checkpoint state dict -> attnlab state dict, checked against ``reference`` (ours, may be meta)."""
+    def check_layout(self, theirs: Mapping[str, Tensor], reference: Mapping[str, Tensor], *,
+                     values: bool = False) -> StateDict:
+        """``theirs`` without ignored keys, after checking its keys and shapes against ``reference`` (ours,
+        may be meta), and with ``values`` its dtypes and finiteness (``bad_values``); ``theirs`` may be
+        meta tensors (a file's header) when ``values`` is False. Raises ``CheckpointMismatchError``."""
         what = f"the {self.name} state dict"
         theirs = {k: v for k, v in theirs.items() if not any(re.search(p, k) for p in self.ignore)}
         expected = self.expected_theirs(reference)
         check_keys_and_shapes(theirs, expected, what=what, optional=set(self.theirs_tied))
-        problem = bad_values(theirs, expected)
+        problem = bad_values(theirs, expected) if values else None
         if problem is not None:
             raise CheckpointMismatchError(f"{what} has unusable weights: {problem}")
+        return theirs
+
+    def to_ours(self, theirs: Mapping[str, Tensor], reference: Mapping[str, Tensor]) -> StateDict:
+        """Checkpoint state dict -> attnlab state dict, checked against ``reference`` (ours, may be meta)."""
+        what = f"the {self.name} state dict"
+        theirs = self.check_layout(theirs, reference, values=True)
         theirs = self._drop_aliases(theirs, self.theirs_tied, what)
         out = self._apply(theirs, to_ours=True)
         for alias, source in self.ours_tied.items():
