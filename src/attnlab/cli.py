@@ -56,9 +56,13 @@ def _one_line(text: str) -> str:
 def _message(exc: BaseException) -> str:
     """The error's own words on one line; an unexpected kind of error also gets its type's name."""
     from attnlab.train.data import DataError
+    from attnlab.train.memory import asked_bytes, gigabytes
     from attnlab.weights.checkpoint import CheckpointError
 
-    if isinstance(exc, MemoryError):
+    asked = asked_bytes(exc)
+    if asked:  # torch's allocator text is no message for a user
+        return f"out of memory: {gigabytes(asked)} asked for at once; use smaller sizes"
+    if isinstance(exc, MemoryError) or asked == 0:
         return _one_line(f"out of memory ({exc or 'allocation failed'}); use smaller sizes")
     if isinstance(exc, KeyError) and exc.args:
         return _one_line(str(exc.args[0]))
@@ -321,7 +325,15 @@ def _train(ctx: typer.Context, **values: Any) -> None:
             raise _usage(str(exc)) from None
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 owns the folder (the others may see it filled)
         claim_run_folder(cfg)  # before any long work: a folder that holds another run is refused now
-    result = run_training(cfg, threads=threads)
+    try:
+        result = run_training(cfg, threads=threads)
+    except Exception as exc:
+        from attnlab.train.memory import training_out_of_memory
+
+        error = training_out_of_memory(exc, cfg)
+        if error is None:
+            raise
+        raise error from exc
     verb = "stopped (Ctrl-C) and saved" if result.stopped == "interrupted" else "finished"
     typer.echo(
         f"{verb} at step {result.step} in {result.seconds:.1f} s; best validation loss {result.best_val:.4f}; "

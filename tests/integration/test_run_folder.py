@@ -210,3 +210,27 @@ def test_resume_refuses_a_linked_or_foreign_run_entry_before_any_step(corpus) ->
     with pytest.raises(RunFolderError, match=r"run/best is not what a run wrote"):
         train(config(corpus, "run", iters=8, eval_interval=4, resume=True))
     assert tree(run) == before
+
+
+def test_the_precision_reason_is_stored_once_across_resumes(corpus, capsys) -> None:
+    """Issue 23 item 7: the reason grew by "kept from the run's start:" on every resume."""
+    import json
+
+    def reason() -> str:
+        return json.loads((corpus / "run" / "last" / "training" / "state.json").read_text())["info"]["precision"]["reason"]
+
+    train(config(corpus, "run", iters=2, eval_interval=2))
+    first = reason()
+    assert first and not first.startswith("kept from")
+    capsys.readouterr()
+    for iters in (4, 6):
+        train(config(corpus, "run", iters=iters, eval_interval=2, resume=True))
+        assert reason() == first
+        line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("attnlab train:"))
+        assert f"(kept from the run's start: {first});" in line and line.count("kept from") == 1, line
+    state = corpus / "run" / "last" / "training" / "state.json"  # a run saved by the old code: repaired
+    meta = json.loads(state.read_text())
+    meta["info"]["precision"]["reason"] = "kept from the run's start: kept from the run's start: " + first
+    state.write_text(json.dumps(meta))
+    train(config(corpus, "run", iters=8, eval_interval=2, resume=True))
+    assert reason() == first

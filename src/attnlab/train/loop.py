@@ -353,7 +353,7 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
             state = TrainingState(
                 info={"step": step, "best_val": best_val, "schedule": asdict(schedule), "train_config": asdict(cfg),
                       "world_size": env.world_size, "fingerprints": fingerprints, "device": str(env.device),
-                      "precision": {"name": precision.name, "reason": precision.reason},
+                      "precision": {"name": precision.name, "reason": precision.reason.removeprefix(_KEPT)},
                       **({"grad_scaler": scaler.state_dict()} if scaler is not None else {})},
                 tensors={**task.state(), **rng_state()},
                 optimizer=None if sharded else optimizer.state_dict(),
@@ -459,8 +459,14 @@ def _precision(cfg: TrainConfig, env: distributed.DistEnv, resume_state: Trainin
         saved = {"name": "bf16" if old_flag else "fp32", "reason": f"the run was started with bf16={old_flag}"}
     if cfg.precision == "auto" and isinstance(saved, dict) and saved.get("name") in ("fp32", "bf16", "fp16"):
         kept = choose_precision(saved["name"], env.device)
-        return Precision(kept.name, kept.dtype, f"kept from the run's start: {saved.get('reason', '')}")
+        reason = str(saved.get("reason", ""))
+        while reason.startswith(_KEPT):  # runs saved before the reason was stored once grew it per resume
+            reason = reason.removeprefix(_KEPT)
+        return Precision(kept.name, kept.dtype, _KEPT + reason)
     return choose_precision(cfg.precision, env.device)
+
+
+_KEPT = "kept from the run's start: "  # the saved reason is the start's own, stored once
 
 
 def _progress(cfg: TrainConfig, step: int, env: distributed.DistEnv):

@@ -261,6 +261,8 @@ def config_from_hf(hf_config: Any, **overrides: Any) -> TransformerConfig:
     ``overrides`` change attnlab-only choices (``fused_qkv``, ``attention_backend``, ``dropout``...).
     A setting attnlab cannot reproduce exactly (relative positions, rope scaling...) is a ``ConfigError``.
     """
+    if not isinstance(hf_config, Mapping) and not hasattr(hf_config, "to_dict"):
+        raise ConfigError(f"expected a config object or a JSON object of config fields, found {type(hf_config).__name__}")
     c: dict[str, Any] = dict(hf_config) if isinstance(hf_config, Mapping) else hf_config.to_dict()
     model_type = c.get("model_type")
     name = c.get("_name_or_path") or f"hf-{model_type}"
