@@ -26,7 +26,7 @@ import typer
 from typer._click.core import ParameterSource  # typer 0.29 carries its own click
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
-from attnlab.files import unwritable_reason
+from attnlab.files import unwritable_reason, write_replacing
 from attnlab.train.config import DEVICE_HELP, SEED_MAX, Range, TrainConfig, count, parse_model_override
 
 app = typer.Typer(
@@ -542,10 +542,7 @@ def bleu(
                 for p, h in zip(pairs, report.hypotheses, strict=True)]
         payload = {"bleu": report.bleu, "copy_bleu": report.copy_bleu, "n_sentences": report.n_sentences,
                    "beam": beam, "signature": report.signature, "data": data, "translations": rows}
-        tmp = Path(out).parent / f".{Path(out).name}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(payload, f, ensure_ascii=False, indent=1)
-        os.replace(tmp, out)
+        write_replacing(out, json.dumps(payload, ensure_ascii=False, indent=1))
 
 
 def _is_bleu_report(path: Path) -> bool:

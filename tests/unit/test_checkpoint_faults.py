@@ -276,3 +276,23 @@ def test_optimizer_state_that_is_not_finite_is_refused(tmp_path) -> None:
     write(tensors, str(tmp_path / "c" / "training" / "tensors.safetensors"))
     with pytest.raises(CheckpointError, match=rf"tensor '{name}' holds NaN or infinite values"):
         ckpt.load_training_state(tmp_path / "c")
+
+
+@WRITERS
+def test_text_files_written_by_rename_leave_nothing_when_writing_fails(tmp_path, monkeypatch, failing) -> None:
+    """The same kind of fault outside checkpoints: `corpus` and `bleu --out` write through one helper."""
+    from pathlib import Path
+
+    from attnlab.files import write_replacing
+
+    write_replacing(tmp_path / "train.tsv", "kept\n")
+    def half_written(self, *args, **kwargs):
+        with open(self, "w") as f:
+            f.write("ne")
+        failing()
+
+    monkeypatch.setattr(Path, "write_text", half_written)
+    with pytest.raises((SafetensorError, OSError)):
+        write_replacing(tmp_path / "train.tsv", "new\n")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["train.tsv"] and (tmp_path / "train.tsv").read_text() == "kept\n"
