@@ -325,6 +325,11 @@ def _train(ctx: typer.Context, **values: Any) -> None:
             raise _usage(str(exc)) from None
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 owns the folder (the others may see it filled)
         claim_run_folder(cfg)  # before any long work: a folder that holds another run is refused now
+    from attnlab.train.memory import model_too_large
+
+    too_large = model_too_large(cfg, where, int(os.environ.get("WORLD_SIZE", "1")))
+    if too_large is not None:  # estimated on the meta device, before anything is allocated
+        raise _usage(too_large)
     try:
         result = run_training(cfg, threads=threads)
     except Exception as exc:

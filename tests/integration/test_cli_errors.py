@@ -110,10 +110,9 @@ CASES = [
     (["export", "{p}/ckpt", "{p}/file"], 2, "is a file"),
     ([*G[:2], "--checkpoint", "{p}/listcfg"], 1, "listcfg/config.json: expected a JSON object of config fields, found list"),
     (["export", "{p}/listcfg", "{p}/x"], 1, "config.json: expected a JSON object of config fields, found list"),
-    ([*T, "--set", "d_model=100000"], 1, "out of memory: the run asked for 120.0 GB in one allocation, and this "
-                                         "machine has "),
-    ([*T, "--set", "d_model=100000"], 1, "the model has about 160,424,300,000 parameters, 2,566.8 GB with their "
-                                         "gradients and AdamW moments in float32; try --set d_model="),
+    ([*T, "--set", "d_model=100000"], 2, "the model has about 160,424,300,000 parameters, 2,566.8 GB with their "
+                                         "gradients and AdamW moments in float32, more than the "),
+    ([*T, "--set", "d_model=100000"], 2, " GB of memory here; try --set d_model="),
     (["export", "{p}/ckpt", "{p}/noopt/last"], 2, "resumable checkpoint"),
     (["export", "{p}/noopt/last", "{p}/noopt/last/exp"], 2, "noopt/last/exp is inside the checkpoint {p}/noopt/last"),
     (["export", "{p}/ckpt", "{p}/ckpt/a/b"], 2, "is inside the checkpoint {p}/ckpt,"),

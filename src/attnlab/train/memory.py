@@ -6,7 +6,8 @@ can't allocate memory: you tried to allocate 40000000000 bytes"). ``asked_bytes`
 ``training_out_of_memory`` turns one raised by a training run into an ``OutOfMemory`` error whose one
 line names the size and suggests a setting computed from the run's numbers: a narrower model when the
 weights with their gradients and AdamW moments alone need more than half the memory, else a smaller
-``--batch-size`` with ``--accum`` keeping the sequences per step.
+``--batch-size`` with ``--accum`` keeping the sequences per step. ``model_too_large`` estimates before
+any work (on the meta device) whether those 16 bytes per parameter can fit at all.
 """
 
 from __future__ import annotations
@@ -82,6 +83,43 @@ def _narrower(config: Any, budget: float) -> tuple[int, int] | None:
     return None
 
 
+def device_memory(device: Any) -> int | None:
+    """The memory a run on ``device`` (a ``torch.device``) has: the GPU's for CUDA, else this machine's."""
+    import torch
+
+    if getattr(device, "type", "cpu") == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return machine_memory(RuntimeError())
+
+
+def model_too_large(cfg: Any, device: Any, world_size: int = 1) -> str | None:
+    """Before any work: why the model of a run cannot be trained on ``device`` (its float32 weights,
+    gradients and AdamW moments alone exceed the device's memory, per process for ``fsdp``), with a
+    narrower ``d_model`` that fits, or None. Nothing is allocated (the model is built on the meta device)."""
+    memory = device_memory(device)
+    try:
+        config = run_model_config(cfg)
+    except Exception:  # a checkpoint that cannot say is reported by the run itself
+        return None
+    if memory is None:
+        return None
+    n_params = _parameters(config)
+    share = world_size if cfg.strategy == "fsdp" else 1
+    state = n_params * _TRAINING_BYTES_PER_PARAMETER / share
+    if state <= memory:
+        return None
+    return (f"the model has {'' if cfg.resume else 'about '}{n_params:,} parameters, {gigabytes(state)} with their "
+            f"gradients and AdamW moments in float32{' per process' if share > 1 else ''}, more than the "
+            f"{gigabytes(memory)} of memory here; {_narrower_hint(config, memory * share / 4)}")
+
+
+def _narrower_hint(config: Any, budget: float) -> str:
+    smaller = _narrower(config, budget)
+    if smaller is None:
+        return "try fewer layers (--set n_layers=...) and a narrower model"
+    return f"try --set d_model={smaller[0]} ({smaller[1]:,} parameters)"
+
+
 def training_out_of_memory(exc: BaseException, cfg: Any, config: Any = None) -> OutOfMemory | None:
     """``exc`` as an ``OutOfMemory`` error naming the size asked for and a smaller setting to try, or
     None when ``exc`` is not out of memory. ``cfg`` is the run's ``TrainConfig``, ``config`` the model's
@@ -102,9 +140,7 @@ def training_out_of_memory(exc: BaseException, cfg: Any, config: Any = None) -> 
     n_params = _parameters(config) if config is not None else 0
     state = n_params * _TRAINING_BYTES_PER_PARAMETER
     if memory and state > memory / 2:
-        smaller = _narrower(config, memory / 4)
-        hint = (f"try --set d_model={smaller[0]} ({smaller[1]:,} parameters)" if smaller is not None else
-                "try fewer layers (--set n_layers=...) and a narrower model")
+        hint = _narrower_hint(config, memory / 4)
         about = "" if cfg.resume else "about "  # a fresh run's vocabulary is the preset's until its tokenizer is trained
         return OutOfMemory(f"{head}; the model has {about}{n_params:,} parameters, {gigabytes(state)} with their gradients "
                            f"and AdamW moments in float32; {hint}")
