@@ -366,6 +366,8 @@ def write_failure(target: Path, tmp: Path, exc: BaseException) -> BaseException:
     if isinstance(exc, CheckpointError) or not isinstance(exc, Exception):
         return exc
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _one_line(str(exc)) or type(exc).__name__
+    io = re.search(r'IoError\(Os \{.*message: "([^"]+)"', reason)  # safetensors wraps the OS error in Rust's words
+    reason = io.group(1) if io else reason
     kept = (f"; the previous checkpoint at {target} is intact"
             if target.is_dir() or (target.parent / f".{target.name}.old").is_dir() else "")
     return CheckpointError(f"could not write checkpoint {target} ({reason}){kept}")
