@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import typer
 
-from attnlab.files import unwritable_reason
+from attnlab.files import unwritable_reason, write_replacing
 from attnlab.train.config import DEVICE_HELP, SEED_MAX, Range, TrainConfig, count, parse_model_override
 
 app = typer.Typer(
@@ -54,9 +54,13 @@ def _one_line(text: str) -> str:
 def _message(exc: BaseException) -> str:
     """The error's own words on one line; an unexpected kind of error also gets its type's name."""
     from attnlab.train.data import DataError
+    from attnlab.train.memory import asked_bytes, gigabytes
     from attnlab.weights.checkpoint import CheckpointError
 
-    if isinstance(exc, MemoryError):
+    asked = asked_bytes(exc)
+    if asked:  # torch's allocator text is no message for a user
+        return f"out of memory: {gigabytes(asked)} asked for at once; use smaller sizes"
+    if isinstance(exc, MemoryError) or asked == 0:
         return _one_line(f"out of memory ({exc or 'allocation failed'}); use smaller sizes")
     if isinstance(exc, KeyError) and exc.args:
         return _one_line(str(exc.args[0]))
@@ -340,7 +344,20 @@ def _train(ctx: typer.Context, **values: Any) -> None:
             raise _usage(str(exc)) from None
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # under torchrun train() claims it, telling every rank
         claim_run_folder(cfg)  # before any long work: a folder that holds another run is refused now
-    result = run_training(cfg, threads=threads)
+    from attnlab.train.memory import model_too_large
+
+    too_large = model_too_large(cfg, where, int(os.environ.get("WORLD_SIZE", "1")))
+    if too_large is not None:  # estimated on the meta device, before anything is allocated
+        raise _usage(too_large)
+    try:
+        result = run_training(cfg, threads=threads)
+    except Exception as exc:
+        from attnlab.train.memory import training_out_of_memory
+
+        error = training_out_of_memory(exc, cfg)
+        if error is None:
+            raise
+        raise error from exc
     verb = "stopped (Ctrl-C) and saved" if result.stopped == "interrupted" else "finished"
     typer.echo(
         f"{verb} at step {result.step} in {result.seconds:.1f} s; best validation loss {result.best_val:.4f}; "
@@ -549,10 +566,7 @@ def bleu(
                 for p, h in zip(pairs, report.hypotheses, strict=True)]
         payload = {"bleu": report.bleu, "copy_bleu": report.copy_bleu, "n_sentences": report.n_sentences,
                    "beam": beam, "signature": report.signature, "data": data, "translations": rows}
-        tmp = Path(out).parent / f".{Path(out).name}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(payload, f, ensure_ascii=False, indent=1)
-        os.replace(tmp, out)
+        write_replacing(out, json.dumps(payload, ensure_ascii=False, indent=1))
 
 
 def _is_bleu_report(path: Path) -> bool:
@@ -598,8 +612,9 @@ def corpus(
 @_command()
 def export(
     checkpoint: str = typer.Argument(..., help="A checkpoint directory (e.g. runs/x/best)."),
-    out: str = typer.Argument(..., help="Where to write the exported checkpoint: a new folder, or an earlier "
-                              "export (never a folder attnlab did not write, a file, or a run's resumable checkpoint)."),
+    out: str = typer.Argument(..., help="Where to write the exported checkpoint: a new or empty folder, or an "
+                              "earlier export (never a folder attnlab did not write, a file, a run's resumable "
+                              "checkpoint, or a place inside a checkpoint or a run's data/snapshots)."),
     dtype: str = typer.Option("bfloat16", help="Storage dtype of the weights: bfloat16 | float16 | float32.",
                               callback=_choice(("bfloat16", "float16", "float32"))),
 ) -> None:
@@ -624,6 +639,12 @@ def export(
         check_destination(dest)
     except CheckpointError as exc:
         raise _usage(str(exc)) from None
+    from attnlab.train.runs import run_entry_holding
+
+    entry = run_entry_holding(dest)
+    if entry is not None:
+        raise _usage(f"{dest} is inside {entry}, which its training run replaces or deletes; choose a destination "
+                     f"outside it (e.g. {entry.parent / 'export'})")
     if (dest / STATE_FILE).exists():
         raise _usage(f"{dest} holds a resumable checkpoint (training state); an export there would throw it away "
                      f"(choose a new folder)")

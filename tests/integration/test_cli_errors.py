@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import asdict
@@ -42,6 +43,8 @@ def place(tmp_path):
     save_checkpoint(huge, tiny(), TOK)
     cfg = json.loads((huge / "config.json").read_text())
     (huge / "config.json").write_text(json.dumps({**cfg, "vocab_size": 10_000_000_000}))
+    save_checkpoint(tmp_path / "listcfg", tiny(), TOK)
+    (tmp_path / "listcfg" / "config.json").write_text(json.dumps([cfg]))
     return tmp_path
 
 
@@ -105,7 +108,15 @@ CASES = [
     (["train", "--data", "{p}/missing.txt", "--out", "{p}/run"], 1, "missing.txt: no such file or folder"),
     (["export", "{p}/ckpt", "{p}/ckpt"], 2, "the destination is the source"),
     (["export", "{p}/ckpt", "{p}/file"], 2, "is a file"),
+    ([*G[:2], "--checkpoint", "{p}/listcfg"], 1, "listcfg/config.json: expected a JSON object of config fields, found list"),
+    (["export", "{p}/listcfg", "{p}/x"], 1, "config.json: expected a JSON object of config fields, found list"),
+    ([*T, "--set", "d_model=100000"], 2, "the model has about 160,424,300,000 parameters, 2,566.8 GB with their "
+                                         "gradients and AdamW moments in float32, more than the "),
+    ([*T, "--set", "d_model=100000"], 2, " GB of memory here; try --set d_model="),
     (["export", "{p}/ckpt", "{p}/noopt/last"], 2, "resumable checkpoint"),
+    (["export", "{p}/noopt/last", "{p}/noopt/last/exp"], 2, "noopt/last/exp is inside the checkpoint {p}/noopt/last"),
+    (["export", "{p}/ckpt", "{p}/ckpt/a/b"], 2, "is inside the checkpoint {p}/ckpt,"),
+    (["export", "{p}/ckpt", "{p}/noopt/data/exp"], 2, "is inside {p}/noopt/data, which its training run replaces"),
     (["export", "{p}/ckpt", "{p}/x", "--dtype", "int8"], 2, "'--dtype': unknown value 'int8'; choose one of: bfloat16, float16, float32"),
     (["bench", "--bf16", "maybe"], 2, "'--bf16': unknown value 'maybe'; choose one of: auto, on, off"),
     (["nosuchcommand"], 2, "No such command"),
@@ -218,3 +229,40 @@ def test_train_options_are_generated_from_train_config() -> None:
     parsed = command.make_context("train", ["--out", "x", "--no-progress", "--precision", "bf16", "--decay-iters", "7"]).params
     assert parsed["progress"] is False and parsed["precision"] == "bf16" and parsed["decay_iters"] == 7
     assert command.make_context("train", ["--out", "x"]).params["progress"] is True
+
+
+def test_export_into_an_empty_folder_is_accepted(place, capsys) -> None:
+    """Issue 23 item 7: ``export SRC <empty folder>`` was refused although the folder held nothing."""
+    from attnlab.weights.checkpoint import load_checkpoint
+
+    (place / "empty").mkdir()
+    assert main(["export", str(place / "ckpt"), str(place / "empty"), "--dtype", "float32"]) == 0, capsys.readouterr().err
+    import torch
+
+    loaded = load_checkpoint(place / "empty")
+    torch.testing.assert_close(loaded.model.state_dict(), load_checkpoint(place / "ckpt").model.state_dict(),
+                               rtol=0, atol=0)
+
+
+def test_out_of_memory_from_a_large_batch_names_the_size_and_a_smaller_batch(place, capsys, monkeypatch) -> None:
+    """Issue 23 item 7: ``--batch-size 65536`` ended in a raw RuntimeError with the allocator's text. The
+    allocation fails here the way torch's CPU allocator fails (a real one would fill a shared machine)."""
+    import attnlab.train.loop as loop
+
+    def allocator_failure(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 68719476736 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(loop, "backward_step", allocator_failure)
+    before = sorted(p.relative_to(place).as_posix() for p in place.rglob("*"))
+    code = main([a.replace("{p}", str(place)) for a in [*T, "--batch-size", "65536", "--iters", "2", "--no-progress"]])
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("attnlab train: device")]
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("error: out of memory: the run asked for 68.7 GB in one allocation, and this machine "
+                               "has "), lines[0]
+    assert "(--batch-size 65536); try --batch-size " in lines[0] and "DefaultCPUAllocator" not in lines[0]
+    batch, accum = (int(x) for x in re.search(r"try --batch-size (\d+) --accum (\d+)", lines[0]).groups())
+    assert 1 <= batch <= 65536 // 2 and batch * accum == 65536, lines[0]  # the same sequences per step
+    assert f"({batch * accum:,} sequences per step; the run had 65,536)" in lines[0]
+    assert sorted(p.relative_to(place).as_posix() for p in place.rglob("*")) == before

@@ -187,3 +187,51 @@ def test_a_run_set_aside_by_a_killed_overwrite_is_never_deleted(corpus) -> None:
     with pytest.raises(RunFolderError, match=r"previous-run-\d+ holds a run set aside .* move its contents back"):
         train(config(corpus, "run", iters=8, resume=True))
     assert (aside / "metrics.jsonl").is_file()
+
+
+def test_resume_refuses_a_linked_or_foreign_run_entry_before_any_step(corpus) -> None:
+    """Issue 23 item 6: ``last`` as a symbolic link trained 10 steps and appended metrics before its
+    first save refused the link; now the resume is refused before any work, and nothing changes."""
+    import os
+
+    train(config(corpus, "run", iters=4, eval_interval=4))
+    run = corpus / "run"
+    os.replace(run / "last", corpus / "elsewhere")
+    os.symlink(corpus / "elsewhere", run / "last")
+    before = tree(run)
+    with pytest.raises(RunFolderError, match=r"run/last is a symbolic link"):
+        train(config(corpus, "run", iters=8, eval_interval=4, resume=True))
+    assert tree(run) == before
+    os.unlink(run / "last")
+    os.replace(corpus / "elsewhere", run / "last")
+    (run / "best").rename(corpus / "best-kept")
+    (run / "best").mkdir()
+    (run / "best" / "notes.txt").write_text("mine")  # a folder of the user's where the run saves `best`
+    before = tree(run)
+    with pytest.raises(RunFolderError, match=r"run/best is not what a run wrote"):
+        train(config(corpus, "run", iters=8, eval_interval=4, resume=True))
+    assert tree(run) == before
+
+
+def test_the_precision_reason_is_stored_once_across_resumes(corpus, capsys) -> None:
+    """Issue 23 item 7: the reason grew by "kept from the run's start:" on every resume."""
+    import json
+
+    def reason() -> str:
+        return json.loads((corpus / "run" / "last" / "training" / "state.json").read_text())["info"]["precision"]["reason"]
+
+    train(config(corpus, "run", iters=2, eval_interval=2))
+    first = reason()
+    assert first and not first.startswith("kept from")
+    capsys.readouterr()
+    for iters in (4, 6):
+        train(config(corpus, "run", iters=iters, eval_interval=2, resume=True))
+        assert reason() == first
+        line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("attnlab train:"))
+        assert f"(kept from the run's start: {first});" in line and line.count("kept from") == 1, line
+    state = corpus / "run" / "last" / "training" / "state.json"  # a run saved by the old code: repaired
+    meta = json.loads(state.read_text())
+    meta["info"]["precision"]["reason"] = "kept from the run's start: kept from the run's start: " + first
+    state.write_text(json.dumps(meta))
+    train(config(corpus, "run", iters=8, eval_interval=2, resume=True))
+    assert reason() == first

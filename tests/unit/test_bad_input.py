@@ -165,3 +165,17 @@ def test_config_of_another_architecture_is_refused() -> None:
         from_hf_state_dict("gpt2", checkpoint, config.replace(norm_placement="post"))
     with pytest.raises(ValueError, match="unknown checkpoint kind 'gpt3'"):
         from_hf_state_dict("gpt3", checkpoint, config)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda t: t.long(), r"'transformer.h.0.mlp.c_fc.weight' is int64 \(expected a floating-point dtype\)"),
+    (lambda t: t > 0, r"'transformer.h.0.mlp.c_fc.weight' is bool \(expected a floating-point dtype\)"),
+    (lambda t: t.index_fill(0, torch.tensor([1, 3]), float("nan")), r"'transformer.h.0.mlp.c_fc.weight' holds 64 NaN"),
+    (lambda t: t.index_fill(0, torch.tensor([0]), float("-inf")), r"'transformer.h.0.mlp.c_fc.weight' holds 32 NaN or inf"),
+])
+def test_checkpoint_weights_of_the_wrong_dtype_or_not_finite_are_refused(change, message) -> None:
+    """Issue 23 item 6: int64, bool or NaN weights loaded silently (and generated garbage)."""
+    checkpoint, config = _gpt2_checkpoint()
+    checkpoint["transformer.h.0.mlp.c_fc.weight"] = change(checkpoint["transformer.h.0.mlp.c_fc.weight"])
+    with pytest.raises(CheckpointMismatchError, match=r"has unusable weights: " + message):
+        from_hf_state_dict("gpt2", checkpoint, config)

@@ -18,17 +18,16 @@ TOKENS = ["a", "b", "ab", "Ġ", "<|im_start|>", "<|im_end|>"]
 
 def write_tiny_llama(
     path: Path, *, arch: str = "llama", vocab_size: int | None = None, quant_tensor: bool = False,
-    change: dict[str, tuple[int, ...]] | None = None,
+    change: dict[str, tuple[int, ...]] | None = None, sizes: dict[str, int] | None = None,
 ) -> Path:
-    """A one-block llama GGUF with random float32 weights and a six-token BPE vocabulary."""
+    """A one-block llama GGUF with random float32 weights and a six-token BPE vocabulary; ``sizes``
+    replaces metadata sizes (``embedding_length``, ``attention.head_count``, ...), not the tensors."""
     rng = np.random.default_rng(0)
     w = gguf.GGUFWriter(str(path), arch)
-    w.add_block_count(1)
-    w.add_context_length(16)
-    w.add_embedding_length(D)
-    w.add_feed_forward_length(FF)
-    w.add_head_count(HEADS)
-    w.add_head_count_kv(KV_HEADS)
+    meta = {"block_count": 1, "context_length": 16, "embedding_length": D, "feed_forward_length": FF,
+            "attention.head_count": HEADS, "attention.head_count_kv": KV_HEADS, **(sizes or {})}
+    for key, value in meta.items():
+        w.add_uint64(f"{arch}.{key}", value) if value >= 1 << 32 else w.add_uint32(f"{arch}.{key}", value)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_freq_base(10000.0)
     w.add_vocab_size(vocab_size or len(TOKENS))
@@ -174,3 +173,47 @@ def test_corrupt_tokenizer_json(tmp_path: Path) -> None:
     path.write_text('{"version": "1.0", "model": ')
     with pytest.raises(TokenizerFileError, match=r"tokenizer\.json: not a readable"):
         HFJsonTokenizer.from_file(path)
+
+
+@pytest.fixture
+def no_allocation(monkeypatch):
+    """The model may be built only on the meta device: a real build fails the test (instead of asking
+    the machine for terabytes)."""
+    import attnlab.weights.gguf as gguf_module
+
+    real = gguf_module.DecoderLM
+
+    def meta_only(config):
+        if torch.get_default_device().type != "meta":
+            raise AssertionError(f"a model of width {config.d_model} was allocated before its sizes were checked")
+        return real(config)
+
+    monkeypatch.setattr(gguf_module, "DecoderLM", meta_only)
+
+
+@pytest.mark.parametrize(("sizes", "message"), [
+    ({"embedding_length": 1 << 20}, r"shape mismatch for 'model\.embed_tokens\.weight'.*\(checked before allocating\)"),
+    ({"attention.head_count": 0}, r"metadata llama\.attention\.head_count is 0; expected an integer in \[1, 16777216\]"),
+    ({"attention.head_count_kv": 0}, r"metadata llama\.attention\.head_count_kv is 0"),
+    ({"embedding_length": 0}, r"metadata llama\.embedding_length is 0"),
+    ({"block_count": 1 << 40}, r"metadata llama\.block_count is 1099511627776; expected an integer in \[1, 16777216\]"),
+    ({"attention.head_count": 3}, r"metadata sizes do not fit together: embedding_length 8 must split into head_count 3 heads"),
+    ({"attention.head_count_kv": 3, "attention.head_count": 2}, r"metadata sizes .*head_count into head_count_kv 3 groups"),
+    ({"feed_forward_length": 1 << 22}, r"shape mismatch for 'model\.layers\.0\.mlp\.gate_proj\.weight'"),
+    ({"block_count": 1000}, r"the Hugging Face llama state dict is missing key\(s\) 'model\.layers\.1\."),
+    ({"context_length": 1 << 30}, r"context length 1073741824 is above the limit of 262144 positions"),
+])
+def test_metadata_sizes_are_checked_before_allocating(tmp_path: Path, no_allocation, sizes, message) -> None:
+    """Issue 23 item 6: embedding_length 2^20 asked for 13 TB; 0 heads was a ZeroDivisionError."""
+    path = write_tiny_llama(tmp_path / "sizes.gguf", sizes=sizes)
+    with pytest.raises(GGUFError, match=r"sizes\.gguf: " + message):
+        load_llama_gguf(path)
+
+
+def test_a_model_larger_than_memory_is_refused(tmp_path: Path, monkeypatch, no_allocation) -> None:
+    import attnlab.weights.gguf as gguf_module
+
+    monkeypatch.setattr(gguf_module.os, "sysconf", lambda name: 1 if name == "SC_PAGE_SIZE" else 1000)
+    with pytest.raises(GGUFError, match=r"the model has [\d,]+ parameters, .* GiB in float32, more than this "
+                                        r"machine's 0\.0 GiB of memory"):
+        load_llama_gguf(write_tiny_llama(tmp_path / "tiny.gguf"))

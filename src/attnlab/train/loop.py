@@ -328,7 +328,10 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
         # so the learning rate continues where it was and never jumps back up.
         saved_schedule = resume_state.info.get("schedule")
         if isinstance(saved_schedule, dict):
-            schedule = WarmupCosine(**saved_schedule)
+            try:
+                schedule = WarmupCosine(**saved_schedule)
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"{last_dir}: its saved schedule {saved_schedule!r} is unusable ({exc})") from None
         if resume_state.sharded is not None:  # written by fsdp: each rank reads its pieces
             load_sharded_optimizer(resume_state.sharded, model, optimizer)
         else:
@@ -340,6 +343,8 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
         set_rng_state(resume_state.tensors)
         if scaler is not None and isinstance(resume_state.info.get("grad_scaler"), dict):
             scaler.load_state_dict(resume_state.info["grad_scaler"])
+        if not {"step", "best_val"} <= set(resume_state.info):
+            raise CheckpointError(f"{last_dir}: its training state records no step or best_val")
         step, best_val = int(resume_state.info["step"]), float(resume_state.info["best_val"])
     model.train()
     if cfg.compile:
@@ -353,7 +358,7 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Modul
             state = TrainingState(
                 info={"step": step, "best_val": best_val, "schedule": asdict(schedule), "train_config": asdict(cfg),
                       "world_size": env.world_size, "fingerprints": fingerprints, "device": str(env.device),
-                      "precision": {"name": precision.name, "reason": precision.reason},
+                      "precision": {"name": precision.name, "reason": precision.reason.removeprefix(_KEPT)},
                       **({"grad_scaler": scaler.state_dict()} if scaler is not None else {})},
                 tensors={**task.state(), **rng_state()},
                 optimizer=None if sharded else optimizer.state_dict(),
@@ -488,7 +493,10 @@ def _precision(cfg: TrainConfig, env: distributed.DistEnv, resume_state: Trainin
         saved = {"name": "bf16" if old_flag else "fp32", "reason": f"the run was started with bf16={old_flag}"}
     if cfg.precision == "auto" and isinstance(saved, dict) and saved.get("name") in ("fp32", "bf16", "fp16"):
         kept = choose_precision(saved["name"], env.device)
-        return Precision(kept.name, kept.dtype, f"kept from the run's start: {saved.get('reason', '')}")
+        reason = str(saved.get("reason", ""))
+        while reason.startswith(_KEPT):  # runs saved before the reason was stored once grew it per resume
+            reason = reason.removeprefix(_KEPT)
+        return Precision(kept.name, kept.dtype, _KEPT + reason)
     if cfg.precision != "auto" or env.device.type != "cpu":
         return choose_precision(cfg.precision, env.device)
     # Only rank 0 measures (a timing differs between machines); agreed_precision hands its choice to every rank.
@@ -504,6 +512,9 @@ def agreed_precision(precision: Precision | None, env: distributed.DistEnv) -> P
         return precision
     name, reason = distributed.broadcast_object(None if precision is None else (precision.name, precision.reason), env)
     return Precision(name, choose_precision(name, env.device).dtype, reason)
+
+
+_KEPT = "kept from the run's start: "  # the saved reason is the start's own, stored once
 
 
 def _progress(cfg: TrainConfig, step: int, env: distributed.DistEnv):

@@ -70,9 +70,10 @@ def claim_run_folder(cfg: TrainConfig, *, holding: bool = False) -> list[Path]:
 
     A folder a live run holds (``RunLock``) is refused naming that run, unless ``holding`` (this
     process holds the lock). A fresh run needs a folder that holds no run (absent, empty, or with only
-    files of the user's whose names a run does not use); ``resume`` needs a ``last`` checkpoint;
-    ``overwrite`` replaces only entries a run wrote. Raises ``RunFolderError`` naming the folder and
-    what to do.
+    files of the user's whose names a run does not use); ``resume`` needs a ``last`` checkpoint, and
+    every run entry present must be one a run wrote (a link to ``last`` would be refused only at the
+    first save, after training); ``overwrite`` replaces only entries a run wrote. Raises
+    ``RunFolderError`` naming the folder and what to do.
     """
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
@@ -89,6 +90,13 @@ def claim_run_folder(cfg: TrainConfig, *, holding: bool = False) -> list[Path]:
     if cfg.resume:
         if not ((out / "last").is_dir() or (out / ".last.old").is_dir()):
             raise RunFolderError(f"{out}: no run to resume (no last/ checkpoint); drop --resume to start one")
+        for entry in present:  # the run replaces or appends to each: checked now, not at its first save
+            if entry.is_symlink():
+                raise RunFolderError(f"{entry} is a symbolic link; a run writes only the real files and folders it "
+                                     f"made (put what the link points to in its place, or choose another --out)")
+            if not _ours(entry):
+                raise RunFolderError(f"{entry} is not what a run wrote (not a checkpoint or a run's data), and "
+                                     f"resuming would replace it; move it away first")
         return []
     if present and not cfg.overwrite:
         names = ", ".join(p.name for p in present)
@@ -99,6 +107,17 @@ def claim_run_folder(cfg: TrainConfig, *, holding: bool = False) -> list[Path]:
             raise RunFolderError(f"--overwrite replaces only what a run wrote, and {entry} is not (not a "
                                  f"checkpoint or a run's data); move it away or choose another --out")
     return present
+
+
+def run_entry_holding(path: str | Path) -> Path | None:
+    """The entry of a run folder that ``path`` lies inside (links resolved): ``data``, ``snapshots`` or
+    a checkpoint the run replaces whole, of a folder that holds a run (``last`` or ``metrics.jsonl``);
+    None when there is none. A run deletes or replaces these entries, so nothing else goes inside them."""
+    for entry in Path(os.path.abspath(path)).resolve().parents:
+        run = entry.parent
+        if entry.name in RUN_ENTRIES and any((run / name).exists() for name in ("last", ".last.old", "metrics.jsonl")):
+            return entry
+    return None
 
 
 def saved_train_config(out: str | Path) -> dict[str, Any]:

@@ -33,13 +33,16 @@ process; ``attnlab export`` then writes it as a plain checkpoint (``attnlab.weig
 
 Saving never replaces what attnlab did not write: an existing destination must be an attnlab
 checkpoint (it holds the marker file, or, for checkpoints written before the marker existed, nothing
-but checkpoint files); a file, a link or any other folder is refused with a ``CheckpointError``.
+but checkpoint files) or an empty folder; a file, a link or any other folder is refused with a
+``CheckpointError``. Nothing is written inside a checkpoint folder but the checkpoint itself: a
+destination inside one (``last/export``) is refused, since the next save of ``last`` replaces it whole.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -56,6 +59,7 @@ from attnlab.device import resolve_device
 from attnlab.models import TransformerConfig, build_model
 from attnlab.models.config import ConfigError
 from attnlab.tokenizers import Tokenizer, tokenizer_from_json
+from attnlab.weights.keymap import bad_values
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -148,13 +152,17 @@ def _mismatches(expected: dict[str, tuple], found: dict[str, tuple]) -> list[str
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
-    """Copy ``path``'s tensors into ``model`` after checking names and shapes; errors list the mismatches."""
+    """Copy ``path``'s tensors into ``model`` after checking names, shapes, dtypes (floating point for a
+    float parameter) and values (no NaN or infinity); a ``CheckpointError`` lists what does not fit."""
     tensors = read_safetensors(path)
     expected, aliases = unique_state_dict(model)
     problems = _mismatches({k: tuple(v.shape) for k, v in expected.items()},
                            {k: tuple(v.shape) for k, v in tensors.items()})
     if problems:
         raise CheckpointError(f"{path}: weights do not fit the model described by config.json: " + "; ".join(problems))
+    problem = bad_values(tensors, expected)
+    if problem is not None:
+        raise CheckpointError(f"{path}: unusable weights (damaged file?): {problem}")
     result = model.load_state_dict(tensors, strict=False)
     left = set(result.missing_keys) - set(aliases)
     if left or result.unexpected_keys:  # pragma: no cover - guarded by the checks above
@@ -260,19 +268,40 @@ def is_checkpoint_dir(path: str | Path) -> bool:
     return CONFIG_FILE in names
 
 
+def enclosing_checkpoint(path: str | Path) -> Path | None:
+    """The checkpoint folder ``path`` lies inside (links resolved), or None.
+
+    A checkpoint folder holds only its own files and is replaced whole by its next save, so nothing
+    may be written inside it: a folder counts when it holds the marker file, or (checkpoints from before
+    the marker) only checkpoint files with ``config.json`` and ``model.safetensors`` among them.
+    """
+    for parent in Path(os.path.abspath(path)).resolve().parents:
+        try:
+            if is_checkpoint_dir(parent) and ((parent / MARKER_FILE).is_file() or (parent / MODEL_FILE).is_file()):
+                return parent
+        except OSError:  # a folder we may not list holds no checkpoint of ours
+            continue
+    return None
+
+
 def check_destination(directory: str | Path) -> Path:
     """Refuse a checkpoint destination whose replacement would lose something attnlab did not write.
 
-    Raises ``CheckpointError`` naming ``directory`` when it is a file, a link, or a folder that is not
-    an attnlab checkpoint (see ``is_checkpoint_dir``). Returns the path.
+    Raises ``CheckpointError`` naming ``directory`` when it is a file, a link, a folder that is not
+    an attnlab checkpoint (see ``is_checkpoint_dir``; an empty folder is fine), or when it lies inside a
+    checkpoint folder (``enclosing_checkpoint``). Returns the path.
     """
     target = Path(directory)
     if target.is_symlink():
         raise CheckpointError(f"{target} is a symbolic link; attnlab does not replace it (choose another destination)")
+    holder = enclosing_checkpoint(target)
+    if holder is not None:
+        raise CheckpointError(f"{target} is inside the checkpoint {holder}, which holds only its own files (and is "
+                              f"replaced whole by its next save); choose a destination outside it")
     if target.exists() and not target.is_dir():
         raise CheckpointError(f"{target} is a file, not a checkpoint folder; attnlab does not replace it "
                               f"(choose another destination)")
-    if target.is_dir() and not is_checkpoint_dir(target):
+    if target.is_dir() and any(target.iterdir()) and not is_checkpoint_dir(target):  # an empty folder loses nothing
         raise CheckpointError(f"{target} exists and is not an attnlab checkpoint (no {MARKER_FILE}); attnlab "
                               f"does not replace it (choose a new or empty destination)")
     return target
@@ -325,12 +354,36 @@ def save_checkpoint(
             _write_json(tmp / STATE_FILE, meta)
         _write_json(tmp / MARKER_FILE, MARKER)
         _fsync_tree(tmp)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        kept = f"; the previous checkpoint at {target} is intact" if target.exists() else ""
-        raise CheckpointError(f"could not write checkpoint {target} ({exc.strerror or exc}){kept}") from exc
-    _swap(tmp, target)
+        _swap(tmp, target)
+    except BaseException as exc:  # whatever the writer raised (safetensors' errors are no OSError), Ctrl-C too
+        error = write_failure(target, tmp, exc)
+        if error is exc:
+            raise
+        raise error from exc
     return target
+
+
+def write_failure(target: Path, tmp: Path, exc: BaseException) -> BaseException:
+    """Clean up after a save of ``target`` that failed with ``exc`` while writing ``tmp``; returns the
+    error to raise.
+
+    ``tmp`` is deleted. The error is ``exc`` itself when it is a ``CheckpointError`` or not an ``Exception``
+    (Ctrl-C); any other error (``OSError``, safetensors' ``SafetensorError``, torch's ``RuntimeError``, ...)
+    becomes a ``CheckpointError`` saying what failed and that the previous checkpoint (if any) is intact.
+    Every writer (plain and sharded checkpoints, so ``export`` too) ends a failed save here."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    if isinstance(exc, CheckpointError) or not isinstance(exc, Exception):
+        return exc
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _one_line(str(exc)) or type(exc).__name__
+    io = re.search(r'IoError\(Os \{.*message: "([^"]+)"', reason)  # safetensors wraps the OS error in Rust's words
+    reason = io.group(1) if io else reason
+    kept = (f"; the previous checkpoint at {target} is intact"
+            if target.is_dir() or (target.parent / f".{target.name}.old").is_dir() else "")
+    return CheckpointError(f"could not write checkpoint {target} ({reason}){kept}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _swap(tmp: Path, target: Path) -> None:
@@ -339,7 +392,12 @@ def _swap(tmp: Path, target: Path) -> None:
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old.is_dir() and not target.exists():
+            os.replace(old, target)  # the previous checkpoint goes back to its name
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -434,23 +492,27 @@ def _sharded_load(state: dict[str, Tensor], path: Path) -> None:
             raise CheckpointError(f"{path / SHARDED_DIR}: could not read the sharded checkpoint ({exc})") from None
 
 
-def _sharded_shapes(path: Path) -> dict[str, tuple]:
-    """Global tensor shapes listed by the shards' safetensors headers (nothing allocated)."""
+def _sharded_tensors(path: Path) -> dict[str, Tensor]:
+    """The tensors listed by the shards' safetensors headers, global shape and dtype, on the meta
+    device (nothing allocated)."""
     from torch.distributed.checkpoint import HuggingFaceStorageReader
 
     try:
         metadata = HuggingFaceStorageReader(str(path / SHARDED_DIR)).read_metadata()
     except Exception as exc:
         raise CheckpointError(f"{path / SHARDED_DIR}: not a readable sharded checkpoint ({exc})") from None
-    return {k: tuple(m.size) for k, m in metadata.state_dict_metadata.items() if hasattr(m, "size")}
+    return {k: torch.empty(tuple(m.size), dtype=m.properties.dtype, device="meta")
+            for k, m in metadata.state_dict_metadata.items() if hasattr(m, "size")}
 
 
 def load_sharded_weights(config: TransformerConfig, path: Path) -> nn.Module:
     """The model ``config`` describes, filled from the shards at ``path`` in this one process (CPU).
 
     The shards' global shapes are checked against those ``config`` implies before anything is
-    allocated; a mismatch raises ``CheckpointError`` listing it."""
-    saved = {k: v for k, v in _sharded_shapes(path).items() if not k.startswith(_OPTIMIZER_PREFIX)}
+    allocated, their dtypes (floating point for float weights) and values (no NaN or infinity) too; a
+    mismatch raises ``CheckpointError`` listing it."""
+    listed = {k: v for k, v in _sharded_tensors(path).items() if not k.startswith(_OPTIMIZER_PREFIX)}
+    saved = {k: tuple(v.shape) for k, v in listed.items()}
     with torch.device("meta"):
         meta = build_model(config)
     tied = set(meta.state_dict()) - {n for n, _ in meta.named_parameters()} - {n for n, _ in meta.named_buffers()}
@@ -459,13 +521,20 @@ def load_sharded_weights(config: TransformerConfig, path: Path) -> nn.Module:
     if problems:
         raise CheckpointError(f"{path / SHARDED_DIR}: weights do not fit the model described by config.json: "
                               + "; ".join(problems))
+    _refuse_values(path, bad_values(listed, meta.state_dict()))  # dtypes, from the headers
     if config.max_len > MAX_POSITIONS:
         raise CheckpointError(f"{path / CONFIG_FILE}: max_len {config.max_len} is above the limit of "
                               f"{MAX_POSITIONS} positions")
     model = build_model(config)
     state = model.state_dict()
     _sharded_load({k: v for k, v in state.items() if k in saved}, path)
+    _refuse_values(path, bad_values({k: v for k, v in state.items() if k in saved}, state))  # NaN, infinities
     return model
+
+
+def _refuse_values(path: Path, problem: str | None) -> None:
+    if problem is not None:
+        raise CheckpointError(f"{path / SHARDED_DIR}: unusable weights (damaged file?): {problem}")
 
 
 def load_config(directory: str | Path) -> TransformerConfig:
@@ -519,12 +588,23 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
 
 
 def load_training_state(directory: str | Path) -> TrainingState:
-    """The training state saved beside the weights (for ``--resume``)."""
+    """The training state saved beside the weights (for ``--resume``).
+
+    Its values are checked (``step`` an integer in range, ``best_val`` a loss that is not NaN, the
+    schedule's and optimizer's numbers finite, tensors free of NaN and infinities): a damaged state
+    raises ``CheckpointError`` naming the file and the value."""
     path = resolve_checkpoint(directory)
     meta = _read_json(path / STATE_FILE)
     tensors = read_safetensors(path / TENSORS_FILE)
     if not isinstance(meta, dict) or "info" not in meta:
         raise CheckpointError(f"{path / STATE_FILE}: has no 'info' section")
+    problem = _bad_info(meta["info"]) or _bad_groups(meta)
+    if problem is None:
+        nonfinite = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        problem = f"tensor {nonfinite[0]!r} holds NaN or infinite values" if nonfinite else None
+    if problem is not None:
+        raise CheckpointError(f"{path / STATE_FILE}: {problem}; the training state is damaged (resume from another "
+                              f"checkpoint)")
     if "sharded_optimizer" in meta:  # its tensors are read by load_sharded_optimizer, rank by rank
         state = {k.removeprefix("state."): v for k, v in tensors.items() if k.startswith("state.")}
         return TrainingState(info=meta["info"], tensors=state, sharded=path)
@@ -534,6 +614,46 @@ def load_training_state(directory: str | Path) -> TrainingState:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path / STATE_FILE}: malformed 'optimizer' section ({exc!r})") from None
     return TrainingState(info=meta["info"], tensors=state, optimizer=optimizer)
+
+
+STEP_MAX = 1 << 53  # a step counter JSON and float64 hold exactly
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _bad_info(info: Any) -> str | None:
+    """What is wrong with a training state's ``info`` values, or None: ``step`` must be an integer in
+    [0, 2**53], ``best_val`` a number >= 0 that is not NaN (infinity: no validation yet), ``world_size``
+    a positive integer, and every number of ``schedule`` finite and >= 0."""
+    if not isinstance(info, dict):
+        return f"'info' is {type(info).__name__}, not an object"
+    step = info.get("step", 0)
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= STEP_MAX:
+        return f"'step' is {step!r}; expected an integer in [0, {STEP_MAX}]"
+    best = info.get("best_val", 0.0)
+    if not _number(best) or math.isnan(best) or best < 0:
+        return f"'best_val' is {best!r}; expected a number >= 0 (a loss)"
+    world = info.get("world_size", 1)
+    if not isinstance(world, int) or isinstance(world, bool) or world < 1:
+        return f"'world_size' is {world!r}; expected a positive integer"
+    schedule = info.get("schedule", {})
+    if not isinstance(schedule, dict) or not all(_number(v) and math.isfinite(v) and v >= 0 for v in schedule.values()):
+        return f"'schedule' is {schedule!r}; expected an object of finite numbers >= 0"
+    return None
+
+
+def _bad_groups(meta: dict[str, Any]) -> str | None:
+    """What is wrong with the optimizer's hyper-parameters (every number finite), or None."""
+    section = meta.get("optimizer") or meta.get("sharded_optimizer") or {}
+    groups = section.get("param_groups", []) if isinstance(section, dict) else []
+    for group in groups if isinstance(groups, list) else []:
+        for key, value in (group.items() if isinstance(group, dict) else ()):
+            values = value if isinstance(value, list) else [value]
+            if any(_number(v) and not math.isfinite(v) for v in values):
+                return f"optimizer setting {key!r} is {value!r}; expected finite numbers"
+    return None
 
 
 def rng_state() -> dict[str, Tensor]:

@@ -20,6 +20,8 @@ dequantize -> undo the rotary permutation -> rename to Hugging Face Llama keys -
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +35,11 @@ from tokenizers import pre_tokenizers
 from torch import Tensor
 
 from attnlab.models import DecoderLM, TransformerConfig
+from attnlab.models.config import ConfigError
 from attnlab.tokenizers.byte_level import byte_level_bpe, gpt2_pre_tokenizer
 from attnlab.tokenizers.hf_json import HFJsonTokenizer
-from attnlab.weights.hf import from_hf_state_dict
+from attnlab.weights.checkpoint import MAX_POSITIONS
+from attnlab.weights.hf import check_hf_layout, from_hf_state_dict
 from attnlab.weights.keymap import CheckpointMismatchError
 
 Q = GGMLQuantizationType
@@ -45,6 +49,7 @@ SUPPORTED_TYPES = frozenset(
 )
 SUPPORTED_ARCHITECTURES = ("llama",)
 _CONTROL_TOKEN = 3  # llama.cpp token type: special tokens such as <|im_start|>
+MAX_SIZE = 1 << 24  # any one size in the metadata (width, heads, layers, vocabulary): 16 Mi at most
 
 
 class GGUFError(ValueError):
@@ -75,7 +80,7 @@ class GGUFFile:
         if name not in self.tensors:
             raise GGUFError(f"{self.path}: tensor {name!r} is missing")
         t = self.tensors[name]
-        shape = tuple(int(d) for d in reversed(list(t.shape)))
+        shape = _shape(t)
         if t.tensor_type in (Q.F32, Q.F16):
             values = np.array(t.data, dtype=np.float32)
         else:
@@ -137,22 +142,65 @@ def llama_config(gf: GGUFFile, *, name: str | None = None, max_len: int | None =
     def meta(key: str, default: Any = None) -> Any:
         return gf.get(f"{arch}.{key}", default, required=default is None)
 
-    d_model, n_heads = int(meta("embedding_length")), int(meta("attention.head_count"))
+    def size(key: str, default: Any = None, limit: int = MAX_SIZE) -> int:
+        value = meta(key, default)
+        if not isinstance(value, int | np.integer) or isinstance(value, bool) or not 1 <= value <= limit:
+            raise GGUFError(f"{gf.path}: metadata {arch}.{key} is {value!r}; expected an integer in [1, {limit}]")
+        return int(value)
+
+    d_model, n_heads = size("embedding_length"), size("attention.head_count")
+    n_kv_heads = size("attention.head_count_kv", n_heads)
+    if d_model % n_heads or n_heads % n_kv_heads or (d_model // n_heads) % 2:
+        raise GGUFError(f"{gf.path}: metadata sizes do not fit together: embedding_length {d_model} must split "
+                        f"into head_count {n_heads} heads of an even width, and head_count into head_count_kv "
+                        f"{n_kv_heads} groups")
     head_dim = d_model // n_heads
-    rotary_dims = int(meta("rope.dimension_count", head_dim))
+    rotary_dims = size("rope.dimension_count", head_dim)
     if rotary_dims != head_dim:
         raise GGUFError(f"{gf.path}: partial rotary ({rotary_dims} of {head_dim} dims per head) is not supported")
     tokens = gf.get("tokenizer.ggml.tokens")
-    vocab_size = int(meta("vocab_size", len(tokens) if tokens is not None else None))
-    return TransformerConfig(
-        name=name or str(gf.get("general.name", gf.path.stem)), family="decoder", vocab_size=vocab_size,
-        d_model=d_model, n_heads=n_heads, n_kv_heads=int(meta("attention.head_count_kv", n_heads)),
-        n_layers=int(meta("block_count")), d_ff=int(meta("feed_forward_length")),
-        max_len=max_len or int(meta("context_length")), positions="rotary", rope_theta=float(meta("rope.freq_base", 10000.0)),
-        norm="rmsnorm", norm_eps=float(meta("attention.layer_norm_rms_epsilon")), norm_placement="pre",
-        activation="swiglu", bias=False, tie_embeddings="output.weight" not in gf.tensors,
-        fused_qkv=True,  # one Q/K/V matmul, as for Hugging Face Llama checkpoints (config_from_hf)
-    )
+    vocab_size = size("vocab_size", len(tokens) if tokens is not None else None)
+    positions = max_len or size("context_length", limit=1 << 40)
+    if positions > MAX_POSITIONS:  # the rotary tables are sized by it: pass max_len to use such a file
+        raise GGUFError(f"{gf.path}: context length {positions} is above the limit of {MAX_POSITIONS} positions; "
+                        f"load it with max_len=N (N <= {MAX_POSITIONS})")
+    theta, eps = float(meta("rope.freq_base", 10000.0)), float(meta("attention.layer_norm_rms_epsilon"))
+    if not (math.isfinite(theta) and theta > 0 and math.isfinite(eps) and eps > 0):
+        raise GGUFError(f"{gf.path}: metadata rope.freq_base {theta} and layer_norm_rms_epsilon {eps} must be "
+                        f"finite and positive")
+    try:
+        return TransformerConfig(
+            name=name or str(gf.get("general.name", gf.path.stem)), family="decoder", vocab_size=vocab_size,
+            d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads, n_layers=size("block_count"),
+            d_ff=size("feed_forward_length"), max_len=positions, positions="rotary", rope_theta=theta,
+            norm="rmsnorm", norm_eps=eps, norm_placement="pre", activation="swiglu", bias=False,
+            tie_embeddings="output.weight" not in gf.tensors,
+            fused_qkv=True,  # one Q/K/V matmul, as for Hugging Face Llama checkpoints (config_from_hf)
+        )
+    except ConfigError as exc:
+        raise GGUFError(f"{gf.path}: {exc}") from None
+
+
+def check_llama_layout(gf: GGUFFile, config: TransformerConfig) -> None:
+    """Before anything is allocated: the tensors the file's header lists must be the ones ``config``
+    implies (names and shapes, checked on the meta device), and the model they make, in float32, must
+    fit in this machine's memory. Raises ``GGUFError`` naming the file and the key or the sizes."""
+    header = {_hf_name(gf, name): torch.empty(_shape(t), device="meta") for name, t in gf.tensors.items()}
+    try:
+        check_hf_layout("llama", header, config)
+    except CheckpointMismatchError as exc:
+        raise GGUFError(f"{gf.path}: {exc} (checked before allocating)") from None
+    with torch.device("meta"):
+        n_params = sum(t.numel() for t in DecoderLM(config).state_dict().values())
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
+    if memory is not None and 4 * n_params > memory:
+        raise GGUFError(f"{gf.path}: the model has {n_params:,} parameters, {4 * n_params / 2**30:.1f} GiB in float32, "
+                        f"more than this machine's {memory / 2**30:.1f} GiB of memory")
+
+
+def _shape(t: Any) -> tuple[int, ...]:
+    """A GGUF tensor's shape in PyTorch's order (GGUF lists dimensions fastest-first)."""
+    return tuple(int(d) for d in reversed(list(t.shape)))
 
 
 def unpermute_rotary(weight: Tensor, n_heads: int) -> Tensor:
@@ -186,6 +234,16 @@ _LAYER_TO_HF = {  # per block: blk.{i}.<GGUF name> -> model.layers.{i}.<Hugging 
 _BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
 
 
+def _hf_name(gf: GGUFFile, name: str) -> str:
+    """The Hugging Face Llama key of the GGUF tensor ``name``; ``GGUFError`` when it has none."""
+    block = _BLOCK.match(name)
+    if name in _TOP_TO_HF:
+        return _TOP_TO_HF[name]
+    if block and block.group(2) in _LAYER_TO_HF:
+        return f"model.layers.{block.group(1)}.{_LAYER_TO_HF[block.group(2)]}"
+    raise GGUFError(f"{gf.path}: unexpected tensor {name!r} for a llama model")
+
+
 def hf_llama_state_dict(gf: GGUFFile, config: TransformerConfig) -> dict[str, Tensor]:
     """The file's tensors as a Hugging Face Llama checkpoint: dequantized, Q/K un-permuted, renamed.
 
@@ -193,13 +251,7 @@ def hf_llama_state_dict(gf: GGUFFile, config: TransformerConfig) -> dict[str, Te
     """
     out: dict[str, Tensor] = {}
     for name in gf.tensors:
-        block = _BLOCK.match(name)
-        if name in _TOP_TO_HF:
-            key = _TOP_TO_HF[name]
-        elif block and block.group(2) in _LAYER_TO_HF:
-            key = f"model.layers.{block.group(1)}.{_LAYER_TO_HF[block.group(2)]}"
-        else:
-            raise GGUFError(f"{gf.path}: unexpected tensor {name!r} for a llama model")
+        key = _hf_name(gf, name)
         tensor = gf.tensor(name)
         if name.endswith("attn_q.weight"):
             tensor = unpermute_rotary(tensor, config.n_heads)
@@ -259,11 +311,16 @@ def gguf_tokenizer(gf: GGUFFile) -> HFJsonTokenizer:
 def load_llama_gguf(
     path: str | Path, *, name: str | None = None, max_len: int | None = None
 ) -> tuple[DecoderLM, HFJsonTokenizer, GGUFFile]:
-    """Build a ``DecoderLM`` and its tokenizer from a llama-architecture GGUF file."""
+    """Build a ``DecoderLM`` and its tokenizer from a llama-architecture GGUF file.
+
+    Every size in the metadata is checked (positive, within limits, divisible as the model needs) and
+    the tensors the header lists are checked against them before anything is allocated; a file that
+    fails raises ``GGUFError`` naming it and the problem."""
     gf = read_gguf(path)
     config = llama_config(gf, name=name, max_len=max_len)
     tokenizer = gguf_tokenizer(gf)
     tokenizer.check_vocab_size(config.vocab_size, source=gf.path)
+    check_llama_layout(gf, config)  # before the model is allocated
     model = DecoderLM(config)
     model.load_state_dict(llama_state_dict(gf, config))
     model.eval()

@@ -221,6 +221,18 @@ def from_hf_state_dict(kind: str, hf_state_dict: Mapping[str, Tensor], config: T
     return hf_keymap(kind, config, pooler=pooler).to_ours(theirs, _reference(kind, config, pooler))
 
 
+def check_hf_layout(kind: str, hf_shapes: Mapping[str, Tensor], config: TransformerConfig) -> None:
+    """Check a Hugging Face state dict's keys and shapes against ``config`` without reading a value:
+    ``hf_shapes`` may hold meta tensors (a file's header), and the model is built on the meta device.
+
+    Raises ``CheckpointMismatchError`` naming the key (and both shapes), as ``from_hf_state_dict`` does.
+    """
+    _check_kind(kind, config)
+    theirs = _canonical_keys(kind, hf_shapes)
+    pooler = kind == "bert" and "pooler.dense.weight" in theirs
+    hf_keymap(kind, config, pooler=pooler).check_layout(theirs, _reference(kind, config, pooler))
+
+
 def to_hf_state_dict(kind: str, state_dict: Mapping[str, Tensor], config: TransformerConfig) -> dict[str, Tensor]:
     """An attnlab state dict -> the state dict of the Hugging Face class of ``kind`` (see module doc)."""
     pooler = kind == "bert" and "pooler.weight" in state_dict
@@ -249,6 +261,8 @@ def config_from_hf(hf_config: Any, **overrides: Any) -> TransformerConfig:
     ``overrides`` change attnlab-only choices (``fused_qkv``, ``attention_backend``, ``dropout``...).
     A setting attnlab cannot reproduce exactly (relative positions, rope scaling...) is a ``ConfigError``.
     """
+    if not isinstance(hf_config, Mapping) and not hasattr(hf_config, "to_dict"):
+        raise ConfigError(f"expected a config object or a JSON object of config fields, found {type(hf_config).__name__}")
     c: dict[str, Any] = dict(hf_config) if isinstance(hf_config, Mapping) else hf_config.to_dict()
     model_type = c.get("model_type")
     name = c.get("_name_or_path") or f"hf-{model_type}"

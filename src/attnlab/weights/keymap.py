@@ -6,7 +6,8 @@ run in both directions, so import and export cannot drift apart (the LitGPT / na
 
 Before a tensor is copied, the whole key set and every shape are checked against what the config
 expects: a missing or unexpected key is an error naming the key, a wrong shape names the key and
-both shapes. The expected checkpoint layout is not written down twice: it is derived by running the
+both shapes; a tensor of the wrong dtype (integers or booleans for a float weight) or with NaN or
+infinite values names the key too. The expected checkpoint layout is not written down twice: it is derived by running the
 map backwards over the target model's state dict built on the ``meta`` device (shapes, no memory).
 """
 
@@ -126,6 +127,28 @@ def check_keys_and_shapes(
             )
 
 
+def bad_values(given: Mapping[str, Tensor], expected: Mapping[str, Tensor], limit: int = 3) -> str | None:
+    """What is wrong with the values of ``given``'s tensors, or None: a tensor whose dtype does not fit
+    (floating point where ``expected``, the model's tensor, is floating point, the same dtype
+    otherwise), or a floating-point tensor holding NaN or infinite values (first ``limit`` of each).
+
+    Such a file (int64, bool or NaN weights) would otherwise load silently and generate garbage.
+    """
+    wrong, broken = [], []
+    for k, tensor in given.items():
+        want = expected.get(k)
+        if want is not None and (tensor.is_floating_point() != want.is_floating_point()
+                                 or (not want.is_floating_point() and tensor.dtype != want.dtype)):
+            kind = "a floating-point dtype" if want.is_floating_point() else str(want.dtype).removeprefix("torch.")
+            wrong.append(f"{k!r} is {str(tensor.dtype).removeprefix('torch.')} (expected {kind})")
+        elif tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            broken.append(f"{k!r} holds {bad} NaN or infinite value{'s' if bad != 1 else ''}")
+    problems = [*wrong[:limit], *broken[:limit]]
+    more = len(wrong) + len(broken) - len(problems)
+    return "; ".join(problems) + (f" (and {more} more)" if more else "") if problems else None
+
+
 @dataclass
 class KeyMap:
     """A complete two-way map for one architecture and one config.
@@ -177,11 +200,24 @@ class KeyMap:
         expected = self._apply({k: v for k, v in reference.items() if k not in self.ours_tied}, to_ours=False)
         return {**expected, **{alias: expected[source] for alias, source in self.theirs_tied.items()}}
 
+    def check_layout(self, theirs: Mapping[str, Tensor], reference: Mapping[str, Tensor], *,
+                     values: bool = False) -> StateDict:
+        """``theirs`` without ignored keys, after checking its keys and shapes against ``reference`` (ours,
+        may be meta), and with ``values`` its dtypes and finiteness (``bad_values``); ``theirs`` may be
+        meta tensors (a file's header) when ``values`` is False. Raises ``CheckpointMismatchError``."""
+        what = f"the {self.name} state dict"
+        theirs = {k: v for k, v in theirs.items() if not any(re.search(p, k) for p in self.ignore)}
+        expected = self.expected_theirs(reference)
+        check_keys_and_shapes(theirs, expected, what=what, optional=set(self.theirs_tied))
+        problem = bad_values(theirs, expected) if values else None
+        if problem is not None:
+            raise CheckpointMismatchError(f"{what} has unusable weights: {problem}")
+        return theirs
+
     def to_ours(self, theirs: Mapping[str, Tensor], reference: Mapping[str, Tensor]) -> StateDict:
         """Checkpoint state dict -> attnlab state dict, checked against ``reference`` (ours, may be meta)."""
         what = f"the {self.name} state dict"
-        theirs = {k: v for k, v in theirs.items() if not any(re.search(p, k) for p in self.ignore)}
-        check_keys_and_shapes(theirs, self.expected_theirs(reference), what=what, optional=set(self.theirs_tied))
+        theirs = self.check_layout(theirs, reference, values=True)
         theirs = self._drop_aliases(theirs, self.theirs_tied, what)
         out = self._apply(theirs, to_ours=True)
         for alias, source in self.ours_tied.items():

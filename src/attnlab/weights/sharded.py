@@ -13,7 +13,6 @@ optimizer pieces it holds.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from attnlab.weights.checkpoint import (
     _swap,
     _write_json,
     resolve_checkpoint,
+    write_failure,
 )
 
 
@@ -71,8 +71,8 @@ def save_sharded_checkpoint(
     if main:
         try:
             _prepare_destination(target, tmp)
-        except (CheckpointError, OSError) as exc:
-            problem[0] = str(exc)
+        except Exception as exc:
+            problem[0] = str(write_failure(target, tmp, exc))
     dist.broadcast_object_list(problem, src=0)
     if problem[0]:
         raise CheckpointError(problem[0])
@@ -88,7 +88,12 @@ def save_sharded_checkpoint(
                 flat[f"{_OPTIMIZER_PREFIX}{fqn}.{key}"] = value
             else:
                 plain.setdefault(fqn, {})[key] = value
-    dcp_save(flat, storage_writer=HuggingFaceStorageWriter(str(tmp / SHARDED_DIR), save_distributed=True))
+    try:  # DCP gathers every rank's write result, so a failure on any rank raises on all of them
+        dcp_save(flat, storage_writer=HuggingFaceStorageWriter(str(tmp / SHARDED_DIR), save_distributed=True))
+    except Exception as exc:
+        if main:
+            raise write_failure(target, tmp, exc) from exc
+        raise CheckpointError(f"could not write checkpoint {target} ({exc})") from exc
     dist.barrier()
     if main:
         try:
@@ -108,9 +113,8 @@ def save_sharded_checkpoint(
             _write_json(tmp / MARKER_FILE, MARKER)
             _fsync_tree(tmp)
             _swap(tmp, target)
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            problem[0] = f"could not write checkpoint {target} ({exc.strerror or exc})"
+        except Exception as exc:  # safetensors' SafetensorError is no OSError: catch what writers raise
+            problem[0] = str(write_failure(target, tmp, exc))
     dist.broadcast_object_list(problem, src=0)
     if problem[0]:
         raise CheckpointError(problem[0])
