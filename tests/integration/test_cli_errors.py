@@ -110,7 +110,7 @@ CASES = [
     (["export", "{p}/ckpt", "{p}/file"], 2, "is a file"),
     ([*G[:2], "--checkpoint", "{p}/listcfg"], 1, "listcfg/config.json: expected a JSON object of config fields, found list"),
     (["export", "{p}/listcfg", "{p}/x"], 1, "config.json: expected a JSON object of config fields, found list"),
-    ([*T, "--set", "d_model=100000"], 2, "the model has about 160,424,300,000 parameters, 2,566.8 GB with their "
+    ([*T, "--set", "d_model=100000"], 2, "the model has about 160,423,400,000 parameters, 2,566.8 GB with their "
                                          "gradients and AdamW moments in float32, more than the "),
     ([*T, "--set", "d_model=100000"], 2, " GB of memory here; try --set d_model="),
     (["export", "{p}/ckpt", "{p}/noopt/last"], 2, "resumable checkpoint"),
