@@ -14,7 +14,6 @@ noise turning into structure.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import threading
@@ -30,7 +29,7 @@ from attnlab.inspect import run_with_cache
 from attnlab.inspect.roles import detect_roles
 from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError, PayloadError
-from attnlab.web.models import get_model, model_input, self_attention_stack, tokenize
+from attnlab.web.models import get_model, model_copy, model_input, on_unload, self_attention_stack, tokenize
 from attnlab.weights.checkpoint import CheckpointError, load_weights
 
 SENTENCE = "ROMEO: But soft, what light through yonder window breaks?"
@@ -155,7 +154,7 @@ def _sentence(loaded: cat.LoadedModel) -> str:
 def _snapshot_model(loaded: cat.LoadedModel, step: int, path: Path) -> nn.Module:
     key = (loaded.name, step, str(model_device(loaded.model)))
     if key not in _SNAPSHOT_MODELS:
-        model = copy.deepcopy(loaded.model)  # on the loaded model's device; load_weights copies into it
+        model = model_copy(loaded)  # under the model's lock, on its device; load_weights copies into it
         try:
             load_weights(model, path)
         except CheckpointError as exc:
@@ -164,6 +163,15 @@ def _snapshot_model(loaded: cat.LoadedModel, step: int, path: Path) -> nn.Module
             _SNAPSHOT_MODELS.pop(next(iter(_SNAPSHOT_MODELS)))
         _SNAPSHOT_MODELS[key] = model.eval()
     return _SNAPSHOT_MODELS[key]
+
+
+def _forget_snapshots(name: str) -> None:
+    with _LOCK:
+        for key in [k for k in _SNAPSHOT_MODELS if k[0] == name]:
+            del _SNAPSHOT_MODELS[key]
+
+
+on_unload(_forget_snapshots)  # the snapshot copies go with the model
 
 
 def attention_at(req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse:
