@@ -185,7 +185,8 @@ BUILTIN: tuple[ModelInfo, ...] = (
 _REGISTRY: dict[str, ModelInfo] = {info.name: info for info in BUILTIN}
 _LOADED: dict[str, LoadedModel] = {}
 _ON_DEVICE: dict[tuple[str, str], LoadedModel] = {}  # (name, "cuda:0") -> a copy of _LOADED[name] there
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()  # guards the dictionaries above; held only for dictionary work, never for a load
+_LOAD_LOCKS: dict[str, threading.Lock] = {}  # one per name: a load blocks only those waiting for that model
 
 
 def register(info: ModelInfo) -> None:
@@ -203,7 +204,8 @@ def _drop_copies(name: str) -> None:
 
 def catalog() -> list[ModelInfo]:
     """Every known model, bundled or installable (imports no loader)."""
-    return list(_REGISTRY.values())
+    with _LOCK:
+        return list(_REGISTRY.values())
 
 
 def is_loaded(name: str) -> bool:
@@ -215,12 +217,13 @@ def unload(name: str) -> bool:
     """Forget the loaded ``name`` (its memory is freed once no caller holds it); whether it was loaded.
 
     A pretrained model's module keeps the same model for its own functions (``minilm.embed``); that
-    copy is released too.
+    copy is released too. Waits for a load of ``name`` in progress (not for loads of other models).
     """
-    with _LOCK:
-        loaded = _LOADED.pop(name, None)
-        _drop_copies(name)
-        info = _REGISTRY.get(name)
+    with _load_lock(name):
+        with _LOCK:
+            loaded = _LOADED.pop(name, None)
+            _drop_copies(name)
+            info = _REGISTRY.get(name)
         if loaded is not None and info is not None and info.release is not None:
             info.release()
     return loaded is not None
@@ -233,6 +236,9 @@ def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
     ``cuda``, ``cuda:N`` or ``mps`` (``attnlab.device.resolve_device``); any other device gets a copy of
     the CPU model moved there, loaded once per device and cached beside it.
 
+    Thread-safe: each model loads once even when asked for by several threads, and a model being
+    loaded never delays ``load`` of another one (or of one already loaded).
+
     Raises ``KeyError`` for an unknown name (the message lists the known ones),
     ``ModelUnavailableError`` when its files are not installed (the message says what to install) and
     ``attnlab.device.DeviceError`` for a device this machine does not have.
@@ -243,23 +249,40 @@ def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
     loaded = _load_cpu(name)
     if target.type == "cpu":
         return loaded
-    with _LOCK:
-        key = (name, str(target))
+    key = (name, str(target))
+    with _load_lock(name):
         if key not in _ON_DEVICE:
-            _ON_DEVICE[key] = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model).to(target))
+            moved = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model).to(target))
+            with _LOCK:
+                if _LOADED.get(name) is loaded:  # not unloaded or replaced meanwhile
+                    _ON_DEVICE[key] = moved
+            return moved
         return _ON_DEVICE[key]
 
 
-def _load_cpu(name: str) -> LoadedModel:
+def _load_lock(name: str) -> threading.Lock:
     with _LOCK:
-        if name not in _LOADED:
+        return _LOAD_LOCKS.setdefault(name, threading.Lock())
+
+
+def _load_cpu(name: str) -> LoadedModel:
+    loaded = _LOADED.get(name)
+    if loaded is not None:  # the common case: no lock at all
+        return loaded
+    with _load_lock(name):
+        with _LOCK:
+            if name in _LOADED:
+                return _LOADED[name]
             info = _REGISTRY[name]
-            if not info.available:
-                raise ModelUnavailableError(
-                    f"model {name!r} is not installed; its files come from {info.source}. "
-                    f"Install them with: {info.install_hint}"
-                )
-            loaded = info.loader()
-            loaded.model.eval()
+        if not info.available:
+            raise ModelUnavailableError(
+                f"model {name!r} is not installed; its files come from {info.source}. "
+                f"Install them with: {info.install_hint}"
+            )
+        loaded = info.loader()
+        loaded.model.eval()
+        with _LOCK:
+            if _REGISTRY.get(name) is not info:  # re-registered while loading: that load is stale
+                return loaded
             _LOADED[name] = loaded
-        return _LOADED[name]
+        return loaded
