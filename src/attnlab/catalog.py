@@ -12,7 +12,10 @@ the web app and the CLI share them. ``load(name, device="cuda")`` returns a cach
 from __future__ import annotations
 
 import copy
+import ctypes
 import dataclasses
+import functools
+import gc
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +29,8 @@ from attnlab.models.config import TransformerConfig
 from attnlab.tokenizers.base import Tokenizer
 
 __all__ = [
-    "LoadedModel", "ModelInfo", "ModelUnavailableError", "catalog", "is_loaded", "load", "register", "unload",
+    "LoadedModel", "ModelInfo", "ModelUnavailableError", "catalog", "is_loaded", "load", "register",
+    "release_memory", "unload",
 ]
 
 
@@ -218,6 +222,7 @@ def unload(name: str) -> bool:
 
     A pretrained model's module keeps the same model for its own functions (``minilm.embed``); that
     copy is released too. Waits for a load of ``name`` in progress (not for loads of other models).
+    Memory the model held goes back to the system (``release_memory``) when nothing else holds it.
     """
     with _load_lock(name):
         with _LOCK:
@@ -226,7 +231,29 @@ def unload(name: str) -> bool:
             info = _REGISTRY.get(name)
         if loaded is not None and info is not None and info.release is not None:
             info.release()
-    return loaded is not None
+    if loaded is None:
+        return False
+    del loaded
+    release_memory()
+    return True
+
+
+def release_memory() -> bool:
+    """Collect unreachable objects, then, with glibc's allocator, hand the freed heap memory back to the
+    system (``malloc_trim(0)``): glibc otherwise keeps the freed memory of many mid-size tensors in its
+    heaps, so the process's resident size stays where the largest model took it. Whether memory was
+    trimmed (False on other C libraries, where only the collection runs)."""
+    gc.collect()
+    trim = _malloc_trim()
+    return bool(trim is not None and trim(0))
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:  # the symbols already loaded into this process: glibc's when Python runs on it
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (OSError, TypeError):  # TypeError: Windows has no process-wide symbol table for CDLL(None)
+        return None
 
 
 def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:

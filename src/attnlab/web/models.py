@@ -118,10 +118,9 @@ def unload_model(name: str) -> bool:
 
 
 def _drop(name: str) -> bool:
-    was_loaded = cat.unload(name)
-    for forget in _FORGET:
+    for forget in _FORGET:  # first the copies, so that unloading gives their memory back too
         forget(name)
-    return was_loaded
+    return cat.unload(name)
 
 
 def is_large(loaded: cat.LoadedModel) -> bool:
