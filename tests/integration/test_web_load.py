@@ -300,6 +300,35 @@ def test_a_full_heavy_queue_is_a_503_with_retry_after(app, base: str, monkeypatc
     web_models.unload_model("gated-forward")
 
 
+def test_long_requests_leave_a_slot_for_the_short_views(base: str) -> None:
+    """Two Why requests stuck on a slow model (as 30 abandoned SmolLM2 ones were): a short view still answers."""
+    gate = threading.Event()
+    slow = _SlowDecoder(gate=gate)
+    cat.register(_entry("gated-why", lambda info: _decoder(info, slow.eval())))
+    web_models.load_model("gated-why")
+    body = {"model": "gated-why", "text": "hello", "layer": 0, "head": 0}
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            whys = [pool.submit(_post, base, "/api/why", body) for _ in range(2)]
+            deadline = time.monotonic() + 60
+            while slow.calls < 1:  # the first is inside the model
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            time.sleep(0.5)  # and the second has reached the server
+            answers: dict[str, httpx.Response] = {}
+            short = threading.Thread(target=lambda: answers.update(
+                r=_post(base, "/api/attention", {"model": "demo-decoder", "text": "hello"})))
+            short.start()
+            short.join(30)  # generous: it answers in milliseconds; blocked, it would wait for the gate
+            answered_while_the_whys_were_stuck = not short.is_alive() and not gate.is_set()
+        finally:
+            gate.set()
+        assert [f.result().status_code for f in whys] == [200, 200]
+    short.join(60)
+    assert answered_while_the_whys_were_stuck and answers["r"].status_code == 200
+    web_models.unload_model("gated-why")
+
+
 # --- issue 23 item 8: unloading gives the memory back to the system --------------------------------------------
 
 _PINS: list[torch.Tensor] = []  # small tensors made during the load and kept: the fragmentation a real load leaves

@@ -1,8 +1,9 @@
 """The walkthrough's web server: JSON routes over the payload builders, and the static front-end.
 
 Heavy work (forward passes) runs in worker threads, at most ``HEAVY_CONCURRENCY`` at a time, so the
-event loop keeps answering; at most ``HEAVY_QUEUE`` more wait (one more is a 503 with ``Retry-After``),
-and a waiting request whose client disconnected is dropped (``attnlab.web.heavy``). The static route serves only the files that exist in ``static/`` when
+event loop keeps answering, and at most one of them a long one (Why, generation, translation), so the
+short views always have a slot; at most ``HEAVY_QUEUE`` more wait (one more is a 503 with
+``Retry-After``), and a waiting request whose client disconnected is dropped (``attnlab.web.heavy``). The static route serves only the files that exist in ``static/`` when
 the app starts, looked up by exact name, so no path can reach outside that folder.
 
 **No input is a 5xx, and the schema says what the server does.** Three places, generic for any
@@ -177,9 +178,10 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     _install_error_handlers(app)
     static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in _TYPES}
     app.state.heavy = queue = HeavyQueue(HEAVY_CONCURRENCY, HEAVY_QUEUE)
+    long_routes = {why_.why, generation.generate, translation.translate}  # seconds on a large model: one slot
 
     async def heavy(request: Request, fn: Callable[[Any], T], arg: Any) -> T:
-        return await queue.run(request, fn, arg)
+        return await queue.run(request, fn, arg, long=fn in long_routes)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

@@ -1,7 +1,9 @@
 """The queue of heavy requests (forward passes): a few run at once, a bounded number wait, and the work
 of a client that went away is dropped.
 
-- At most ``slots`` run at a time, each in a worker thread, so the event loop keeps answering.
+- At most ``slots`` run at a time, each in a worker thread, so the event loop keeps answering; of
+  them at most ``slots - 1`` are *long* (``long=True``: the Why view, generation, translation, which
+  take seconds on a large model), so one slot is always left for the short views.
 - At most ``max_waiting`` wait for a slot; one more is refused at once with ``QueueFullError`` (the app
   answers 503 with a ``Retry-After`` header) instead of waiting behind work nobody may still want.
 - While a request waits, the queue checks every ``poll_s`` seconds whether its client disconnected
@@ -58,22 +60,31 @@ class HeavyQueue:
 
     def __init__(self, slots: int, max_waiting: int, *, poll_s: float = 0.1, retry_after: int = 2) -> None:
         self.slots, self.max_waiting, self.poll_s, self.retry_after = slots, max_waiting, poll_s, retry_after
-        self._limiter: anyio.CapacityLimiter | None = None  # made on first use, inside the event loop
+        self._limiters: tuple[anyio.CapacityLimiter, anyio.CapacityLimiter] | None = None  # made in the event loop
         self.waiting = self.running = self.started = self.dropped = self.refused = 0
 
-    async def run(self, request: Request, fn: Callable[[Any], T], arg: Any) -> T:
+    async def run(self, request: Request, fn: Callable[[Any], T], arg: Any, *, long: bool = False) -> T:
+        """``fn(arg)`` in a worker thread once a slot is free (``long``: and a long slot); raises
+        ``QueueFullError`` when ``max_waiting`` requests already wait, ``Abandoned`` when the client leaves
+        while this one waits."""
         if self.waiting >= self.max_waiting:
             self.refused += 1
             raise QueueFullError(self.waiting, self.retry_after)
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.slots)
-        limiter = self._limiter
+        if self._limiters is None:
+            self._limiters = (anyio.CapacityLimiter(self.slots), anyio.CapacityLimiter(max(1, self.slots - 1)))
+        limiter, long_limiter = self._limiters
         self.waiting += 1
+        held: list[anyio.CapacityLimiter] = []
         try:
-            got = await self._acquire(request, limiter)
+            for needed in ((long_limiter, limiter) if long else (limiter,)):
+                if not await self._acquire(request, needed):
+                    break
+                held.append(needed)
         finally:
             self.waiting -= 1
-        if not got:
+        if len(held) < (2 if long else 1):
+            for taken in held:
+                taken.release()
             self.dropped += 1
             raise Abandoned("the client disconnected while its request waited")
         cancel = threading.Event()
@@ -93,7 +104,8 @@ class HeavyQueue:
                 group.cancel_scope.cancel()
         finally:
             self.running -= 1
-            limiter.release()
+            for taken in held:
+                taken.release()
         if error:
             raise error[0]
         return result[0]
