@@ -77,12 +77,17 @@ class HeavyQueue:
         held: list[anyio.CapacityLimiter] = []
         try:
             for needed in ((long_limiter, limiter) if long else (limiter,)):
-                if not await self._acquire(request, needed):
+                if await request.is_disconnected() or not await self._acquire(request, needed):
                     break
                 held.append(needed)
+            gone = len(held) < (2 if long else 1) or await request.is_disconnected()  # a free slot is no reason to run
+        except BaseException:  # cancelled (the server stops): give back what was taken
+            for taken in held:
+                taken.release()
+            raise
         finally:
             self.waiting -= 1
-        if len(held) < (2 if long else 1):
+        if gone:
             for taken in held:
                 taken.release()
             self.dropped += 1
