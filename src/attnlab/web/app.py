@@ -3,8 +3,9 @@
 Heavy work (forward passes) runs in worker threads, at most ``HEAVY_CONCURRENCY`` at a time, so the
 event loop keeps answering, and at most one of them a long one (Why, generation, translation), so the
 short views always have a slot; at most ``HEAVY_QUEUE`` more wait (one more is a 503 with
-``Retry-After``), and a waiting request whose client disconnected is dropped (``attnlab.web.heavy``). The static route serves only the files that exist in ``static/`` when
-the app starts, looked up by exact name, so no path can reach outside that folder.
+``Retry-After``), and a waiting request whose client disconnected is dropped (``attnlab.web.heavy``).
+The static route serves only the files that exist in ``static/`` when the app starts, looked up by
+exact name, so no path can reach outside that folder.
 
 **No input is a 5xx, and the schema says what the server does.** Three places, generic for any
 route, keep that true (a new route follows the same pattern and needs nothing else):

@@ -59,7 +59,6 @@ def bind(host: str, port: int) -> socket.socket:
             raise ServeError(f"port {port} on {host} is already in use (another server?); stop it or choose "
                              "another with --port") from None
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.set_inheritable(True)
     return sock
 
 
