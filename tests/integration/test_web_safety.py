@@ -491,3 +491,21 @@ def test_a_busy_port_is_one_error_line_before_any_url(tmp_path: Path) -> None:
     assert errors == [f"error: port {port} on 127.0.0.1 is already in use (another server?); stop it or choose "
                       "another with --port"], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_deeply_nested_metrics_line_is_skipped_by_the_timeline(client: TestClient, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from attnlab.web import timeline
+    from attnlab.web.demo import DEMO_SENTENCE, write_demo_timeline
+
+    write_demo_timeline(tmp_path, steps=(0, 2))
+    with (tmp_path / "metrics.jsonl").open("a") as log:
+        log.write("[" * 100_000 + "]" * 100_000 + "\n" + '{"step": 3, "loss": 1' + "0" * 400 + "}\n"
+                  '{"step": 4, "loss": NaN}\n{"step": 5, "loss": Infinity}\n{"step": 1e400, "loss": 1}\n'
+                  '{"step": true, "loss": 1}\n{"step": 6, "loss": 0.5}\n')
+    monkeypatch.setitem(timeline._DIRS, "demo-decoder", tmp_path)
+    monkeypatch.setitem(timeline._SENTENCES, "demo-decoder", DEMO_SENTENCE)
+    r = client.get("/api/timeline", params={"model": "demo-decoder"})
+    assert r.status_code == 200, r.text
+    assert [(p["step"], p["value"]) for p in r.json()["curve"]][-1] == (6, 0.5)  # the readable rows, and only those
+    assert [p["step"] for p in r.json()["curve"]] == [0, 1, 2, 6]

@@ -15,6 +15,7 @@ noise turning into structure.
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from importlib import resources
@@ -87,14 +88,26 @@ def _curve(model: str) -> list[s.LossPoint]:
         for line in path.read_text().splitlines():
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON, or nested past the parser's recursion limit
                 continue
-            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            step = row.get("step") if isinstance(row, dict) else None
+            if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 2**63:
                 continue
             for key, value in row.items():
-                if "loss" in key and isinstance(value, int | float):
-                    points.append(s.LossPoint(step=row["step"], value=float(value), series=key))
+                if "loss" in key and _finite(value) is not None:
+                    points.append(s.LossPoint(step=step, value=_finite(value), series=key))
     return points
+
+
+def _finite(value: object) -> float | None:
+    """``value`` as a finite float, else None (a string, a bool, NaN, infinity, an integer past float range)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def timeline(model: str) -> s.TimelineResponse:
