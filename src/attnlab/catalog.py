@@ -278,13 +278,15 @@ def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
         return loaded
     key = (name, str(target))
     with _load_lock(name):
-        if key not in _ON_DEVICE:
-            moved = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model).to(target))
-            with _LOCK:
-                if _LOADED.get(name) is loaded:  # not unloaded or replaced meanwhile
-                    _ON_DEVICE[key] = moved
-            return moved
-        return _ON_DEVICE[key]
+        with _LOCK:
+            found = _ON_DEVICE.get(key)
+        if found is not None:
+            return found
+        moved = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model).to(target))
+        with _LOCK:
+            if _LOADED.get(name) is loaded:  # not unloaded or replaced meanwhile
+                _ON_DEVICE[key] = moved
+        return moved
 
 
 def _load_lock(name: str) -> threading.Lock:
