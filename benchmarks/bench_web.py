@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import threading
 import time
 
 import httpx
 import torch
-import uvicorn
 
 from attnlab.web.app import create_app
+from attnlab.web.serve import serve_in_thread
 
 SENTENCE = "John gave the book to Sarah because she liked it"
 
@@ -34,18 +32,6 @@ def percentile(values: list[float], q: float) -> float:
     k = (len(ordered) - 1) * q
     lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def serve() -> tuple[uvicorn.Server, threading.Thread, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 def attention_latency(base: str, model: str, n: int, warmup: int) -> dict:
@@ -97,13 +83,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads, as `attnlab serve --threads` (default 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    server, thread, base = serve()
-    try:
+    with serve_in_thread(create_app()) as base:
         result = {"attention": attention_latency(base, args.model, args.requests, args.warmup),
                   "page_load": page_load(base, args.loads)}
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
     a, pl = result["attention"], result["page_load"]
     print(f"attention route, {a['model']}, {a['tokens']} tokens, {a['requests']} sequential requests: "
           f"p50 {a['p50_ms']:.1f} ms, p95 {a['p95_ms']:.1f} ms ({a['response_kb']:.0f} KB JSON)")

@@ -12,7 +12,10 @@ the web app and the CLI share them. ``load(name, device="cuda")`` returns a cach
 from __future__ import annotations
 
 import copy
+import ctypes
 import dataclasses
+import functools
+import gc
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +30,8 @@ from attnlab.quantize import release_quantized
 from attnlab.tokenizers.base import Tokenizer
 
 __all__ = [
-    "LoadedModel", "ModelInfo", "ModelUnavailableError", "catalog", "is_loaded", "load", "register", "unload",
+    "LoadedModel", "ModelInfo", "ModelUnavailableError", "catalog", "is_loaded", "load", "register",
+    "release_memory", "unload",
 ]
 
 
@@ -193,7 +197,8 @@ BUILTIN: tuple[ModelInfo, ...] = (
 _REGISTRY: dict[str, ModelInfo] = {info.name: info for info in BUILTIN}
 _LOADED: dict[str, LoadedModel] = {}
 _ON_DEVICE: dict[tuple[str, str], LoadedModel] = {}  # (name, "cuda:0") -> a copy of _LOADED[name] there
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()  # guards the dictionaries above; held only for dictionary work, never for a load
+_LOAD_LOCKS: dict[str, threading.Lock] = {}  # one per name: a load blocks only those waiting for that model
 
 
 def register(info: ModelInfo) -> None:
@@ -213,7 +218,8 @@ def _drop_copies(loaded: LoadedModel | None, name: str) -> None:
 
 def catalog() -> list[ModelInfo]:
     """Every known model, bundled or installable (imports no loader)."""
-    return list(_REGISTRY.values())
+    with _LOCK:
+        return list(_REGISTRY.values())
 
 
 def is_loaded(name: str) -> bool:
@@ -226,14 +232,39 @@ def unload(name: str) -> bool:
 
     A pretrained model's module keeps the same model for its own functions (``minilm.embed``); that
     copy is released too, and so are its cached quantized copies (``attnlab.load(name, quantize=...)``).
+    Waits for a load of ``name`` in progress (not for loads of other models). Memory the model held goes
+    back to the system (``release_memory``) when nothing else holds it.
     """
-    with _LOCK:
-        loaded = _LOADED.pop(name, None)
-        _drop_copies(loaded, name)
-        info = _REGISTRY.get(name)
+    with _load_lock(name):
+        with _LOCK:
+            loaded = _LOADED.pop(name, None)
+            _drop_copies(loaded, name)
+            info = _REGISTRY.get(name)
         if loaded is not None and info is not None and info.release is not None:
             info.release()
-    return loaded is not None
+    if loaded is None:
+        return False
+    del loaded
+    release_memory()
+    return True
+
+
+def release_memory() -> bool:
+    """Collect unreachable objects, then, with glibc's allocator, hand the freed heap memory back to the
+    system (``malloc_trim(0)``): glibc otherwise keeps the freed memory of many mid-size tensors in its
+    heaps, so the process's resident size stays where the largest model took it. Whether memory was
+    trimmed (False on other C libraries, where only the collection runs)."""
+    gc.collect()
+    trim = _malloc_trim()
+    return bool(trim is not None and trim(0))
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:  # the symbols already loaded into this process: glibc's when Python runs on it
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (OSError, TypeError):  # TypeError: Windows has no process-wide symbol table for CDLL(None)
+        return None
 
 
 def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
@@ -242,6 +273,9 @@ def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
     ``device``: ``cpu`` (the default: the model the web app and the walkthrough share), ``auto``,
     ``cuda``, ``cuda:N`` or ``mps`` (``attnlab.device.resolve_device``); any other device gets a copy of
     the CPU model moved there, loaded once per device and cached beside it.
+
+    Thread-safe: each model loads once even when asked for by several threads, and a model being
+    loaded never delays ``load`` of another one (or of one already loaded).
 
     Raises ``KeyError`` for an unknown name (the message lists the known ones),
     ``ModelUnavailableError`` when its files are not installed (the message says what to install) and
@@ -253,23 +287,42 @@ def load(name: str, device: str | torch.device = "cpu") -> LoadedModel:
     loaded = _load_cpu(name)
     if target.type == "cpu":
         return loaded
+    key = (name, str(target))
+    with _load_lock(name):
+        with _LOCK:
+            found = _ON_DEVICE.get(key)
+        if found is not None:
+            return found
+        moved = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model).to(target))
+        with _LOCK:
+            if _LOADED.get(name) is loaded:  # not unloaded or replaced meanwhile
+                _ON_DEVICE[key] = moved
+        return moved
+
+
+def _load_lock(name: str) -> threading.Lock:
     with _LOCK:
-        key = (name, str(target))
-        if key not in _ON_DEVICE:
-            _ON_DEVICE[key] = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model).to(target))
-        return _ON_DEVICE[key]
+        return _LOAD_LOCKS.setdefault(name, threading.Lock())
 
 
 def _load_cpu(name: str) -> LoadedModel:
-    with _LOCK:
-        if name not in _LOADED:
+    loaded = _LOADED.get(name)
+    if loaded is not None:  # the common case: no lock at all
+        return loaded
+    with _load_lock(name):
+        with _LOCK:
+            if name in _LOADED:
+                return _LOADED[name]
             info = _REGISTRY[name]
-            if not info.available:
-                raise ModelUnavailableError(
-                    f"model {name!r} is not installed; its files come from {info.source}. "
-                    f"Install them with: {info.install_hint}"
-                )
-            loaded = info.loader()
-            loaded.model.eval()
+        if not info.available:
+            raise ModelUnavailableError(
+                f"model {name!r} is not installed; its files come from {info.source}. "
+                f"Install them with: {info.install_hint}"
+            )
+        loaded = info.loader()
+        loaded.model.eval()
+        with _LOCK:
+            if _REGISTRY.get(name) is not info:  # re-registered while loading: that load is stale
+                return loaded
             _LOADED[name] = loaded
-        return _LOADED[name]
+        return loaded

@@ -99,3 +99,19 @@ def test_bench_quantized_smoke() -> None:
         assert decoding["tokens_per_s"]["llama_cpp_q4_1"] > 0
     else:  # it says how to install it
         assert "llama" in decoding["llama_cpp"] and "llama_cpp_q4_1" not in decoding["tokens_per_s"]
+
+
+def test_bench_load_smoke() -> None:
+    """The load benchmark's three shapes end to end, on the bundled models (3 clients, 3 s per shape)."""
+    result = run("bench_load.py", "--clients", "3", "--seconds", "3", "--per-client", "2", "--give-up", "0.5",
+                 "--fast-model", "shakespeare-char", "--decoder", "shakespeare-char", "--why-model", "shakespeare-char",
+                 "--heavy-model", "bible-bpe")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    shapes = {row["shape"] for row in report["rows"]}
+    assert shapes == {"mixed", "abandoned flood", "model loading"}
+    assert all(not row["not_200"] for row in report["rows"])  # no 4xx/5xx; giving up is counted apart
+    assert report["load"]["load_status"] == 200 and report["clients"] == 3
+    assert set(report["rss_mb"]) == {"start", "models_loaded", "peak", "after_unloading_all"}
+    queue = report["heavy_queue"]
+    assert queue["started"] >= 1 and queue["refused"] == 0

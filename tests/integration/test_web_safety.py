@@ -330,3 +330,184 @@ def test_unloading_frees_the_models_memory(client: TestClient) -> None:
     client.delete("/api/models/demo-encoder")
     gc.collect()
     assert ref() is None  # nothing else (the position-free copy included) holds it
+
+
+# --- issue 23 items 5 and 9: deep nesting, 500s, results files, repeated headers -------------------------------
+
+
+@pytest.mark.parametrize("depth", [33, 900, 1000, 2000])
+def test_deeply_nested_bodies_are_422_on_every_post_route(app, client: TestClient, depth: int) -> None:
+    for path in _post_routes(app):
+        for deep in ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth):
+            body = json.dumps(VALID[path])[:-1] + (", " if VALID[path] else "") + f'"extra": {deep}}}'
+            for kind in ("application/json", "application/vnd.api+json"):
+                r = _raw(client, path, body.encode(), **{"content-type": kind})
+                assert r.status_code == 422, (path, depth, kind, r.text[:200])
+                assert f"nests {depth + 1} levels deep; the limit is 32" in r.json()["detail"]
+                assert r.headers["content-security-policy"] == CSP
+    # brackets inside strings are text, not nesting
+    r = client.post("/api/attention", json={"model": "demo-decoder", "text": "[[[[" * 40 + '\\"{{'})
+    assert r.status_code == 422 and "limit is" in r.json()["detail"] and "nests" not in r.json()["detail"]
+
+
+def test_an_unexpected_error_is_a_500_with_the_security_headers_and_the_error_body(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from attnlab.web import payloads
+
+    app = create_app(experiments_dir=tmp_path)
+    monkeypatch.setattr(payloads, "attention", lambda req: 1 / 0)
+    client = TestClient(app, base_url=LOCAL, raise_server_exceptions=False)
+    for r in (client.post("/api/attention", json=VALID["/api/attention"]),):
+        assert r.status_code == 500
+        assert r.json() == {"detail": "the server failed on this request (its log says why)", "errors": []}
+        assert r.headers["content-security-policy"] == CSP and r.headers["x-frame-options"] == "DENY"
+        assert r.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize(("name", "values"), [
+    ("origin", ["http://evil.example", LOCAL]), ("origin", [LOCAL, "http://evil.example"]),
+    ("content-type", ["text/plain", "application/json"]), ("content-type", ["application/json", "text/plain"]),
+    ("host", ["evil.example", "127.0.0.1"]), ("host", ["127.0.0.1", "127.0.0.1"]),
+    ("sec-fetch-site", ["cross-site", "same-origin"]), ("referer", ["http://evil.example/", LOCAL + "/"]),
+])
+def test_a_repeated_security_header_is_refused(app, name: str, values: list[str]) -> None:
+    """With two ``Origin`` headers the guard read the last and FastAPI the first: an evil first one passed."""
+    cat.unload("demo-decoder")
+    headers = [("host", "127.0.0.1"), ("content-type", "application/json")]
+    headers = [h for h in headers if h[0] != name] + [(name, v) for v in values]
+    scope_headers = [(k.encode(), v.encode()) for k, v in headers] + [(b"content-length", b"2")]
+    status, body, sent = _asgi(app, "POST", "/api/models/demo-decoder/load", scope_headers, b"{}")
+    assert status == 400, body
+    assert json.loads(body)["detail"] == f"the request repeats the {name!r} header; send it once"
+    assert (b"content-security-policy", CSP.encode()) in sent
+    assert not cat.is_loaded("demo-decoder")  # the request changed nothing
+
+
+def test_repeated_harmless_headers_are_still_served(app) -> None:
+    headers = [(b"host", b"127.0.0.1"), (b"accept", b"text/html"), (b"accept", b"application/json")]
+    assert _asgi(app, "GET", "/api/models", headers, b"")[0] == 200
+
+
+def _asgi(app, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, bytes, list]:
+    """One request straight through the ASGI interface, headers exactly as given (repeats included)."""
+    import anyio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80)}
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    out: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        out.append(message)
+
+    async def main() -> None:
+        async with app.router.lifespan_context(app):
+            await app(scope, receive, send)
+
+    anyio.run(main)
+    start = next(m for m in out if m["type"] == "http.response.start")
+    return start["status"], b"".join(m.get("body", b"") for m in out if m["type"] == "http.response.body"), start["headers"]
+
+
+BAD_RESULTS = {
+    "huge-integer": '{"experiment": "scaling", "elapsed_s": 1' + "0" * 400 + "}",
+    "huge-integer-in-summary": '{"experiment": "scaling", "summary": [1' + "0" * 400 + "]}",
+    "deep-list": '{"experiment": "scaling", "summary": ' + "[" * 5000 + "]" * 5000 + "}",
+    "deep-object": '{"experiment": "scaling", "machine": ' + '{"a":' * 100 + "1" + "}" * 100 + "}",
+    "surrogate-title": '{"experiment": "scaling", "title": "\\ud800"}',
+    "surrogate-summary": '{"experiment": "scaling", "summary": ["ok \\udfff"]}',
+    "surrogate-key": '{"experiment": "scaling", "machine": {"\\udc00": "x"}}',
+    "surrogate-figure": '{"experiment": "scaling", "figures": ["\\ud800.png"]}',
+}
+
+
+@pytest.mark.parametrize("shape", sorted(BAD_RESULTS))
+def test_results_files_that_took_the_experiments_page_down_are_skipped_with_a_reason(tmp_path: Path, shape: str) -> None:
+    good = tmp_path / "positions"
+    finish("positions", "my run", "tiny", 0, time.perf_counter(), good, data={}, summary=["fine"], figures=[])
+    (tmp_path / shape).mkdir()
+    (tmp_path / shape / "results.json").write_text(BAD_RESULTS[shape])
+    r = TestClient(create_app(experiments_dir=tmp_path), base_url=LOCAL).get("/api/experiments")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    by = {e["name"]: e for e in body["experiments"]}
+    assert by["positions"]["results"][0]["summary"] == ["fine"]  # the good run is still shown
+    assert not any(res["id"].endswith(shape) for res in by["scaling"]["results"])
+    assert len(body["skipped"]) == 1 and body["skipped"][0].startswith(f"{shape}/results.json: ")
+    assert "1 result file skipped" in body["note"]
+
+
+def test_a_long_figure_name_is_no_figure_and_the_run_is_shown(tmp_path: Path) -> None:
+    run = tmp_path / "scaling"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"experiment": "scaling", "figures": ["x" * 300 + ".png", "a.png"],
+                                                  "summary": ["kept"]}))
+    (run / "a.png").write_bytes(b"\x89PNG")
+    r = TestClient(create_app(experiments_dir=tmp_path), base_url=LOCAL).get("/api/experiments")
+    assert r.status_code == 200, r.text
+    mine = next(e for e in r.json()["experiments"] if e["name"] == "scaling")["results"][0]
+    assert mine["summary"] == ["kept"] and [f["file"] for f in mine["figures"]] == ["a.png"]
+
+
+def test_a_fifo_named_results_json_is_skipped_without_waiting(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    good = tmp_path / "positions"
+    finish("positions", "my run", "tiny", 0, time.perf_counter(), good, data={}, summary=["fine"], figures=[])
+    (tmp_path / "pipe").mkdir()
+    os.mkfifo(tmp_path / "pipe" / "results.json")
+    answer: dict = {}
+    reader = threading.Thread(target=lambda: answer.update(
+        r=TestClient(create_app(experiments_dir=tmp_path), base_url=LOCAL).get("/api/experiments")), daemon=True)
+    reader.start()
+    reader.join(60)  # it answers at once; before, it waited for a writer that never comes
+    if reader.is_alive():  # unblock the stuck reader so that the test run can end
+        with open(tmp_path / "pipe" / "results.json", "w"):
+            pass
+        reader.join(10)
+        pytest.fail("reading a FIFO named results.json blocked the request")
+    body = answer["r"].json()
+    assert body["skipped"] == ["pipe/results.json: is not a regular file"]
+    assert {e["name"]: e for e in body["experiments"]}["positions"]["results"][0]["summary"] == ["fine"]
+
+
+def test_a_busy_port_is_one_error_line_before_any_url(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # another server holds the port
+        port = taken.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        done = subprocess.run([sys.executable, "-m", "attnlab", "serve", "--port", str(port)], capture_output=True,
+                              text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "http://" not in done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: port {port} on 127.0.0.1 is already in use (another server?); stop it or choose "
+                      "another with --port"], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_deeply_nested_metrics_line_is_skipped_by_the_timeline(client: TestClient, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from attnlab.web import timeline
+    from attnlab.web.demo import DEMO_SENTENCE, write_demo_timeline
+
+    write_demo_timeline(tmp_path, steps=(0, 2))
+    with (tmp_path / "metrics.jsonl").open("a") as log:
+        log.write("[" * 100_000 + "]" * 100_000 + "\n" + '{"step": 3, "loss": 1' + "0" * 400 + "}\n"
+                  '{"step": 4, "loss": NaN}\n{"step": 5, "loss": Infinity}\n{"step": 1e400, "loss": 1}\n'
+                  '{"step": true, "loss": 1}\n{"step": 6, "loss": 0.5}\n')
+    monkeypatch.setitem(timeline._DIRS, "demo-decoder", tmp_path)
+    monkeypatch.setitem(timeline._SENTENCES, "demo-decoder", DEMO_SENTENCE)
+    r = client.get("/api/timeline", params={"model": "demo-decoder"})
+    assert r.status_code == 200, r.text
+    assert [(p["step"], p["value"]) for p in r.json()["curve"]][-1] == (6, 0.5)  # the readable rows, and only those
+    assert [p["step"] for p in r.json()["curve"]] == [0, 1, 2, 6]

@@ -1,8 +1,11 @@
 """The walkthrough's web server: JSON routes over the payload builders, and the static front-end.
 
 Heavy work (forward passes) runs in worker threads, at most ``HEAVY_CONCURRENCY`` at a time, so the
-event loop keeps answering. The static route serves only the files that exist in ``static/`` when
-the app starts, looked up by exact name, so no path can reach outside that folder.
+event loop keeps answering, and at most one of them a long one (Why, generation, translation), so the
+short views always have a slot; at most ``HEAVY_QUEUE`` more wait (one more is a 503 with
+``Retry-After``), and a waiting request whose client disconnected is dropped (``attnlab.web.heavy``).
+The static route serves only the files that exist in ``static/`` when the app starts, looked up by
+exact name, so no path can reach outside that folder.
 
 **No input is a 5xx, and the schema says what the server does.** Three places, generic for any
 route, keep that true (a new route follows the same pattern and needs nothing else):
@@ -55,12 +58,14 @@ from attnlab.web import tour as tour_
 from attnlab.web import why as why_
 from attnlab.web.errors import NotFoundError, PayloadError
 from attnlab.web.guard import Guard, require_json
+from attnlab.web.heavy import Abandoned, HeavyQueue, QueueFullError
 from attnlab.web.models import default_model, load_model, view_defaults
 from attnlab.web.models import device as serve_device
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 16 * 1024
 HEAVY_CONCURRENCY = 2
+HEAVY_QUEUE = 32  # requests waiting for a heavy slot (30 open tabs fit); one more is a 503 with Retry-After
 
 _TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
           ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
@@ -78,7 +83,8 @@ ERRORS = {
     422: ("the body is not standard JSON, breaks the schema (`errors` lists the fields), or asks for what the "
           "chosen model does not have: a layer, head or token past its size, text over its token limit or "
           "with characters its tokenizer cannot encode, a model of the wrong family"),
-    503: "the model is known but its files are not installed (`detail` says what to install)",
+    503: ("the model is known but its files are not installed (`detail` says what to install), or the server is "
+          f"busy: {HEAVY_QUEUE} requests already wait for a worker (the `Retry-After` header says when to try again)"),
 }
 
 
@@ -134,6 +140,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         where = lambda row: ".".join(str(p) for p in row["loc"][1:]) or str(row["loc"][0] if row["loc"] else "request")  # noqa: E731
         return _error(422, "; ".join(f"{where(r)}: {r['msg']}" for r in rows) or "invalid request", rows)
 
+    @app.exception_handler(QueueFullError)
+    async def _busy(_: Request, exc: QueueFullError) -> JSONResponse:
+        return _error(503, str(exc), headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(Abandoned)
+    async def _abandoned(_: Request, exc: Abandoned) -> JSONResponse:  # nobody reads it: the client has gone
+        return _error(499, str(exc))
+
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:  # unknown path (404), method (405)...
         return _error(exc.status_code, str(exc.detail), headers=exc.headers)
@@ -165,12 +179,11 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     app.add_middleware(Guard, limit=MAX_BODY_BYTES, allowed_hosts=tuple(allowed_hosts))
     _install_error_handlers(app)
     static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in _TYPES}
-    limiter: dict[str, anyio.CapacityLimiter] = {}
+    app.state.heavy = queue = HeavyQueue(HEAVY_CONCURRENCY, HEAVY_QUEUE)
+    long_routes = {why_.why, generation.generate, translation.translate}  # seconds on a large model: one slot
 
-    async def heavy(fn: Callable[[Any], T], arg: Any) -> T:
-        if "heavy" not in limiter:
-            limiter["heavy"] = anyio.CapacityLimiter(HEAVY_CONCURRENCY)
-        return await anyio.to_thread.run_sync(fn, arg, limiter=limiter["heavy"])
+    async def heavy(request: Request, fn: Callable[[Any], T], arg: Any) -> T:
+        return await queue.run(request, fn, arg, long=fn in long_routes)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -222,8 +235,8 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
         return content.page(slug)
 
     @app.post("/api/attention", responses=errors(404, 503))
-    async def attention(req: s.TextRequest) -> s.AttentionResponse:
-        return await heavy(payloads.attention, req)
+    async def attention(request: Request, req: s.TextRequest) -> s.AttentionResponse:
+        return await heavy(request, payloads.attention, req)
 
     @app.get("/api/tour")
     async def tour_steps() -> s.TourResponse:
@@ -235,8 +248,8 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
         return await heavy(lambda k: tour_.step(k, runs_dir), n)
 
     @app.post("/api/heads/rank", responses=errors(404, 503))
-    async def rank_heads(req: s.FinderRequest) -> s.FinderResponse:
-        return await heavy(finder_.rank_heads, req)
+    async def rank_heads(request: Request, req: s.FinderRequest) -> s.FinderResponse:
+        return await heavy(request, finder_.rank_heads, req)
 
     @app.post("/api/ablation", responses=errors(404, 503))
     async def ablation(req: ablation_.AblationRequest) -> ablation_.AblationResponse:
@@ -244,40 +257,41 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
         return await heavy(ablation_.ablation, req)
 
     @app.post("/api/why", responses=errors(404, 503))
-    async def why(req: why_.WhyRequest) -> why_.WhyResponse:
-        return await heavy(why_.why, req)
+    async def why(request: Request, req: why_.WhyRequest) -> why_.WhyResponse:
+        return await heavy(request, why_.why, req)
 
     @app.post("/api/next-token", responses=errors(404, 503))
-    async def next_token(req: s.NextTokenRequest) -> s.NextTokenResponse:
-        return await heavy(sampling_.next_token, req)
+    async def next_token(request: Request, req: s.NextTokenRequest) -> s.NextTokenResponse:
+        return await heavy(request, sampling_.next_token, req)
 
     @app.post("/api/qkv", responses=errors(404, 503))
-    async def qkv(req: s.QKVRequest) -> s.QKVResponse:
-        return await heavy(payloads.qkv, req)
+    async def qkv(request: Request, req: s.QKVRequest) -> s.QKVResponse:
+        return await heavy(request, payloads.qkv, req)
 
     @app.post("/api/part", responses=errors(404, 503))
-    async def part(req: s.PartRequest) -> s.PartResponse:
-        return await heavy(payloads.part, req)
+    async def part(request: Request, req: s.PartRequest) -> s.PartResponse:
+        return await heavy(request, payloads.part, req)
 
     @app.post("/api/positions", responses=errors(404, 503))
-    async def positions(req: s.OrderRequest) -> s.PositionsResponse:
-        return await heavy(payloads.positions, req)
+    async def positions(request: Request, req: s.OrderRequest) -> s.PositionsResponse:
+        return await heavy(request, payloads.positions, req)
 
     @app.post("/api/generate", responses=errors(404, 503))
-    async def generate(req: s.GenerateRequest) -> s.GenerateResponse:
-        return await heavy(generation.generate, req)
+    async def generate(request: Request, req: s.GenerateRequest) -> s.GenerateResponse:
+        return await heavy(request, generation.generate, req)
 
     @app.get("/api/timeline", responses=errors(404, 503))
-    async def timeline_index(model: str = Query("bible-bpe", min_length=1, max_length=s.MAX_NAME)) -> s.TimelineResponse:
-        return await heavy(timeline.timeline, model)
+    async def timeline_index(request: Request, model: str = Query("bible-bpe", min_length=1, max_length=s.MAX_NAME)
+                             ) -> s.TimelineResponse:
+        return await heavy(request, timeline.timeline, model)
 
     @app.post("/api/timeline/attention", responses=errors(404, 503))
-    async def timeline_attention(req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse:
-        return await heavy(timeline.attention_at, req)
+    async def timeline_attention(request: Request, req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse:
+        return await heavy(request, timeline.attention_at, req)
 
     @app.post("/api/translate", responses=errors(404, 503))
-    async def translate(req: s.TranslateRequest) -> s.TranslateResponse:
-        return await heavy(translation.translate, req)
+    async def translate(request: Request, req: s.TranslateRequest) -> s.TranslateResponse:
+        return await heavy(request, translation.translate, req)
 
     @app.get("/api/experiments")
     async def experiments_index() -> s.ExperimentsResponse:

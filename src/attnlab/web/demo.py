@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import string
+import threading
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from attnlab.weights.checkpoint import save_checkpoint
 ALPHABET = string.printable[:95]  # digits, letters, punctuation, space
 DEMO_SENTENCE = "the cat sat on the mat. the dog sat on the log."
 _TRAINED: Path | None = None
+_SEEDED = threading.Lock()  # catalogue loads run in parallel now; a seeded build must not interleave with another
 
 
 def _config(family: str, positions: str = "learned", vocab_size: int = len(ALPHABET), **kw: object) -> TransformerConfig:
@@ -38,8 +40,9 @@ def _config(family: str, positions: str = "learned", vocab_size: int = len(ALPHA
 
 def _entry(name: str, family: str, build: type, config: TransformerConfig, seed: int) -> cat.ModelInfo:
     def loader() -> cat.LoadedModel:
-        torch.manual_seed(seed)
-        model = build(config).eval()
+        with _SEEDED, torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = build(config).eval()
         return cat.LoadedModel(name=name, model=model, tokenizer=CharTokenizer(ALPHABET), config=config, info=info)
 
     info = cat.ModelInfo(
@@ -62,8 +65,9 @@ def _translator_entry(seed: int = 4) -> cat.ModelInfo:
         tokenizer = BPETokenizer.train(_TRANSLATION_TEXT, vocab_size=320, min_frequency=1,
                                        special_tokens=TRANSLATION_SPECIALS)
         config = _config("encoder-decoder", "sinusoidal", vocab_size=tokenizer.vocab_size)
-        torch.manual_seed(seed)
-        model = EncoderDecoder(config).eval()
+        with _SEEDED, torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = EncoderDecoder(config).eval()
         return cat.LoadedModel(name="demo-translator", model=model, tokenizer=tokenizer, config=config, info=info)
 
     info = cat.ModelInfo(

@@ -12,7 +12,9 @@ Results come from two places, both read with ``attnlab.experiments.list_results`
 
 The page is shown run folders relative to their root (``runs/quick/scaling``) and the runs folder
 relative to the server's working folder (``shown_path``), never an absolute path. A results.json of
-the wrong shape (a list, ``{"summary": 5}``) is skipped or read with empty fields: the page never fails.
+the wrong shape (a list, ``{"summary": 5}``) is skipped or read with empty fields, and one that
+``read_results`` refuses (a FIFO, too large, nested too deep, a lone surrogate, a 400-digit number) is
+skipped and named in the answer's ``skipped`` list: the page never fails and never waits on a file.
 
 Files are served only by looking names up in that index (source, run folder, file name), never by
 joining a requested path, so no request can reach outside a result folder.
@@ -20,7 +22,6 @@ joining a requested path, so no request can reach outside a result folder.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from attnlab.experiments import EXPERIMENTS, list_results
+from attnlab.experiments import EXPERIMENTS, ResultsFileError, list_results, read_results
 from attnlab.experiments.common import RESULTS_FILE
 from attnlab.web import schemas as s
 from attnlab.web.content import CONTENT_DIR, render
@@ -68,15 +69,21 @@ class Run:
         return {p.name: p for p in inside if p.resolve().parent == folder and p.suffix in (".png", ".json")}
 
 
-def _scan(source: str, root: Path) -> list[Run]:
-    """Result folders under ``root`` and one level below it (``root/GROUP/NAME/results.json``)."""
+def _scan(source: str, root: Path, skipped: list[str] | None = None) -> list[Run]:
+    """Result folders under ``root`` and one level below it (``root/GROUP/NAME/results.json``); the
+    files ``list_results`` skips are appended to ``skipped`` (relative to ``root``)."""
     if not root.is_dir():
         return []
-    roots = [root, *sorted(p for p in root.iterdir() if p.is_dir() and not (p / RESULTS_FILE).is_file())]
+    roots = [root, *sorted(p for p in root.iterdir() if p.is_dir() and not (p / RESULTS_FILE).exists())]
     runs = []
     base = root.resolve()
     for r in roots:
-        for entry in list_results(r):
+        found: list[str] = []
+        entries = list_results(r, skipped=found)
+        if skipped is not None:
+            group = "" if r == root else r.name.encode("utf-8", errors="replace").decode() + "/"
+            skipped.extend(group + line for line in found)
+        for entry in entries:
             folder = Path(entry["dir"])
             try:
                 rel = folder.relative_to(base).as_posix()
@@ -91,7 +98,8 @@ class Index:
 
     def __init__(self, runs_dir: Path) -> None:
         self.runs_dir = runs_dir
-        self.runs = _scan(RUNS, runs_dir) + _scan(REFERENCE, reference_dir())
+        self.skipped: list[str] = []  # "folder/results.json: why", for the user's runs
+        self.runs = _scan(RUNS, runs_dir, self.skipped) + _scan(REFERENCE, reference_dir())
 
     def find(self, source: str, run: str) -> Run:
         for r in self.runs:
@@ -178,10 +186,9 @@ def _strings(value: object) -> list[str]:
 def _result_set(r: Run, text: Explanation) -> s.ExperimentResultSet:
     """One run's card; a results.json of the wrong shape gives empty fields, never an error for the page."""
     try:
-        record = json.loads(Path(r.entry["results"]).read_text(), parse_constant=lambda _: None)
-    except (OSError, ValueError):
+        record = read_results(r.entry["results"])
+    except ResultsFileError:  # changed since it was listed
         record = {}
-    record = record if isinstance(record, dict) else {}
     machine = record.get("machine") if isinstance(record.get("machine"), dict) else {}
     elapsed = record.get("elapsed_s")
     figures = []
@@ -227,4 +234,6 @@ def experiments(runs_dir: Path) -> s.ExperimentsResponse:
     note = (f"{yours} run{'s' if yours != 1 else ''} of yours found in {shown}" if yours else
             f"no runs of yours in {shown} (where `attnlab experiment NAME` writes when started from "
             "the server's folder): showing the reference runs shipped with attnlab")
-    return s.ExperimentsResponse(experiments=out, runs_dir=shown, note=note)
+    if index.skipped:
+        note += f"; {len(index.skipped)} result file{'s' if len(index.skipped) != 1 else ''} skipped (listed below)"
+    return s.ExperimentsResponse(experiments=out, runs_dir=shown, note=note, skipped=[_scrub(x) for x in index.skipped])

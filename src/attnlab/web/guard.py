@@ -3,6 +3,9 @@
 ``attnlab serve`` is a local server: any web page the user opens can send requests to it, and a
 page on a DNS-rebinding domain can even read the answers. As Jupyter does, the guard therefore
 
+0. refuses a request that repeats a header the checks below (or the app) read: ``Host``, ``Origin``,
+   ``Referer``, ``Content-Type``, ``Content-Length``, ``Transfer-Encoding``, ``Sec-Fetch-Site``: **400**
+   (with two ``Origin`` headers the guard and FastAPI could each read a different one);
 1. answers only requests whose ``Host`` names this machine (``127.0.0.1``, ``localhost``, ``[::1]``,
    with any port) or a name on the allow-list (``attnlab serve --allow-host NAME``): **400** otherwise;
 2. refuses a state-changing request (any method but GET, HEAD, OPTIONS) that a browser marks as
@@ -10,12 +13,15 @@ page on a DNS-rebinding domain can even read the answers. As Jupyter does, the g
    or ``same-site``): **403**; and (``require_json``, once a route matched) a POST whose body is not
    ``Content-Type: application/json``, the only kind a plain HTML form cannot send: **415**;
 3. reads the body before the app does, counting bytes: over ``limit`` bytes is a **413**;
-4. checks a JSON body is standard JSON (RFC 8259) in UTF-8: no ``NaN``, ``Infinity`` or numbers too
-   large for a float (``1e309``), no lone UTF-16 surrogates (``"\\ud800"``) in any string: **422**;
+4. checks a JSON body is standard JSON (RFC 8259) in UTF-8, nested at most ``MAX_DEPTH`` levels
+   (counted before parsing, so no parser recurses on it): no ``NaN``, ``Infinity`` or numbers too large
+   for a float (``1e309``), no lone UTF-16 surrogates (``"\\ud800"``) in any string: **422**;
 5. adds security headers to every answer: ``X-Content-Type-Options: nosniff``, a
    ``Content-Security-Policy`` that allows only this server's own scripts, styles and images (the
    front-end has no inline script or style and loads nothing from elsewhere), and
-   ``X-Frame-Options: DENY`` / ``frame-ancestors 'none'`` so that no other page can frame it.
+   ``X-Frame-Options: DENY`` / ``frame-ancestors 'none'`` so that no other page can frame it; and an
+   error that escapes the app is answered here, a **500** with the same headers and body shape (then
+   re-raised, so the server's log shows it).
 
 Every refusal is a JSON body ``{"detail": "...", "errors": []}`` (``schemas.ErrorBody``).
 """
@@ -43,7 +49,10 @@ SECURITY_HEADERS = (
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
 )
+MAX_DEPTH = 32  # JSON nesting; the app's bodies nest 2 levels, Python's parsers recurse near 1,000
+SINGLE_HEADERS = ("host", "origin", "referer", "content-type", "content-length", "transfer-encoding", "sec-fetch-site")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_JSON_TOKEN = re.compile(rb'[\\"\[\]{}]')
 _PORT = re.compile(r"^(?::\d{1,5})?$")
 
 
@@ -67,9 +76,36 @@ def host_name(value: str) -> str | None:
     return name if name and _PORT.match(port) else None
 
 
+def nesting_depth(body: bytes) -> int:
+    """How deeply ``[`` and ``{`` nest in ``body`` outside JSON strings (no recursion: any input is fine)."""
+    depth = deepest = 0
+    in_string, escaped_at = False, -1
+    for found in _JSON_TOKEN.finditer(body):  # one pass over backslashes, quotes and brackets
+        at, byte = found.start(), body[found.start()]
+        if at == escaped_at:
+            continue
+        if in_string:
+            if byte == 0x5C:  # backslash: the next byte is escaped
+                escaped_at = at + 1
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
+
+
 def check_json(body: bytes) -> None:
-    """Raise ``RequestRefused(422)`` unless ``body`` is standard JSON in UTF-8 with only finite numbers
-    and well-formed strings (Python's ``json`` alone accepts ``NaN``, ``Infinity`` and ``"\\ud800"``)."""
+    """Raise ``RequestRefused(422)`` unless ``body`` is standard JSON in UTF-8, nested at most
+    ``MAX_DEPTH`` levels, with only finite numbers and well-formed strings (Python's ``json`` alone
+    accepts ``NaN``, ``Infinity`` and ``"\\ud800"``, and raises ``RecursionError`` on deep nesting)."""
+    depth = nesting_depth(body)
+    if depth > MAX_DEPTH:
+        raise RequestRefused(422, f"the request body nests {depth} levels deep; the limit is {MAX_DEPTH}")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -86,7 +122,7 @@ def check_json(body: bytes) -> None:
 
     try:
         data = json.loads(text, parse_constant=constant, parse_float=number)
-    except (json.JSONDecodeError, ValueError) as exc:  # ValueError: an integer over Python's digit limit
+    except (json.JSONDecodeError, ValueError, RecursionError) as exc:  # ValueError: an integer over the digit limit
         raise RequestRefused(422, f"the request body is not valid JSON: {str(exc)[:200]}") from None
     for string in _strings(data):
         found = _SURROGATE.search(string)
@@ -120,21 +156,34 @@ class Guard:
             await self.app(scope, receive, send)
             return
 
+        started = False
+
         async def send_with_headers(message: dict) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 present = {k.lower() for k, _ in message.get("headers", [])}
                 message = {**message, "headers": [*message.get("headers", []),
                                                   *((k, v) for k, v in SECURITY_HEADERS if k not in present)]}
             await send(message)
 
         try:
+            await self._guarded(scope, receive, send_with_headers)
+        except Exception:
+            if not started:
+                await _refuse(RequestRefused(500, "the server failed on this request (its log says why)"),
+                              send_with_headers)
+            raise
+
+    async def _guarded(self, scope: dict, receive: Callable, send: Callable) -> None:
+        try:
             headers = self._headers(scope)
             self._check_request(scope, headers)
             body = await self._read_body(receive, headers)
-            if body and _media_type(headers) == "application/json":
+            if body and _json_like(_media_type(headers)):
                 check_json(body)
         except RequestRefused as refused:
-            await _refuse(refused, send_with_headers)
+            await _refuse(refused, send)
             return
         replayed = False
 
@@ -145,11 +194,19 @@ class Guard:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send_with_headers)
+        await self.app(scope, replay, send)
 
     @staticmethod
     def _headers(scope: dict) -> dict[str, str]:
-        return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        """The request's headers by lower-case name; ``RequestRefused(400)`` when one of ``SINGLE_HEADERS``
+        comes more than once (which copy counts would depend on who reads it)."""
+        headers: dict[str, str] = {}
+        for key, value in scope.get("headers", []):
+            name = key.decode("latin-1").lower()
+            if name in headers and name in SINGLE_HEADERS:
+                raise RequestRefused(400, f"the request repeats the {name!r} header; send it once")
+            headers[name] = value.decode("latin-1")
+        return headers
 
     def _check_request(self, scope: dict, headers: dict[str, str]) -> None:
         host = headers.get("host", "")
@@ -194,6 +251,11 @@ def require_json(request: Request) -> None:
 
 def _media_type(headers: dict[str, str]) -> str:
     return headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _json_like(media_type: str) -> bool:
+    """Whether FastAPI would parse a body of this type as JSON (``application/json``, ``application/*+json``)."""
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
 
 async def _refuse(refused: RequestRefused, send: Callable) -> None:

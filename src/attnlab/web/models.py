@@ -9,6 +9,10 @@ loaded (SmolLM2 alone is ~540 MB of float32); using one more unloads the least r
 ``DELETE /api/models/{name}`` unloads one at once. Small models (the bundled ones, the demos) are not
 counted. A model unloaded mid-request finishes that request; the next one loads it again.
 
+Copies: a view that keeps a derived copy of a model (the Order view's position-free copy, the
+timeline's snapshots) makes it with ``model_copy``, under the model's lock, so the copy can never
+carry hooks or a backend switch of a request running on the model at that moment (issue 22, item 4).
+
 Device: one per process (``set_device``, called by ``create_app``; the CPU by default). Every model is
 loaded onto it (``catalog.load(name, device=...)``), its inputs are made there (``model_input``), and
 what is recorded comes back to the CPU (``forward``; ``run_with_cache(..., device="cpu")``), so the
@@ -17,6 +21,7 @@ payload builders read plain CPU tensors whatever device computed them. Precision
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import OrderedDict
@@ -25,13 +30,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from attnlab import catalog as cat
 from attnlab.device import resolve_device
 from attnlab.generate import model_device
 from attnlab.inspect import ActivationCache, hook_name, run_with_cache, stacks
 from attnlab.web.errors import ModelNotInstalledError, PayloadError, UnknownModelError
+from attnlab.web.heavy import raise_if_abandoned
 
 MAX_CHARS = 400
 MAX_TOKENS = 64
@@ -112,10 +118,9 @@ def unload_model(name: str) -> bool:
 
 
 def _drop(name: str) -> bool:
-    was_loaded = cat.unload(name)
-    for forget in _FORGET:
+    for forget in _FORGET:  # first the copies, so that unloading gives their memory back too
         forget(name)
-    return was_loaded
+    return cat.unload(name)
 
 
 def is_large(loaded: cat.LoadedModel) -> bool:
@@ -140,10 +145,29 @@ def _touch(loaded: cat.LoadedModel) -> list[str]:
 
 @contextmanager
 def model_lock(name: str) -> Iterator[None]:
+    """Hold model ``name``'s lock: every forward pass, hook and copy of a shared model happens inside it.
+
+    Raises ``attnlab.web.heavy.Abandoned`` instead of running when the client of the heavy request this
+    thread works for disconnected while it waited for the lock."""
     with _LOCKS_GUARD:
         lock = _LOCKS.setdefault(name, threading.Lock())
     with lock:
+        raise_if_abandoned()
         yield
+
+
+def model_copy(loaded: cat.LoadedModel, make: Callable[[nn.Module], nn.Module] = copy.deepcopy) -> nn.Module:
+    """``make(loaded.model)`` (a deep copy by default, or e.g. ``without_positions``) taken while holding
+    the model's lock, so no other request's hooks or backend switch are copied with it. The copy is
+    private to the caller, who guards its own uses of it; it is returned with no forward or backward
+    hooks on any module (a catalogue model carries none at rest)."""
+    with model_lock(loaded.name):
+        clone = make(loaded.model)
+    for module in clone.modules():
+        for hooks in (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks,
+                      module._backward_pre_hooks):
+            hooks.clear()
+    return clone
 
 
 # The kinds of view that pick a default model, and the family each needs. Which model each prefers, and

@@ -23,7 +23,7 @@ from attnlab.models.variants import without_positions
 from attnlab.web import schemas as s
 from attnlab.web.diagram import model_formula
 from attnlab.web.errors import PayloadError
-from attnlab.web.models import forward, get_model, model_input, on_unload, self_attention_stack, tokenize
+from attnlab.web.models import forward, get_model, model_copy, model_input, on_unload, self_attention_stack, tokenize
 
 MAX_COLUMNS = 64
 
@@ -240,7 +240,7 @@ def _without_positions(loaded: cat.LoadedModel) -> nn.Module:
     key = (loaded.name, str(model_device(loaded.model)))
     with _UNPOSITIONED_LOCK:
         if key not in _UNPOSITIONED:
-            _UNPOSITIONED[key] = without_positions(loaded.model)
+            _UNPOSITIONED[key] = model_copy(loaded, without_positions)
         return _UNPOSITIONED[key]
 
 

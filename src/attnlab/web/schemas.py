@@ -412,6 +412,8 @@ class ExperimentsResponse(BaseModel):
     runs_dir: str = Field(description="where this server looks for your runs, relative to its working folder "
                           "(or home) when inside it: the page is never shown an absolute path")
     note: str
+    skipped: list[str] = Field(default=[], description="result files that could not be shown, each "
+                               "'folder/results.json: why' (relative to the runs folder)")
 
 
 class TranslateRequest(Request):

@@ -14,8 +14,8 @@ noise turning into structure.
 
 from __future__ import annotations
 
-import copy
 import json
+import math
 import re
 import threading
 from importlib import resources
@@ -30,7 +30,7 @@ from attnlab.inspect import run_with_cache
 from attnlab.inspect.roles import detect_roles
 from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError, PayloadError
-from attnlab.web.models import get_model, model_input, self_attention_stack, tokenize
+from attnlab.web.models import get_model, model_copy, model_input, on_unload, self_attention_stack, tokenize
 from attnlab.weights.checkpoint import CheckpointError, load_weights
 
 SENTENCE = "ROMEO: But soft, what light through yonder window breaks?"
@@ -88,14 +88,26 @@ def _curve(model: str) -> list[s.LossPoint]:
         for line in path.read_text().splitlines():
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON, or nested past the parser's recursion limit
                 continue
-            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            step = row.get("step") if isinstance(row, dict) else None
+            if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 2**63:
                 continue
             for key, value in row.items():
-                if "loss" in key and isinstance(value, int | float):
-                    points.append(s.LossPoint(step=row["step"], value=float(value), series=key))
+                if "loss" in key and _finite(value) is not None:
+                    points.append(s.LossPoint(step=step, value=_finite(value), series=key))
     return points
+
+
+def _finite(value: object) -> float | None:
+    """``value`` as a finite float, else None (a string, a bool, NaN, infinity, an integer past float range)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def timeline(model: str) -> s.TimelineResponse:
@@ -155,7 +167,7 @@ def _sentence(loaded: cat.LoadedModel) -> str:
 def _snapshot_model(loaded: cat.LoadedModel, step: int, path: Path) -> nn.Module:
     key = (loaded.name, step, str(model_device(loaded.model)))
     if key not in _SNAPSHOT_MODELS:
-        model = copy.deepcopy(loaded.model)  # on the loaded model's device; load_weights copies into it
+        model = model_copy(loaded)  # under the model's lock, on its device; load_weights copies into it
         try:
             load_weights(model, path)
         except CheckpointError as exc:
@@ -164,6 +176,15 @@ def _snapshot_model(loaded: cat.LoadedModel, step: int, path: Path) -> nn.Module
             _SNAPSHOT_MODELS.pop(next(iter(_SNAPSHOT_MODELS)))
         _SNAPSHOT_MODELS[key] = model.eval()
     return _SNAPSHOT_MODELS[key]
+
+
+def _forget_snapshots(name: str) -> None:
+    with _LOCK:
+        for key in [k for k in _SNAPSHOT_MODELS if k[0] == name]:
+            del _SNAPSHOT_MODELS[key]
+
+
+on_unload(_forget_snapshots)  # the snapshot copies go with the model
 
 
 def attention_at(req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse:

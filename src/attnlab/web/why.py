@@ -24,6 +24,7 @@ from attnlab.interpret import metrics
 from attnlab.tokenizers.base import Tokenizer
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
+from attnlab.web.heavy import raise_if_abandoned
 from attnlab.web.models import get_model, is_large, max_tokens, model_input, model_lock, tokenize
 
 MAX_WHY_TOKENS_LARGE = 24
@@ -121,6 +122,7 @@ def why(req: WhyRequest) -> WhyResponse:
             metric = metrics.embedding_similarity(clean_out)
             what = "cosine similarity of the sentence embedding to the clean one"
         effects = interpret.head_effects(model, x, metric)
+        raise_if_abandoned()  # the longest step is done: stop here if nobody waits for the answer
         lens = interpret.logit_lens(model, x, k=TOP_K) if lm else None
         key = _focus_key(model, x, req.layer, req.head, focus)
         try:
