@@ -243,18 +243,18 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
         return await anyio.to_thread.run_sync(tour_.tour)
 
     @app.get("/api/tour/{n}", responses=errors(404, 503))
-    async def tour_step(n: int) -> s.TourStep:
+    async def tour_step(request: Request, n: int) -> s.TourStep:
         """Step ``n`` with the numbers and comparisons of its text computed from its widget's payload."""
-        return await heavy(lambda k: tour_.step(k, runs_dir), n)
+        return await heavy(request, lambda k: tour_.step(k, runs_dir), n)
 
     @app.post("/api/heads/rank", responses=errors(404, 503))
     async def rank_heads(request: Request, req: s.FinderRequest) -> s.FinderResponse:
         return await heavy(request, finder_.rank_heads, req)
 
     @app.post("/api/ablation", responses=errors(404, 503))
-    async def ablation(req: ablation_.AblationRequest) -> ablation_.AblationResponse:
+    async def ablation(request: Request, req: ablation_.AblationRequest) -> ablation_.AblationResponse:
         """One head removed and every head removed in turn (attnlab.interpret): the tour's "remove a head"."""
-        return await heavy(ablation_.ablation, req)
+        return await heavy(request, ablation_.ablation, req)
 
     @app.post("/api/why", responses=errors(404, 503))
     async def why(request: Request, req: why_.WhyRequest) -> why_.WhyResponse:
