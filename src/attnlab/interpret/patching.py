@@ -28,7 +28,8 @@ class PatchResult:
     """``values[l, i]``: the metric (mean over the batch) with one activation patched, ``(layers, n)``
     float, ``i`` a position (``where`` = resid/attn/mlp) or a head (``where="head"``, every position).
     ``baseline`` is the metric of the run that receives the patch, ``source`` that of the run the
-    activation comes from."""
+    activation comes from. ``method``: ``"exact"`` (``patch``) or ``"attribution"`` (the gradient
+    estimate of ``attribution_patch``)."""
 
     values: Tensor
     where: str
@@ -36,6 +37,7 @@ class PatchResult:
     baseline: float
     source: float
     stack: str
+    method: str = "exact"
 
     def normalized(self) -> Tensor:
         """``(values - baseline) / (source - baseline)``: 0 = no effect, 1 = the patch restores it all."""
@@ -43,7 +45,21 @@ class PatchResult:
 
     def to_dict(self) -> dict:
         return {"values": self.values.tolist(), "where": self.where, "direction": self.direction,
-                "baseline": self.baseline, "source": self.source, "stack": self.stack}
+                "baseline": self.baseline, "source": self.source, "stack": self.stack, "method": self.method}
+
+
+def check_pair(view: ModelView, clean: Inputs, corrupted: Inputs, where: str, direction: str) -> tuple[Inputs, Inputs]:
+    """``clean`` and ``corrupted`` with a batch dimension; ``ValueError`` for an unknown ``where`` or
+    ``direction``, or inputs of different shapes."""
+    if where not in _POINT:
+        raise ValueError(f"where must be one of {list(_POINT)}, got {where!r}")
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
+    clean, corrupted = view.prepare(clean), view.prepare(corrupted)
+    shapes = [tuple(x.shape) for x in (clean if isinstance(clean, tuple) else (clean,))]
+    if shapes != [tuple(x.shape) for x in (corrupted if isinstance(corrupted, tuple) else (corrupted,))]:
+        raise ValueError("clean and corrupted inputs must have the same shape (pad or pick same-length prompts)")
+    return clean, corrupted
 
 
 def patch(
@@ -71,15 +87,8 @@ def patch(
     every layer's patched copies share batched passes (``attnlab.interpret._fast``); the values
     equal patching one activation per run (the tests hold them to 1e-5).
     """
-    if where not in _POINT:
-        raise ValueError(f"where must be one of {list(_POINT)}, got {where!r}")
-    if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
     view = ModelView(model)
-    clean, corrupted = view.prepare(clean), view.prepare(corrupted)
-    shapes = [tuple(x.shape) for x in (clean if isinstance(clean, tuple) else (clean,))]
-    if shapes != [tuple(x.shape) for x in (corrupted if isinstance(corrupted, tuple) else (corrupted,))]:
-        raise ValueError("clean and corrupted inputs must have the same shape (pad or pick same-length prompts)")
+    clean, corrupted = check_pair(view, clean, corrupted, where, direction)
     receiver, donor = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
     sv = view.stack(stack)
     values, baseline, source = patch_values(view, sv, receiver, donor, metric, _POINT[where], where == "head")
