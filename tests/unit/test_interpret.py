@@ -78,7 +78,7 @@ LM_MODELS = {
     "seq2seq-prenorm": lambda: seq2seq(),
     "seq2seq-2017": lambda: seq2seq(norm_placement="post", scale_embeddings=True),
 }
-WITH_LINEAR_READOUT = ["gpt2-like", "llama-like", "seq2seq-prenorm", "seq2seq-2017"]
+WITH_VOCAB_HEAD = list(LM_MODELS)
 
 
 @pytest.fixture(params=list(LM_MODELS))
@@ -227,7 +227,7 @@ def test_patch_errors() -> None:
 # ---------------------------------------------------------------- direct logit attribution
 
 
-@pytest.mark.parametrize("name", WITH_LINEAR_READOUT)
+@pytest.mark.parametrize("name", WITH_VOCAB_HEAD)
 def test_direct_logit_attributions_sum_to_the_logit_minus_bias_terms(name: str) -> None:
     model = LM_MODELS[name]()
     x = inputs_for(model)
@@ -258,10 +258,10 @@ def test_direct_logit_attribution_components_sum_to_the_residual_stream() -> Non
                 torch.testing.assert_close(comps.sum(0).to(cache[point].dtype), cache[point], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["encoder-mlm-prenorm", "bert-like"])
-def test_direct_logit_attribution_refuses_where_undefined(name: str) -> None:
-    model = LM_MODELS[name]()
-    with pytest.raises(ValueError):
+def test_direct_logit_attribution_refuses_a_model_without_logits() -> None:
+    model = _randomize(EncoderModel(TransformerConfig(family="encoder", vocab_size=VOCAB, d_model=32, n_heads=4,
+                                                      n_layers=2, d_ff=48, max_len=40, norm_placement="post")))
+    with pytest.raises(ValueError, match="no vocabulary head"):
         interpret.direct_logit_attribution(model, inputs_for(model), 3)
 
 

@@ -144,13 +144,14 @@ class ModelView:
         x = sv.stack.final_norm(resid) if sv.stack.final_norm is not None else resid
         m = self.model
         if isinstance(m, EncoderForMaskedLM):  # the lines of EncoderForMaskedLM.forward, on any residual
-            h = m.transform(x)
-            if m.config.activation == "relu":
-                h = F.relu(h)
-            else:
-                h = F.gelu(h, approximate="tanh" if m.config.activation == "gelu_tanh" else "none")
-            x = m.transform_norm(h)
+            x = m.transform_norm(self.mlm_activation(m.transform(x)))
         return m.lm_head(x)
+
+    def mlm_activation(self, h: Tensor) -> Tensor:
+        """The non-linearity of an MLM head's transform (``EncoderForMaskedLM.forward``'s)."""
+        if self.config.activation == "relu":
+            return F.relu(h)
+        return F.gelu(h, approximate="tanh" if self.config.activation == "gelu_tanh" else "none")
 
 
 def frozen_norm(norm: nn.Module | None, x: Tensor) -> tuple[Callable[[Tensor], Tensor], Tensor]:

@@ -52,16 +52,20 @@ def direct_logit_attribution(model: nn.Module, inputs: Inputs, token: int, *, po
     recorded value, as TransformerLens's ``apply_ln_to_stack`` does).
 
     ``inputs``: one sequence, ``(1, seq)`` or ``(seq,)`` (an encoder-decoder: ``(src, tgt)``; the
-    decoder's components, cross-attention heads included; the encoder acts through them). Defined for
-    pre-norm models whose read-out is linear after the final norm: decoders and pre-norm
-    encoder-decoders. An encoder's MLM head has a non-linearity after the norm and a post-norm model's
-    stream is not a sum: both are ``ValueError``, as is a batch of more than one.
+    decoder's components, cross-attention heads included; the encoder acts through them). Every family
+    with a vocabulary head, pre- or post-norm (a post-norm stream's norms are affine at this input;
+    see ``residual_components``). An encoder's MLM head applies ``W_t``, a GELU and a LayerNorm before
+    the output layer: the GELU is read as the per-unit gain ``gelu(h) / h`` it has on the recorded
+    ``h`` and the LayerNorm as its frozen affine map, so the split is exact at this input under that
+    stated linearisation (the head's biases join ``bias_term``). A model without a vocabulary head
+    (an encoder that outputs hidden states, such as MiniLM) has no logit to split: ``ValueError``, as
+    is a batch of more than one.
     """
     view = ModelView(model)
     inputs = _single(view, inputs)
-    if view.family == "encoder" or not view.has_vocab_head:
-        raise ValueError("direct logit attribution needs a linear read-out after the final norm (decoder or "
-                         "encoder-decoder); an encoder's MLM head is non-linear")
+    if not view.has_vocab_head:
+        raise ValueError(f"{type(model).__name__} has no vocabulary head: it outputs hidden states, not logits, "
+                         "so there is no logit to attribute")
     sv = view.stack(None)
     vocab = model.lm_head.weight.shape[0]
     if not 0 <= token < vocab:
@@ -76,11 +80,28 @@ def _dla(model, sv, view, cache, logits, resid_name, token, position) -> DirectL
     labels, comps = residual_components(view, sv, cache, sv.n_layers)  # (n, 1, seq, d)
     resid = cache[resid_name][0, position].double()
     linear, bias = frozen_norm(sv.stack.final_norm, resid)
+    parts, const = linear(comps[:, 0, position].double()), bias.double()  # the read-out's input = parts.sum(0) + const
+    if view.family == "encoder":
+        parts, const = _through_mlm_transform(view, model, parts, const)
     w_u = model.lm_head.weight[token].detach().double()
     b_u = model.lm_head.bias[token].item() if model.lm_head.bias is not None else 0.0
-    contributions = linear(comps[:, 0, position].double()) @ w_u
-    bias_term = float(bias.double() @ w_u) + b_u
+    contributions = parts @ w_u
+    bias_term = float(const @ w_u) + b_u
     return DirectLogitAttribution(labels, contributions, float(logits[0, position, token]), bias_term, token, position)
+
+
+def _through_mlm_transform(view: ModelView, model: nn.Module, parts: Tensor, const: Tensor) -> tuple[Tensor, Tensor]:
+    """An MLM head's ``transform_norm(act(transform(x)))`` on ``x = parts.sum(0) + const``, exact at the
+    recorded ``x``: ``transform`` is affine, the activation the per-unit gain it has on the recorded
+    pre-activation ``h`` (``act(h) / h``; its slope at 0 where ``h == 0``), the norm frozen at its input."""
+    w, b = model.transform.weight.detach().double(), model.transform.bias
+    parts, const = parts @ w.T, const @ w.T + (b.detach().double() if b is not None else 0.0)
+    h = parts.sum(0) + const
+    a = view.mlm_activation(h)
+    safe = torch.where(h == 0, torch.ones_like(h), h)
+    gain = torch.where(h == 0, view.mlm_activation(torch.full_like(h, 1e-6)) / 1e-6, a / safe)
+    linear, norm_bias = frozen_norm(model.transform_norm, a)
+    return linear(gain * parts), linear(gain * const) + norm_bias.double()
 
 
 @dataclass
