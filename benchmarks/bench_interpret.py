@@ -77,7 +77,6 @@ def gpt2_pair() -> tuple[torch.nn.Module, object, torch.nn.Module]:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # TransformerLens's patching sweeps draw progress bars
     import transformers
     from tokenizers import Tokenizer
     from tokenizers import models as tok_models

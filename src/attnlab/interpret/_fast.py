@@ -48,6 +48,19 @@ def _stack_replaced(stack: nn.Module, forward: Callable[..., Tensor]) -> Iterato
         del stack.forward
 
 
+@contextlib.contextmanager
+def last_position_out(view: ModelView, when: bool) -> Iterator[None]:
+    """Inside the block (``when``), the output stack hands only its last position to the model's head,
+    so a head over a large vocabulary reads out one position, not all (for metrics that read only it)."""
+    if not when:
+        yield
+        return
+    stack = view.stack(None).stack
+    forward = stack.forward
+    with _stack_replaced(stack, lambda *args, **kwargs: forward(*args, **kwargs)[:, -1:]):
+        yield
+
+
 def _copies_of(value: object, batch: int, rows: int, copies: int) -> object:
     """A block argument for ``copies`` stacked copies of a batch of ``batch`` rows: tensors whose first
     dimension holds the model's batch (``rows`` of it) are cut to one batch and tiled; the rest

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from attnlab.inspect import hooks_attached
 from attnlab.interpret import _names
+from attnlab.interpret._fast import last_position_out, reads_last_position
 from attnlab.interpret._model import Inputs, Metric, ModelView
 from attnlab.interpret.patching import _POINT, PatchResult, Where, check_pair
 
@@ -56,10 +57,12 @@ def attribution_patch(
     receiver, donor = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
     sv = view.stack(stack)
     names = [f"{sv.name}.blocks.{layer}.{_POINT[where]}" for layer in range(sv.n_layers)]
-    donor_out, donor_acts = view.cache(donor, names)
+    last = reads_last_position(metric) and sv.name == view.output_stack
+    with last_position_out(view, last):
+        donor_out, donor_acts = view.cache(donor, names)
     acts: dict[str, Tensor] = {}
     hooks = {_names.resolve(model, name): _recording(acts, name) for name in names}
-    with torch.enable_grad(), hooks_attached(model, hooks):
+    with torch.enable_grad(), last_position_out(view, last), hooks_attached(model, hooks):
         m = metric(view.run(receiver)).float().mean()
         grads = torch.autograd.grad(m, [acts[name] for name in names], allow_unused=True)
     rows = []
