@@ -9,7 +9,8 @@ named hook points (``run_with_cache``, ``hooks_attached``) and nothing else.
 - ``attribution_patch``: the gradient estimate of every patch at once (one backward pass), and its
   ``agreement`` (Pearson's r) with ``patch``
 - ``direct_logit_attribution``: a logit split into every component's direct contribution
-- ``score_decomposition``: one attention score split into query-side x key-side components
+- ``score_decomposition``: one attention score (self- or cross-attention) split into query-side x
+  key-side components; pre- and post-norm (a post-norm model's norms are affine at the recorded input)
 - ``saliency``: one score per input token (input x gradient, integrated gradients)
 - ``detect_heads``: induction, duplicate-token and previous-token heads on repeated random tokens
 

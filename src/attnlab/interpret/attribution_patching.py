@@ -80,7 +80,8 @@ def attribution_patch(
 
 def agreement(estimate: PatchResult, exact: PatchResult) -> float:
     """Pearson's r between an estimate's and the exact patch's changes (``values - baseline``) over
-    every entry; both must patch the same thing (``ValueError`` otherwise). 1 = the same pattern."""
+    every entry; both must patch the same thing (``ValueError`` otherwise). 1 = the same pattern; NaN
+    when either has no variation at all."""
     if (estimate.where, estimate.direction, estimate.stack) != (exact.where, exact.direction, exact.stack) or \
             estimate.values.shape != exact.values.shape:
         raise ValueError("the two results patch different activations; compare results of the same where/direction")
