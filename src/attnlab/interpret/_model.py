@@ -130,76 +130,113 @@ def frozen_norm(norm: nn.Module | None, x: Tensor) -> tuple[Callable[[Tensor], T
 def head_outputs(attn: nn.Module, z: Tensor) -> Tensor:
     """Each head's write into the residual stream: ``z`` ``(batch, heads, seq, d_k)`` through its
     slice of ``W_O`` -> ``(heads, batch, seq, d_model)`` (the output bias is not included)."""
-    w = attn.out_proj.weight  # (d_model, heads * d_k)
+    w = attn.out_proj.weight.to(z.dtype)  # (d_model, heads * d_k)
     w = w.view(w.shape[0], attn.n_heads, attn.head_dim)
     return torch.einsum("bhsk,dhk->hbsd", z, w)
 
 
-def _point_names(view: ModelView, sv: StackView, upto: int) -> list[str]:
+def _point_names(view: ModelView, sv: StackView, upto: int, within: bool = False) -> list[str]:
     names = [f"{sv.name}.embed.hook_tok_embed", f"{sv.name}.embed.hook_embed"]
     if sv.embed.positions is not None:
         names.append(f"{sv.name}.embed.hook_pos_embed")
-    for layer in range(upto):
-        names += [f"{sv.name}.blocks.{layer}.attn.hook_z", f"{sv.name}.blocks.{layer}.ff.hook_out"]
-        if sv.stack.blocks[layer].cross_attn is not None:
-            names.append(f"{sv.name}.blocks.{layer}.cross_attn.hook_z")
+    post = view.config.norm_placement == "post"
+    for layer in range(upto + within):
+        last = within and layer == upto  # only the self-attention sub-layer of block `upto`
+        blk = sv.stack.blocks[layer]
+        kinds = ["attn"] + (["cross_attn"] if blk.cross_attn is not None and not last else [])
+        for kind in kinds:
+            names.append(f"{sv.name}.blocks.{layer}.{kind}.hook_z")
+            if post:
+                names.append(f"{sv.name}.blocks.{layer}.{kind}.hook_out")
+        if not last:
+            names.append(f"{sv.name}.blocks.{layer}.ff.hook_out")
+        if post:
+            names.append(f"{sv.name}.blocks.{layer}.hook_resid_pre")
     return names
 
 
-def residual_components(view: ModelView, sv: StackView, cache: dict[str, Tensor], upto: int) -> tuple[list[str], Tensor]:
+def _embedding_terms(sv: StackView, cache: dict[str, Tensor]) -> tuple[list[str], list[Tensor]]:
+    s = sv.name
+    embed = cache[f"{s}.embed.hook_embed"]
+    if sv.embed.norm is not None:
+        return ["embed"], [embed]
+    tok = cache[f"{s}.embed.hook_tok_embed"]
+    labels, parts, rest = ["tok embed"], [tok], embed - tok
+    if sv.embed.positions is not None:
+        pos = cache[f"{s}.embed.hook_pos_embed"].expand_as(tok)
+        labels.append("pos embed")
+        parts.append(pos)
+        rest = rest - pos
+    if sv.embed.token_type is not None:
+        labels.append("token type")
+        parts.append(rest)
+    return labels, parts
+
+
+def residual_components(
+    view: ModelView, sv: StackView, cache: dict[str, Tensor], upto: int, *, within: bool = False,
+) -> tuple[list[str], Tensor]:
     """The terms whose sum is the residual stream entering block ``upto`` (``upto = n_layers``: the
     stack's output before its final norm), ``(n_components, batch, seq, d_model)``, and their labels.
+    ``within=True``: the stream after block ``upto``'s self-attention sub-layer (what its
+    cross-attention reads). ``cache`` holds ``component_names(view, sv, upto, within)``.
 
     Terms: ``tok embed``, ``pos embed`` (absolute positions), ``token type`` (BERT), or one ``embed``
     when the embeddings are normalised; every head ``L{l}H{h}`` (and ``L{l}X{h}`` for cross-attention)
     without its layer's output bias; ``MLP{l}`` (with its bias); ``biases`` (the attention output
-    biases). Only a pre-norm stack has such a sum: a post-norm stack renormalises the stream after
-    every sub-layer, and asking for it is a ``ValueError``.
+    biases). A post-norm stack (Vaswani et al. 2017; BERT) renormalises the stream after every
+    sub-layer: each norm is affine once its mean and scale are read off the forward pass (its input is
+    the recorded ``resid + sub-layer output``; ``frozen_norm``), so every term is carried through
+    each later norm's linear part, and the norms' own offsets (their biases, carried the same way)
+    are one more term, ``norm offsets``. The sum is exact at this input, up to rounding; a post-norm
+    stack's terms are float64 (the cache's dtype otherwise).
     """
-    if not view.config.norm_placement == "pre":
-        raise ValueError(
-            "this model is post-norm: its residual stream is renormalised after every sub-layer, so it is not a "
-            "sum of per-component terms (direct attributions and score decompositions need a pre-norm model)"
-        )
     s = sv.name
-    labels: list[str] = []
-    parts: list[Tensor] = []
-    embed = cache[f"{s}.embed.hook_embed"]
-    if sv.embed.norm is not None:
-        labels.append("embed")
-        parts.append(embed)
-    else:
-        tok = cache[f"{s}.embed.hook_tok_embed"]
-        labels.append("tok embed")
-        parts.append(tok)
-        rest = embed - tok
-        if sv.embed.positions is not None:
-            pos = cache[f"{s}.embed.hook_pos_embed"].expand_as(tok)
-            labels.append("pos embed")
-            parts.append(pos)
-            rest = rest - pos
-        if sv.embed.token_type is not None:
-            labels.append("token type")
-            parts.append(rest)
-    bias = torch.zeros_like(embed)
-    for layer in range(upto):
+    post = view.config.norm_placement == "post"
+    if post:  # carried through many norms: float64, so that the terms' rounding stays far below the model's
+        cache = {name: value.double() for name, value in cache.items()}
+    labels, parts = _embedding_terms(sv, cache)
+    bias = torch.zeros_like(cache[f"{s}.embed.hook_embed"])
+    offsets = torch.zeros_like(bias)
+    for layer in range(upto + within):
+        last = within and layer == upto
         blk = sv.stack.blocks[layer]
-        for kind, tag in (("attn", "H"), ("cross_attn", "X")):
-            attn = getattr(blk, kind)
-            if attn is None:
-                continue
-            heads = head_outputs(attn, cache[f"{s}.blocks.{layer}.{kind}.hook_z"])
+        x = cache[f"{s}.blocks.{layer}.hook_resid_pre"] if post else None
+        subs = [("attn", "H", blk.attn, blk.attn_norm)]
+        if blk.cross_attn is not None and not last:
+            subs.append(("cross_attn", "X", blk.cross_attn, blk.cross_norm))
+        for kind, tag, attn, norm in subs:
+            heads = head_outputs(attn, cache[f"{s}.blocks.{layer}.{kind}.hook_z"])  # in z's dtype
             labels += [f"L{layer}{tag}{h}" for h in range(attn.n_heads)]
             parts += list(heads)
             if attn.out_proj.bias is not None:
-                bias = bias + attn.out_proj.bias
+                bias = bias + attn.out_proj.bias.to(bias.dtype)
+            if post:
+                x, parts, bias, offsets = _through_norm(norm, x + cache[f"{s}.blocks.{layer}.{kind}.hook_out"],
+                                                         parts, bias, offsets)
+        if last:
+            break
         labels.append(f"MLP{layer}")
         parts.append(cache[f"{s}.blocks.{layer}.ff.hook_out"])
+        if post:
+            _, parts, bias, offsets = _through_norm(blk.ff_norm, x + parts[-1], parts, bias, offsets)
     labels.append("biases")
     parts.append(bias)
-    return labels, torch.stack(parts)
+    if post:
+        labels.append("norm offsets")
+        parts.append(offsets)
+    return labels, torch.stack([p.expand_as(bias) for p in parts])
 
 
-def component_names(view: ModelView, sv: StackView, upto: int) -> list[str]:
+def _through_norm(
+    norm: nn.Module, y: Tensor, parts: list[Tensor], bias: Tensor, offsets: Tensor,
+) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
+    """A post-norm sub-layer's ``norm(y)``, ``y`` its recorded input: the norm's output and every term
+    carried through it (its scale read off ``y``), its own bias added to the offsets."""
+    linear, norm_bias = frozen_norm(norm, y)
+    return linear(y) + norm_bias, [linear(p) for p in parts], linear(bias), linear(offsets) + norm_bias
+
+
+def component_names(view: ModelView, sv: StackView, upto: int, within: bool = False) -> list[str]:
     """The scheme hook names ``residual_components`` reads."""
-    return _point_names(view, sv, upto)
+    return _point_names(view, sv, upto, within)

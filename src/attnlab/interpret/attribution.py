@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from attnlab.interpret._model import Inputs, ModelView, component_names, frozen_norm, residual_components
 from attnlab.models.mode import evaluates
+from attnlab.nn import activate
 
 
 def _single(view: ModelView, inputs: Inputs) -> Inputs:
@@ -54,16 +55,20 @@ def direct_logit_attribution(model: nn.Module, inputs: Inputs, token: int, *, po
     recorded value, as TransformerLens's ``apply_ln_to_stack`` does).
 
     ``inputs``: one sequence, ``(1, seq)`` or ``(seq,)`` (an encoder-decoder: ``(src, tgt)``; the
-    decoder's components, cross-attention heads included; the encoder acts through them). Defined for
-    pre-norm models whose read-out is linear after the final norm: decoders and pre-norm
-    encoder-decoders. An encoder's MLM head has a non-linearity after the norm and a post-norm model's
-    stream is not a sum: both are ``ValueError``, as is a batch of more than one.
+    decoder's components, cross-attention heads included; the encoder acts through them). Every family
+    with a vocabulary head, pre- or post-norm (a post-norm stream's norms are affine at this input;
+    see ``residual_components``). An encoder's MLM head applies ``W_t``, a GELU and a LayerNorm before
+    the output layer: the GELU is read as the per-unit gain ``gelu(h) / h`` it has on the recorded
+    ``h`` and the LayerNorm as its frozen affine map, so the split is exact at this input under that
+    stated linearisation (the head's biases join ``bias_term``). A model without a vocabulary head
+    (an encoder that outputs hidden states, such as MiniLM) has no logit to split: ``ValueError``, as
+    is a batch of more than one.
     """
     view = ModelView(model)
     inputs = _single(view, inputs)
-    if view.family == "encoder" or not view.has_vocab_head:
-        raise ValueError("direct logit attribution needs a linear read-out after the final norm (decoder or "
-                         "encoder-decoder); an encoder's MLM head is non-linear")
+    if not view.has_vocab_head:
+        raise ValueError(f"{type(model).__name__} has no vocabulary head: it outputs hidden states, not logits, "
+                         "so there is no logit to attribute")
     sv = view.stack(None)
     vocab = model.lm_head.weight.shape[0]
     if not 0 <= token < vocab:
@@ -78,11 +83,28 @@ def _dla(model, sv, view, cache, logits, resid_name, token, position) -> DirectL
     labels, comps = residual_components(view, sv, cache, sv.n_layers)  # (n, 1, seq, d)
     resid = cache[resid_name][0, position].double()
     linear, bias = frozen_norm(sv.stack.final_norm, resid)
+    parts, const = linear(comps[:, 0, position].double()), bias.double()  # the read-out's input = parts.sum(0) + const
+    if view.family == "encoder":
+        parts, const = _through_mlm_transform(view, model, parts, const)
     w_u = model.lm_head.weight[token].detach().double()
     b_u = model.lm_head.bias[token].item() if model.lm_head.bias is not None else 0.0
-    contributions = linear(comps[:, 0, position].double()) @ w_u
-    bias_term = float(bias.double() @ w_u) + b_u
+    contributions = parts @ w_u
+    bias_term = float(const @ w_u) + b_u
     return DirectLogitAttribution(labels, contributions, float(logits[0, position, token]), bias_term, token, position)
+
+
+def _through_mlm_transform(view: ModelView, model: nn.Module, parts: Tensor, const: Tensor) -> tuple[Tensor, Tensor]:
+    """An MLM head's ``transform_norm(act(transform(x)))`` on ``x = parts.sum(0) + const``, exact at the
+    recorded ``x``: ``transform`` is affine, the activation the per-unit gain it has on the recorded
+    pre-activation ``h`` (``act(h) / h``; its slope at 0 where ``h == 0``), the norm frozen at its input."""
+    w, b = model.transform.weight.detach().double(), model.transform.bias
+    parts, const = parts @ w.T, const @ w.T + (b.detach().double() if b is not None else 0.0)
+    h = parts.sum(0) + const
+    a = activate(h, model.config.activation)
+    safe = torch.where(h == 0, torch.ones_like(h), h)
+    gain = torch.where(h == 0, activate(torch.full_like(h, 1e-6), model.config.activation) / 1e-6, a / safe)
+    linear, norm_bias = frozen_norm(model.transform_norm, a)
+    return linear(gain * parts), linear(gain * const) + norm_bias.double()
 
 
 @dataclass
@@ -145,54 +167,105 @@ def _head_projection(attn: nn.Module, which: str, head: int) -> tuple[Tensor, Te
 @evaluates
 def score_decomposition(
     model: nn.Module, inputs: Inputs, layer: int, head: int, query: int, key: int, *, stack: str | None = None,
+    cross: bool = False,
 ) -> ScoreDecomposition:
     """Why does position ``query`` attend to position ``key`` in head ``(layer, head)``?
 
     The score ``q . k / sqrt(d_k)`` is bilinear in the query-side and key-side inputs. Each is the
-    residual stream entering the block (a sum of components: embeddings, positions, every earlier head
-    and feed-forward block, biases; see ``residual_components``) through the attention norm with its
-    scale frozen at the recorded value and the head's projection (and rotation, for rotary models:
-    rotary positions act here, not as a component). So the score is a sum over (query component, key
-    component) pairs, and the pairs add up to the score ``run_with_cache`` records (1e-5).
+    residual stream entering the attention (a sum of components: embeddings, positions, every earlier
+    head and feed-forward block, biases; see ``residual_components``), through the attention norm with
+    its scale frozen at the recorded value (pre-norm; a post-norm block's attention reads the stream
+    itself, and its earlier norms are inside the components) and the head's projection (and rotation,
+    for rotary models: rotary positions act here, not as a component). So the score is a sum over
+    (query component, key component) pairs, and the pairs add up to the score ``run_with_cache``
+    records (1e-5).
 
+    ``cross=True`` (an encoder-decoder's decoder): the cross-attention score of decoder position
+    ``query`` for source position ``key``; the query side is the decoder stream after the block's
+    self-attention, the key side the encoder's output, whose components are labelled ``enc ...``.
     ``inputs``: one sequence (batch 1); ``stack``: ``encoder`` or ``decoder`` (default: the output
-    stack). Self-attention only. ``ValueError`` for a post-norm model or a masked (query, key) pair;
+    stack). ``ValueError`` for a masked (query, key) pair or ``cross`` without cross-attention;
     ``IndexError`` for positions, layers or heads out of range.
     """
     view = ModelView(model)
     inputs = _single(view, inputs)
     sv = view.stack(stack)
     view.check_head(sv, layer, head)
-    seq = view.ids(inputs, sv.name).shape[1]
-    if not (0 <= query < seq and 0 <= key < seq):
-        raise IndexError(f"query {query} and key {key} must lie in [0, {seq})")
-    score_name = f"{sv.name}.blocks.{layer}.attn.hook_scores"
-    resid_name = f"{sv.name}.blocks.{layer}.hook_resid_pre"
-    _, cache = view.cache(inputs, [*component_names(view, sv, layer), score_name, resid_name])
+    kind = "cross_attn" if cross else "attn"
+    if cross and sv.stack.blocks[layer].cross_attn is None:
+        raise ValueError(f"the {sv.name} stack has no cross-attention")
+    key_sv = view.stack("encoder") if cross else sv
+    n_q, n_k = view.ids(inputs, sv.name).shape[1], view.ids(inputs, key_sv.name).shape[1]
+    if not (0 <= query < n_q and 0 <= key < n_k):
+        raise IndexError(f"query {query} must lie in [0, {n_q}) and key {key} in [0, {n_k})")
+    score_name = f"{sv.name}.blocks.{layer}.{kind}.hook_scores"
+    names = [*_side_names(view, sv, layer, cross), score_name]
+    if cross:
+        names += _side_names(view, key_sv, key_sv.n_layers, False)
+    _, cache = view.cache(inputs, list(dict.fromkeys(names)))
     score = float(cache[score_name][0, head, query, key])
     if math.isinf(score):
         raise ValueError(f"query {query} may not attend to key {key} (masked); its score is -inf")
     with torch.no_grad():
-        return _decompose(view, sv, cache, layer, head, query, key, score, resid_name)
+        return _decompose(view, sv, key_sv, cache, layer, head, query, key, score, cross)
 
 
-def _decompose(view, sv, cache, layer, head, query, key, score, resid_name) -> ScoreDecomposition:
-    labels, comps = residual_components(view, sv, cache, layer)
-    comps = comps[:, 0].double()  # (n, seq, d)
+def _side_names(view: ModelView, sv, upto: int, within: bool) -> list[str]:
+    """What ``_side`` reads: the components of the stream entering block ``upto`` (or its
+    cross-attention) and that stream itself."""
+    names = component_names(view, sv, upto, within)
+    if upto < sv.n_layers:
+        names += [f"{sv.name}.blocks.{upto}.hook_resid_pre"]
+        if within:
+            names += [f"{sv.name}.blocks.{upto}.attn.hook_out"]
+    else:
+        names += [f"{sv.name}.blocks.{upto - 1}.hook_resid_post"]
+    return names
+
+
+def _side(view: ModelView, sv, cache, upto: int, within: bool) -> tuple[list[str], Tensor, Tensor]:
+    """``(labels, components (n, seq, d_model), the stream (seq, d_model))``, float64, of batch row 0:
+    the stream entering block ``upto`` (``within``: its cross-attention sub-layer; ``upto = n_layers``:
+    the stack's output, through its final norm frozen at the recorded statistics)."""
+    labels, comps = residual_components(view, sv, cache, upto, within=within)
+    comps = comps[:, 0].double()
+    if upto == sv.n_layers:
+        resid = cache[f"{sv.name}.blocks.{upto - 1}.hook_resid_post"][0].double()
+        if sv.stack.final_norm is not None:
+            linear, bias = frozen_norm(sv.stack.final_norm, resid)
+            comps = torch.cat([linear(comps), bias.double().expand_as(comps[:1])])
+            labels = [*labels, "final norm offset"]
+        return labels, comps, resid
+    resid = cache[f"{sv.name}.blocks.{upto}.hook_resid_pre"][0].double()
+    if within:  # the stream after a pre-norm self-attention sub-layer (only a pre-norm block's cross-
+        # attention norm reads these statistics; a post-norm one reads the stream itself)
+        resid = resid + cache[f"{sv.name}.blocks.{upto}.attn.hook_out"][0].double()
+    return labels, comps, resid
+
+
+def _decompose(view, sv, key_sv, cache, layer, head, query, key, score, cross) -> ScoreDecomposition:
     block = sv.stack.blocks[layer]
-    attn = block.attn
-    resid = cache[resid_name][0].double()  # (seq, d)
+    attn = block.cross_attn if cross else block.attn
+    pre = view.config.norm_placement == "pre"
+    q_labels, q_comps, q_resid = _side(view, sv, cache, layer, cross)
+    if cross:
+        k_labels, k_comps, k_resid = _side(view, key_sv, cache, key_sv.n_layers, False)
+        k_labels = [f"enc {label}" for label in k_labels]
+    else:
+        k_labels, k_comps, k_resid = q_labels, q_comps, q_resid
+    q_norm = (block.cross_norm if cross else block.attn_norm) if pre else None
+    k_norm = None if cross else q_norm  # cross-attention reads the encoder output as it is
     sides = []
-    for which, pos in (("q", query), ("k", key)):
-        linear, norm_bias = frozen_norm(block.attn_norm, resid[pos])
+    for which, pos, comps, resid, norm in (("q", query, q_comps, q_resid, q_norm), ("k", key, k_comps, k_resid, k_norm)):
+        linear, norm_bias = frozen_norm(norm, resid[pos])
         w, b = _head_projection(attn, which, head)
         w = w.double()
         parts = linear(comps[:, pos]) @ w.T  # (n, d_k)
         const = norm_bias.double() @ w.T + (b.double() if b is not None else 0.0)
         vectors = torch.cat([parts, const[None]])  # (n + 1, d_k)
-        if attn.rotary is not None:
+        if attn.rotary is not None and not cross:
             vectors = attn.rotary(vectors[:, None, None], torch.tensor([pos], device=vectors.device))[:, 0, 0]
         sides.append(vectors)
     terms = sides[0] @ sides[1].T / math.sqrt(attn.head_dim)
-    labels = [*labels, "q/k bias"]
-    return ScoreDecomposition(labels, list(labels), terms, score, layer, head, query, key)
+    bias_label = "q/k bias"
+    return ScoreDecomposition([*q_labels, bias_label], [*k_labels, bias_label], terms, score, layer, head, query, key)

@@ -1,7 +1,9 @@
 """Metrics for ablation, patching and saliency: model output ``(batch, ...)`` -> ``(batch,)`` floats.
 
 Every tool that runs interventions in a batch (one batch row per head or per position) calls the
-metric once on the stacked outputs, so a metric must reduce each row on its own.
+metric once on the stacked outputs, so a metric must reduce each row on its own. A metric that reads
+only the last position says so (``metric.last_position_only = True``): the batched tools then read
+out that position alone (the logits of the other positions are never computed).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ def token_logprob(token: int, position: int = -1) -> Metric:
     def metric(logits: Tensor) -> Tensor:
         return torch.log_softmax(logits[:, position].float(), dim=-1)[:, token]
 
+    metric.last_position_only = position == -1  # type: ignore[attr-defined]
     return metric
 
 
@@ -28,6 +31,7 @@ def token_logit(token: int, position: int = -1) -> Metric:
     def metric(logits: Tensor) -> Tensor:
         return logits[:, position, token]
 
+    metric.last_position_only = position == -1  # type: ignore[attr-defined]
     return metric
 
 
@@ -37,6 +41,7 @@ def logit_diff(token: int, other: int, position: int = -1) -> Metric:
     def metric(logits: Tensor) -> Tensor:
         return logits[:, position, token] - logits[:, position, other]
 
+    metric.last_position_only = position == -1  # type: ignore[attr-defined]
     return metric
 
 

@@ -3,16 +3,27 @@
 Every number comes from ``attnlab.interpret`` (itself built on the hook points), run under the
 model's lock, on the model's device (the results come back to the CPU for the page): the tools attach
 hooks, and another request on the same model must not see them.
+What does not depend on the chosen head or focus (the clean run, the head-effects map, the logit lens,
+the saliency) is computed once per sentence and kept for the last ``SENTENCES_KEPT`` sentences (keyed
+by model and text, checked against the model object and its weights' version counters, dropped when
+the model is unloaded), so a click on another head or token costs three forward passes: the ablated
+run, the focus pair's recorded weights and its score decomposition. ``head_effects`` starts each
+ablated copy at its layer (``attnlab.interpret``), float32.
 Bounded like every route, and tighter for large models, because ``head_effects`` runs one copy of
 the sentence per head: a model of ``LARGE_PARAMS`` parameters or more takes at most
 ``MAX_WHY_TOKENS_LARGE`` tokens (SmolLM2: 270 heads x 24 tokens), a small one the usual limit. Decoders get the next-token prediction with and without the
 chosen head, the head-effects map, the logit lens, the score decomposition of the focus pair and the
 saliency of every token. An encoder without a vocabulary head (minilm) gets the same views measured
 on its sentence embedding (cosine similarity to the clean one), with no logit lens; post-norm models
-(BERT) have no score decomposition, and the answer says why. An encoder-decoder is a 422 for now.
+(BERT, MiniLM) get their score decomposition with each norm's statistics read off the forward pass.
+An encoder-decoder is a 422 for now.
 """
 
 from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 from pydantic import BaseModel, Field, field_validator
@@ -25,10 +36,11 @@ from attnlab.tokenizers.base import Tokenizer
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
 from attnlab.web.heavy import raise_if_abandoned
-from attnlab.web.models import get_model, is_large, max_tokens, model_input, model_lock, tokenize
+from attnlab.web.models import get_model, is_large, max_tokens, model_input, model_lock, on_unload, tokenize
 
 MAX_WHY_TOKENS_LARGE = 24
 TOP_K = 5
+SENTENCES_KEPT = 8
 
 
 class WhyRequest(s.TextRequest):
@@ -95,6 +107,75 @@ def _top(logits: Tensor, tokenizer: Tokenizer) -> list[Candidate]:
     return [Candidate(token=str(t), id=int(j), prob=float(q)) for t, j, q in zip(labels, i, p, strict=True)]
 
 
+@dataclass
+class _Sentence:
+    """What the answer for one sentence holds whatever head and focus are chosen."""
+
+    model: nn.Module  # the model object it was computed with (a reload is another object)
+    weights: int  # the sum of its parameters' version counters then (in-place training moves it)
+    clean_out: Tensor
+    metric: metrics.Metric
+    what: str
+    target: int | None
+    effects: list[list[float]]
+    lens: WhyLens | None
+    saliency: list[float]
+
+
+_SENTENCES: OrderedDict[tuple[str, str], _Sentence] = OrderedDict()
+_SENTENCES_GUARD = threading.Lock()
+
+
+def _weights_version(model: nn.Module) -> int:
+    return sum(p._version for p in model.parameters())
+
+
+def _forget(name: str) -> None:
+    with _SENTENCES_GUARD:
+        for key in [k for k in _SENTENCES if k[0] == name]:
+            del _SENTENCES[key]
+
+
+on_unload(_forget)
+
+
+def _sentence(loaded, x: Tensor, text: str) -> _Sentence:
+    """The per-sentence part of the answer, from the cache or computed (under the model's lock)."""
+    model, key = loaded.model, (loaded.name, text)
+    with _SENTENCES_GUARD:
+        kept = _SENTENCES.get(key)
+        if kept is not None and kept.model is model and kept.weights == _weights_version(model):
+            _SENTENCES.move_to_end(key)
+            return kept
+    lm = loaded.config.family == "decoder"
+    baseline = 0 if loaded.config.positions in ("rotary", "none") else None
+    clean_out = interpret.ablate(model, x, [])
+    target = None
+    if lm:
+        target = int(clean_out[0, -1].argmax())
+        metric = metrics.token_logprob(target)
+        what = f"log-probability of the predicted next token {loaded.tokenizer.tokens([target])[0]!r}"
+    else:
+        metric = metrics.embedding_similarity(clean_out)
+        what = "cosine similarity of the sentence embedding to the clean one"
+    effects = interpret.head_effects(model, x, metric)
+    lens_out = None
+    if lm:
+        lens = interpret.logit_lens(model, x, k=TOP_K)
+        top = [[Candidate(token=str(loaded.tokenizer.tokens([int(i)])[0]), id=int(i), prob=float(p))
+                for i, p in zip(lens.top_ids[r, 0, -1].cpu().tolist(), lens.top_probs[r, 0, -1].cpu().tolist(), strict=True)]
+               for r in range(len(lens.labels))]
+        lens_out = WhyLens(labels=lens.labels, top=top)
+    sal = interpret.saliency(model, x, target if lm else metric, baseline=baseline)
+    kept = _Sentence(model, _weights_version(model), clean_out, metric, what, target,
+                     effects.effects.cpu().tolist(), lens_out, sal.scores.cpu().tolist())
+    with _SENTENCES_GUARD:
+        _SENTENCES[key] = kept
+        while len(_SENTENCES) > SENTENCES_KEPT:
+            _SENTENCES.popitem(last=False)
+    return kept
+
+
 def why(req: WhyRequest) -> WhyResponse:
     loaded = get_model(req.model)
     family = loaded.config.family
@@ -109,21 +190,10 @@ def why(req: WhyRequest) -> WhyResponse:
     if focus >= len(ids):
         raise PayloadError(f"focus token {focus} does not exist; the sentence has {len(ids)} tokens")
     model, x = loaded.model, model_input(loaded, ids)
-    lm = family == "decoder"
-    baseline = 0 if loaded.config.positions in ("rotary", "none") else None
     with model_lock(loaded.name), torch.no_grad():
-        clean_out = interpret.ablate(model, x, [])
-        ablated_out = interpret.ablate(model, x, [(req.layer, req.head)])
-        if lm:
-            target = int(clean_out[0, -1].argmax())
-            metric = metrics.token_logprob(target)
-            what = f"log-probability of the predicted next token {loaded.tokenizer.tokens([target])[0]!r}"
-        else:
-            metric = metrics.embedding_similarity(clean_out)
-            what = "cosine similarity of the sentence embedding to the clean one"
-        effects = interpret.head_effects(model, x, metric)
+        sentence = _sentence(loaded, x, req.text)
         raise_if_abandoned()  # the longest step is done: stop here if nobody waits for the answer
-        lens = interpret.logit_lens(model, x, k=TOP_K) if lm else None
+        ablated_out = interpret.ablate(model, x, [(req.layer, req.head)])
         key = _focus_key(model, x, req.layer, req.head, focus)
         try:
             dec = interpret.score_decomposition(model, x, req.layer, req.head, focus, key)
@@ -131,20 +201,15 @@ def why(req: WhyRequest) -> WhyResponse:
                              key_labels=dec.key_labels, terms=dec.terms.cpu().tolist(), top_pairs=dec.top_pairs(8))
         except ValueError as exc:
             score = WhyScore(available=False, reason=str(exc), query=focus, key=key)
-        sal = interpret.saliency(model, x, target if lm else metric, baseline=baseline)
-    prediction = WhyPrediction(metric=what, clean=float(metric(clean_out)[0]), ablated=float(metric(ablated_out)[0]))
-    if lm:
+    clean_out, metric = sentence.clean_out, sentence.metric
+    prediction = WhyPrediction(metric=sentence.what, clean=float(metric(clean_out)[0]),
+                               ablated=float(metric(ablated_out)[0]))
+    if sentence.target is not None:
         prediction.clean_top = _top(clean_out[0, -1], loaded.tokenizer)
         prediction.ablated_top = _top(ablated_out[0, -1], loaded.tokenizer)
-    lens_out = None
-    if lens is not None:
-        top = [[Candidate(token=str(loaded.tokenizer.tokens([int(i)])[0]), id=int(i), prob=float(p))
-                for i, p in zip(lens.top_ids[r, 0, -1].cpu().tolist(), lens.top_probs[r, 0, -1].cpu().tolist(), strict=True)]
-               for r in range(len(lens.labels))]
-        lens_out = WhyLens(labels=lens.labels, top=top)
     return WhyResponse(model=loaded.name, family=family, tokens=tokens, layer=req.layer, head=req.head,
-                       prediction=prediction, head_effects=effects.effects.cpu().tolist(), logit_lens=lens_out,
-                       score=score, saliency=sal.scores.cpu().tolist())
+                       prediction=prediction, head_effects=sentence.effects, logit_lens=sentence.lens,
+                       score=score, saliency=sentence.saliency)
 
 
 def _focus_key(model: nn.Module, x: Tensor, layer: int, head: int, focus: int) -> int:
