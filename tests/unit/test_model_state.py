@@ -92,13 +92,15 @@ TOOLS = [
     ("saliency-ig", "saliency", lambda m: interpret.saliency(m, IDS, 3, steps=20)),
     ("saliency-ixg", "saliency", lambda m: interpret.saliency(m, IDS, 3, method="input_x_gradient")),
     ("detect_heads", "detect_heads", lambda m: interpret.detect_heads(m, seq_len=8)),
+    ("attribution_patch", "attribution_patch", lambda m: interpret.attribution_patch(m, IDS, IDS.flip(1), METRIC)),
 ]
 
 
 def test_every_public_tool_that_runs_a_model_is_tested_here() -> None:
     functions = {name for name in interpret.__all__
                  if callable(getattr(interpret, name)) and not isinstance(getattr(interpret, name), type)}
-    assert functions - {"Metric", "Inputs", "repeated_random_tokens"} == {tool for _, tool, _ in TOOLS}
+    # agreement compares two results and runs no model
+    assert functions - {"Metric", "Inputs", "repeated_random_tokens", "agreement"} == {tool for _, tool, _ in TOOLS}
 
 
 @pytest.mark.parametrize("call", [c for _, _, c in TOOLS], ids=[case for case, _, _ in TOOLS])

@@ -22,6 +22,7 @@ from attnlab.interpret import _names
 from attnlab.interpret._fast import last_position_out, reads_last_position
 from attnlab.interpret._model import Inputs, Metric, ModelView
 from attnlab.interpret.patching import _POINT, PatchResult, Where, check_pair
+from attnlab.models.mode import evaluates
 
 
 def _recording(store: dict[str, Tensor], name: str) -> Callable[[nn.Module, object, Tensor], Tensor]:
@@ -34,6 +35,7 @@ def _recording(store: dict[str, Tensor], name: str) -> Callable[[nn.Module, obje
     return hook
 
 
+@evaluates
 def attribution_patch(
     model: nn.Module,
     clean: Inputs,
