@@ -110,7 +110,13 @@ def test_fused_attention_keeps_the_mask_rules() -> None:
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 4, 3, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)
     pad = torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]).bool()[:, None, None, :]
-    for qq, kk, vv, mask in ((q, k[:, :, :3], v[:, :, :3], None), (q, k, v, None), (q, k, v, pad), (q[:, :, -1:], k, v, pad)):
+    cases = [
+        (q, k[:, :, :3], v[:, :, :3], None),  # square, no mask: the kernel's own causal flag
+        (q, k, v, None),  # 3 queries after 2 cached keys: the look-ahead mask is built
+        (q, k, v, pad),  # and combined with a padding mask
+        (q[:, :, -1:], k, v, pad),  # one decoding step sees every key it may
+    ]
+    for qq, kk, vv, mask in cases:
         expected, _ = attention(qq, kk, vv, mask, backend="math", is_causal=True)
         torch.testing.assert_close(fused_attention(qq, kk, vv, mask, is_causal=True), expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(AttentionBackendError, match="does not compute attention weights"):

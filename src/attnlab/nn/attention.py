@@ -98,7 +98,8 @@ def attention(
     _check_inputs(q, k, v, backend)
     if backend == "sdpa":
         wants_weights = need_weights or score_hook is not None or weight_hook is not None
-        return fused_attention(q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p, wants_weights=wants_weights), None
+        out = fused_attention(q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p, wants_weights=wants_weights)
+        return out, None
 
     # The formula, step by step (section 3.2.1).
     if is_causal:

@@ -128,7 +128,9 @@ class Block(nn.Module):
     those of ``attn``, ``cross_attn`` and ``ff``.
     """
 
-    def __init__(self, config: LayerConfig, *, cross_attend: bool = False, rotary: RotaryEmbedding | None = None) -> None:
+    def __init__(
+        self, config: LayerConfig, *, cross_attend: bool = False, rotary: RotaryEmbedding | None = None
+    ) -> None:
         super().__init__()
         if config.norm_placement not in ("pre", "post"):
             raise ValueError(f"norm_placement must be 'pre' or 'post', got {config.norm_placement!r}")
