@@ -89,7 +89,9 @@ class DecoderLM(FamilyModel):
             mask = padding_mask(attention_mask)
         positions = positions_for(input_ids, self.config, start, attention_mask=attention_mask,
                                   position_ids=position_ids)
-        return self.logits_at(input_ids, positions, mask=mask, cache=cache)
+        x = self.embed(input_ids, positions)  # (batch, seq, d_model)
+        x = self.stack(x, mask=mask, is_causal=True, positions=positions, cache=cache)
+        return self.hook_logits(self.head(x))  # (batch, seq, vocab)
 
     def logits_at(
         self,
@@ -108,7 +110,8 @@ class DecoderLM(FamilyModel):
         reads of their results per token) would be pure overhead. ``last_only`` computes the logits
         of the last position only, ``(batch, 1, vocab)``: all a sampler needs, and for a large
         vocabulary the biggest matrix product of a prompt pass. Raises only what torch raises for
-        out-of-range input, and ``ValueError`` when the cache is full.
+        out-of-range input, and ``ValueError`` when the cache is full. (``forward`` spells the same
+        three steps out after its checks, so that a reader reaches the blocks in one call.)
         """
         x = self.embed(input_ids, positions)
         x = self.stack(x, mask=mask, is_causal=True, positions=positions, cache=cache)

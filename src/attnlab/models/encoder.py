@@ -20,7 +20,7 @@ from attnlab.models.stack import (
     positions_for,
     set_attention_backend,
 )
-from attnlab.nn import PLAIN_ACTIVATIONS, HookPoint, activate, make_norm, name_hook_points, padding_mask
+from attnlab.nn import PLAIN_ACTIVATIONS, HookPoint, activate, name_hook_points, norm_for, padding_mask
 
 
 class EncoderModel(FamilyModel):
@@ -130,7 +130,7 @@ class EncoderForMaskedLM(_EncoderWithHead):
         self.config = config
         self.encoder = EncoderModel(config, pooler=False)
         self.transform = nn.Linear(config.d_model, config.d_model)
-        self.transform_norm = make_norm(config.norm, config.d_model, config.norm_eps, config.norm_bias)
+        self.transform_norm = norm_for(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size)
         if config.tie_embeddings:
             self.lm_head.weight = self.encoder.embed.token.weight

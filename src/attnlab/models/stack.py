@@ -21,8 +21,8 @@ from attnlab.nn import (
     MultiHeadAttention,
     RotaryEmbedding,
     SinusoidalPositions,
-    make_norm,
     name_hook_points,
+    norm_for,
 )
 
 #: The public names of block stacks in hook names: ``decoder`` (decoder-only models and the decoder
@@ -83,7 +83,7 @@ class Embeddings(nn.Module):
         elif config.positions == "learned":
             self.positions = LearnedPositions(config.max_len, config.d_model)
         self.token_type = nn.Embedding(config.type_vocab_size, config.d_model) if config.type_vocab_size else None
-        self.norm = make_norm(config.norm, config.d_model, config.norm_eps, config.norm_bias) if config.embedding_norm else None
+        self.norm = norm_for(config) if config.embedding_norm else None
         self.dropout = nn.Dropout(config.dropout)
         self.hook_tok_embed = HookPoint()
         if self.positions is not None:
@@ -148,17 +148,9 @@ class Stack(nn.Module):
             assert config.head_dim is not None
             rotary = RotaryEmbedding(config.head_dim, config.max_len, config.rope_theta)
         self.blocks = nn.ModuleList(
-            Block(
-                config.d_model, config.n_heads, config.d_ff,
-                n_kv_heads=config.n_kv_heads, head_dim=config.head_dim, cross_attend=cross_attend,
-                norm=config.norm, norm_eps=config.norm_eps, norm_placement=config.norm_placement,
-                activation=config.activation, bias=config.bias, norm_bias=config.norm_bias, fused_qkv=config.fused_qkv,
-                dropout=config.dropout, attn_dropout=config.attn_dropout, rotary=rotary,
-            )
-            for _ in range(n_layers)
+            Block(config, cross_attend=cross_attend, rotary=rotary) for _ in range(n_layers)
         )
-        self.final_norm = (make_norm(config.norm, config.d_model, config.norm_eps, config.norm_bias)
-                           if config.final_norm else None)
+        self.final_norm = norm_for(config) if config.final_norm else None
         self.hook_resid_final = HookPoint()
         name_hook_points(self, _check_stack(stack))
 

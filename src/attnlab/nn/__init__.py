@@ -12,8 +12,18 @@ from attnlab.nn.attention import (
     padding_mask,
 )
 from attnlab.nn.hooks import HookPoint, name_hook_points
-from attnlab.nn.layers import PLAIN_ACTIVATIONS, Block, FeedForward, LayerCache, RMSNorm, activate, make_norm
+from attnlab.nn.layers import (
+    PLAIN_ACTIVATIONS,
+    Block,
+    FeedForward,
+    LayerCache,
+    RMSNorm,
+    activate,
+    make_norm,
+    norm_for,
+)
 from attnlab.nn.positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions, sinusoidal_table
+from attnlab.nn.spec import LayerConfig
 
 __all__ = [
     "BACKENDS",
@@ -24,6 +34,7 @@ __all__ = [
     "HookPoint",
     "KVCache",
     "LayerCache",
+    "LayerConfig",
     "LearnedPositions",
     "MultiHeadAttention",
     "RMSNorm",
@@ -36,6 +47,7 @@ __all__ = [
     "combine_masks",
     "make_norm",
     "name_hook_points",
+    "norm_for",
     "padding_mask",
     "sinusoidal_table",
 ]

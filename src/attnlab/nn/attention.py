@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from attnlab.nn.hooks import HookPoint
 from attnlab.nn.positions import RotaryEmbedding
+from attnlab.nn.spec import LayerConfig
 
 Backend = Literal["math", "sdpa"]
 BACKENDS: tuple[str, ...] = ("math", "sdpa")
@@ -94,40 +95,16 @@ def attention(
     Raises ``ValueError`` for an unknown backend or wrong shapes, and ``AttentionBackendError`` when
     ``sdpa`` is asked for weights or given score/weight hooks.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
-    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
-        raise ValueError(
-            "attention expects 4-D (batch, heads, seq, d_k) tensors, got shapes "
-            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
-        )
-    heads, kv_heads = q.shape[1], k.shape[1]
-    if heads % kv_heads != 0:
-        raise ValueError(f"query heads ({heads}) must be a multiple of key/value heads ({kv_heads})")
+    _check_inputs(q, k, v, backend)
     if backend == "sdpa":
-        if need_weights or score_hook is not None or weight_hook is not None:
-            raise AttentionBackendError(
-                "the 'sdpa' backend is fused and does not compute attention weights; "
-                "use backend='math' (attnlab.inspect selects it for you)"
-            )
-        # The kernel's own causal flag (top-left aligned) is the fast path; it is only right when
-        # queries and keys cover the same positions and no other mask applies.
-        # (An `if`, not `fast_causal = ... and q.shape[2] == k.shape[2]`: under torch.compile with a
-        # dynamic cache length that comparison is symbolic, and the kernel's flag must be a bool.)
-        fast_causal = False
-        if is_causal and mask is None and q.shape[2] == k.shape[2]:
-            fast_causal = True
-        if is_causal and not fast_causal and q.shape[2] > 1:  # one query sees every cached key
-            mask = combine_masks(mask, causal_mask(q.shape[2], k.shape[2], q.device))
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=fast_causal,
-            enable_gqa=heads != kv_heads,
-        )
+        wants_weights = need_weights or score_hook is not None or weight_hook is not None
+        out = fused_attention(q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p, wants_weights=wants_weights)
         return out, None
 
+    # The formula, step by step (section 3.2.1).
     if is_causal:
         mask = combine_masks(mask, causal_mask(q.shape[2], k.shape[2], q.device))
-
+    heads, kv_heads = q.shape[1], k.shape[1]
     if heads != kv_heads:
         k = k.repeat_interleave(heads // kv_heads, dim=1)
         v = v.repeat_interleave(heads // kv_heads, dim=1)
@@ -144,6 +121,61 @@ def attention(
         weights = weight_hook(weights)
     dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
     return dropped @ v, weights
+
+
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor, backend: str) -> None:
+    """``ValueError`` for an unknown backend, tensors that are not 4-D, or query heads that are not a
+    multiple of the key/value heads."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(
+            "attention expects 4-D (batch, heads, seq, d_k) tensors, got shapes "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    heads, kv_heads = q.shape[1], k.shape[1]
+    if heads % kv_heads != 0:
+        raise ValueError(f"query heads ({heads}) must be a multiple of key/value heads ({kv_heads})")
+
+
+def fused_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    *,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    wants_weights: bool = False,
+) -> Tensor:
+    """``attention``'s ``sdpa`` backend: PyTorch's fused kernel, with the rules for using it.
+
+    Same shapes as ``attention``; returns ``out`` ``(batch, heads, q_len, d_k)`` only. The rules:
+
+    - it never materialises the weights, so ``wants_weights`` (weights asked for, or score/weight
+      hooks given) is an ``AttentionBackendError``, never a silent fallback to the math backend;
+    - the kernel's own causal flag (top-left aligned) is the fast path, and it is only right when
+      queries and keys cover the same positions and no other mask applies; otherwise the look-ahead
+      mask is built and combined with ``mask`` (a single query, the usual decoding step, sees every
+      cached key and needs none);
+    - ``dropout_p`` is applied to the weights inside the kernel (pass 0 in eval mode);
+    - grouped-query attention is the kernel's ``enable_gqa``, no repeated keys.
+    """
+    if wants_weights:
+        raise AttentionBackendError(
+            "the 'sdpa' backend is fused and does not compute attention weights; "
+            "use backend='math' (attnlab.inspect selects it for you)"
+        )
+    # (An `if`, not `fast_causal = ... and q.shape[2] == k.shape[2]`: under torch.compile with a
+    # dynamic cache length that comparison is symbolic, and the kernel's flag must be a bool.)
+    fast_causal = False
+    if is_causal and mask is None and q.shape[2] == k.shape[2]:
+        fast_causal = True
+    if is_causal and not fast_causal and q.shape[2] > 1:
+        mask = combine_masks(mask, causal_mask(q.shape[2], k.shape[2], q.device))
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=fast_causal, enable_gqa=q.shape[1] != k.shape[1],
+    )
 
 
 class KVCache:
@@ -257,6 +289,18 @@ class MultiHeadAttention(nn.Module):
             "scores", "weights", "z", "out")
         for name in points:  # in the order the forward pass reaches them
             setattr(self, f"hook_{name}", HookPoint())
+
+    @classmethod
+    def from_config(
+        cls, config: LayerConfig, *, cross: bool = False, rotary: RotaryEmbedding | None = None
+    ) -> MultiHeadAttention:
+        """The self-attention (or, with ``cross``, the cross-attention) of a block of ``config``:
+        its widths, heads, biases and ``attn_dropout``; a cross-attention layer never fuses Q/K/V."""
+        return cls(
+            config.d_model, config.n_heads, n_kv_heads=config.n_kv_heads, head_dim=config.head_dim,
+            bias=config.bias, fused_qkv=config.fused_qkv and not cross, cross=cross,
+            dropout=config.attn_dropout, rotary=rotary,
+        )
 
     def _split(self, x: Tensor, heads: int) -> Tensor:
         b, n, _ = x.shape

@@ -87,6 +87,7 @@ class HookPoint(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """The identity: ``x`` of any shape and dtype comes back as it is (the hooks see and may replace it)."""
         return x
 
     def __call__(self, x: Tensor) -> Tensor:

@@ -9,8 +9,6 @@ which keeps an unnormalised residual stream and trains deep stacks without warmu
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -18,10 +16,7 @@ from torch import Tensor, nn
 from attnlab.nn.attention import KVCache, MultiHeadAttention, StaticKV
 from attnlab.nn.hooks import HookPoint
 from attnlab.nn.positions import RotaryEmbedding
-
-Activation = Literal["relu", "gelu", "gelu_tanh", "swiglu"]
-NormKind = Literal["layernorm", "rmsnorm"]
-NormPlacement = Literal["pre", "post"]
+from attnlab.nn.spec import Activation, LayerConfig, NormKind
 
 
 class RMSNorm(nn.Module):
@@ -67,6 +62,12 @@ def make_norm(kind: NormKind, dim: int, eps: float, bias: bool | None = None) ->
     raise ValueError(f"unknown norm {kind!r}; choose 'layernorm' or 'rmsnorm'")
 
 
+def norm_for(config: LayerConfig) -> nn.Module:
+    """The norm of ``config`` (kind, ``eps``, bias) over its ``d_model`` features: ``make_norm`` of the
+    config's fields, for every norm of a model (in each block, after the embeddings, after the stack)."""
+    return make_norm(config.norm, config.d_model, config.norm_eps, config.norm_bias)
+
+
 class FeedForward(nn.Module):
     """Position-wise feed-forward network (section 3.3): the same two-layer MLP at every position.
 
@@ -85,6 +86,13 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.hook_hidden = HookPoint()
         self.hook_out = HookPoint()
+
+    @classmethod
+    def from_config(cls, config: LayerConfig) -> FeedForward:
+        """The feed-forward layer of a block of ``config`` (``d_model`` -> ``d_ff`` -> ``d_model``, its
+        activation and biases). Its hidden layer has no dropout: the block drops the sub-layer's output
+        (``config.dropout``) before the residual addition, as GPT-2 does."""
+        return cls(config.d_model, config.d_ff, activation=config.activation, bias=config.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(batch, seq, d_model)`` -> ``(batch, seq, d_model)``, x's dtype, each position alone."""
@@ -108,7 +116,12 @@ class LayerCache:
 
 
 class Block(nn.Module):
-    """One Transformer layer. Encoder, decoder and encoder-decoder stacks are lists of these.
+    """One Transformer layer, built from the model's config. Encoder, decoder and encoder-decoder
+    stacks are lists of these.
+
+    ``config`` is any ``LayerConfig`` (``attnlab.models.TransformerConfig`` is one): its widths, heads,
+    norm (kind, placement, ``eps``, bias), activation, biases, fused Q/K/V and dropouts. A decoder
+    block of an encoder-decoder has ``cross_attend``; ``rotary`` is the stack's one rotary table.
 
     Hook points: ``hook_resid_pre`` (input), ``hook_resid_mid`` (after attention, before the
     feed-forward network) and ``hook_resid_post`` (output), each ``(batch, seq, d_model)``, besides
@@ -116,55 +129,22 @@ class Block(nn.Module):
     """
 
     def __init__(
-        self,
-        d_model: int,
-        n_heads: int,
-        d_ff: int,
-        *,
-        n_kv_heads: int | None = None,
-        head_dim: int | None = None,
-        cross_attend: bool = False,
-        norm: NormKind = "layernorm",
-        norm_eps: float = 1e-5,
-        norm_placement: NormPlacement = "pre",
-        activation: Activation = "gelu",
-        bias: bool = True,
-        norm_bias: bool | None = None,
-        fused_qkv: bool = False,
-        dropout: float = 0.0,
-        attn_dropout: float = 0.0,
-        rotary: RotaryEmbedding | None = None,
+        self, config: LayerConfig, *, cross_attend: bool = False, rotary: RotaryEmbedding | None = None
     ) -> None:
         super().__init__()
-        if norm_placement not in ("pre", "post"):
-            raise ValueError(f"norm_placement must be 'pre' or 'post', got {norm_placement!r}")
-        self.pre_norm = norm_placement == "pre"
+        if config.norm_placement not in ("pre", "post"):
+            raise ValueError(f"norm_placement must be 'pre' or 'post', got {config.norm_placement!r}")
+        self.pre_norm = config.norm_placement == "pre"
         self.hook_resid_pre = HookPoint()
-        self.attn = MultiHeadAttention(
-            d_model, n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim, bias=bias,
-            fused_qkv=fused_qkv, dropout=attn_dropout, rotary=rotary,
-        )
-        self.attn_norm = make_norm(norm, d_model, norm_eps, norm_bias)
-        self.cross_attn: MultiHeadAttention | None = None
-        self.cross_norm: nn.Module | None = None
-        if cross_attend:
-            self.cross_attn = MultiHeadAttention(
-                d_model, n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim, bias=bias,
-                cross=True, dropout=attn_dropout,
-            )
-            self.cross_norm = make_norm(norm, d_model, norm_eps, norm_bias)
+        self.attn = MultiHeadAttention.from_config(config, rotary=rotary)
+        self.attn_norm = norm_for(config)
+        self.cross_attn = MultiHeadAttention.from_config(config, cross=True) if cross_attend else None
+        self.cross_norm = norm_for(config) if cross_attend else None
         self.hook_resid_mid = HookPoint()
-        self.ff = FeedForward(d_model, d_ff, activation=activation, bias=bias)
-        self.ff_norm = make_norm(norm, d_model, norm_eps, norm_bias)
-        self.dropout = nn.Dropout(dropout)
+        self.ff = FeedForward.from_config(config)
+        self.ff_norm = norm_for(config)
+        self.dropout = nn.Dropout(config.dropout)
         self.hook_resid_post = HookPoint()
-
-    def _sublayer(self, x: Tensor, norm: nn.Module, fn) -> Tensor:
-        if self.pre_norm:
-            out = fn(norm(x))
-            return x + (self.dropout(out) if self.training else out)
-        out = fn(x)
-        return norm(x + (self.dropout(out) if self.training else out))
 
     def forward(
         self,
@@ -184,20 +164,24 @@ class Block(nn.Module):
         ``(batch, src_len, d_model)`` and ``memory_mask`` feed cross-attention; ``cache`` keeps this
         layer's keys and values between decoding steps. Raises what ``MultiHeadAttention`` raises.
         """
+        self_kv, cross_kv = (cache.self_attn, cache.cross_attn) if cache is not None else (None, None)
+        attend = {"mask": mask, "is_causal": is_causal, "positions": positions, "cache": self_kv}
+        attend_memory = {"memory": memory, "mask": memory_mask, "cache": cross_kv}
         x = self.hook_resid_pre(x)
-        x = self._sublayer(
-            x, self.attn_norm,
-            lambda h: self.attn(h, mask=mask, is_causal=is_causal, positions=positions,
-                                cache=cache.self_attn if cache is not None else None),
-        )
-        if self.cross_attn is not None:
-            assert self.cross_norm is not None
-            cross = self.cross_attn
-            x = self._sublayer(
-                x, self.cross_norm,
-                lambda h: cross(h, memory=memory, mask=memory_mask,
-                                cache=cache.cross_attn if cache is not None else None),
-            )
-        x = self.hook_resid_mid(x)
-        x = self._sublayer(x, self.ff_norm, self.ff)
+        if self.pre_norm:  # x + Sublayer(Norm(x)): GPT-2, Llama and most models since
+            x = x + self._drop(self.attn(self.attn_norm(x), **attend))
+            if self.cross_attn is not None:
+                x = x + self._drop(self.cross_attn(self.cross_norm(x), **attend_memory))
+            x = self.hook_resid_mid(x)
+            x = x + self._drop(self.ff(self.ff_norm(x)))
+        else:  # Norm(x + Sublayer(x)): the 2017 paper (section 3.1) and BERT
+            x = self.attn_norm(x + self._drop(self.attn(x, **attend)))
+            if self.cross_attn is not None:
+                x = self.cross_norm(x + self._drop(self.cross_attn(x, **attend_memory)))
+            x = self.hook_resid_mid(x)
+            x = self.ff_norm(x + self._drop(self.ff(x)))
         return self.hook_resid_post(x)
+
+    def _drop(self, out: Tensor) -> Tensor:
+        """Dropout on a sub-layer's output; in eval mode it is the identity, and skipping the call is exact."""
+        return self.dropout(out) if self.training else out
