@@ -656,6 +656,27 @@ def _bad_groups(meta: dict[str, Any]) -> str | None:
     return None
 
 
+SNAPSHOTS_DIR = "snapshots"  # inside a run folder: one weights-only checkpoint per chosen step
+_SNAPSHOT_STEP = re.compile(r"step[-_]?(\d+)$")
+
+
+def snapshot_dir(run: str | Path, step: int) -> Path:
+    """Where a run folder keeps its snapshot of ``step``: ``RUN/snapshots/step-000200`` (a checkpoint
+    folder; ``attnlab train --snapshots`` and the web demo's timeline write them)."""
+    return Path(run) / SNAPSHOTS_DIR / f"step-{step:06d}"
+
+
+def snapshot_weights(folder: str | Path) -> dict[int, Path]:
+    """Snapshot weight files found anywhere under ``folder``, by training step, in step order: a snapshot
+    checkpoint's ``step-<n>/model.safetensors`` (``snapshot_dir``) or a bare ``step_<n>.safetensors`` (``step<n>``, ``step-<n>`` too)."""
+    found: dict[int, Path] = {}
+    for path in sorted(Path(folder).rglob("*.safetensors")):
+        match = _SNAPSHOT_STEP.search(path.parent.name if path.stem == "model" else path.stem)
+        if match:
+            found[int(match[1])] = path
+    return dict(sorted(found.items()))
+
+
 def rng_state() -> dict[str, Tensor]:
     """Torch's global CPU generator state (dropout, init), and the current CUDA GPU's when CUDA is in
     use (dropout on a GPU draws from it), to be saved in ``TrainingState.tensors``."""
