@@ -133,3 +133,19 @@ def test_one_optimizer_step_in_the_project() -> None:
                         call.func.attr == "step" and re.search(r"(^|\.)(opt|optim|optimizer|scaler)$", receiver)):
                     found.add(f"{where}::{func.name}")
     assert found == {"train/step.py::apply_update"}
+
+
+LAYOUT = re.compile(r'\b(CONFIG_FILE|TOKENIZER_FILE|TENSORS_FILE|MARKER_FILE)\b|"step-|step-\{|step\[-_\]')
+
+
+def test_one_module_spells_the_checkpoint_layout() -> None:
+    """Issue 24 item 4: ``weights/checkpoint.py`` alone names a checkpoint's files and a run's snapshot
+    step folders (``write_layout``, ``snapshot_dir``, ``snapshot_dirs``, ``snapshot_weights``). Before,
+    ``weights/sharded.py`` wrote ``config.json``/``tokenizer.json``/``training/`` a second time,
+    ``train/loop.py`` and ``web/demo.py`` named the step folders, and ``web/timeline.py`` and
+    ``weights/bundled.py`` each found them their own way."""
+    src = ROOT / "src" / "attnlab"
+    found = [f"{path.relative_to(src).as_posix()}:{n}: {line.strip()}" for path in sorted(src.rglob("*.py"))
+             if path.relative_to(src).as_posix() != "weights/checkpoint.py"
+             for n, line in enumerate(path.read_text().splitlines(), 1) if LAYOUT.search(line)]
+    assert found == []
