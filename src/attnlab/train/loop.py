@@ -1,10 +1,12 @@
 """The training loop: one explicit loop a reader can follow from top to bottom.
 
-Per optimizer step: set the learning rate from the schedule, run ``accum`` micro-batches forward and
-backward (``backward_step``: the loss is per real target over all micro-batches and ranks), clip
-the gradient norm, step the optimizer (``--optimizer``: AdamW, or Muon with AdamW; see
-``attnlab.train.optim``), log. Every ``eval_interval`` steps: estimate the validation loss and write
-the ``last`` checkpoint (and ``best`` when it improved).
+Per optimizer step (``Trainer.step``, ``attnlab.train.trainer``): set the learning rate from the
+schedule, run ``accum`` micro-batches forward and backward (``backward_step``: the loss is per real
+target over all micro-batches and ranks), clip the gradient norm, step the optimizer (``--optimizer``:
+AdamW, or Muon with AdamW; see ``attnlab.train.optim``); then log. Every ``eval_interval`` steps:
+estimate the validation loss (``Trainer.evaluate``) and write the ``last`` checkpoint (and ``best``
+when it improved; ``Trainer.save``). This module owns the run: its folder, its data, its log and
+when to evaluate and save; the ``Trainer`` owns the state a checkpoint saves.
 
 Everything the next step depends on -- weights, optimizer state, the step counter, the data sampler's
 generator and torch's RNG -- is in the checkpoint, so ``resume=True`` continues with bitwise the same
