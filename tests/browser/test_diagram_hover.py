@@ -200,7 +200,7 @@ def test_card_and_panel_follow_the_layer_chosen_in_the_attention_view(make_ui) -
     page.select_option("#att-layer", "2")
     focus = int(page.input_value("#finder-query"))  # the attention view's focus token (the tour's preset may set it)
     page.click('nav a[data-view="arch"]')
-    _, tokens, cache = _cache("minilm")
+    _, _, cache = _cache("minilm")
     card = _hover(page, "enc-attn")
     expect(card).to_contain_text("layer 2, head")
     head = int(page.input_value("#att-head")) if page.input_value("#att-head") != "mean" else 0

@@ -247,13 +247,13 @@ def test_export_into_an_empty_folder_is_accepted(place, capsys) -> None:
 def test_out_of_memory_from_a_large_batch_names_the_size_and_a_smaller_batch(place, capsys, monkeypatch) -> None:
     """Issue 23 item 7: ``--batch-size 65536`` ended in a raw RuntimeError with the allocator's text. The
     allocation fails here the way torch's CPU allocator fails (a real one would fill a shared machine)."""
-    import attnlab.train.loop as loop
+    import attnlab.train.trainer as trainer
 
     def allocator_failure(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 68719476736 bytes. Error code 12 (Cannot allocate memory)")
 
-    monkeypatch.setattr(loop, "backward_step", allocator_failure)
+    monkeypatch.setattr(trainer, "backward_step", allocator_failure)
     before = sorted(p.relative_to(place).as_posix() for p in place.rglob("*"))
     code = main([a.replace("{p}", str(place)) for a in [*T, "--batch-size", "65536", "--iters", "2", "--no-progress"]])
     err = capsys.readouterr().err

@@ -154,7 +154,7 @@ def test_a_sharded_save_that_fails_leaves_no_temporary_and_the_previous_checkpoi
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
-    monkeypatch.setattr(sharded, "save_file", failing)  # rank 0's training tensors
+    monkeypatch.setattr(ckpt, "save_file", failing)  # rank 0's training tensors (written by checkpoint.write_layout)
     with pytest.raises(CheckpointError, match=r"No space left on device.*intact"):
         sharded.save_sharded_checkpoint(tmp_path / "last", model, TOK, state, optimizer, tag="t")
     assert sorted(os.listdir(tmp_path)) == ["last"]

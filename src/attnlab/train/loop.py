@@ -1,10 +1,12 @@
 """The training loop: one explicit loop a reader can follow from top to bottom.
 
-Per optimizer step: set the learning rate from the schedule, run ``accum`` micro-batches forward and
-backward (``backward_step``: the loss is per real target over all micro-batches and ranks), clip
-the gradient norm, step the optimizer (``--optimizer``: AdamW, or Muon with AdamW; see
-``attnlab.train.optim``), log. Every ``eval_interval`` steps: estimate the validation loss and write
-the ``last`` checkpoint (and ``best`` when it improved).
+Per optimizer step (``Trainer.step``, ``attnlab.train.trainer``): set the learning rate from the
+schedule, run ``accum`` micro-batches forward and backward (``backward_step``: the loss is per real
+target over all micro-batches and ranks), clip the gradient norm, step the optimizer (``--optimizer``:
+AdamW, or Muon with AdamW; see ``attnlab.train.optim``); then log. Every ``eval_interval`` steps:
+estimate the validation loss (``Trainer.evaluate``) and write the ``last`` checkpoint (and ``best``
+when it improved; ``Trainer.save``). This module owns the run: its folder, its data, its log and
+when to evaluate and save; the ``Trainer`` owns the state a checkpoint saves.
 
 Everything the next step depends on -- weights, optimizer state, the step counter, the data sampler's
 generator and torch's RNG -- is in the checkpoint, so ``resume=True`` continues with bitwise the same
@@ -33,14 +35,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,6 @@ from attnlab.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 from attnlab.train import distributed
 from attnlab.train.config import TrainConfig
 from attnlab.train.data import corpus_files, data_matches, iter_text, text_sha256
-from attnlab.train.optim import make_optimizer
 from attnlab.train.runs import (
     HeldFolder,
     RunFolderError,
@@ -65,23 +65,17 @@ from attnlab.train.runs import (
     saved_train_config,
     temp_name,
 )
-from attnlab.train.schedule import WarmupCosine
-from attnlab.train.tasks import DEFAULT_PRESET, Batch, DataSpec, Task, make_task
+from attnlab.train.tasks import DEFAULT_PRESET, DataSpec, Task, make_task
+from attnlab.train.trainer import KEPT, StepResult, Trainer
+from attnlab.train.trainer import TrainingDiverged as TrainingDiverged  # (a public name of the loop)
+from attnlab.train.trainer import backward_step as backward_step
 from attnlab.weights.checkpoint import (
     CheckpointError,
     TrainingState,
     load_checkpoint,
     load_training_state,
     remove_stale_temporaries,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
 )
-from attnlab.weights.sharded import load_sharded_optimizer, save_sharded_checkpoint
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message gives the step and the checkpoint that was kept."""
 
 
 @dataclass
@@ -171,45 +165,6 @@ class _Metrics:
             self._file.close()
 
 
-def backward_step(
-    runner: nn.Module, model: nn.Module, task: Task, batches: Sequence[Batch], env: distributed.DistEnv,
-    autocast: Any = None, scaler: torch.amp.GradScaler | None = None,
-) -> tuple[float, int]:
-    """Forward and backward over one optimizer step's micro-batches, on every rank.
-
-    The step's loss is the per-target loss summed over every real target of every micro-batch and
-    rank, divided by their total count, so the gradients left in ``model``'s parameters are the same
-    for one batch of 8, two micro-batches of 4 (``accum=2``) or two ranks of 4, whatever number of
-    real targets each holds. Each micro-batch's *sum* is back-propagated (DDP averages
-    across ranks in the last one's backward; the others skip the sync); then the target count is
-    summed across ranks and the gradients scaled by ``world_size / count``. ``runner`` is
-    ``model`` as the loop calls it (DDP-wrapped, compiled); ``autocast`` a context for the forward
-    pass (bf16) or None; ``scaler`` a ``GradScaler`` (fp16) that scales each backward pass (the
-    gradients stay scaled until ``scaler.unscale_``). The batches must be on ``env.device``. Returns the
-    step's loss and target count (all ranks); with no target at all the gradients stay zero and the
-    loss is 0.
-    """
-    autocast = autocast if autocast is not None else contextlib.nullcontext()
-    total = torch.zeros((), dtype=torch.float64)
-    count = 0
-    for i, batch in enumerate(batches):
-        sync = i == len(batches) - 1 or not env.enabled
-        with (contextlib.nullcontext() if sync else distributed.no_sync(runner, env)), autocast:
-            loss_sum, n = task.loss(runner, batch, training=True)
-        (loss_sum if scaler is None else scaler.scale(loss_sum)).backward()
-        total += loss_sum.detach().double()
-        count += n
-    totals = distributed.sum(torch.stack([total, torch.tensor(float(count), dtype=torch.float64)]), env)
-    n_all = int(totals[1])
-    if n_all == 0:
-        return 0.0, 0
-    scale = env.world_size / n_all
-    for p in model.parameters():
-        if p.grad is not None:
-            p.grad.mul_(scale)
-    return float(totals[0] / n_all), n_all
-
-
 def train(cfg: TrainConfig, *, threads: int | None = None) -> TrainResult:
     """Run (or resume) a training run; see the module docstring for what is saved and when.
 
@@ -238,47 +193,72 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str) -> Tra
 
 def _train_held(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str, held: HeldFolder,
                 tag: str) -> TrainResult:
-    out = Path(cfg.out)
-    last_dir = out / "last"
-    replaced, created = held.replaced, held.created
-
     # ---- the saved run (resume), compared with this config before anything else is read
-    resume_state: TrainingState | None = None
     fingerprints = fingerprints_of(cfg)  # a missing data file is named here, before anything else
-    if cfg.resume:
-        resume_state = load_training_state(last_dir)
-        if resume_state.optimizer is None and resume_state.sharded is None:
-            raise CheckpointError(f"{last_dir}: holds no optimizer state (an export?), so it cannot be resumed")
-        check_resume(saved_train_config(out), resume_state.info, cfg, fingerprints)
-    else:
-        family = preset(cfg.preset).family  # type: ignore[arg-type]
-        task_family = {"lm": "decoder", "translation": "encoder-decoder"}.get(cfg.task, "encoder")
-        if family != task_family:
-            raise ValueError(f"the {cfg.task} task trains {task_family} models; preset {cfg.preset!r} is "
-                             f"{family!r} (default for this task: {DEFAULT_PRESET[cfg.task]!r})")
-
-    # ---- task, model, tokenizer (resumed from the checkpoint, or built fresh)
+    resume_state = _saved_run(cfg, fingerprints) if cfg.resume else None
+    if resume_state is None:
+        _check_family(cfg)
     task = make_task_for(cfg)
-    if resume_state is not None:
-        ckpt = load_checkpoint(last_dir)
-        tokenizer, config, model = ckpt.tokenizer, ckpt.config, ckpt.model
-    else:
-        config = preset(cfg.preset).replace(**cfg.model_overrides)  # type: ignore[arg-type]
-        tokenizer = train_tokenizer(cfg, task)
-        config = task.configure(config, tokenizer)
-        torch.manual_seed(cfg.seed)
-        model = build_model(config)
-        init_weights(model, config)  # on the CPU: the same initial weights on every device
+    model, tokenizer = _model_and_tokenizer(cfg, task, resume_state)
     model.to(env.device)
     fingerprints["tokenizer"] = text_sha256(tokenizer.to_json())
+    aside = _move_in_data(cfg, env, task, tokenizer, model, fingerprints, held, tag)
+    trainer: Trainer | None = None
+    try:
+        trainer = _start(cfg, env, task, model, tokenizer, resume_state, fingerprints, threads_line, tag)
+        trainer.aside = aside  # a fresh run owns the folder once it has written a checkpoint; aside goes then
+        return _run(trainer)
+    except BaseException:
+        if env.is_main and not (cfg.resume or (trainer is not None and trainer.committed)):
+            restore_run_folder(Path(cfg.out), aside, held.created)
+        raise
 
-    # ---- data: prepared in a temporary folder inside OUT, moved in only when the run starts
+
+def _saved_run(cfg: TrainConfig, fingerprints: dict[str, str | None]) -> TrainingState:
+    """The training state of ``OUT/last``, after ``check_resume`` accepted this config against it."""
+    last_dir = Path(cfg.out) / "last"
+    resume_state = load_training_state(last_dir)
+    if resume_state.optimizer is None and resume_state.sharded is None:
+        raise CheckpointError(f"{last_dir}: holds no optimizer state (an export?), so it cannot be resumed")
+    check_resume(saved_train_config(cfg.out), resume_state.info, cfg, fingerprints)
+    return resume_state
+
+
+def _check_family(cfg: TrainConfig) -> None:
+    """Refuse (``ValueError``) a fresh run whose preset is not of the family its task trains."""
+    family = preset(cfg.preset).family  # type: ignore[arg-type]
+    task_family = {"lm": "decoder", "translation": "encoder-decoder"}.get(cfg.task, "encoder")
+    if family != task_family:
+        raise ValueError(f"the {cfg.task} task trains {task_family} models; preset {cfg.preset!r} is "
+                         f"{family!r} (default for this task: {DEFAULT_PRESET[cfg.task]!r})")
+
+
+def _model_and_tokenizer(cfg: TrainConfig, task: Task, resume_state: TrainingState | None) -> tuple[nn.Module, Tokenizer]:
+    """The model and tokenizer of the run (on the CPU): read from ``OUT/last`` on resume, else built
+    fresh (a tokenizer learnt from the data, weights initialised from ``cfg.seed``)."""
+    if resume_state is not None:
+        ckpt = load_checkpoint(Path(cfg.out) / "last")
+        return ckpt.model, ckpt.tokenizer
+    config = preset(cfg.preset).replace(**cfg.model_overrides)  # type: ignore[arg-type]
+    tokenizer = train_tokenizer(cfg, task)
+    config = task.configure(config, tokenizer)
+    torch.manual_seed(cfg.seed)
+    model = build_model(config)
+    init_weights(model, config)  # on the CPU: the same initial weights on every device
+    return model, tokenizer
+
+
+def _move_in_data(cfg: TrainConfig, env: distributed.DistEnv, task: Task, tokenizer: Tokenizer, model: nn.Module,
+                  fingerprints: dict[str, str | None], held: HeldFolder, tag: str) -> Path | None:
+    """Prepare the task's data in ``OUT/.prepare.tmp-TAG`` (or reuse ``OUT/data`` on a resume whose data
+    matches) and move it in; ``--overwrite`` sets the previous run aside first. Returns that folder."""
+    out = Path(cfg.out)
     if env.is_main:
         remove_stale_temporaries(out)
     prep = out / f".prepare.tmp-{tag}"
     reuse = cfg.resume and data_matches(out / "data", fingerprints["data"] or "", fingerprints["tokenizer"])
     try:
-        task.prepare(tokenizer, config, out / "data" if reuse else prep / "data", env, reuse=reuse)
+        task.prepare(tokenizer, model.config, out / "data" if reuse else prep / "data", env, reuse=reuse)
     except BaseException:
         if env.is_main:
             shutil.rmtree(prep, ignore_errors=True)  # (a folder this run created goes with its lock)
@@ -286,10 +266,10 @@ def _train_held(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str, h
     distributed.barrier(env)  # every rank has opened the prepared data before it moves
     aside: Path | None = None
     if env.is_main:
-        if replaced:  # --overwrite: the old run steps aside until the new one writes its first checkpoint
+        if held.replaced:  # --overwrite: the old run steps aside until the new one writes its first checkpoint
             aside = out / f".previous-run-{os.getpid()}"
             aside.mkdir()
-            for entry in replaced:
+            for entry in held.replaced:
                 os.replace(entry, aside / entry.name)
         if (prep / "data").is_dir():  # memory maps opened on it stay valid across the rename
             if (out / "data").exists():
@@ -297,162 +277,101 @@ def _train_held(cfg: TrainConfig, env: distributed.DistEnv, threads_line: str, h
             os.replace(prep / "data", out / "data")
         shutil.rmtree(prep, ignore_errors=True)
     distributed.barrier(env)
-    # a fresh run owns the folder once it has written a checkpoint; the run set aside is deleted then
-    committed: dict[str, Any] = {"done": cfg.resume, "aside": aside}
-    try:
-        return _run(cfg, env, task, model, tokenizer, resume_state, fingerprints, committed, threads_line, tag)
-    except BaseException:
-        if env.is_main and not committed["done"]:
-            restore_run_folder(out, aside, created)
-        raise
+    return aside
 
 
-def _run(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Module, tokenizer: Tokenizer,
-         resume_state: TrainingState | None, fingerprints: dict[str, str | None], committed: dict[str, Any],
-         threads_line: str, tag: str) -> TrainResult:
-    out = Path(cfg.out)
-    last_dir, best_dir = out / "last", out / "best"
+def _start(cfg: TrainConfig, env: distributed.DistEnv, task: Task, model: nn.Module, tokenizer: Tokenizer,
+           resume_state: TrainingState | None, fingerprints: dict[str, str | None], threads_line: str,
+           tag: str) -> Trainer:
+    """The run's ``Trainer``: precision chosen (and printed), optimizer built, the saved run restored."""
     precision = agreed_precision(_precision(cfg, env, resume_state, lambda: training_workload(model, task, env)), env)
     if env.is_main:
         print(f"attnlab train: device {env.device}" + (f" x {env.world_size} processes" if env.enabled else "")
               + f"; precision {precision.name} ({precision.reason}); {threads_line}", file=sys.stderr, flush=True)
-    scaler = torch.amp.GradScaler(env.device.type) if precision.needs_grad_scaler else None
-    runner = distributed.wrap(model, env, cfg.strategy)  # fsdp shards model's parameters in place
-    sharded = distributed.is_sharded(model)
-    optimizer = make_optimizer(model, cfg)
-    schedule = WarmupCosine(cfg.lr, cfg.min_lr, min(cfg.warmup, cfg.iters), cfg.decay_iters or cfg.iters)
-    step, best_val = 0, math.inf
+    trainer = Trainer.create(cfg, env, task, model, tokenizer, precision, fingerprints, tag)
     if resume_state is not None:
-        # One rule for a resumed run, extended or not: the schedule is the one the run started with
-        # (warmup, cosine down to min_lr at its first --iters or --decay-iters, then flat at min_lr),
-        # so the learning rate continues where it was and never jumps back up.
-        saved_schedule = resume_state.info.get("schedule")
-        if isinstance(saved_schedule, dict):
-            try:
-                schedule = WarmupCosine(**saved_schedule)
-            except (TypeError, ValueError) as exc:
-                raise CheckpointError(f"{last_dir}: its saved schedule {saved_schedule!r} is unusable ({exc})") from None
-        if resume_state.sharded is not None:  # written by fsdp: each rank reads its pieces
-            load_sharded_optimizer(resume_state.sharded, model, optimizer)
-        else:
-            try:
-                optimizer.load_state_dict(resume_state.optimizer)  # type: ignore[arg-type]
-            except (ValueError, KeyError, RuntimeError) as exc:
-                raise CheckpointError(f"{last_dir}: optimizer state does not fit the model ({exc})") from None
-        task.set_state(resume_state.tensors)
-        set_rng_state(resume_state.tensors)
-        if scaler is not None and isinstance(resume_state.info.get("grad_scaler"), dict):
-            scaler.load_state_dict(resume_state.info["grad_scaler"])
-        if not {"step", "best_val"} <= set(resume_state.info):
-            raise CheckpointError(f"{last_dir}: its training state records no step or best_val")
-        step, best_val = int(resume_state.info["step"]), float(resume_state.info["best_val"])
+        trainer.restore(resume_state)
     model.train()
     if cfg.compile:
-        runner = torch.compile(runner)
+        trainer.runner = torch.compile(trainer.runner)
+    return trainer
 
-    def save(directory: Path, with_state: bool = True) -> None:
-        if not (env.is_main or sharded):
-            return
-        state = None
-        if with_state:
-            state = TrainingState(
-                info={"step": step, "best_val": best_val, "schedule": asdict(schedule), "train_config": asdict(cfg),
-                      "world_size": env.world_size, "fingerprints": fingerprints, "device": str(env.device),
-                      "precision": {"name": precision.name, "reason": precision.reason.removeprefix(_KEPT)},
-                      **({"grad_scaler": scaler.state_dict()} if scaler is not None else {})},
-                tensors={**task.state(), **rng_state()},
-                optimizer=None if sharded else optimizer.state_dict(),
-            )
-        if sharded:  # every rank writes its shards
-            save_sharded_checkpoint(directory, model, tokenizer, state, optimizer if with_state else None,
-                                    tag=tag)
-        else:
-            save_checkpoint(directory, model, tokenizer, state)
-        if directory == last_dir and not committed["done"]:
-            committed["done"] = True
-            if committed["aside"] is not None:
-                shutil.rmtree(committed["aside"], ignore_errors=True)
 
-    def snapshot() -> None:
-        if env.is_main and step in cfg.snapshots:
-            save_checkpoint(out / "snapshots" / f"step-{step:06d}", model, tokenizer, dtype=getattr(torch, cfg.snapshot_dtype))
+class _Log:
+    """What a run reports while it trains: ``metrics.jsonl`` rows, the progress bar, and the losses the
+    call returns (``TrainResult``)."""
 
-    metrics = _Metrics(out / "metrics.jsonl", env.is_main, step if cfg.resume else None)
-    autocast = precision.autocast(env.device)
-    losses: list[float] = []
-    val_losses: dict[int, float] = {}
-    val_metrics: dict[int, dict[str, float]] = {}
+    def __init__(self, trainer: Trainer) -> None:
+        cfg, env, step = trainer.cfg, trainer.env, trainer.step_count
+        self.cfg = cfg
+        self.metrics = _Metrics(trainer.out / "metrics.jsonl", env.is_main, step if cfg.resume else None)
+        self.bar = _progress(cfg, step, env)
+        self.losses: list[float] = []
+        self.val_losses: dict[int, float] = {}
+        self.val_metrics: dict[int, dict[str, float]] = {}
+        self.started = time.perf_counter()
+
+    def step(self, step: int, result: StepResult, seconds: float) -> None:
+        self.losses.append(result.loss)
+        self.metrics.write({"step": step, "loss": result.loss, "lr": result.lr,
+                            "tokens_per_s": result.tokens / seconds, "time": time.perf_counter() - self.started})
+        if self.bar is not None:
+            self.bar.update(1)
+            if step % 10 == 0 or step == self.cfg.iters:
+                self.bar.set_postfix(loss=f"{result.loss:.4f}", tok_s=f"{result.tokens / seconds:,.0f}")
+
+    def evaluation(self, step: int, scores: dict[str, float]) -> None:
+        self.val_losses[step], self.val_metrics[step] = scores["val_loss"], scores
+        self.metrics.write({"step": step, **scores, "time": time.perf_counter() - self.started})
+        if self.bar is not None:
+            self.bar.write(f"step {step}: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in scores.items()))
+
+    def close(self, out: Path, is_main: bool) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.metrics.close()
+        if is_main:
+            with contextlib.suppress(Exception):  # a plot must never hide the real outcome
+                plot_losses(out / "metrics.jsonl", out / "loss.png")
+
+
+def _run(trainer: Trainer) -> TrainResult:
+    """Train until ``cfg.iters`` steps or a Ctrl-C; evaluate and save every ``eval_interval`` steps."""
+    cfg, env, out = trainer.cfg, trainer.env, trainer.out
+    log = _Log(trainer)
     flag = {"stop": False}
     stopped = "done"
-    bar = _progress(cfg, step, env)
-    started = time.perf_counter()
-    if step == 0:
-        snapshot()
+    if trainer.step_count == 0:
+        trainer.snapshot()
     try:
         with _catch_ctrl_c(flag):
-            while step < cfg.iters:
+            while trainer.step_count < cfg.iters:
                 if distributed.broadcast_flag(flag["stop"], env):
                     stopped = "interrupted"
                     break
-                t0 = time.perf_counter()
-                lr = schedule(step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                batches = [task.next_batch().to(env.device) for _ in range(cfg.accum)]
-                n_tokens = sum(batch.inputs[0].numel() for batch in batches)
-                loss_value, _ = backward_step(runner, model, task, batches, env, autocast, scaler)
-                if not math.isfinite(loss_value):
-                    kept = (f"The last good checkpoint is {last_dir}" if committed["done"] else
-                            f"No checkpoint had been written yet (the first is at step "
-                            f"{min(cfg.eval_interval, cfg.iters)}), so {out} is left as it was")
-                    raise TrainingDiverged(
-                        f"loss became {loss_value} at step {step + 1}; stopped before applying that update. "
-                        f"{kept} (try a lower --lr or a longer warmup)"
-                    )
-                if scaler is not None:
-                    scaler.unscale_(optimizer)  # clip the true gradients
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)  # skipped when fp16 overflowed; the scale then shrinks
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                losses.append(loss_value)
-                dt = time.perf_counter() - t0
-                tokens_per_step = n_tokens * env.world_size  # input tokens (padding included)
-                metrics.write({"step": step, "loss": loss_value, "lr": lr, "tokens_per_s": tokens_per_step / dt,
-                               "time": time.perf_counter() - started})
-                if bar is not None:
-                    bar.update(1)
-                    if step % 10 == 0 or step == cfg.iters:
-                        bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_step / dt:,.0f}")
-                if step % cfg.eval_interval == 0 or step == cfg.iters:
-                    model.eval()
-                    scores = task.evaluate(runner, env, autocast)
-                    model.train()
-                    val = scores["val_loss"]
-                    val_losses[step], val_metrics[step] = val, scores
-                    metrics.write({"step": step, **scores, "time": time.perf_counter() - started})
-                    if bar is not None:
-                        bar.write(f"step {step}: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in scores.items()))
-                    if val < best_val:
-                        best_val = val
-                        save(best_dir, with_state=False)
-                    save(last_dir)
-                snapshot()
-            if stopped == "interrupted" or step % cfg.eval_interval != 0:
-                save(last_dir)
+                _train_one(trainer, log)
+            if stopped == "interrupted" or trainer.step_count % cfg.eval_interval != 0:
+                trainer.save(out / "last")
     finally:
-        if bar is not None:
-            bar.close()
-        metrics.close()
-        if env.is_main:
-            with contextlib.suppress(Exception):  # a plot must never hide the real outcome
-                plot_losses(out / "metrics.jsonl", out / "loss.png")
-    return TrainResult(out, step, losses, val_losses, best_val, stopped, time.perf_counter() - started, val_metrics)
+        log.close(out, env.is_main)
+    return TrainResult(out, trainer.step_count, log.losses, log.val_losses, trainer.best_val, stopped,
+                       time.perf_counter() - log.started, log.val_metrics)
+
+
+def _train_one(trainer: Trainer, log: _Log) -> None:
+    """One step, logged; then, when due, an evaluation with the ``best`` and ``last`` saves, a snapshot."""
+    t0 = time.perf_counter()
+    result = trainer.step()
+    step, cfg = trainer.step_count, trainer.cfg
+    log.step(step, result, time.perf_counter() - t0)
+    if step % cfg.eval_interval == 0 or step == cfg.iters:
+        scores = trainer.evaluate()
+        log.evaluation(step, scores)
+        if scores["val_loss"] < trainer.best_val:
+            trainer.best_val = scores["val_loss"]
+            trainer.save(trainer.out / "best", with_state=False)
+        trainer.save(trainer.out / "last")
+    trainer.snapshot()
 
 
 def training_workload(model: nn.Module, task: Task, env: distributed.DistEnv) -> Workload:
@@ -494,9 +413,9 @@ def _precision(cfg: TrainConfig, env: distributed.DistEnv, resume_state: Trainin
     if cfg.precision == "auto" and isinstance(saved, dict) and saved.get("name") in ("fp32", "bf16", "fp16"):
         kept = choose_precision(saved["name"], env.device)
         reason = str(saved.get("reason", ""))
-        while reason.startswith(_KEPT):  # runs saved before the reason was stored once grew it per resume
-            reason = reason.removeprefix(_KEPT)
-        return Precision(kept.name, kept.dtype, _KEPT + reason)
+        while reason.startswith(KEPT):  # runs saved before the reason was stored once grew it per resume
+            reason = reason.removeprefix(KEPT)
+        return Precision(kept.name, kept.dtype, KEPT + reason)
     if cfg.precision != "auto" or env.device.type != "cpu":
         return choose_precision(cfg.precision, env.device)
     # Only rank 0 measures (a timing differs between machines); agreed_precision hands its choice to every rank.
@@ -512,9 +431,6 @@ def agreed_precision(precision: Precision | None, env: distributed.DistEnv) -> P
         return precision
     name, reason = distributed.broadcast_object(None if precision is None else (precision.name, precision.reason), env)
     return Precision(name, choose_precision(name, env.device).dtype, reason)
-
-
-_KEPT = "kept from the run's start: "  # the saved reason is the start's own, stored once
 
 
 def _progress(cfg: TrainConfig, step: int, env: distributed.DistEnv):

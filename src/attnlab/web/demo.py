@@ -23,7 +23,7 @@ from attnlab.models import DecoderLM, EncoderDecoder, EncoderModel, TransformerC
 from attnlab.tokenizers import BPETokenizer, CharTokenizer
 from attnlab.train.step import train_step
 from attnlab.web import timeline
-from attnlab.weights.checkpoint import save_checkpoint
+from attnlab.weights.checkpoint import save_checkpoint, snapshot_dir
 
 ALPHABET = string.printable[:95]  # digits, letters, punctuation, space
 DEMO_SENTENCE = "the cat sat on the mat. the dog sat on the log."
@@ -118,6 +118,6 @@ def write_demo_timeline(directory: Path, steps: tuple[int, ...] = (0, 10, 30)) -
     with (directory / "metrics.jsonl").open("w") as log:
         for step in range(max(steps) + 1):
             if step in steps:  # the weights before this step's update, in the layout `attnlab train` writes
-                save_checkpoint(directory / "snapshots" / f"step-{step:06d}", model, tokenizer)
+                save_checkpoint(snapshot_dir(directory, step), model, tokenizer)
             value = train_step(model, optimizer, loss, clip=0.0)
             log.write(json.dumps({"step": step, "loss": round(value, 5)}) + "\n")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 from importlib import resources
 from pathlib import Path
@@ -31,7 +30,7 @@ from attnlab.inspect.roles import detect_roles
 from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError, PayloadError
 from attnlab.web.models import get_model, model_copy, model_input, on_unload, self_attention_stack, tokenize
-from attnlab.weights.checkpoint import CheckpointError, load_weights
+from attnlab.weights.checkpoint import CheckpointError, load_weights, snapshot_weights
 
 SENTENCE = "ROMEO: But soft, what light through yonder window breaks?"
 SENTENCES = {  # the fixed sentence of each bundled model's timeline (a model registered later brings its own)
@@ -43,7 +42,6 @@ _DIRS: dict[str, Path] = {}
 _SENTENCES: dict[str, str] = {}
 _SNAPSHOT_MODELS: dict[tuple[str, int, str], nn.Module] = {}  # (model, step, device) -> weights of that step
 _LOCK = threading.Lock()
-_STEP = re.compile(r"step[-_]?(\d+)$")
 
 
 def register_timeline(model: str, directory: Path, sentence: str = SENTENCE) -> None:
@@ -71,15 +69,10 @@ def has_timeline(model: str) -> bool:
 
 def snapshots(model: str) -> dict[int, Path]:
     """Snapshot weight files by training step: ``step-<n>/model.safetensors`` or ``step_<n>.safetensors``."""
-    found: dict[int, Path] = {}
-    for path in sorted(_directory(model).rglob("*.safetensors")):
-        named = path.parent.name if path.stem == "model" else path.stem
-        match = _STEP.search(named)
-        if match:
-            found[int(match[1])] = path
+    found = snapshot_weights(_directory(model))
     if not found:
         raise NotFoundError(f"model {model!r} ships no training snapshots")
-    return dict(sorted(found.items()))
+    return found
 
 
 def _curve(model: str) -> list[s.LossPoint]:

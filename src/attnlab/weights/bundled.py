@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from attnlab.weights.checkpoint import MODEL_FILE, Checkpoint, load_checkpoint
+from attnlab.weights.checkpoint import snapshot_dirs as checkpoint_snapshot_dirs
 
 SHAKESPEARE = "shakespeare-char"
 BIBLE_BPE = "bible-bpe"
@@ -34,10 +35,7 @@ def bundled_dir(name: str = SHAKESPEARE) -> Path:
 
 def snapshot_dirs(name: str = BIBLE_BPE) -> dict[int, Path]:
     """``{training step: checkpoint directory}`` of the snapshots shipped with a bundled model."""
-    root = bundled_dir(name) / "snapshots"
-    if not root.is_dir():
-        return {}
-    return {int(p.name.split("-")[1]): p for p in sorted(root.iterdir()) if p.name.startswith("step-")}
+    return checkpoint_snapshot_dirs(bundled_dir(name))
 
 
 def is_bundled(name: str) -> bool:

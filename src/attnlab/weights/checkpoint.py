@@ -59,7 +59,7 @@ from attnlab.device import resolve_device
 from attnlab.models import TransformerConfig, build_model
 from attnlab.models.config import ConfigError
 from attnlab.tokenizers import Tokenizer, tokenizer_from_json
-from attnlab.weights.keymap import bad_values
+from attnlab.weights.keymap import bad_values, layout_differences
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -136,11 +136,10 @@ def read_safetensors(path: Path) -> dict[str, Tensor]:
 
 
 def _mismatches(expected: dict[str, tuple], found: dict[str, tuple]) -> list[str]:
-    """Missing, unexpected and wrongly shaped tensor names (first five of each), as readable phrases."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = [f"{k}: file {found[k]} vs model {expected[k]}" for k in sorted(set(found) & set(expected))
-             if found[k] != expected[k]]
+    """Missing, unexpected and wrongly shaped tensor names (``layout_differences``; first five of each,
+    sorted), as readable phrases."""
+    missing, unexpected, wrong_names = (sorted(names) for names in layout_differences(expected, found))
+    wrong = [f"{k}: file {found[k]} vs model {expected[k]}" for k in wrong_names]
     problems = []
     if missing:
         problems.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
@@ -341,19 +340,11 @@ def save_checkpoint(
         if dtype is not None:
             tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         save_file(tensors, str(tmp / MODEL_FILE), metadata={"format": "pt", "aliases": json.dumps(aliases)})
-        _write_json(tmp / CONFIG_FILE, config.to_dict())
-        (tmp / TOKENIZER_FILE).write_text(tokenizer.to_json(), encoding="utf-8")
-        if training is not None:
-            (tmp / "training").mkdir()
-            extra = {f"state.{k}": v.detach().contiguous().cpu() for k, v in training.tensors.items()}
-            meta: dict[str, Any] = {"info": training.info}
-            if training.optimizer is not None:
-                opt_tensors, meta["optimizer"] = _flatten_optimizer(training.optimizer)
-                extra.update(opt_tensors)
-            save_file(extra, str(tmp / TENSORS_FILE))
-            _write_json(tmp / STATE_FILE, meta)
-        _write_json(tmp / MARKER_FILE, MARKER)
-        _fsync_tree(tmp)
+        optimizer: dict[str, Any] = {}
+        opt_tensors: dict[str, Tensor] = {}
+        if training is not None and training.optimizer is not None:
+            opt_tensors, optimizer["optimizer"] = _flatten_optimizer(training.optimizer)
+        write_layout(tmp, config, tokenizer, training, optimizer, opt_tensors)
         _swap(tmp, target)
     except BaseException as exc:  # whatever the writer raised (safetensors' errors are no OSError), Ctrl-C too
         error = write_failure(target, tmp, exc)
@@ -361,6 +352,25 @@ def save_checkpoint(
             raise
         raise error from exc
     return target
+
+
+def write_layout(tmp: Path, config: TransformerConfig, tokenizer: Tokenizer, training: TrainingState | None,
+                 optimizer: dict[str, Any] | None = None, optimizer_tensors: dict[str, Tensor] | None = None) -> None:
+    """Write everything of a checkpoint folder but its weights into ``tmp`` (the one writer of the layout,
+    for plain and sharded checkpoints): ``config.json``, ``tokenizer.json``, with ``training`` its
+    ``training/`` folder (``state.json``: ``{"info": ..., **optimizer}``, where ``optimizer`` is the
+    optimizer's JSON section by name; ``tensors.safetensors``: ``training.tensors`` as ``state.*`` and
+    ``optimizer_tensors``), then the marker; every file is flushed to disk. ``tmp`` is swapped in after."""
+    _write_json(tmp / CONFIG_FILE, config.to_dict())
+    (tmp / TOKENIZER_FILE).write_text(tokenizer.to_json(), encoding="utf-8")
+    if training is not None:
+        (tmp / "training").mkdir()
+        extra = {f"state.{k}": v.detach().contiguous().cpu() for k, v in training.tensors.items()}
+        extra.update(optimizer_tensors or {})
+        save_file(extra, str(tmp / TENSORS_FILE))
+        _write_json(tmp / STATE_FILE, {"info": training.info, **(optimizer or {})})
+    _write_json(tmp / MARKER_FILE, MARKER)
+    _fsync_tree(tmp)
 
 
 def write_failure(target: Path, tmp: Path, exc: BaseException) -> BaseException:
@@ -654,6 +664,37 @@ def _bad_groups(meta: dict[str, Any]) -> str | None:
             if any(_number(v) and not math.isfinite(v) for v in values):
                 return f"optimizer setting {key!r} is {value!r}; expected finite numbers"
     return None
+
+
+SNAPSHOTS_DIR = "snapshots"  # inside a run folder: one weights-only checkpoint per chosen step
+_SNAPSHOT_STEP = re.compile(r"step[-_]?(\d+)$")
+
+
+def snapshot_dir(run: str | Path, step: int) -> Path:
+    """Where a run folder keeps its snapshot of ``step``: ``RUN/snapshots/step-000200`` (a checkpoint
+    folder; ``attnlab train --snapshots`` and the web demo's timeline write them)."""
+    return Path(run) / SNAPSHOTS_DIR / f"step-{step:06d}"
+
+
+def snapshot_dirs(run: str | Path) -> dict[int, Path]:
+    """``{training step: snapshot checkpoint folder}`` of a run folder (``snapshot_dir``'s names), in
+    step order; empty when it has none."""
+    root = Path(run) / SNAPSHOTS_DIR
+    if not root.is_dir():
+        return {}
+    found = {int(m[1]): p for p in root.iterdir() if (m := re.fullmatch(r"step-(\d+)", p.name)) and p.is_dir()}
+    return dict(sorted(found.items()))
+
+
+def snapshot_weights(folder: str | Path) -> dict[int, Path]:
+    """Snapshot weight files found anywhere under ``folder``, by training step, in step order: a snapshot
+    checkpoint's ``step-<n>/model.safetensors`` (``snapshot_dir``) or a bare ``step_<n>.safetensors`` (``step<n>``, ``step-<n>`` too)."""
+    found: dict[int, Path] = {}
+    for path in sorted(Path(folder).rglob("*.safetensors")):
+        match = _SNAPSHOT_STEP.search(path.parent.name if path.stem == "model" else path.stem)
+        if match:
+            found[int(match[1])] = path
+    return dict(sorted(found.items()))
 
 
 def rng_state() -> dict[str, Tensor]:

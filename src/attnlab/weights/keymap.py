@@ -14,7 +14,7 @@ map backwards over the target model's state dict built on the ``meta`` device (s
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -103,6 +103,20 @@ def _names(keys: Sequence[str], limit: int = 5) -> str:
     return shown + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+def layout_differences(
+    expected: Mapping[str, Sequence[int]], found: Mapping[str, Sequence[int]], optional: Collection[str] = (),
+) -> tuple[list[str], list[str], list[str]]:
+    """The one key/shape comparison of every weight loader (checkpoints, sharded checkpoints, Hugging Face
+    and GGUF imports): ``(missing, unexpected, wrong_shape)`` names, given ``{name: shape}`` of what a model
+    expects and of what a file holds. ``missing``: expected names absent from ``found`` (those in
+    ``optional`` excepted), in ``expected``'s order; ``unexpected`` and ``wrong_shape``: names of ``found``,
+    in its order. Allocates nothing (shapes only)."""
+    missing = [k for k in expected if k not in found and k not in optional]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [k for k in found if k in expected and tuple(found[k]) != tuple(expected[k])]
+    return missing, unexpected, wrong
+
+
 def check_keys_and_shapes(
     given: Mapping[str, Tensor],
     expected: Mapping[str, Tensor],
@@ -110,21 +124,22 @@ def check_keys_and_shapes(
     what: str,
     optional: set[str] | frozenset[str] = frozenset(),
 ) -> None:
-    """Raise ``CheckpointMismatchError`` unless ``given`` has exactly ``expected``'s keys and shapes."""
-    missing = [k for k in expected if k not in given and k not in optional]
+    """Raise ``CheckpointMismatchError`` unless ``given`` has exactly ``expected``'s keys and shapes
+    (``layout_differences``; the first kind of difference found is named)."""
+    missing, unexpected, wrong = layout_differences({k: t.shape for k, t in expected.items()},
+                                                    {k: t.shape for k, t in given.items()}, optional)
     if missing:
         raise CheckpointMismatchError(f"{what} is missing key(s) {_names(missing)}")
-    unexpected = [k for k in given if k not in expected]
     if unexpected:
         raise CheckpointMismatchError(
             f"{what} has unexpected key(s) {_names(unexpected)}; does the config match the checkpoint?"
         )
-    for k, tensor in given.items():
-        if tuple(tensor.shape) != tuple(expected[k].shape):
-            raise CheckpointMismatchError(
-                f"shape mismatch for {k!r}: {what} has {tuple(tensor.shape)}, "
-                f"the config expects {tuple(expected[k].shape)}"
-            )
+    if wrong:
+        k = wrong[0]
+        raise CheckpointMismatchError(
+            f"shape mismatch for {k!r}: {what} has {tuple(given[k].shape)}, "
+            f"the config expects {tuple(expected[k].shape)}"
+        )
 
 
 def bad_values(given: Mapping[str, Tensor], expected: Mapping[str, Tensor], limit: int = 3) -> str | None:

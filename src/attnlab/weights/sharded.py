@@ -2,7 +2,8 @@
 ``torch.distributed.checkpoint`` (DCP) with its Hugging Face safetensors storage, so no pickle is read.
 
 A sharded checkpoint is an ordinary checkpoint folder (``attnlab.weights.checkpoint``: marker,
-``config.json``, ``tokenizer.json``, ``training/``, written in a temporary sibling and swapped in) whose
+``config.json``, ``tokenizer.json``, ``training/``, written by its ``write_layout`` in a temporary sibling
+and swapped in) whose
 weights and AdamW moments live in ``sharded/``, one safetensors file per rank holding that rank's
 pieces, instead of ``model.safetensors``. Every rank writes its own pieces, so no process ever holds
 the whole model; ``attnlab.weights.checkpoint.load_sharded_weights`` consolidates them into one model
@@ -17,30 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from attnlab.models import TransformerConfig
 from attnlab.tokenizers import Tokenizer
 from attnlab.weights.checkpoint import (
     _OPTIMIZER_PREFIX,
-    CONFIG_FILE,
-    MARKER,
-    MARKER_FILE,
     SHARDED_DIR,
     STATE_FILE,
-    TENSORS_FILE,
-    TOKENIZER_FILE,
     CheckpointError,
     TrainingState,
-    _fsync_tree,
     _prepare_destination,
     _read_json,
     _sharded_load,
     _swap,
-    _write_json,
     resolve_checkpoint,
     write_failure,
+    write_layout,
 )
 
 
@@ -97,21 +90,12 @@ def save_sharded_checkpoint(
     dist.barrier()
     if main:
         try:
-            config: TransformerConfig = model.config  # type: ignore[assignment]
-            _write_json(tmp / CONFIG_FILE, config.to_dict())
-            (tmp / TOKENIZER_FILE).write_text(tokenizer.to_json(), encoding="utf-8")
-            if training is not None:
-                (tmp / "training").mkdir()
-                extra = {f"state.{k}": v.detach().contiguous().cpu() for k, v in training.tensors.items()}
-                save_file(extra, str(tmp / TENSORS_FILE))
-                meta: dict[str, Any] = {"info": training.info}
-                if optim_state is not None:
-                    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
-                              for g in optim_state["param_groups"]]
-                    meta["sharded_optimizer"] = {"param_groups": groups, "plain_state": plain}
-                _write_json(tmp / STATE_FILE, meta)
-            _write_json(tmp / MARKER_FILE, MARKER)
-            _fsync_tree(tmp)
+            section: dict[str, Any] = {}
+            if optim_state is not None:
+                groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
+                          for g in optim_state["param_groups"]]
+                section["sharded_optimizer"] = {"param_groups": groups, "plain_state": plain}
+            write_layout(tmp, model.config, tokenizer, training, section)  # type: ignore[arg-type]
             _swap(tmp, target)
         except Exception as exc:  # safetensors' SafetensorError is no OSError: catch what writers raise
             problem[0] = str(write_failure(target, tmp, exc))
