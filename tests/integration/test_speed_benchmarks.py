@@ -63,10 +63,10 @@ def test_bench_vs_nanogpt_smoke(tmp_path: Path) -> None:
     assert report["seed"] == 1337 and report["threads"] == 1 and report["attnlab_precision"] == "fp32"
     assert report["attnlab_optimizer"] == "muon"  # passed through to attnlab's recipe
     assert report["attnlab_model_overrides"] == {"positions": "rotary", "activation": "relu"}
-    # tied character embedding + 4 blocks (QKV, output, 128 -> 512 -> 128; two LayerNorms) + final LayerNorm,
-    # and no 64 x 128 position table: rotary positions have no weights
+    # tied character embedding + 4 blocks (QKV, output, 128 -> 512 -> 128; two LayerNorms without biases, as
+    # bias=False means in nanoGPT) + final LayerNorm, and no 64 x 128 position table: rotary positions have no weights
     vocab = len(set(corpus.read_text()))
-    assert report["attnlab_parameters"] == 128 * vocab + 4 * (4 * 128 * 128 + 2 * 128 * 512 + 2 * 256) + 256
+    assert report["attnlab_parameters"] == 128 * vocab + 4 * (4 * 128 * 128 + 2 * 128 * 512 + 2 * 128) + 128
     assert not (checkout / "data/shakespeare_char/prepared").exists()  # ran in a copy
 
 

@@ -8,9 +8,11 @@ real SmolLM2 load; what is asserted are answers and counts, not times.
 
 from __future__ import annotations
 
-import gc
+import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +23,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
 from attnlab import catalog as cat
 from attnlab.inspect import hook_name, hook_points
@@ -333,34 +334,58 @@ def test_long_requests_leave_a_slot_for_the_short_views(base: str) -> None:
 
 # --- issue 23 item 8: unloading gives the memory back to the system --------------------------------------------
 
-_PINS: list[torch.Tensor] = []  # small tensors made during the load and kept: the fragmentation a real load leaves
+# Run in a fresh process: in a long test session the resident size also moves with what earlier tests
+# freed (a trim here can return their memory too), so only a process of its own measures the unload alone.
+_UNLOAD_SCRIPT = r"""
+import gc, json, os, sys
+from pathlib import Path
+import torch
+from fastapi.testclient import TestClient
+from attnlab import catalog as cat
+from attnlab.models import DecoderLM
+from attnlab.tokenizers import CharTokenizer
+from attnlab.web.app import create_app
+from attnlab.web.demo import ALPHABET, _config
+
+pins = []  # small tensors made during the load and kept: the fragmentation a real load leaves
 
 
-def _resident_mb() -> float:
+def resident_mb():
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def big(info):
+    config = _config("decoder")
+    model = DecoderLM(config).eval()
+    model.ballast = torch.nn.ParameterList()
+    for _ in range(1600):
+        model.ballast.append(torch.nn.Parameter(torch.randn(16384), requires_grad=False))
+        pins.append(torch.zeros(256))
+    return cat.LoadedModel(name=info.name, model=model, tokenizer=CharTokenizer(ALPHABET), config=config, info=info)
+
+
+info = cat.ModelInfo(name="big-ballast", family="decoder", description="test model", n_params="~26M",
+                     source="test", licence="MIT", install_hint="nothing", is_available=lambda: True,
+                     loader=lambda: big(info))
+cat.register(info)
+client = TestClient(create_app(experiments_dir=Path(sys.argv[1])), base_url="http://127.0.0.1")
+gc.collect()
+before = resident_mb()
+assert client.post("/api/models/big-ballast/load", json={}).status_code == 200
+loaded = resident_mb()
+assert client.delete("/api/models/big-ballast").json()["was_loaded"] is True
+after = resident_mb()
+print(json.dumps([before, loaded, after]))
+"""
+
+
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux's /proc to read the resident size")
-def test_unloading_gives_the_models_memory_back_to_the_system(app) -> None:
+def test_unloading_gives_the_models_memory_back_to_the_system(tmp_path) -> None:
     """~100 MB of 64 KB tensors (under glibc's mmap threshold, so they come from its heaps) interleaved
     with small tensors that stay: after the unload, at least half of what the load added is returned."""
-
-    def big(info: cat.ModelInfo) -> cat.LoadedModel:
-        model = DecoderLM(_config("decoder")).eval()
-        model.ballast = torch.nn.ParameterList()
-        for _ in range(1600):
-            model.ballast.append(torch.nn.Parameter(torch.randn(16384), requires_grad=False))
-            _PINS.append(torch.zeros(256))
-        return _decoder(info, model)
-
-    cat.register(_entry("big-ballast", big))
-    client = TestClient(app, base_url="http://127.0.0.1")
-    gc.collect()
-    before = _resident_mb()
-    assert client.post("/api/models/big-ballast/load", json={}).status_code == 200
-    loaded = _resident_mb()
+    done = subprocess.run([sys.executable, "-c", _UNLOAD_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, loaded, after = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded - before > 80  # the load took what it should
-    assert client.delete("/api/models/big-ballast").json()["was_loaded"] is True
-    after = _resident_mb()
-    _PINS.clear()
     assert loaded - after >= 0.5 * (loaded - before), (before, loaded, after)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -408,7 +409,9 @@ def _asgi(app, method: str, path: str, headers: list[tuple[bytes, bytes]], body:
         async with app.router.lifespan_context(app):
             await app(scope, receive, send)
 
-    anyio.run(main)
+    # In a thread of its own: a browser test earlier in the session may leave an event loop running here.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(anyio.run, main).result()
     start = next(m for m in out if m["type"] == "http.response.start")
     return start["status"], b"".join(m.get("body", b"") for m in out if m["type"] == "http.response.body"), start["headers"]
 
