@@ -265,6 +265,47 @@ def _role_sums(w: Tensor, ids: list[int], real: Tensor, labels: list[str]) -> di
     return out
 
 
+def _prepare(model: nn.Module, tokenizer: Tokenizer, corpus: Sequence[str] | None, stack: str | None,
+             max_tokens: int, cache_dir: str | Path | bool | None,
+             ) -> tuple[ModelView, str, list[str], list[list[int]], int, Path | None]:
+    """The view, stack, kept sentences and their ids, how many were skipped, and the cache file (``None``
+    when ``cache_dir`` is False)."""
+    view = ModelView(model)
+    if stack is None:
+        stack = "encoder" if view.family == "encoder-decoder" else view.stack(None).name
+    view.stack(stack)  # an unknown stack is a ValueError here
+    corpus = list(default_corpus() if corpus is None else corpus)
+    limit = min(max_tokens, view.config.max_len)
+    encoded = [tokenizer.encode(t) if t.strip() else [] for t in corpus]
+    keep = [i for i, ids in enumerate(encoded) if 0 < len(ids) <= limit]
+    if not keep:
+        raise ValueError(f"no sentence of the corpus ({len(corpus)}) has 1 to {limit} tokens")
+    sentences, encoded = [corpus[i] for i in keep], [encoded[i] for i in keep]
+    path = None
+    if cache_dir is not False:
+        folder = Path(cache_dir) if cache_dir not in (None, True) else cache_home() / "corpus"
+        path = folder / f"{_fingerprint(model, encoded, stack, limit)[:32]}.pt"
+    return view, stack, sentences, encoded, len(corpus) - len(keep), path
+
+
+def _read_cache(path: Path) -> CorpusScan | None:
+    if not path.is_file():
+        return None
+    try:
+        return CorpusScan._from_state(torch.load(path, weights_only=True), path)
+    except Exception:  # an unreadable or outdated cache file is computed again (and replaced)
+        return None
+
+
+def cached_scan(model: nn.Module, tokenizer: Tokenizer, corpus: Sequence[str] | None = None, *,
+                stack: str | None = None, max_tokens: int = MAX_TOKENS,
+                cache_dir: str | Path | None = None) -> CorpusScan | None:
+    """``scan_corpus``'s cached result for these arguments if a pass has been cached, else ``None``
+    (nothing is computed but the cache key: the corpus is tokenized and the weights hashed)."""
+    *_, path = _prepare(model, tokenizer, corpus, stack, max_tokens, cache_dir)
+    return _read_cache(path) if path is not None else None
+
+
 @evaluates
 def scan_corpus(
     model: nn.Module,
@@ -290,29 +331,13 @@ def scan_corpus(
     runs in eval mode in float32 as given. Raises ``ValueError`` for an empty corpus or one whose every
     sentence is too long.
     """
-    view = ModelView(model)
-    if stack is None:
-        stack = "encoder" if view.family == "encoder-decoder" else view.stack(None).name
-    sv = view.stack(stack)
+    view, stack, sentences, encoded, skipped, path = _prepare(model, tokenizer, corpus, stack, max_tokens,
+                                                             cache_dir if cache else False)
+    if path is not None and (found := _read_cache(path)) is not None:
+        return found
     causal = stack == "decoder"
-    corpus = list(default_corpus() if corpus is None else corpus)
-    limit = min(max_tokens, view.config.max_len)
-    encoded = [tokenizer.encode(t) if t.strip() else [] for t in corpus]
-    keep = [i for i, ids in enumerate(encoded) if 0 < len(ids) <= limit]
-    if not keep:
-        raise ValueError(f"no sentence of the corpus ({len(corpus)}) has 1 to {limit} tokens")
-    sentences, encoded = [corpus[i] for i in keep], [encoded[i] for i in keep]
-    path = None
-    if cache:
-        folder = Path(cache_dir) if cache_dir is not None else cache_home() / "corpus"
-        path = folder / f"{_fingerprint(model, encoded, stack, limit)[:32]}.pt"
-        if path.is_file():
-            try:
-                return CorpusScan._from_state(torch.load(path, weights_only=True), path)
-            except Exception:  # an unreadable or outdated cache file is computed again (and replaced)
-                pass
     specials = special_ids(tokenizer)
-    L, H, N = sv.n_layers, view.config.n_heads, len(sentences)
+    L, H, N = view.stack(stack).n_layers, view.config.n_heads, len(sentences)
     query, key = torch.full((N, L, H), -1), torch.full((N, L, H), -1)
     weight, spec_best = torch.zeros(N, L, H), torch.full((N, L, H), float("-inf"))
     sums = {r: torch.zeros(L, H, dtype=torch.float64) for r in ROLES if r != "induction"}
@@ -362,7 +387,7 @@ def scan_corpus(
     else:
         scores["induction"], cases["induction"] = torch.full((L, H), float("nan"), dtype=torch.float64), 0
     result = CorpusScan(sentences, tokens, query, key, weight, spec_best, CorpusRoles(scores, cases), stack, causal,
-                        len(corpus) - N, path, False)
+                        skipped, path, False)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with replacing(path) as tmp:
