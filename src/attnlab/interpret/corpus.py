@@ -45,7 +45,7 @@ from attnlab.files import replacing
 from attnlab.inspect import run_with_cache
 from attnlab.interpret._model import ModelView
 from attnlab.interpret.detect import detect_heads
-from attnlab.interpret.links import special_ids, specificity
+from attnlab.interpret.links import LINK, special_ids, specificity
 from attnlab.models.mode import evaluates
 from attnlab.tokenizers.base import Tokenizer
 
@@ -141,9 +141,20 @@ class HeadContexts:
     contexts: list[Context]
     sentences: int  # how many sentences the pass read
 
+    def summary(self) -> str:
+        """One sentence computed from the contexts: the most specific link and how many are links (``LINK``)."""
+        label = f"L{self.layer}H{self.head}"
+        if not self.contexts:
+            return f"{label} links no two real tokens in any of the {self.sentences} sentences."
+        links = sum(c.specificity >= LINK for c in self.contexts)
+        top = self.contexts[0]
+        return (f"Over {self.sentences} sentences, {label}'s most specific link is {top.tokens[top.query].strip()!r} -> "
+                f"{top.tokens[top.key].strip()!r} (specificity {top.specificity:.2f}); {links} of the top "
+                f"{len(self.contexts)} are links (specificity at least {LINK}).")
+
     def to_dict(self) -> dict:
         return {"layer": self.layer, "head": self.head, "stack": self.stack, "sentences": self.sentences,
-                "contexts": [c.to_dict() for c in self.contexts]}
+                "link_threshold": LINK, "summary": self.summary(), "contexts": [c.to_dict() for c in self.contexts]}
 
 
 @dataclass
@@ -160,6 +171,16 @@ class CorpusRoles:
         got = [(float(self.scores[r][layer, head]) - self.thresholds[r], r) for r in ROLES
                if self.cases[r] and float(self.scores[r][layer, head]) >= self.thresholds[r]]
         return [r for _, r in sorted(got, reverse=True)]
+
+    def of_head(self, layer: int, head: int) -> list[dict]:
+        """Head (``layer``, ``head``)'s ``{role, score, threshold, cases, given}`` per role (score ``None``: no case)."""
+        out = []
+        for role in ROLES:
+            value = float(self.scores[role][layer, head])
+            score = None if value != value else value
+            out.append({"role": role, "score": score, "threshold": self.thresholds[role], "cases": self.cases[role],
+                        "given": score is not None and score >= self.thresholds[role]})
+        return out
 
     def to_dict(self) -> dict:
         return {"roles": list(ROLES), "thresholds": self.thresholds, "cases": self.cases,

@@ -15,6 +15,9 @@ from torch import Tensor
 
 from attnlab.tokenizers.base import Tokenizer
 
+#: A pair is called a link when its specificity is at least this (weights are in [0, 1]).
+LINK = 0.3
+
 
 def special_ids(tokenizer: Tokenizer) -> set[int]:
     """Ids of the tokenizer's special tokens (``[CLS]``, ``[SEP]``, ``<|endoftext|>``...); none for a character tokenizer.

@@ -17,10 +17,10 @@ from pydantic import BaseModel, Field
 
 from attnlab import interpret
 from attnlab.interpret import corpus as hc
+from attnlab.interpret.links import LINK
 from attnlab.train.corpora import CorpusError
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
-from attnlab.web.finder import LINK
 from attnlab.web.heavy import Abandoned, abandoned
 from attnlab.web.models import get_model, model_copy, on_unload, self_attention_stack
 
@@ -79,16 +79,6 @@ class HeadContextsResponse(BaseModel):
     from_cache: bool
 
 
-def _role_scores(roles: hc.CorpusRoles, layer: int, head: int) -> list[RoleScoreOut]:
-    out = []
-    for role in hc.ROLES:
-        value = float(roles.scores[role][layer, head])
-        score = None if value != value else value
-        out.append(RoleScoreOut(role=role, score=score, threshold=roles.thresholds[role], cases=roles.cases[role],
-                                given=score is not None and score >= roles.thresholds[role]))
-    return out
-
-
 def corpus_roles_out(scan: hc.CorpusScan) -> s.CorpusRolesOut:
     roles = scan.roles
     d = roles.to_dict()
@@ -102,16 +92,6 @@ def latest_roles(model: str) -> s.CorpusRolesOut | None:
     with _SCANS_GUARD:
         scan = _SCANS.get(model)
     return corpus_roles_out(scan) if scan is not None else None
-
-
-def _summary(label: str, found: hc.HeadContexts) -> str:
-    if not found.contexts:
-        return f"{label} links no two real tokens in any of the {found.sentences} sentences."
-    links = sum(c.specificity >= LINK for c in found.contexts)
-    top = found.contexts[0]
-    return (f"Over {found.sentences} sentences, {label}'s most specific link is {top.tokens[top.query].strip()!r} -> "
-            f"{top.tokens[top.key].strip()!r} (specificity {top.specificity:.2f}); {links} of the top "
-            f"{len(found.contexts)} are links (specificity at least {LINK}).")
 
 
 def head_contexts(req: HeadContextsRequest) -> HeadContextsResponse:
@@ -136,11 +116,11 @@ def head_contexts(req: HeadContextsRequest) -> HeadContextsResponse:
     with _SCANS_GUARD:
         _SCANS[loaded.name] = scan
     found = scan.head_contexts(req.layer, req.head, req.k)
-    label = f"L{req.layer}H{req.head}"
     return HeadContextsResponse(
         model=loaded.name, stack=scan.stack, layer=req.layer, head=req.head,
         corpus=f"World English Bible (public domain), {req.sentences} verses evenly spread",
         sentences=len(scan.sentences), skipped=scan.skipped, link_threshold=LINK,
-        contexts=[ContextOut(**c.to_dict()) for c in found.contexts], roles=_role_scores(scan.roles, req.layer, req.head),
-        summary=_summary(label, found), from_cache=scan.from_cache,
+        contexts=[ContextOut(**c.to_dict()) for c in found.contexts],
+        roles=[RoleScoreOut(**r) for r in scan.roles.of_head(req.layer, req.head)],
+        summary=found.summary(), from_cache=scan.from_cache,
     )

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import torch
 
-from attnlab.interpret.links import special_ids, specificity
+from attnlab.interpret.links import LINK, special_ids, specificity
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
 from attnlab.web.models import forward, get_model, self_attention_stack, tokenize
 
-#: A head links the query to the key when its specificity is at least this (weights are in [0, 1]).
-LINK = 0.3
 #: Below this weight the query barely looks at the key at all.
 FAINT = 0.1
 

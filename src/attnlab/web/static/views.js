@@ -723,3 +723,35 @@ export function experiment(container, exp, chosen, onPick) {
   }
   el("div", { class: "explanation" }, container).innerHTML = exp.discussion_html;
 }
+
+// A head across a corpus (POST /api/heads/contexts, attnlab.show.head_contexts): its summary sentence,
+// one line per sentence with the query token (blue) and the key it links to (orange) marked, weight and
+// specificity beside it, then the head's role scores over the corpus with the threshold each was held to.
+export function headContexts(container, p) {
+  clear(container);
+  el("p", { class: "summary" }, container, p.summary);
+  const ol = el("ol", { class: "contexts", "data-layer": String(p.layer), "data-head": String(p.head) }, container);
+  p.contexts.forEach((c) => {
+    const li = el("li", { "data-weight": String(c.weight), "data-specificity": String(c.specificity),
+      class: c.specificity >= p.link_threshold ? "link" : "" }, ol);
+    const line = el("span", { class: "tokens" }, li);
+    c.tokens.forEach((t, i) => {
+      const mark = i === c.query ? "query" : i === c.key ? "key" : null;
+      const style = mark === "query" ? "background:#cfe0ff;border-color:#2456c7" : mark === "key" ? "background:#ffe1c7;border-color:#d0641c" : "";
+      el("span", mark ? { class: mark, style } : {}, line, t);
+    });
+    li.append(` weight ${c.weight.toFixed(3)}, specificity ${c.specificity.toFixed(3)}`);
+  });
+  const table = el("table", { class: "numbers roles" }, container);
+  const hr = el("tr", {}, el("thead", {}, table));
+  ["role", "score", "threshold", "cases", "given"].forEach((h) => el("th", {}, hr, h));
+  const body = el("tbody", {}, table);
+  p.roles.forEach((r) => {
+    const tr = el("tr", { "data-role": r.role, "data-given": String(r.given) }, body);
+    el("th", {}, tr, r.role);
+    el("td", {}, tr, r.score === null ? "no case" : r.score.toFixed(3));
+    el("td", {}, tr, String(r.threshold));
+    el("td", {}, tr, String(r.cases));
+    el("td", {}, tr, r.given ? "yes" : "no");
+  });
+}
