@@ -458,7 +458,7 @@ function drawGrid() {
   const p = state.payloads.attention;
   const highlight = Object.fromEntries((finder?.heads || []).slice(0, 3).map((h, i) => [`${h.layer},${h.head}`, i + 1]));
   V.headGrid($("att-grid"), p, { layer: state.layer, head: state.head }, (l, h) => { state.layer = l; state.head = h; pushState(); drawAttention(); }, { highlight });
-  V.roleLegend($("role-legend"));
+  V.roleLegend($("role-legend"), p.corpus_roles);
 }
 
 function fillSelect(select, n, value, what, withMean = false) {

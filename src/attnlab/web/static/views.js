@@ -392,7 +392,7 @@ export function headGrid(container, payload, selected, onPick, { highlight = {},
       const role = payload.roles[l][h].role;
       const cell = el("div", { class: "cell" + (rank ? " top" : ""), role: "button", tabindex: 0, "data-layer": l, "data-head": h,
         "data-rank": rank ?? null, "aria-pressed": String(selected.layer === l && selected.head === h),
-        "aria-label": `layer ${l} head ${h}${role ? `, role ${role}` : ""}`, title: `L${l} H${h}${role ? ` · ${role}` : ""}\n${roleTitle(payload.roles[l][h])}` }, container);
+        "aria-label": `layer ${l} head ${h}${role ? `, role ${role}` : ""}`, title: `L${l} H${h}${role ? ` · ${role}` : ""}\n${roleTitle(payload.roles[l][h])}${corpusTitle(payload.corpus_roles, l, h)}` }, container);
       heatmap(el("svg:svg", {}, cell), w, { cell: px, min: 0, bar: false, hover: false }); // the cell's own title names it
       el("span", { class: "role" }, cell, rank ? `#${rank}` : (role ? ROLE_ABBR[role] || role : ""));
       cell.addEventListener("click", () => onPick(l, h));
@@ -401,9 +401,16 @@ export function headGrid(container, payload, selected, onPick, { highlight = {},
   });
 }
 
+// A head's corpus role scores for its cell's tooltip ("" before any corpus pass of the model).
+function corpusTitle(corpus, l, h) {
+  if (!corpus) return "";
+  const parts = Object.entries(corpus.scores).map(([role, s]) => `${role} ${s[l][h] === null ? "–" : s[l][h].toFixed(2)}/${corpus.thresholds[role]}`);
+  return `\nover ${corpus.sentences} corpus sentences: ${parts.join(", ")}`;
+}
+
 const ROLE_ABBR = { "first-token": "first", "previous-token": "prev", "same-token": "self", broad: "broad" };
 
-export function roleLegend(container) {
+export function roleLegend(container, corpus = null) {
   clear(container);
   el("strong", {}, container, "Role labels: ");
   for (const [role, help] of Object.entries(ROLE_HELP)) {
@@ -412,6 +419,21 @@ export function roleLegend(container) {
     item.append(` ${help}`);
   }
   el("span", { class: "legend-item" }, container, "· #1, #2, #3: the head finder's best heads (orange outline)");
+  if (corpus) corpusRoleLegend(container, corpus);
+}
+
+// The head grid payload's corpus_roles (attnlab.interpret.corpus): per role its threshold and the heads
+// whose mean share of attention over the corpus reaches it.
+function corpusRoleLegend(container, corpus) {
+  const box = el("span", { class: "legend-item corpus-roles", "data-sentences": String(corpus.sentences) }, container,
+    `· Over ${corpus.sentences} corpus sentences, a head has a role when its mean share of attention on the pattern is at least the threshold: `);
+  for (const [role, threshold] of Object.entries(corpus.thresholds)) {
+    const heads = [];
+    corpus.roles.forEach((row, l) => row.forEach((given, h) => { if (given.includes(role)) heads.push(`L${l}H${h}`); }));
+    const cases = corpus.cases[role] ? "" : " (no case in the corpus)";
+    el("span", { class: "corpus-role", "data-role": role, "data-heads": heads.join(" ") }, box,
+      `${role} ≥ ${threshold}: ${heads.length ? heads.join(", ") : "no head"}${cases}; `);
+  }
 }
 
 // The head finder's answer: every head ranked by specificity (the query's weight on the key minus the mean
