@@ -28,3 +28,26 @@ def test_role_legend_lists_the_corpus_roles_from_the_payload(ui, monkeypatch, tm
         assert f"{role} ≥ {threshold}" in item.inner_text()
     ui.screenshot("corpus-legend")
     assert ui.errors == []
+
+
+def test_what_does_this_head_do_lists_the_heads_sentences(ui, monkeypatch, tmp_path) -> None:
+    from attnlab.interpret import corpus as hc
+    from attnlab.train.corpora import bible_verses
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    short = bible_verses()[:10]
+    monkeypatch.setattr(hc, "default_corpus", lambda n=hc.DEFAULT_SENTENCES: short[:n])  # a short pass
+    ui.open("#attention", model="bible-bpe")
+    ui.page.locator("#att-grid .cell[data-layer='1'][data-head='2']").click()
+    ui.page.click("#contexts-run")
+    items = ui.page.locator("#contexts-result ol.contexts li")
+    expect(ui.page.locator("#contexts-result ol.contexts")).to_have_attribute("data-head", "2")
+    want = ui.page.request.post(f"{ui.base}/api/heads/contexts", data={"model": "bible-bpe", "layer": 1, "head": 2}).json()
+    assert want["from_cache"] and want["sentences"] == 10
+    assert items.count() == len(want["contexts"])
+    for i, c in enumerate(want["contexts"]):
+        assert items.nth(i).locator("span.query").text_content() == c["tokens"][c["query"]]
+        assert items.nth(i).locator("span.key").text_content() == c["tokens"][c["key"]]
+    expect(ui.page.locator("#role-legend .corpus-roles")).to_have_attribute("data-sentences", "10")
+    ui.screenshot("head-contexts")
+    assert ui.errors == []

@@ -76,6 +76,7 @@ class HeadContextsResponse(BaseModel):
     contexts: list[ContextOut]
     roles: list[RoleScoreOut]
     summary: str = Field(description="one sentence computed from the numbers above")
+    corpus_roles: s.CorpusRolesOut = Field(description="every head's roles over the same corpus (for the grid's legend)")
     from_cache: bool
 
 
@@ -118,9 +119,9 @@ def head_contexts(req: HeadContextsRequest) -> HeadContextsResponse:
     found = scan.head_contexts(req.layer, req.head, req.k)
     return HeadContextsResponse(
         model=loaded.name, stack=scan.stack, layer=req.layer, head=req.head,
-        corpus=f"World English Bible (public domain), {req.sentences} verses evenly spread",
+        corpus=f"World English Bible (public domain), {len(corpus)} verses evenly spread",
         sentences=len(scan.sentences), skipped=scan.skipped, link_threshold=LINK,
         contexts=[ContextOut(**c.to_dict()) for c in found.contexts],
         roles=[RoleScoreOut(**r) for r in scan.roles.of_head(req.layer, req.head)],
-        summary=found.summary(), from_cache=scan.from_cache,
+        summary=found.summary(), corpus_roles=corpus_roles_out(scan), from_cache=scan.from_cache,
     )

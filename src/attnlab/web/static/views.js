@@ -759,8 +759,7 @@ export function headContexts(container, p) {
     const line = el("span", { class: "tokens" }, li);
     c.tokens.forEach((t, i) => {
       const mark = i === c.query ? "query" : i === c.key ? "key" : null;
-      const style = mark === "query" ? "background:#cfe0ff;border-color:#2456c7" : mark === "key" ? "background:#ffe1c7;border-color:#d0641c" : "";
-      el("span", mark ? { class: mark, style } : {}, line, t);
+      el("span", mark ? { class: mark } : {}, line, t); // coloured by the stylesheet (no inline style: the app's CSP)
     });
     li.append(` weight ${c.weight.toFixed(3)}, specificity ${c.specificity.toFixed(3)}`);
   });
