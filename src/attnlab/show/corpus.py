@@ -19,11 +19,11 @@ from attnlab.tokenizers.base import Tokenizer
 
 def head_contexts(model: str | LoadedModel | nn.Module, layer: int, head: int, *, corpus: Sequence[str] | None = None,
                   k: int = 10, tokenizer: Tokenizer | None = None, stack: str | None = None,
-                  cache_dir: str | Path | None = None, progress: bool = True) -> View:
+                  cache: bool = True, cache_dir: str | Path | None = None, progress: bool = True) -> View:
     """Head (``layer``, ``head``)'s top ``k`` sentences of ``corpus`` (default: World English Bible verses,
     ``attnlab.interpret.corpus.default_corpus``), the query and key tokens marked, with its role scores over
     the corpus and their thresholds. ``model``: a catalogue name, a ``LoadedModel``, or a model with
-    ``tokenizer=``. The pass is cached (``scan_corpus``): a second head of the same model is instant.
+    ``tokenizer=``. The pass is cached unless ``cache=False`` (``scan_corpus``): a second head of the same model is instant.
     Raises ``KeyError`` for an unknown catalogue name, ``ValueError`` for a module without a tokenizer or
     a head the model does not have."""
     name = model if isinstance(model, str) else None
@@ -33,7 +33,7 @@ def head_contexts(model: str | LoadedModel | nn.Module, layer: int, head: int, *
         name, tokenizer, model = model.name, tokenizer or model.tokenizer, model.model
     if tokenizer is None:
         raise ValueError("a model given as a module needs tokenizer= (the corpus is text)")
-    scan = interpret.scan_corpus(model, tokenizer, corpus, stack=stack, cache_dir=cache_dir, progress=progress)
+    scan = interpret.scan_corpus(model, tokenizer, corpus, stack=stack, cache=cache, cache_dir=cache_dir, progress=progress)
     found = scan.head_contexts(layer, head, k)
     data = {**found.to_dict(), "model": name or type(model).__name__, "skipped": scan.skipped,
             "roles": scan.roles.of_head(layer, head)}
