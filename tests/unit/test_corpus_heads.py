@@ -228,5 +228,7 @@ def test_bad_arguments_are_clear_errors(tmp_path) -> None:
         scan.head_contexts(2, 0)
     with pytest.raises(ValueError, match="k must be"):
         scan.head_contexts(0, 0, k=0)
+    odd = hc.scan_corpus(model, CHARS, [*SENTENCES, "caf\u00e9 \u20ac"], cache_dir=tmp_path, progress=False)
+    assert odd.sentences == SENTENCES and odd.skipped == 1  # a character the tokenizer never saw: left out
     with pytest.raises(ValueError, match="no sentence"):
         hc.scan_corpus(model, CHARS, ["", "   "], cache_dir=tmp_path, progress=False)

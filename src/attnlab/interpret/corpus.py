@@ -203,7 +203,7 @@ class CorpusScan:
     roles: CorpusRoles
     stack: str
     causal: bool
-    skipped: int  # sentences left out: longer than the token limit, or empty
+    skipped: int  # sentences left out: longer than the token limit, empty, or not encodable by the tokenizer
     path: Path | None = None  # the cache file it was read from or written to
     from_cache: bool = False
 
@@ -286,6 +286,17 @@ def _role_sums(w: Tensor, ids: list[int], real: Tensor, labels: list[str]) -> di
     return out
 
 
+def _encode(tokenizer: Tokenizer, text: str) -> list[int]:
+    """The ids of ``text``; none (the sentence is left out) when it is blank or the tokenizer cannot encode it
+    (a character model meets a character it never saw)."""
+    if not text.strip():
+        return []
+    try:
+        return tokenizer.encode(text)
+    except (KeyError, ValueError):
+        return []
+
+
 def _prepare(model: nn.Module, tokenizer: Tokenizer, corpus: Sequence[str] | None, stack: str | None,
              max_tokens: int, cache_dir: str | Path | bool | None,
              ) -> tuple[ModelView, str, list[str], list[list[int]], int, Path | None]:
@@ -297,16 +308,15 @@ def _prepare(model: nn.Module, tokenizer: Tokenizer, corpus: Sequence[str] | Non
     view.stack(stack)  # an unknown stack is a ValueError here
     corpus = list(default_corpus() if corpus is None else corpus)
     limit = min(max_tokens, view.config.max_len)
-    encoded = [tokenizer.encode(t) if t.strip() else [] for t in corpus]
+    encoded = [_encode(tokenizer, t) for t in corpus]
     keep = [i for i, ids in enumerate(encoded) if 0 < len(ids) <= limit]
     if not keep:
-        raise ValueError(f"no sentence of the corpus ({len(corpus)}) has 1 to {limit} tokens")
-    sentences, encoded = [corpus[i] for i in keep], [encoded[i] for i in keep]
+        raise ValueError(f"no sentence of the corpus ({len(corpus)}) has 1 to {limit} tokens the tokenizer can encode")
     path = None
-    if cache_dir is not False:
+    if cache_dir is not False:  # keyed by every sentence's ids, the left-out ones' too (as [] or too long)
         folder = Path(cache_dir) if cache_dir not in (None, True) else cache_home() / "corpus"
         path = folder / f"{_fingerprint(model, encoded, stack, limit)[:32]}.pt"
-    return view, stack, sentences, encoded, len(corpus) - len(keep), path
+    return view, stack, [corpus[i] for i in keep], [encoded[i] for i in keep], len(corpus) - len(keep), path
 
 
 def _read_cache(path: Path) -> CorpusScan | None:
@@ -344,7 +354,8 @@ def scan_corpus(
     """One pass over ``corpus`` (default ``default_corpus()``) recording every head of ``stack`` (default:
     the encoder of an encoder-decoder, else the only stack) at once: see ``CorpusScan`` and the module docstring.
 
-    Sentences longer than ``min(max_tokens, max_len)`` tokens are left out (``skipped``). With ``cache``
+    Sentences longer than ``min(max_tokens, max_len)`` tokens, blank, or with text the tokenizer cannot
+    encode are left out (``skipped``). With ``cache``
     the result is read from / written to ``cache_dir`` (default ``$XDG_CACHE_HOME/attnlab/corpus``), keyed
     by a hash of the weights, the token ids and the settings. ``cancel`` (a ``threading.Event`` or a
     callable returning True) is checked before every batch: ``ScanCancelled`` is raised and nothing is
