@@ -12,7 +12,7 @@ from attnlab import catalog
 from attnlab.inspect import run_with_cache
 from attnlab.interpret import corpus as hc
 from attnlab.interpret.links import special_ids, specificity
-from attnlab.models import DecoderLM, EncoderModel, TransformerConfig
+from attnlab.models import DecoderLM, EncoderDecoder, EncoderModel, TransformerConfig
 from attnlab.tokenizers.char import CharTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,7 +26,10 @@ def _tiny(family: str) -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = TransformerConfig(family=family, vocab_size=CHARS.vocab_size, d_model=32, n_heads=4, n_layers=2, d_ff=48,
                             max_len=40)
-    model = DecoderLM(cfg) if family == "decoder" else EncoderModel(cfg)
+    if family == "encoder-decoder":
+        cfg = TransformerConfig(family=family, vocab_size=CHARS.vocab_size, d_model=32, n_heads=4, n_layers=2,
+                                n_decoder_layers=1, d_ff=48, max_len=40, positions="sinusoidal")
+    model = {"decoder": DecoderLM, "encoder": EncoderModel, "encoder-decoder": EncoderDecoder}[family](cfg)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.5)  # sharp, uneven attention: the ranking has something to rank
@@ -39,7 +42,9 @@ def _brute_force(model, tokenizer, sentences, layer, head, *, causal, stack, k):
     found = []
     for i, text in enumerate(sentences):
         ids = tokenizer.encode(text)
-        _, cache = run_with_cache(model, torch.tensor([ids]), names=f"{stack}.blocks.{layer}.attn.hook_weights")
+        x = torch.tensor([ids])
+        args = (x, x) if model.config.family == "encoder-decoder" else (x,)  # a seq2seq reads it as source and target
+        _, cache = run_with_cache(model, *args, names=f"{stack}.blocks.{layer}.attn.hook_weights")
         w = cache[f"{stack}.blocks.{layer}.attn.hook_weights"][0, head].double()
         real = [t not in specials for t in ids]
         best = None
@@ -59,11 +64,11 @@ def _brute_force(model, tokenizer, sentences, layer, head, *, causal, stack, k):
     return found[:k]
 
 
-@pytest.mark.parametrize("which", ["tiny-decoder", "tiny-encoder", "bible-bpe", "minilm"])
+@pytest.mark.parametrize("which", ["tiny-decoder", "tiny-encoder", "tiny-encoder-decoder", "bible-bpe", "minilm"])
 def test_corpus_ranking_matches_a_brute_force_reference(which: str, tmp_path) -> None:
     if which.startswith("tiny"):
-        family = which.split("-")[1]
-        model, tok, stack = _tiny(family), CHARS, family
+        family = which.removeprefix("tiny-")
+        model, tok, stack = _tiny(family), CHARS, "encoder" if family == "encoder-decoder" else family
     else:
         loaded = catalog.load(which)
         model, tok, stack = loaded.model, loaded.tokenizer, loaded.config.family

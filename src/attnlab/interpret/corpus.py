@@ -427,10 +427,10 @@ def scan_corpus(
     return result
 
 
-def head_contexts(model: nn.Module, tokenizer: Tokenizer, corpus: Sequence[str] | None = None, layer: int = 0,
-                  head: int = 0, *, k: int = 10, **scan: object) -> HeadContexts:
-    """Head (``layer``, ``head``)'s top ``k`` contexts over ``corpus``: ``scan_corpus(model, tokenizer,
-    corpus, **scan).head_contexts(layer, head, k)`` (cached, so any other head of the model is then instant)."""
+def head_contexts(model: nn.Module, tokenizer: Tokenizer, corpus: Sequence[str] | None, layer: int, head: int, *,
+                  k: int = 10, **scan: object) -> HeadContexts:
+    """Head (``layer``, ``head``)'s top ``k`` contexts over ``corpus`` (``None``: ``default_corpus()``):
+    ``scan_corpus(model, tokenizer, corpus, **scan).head_contexts(layer, head, k)`` (cached, so any other head of the model is then instant)."""
     return scan_corpus(model, tokenizer, corpus, **scan).head_contexts(layer, head, k)  # type: ignore[arg-type]
 
 
