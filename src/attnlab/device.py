@@ -195,9 +195,14 @@ def bf16_matmul_speedup(size: int = 512, repeats: int = 3) -> float:
     return times[torch.float32] / times[torch.bfloat16]
 
 
-def _cache_file() -> Path:
+def cache_home() -> Path:
+    """attnlab's folder in the user cache: ``$XDG_CACHE_HOME/attnlab`` (default ``~/.cache/attnlab``)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "attnlab" / "precision.json"
+    return Path(base) / "attnlab"
+
+
+def _cache_file() -> Path:
+    return cache_home() / "precision.json"
 
 
 def cpu_bf16_speedup(*, probe: Callable[[], float] = bf16_matmul_speedup, cache: Path | None = None,

@@ -9,8 +9,10 @@ every floor (tokenizers, training corpora, pretrained loaders, the catalogue) ma
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,14 +92,22 @@ def unwritable_reason(folder: str | Path) -> str | None:
     return None
 
 
-def write_replacing(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to a temporary file beside ``path`` and rename it there, so that a failure
-    at any point (a full disk, Ctrl-C) leaves neither a half file nor the temporary one."""
+@contextlib.contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed to ``path`` when the block ends without an
+    error, removed when it raises (a full disk, Ctrl-C): neither a half file nor the temporary one is left."""
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        yield tmp
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_replacing(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to a temporary file beside ``path`` and rename it there (``replacing``)."""
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+

@@ -39,12 +39,21 @@ VALID = {
     "/api/models/{name}/load": {},
     "/api/why": {"model": "demo-decoder", "text": "hello", "layer": 1, "head": 1, "focus": 2},
     "/api/ablation": {"model": "demo-decoder", "text": "hello", "layer": 1, "head": 1},
+    "/api/heads/contexts": {"model": "demo-decoder", "layer": 1, "head": 1, "k": 3, "sentences": 20},
 }
 TEXT_FIELDS = {"/api/attention": ["text"], "/api/qkv": ["text"], "/api/part": ["text"],
                "/api/positions": ["first", "second"], "/api/generate": ["text"], "/api/translate": ["text"],
                "/api/heads/rank": ["text"], "/api/next-token": ["text"], "/api/why": ["text"],
                "/api/ablation": ["text"]}
 NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e309", "-1e309"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """POST /api/heads/contexts caches its corpus passes under $XDG_CACHE_HOME: a temporary one here."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
 
 
 @pytest.fixture(scope="module")

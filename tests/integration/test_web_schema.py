@@ -51,6 +51,14 @@ def demo_models(tmp_path_factory: pytest.TempPathFactory) -> None:
     register_demo_models(tmp_path_factory.mktemp("timeline"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """POST /api/heads/contexts caches its corpus passes under $XDG_CACHE_HOME: a temporary one here."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
 @schemathesis.check
 def schema_valid_is_accepted_or_a_model_limit(ctx, response, case) -> bool | None:
     """A schema-valid request is answered 2xx or 404, or a 422 that is no schema violation (a model limit)."""

@@ -60,8 +60,8 @@ IDS = torch.tensor([[1, 5, 7, 2, 9, 5, 7, 3, 11, 4]])
 
 def _assert_same(a, b) -> None:
     """Exactly equal results: tensors bit for bit, dataclasses field by field."""
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b)
+    if isinstance(a, torch.Tensor):  # NaN where a score has no case (corpus roles): equal to NaN
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
     elif isinstance(a, tuple | list):
         assert len(a) == len(b)
         for x, y in zip(a, b, strict=True):
@@ -78,6 +78,8 @@ def _assert_same(a, b) -> None:
 
 
 METRIC = metrics.token_logprob(3)
+_CHARS = CharTokenizer([chr(ord("a") + i) for i in range(VOCAB - 3)] + [" ", ".", ","])
+CORPUS = ["abc de fa", "ba ab cd, ef.", "dd ee f"]
 #: (case, public tool, call): every public tool of attnlab.interpret that runs a model.
 TOOLS = [
     ("ablate", "ablate", lambda m: interpret.ablate(m, IDS, [(0, 1), (2, 3)])),
@@ -93,14 +95,18 @@ TOOLS = [
     ("saliency-ixg", "saliency", lambda m: interpret.saliency(m, IDS, 3, method="input_x_gradient")),
     ("detect_heads", "detect_heads", lambda m: interpret.detect_heads(m, seq_len=8)),
     ("attribution_patch", "attribution_patch", lambda m: interpret.attribution_patch(m, IDS, IDS.flip(1), METRIC)),
+    ("scan_corpus", "scan_corpus", lambda m: interpret.scan_corpus(m, _CHARS, CORPUS, cache=False, progress=False)),
+    ("head_contexts", "head_contexts", lambda m: interpret.head_contexts(m, _CHARS, CORPUS, 1, 2, cache=False, progress=False)),
+    ("corpus_roles", "corpus_roles", lambda m: interpret.corpus_roles(m, _CHARS, CORPUS, cache=False, progress=False)),
 ]
 
 
 def test_every_public_tool_that_runs_a_model_is_tested_here() -> None:
     functions = {name for name in interpret.__all__
                  if callable(getattr(interpret, name)) and not isinstance(getattr(interpret, name), type)}
-    # agreement compares two results and runs no model
-    assert functions - {"Metric", "Inputs", "repeated_random_tokens", "agreement"} == {tool for _, tool, _ in TOOLS}
+    # agreement compares two results and runs no model; nor do specificity (weights in) and cached_scan (a file read)
+    assert functions - {"Metric", "Inputs", "repeated_random_tokens", "agreement", "specificity", "cached_scan"} == \
+        {tool for _, tool, _ in TOOLS}
 
 
 @pytest.mark.parametrize("call", [c for _, _, c in TOOLS], ids=[case for case, _, _ in TOOLS])
@@ -172,6 +178,7 @@ VIEWS = {
     "logit_lens": lambda m, tok: show.logit_lens(m, "abc de fa", tokenizer=tok, target=3),
     "head_effects": lambda m, tok: show.head_effects(m, "abc de fa", tokenizer=tok),
     "saliency": lambda m, tok: show.saliency(m, "abc de fa", tokenizer=tok),
+    "head_contexts": lambda m, tok: show.head_contexts(m, 1, 2, corpus=CORPUS, tokenizer=tok, cache=False, progress=False),
 }
 
 

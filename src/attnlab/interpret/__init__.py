@@ -13,6 +13,9 @@ named hook points (``run_with_cache``, ``hooks_attached``) and nothing else.
   key-side components; pre- and post-norm (a post-norm model's norms are affine at the recorded input)
 - ``saliency``: one score per input token (input x gradient, integrated gradients)
 - ``detect_heads``: induction, duplicate-token and previous-token heads on repeated random tokens
+- ``head_contexts`` / ``corpus_roles`` (``scan_corpus``): a head's most specific links over a corpus of
+  sentences, and every head's role scores there (``attnlab.interpret.corpus``); ``specificity``: the
+  head finder's measure of a link (``attnlab.interpret.links``)
 
 Metrics for the tools that take one are in ``attnlab.interpret.metrics``. Every result is a
 dataclass with ``to_dict()`` for JSON.
@@ -28,14 +31,52 @@ from attnlab.interpret.attribution import (
     score_decomposition,
 )
 from attnlab.interpret.attribution_patching import agreement, attribution_patch
+from attnlab.interpret.corpus import (
+    CorpusRoles,
+    CorpusScan,
+    HeadContexts,
+    ScanCancelled,
+    cached_scan,
+    corpus_roles,
+    head_contexts,
+    scan_corpus,
+)
 from attnlab.interpret.detect import HeadDetection, detect_heads, repeated_random_tokens
 from attnlab.interpret.lens import LogitLens, accumulated_residual, logit_lens
+from attnlab.interpret.links import specificity
 from attnlab.interpret.patching import PatchResult, patch
 from attnlab.interpret.saliency import Saliency, saliency
 
 __all__ = [
-    "DirectLogitAttribution", "HeadDetection", "HeadEffects", "Inputs", "LogitLens", "Metric", "PatchResult",
-    "Saliency", "ScoreDecomposition", "ablate", "accumulated_residual", "agreement", "attribution_patch", "detect_heads",
-    "direct_logit_attribution", "head_effects", "logit_lens", "metrics", "patch", "repeated_random_tokens",
-    "saliency", "score_decomposition",
+    "CorpusRoles",
+    "CorpusScan",
+    "DirectLogitAttribution",
+    "HeadContexts",
+    "HeadDetection",
+    "HeadEffects",
+    "Inputs",
+    "LogitLens",
+    "Metric",
+    "PatchResult",
+    "Saliency",
+    "ScanCancelled",
+    "ScoreDecomposition",
+    "ablate",
+    "accumulated_residual",
+    "agreement",
+    "attribution_patch",
+    "cached_scan",
+    "corpus_roles",
+    "detect_heads",
+    "direct_logit_attribution",
+    "head_contexts",
+    "head_effects",
+    "logit_lens",
+    "metrics",
+    "patch",
+    "repeated_random_tokens",
+    "saliency",
+    "scan_corpus",
+    "score_decomposition",
+    "specificity",
 ]

@@ -6,6 +6,7 @@ drawing code is the walkthrough's own ``web/static/views.js``, inlined when a vi
 """
 
 from attnlab.show._html import View
+from attnlab.show.corpus import head_contexts
 from attnlab.show.views import attention, head_effects, head_finder, logit_lens, saliency
 
-__all__ = ["View", "attention", "head_effects", "head_finder", "logit_lens", "saliency"]
+__all__ = ["View", "attention", "head_contexts", "head_effects", "head_finder", "logit_lens", "saliency"]

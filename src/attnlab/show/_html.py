@@ -38,6 +38,10 @@ _CSS = """
 .attnlab-show .tokens span { display: inline-block; padding: 2px 4px; margin: 1px; border-radius: 3px;
   border: 1px solid #d8dde6; font: 14px ui-monospace, monospace; white-space: pre; }
 .attnlab-show .row { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
+.attnlab-show .contexts .tokens span { display: inline-block; padding: 1px 3px; margin: 1px; border: 1px solid #d8dde6; border-radius: 3px;
+  font: 13px ui-monospace, monospace; white-space: pre; }
+.attnlab-show .contexts .tokens span.query { background: #cfe0ff; border-color: #2456c7; }
+.attnlab-show .contexts .tokens span.key { background: #ffe1c7; border-color: #d0641c; }
 """
 
 

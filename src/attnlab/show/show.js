@@ -95,6 +95,9 @@ function renderView(kind, root, data, V) {
       });
       numbers(root, ["token", "score"], data.tokens.map((t, i) => [JSON.stringify(t), { text: V.fmt(data.scores[i], 4), value: data.scores[i] }]));
     },
+    head_contexts() {
+      V.headContexts(root, data);
+    },
   };
   if (!views[kind]) throw new Error("attnlab.show: unknown view " + kind);
   views[kind]();

@@ -50,6 +50,7 @@ from attnlab.generate import GenerationError
 from attnlab.models import ConfigError, InputError
 from attnlab.web import ablation as ablation_
 from attnlab.web import content, diagram, experiments, generation, payloads, timeline, translation
+from attnlab.web import corpus as corpus_
 from attnlab.web import finder as finder_
 from attnlab.web import models as web_models
 from attnlab.web import sampling as sampling_
@@ -180,7 +181,7 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     _install_error_handlers(app)
     static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in _TYPES}
     app.state.heavy = queue = HeavyQueue(HEAVY_CONCURRENCY, HEAVY_QUEUE)
-    long_routes = {why_.why, generation.generate, translation.translate}  # seconds on a large model: one slot
+    long_routes = {why_.why, generation.generate, translation.translate, corpus_.head_contexts}  # seconds on a large model: one slot
 
     async def heavy(request: Request, fn: Callable[[Any], T], arg: Any) -> T:
         return await queue.run(request, fn, arg, long=fn in long_routes)
@@ -250,6 +251,11 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     @app.post("/api/heads/rank", responses=errors(404, 503))
     async def rank_heads(request: Request, req: s.FinderRequest) -> s.FinderResponse:
         return await heavy(request, finder_.rank_heads, req)
+
+    @app.post("/api/heads/contexts", responses=errors(404, 503))
+    async def head_contexts(request: Request, req: corpus_.HeadContextsRequest) -> corpus_.HeadContextsResponse:
+        """What does a head do? Its most specific links over a corpus of sentences and its role scores there."""
+        return await heavy(request, corpus_.head_contexts, req)
 
     @app.post("/api/ablation", responses=errors(404, 503))
     async def ablation(request: Request, req: ablation_.AblationRequest) -> ablation_.AblationResponse:

@@ -21,6 +21,7 @@ from attnlab.inspect.roles import detect_roles
 from attnlab.models import sinusoidal_table
 from attnlab.models.variants import without_positions
 from attnlab.web import schemas as s
+from attnlab.web.corpus import latest_roles
 from attnlab.web.diagram import model_formula
 from attnlab.web.errors import PayloadError
 from attnlab.web.models import forward, get_model, model_copy, model_input, on_unload, self_attention_stack, tokenize
@@ -51,7 +52,7 @@ def attention(req: s.TextRequest) -> s.AttentionResponse:
         model=loaded.name, family=loaded.config.family, causal=stack.causal, stack=stack.stack,
         tokens=tokens, ids=ids, n_layers=stack.n_layers, n_heads=layers[0].shape[0],
         weights=[_floats(w) for w in layers], mean_weights=[_floats(w.double().mean(dim=0)) for w in layers],
-        roles=roles,
+        roles=roles, corpus_roles=latest_roles(loaded.name),
     )
 
 

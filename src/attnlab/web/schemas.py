@@ -105,6 +105,17 @@ class HeadRoleOut(BaseModel):
     scores: dict[str, float]
 
 
+class CorpusRolesOut(BaseModel):
+    """Every head's role scores over the corpus (attnlab.interpret.corpus), from the latest
+    corpus pass of the model in this server (POST /api/heads/contexts)."""
+
+    sentences: int
+    thresholds: dict[str, float]
+    cases: dict[str, int]
+    scores: dict[str, list[list[float | None]]] = Field(description="role -> (layer, head)")
+    roles: list[list[list[str]]] = Field(description="(layer, head): the roles given, best margin first")
+
+
 class AttentionResponse(BaseModel):
     model: str
     family: str
@@ -117,6 +128,8 @@ class AttentionResponse(BaseModel):
     weights: list[list[list[list[float]]]] = Field(description="(layer, head, query, key), from hook_weights")
     mean_weights: list[list[list[float]]] = Field(description="(layer, query, key): hook_weights averaged over heads")
     roles: list[list[HeadRoleOut]] = Field(description="(layer, head), from attnlab.inspect.roles")
+    corpus_roles: CorpusRolesOut | None = Field(
+        default=None, description="every head's roles over a corpus, once POST /api/heads/contexts has run for this model")
 
 
 class QKVRequest(TextRequest):

@@ -34,6 +34,7 @@ async function guarded(fn) {
 const RESULTS = {
   attention: ["att-focus-label", "att-lines", "att-heatmap", "finder-result", "att-grid", "weights-table", "finder-query", "finder-key"],
   finder: ["finder-result"],
+  contexts: ["contexts-result"],
   translate: ["tr-output", "tr-focus-label", "tr-lines", "tr-heatmap", "tr-table"],
   why: ["why-root"],
   qkv: ["qkv-title", "qkv-body"],
@@ -182,6 +183,7 @@ async function start() {
 function wire() {
   $("input-form").addEventListener("submit", (e) => { e.preventDefault(); state.text = $("sentence").value; state.focus = null; state.key = null; refresh(); });
   $("model").addEventListener("change", () => { state.model = $("model").value; state.layer = 0; state.head = 0; state.focus = null; state.key = null; refresh(); });
+  $("contexts-run").addEventListener("click", () => guarded(runContexts));
   $("finder-run").addEventListener("click", () => { state.focus = Number($("finder-query").value); state.key = Number($("finder-key").value); pushState(); guarded(runFinder); });
   $("present").addEventListener("click", togglePresenter);
   document.addEventListener("keydown", onKey);
@@ -454,11 +456,28 @@ async function runFinder() {
   drawAttention();
 }
 
+// "What does L3H1 do?": the selected head's most specific links over a corpus (POST /api/heads/contexts);
+// the first head of a model reads the whole corpus once, then the grid's legend carries every head's roles.
+async function runContexts() {
+  const p = state.payloads.attention;
+  if (!p) return;
+  const current = ticket("contexts");
+  const c = await clearingOnError("contexts", current, () => track(`reading L${state.layer}H${state.head} across the corpus (the first head of a model takes minutes)…`,
+    api.headContexts(p.model, state.layer, state.head)));
+  if (!current()) return;
+  V.headContexts($("contexts-result"), c);
+  $("contexts-result").dataset.model = p.model;
+  p.corpus_roles = c.corpus_roles; // the grid's legend and tooltips: every head's roles over this corpus
+  drawGrid();
+}
+
 function drawGrid() {
   const p = state.payloads.attention;
   const highlight = Object.fromEntries((finder?.heads || []).slice(0, 3).map((h, i) => [`${h.layer},${h.head}`, i + 1]));
   V.headGrid($("att-grid"), p, { layer: state.layer, head: state.head }, (l, h) => { state.layer = l; state.head = h; pushState(); drawAttention(); }, { highlight });
-  V.roleLegend($("role-legend"));
+  V.roleLegend($("role-legend"), p.corpus_roles);
+  const contexts = $("contexts-result");
+  if (contexts.dataset.model && contexts.dataset.model !== p.model) { V.clear(contexts); delete contexts.dataset.model; }
 }
 
 function fillSelect(select, n, value, what, withMean = false) {

@@ -36,6 +36,7 @@ export const api = {
   tourStep: (n) => call(`/api/tour/${n}`),
   nextToken: (model, text) => call("/api/next-token", { model, text }),
   rankHeads: (model, text, query, key) => call("/api/heads/rank", { model, text, query, key }),
+  headContexts: (model, layer, head, k = 10) => call("/api/heads/contexts", { model, layer, head, k }),
   ablation: (model, text, layer, head) => call("/api/ablation", { model, text, layer, head }),
   why: (model, text, layer, head, focus) => call("/api/why", { model, text, layer, head, focus }),
 };

@@ -392,7 +392,7 @@ export function headGrid(container, payload, selected, onPick, { highlight = {},
       const role = payload.roles[l][h].role;
       const cell = el("div", { class: "cell" + (rank ? " top" : ""), role: "button", tabindex: 0, "data-layer": l, "data-head": h,
         "data-rank": rank ?? null, "aria-pressed": String(selected.layer === l && selected.head === h),
-        "aria-label": `layer ${l} head ${h}${role ? `, role ${role}` : ""}`, title: `L${l} H${h}${role ? ` · ${role}` : ""}\n${roleTitle(payload.roles[l][h])}` }, container);
+        "aria-label": `layer ${l} head ${h}${role ? `, role ${role}` : ""}`, title: `L${l} H${h}${role ? ` · ${role}` : ""}\n${roleTitle(payload.roles[l][h])}${corpusTitle(payload.corpus_roles, l, h)}` }, container);
       heatmap(el("svg:svg", {}, cell), w, { cell: px, min: 0, bar: false, hover: false }); // the cell's own title names it
       el("span", { class: "role" }, cell, rank ? `#${rank}` : (role ? ROLE_ABBR[role] || role : ""));
       cell.addEventListener("click", () => onPick(l, h));
@@ -401,9 +401,16 @@ export function headGrid(container, payload, selected, onPick, { highlight = {},
   });
 }
 
+// A head's corpus role scores for its cell's tooltip ("" before any corpus pass of the model).
+function corpusTitle(corpus, l, h) {
+  if (!corpus) return "";
+  const parts = Object.entries(corpus.scores).map(([role, s]) => `${role} ${s[l][h] === null ? "–" : s[l][h].toFixed(2)}/${corpus.thresholds[role]}`);
+  return `\nover ${corpus.sentences} corpus sentences: ${parts.join(", ")}`;
+}
+
 const ROLE_ABBR = { "first-token": "first", "previous-token": "prev", "same-token": "self", broad: "broad" };
 
-export function roleLegend(container) {
+export function roleLegend(container, corpus = null) {
   clear(container);
   el("strong", {}, container, "Role labels: ");
   for (const [role, help] of Object.entries(ROLE_HELP)) {
@@ -412,6 +419,21 @@ export function roleLegend(container) {
     item.append(` ${help}`);
   }
   el("span", { class: "legend-item" }, container, "· #1, #2, #3: the head finder's best heads (orange outline)");
+  if (corpus) corpusRoleLegend(container, corpus);
+}
+
+// The head grid payload's corpus_roles (attnlab.interpret.corpus): per role its threshold and the heads
+// whose mean share of attention over the corpus reaches it.
+function corpusRoleLegend(container, corpus) {
+  const box = el("span", { class: "legend-item corpus-roles", "data-sentences": String(corpus.sentences) }, container,
+    `· Over ${corpus.sentences} corpus sentences, a head has a role when its mean share of attention on the pattern is at least the threshold: `);
+  for (const [role, threshold] of Object.entries(corpus.thresholds)) {
+    const heads = [];
+    corpus.roles.forEach((row, l) => row.forEach((given, h) => { if (given.includes(role)) heads.push(`L${l}H${h}`); }));
+    const cases = corpus.cases[role] ? "" : " (no case in the corpus)";
+    el("span", { class: "corpus-role", "data-role": role, "data-heads": heads.join(" ") }, box,
+      `${role} ≥ ${threshold}: ${heads.length ? heads.join(", ") : "no head"}${cases}; `);
+  }
 }
 
 // The head finder's answer: every head ranked by specificity (the query's weight on the key minus the mean
@@ -722,4 +744,35 @@ export function experiment(container, exp, chosen, onPick) {
     el("div", {}, cap).innerHTML = f.caption_html;
   }
   el("div", { class: "explanation" }, container).innerHTML = exp.discussion_html;
+}
+
+// A head across a corpus (POST /api/heads/contexts, attnlab.show.head_contexts): its summary sentence,
+// one line per sentence with the query token (blue) and the key it links to (orange) marked, weight and
+// specificity beside it, then the head's role scores over the corpus with the threshold each was held to.
+export function headContexts(container, p) {
+  clear(container);
+  el("p", { class: "summary" }, container, p.summary);
+  const ol = el("ol", { class: "contexts", "data-layer": String(p.layer), "data-head": String(p.head) }, container);
+  p.contexts.forEach((c) => {
+    const li = el("li", { "data-weight": String(c.weight), "data-specificity": String(c.specificity),
+      class: c.specificity >= p.link_threshold ? "link" : "" }, ol);
+    const line = el("span", { class: "tokens" }, li);
+    c.tokens.forEach((t, i) => {
+      const mark = i === c.query ? "query" : i === c.key ? "key" : null;
+      el("span", mark ? { class: mark } : {}, line, t); // coloured by the stylesheet (no inline style: the app's CSP)
+    });
+    li.append(` weight ${c.weight.toFixed(3)}, specificity ${c.specificity.toFixed(3)}`);
+  });
+  const table = el("table", { class: "numbers roles" }, container);
+  const hr = el("tr", {}, el("thead", {}, table));
+  ["role", "score", "threshold", "cases", "given"].forEach((h) => el("th", {}, hr, h));
+  const body = el("tbody", {}, table);
+  p.roles.forEach((r) => {
+    const tr = el("tr", { "data-role": r.role, "data-given": String(r.given) }, body);
+    el("th", {}, tr, r.role);
+    el("td", {}, tr, r.score === null ? "no case" : r.score.toFixed(3));
+    el("td", {}, tr, String(r.threshold));
+    el("td", {}, tr, String(r.cases));
+    el("td", {}, tr, r.given ? "yes" : "no");
+  });
 }
