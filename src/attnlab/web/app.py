@@ -49,18 +49,18 @@ from attnlab import catalog as cat
 from attnlab.generate import GenerationError
 from attnlab.models import ConfigError, InputError
 from attnlab.web import ablation as ablation_
-from attnlab.web import content, diagram, experiments, generation, payloads, timeline, translation
+from attnlab.web import content, diagram, experiments, generation, payloads, registry, timeline, translation
 from attnlab.web import finder as finder_
 from attnlab.web import models as web_models
 from attnlab.web import sampling as sampling_
 from attnlab.web import schemas as s
 from attnlab.web import tour as tour_
-from attnlab.web import why as why_
 from attnlab.web.errors import NotFoundError, PayloadError
 from attnlab.web.guard import Guard, require_json
 from attnlab.web.heavy import Abandoned, HeavyQueue, QueueFullError
 from attnlab.web.models import default_model, load_model, view_defaults
 from attnlab.web.models import device as serve_device
+from attnlab.web.view import Mount
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 16 * 1024
@@ -180,10 +180,10 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     _install_error_handlers(app)
     static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in _TYPES}
     app.state.heavy = queue = HeavyQueue(HEAVY_CONCURRENCY, HEAVY_QUEUE)
-    long_routes = {why_.why, generation.generate, translation.translate}  # seconds on a large model: one slot
+    long_routes = {generation.generate, translation.translate}  # seconds on a large model: one slot
 
-    async def heavy(request: Request, fn: Callable[[Any], T], arg: Any) -> T:
-        return await queue.run(request, fn, arg, long=fn in long_routes)
+    async def heavy(request: Request, fn: Callable[[Any], T], arg: Any, *, long: bool = False) -> T:
+        return await queue.run(request, fn, arg, long=long or fn in long_routes)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -256,10 +256,6 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
         """One head removed and every head removed in turn (attnlab.interpret): the tour's "remove a head"."""
         return await heavy(request, ablation_.ablation, req)
 
-    @app.post("/api/why", responses=errors(404, 503))
-    async def why(request: Request, req: why_.WhyRequest) -> why_.WhyResponse:
-        return await heavy(request, why_.why, req)
-
     @app.post("/api/next-token", responses=errors(404, 503))
     async def next_token(request: Request, req: s.NextTokenRequest) -> s.NextTokenResponse:
         return await heavy(request, sampling_.next_token, req)
@@ -303,5 +299,8 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
         kind = _TYPES[".png"] if path.suffix == ".png" else "application/json"
         return FileResponse(path, media_type=kind, headers={"Cache-Control": "no-cache"})
 
+    mount = Mount(heavy=heavy, errors=errors, runs_dir=runs_dir)
+    for view in registry.VIEWS:  # the views that register themselves (web/registry.py)
+        view.routes(app.router, mount)
     _document_errors(app)
     return app

@@ -2,8 +2,8 @@
 
 import { api, currentModel, DEFAULT_SENTENCE, defaultFocus, findToken, formatHash, nextTokenCandidates, parseHash, state } from "./model.js";
 import { drawStep } from "./tour.js";
+import { VIEWS } from "./registry.js";
 import * as V from "./views.js";
-import { drawWhy } from "./why.js";
 
 const $ = (id) => document.getElementById(id);
 let layout = null;
@@ -12,6 +12,7 @@ let tourData = null;
 let tourStep = 1;
 let viewDefaults = {};
 let timelineData = null;
+const REGISTERED = Object.fromEntries(VIEWS.filter((v) => !v.wired).map((v) => [v.id, v])); // registry.js
 const tickets = {}; // per view: only the answer to the latest request is drawn
 
 function ticket(name) {
@@ -35,7 +36,6 @@ const RESULTS = {
   attention: ["att-focus-label", "att-lines", "att-heatmap", "finder-result", "att-grid", "weights-table", "finder-query", "finder-key"],
   finder: ["finder-result"],
   translate: ["tr-output", "tr-focus-label", "tr-lines", "tr-heatmap", "tr-table"],
-  why: ["why-root"],
   qkv: ["qkv-title", "qkv-body"],
   order: ["pe-heatmap", "mask-triangle", "order-note", "order-body", "heads-row"],
   "next-token": ["gen-next"],
@@ -43,7 +43,7 @@ const RESULTS = {
 };
 
 function clearResults(v) {
-  for (const id of RESULTS[v]) V.clear($(id));
+  for (const id of RESULTS[v] || REGISTERED[v].results) V.clear($(id));
   delete state.payloads[v];
   if (v === "attention") { delete $("view-attention").dataset.sentence; finder = null; }
   if (v === "translate") delete $("view-translate").dataset.sentence;
@@ -157,7 +157,20 @@ function applyParams(params) {
 
 // --- start-up ---------------------------------------------------------------------------------------
 
+// Each view of registry.js gets its tab (before Learn); a registered view also its section, which it fills.
+function mountViews() {
+  const learn = document.querySelector('#tabs a[data-view="learn"]');
+  for (const v of VIEWS) {
+    learn.before(V.el("a", { href: `#${v.id}`, "data-view": v.id }, null, v.title));
+    if (v.wired) continue; // its section is in index.html
+    const section = V.el("section", { id: `view-${v.id}`, class: "view", hidden: "" }, null);
+    $("view-learn").before(section);
+    v.mount(section);
+  }
+}
+
 async function start() {
+  mountViews();
   $("sentence").value = DEFAULT_SENTENCE;
   const [models, arch] = await Promise.all([api.models(), api.architecture()]);
   layout = arch;
@@ -303,10 +316,10 @@ async function refresh() {
     if (view === "translate") return startTranslation();
     if (view === "experiments" || view === "learn" || view === "tour") return null;
     if (!state.model) throw new Error("no model is available: install one (see the README)");
+    if (REGISTERED[view]) return loadView(REGISTERED[view]);
     if (view === "arch") return drawArch();
     if (view === "attention") return loadAttention();
     if (view === "qkv") return drawQKV();
-    if (view === "why") return loadWhy();
     if (view === "order") return drawOrder();
     if (view === "generate") return loadNextToken();
     if (view === "timeline") return loadTimeline();
@@ -314,17 +327,19 @@ async function refresh() {
   });
 }
 
-// --- why (attnlab.interpret; drawing in why.js) --------------------------------------------------------
+// --- a registered view (registry.js): load its answer, keep it, put its state in the URL, draw it ----------
 
-async function loadWhy() {
-  const current = ticket("why");
-  const head = state.head === "mean" ? 0 : state.head;
-  const p = await clearingOnError("why", current, () => track("computing…", api.why(state.model, state.text, state.layer, head, state.focus)));
+async function loadView(v) {
+  const current = ticket(v.id);
+  const ctx = {
+    state, need: needModel, track: (promise, text = "computing…") => track(text, promise),
+    select: (changes) => { Object.assign(state, changes); pushState(); return guarded(() => loadView(v)); },
+  };
+  const p = await clearingOnError(v.id, current, () => v.load(ctx));
   if (!current()) return;
-  state.payloads.why = p;
-  setHashFor("why", stateParams());
-  drawWhy($("why-root"), p, (l, h) => { state.layer = l; state.head = h; pushState(); guarded(loadWhy); },
-    (i) => { state.focus = i; pushState(); guarded(loadWhy); });
+  state.payloads[v.id] = p;
+  setHashFor(v.id, stateParams());
+  v.draw(p, ctx);
 }
 
 // --- architecture -----------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 export class ApiError extends Error {}
 
-async function call(path, body) {
+// One JSON request: GET without `body`, else POST it; an error answer throws ApiError with its `detail`.
+export async function call(path, body) {
   const init = body === undefined ? {} : {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   };
@@ -37,7 +38,6 @@ export const api = {
   nextToken: (model, text) => call("/api/next-token", { model, text }),
   rankHeads: (model, text, query, key) => call("/api/heads/rank", { model, text, query, key }),
   ablation: (model, text, layer, head) => call("/api/ablation", { model, text, layer, head }),
-  why: (model, text, layer, head, focus) => call("/api/why", { model, text, layer, head, focus }),
 };
 
 export const DEFAULT_SENTENCE = "John gave the book to Sarah because she liked it.";
