@@ -260,10 +260,6 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     async def next_token(request: Request, req: s.NextTokenRequest) -> s.NextTokenResponse:
         return await heavy(request, sampling_.next_token, req)
 
-    @app.post("/api/qkv", responses=errors(404, 503))
-    async def qkv(request: Request, req: s.QKVRequest) -> s.QKVResponse:
-        return await heavy(request, payloads.qkv, req)
-
     @app.post("/api/part", responses=errors(404, 503))
     async def part(request: Request, req: s.PartRequest) -> s.PartResponse:
         return await heavy(request, payloads.part, req)

@@ -1,14 +1,12 @@
 """Payload builders: turn one forward pass of a real model into the JSON each view draws.
 
 Every number comes from the model's own hook points via ``attnlab.inspect.run_with_cache``; the
-builders select, slice and label, they do not re-derive attention. (The one product computed here,
-q . k before scaling, is reported next to ``hook_scores`` with the difference, so the page shows the
-scaling step and proves it matches the model.)
+builders select, slice and label, they do not re-derive attention. The views that register
+themselves keep their builders in their own modules (``web/registry.py``: e.g. ``qkv.py``, ``why.py``).
 """
 
 from __future__ import annotations
 
-import math
 import threading
 
 import torch
@@ -52,39 +50,6 @@ def attention(req: s.TextRequest) -> s.AttentionResponse:
         tokens=tokens, ids=ids, n_layers=stack.n_layers, n_heads=layers[0].shape[0],
         weights=[_floats(w) for w in layers], mean_weights=[_floats(w.double().mean(dim=0)) for w in layers],
         roles=roles,
-    )
-
-
-def qkv(req: s.QKVRequest) -> s.QKVResponse:
-    """Q, K, V step by step for one query token and head, from hook_q/k/v/scores/weights/z."""
-    loaded = get_model(req.model)
-    ids, tokens = tokenize(loaded, req.text)
-    stack = self_attention_stack(loaded)
-    _check_index("layer", req.layer, stack.n_layers)
-    # Rotary models: the scores are products of the rotated queries and keys, so those are shown.
-    rot = "rot_" if loaded.config.positions == "rotary" else ""
-    points = {"q": f"{rot}q", "k": f"{rot}k", **{p: p for p in ("v", "scores", "weights", "z")}}
-    names = {p: stack.name(req.layer, f"attn.hook_{point}") for p, point in points.items()}
-    _, cache = forward(loaded, ids, names=list(names.values()))
-    q_all, k_all, v_all = (cache[names[p]][0] for p in "qkv")  # (heads | kv_heads, seq, d_k)
-    n_heads = q_all.shape[0]
-    _check_index("head", req.head, n_heads)
-    _check_index("focus token", req.focus, len(ids))
-    kv_head = req.head // (n_heads // k_all.shape[0])  # grouped-query attention shares K/V heads
-    q, keys, values = q_all[req.head, req.focus], k_all[kv_head], v_all[kv_head]
-    scores = cache[names["scores"]][0, req.head, req.focus]
-    weights = cache[names["weights"]][0, req.head, req.focus]
-    d_k = q.shape[-1]
-    dots = keys.double() @ q.double()
-    masked = torch.isinf(scores) & (scores < 0)
-    visible = ~masked
-    error = (dots[visible] / math.sqrt(d_k) - scores[visible].double()).abs().max().item()
-    return s.QKVResponse(
-        model=loaded.name, tokens=tokens, layer=req.layer, head=req.head, focus=req.focus, d_k=d_k,
-        sqrt_d_k=math.sqrt(d_k), query=_floats(q), keys=_floats(keys), values=_floats(values),
-        dots=_floats(dots), scores=[None if m else float(v) for v, m in zip(_floats(scores), masked.tolist(), strict=True)],
-        masked=masked.tolist(), weights=_floats(weights), output=_floats(cache[names["z"]][0, req.head, req.focus]),
-        max_scale_error=error, hooks=names,
     )
 
 

@@ -119,32 +119,6 @@ class AttentionResponse(BaseModel):
     roles: list[list[HeadRoleOut]] = Field(description="(layer, head), from attnlab.inspect.roles")
 
 
-class QKVRequest(TextRequest):
-    layer: int = Layer
-    head: int = Head
-    focus: int = Field(default=0, ge=0, le=MAX_TOKENS - 1, description="index of the query token; past the text's tokens: 422")
-
-
-class QKVResponse(BaseModel):
-    model: str
-    tokens: list[str]
-    layer: int
-    head: int
-    focus: int
-    d_k: int
-    sqrt_d_k: float
-    query: list[float] = Field(description="hook_q[focus] (hook_rot_q, after rotation, for rotary models)")
-    keys: list[list[float]] = Field(description="hook_k, one row per key token (hook_rot_k for rotary models)")
-    values: list[list[float]] = Field(description="hook_v, one row per key token")
-    dots: list[float] = Field(description="q . k for every key")
-    scores: list[float | None] = Field(description="hook_scores: scaled and masked (null = masked out)")
-    masked: list[bool]
-    weights: list[float] = Field(description="hook_weights: softmax of the scores")
-    output: list[float] = Field(description="hook_z[focus]: the weighted sum of the values")
-    max_scale_error: float = Field(description="max |q.k / sqrt(d_k) - hook_scores| over visible keys")
-    hooks: dict[str, str]
-
-
 class PartRequest(TextRequest):
     part: str = Field(max_length=MAX_NAME, description="a part of the diagram (GET /api/architecture); unknown: 422")
     layer: int = Layer

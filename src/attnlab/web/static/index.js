@@ -36,7 +36,6 @@ const RESULTS = {
   attention: ["att-focus-label", "att-lines", "att-heatmap", "finder-result", "att-grid", "weights-table", "finder-query", "finder-key"],
   finder: ["finder-result"],
   translate: ["tr-output", "tr-focus-label", "tr-lines", "tr-heatmap", "tr-table"],
-  qkv: ["qkv-title", "qkv-body"],
   order: ["pe-heatmap", "mask-triangle", "order-note", "order-body", "heads-row"],
   "next-token": ["gen-next"],
   generate: ["gen-text", "gen-step-label", "gen-bars", "gen-attn", "gen-cache"],
@@ -165,7 +164,7 @@ function mountViews() {
     if (v.wired) continue; // its section is in index.html
     const section = V.el("section", { id: `view-${v.id}`, class: "view", hidden: "" }, null);
     $("view-learn").before(section);
-    v.mount(section);
+    v.mount(section, contextOf(v));
   }
 }
 
@@ -199,8 +198,6 @@ function wire() {
   $("present").addEventListener("click", togglePresenter);
   document.addEventListener("keydown", onKey);
   document.querySelectorAll("button.variant").forEach((b) => b.addEventListener("click", () => { state.variant = b.dataset.variant; state.variantPicked = true; drawArch(); }));
-  $("qkv-layer").addEventListener("change", () => { state.layer = Number($("qkv-layer").value); pushState(); guarded(drawQKV); });
-  $("qkv-head").addEventListener("change", () => { state.head = Number($("qkv-head").value); pushState(); guarded(drawQKV); });
   $("att-layer").addEventListener("change", () => { state.layer = Number($("att-layer").value); pushState(); drawAttention(); });
   $("att-head").addEventListener("change", () => { const v = $("att-head").value; state.head = v === "mean" ? "mean" : Number(v); pushState(); drawAttention(); });
   $("gen-form").addEventListener("submit", (e) => { e.preventDefault(); guarded(runGeneration); });
@@ -299,7 +296,7 @@ async function route() {
   document.body.dataset.view = view;
   if (["translate", "timeline", "generate"].includes(view)) ownParams(view, params);
   else if (applyParams(params) && view !== "attention") delete state.payloads.attention;
-  if ((view === "attention" || view === "qkv") && !Object.keys(params).length && !startedFromTour) await guarded(startFromTour);
+  if ((view === "attention" || REGISTERED[view]?.fromTour) && !Object.keys(params).length && !startedFromTour) await guarded(startFromTour);
   V.hideCard();
   document.querySelectorAll(".view").forEach((s) => { s.hidden = s.id !== `view-${view}`; });
   document.querySelectorAll("#tabs a").forEach((a) => a.setAttribute("aria-current", a.dataset.view === view ? "page" : "false"));
@@ -319,7 +316,6 @@ async function refresh() {
     if (REGISTERED[view]) return loadView(REGISTERED[view]);
     if (view === "arch") return drawArch();
     if (view === "attention") return loadAttention();
-    if (view === "qkv") return drawQKV();
     if (view === "order") return drawOrder();
     if (view === "generate") return loadNextToken();
     if (view === "timeline") return loadTimeline();
@@ -329,12 +325,18 @@ async function refresh() {
 
 // --- a registered view (registry.js): load its answer, keep it, put its state in the URL, draw it ----------
 
-async function loadView(v) {
-  const current = ticket(v.id);
-  const ctx = {
-    state, need: needModel, track: (promise, text = "computing…") => track(text, promise),
+// What a registered view's mount, load and draw get: the page state, needModel, the loading notice, and
+// select(changes), which sets state, pushes a history entry and loads the view again.
+function contextOf(v) {
+  return {
+    state, viewDefaults: () => viewDefaults, need: needModel, track: (promise, text = "computing…") => track(text, promise),
     select: (changes) => { Object.assign(state, changes); pushState(); return guarded(() => loadView(v)); },
   };
+}
+
+async function loadView(v) {
+  const current = ticket(v.id);
+  const ctx = contextOf(v);
   const p = await clearingOnError(v.id, current, () => v.load(ctx));
   if (!current()) return;
   state.payloads[v.id] = p;
@@ -437,8 +439,8 @@ async function loadAttention() {
   if (!current()) return;
   $("view-attention").dataset.sentence = text;
   state.payloads.attention = p;
-  fillSelect($("att-layer"), p.n_layers, state.layer = Math.min(state.layer, p.n_layers - 1), "layer");
-  fillSelect($("att-head"), p.n_heads, state.head = state.head === "mean" ? "mean" : Math.min(state.head, p.n_heads - 1), "head", true);
+  V.fillSelect($("att-layer"), p.n_layers, state.layer = Math.min(state.layer, p.n_layers - 1), "layer");
+  V.fillSelect($("att-head"), p.n_heads, state.head = state.head === "mean" ? "mean" : Math.min(state.head, p.n_heads - 1), "head", true);
   if (pendingWords) {
     state.focus = findToken(p.tokens, pendingWords.query) ?? state.focus;
     state.key = findToken(p.tokens, pendingWords.key);
@@ -476,13 +478,6 @@ function drawGrid() {
   V.roleLegend($("role-legend"));
 }
 
-function fillSelect(select, n, value, what, withMean = false) {
-  V.clear(select);
-  for (let i = 0; i < n; i += 1) V.el("option", { value: i }, select, `${what} ${i}`);
-  if (withMean) V.el("option", { value: "mean" }, select, "average of heads");
-  select.value = String(value);
-}
-
 function attentionMatrix(p) {
   return state.head === "mean" ? p.mean_weights[state.layer] : p.weights[state.layer][state.head];
 }
@@ -503,42 +498,6 @@ function drawAttention() {
   V.weightsTable($("weights-table"), p.tokens, w[state.focus], { layer: state.layer, head: state.head, focus: state.focus });
   drawGrid();
 }
-
-// --- Q, K, V --------------------------------------------------------------------------------------------
-
-async function drawQKV() {
-  const head = state.head === "mean" ? 0 : state.head;
-  const current = ticket("qkv");
-  return clearingOnError("qkv", current, () => qkvFor(head, current));
-}
-
-async function qkvFor(head, current) {
-  await needModel(state.model);
-  // The layer and head pickers need the model's shape: from the attention payload of this sentence.
-  let att = state.payloads.attention;
-  if (!att || att.model !== state.model || $("view-attention").dataset.sentence !== state.text) {
-    att = await track("computing…", api.attention(state.model, state.text));
-    state.payloads.attention = att;
-    $("view-attention").dataset.sentence = state.text;
-  }
-  fillSelect($("qkv-layer"), att.n_layers, state.layer = Math.min(state.layer, att.n_layers - 1), "layer");
-  fillSelect($("qkv-head"), att.n_heads, Math.min(head, att.n_heads - 1), "head");
-  let p = await track("computing…", api.qkv(state.model, state.text, state.layer, Math.min(head, att.n_heads - 1), state.focus ?? 0));
-  if (state.focus === null || state.focus !== p.focus) { // no focus chosen yet: the sentence's meaningful default
-    state.focus = defaultFocus(p.tokens);
-    p = await track("computing…", api.qkv(state.model, state.text, state.layer, p.head, state.focus));
-  }
-  if (!current()) return;
-  setHashFor("qkv", stateParams());
-  state.payloads.qkv = p;
-  $("qkv-title").textContent = `${p.model} · layer ${p.layer} · head ${p.head} · focus “${p.tokens[p.focus]}” (click a row to make it the query)`;
-  $("qkv-formula").innerHTML = FORMULA;
-  V.qkvSteps($("qkv-body"), p, (j) => { state.focus = j; pushState(); guarded(drawQKV); });
-  V.softmaxSteps($("qkv-body"), p);
-}
-
-const FORMULA = `<math display="block"><mrow><mi>Attention</mi><mo>(</mo><mi>Q</mi><mo>,</mo><mi>K</mi><mo>,</mo><mi>V</mi><mo>)</mo><mo>=</mo>
-<mi>softmax</mi><mo>(</mo><mfrac><mrow><mi>Q</mi><msup><mi>K</mi><mi>T</mi></msup></mrow><msqrt><msub><mi>d</mi><mi>k</mi></msub></msqrt></mfrac><mo>+</mo><mi>M</mi><mo>)</mo><mi>V</mi></mrow></math>`;
 
 // --- order, masks, heads side by side ---------------------------------------------------------------------
 
@@ -679,8 +638,8 @@ async function loadTimeline() {
   const fromUrl = state.tlStep === undefined ? -1 : timelineData.snapshots.findIndex((s) => s.step === state.tlStep);
   state.timelineIndex = fromUrl >= 0 ? fromUrl : Math.min(state.timelineIndex, timelineData.snapshots.length - 1);
   slider.value = String(state.timelineIndex);
-  fillSelect($("tl-layer"), timelineData.n_layers, state.tlLayer, "layer");
-  fillSelect($("tl-head"), timelineData.n_heads, state.tlHead, "head");
+  V.fillSelect($("tl-layer"), timelineData.n_layers, state.tlLayer, "layer");
+  V.fillSelect($("tl-head"), timelineData.n_heads, state.tlHead, "head");
   await drawTimelineStep();
 }
 
@@ -750,9 +709,9 @@ async function runTranslation() {
   state.payloads.translate = p;
   $("view-translate").dataset.sentence = text;
   const layer = state.trLayer === null ? p.n_layers - 1 : Math.min(state.trLayer, p.n_layers - 1);
-  fillSelect($("tr-layer"), p.n_layers, layer, "layer");
+  V.fillSelect($("tr-layer"), p.n_layers, layer, "layer");
   state.trHead = state.trHead === "mean" ? "mean" : Math.min(state.trHead, p.n_heads - 1);
-  fillSelect($("tr-head"), p.n_heads, state.trHead, "head", true);
+  V.fillSelect($("tr-head"), p.n_heads, state.trHead, "head", true);
   state.trLayer = layer;
   state.trFocus = Math.min(state.trFocus, p.target_tokens.length - 1);
   drawTranslation();

@@ -3,6 +3,7 @@
 // module here, listed below, and a Python module listed in web/registry.py.
 // `wired(id, title)`: a view whose loader is still in index.js and whose section is in index.html.
 
+import qkv from "./qkv.js";
 import why from "./why.js";
 
 const wired = (id, title) => ({ id, title, wired: true });
@@ -10,7 +11,7 @@ const wired = (id, title) => ({ id, title, wired: true });
 export const VIEWS = [
   wired("arch", "Architecture"),
   wired("attention", "Attention"),
-  wired("qkv", "Q · K · V"),
+  qkv,
   why,
   wired("order", "Order & masks"),
   wired("generate", "Generate"),

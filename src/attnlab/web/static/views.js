@@ -723,3 +723,11 @@ export function experiment(container, exp, chosen, onPick) {
   }
   el("div", { class: "explanation" }, container).innerHTML = exp.discussion_html;
 }
+
+// Fill a <select> with n options "what 0", "what 1", ... (and "average of heads" when withMean); select `value`.
+export function fillSelect(select, n, value, what, withMean = false) {
+  clear(select);
+  for (let i = 0; i < n; i += 1) el("option", { value: i }, select, `${what} ${i}`);
+  if (withMean) el("option", { value: "mean" }, select, "average of heads");
+  select.value = String(value);
+}
