@@ -264,10 +264,6 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     async def part(request: Request, req: s.PartRequest) -> s.PartResponse:
         return await heavy(request, payloads.part, req)
 
-    @app.post("/api/positions", responses=errors(404, 503))
-    async def positions(request: Request, req: s.OrderRequest) -> s.PositionsResponse:
-        return await heavy(request, payloads.positions, req)
-
     @app.post("/api/generate", responses=errors(404, 503))
     async def generate(request: Request, req: s.GenerateRequest) -> s.GenerateResponse:
         return await heavy(request, generation.generate, req)

@@ -7,21 +7,15 @@ themselves keep their builders in their own modules (``web/registry.py``: e.g. `
 
 from __future__ import annotations
 
-import threading
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from attnlab import catalog as cat
-from attnlab.generate import model_device
 from attnlab.inspect import hook_name, hook_points, main_stack
 from attnlab.inspect.roles import detect_roles
-from attnlab.models import sinusoidal_table
-from attnlab.models.variants import without_positions
 from attnlab.web import schemas as s
 from attnlab.web.diagram import model_formula
 from attnlab.web.errors import PayloadError
-from attnlab.web.models import forward, get_model, model_copy, model_input, on_unload, self_attention_stack, tokenize
+from attnlab.web.models import forward, get_model, self_attention_stack, tokenize
 
 MAX_COLUMNS = 64
 
@@ -181,77 +175,5 @@ def _view(name: str, label: str, t: Tensor, tokens: list[str]) -> s.TensorView:
     return s.TensorView(
         hook=name, label=label, shape=list(t.shape), rows=rows, values=shown.tolist(),
         shown_columns=shown.shape[1], min=float(t.min()), max=float(t.max()),
-    )
-
-
-# --- order matters: positions on and off ----------------------------------------------------------
-
-_UNPOSITIONED: dict[tuple[str, str], nn.Module] = {}  # (name, device) -> the copy
-_UNPOSITIONED_LOCK = threading.Lock()
-
-
-def _forget_unpositioned(name: str) -> None:
-    with _UNPOSITIONED_LOCK:
-        for key in [k for k in _UNPOSITIONED if k[0] == name]:
-            del _UNPOSITIONED[key]
-
-
-on_unload(_forget_unpositioned)  # the copy goes with the model
-
-
-def _without_positions(loaded: cat.LoadedModel) -> nn.Module:
-    """A copy of the model with its positional information removed (absolute table or rotary), on the
-    model's device (kept per device: a copy made for one is never handed to a model on another)."""
-    key = (loaded.name, str(model_device(loaded.model)))
-    with _UNPOSITIONED_LOCK:
-        if key not in _UNPOSITIONED:
-            _UNPOSITIONED[key] = model_copy(loaded, without_positions)
-        return _UNPOSITIONED[key]
-
-
-def _order_model(name: str | None) -> cat.LoadedModel | None:
-    """The model for the order experiment: the chosen one if it is an encoder, else the first available encoder."""
-    if name:
-        chosen = get_model(name)
-        if chosen.config.family == "encoder":
-            return chosen
-    for info in cat.catalog():
-        if info.family == "encoder" and info.available:
-            return get_model(info.name)
-    return None
-
-
-def positions(req: s.OrderRequest) -> s.PositionsResponse:
-    """The sinusoidal table, and two word orders through an encoder with and without positions."""
-    table = _floats(sinusoidal_table(50, 64))
-    loaded = _order_model(req.model)
-    if loaded is None:
-        return s.PositionsResponse(
-            table=table, model=None, model_positions=None, first_tokens=[], second_tokens=[], comparisons=[],
-            note="the order experiment needs an encoder model (bidirectional); none is available",
-        )
-    first_ids, first_tokens = tokenize(loaded, req.first)
-    second_ids, second_tokens = tokenize(loaded, req.second)
-    if sorted(first_ids) != sorted(second_ids):
-        raise PayloadError("the two sentences must hold the same tokens in a different order")
-    from attnlab.inspect import run_with_cache  # the position-free copy is run the same way
-
-    last = hook_name("encoder", loaded.config.n_layers - 1, "hook_resid_post")  # the last block's output
-    comparisons = []
-    for positioned, model in ((True, loaded.model), (False, _without_positions(loaded))):
-        outs = []
-        for ids in (first_ids, second_ids):
-            if positioned:
-                _, cache = forward(loaded, ids, names=last)
-            else:
-                with _UNPOSITIONED_LOCK:
-                    _, cache = run_with_cache(model, model_input(model, ids), names=last, device="cpu")
-            outs.append(cache[last][0].double())
-        dist = torch.cdist(outs[0], outs[1])
-        comparisons.append(s.OrderComparison(positions=positioned, distances=dist.tolist(), nearest=dist.min(dim=1).values.tolist()))
-    note = None if req.model == loaded.name else f"shown with the encoder {loaded.name!r}: a decoder's causal mask already breaks the symmetry"
-    return s.PositionsResponse(
-        table=table, model=loaded.name, model_positions=loaded.config.positions, first_tokens=first_tokens,
-        second_tokens=second_tokens, comparisons=comparisons, note=note,
     )
 

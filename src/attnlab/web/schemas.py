@@ -184,28 +184,6 @@ class PartResponse(BaseModel):
     tokens: list[TokenSummary] = Field(default=[], description="per token of the part's stack: its summary")
 
 
-class OrderRequest(Request):
-    model: str = Model
-    first: str = Field(default="Jake learned AI", min_length=1, max_length=MAX_CHARS, description=_TOKENS)
-    second: str = Field(default="AI learned Jake", min_length=1, max_length=MAX_CHARS, description=_TOKENS)
-
-
-class OrderComparison(BaseModel):
-    positions: bool
-    distances: list[list[float]] = Field(description="|out_first[i] - out_second[j]|, from the last hook_resid_post")
-    nearest: list[float] = Field(description="for each token of the first sentence, distance to its closest match")
-
-
-class PositionsResponse(BaseModel):
-    table: list[list[float]] = Field(description="sinusoidal PE(pos, dim), attnlab.nn.positions")
-    model: str | None
-    model_positions: str | None
-    first_tokens: list[str]
-    second_tokens: list[str]
-    comparisons: list[OrderComparison]
-    note: str | None = None
-
-
 class GenerateRequest(Request):
     model: str = Field(default=..., min_length=1, max_length=MAX_NAME, examples=["shakespeare-char"],
                        description="a decoder from GET /api/models (another family: 422; unknown: 404; not installed: 503)")

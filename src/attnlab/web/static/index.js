@@ -36,7 +36,6 @@ const RESULTS = {
   attention: ["att-focus-label", "att-lines", "att-heatmap", "finder-result", "att-grid", "weights-table", "finder-query", "finder-key"],
   finder: ["finder-result"],
   translate: ["tr-output", "tr-focus-label", "tr-lines", "tr-heatmap", "tr-table"],
-  order: ["pe-heatmap", "mask-triangle", "order-note", "order-body", "heads-row"],
   "next-token": ["gen-next"],
   generate: ["gen-text", "gen-step-label", "gen-bars", "gen-attn", "gen-cache"],
 };
@@ -316,7 +315,6 @@ async function refresh() {
     if (REGISTERED[view]) return loadView(REGISTERED[view]);
     if (view === "arch") return drawArch();
     if (view === "attention") return loadAttention();
-    if (view === "order") return drawOrder();
     if (view === "generate") return loadNextToken();
     if (view === "timeline") return loadTimeline();
     return null;
@@ -339,7 +337,7 @@ async function loadView(v) {
   const ctx = contextOf(v);
   const p = await clearingOnError(v.id, current, () => v.load(ctx));
   if (!current()) return;
-  state.payloads[v.id] = p;
+  state.payloads[v.id] = v.payload ? v.payload(p) : p; // what its JSON button exports
   setHashFor(v.id, stateParams());
   v.draw(p, ctx);
 }
@@ -497,51 +495,6 @@ function drawAttention() {
     masked: p.causal ? (i, j) => j > i : null, xLabel: "keys", yLabel: "queries" });
   V.weightsTable($("weights-table"), p.tokens, w[state.focus], { layer: state.layer, head: state.head, focus: state.focus });
   drawGrid();
-}
-
-// --- order, masks, heads side by side ---------------------------------------------------------------------
-
-async function drawOrder() {
-  const current = ticket("order");
-  return clearingOnError("order", current, () => orderFor(current));
-}
-
-async function orderFor(current) {
-  // The order experiment runs through an encoder: the chosen model if it is one, else the first available.
-  const m = currentModel();
-  const encoder = m && m.family === "encoder" ? m : state.models.find((x) => x.family === "encoder" && x.available);
-  // The mask needs a causal model: the chosen one if it is a decoder, else the word-level decoder default.
-  const maskModel = m && m.family === "decoder" ? m.name : (viewDefaults.generate || state.model);
-  await Promise.all([needModel(state.model), encoder ? needModel(encoder.name) : null, needModel(maskModel)]);
-  const [pos, att, maskAtt] = await track("computing…", Promise.all([api.positions(state.model), api.attention(state.model, state.text),
-    maskModel === state.model ? null : api.attention(maskModel, state.text)]));
-  if (!current()) return;
-  state.payloads.order = { positions: pos, attention_layer: { layer: state.layer, weights: att.weights[state.layer] } };
-  V.heatmap($("pe-heatmap"), pos.table, { cell: 6, cellH: 7, diverging: true, min: -1, max: 1, title: "PE(pos, dim)",
-    rows: pos.table.map((_, i) => String(i)), cols: pos.table[0].map((_, j) => String(j)), xLabel: "dimension", yLabel: "position" });
-  const ma = maskAtt || att;
-  V.heatmap($("mask-triangle"), ma.mean_weights[0], { rows: ma.tokens, cols: ma.tokens, min: 0, cell: 14, masked: (i, j) => ma.causal && j > i, xLabel: "keys", yLabel: "queries" });
-  $("mask-note").textContent = ma.causal ? `${ma.model}, layer 0, average of heads: grey cells are masked (weight exactly 0).`
-    : `${ma.model} attends without a causal mask (every token sees every token); pick a decoder model to see the triangle.`;
-  const body = V.clear($("order-body"));
-  $("order-note").textContent = pos.note || (pos.model ? `Model ${pos.model} (${pos.model_positions} positions). ` +
-    "Each cell: distance between a final vector of the first sentence and one of the second. Without positions every token finds an exact twin (a zero in its row): the same set of vectors, just reordered." : "");
-  for (const c of pos.comparisons) {
-    const box = V.el("div", {}, body);
-    V.el("h4", {}, box, `${c.positions ? "with" : "without"} positional information · largest nearest-match distance ${Math.max(...c.nearest).toExponential(2)}`);
-    const same = Math.max(...c.nearest) < 1e-3;
-    V.el("p", { class: "verdict", "data-positions": String(c.positions) }, box, same
-      ? "Verdict: every token of the first order has an exact twin in the second: the encoder gives the same vectors for both orders, so it cannot tell them apart."
-      : "Verdict: the vectors differ between the two orders: with positions the encoder can tell “who did what to whom”.");
-    V.heatmap(V.el("svg:svg", { "data-positions": String(c.positions) }, box), c.distances, { rows: pos.first_tokens, cols: pos.second_tokens, cell: 18,
-      xLabel: "2nd order", yLabel: "1st order" });
-  }
-  const row = V.clear($("heads-row"));
-  att.weights[state.layer].forEach((w, h) => {
-    const cell = V.el("div", { class: "cell" }, row);
-    V.el("span", {}, cell, `layer ${state.layer}, head ${h} ${att.roles[state.layer][h].role || ""}`);
-    V.heatmap(V.el("svg:svg", {}, cell), w, { min: 0, bar: false, cell: Math.max(3, Math.min(10, Math.floor(160 / w.length))) });
-  });
 }
 
 // --- generation -------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 // module here, listed below, and a Python module listed in web/registry.py.
 // `wired(id, title)`: a view whose loader is still in index.js and whose section is in index.html.
 
+import order from "./order.js";
 import qkv from "./qkv.js";
 import why from "./why.js";
 
@@ -13,7 +14,7 @@ export const VIEWS = [
   wired("attention", "Attention"),
   qkv,
   why,
-  wired("order", "Order & masks"),
+  order,
   wired("generate", "Generate"),
   wired("timeline", "Training timeline"),
   wired("translate", "Translate"),

@@ -1,0 +1,39 @@
+"""Views moved into their own modules (static/registry.js) keep what index.js did for them: the JSON export
+of what they drew, their pickers and their URL state."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_the_order_views_json_export_is_its_positions_and_the_layer_it_drew(ui, tmp_path) -> None:
+    page = ui.page
+    ui.open("#order?layer=1", model="demo-encoder")
+    page.wait_for_selector("#order-body svg[data-positions=false]")
+    with page.expect_download() as download:
+        page.click('#view-order .export button[data-kind="json"]')
+    path = tmp_path / "order.json"
+    download.value.save_as(path)
+    data = json.loads(path.read_text())
+    assert set(data) == {"positions", "attention_layer"}
+    assert data["attention_layer"]["layer"] == 1
+    assert len(page.locator("#heads-row .cell").all()) == len(data["attention_layer"]["weights"])
+    assert data["positions"]["comparisons"][1]["positions"] is False
+    assert ui.errors == []
+
+
+def test_the_qkv_pickers_push_the_url_state(ui) -> None:
+    page = ui.page
+    ui.open("#qkv?layer=0&head=0&query=1", model="demo-decoder")
+    page.wait_for_selector("#qkv-table tbody tr.focus[data-token='1']")
+    with page.expect_response(lambda r: r.url.endswith("/api/qkv") and json.loads(r.request.post_data)["head"] == 1):
+        page.select_option("#qkv-head", "1")
+    page.locator("#qkv-title", has_text="head 1").wait_for()
+    assert "head=1" in page.evaluate("location.hash")
+    page.go_back()
+    page.locator("#qkv-title", has_text="head 0").wait_for()
+    assert ui.errors == []
