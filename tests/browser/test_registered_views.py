@@ -37,3 +37,19 @@ def test_the_qkv_pickers_push_the_url_state(ui) -> None:
     page.go_back()
     page.locator("#qkv-title", has_text="head 0").wait_for()
     assert ui.errors == []
+
+
+def test_an_experiments_deep_link_keeps_its_url_and_a_model_change_asks_nothing(ui) -> None:
+    page = ui.page
+    ui.open("#experiments")
+    page.wait_for_selector("#exp-index a")
+    name = page.locator("#exp-index a").nth(1).inner_text()
+    page.evaluate(f"location.hash = '#experiments/{name}'")
+    page.wait_for_function(f"document.getElementById('exp-{name}') !== null")
+    assert page.evaluate("location.hash") == f"#experiments/{name}"
+    asked = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/experiments" in r.url else None)
+    page.locator("#input-form button[type=submit]").click()
+    page.wait_for_timeout(300)
+    assert asked == [] and page.evaluate("location.hash") == f"#experiments/{name}"
+    assert ui.errors == []

@@ -281,16 +281,6 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     async def translate(request: Request, req: s.TranslateRequest) -> s.TranslateResponse:
         return await heavy(request, translation.translate, req)
 
-    @app.get("/api/experiments")
-    async def experiments_index() -> s.ExperimentsResponse:
-        return await anyio.to_thread.run_sync(experiments.experiments, runs_dir)
-
-    @app.get("/api/experiments/{source}/{run:path}/{name}", include_in_schema=False)
-    async def experiment_file(source: str, run: str, name: str) -> Response:
-        path = await anyio.to_thread.run_sync(experiments.file_path, runs_dir, source, run, name)
-        kind = _TYPES[".png"] if path.suffix == ".png" else "application/json"
-        return FileResponse(path, media_type=kind, headers={"Cache-Control": "no-cache"})
-
     mount = Mount(heavy=heavy, errors=errors, runs_dir=runs_dir)
     for view in registry.VIEWS:  # the views that register themselves (web/registry.py)
         view.routes(app.router, mount)

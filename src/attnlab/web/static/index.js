@@ -302,7 +302,7 @@ async function route() {
   if (view === "tour") await guarded(() => drawTour(arg));
   else if (view === "arch") { if (arg) state.part = arg; await guarded(drawArch); }
   else if (view === "learn") await guarded(() => drawLearn(arg));
-  else if (view === "experiments") await guarded(() => drawExperiments(arg));
+  else if (REGISTERED[view]?.routeOnly) await guarded(() => loadView(REGISTERED[view], arg));
   else if (view === "translate") await guarded(startTranslation);
   else await refresh();
 }
@@ -310,7 +310,7 @@ async function route() {
 async function refresh() {
   await guarded(async () => {
     if (view === "translate") return startTranslation();
-    if (view === "experiments" || view === "learn" || view === "tour") return null;
+    if (view === "learn" || view === "tour" || REGISTERED[view]?.routeOnly) return null;
     if (!state.model) throw new Error("no model is available: install one (see the README)");
     if (REGISTERED[view]) return loadView(REGISTERED[view]);
     if (view === "arch") return drawArch();
@@ -325,20 +325,20 @@ async function refresh() {
 
 // What a registered view's mount, load and draw get: the page state, needModel, the loading notice, and
 // select(changes), which sets state, pushes a history entry and loads the view again.
-function contextOf(v) {
+function contextOf(v, arg = null) {
   return {
-    state, viewDefaults: () => viewDefaults, need: needModel, track: (promise, text = "computing…") => track(text, promise),
+    state, arg, viewDefaults: () => viewDefaults, need: needModel, track: (promise, text = "computing…") => track(text, promise),
     select: (changes) => { Object.assign(state, changes); pushState(); return guarded(() => loadView(v)); },
   };
 }
 
-async function loadView(v) {
+async function loadView(v, arg = null) {
   const current = ticket(v.id);
-  const ctx = contextOf(v);
-  const p = await clearingOnError(v.id, current, () => v.load(ctx));
+  const ctx = contextOf(v, arg);
+  const p = await (v.results ? clearingOnError(v.id, current, () => v.load(ctx)) : v.load(ctx));
   if (!current()) return;
   state.payloads[v.id] = v.payload ? v.payload(p) : p; // what its JSON button exports
-  setHashFor(v.id, stateParams());
+  if (v.params === "shared") setHashFor(v.id, stateParams());
   v.draw(p, ctx);
 }
 
@@ -685,25 +685,6 @@ function drawTranslation() {
   V.heatmap($("tr-heatmap"), w, { rows: p.target_tokens, cols: p.source_tokens, min: 0, xLabel: "source", yLabel: "target",
     cell: Math.max(8, Math.min(22, Math.floor(440 / Math.max(p.source_tokens.length, p.target_tokens.length)))) });
   V.weightsTable($("tr-table"), p.source_tokens, w[state.trFocus], { layer: state.trLayer, head: state.trHead, focus: state.trFocus });
-}
-
-// --- experiments -----------------------------------------------------------------------------------------
-
-async function drawExperiments(name) {
-  const current = ticket("experiments");
-  const data = await api.experiments();
-  if (!current()) return;
-  $("exp-note").textContent = data.note;
-  const nav = V.clear($("exp-index"));
-  for (const e of data.experiments) V.el("a", { href: formatHash("experiments", e.name) }, nav, e.name);
-  const body = V.clear($("exp-body"));
-  for (const e of data.experiments) {
-    const section = V.el("section", { class: "experiment" }, body);
-    const draw = () => V.experiment(section, e, state.expRuns[e.name] || 0, (i) => { state.expRuns[e.name] = i; draw(); });
-    draw();
-  }
-  state.payloads.experiments = data;
-  if (name) document.getElementById(`exp-${name}`)?.scrollIntoView();
 }
 
 // --- learn ----------------------------------------------------------------------------------------------------

@@ -1,8 +1,16 @@
-// The walkthrough's views, in tab order. A view module exports { id, title, params, results, mount, load, draw }
-// (see why.js); index.js makes its tab and section, routes to it, and runs load then draw. Adding a view: a
-// module here, listed below, and a Python module listed in web/registry.py.
+// The walkthrough's views, in tab order. index.js makes each one's tab (before Learn) and section, routes to it,
+// and runs load then draw; a view module's default export is
+//   { id, title,            the URL #id and the tab's text
+//     params,               "shared": its URL state is the page's (model, text, layer, head, query, key); null: none
+//     results,              ids of what it draws, cleared when its request fails (null: kept)
+//     fromTour, routeOnly,  optional: first visit starts on the tour's preset; loads on routing only (not on Run)
+//     mount(section, ctx),  its markup and controls, once at start
+//     load(ctx) -> answer,  draw(answer, ctx),  payload(answer) (optional: what its JSON button exports) }
+// with ctx = { state, arg, need(model), track(promise), select(changes), viewDefaults() } (see index.js contextOf).
+// Adding a view: a module here, listed below, and a Python module listed in web/registry.py.
 // `wired(id, title)`: a view whose loader is still in index.js and whose section is in index.html.
 
+import experiments from "./experiments.js";
 import order from "./order.js";
 import qkv from "./qkv.js";
 import why from "./why.js";
@@ -18,5 +26,5 @@ export const VIEWS = [
   wired("generate", "Generate"),
   wired("timeline", "Training timeline"),
   wired("translate", "Translate"),
-  wired("experiments", "Experiments"),
+  experiments,
 ];
