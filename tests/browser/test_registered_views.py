@@ -53,3 +53,17 @@ def test_an_experiments_deep_link_keeps_its_url_and_a_model_change_asks_nothing(
     page.wait_for_timeout(300)
     assert asked == [] and page.evaluate("location.hash") == f"#experiments/{name}"
     assert ui.errors == []
+
+
+def test_a_timeline_deep_link_opens_its_snapshot_layer_and_head(ui) -> None:
+    page = ui.page
+    ui.open("#timeline", model="demo-decoder")
+    page.wait_for_selector("#tl-heatmap rect[data-i]", state="attached")
+    index = page.evaluate("fetch('/api/timeline?model=demo-decoder').then(r => r.json())")
+    step = index["snapshots"][-1]["step"]
+    head = (index["learning_head"] + 1) % index["n_heads"]
+    page.evaluate(f"location.hash = '#timeline?layer=0&head={head}&step={step}'")
+    page.wait_for_selector(f"#tl-heatmap[data-step='{step}'] rect[data-i]", state="attached")
+    assert (page.input_value("#tl-layer"), page.input_value("#tl-head")) == ("0", str(head))
+    assert f"head={head}" in page.evaluate("location.hash") and f"step={step}" in page.evaluate("location.hash")
+    assert ui.errors == []

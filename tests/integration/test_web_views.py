@@ -55,9 +55,9 @@ def test_a_listed_module_is_a_served_guarded_documented_route(monkeypatch: pytes
 
 
 def test_the_why_view_registers_itself() -> None:
-    from attnlab.web import experiments, order, qkv, why
+    from attnlab.web import experiments, order, qkv, timeline, why
 
-    assert {why, qkv, order, experiments} <= set(registry.VIEWS)
+    assert {why, qkv, order, experiments, timeline} <= set(registry.VIEWS)
     client = TestClient(create_app(), base_url=LOCAL)
     post = client.get("/openapi.json").json()["paths"]["/api/why"]["post"]
     assert post["operationId"] == "why_api_why_post"  # the name it had when app.py declared it
@@ -78,7 +78,7 @@ def _registered_js_views() -> dict[str, str]:
 
 def test_a_registered_view_is_named_nowhere_in_the_page_plumbing() -> None:
     views = _registered_js_views()
-    assert {"why", "qkv", "order", "experiments"} <= set(views)
+    assert {"why", "qkv", "order", "experiments", "timeline"} <= set(views)
     index_js, index_html = (STATIC / "index.js").read_text(), (STATIC / "index.html").read_text()
     for view_id, module in views.items():
         assert f'"{view_id}"' not in index_js and f"./{module}" not in index_js, view_id

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import anyio
 import torch
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -267,15 +267,6 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     @app.post("/api/generate", responses=errors(404, 503))
     async def generate(request: Request, req: s.GenerateRequest) -> s.GenerateResponse:
         return await heavy(request, generation.generate, req)
-
-    @app.get("/api/timeline", responses=errors(404, 503))
-    async def timeline_index(request: Request, model: str = Query("bible-bpe", min_length=1, max_length=s.MAX_NAME)
-                             ) -> s.TimelineResponse:
-        return await heavy(request, timeline.timeline, model)
-
-    @app.post("/api/timeline/attention", responses=errors(404, 503))
-    async def timeline_attention(request: Request, req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse:
-        return await heavy(request, timeline.attention_at, req)
 
     @app.post("/api/translate", responses=errors(404, 503))
     async def translate(request: Request, req: s.TranslateRequest) -> s.TranslateResponse:

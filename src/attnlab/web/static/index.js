@@ -11,7 +11,6 @@ let view = "tour";
 let tourData = null;
 let tourStep = 1;
 let viewDefaults = {};
-let timelineData = null;
 const REGISTERED = Object.fromEntries(VIEWS.filter((v) => !v.wired).map((v) => [v.id, v])); // registry.js
 const tickets = {}; // per view: only the answer to the latest request is drawn
 
@@ -202,9 +201,6 @@ function wire() {
   $("gen-form").addEventListener("submit", (e) => { e.preventDefault(); guarded(runGeneration); });
   $("gen-prompt").addEventListener("input", () => { clearTimeout(promptTimer); promptTimer = setTimeout(() => guarded(loadNextToken), 600); });
   $("gen-step").addEventListener("input", () => { state.genStep = Number($("gen-step").value); drawGenStep(); });
-  $("timeline-slider").addEventListener("input", () => { state.timelineIndex = Number($("timeline-slider").value); guarded(drawTimelineStep); });
-  $("tl-layer").addEventListener("change", () => { state.tlLayer = Number($("tl-layer").value); guarded(drawTimelineStep); });
-  $("tl-head").addEventListener("change", () => { state.tlHead = Number($("tl-head").value); guarded(drawTimelineStep); });
   $("tr-form").addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(typingTimer); guarded(runTranslation); });
   $("tr-text").addEventListener("input", () => { clearTimeout(typingTimer); typingTimer = setTimeout(() => guarded(runTranslation), 600); });
   $("tr-model").addEventListener("change", () => { state.trModel = $("tr-model").value; guarded(runTranslation); });
@@ -224,11 +220,6 @@ function ownParams(v, params) {
     if (int(params.layer) !== null) state.trLayer = int(params.layer);
     if (params.head === "mean" || int(params.head) !== null) state.trHead = params.head === "mean" ? "mean" : int(params.head);
     if (int(params.query) !== null) state.trFocus = int(params.query);
-  } else if (v === "timeline") {
-    if (int(params.layer) !== null) state.tlLayer = int(params.layer);
-    if (int(params.head) !== null) state.tlHead = int(params.head);
-    if (int(params.step) !== null) state.tlStep = int(params.step);
-    state.tlFromUrl = int(params.layer) !== null && int(params.head) !== null;
   } else if (v === "generate") {
     $("gen-prompt").value = linkedText(params, $("gen-prompt").value, $("gen-prompt").defaultValue);
     if (params.model && state.models.some((m) => m.name === params.model && m.available)) { state.model = params.model; $("model").value = params.model; }
@@ -293,7 +284,8 @@ async function route() {
   const { view: v, arg, params } = parseHash(location.hash);
   view = document.getElementById(`view-${v}`) ? v : "tour";
   document.body.dataset.view = view;
-  if (["translate", "timeline", "generate"].includes(view)) ownParams(view, params);
+  if (REGISTERED[view]?.readParams) REGISTERED[view].readParams(params, contextOf(REGISTERED[view], arg));
+  else if (["translate", "generate"].includes(view)) ownParams(view, params);
   else if (applyParams(params) && view !== "attention") delete state.payloads.attention;
   if ((view === "attention" || REGISTERED[view]?.fromTour) && !Object.keys(params).length && !startedFromTour) await guarded(startFromTour);
   V.hideCard();
@@ -316,7 +308,6 @@ async function refresh() {
     if (view === "arch") return drawArch();
     if (view === "attention") return loadAttention();
     if (view === "generate") return loadNextToken();
-    if (view === "timeline") return loadTimeline();
     return null;
   });
 }
@@ -327,7 +318,8 @@ async function refresh() {
 // select(changes), which sets state, pushes a history entry and loads the view again.
 function contextOf(v, arg = null) {
   return {
-    state, arg, viewDefaults: () => viewDefaults, need: needModel, track: (promise, text = "computing…") => track(text, promise),
+    state, arg, viewDefaults: () => viewDefaults, need: needModel, track: (promise, text = "computing…") => track(text, promise), guarded,
+    setHash: (params) => setHashFor(v.id, params),
     select: (changes) => { Object.assign(state, changes); pushState(); return guarded(() => loadView(v)); },
   };
 }
@@ -336,10 +328,10 @@ async function loadView(v, arg = null) {
   const current = ticket(v.id);
   const ctx = contextOf(v, arg);
   const p = await (v.results ? clearingOnError(v.id, current, () => v.load(ctx)) : v.load(ctx));
-  if (!current()) return;
-  state.payloads[v.id] = v.payload ? v.payload(p) : p; // what its JSON button exports
+  if (!current() || p === null) return; // null: the view said why it has nothing to show
+  state.payloads[v.id] = v.payload ? v.payload(p, ctx) : p; // what its JSON button exports
   if (v.params === "shared") setHashFor(v.id, stateParams());
-  v.draw(p, ctx);
+  await v.draw(p, ctx);
 }
 
 // --- architecture -----------------------------------------------------------------------------------
@@ -563,55 +555,6 @@ function drawGenStep() {
   const keys = [...p.prompt_tokens, ...p.steps.map((s) => s.token)].slice(0, step.cache_length);
   V.heatmap($("gen-attn"), last, { rows: last.map((_, h) => `H${h}`), cols: keys, xLabel: "cached keys", yLabel: "heads", min: 0, cell: Math.max(6, Math.min(16, Math.floor(440 / keys.length))) });
   V.kvCache($("gen-cache"), step.cache_length, p.prompt_tokens.length + p.steps.length);
-}
-
-// --- training timeline --------------------------------------------------------------------------------------
-
-async function loadTimeline() {
-  const m = currentModel();
-  const name = m && m.timeline ? m.name : state.models.find((x) => x.timeline && x.available)?.name;
-  if (!name) { $("timeline-note").textContent = "No available model ships training snapshots (the bundled bible-bpe model does)."; return; }
-  const current = ticket("timeline-index");
-  await needModel(name);
-  const data = await track("reading the snapshots…", api.timeline(name));
-  if (!current()) return;
-  timelineData = data;
-  const lastSnap = timelineData.snapshots[timelineData.snapshots.length - 1]?.step ?? 0;
-  const lastCurve = Math.max(0, ...timelineData.curve.map((p) => p.step));
-  // A new model (or a head it lacks) opens on the head that learned most, unless the URL named one.
-  const fits = state.tlLayer !== null && state.tlLayer < data.n_layers && state.tlHead !== null && state.tlHead < data.n_heads;
-  if (!fits || (state.tlModel !== name && !state.tlFromUrl)) { state.tlLayer = data.learning_layer; state.tlHead = data.learning_head; }
-  state.tlModel = name; state.tlFromUrl = false;
-  $("timeline-note").textContent = `${name}: the same sentence through the weights saved at each training step. “${timelineData.sentence}”` +
-    ` Layer ${data.learning_layer} head ${data.learning_head} is the head whose attention changed most over training` +
-    ` (${Math.round(100 * data.learning_change)}% of its attention moved to other tokens); the view opens on it.` +
-    (lastCurve > lastSnap ? ` Weights were saved up to step ${lastSnap} only; the loss curve goes on to step ${lastCurve}.` : "");
-  const slider = $("timeline-slider");
-  slider.max = String(timelineData.snapshots.length - 1);
-  const fromUrl = state.tlStep === undefined ? -1 : timelineData.snapshots.findIndex((s) => s.step === state.tlStep);
-  state.timelineIndex = fromUrl >= 0 ? fromUrl : Math.min(state.timelineIndex, timelineData.snapshots.length - 1);
-  slider.value = String(state.timelineIndex);
-  V.fillSelect($("tl-layer"), timelineData.n_layers, state.tlLayer, "layer");
-  V.fillSelect($("tl-head"), timelineData.n_heads, state.tlHead, "head");
-  await drawTimelineStep();
-}
-
-async function drawTimelineStep() {
-  if (!timelineData) return;
-  const snap = timelineData.snapshots[state.timelineIndex];
-  const current = ticket("timeline");
-  const p = await track("computing…", api.timelineAttention(timelineData.model, snap.step, state.tlLayer, state.tlHead));
-  if (!current()) return;
-  state.payloads.timeline = { timeline: timelineData, attention: p };
-  state.tlStep = snap.step;
-  setHashFor("timeline", { layer: state.tlLayer, head: state.tlHead, step: snap.step });
-  $("timeline-step").textContent = `step ${snap.step}` + (snap.loss !== null ? ` · loss ${snap.loss.toFixed(3)}` : "") + (p.role.role ? ` · role: ${p.role.role}` : "");
-  V.lossCurve($("loss-curve"), timelineData.curve, snap.step);
-  const svg = $("tl-heatmap");
-  svg.dataset.step = String(snap.step);
-  svg.dataset.model = p.model;
-  V.heatmap(svg, p.weights, { rows: p.tokens, cols: p.tokens, min: 0, cell: Math.max(6, Math.min(14, Math.floor(560 / p.tokens.length))), masked: (i, j) => j > i,
-    xLabel: "keys", yLabel: "queries" });
 }
 
 // --- translation: cross-attention as alignment ---------------------------------------------------------

@@ -1,18 +1,20 @@
 // The walkthrough's views, in tab order. index.js makes each one's tab (before Learn) and section, routes to it,
 // and runs load then draw; a view module's default export is
 //   { id, title,            the URL #id and the tab's text
-//     params,               "shared": its URL state is the page's (model, text, layer, head, query, key); null: none
+//     params,               "shared": its URL state is the page's (model, text, layer, head, query, key); "own": its
+//                           readParams(params, ctx) reads it and it calls ctx.setHash(params); null: none
 //     results,              ids of what it draws, cleared when its request fails (null: kept)
 //     fromTour, routeOnly,  optional: first visit starts on the tour's preset; loads on routing only (not on Run)
 //     mount(section, ctx),  its markup and controls, once at start
 //     load(ctx) -> answer,  draw(answer, ctx),  payload(answer) (optional: what its JSON button exports) }
-// with ctx = { state, arg, need(model), track(promise), select(changes), viewDefaults() } (see index.js contextOf).
+// with ctx = { state, arg, need(model), track(promise, text), guarded(fn), select(changes), setHash(params), viewDefaults() } (see index.js contextOf).
 // Adding a view: a module here, listed below, and a Python module listed in web/registry.py.
 // `wired(id, title)`: a view whose loader is still in index.js and whose section is in index.html.
 
 import experiments from "./experiments.js";
 import order from "./order.js";
 import qkv from "./qkv.js";
+import timeline from "./timeline.js";
 import why from "./why.js";
 
 const wired = (id, title) => ({ id, title, wired: true });
@@ -24,7 +26,7 @@ export const VIEWS = [
   why,
   order,
   wired("generate", "Generate"),
-  wired("timeline", "Training timeline"),
+  timeline,
   wired("translate", "Translate"),
   experiments,
 ];
