@@ -49,7 +49,7 @@ from attnlab import catalog as cat
 from attnlab.generate import GenerationError
 from attnlab.models import ConfigError, InputError
 from attnlab.web import ablation as ablation_
-from attnlab.web import content, diagram, experiments, generation, payloads, registry, timeline, translation
+from attnlab.web import content, diagram, experiments, generation, payloads, registry, timeline
 from attnlab.web import finder as finder_
 from attnlab.web import models as web_models
 from attnlab.web import sampling as sampling_
@@ -180,7 +180,7 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     _install_error_handlers(app)
     static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in _TYPES}
     app.state.heavy = queue = HeavyQueue(HEAVY_CONCURRENCY, HEAVY_QUEUE)
-    long_routes = {generation.generate, translation.translate}  # seconds on a large model: one slot
+    long_routes = {generation.generate}  # seconds on a large model: one slot
 
     async def heavy(request: Request, fn: Callable[[Any], T], arg: Any, *, long: bool = False) -> T:
         return await queue.run(request, fn, arg, long=long or fn in long_routes)
@@ -267,10 +267,6 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     @app.post("/api/generate", responses=errors(404, 503))
     async def generate(request: Request, req: s.GenerateRequest) -> s.GenerateResponse:
         return await heavy(request, generation.generate, req)
-
-    @app.post("/api/translate", responses=errors(404, 503))
-    async def translate(request: Request, req: s.TranslateRequest) -> s.TranslateResponse:
-        return await heavy(request, translation.translate, req)
 
     mount = Mount(heavy=heavy, errors=errors, runs_dir=runs_dir)
     for view in registry.VIEWS:  # the views that register themselves (web/registry.py)

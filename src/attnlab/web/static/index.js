@@ -1,6 +1,6 @@
 // Wiring: reads the controls and the URL hash, asks model.js for data, hands it to views.js.
 
-import { api, currentModel, DEFAULT_SENTENCE, defaultFocus, findToken, formatHash, nextTokenCandidates, parseHash, state } from "./model.js";
+import { api, currentModel, DEFAULT_SENTENCE, defaultFocus, findToken, formatHash, linkedText, modelLabel, nextTokenCandidates, parseHash, state } from "./model.js";
 import { drawStep } from "./tour.js";
 import { VIEWS } from "./registry.js";
 import * as V from "./views.js";
@@ -34,7 +34,6 @@ async function guarded(fn) {
 const RESULTS = {
   attention: ["att-focus-label", "att-lines", "att-heatmap", "finder-result", "att-grid", "weights-table", "finder-query", "finder-key"],
   finder: ["finder-result"],
-  translate: ["tr-output", "tr-focus-label", "tr-lines", "tr-heatmap", "tr-table"],
   "next-token": ["gen-next"],
   generate: ["gen-text", "gen-step-label", "gen-bars", "gen-attn", "gen-cache"],
 };
@@ -43,7 +42,7 @@ function clearResults(v) {
   for (const id of RESULTS[v] || REGISTERED[v].results) V.clear($(id));
   delete state.payloads[v];
   if (v === "attention") { delete $("view-attention").dataset.sentence; finder = null; }
-  if (v === "translate") delete $("view-translate").dataset.sentence;
+  REGISTERED[v]?.cleared?.();
   if (v === "next-token") nextToken = null;
   if (v === "generate") $("gen-result").hidden = true;
 }
@@ -103,10 +102,6 @@ function needModel(name) {
   return loading[name];
 }
 
-function modelLabel(m) {
-  return `${m.name} (${m.family}${m.available ? "" : ", not installed"})`;
-}
-
 function setHash(arg, params = null) {
   const next = formatHash(view, arg, params);
   if (location.hash !== next) history.replaceState(null, "", next);
@@ -126,13 +121,6 @@ function stateParams() {
 function pushState() {
   const next = formatHash(view, null, stateParams());
   if (location.hash !== next) history.pushState(null, "", next);
-}
-
-// The sentence a URL names: its text=, else (a deep link that names a selection but no sentence) the view's
-// default sentence, never the previous page's; a bare tab link (no parameters) keeps the current one.
-function linkedText(params, current, fallback) {
-  if (params.text) return params.text;
-  return Object.keys(params).length ? fallback : current;
 }
 
 // Read model/text/layer/head/query/key from the URL into the state; true when the model or text changed.
@@ -201,12 +189,6 @@ function wire() {
   $("gen-form").addEventListener("submit", (e) => { e.preventDefault(); guarded(runGeneration); });
   $("gen-prompt").addEventListener("input", () => { clearTimeout(promptTimer); promptTimer = setTimeout(() => guarded(loadNextToken), 600); });
   $("gen-step").addEventListener("input", () => { state.genStep = Number($("gen-step").value); drawGenStep(); });
-  $("tr-form").addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(typingTimer); guarded(runTranslation); });
-  $("tr-text").addEventListener("input", () => { clearTimeout(typingTimer); typingTimer = setTimeout(() => guarded(runTranslation), 600); });
-  $("tr-model").addEventListener("change", () => { state.trModel = $("tr-model").value; guarded(runTranslation); });
-  $("tr-beam").addEventListener("change", () => guarded(runTranslation));
-  $("tr-layer").addEventListener("change", () => { state.trLayer = Number($("tr-layer").value); drawTranslation(); });
-  $("tr-head").addEventListener("change", () => { const v = $("tr-head").value; state.trHead = v === "mean" ? "mean" : Number(v); drawTranslation(); });
   window.addEventListener("hashchange", () => route());
 }
 
@@ -214,13 +196,7 @@ function wire() {
 // snapshot, layer and head, the generation prompt.
 function ownParams(v, params) {
   const int = (x) => (x !== undefined && /^\d+$/.test(x) ? Number(x) : null);
-  if (v === "translate") {
-    const text = linkedText(params, $("tr-text").value, $("tr-text").defaultValue);
-    if (text !== $("tr-text").value) { $("tr-text").value = text; delete state.payloads.translate; state.trFocus = 0; }
-    if (int(params.layer) !== null) state.trLayer = int(params.layer);
-    if (params.head === "mean" || int(params.head) !== null) state.trHead = params.head === "mean" ? "mean" : int(params.head);
-    if (int(params.query) !== null) state.trFocus = int(params.query);
-  } else if (v === "generate") {
+  if (v === "generate") {
     $("gen-prompt").value = linkedText(params, $("gen-prompt").value, $("gen-prompt").defaultValue);
     if (params.model && state.models.some((m) => m.name === params.model && m.available)) { state.model = params.model; $("model").value = params.model; }
   }
@@ -285,7 +261,7 @@ async function route() {
   view = document.getElementById(`view-${v}`) ? v : "tour";
   document.body.dataset.view = view;
   if (REGISTERED[view]?.readParams) REGISTERED[view].readParams(params, contextOf(REGISTERED[view], arg));
-  else if (["translate", "generate"].includes(view)) ownParams(view, params);
+  else if (view === "generate") ownParams(view, params);
   else if (applyParams(params) && view !== "attention") delete state.payloads.attention;
   if ((view === "attention" || REGISTERED[view]?.fromTour) && !Object.keys(params).length && !startedFromTour) await guarded(startFromTour);
   V.hideCard();
@@ -295,13 +271,12 @@ async function route() {
   else if (view === "arch") { if (arg) state.part = arg; await guarded(drawArch); }
   else if (view === "learn") await guarded(() => drawLearn(arg));
   else if (REGISTERED[view]?.routeOnly) await guarded(() => loadView(REGISTERED[view], arg));
-  else if (view === "translate") await guarded(startTranslation);
   else await refresh();
 }
 
 async function refresh() {
   await guarded(async () => {
-    if (view === "translate") return startTranslation();
+    if (REGISTERED[view]?.needsModel === false) return loadView(REGISTERED[view]);
     if (view === "learn" || view === "tour" || REGISTERED[view]?.routeOnly) return null;
     if (!state.model) throw new Error("no model is available: install one (see the README)");
     if (REGISTERED[view]) return loadView(REGISTERED[view]);
@@ -316,17 +291,17 @@ async function refresh() {
 
 // What a registered view's mount, load and draw get: the page state, needModel, the loading notice, and
 // select(changes), which sets state, pushes a history entry and loads the view again.
-function contextOf(v, arg = null) {
+function contextOf(v, arg = null, forced = false) {
   return {
-    state, arg, viewDefaults: () => viewDefaults, need: needModel, track: (promise, text = "computing…") => track(text, promise), guarded,
+    state, arg, forced, reload: () => guarded(() => loadView(v, arg, true)), viewDefaults: () => viewDefaults, need: needModel, track: (promise, text = "computing…") => track(text, promise), guarded,
     setHash: (params) => setHashFor(v.id, params),
     select: (changes) => { Object.assign(state, changes); pushState(); return guarded(() => loadView(v)); },
   };
 }
 
-async function loadView(v, arg = null) {
+async function loadView(v, arg = null, forced = false) {
   const current = ticket(v.id);
-  const ctx = contextOf(v, arg);
+  const ctx = contextOf(v, arg, forced);
   const p = await (v.results ? clearingOnError(v.id, current, () => v.load(ctx)) : v.load(ctx));
   if (!current() || p === null) return; // null: the view said why it has nothing to show
   state.payloads[v.id] = v.payload ? v.payload(p, ctx) : p; // what its JSON button exports
@@ -555,79 +530,6 @@ function drawGenStep() {
   const keys = [...p.prompt_tokens, ...p.steps.map((s) => s.token)].slice(0, step.cache_length);
   V.heatmap($("gen-attn"), last, { rows: last.map((_, h) => `H${h}`), cols: keys, xLabel: "cached keys", yLabel: "heads", min: 0, cell: Math.max(6, Math.min(16, Math.floor(440 / keys.length))) });
   V.kvCache($("gen-cache"), step.cache_length, p.prompt_tokens.length + p.steps.length);
-}
-
-// --- translation: cross-attention as alignment ---------------------------------------------------------
-
-let typingTimer = null;
-
-// Fill the model list with the encoder-decoder models (the translator first) and say what is missing.
-function startTranslation() {
-  const select = $("tr-model");
-  const candidates = state.models.filter((m) => m.family === "encoder-decoder");
-  // The catalogue's translator first, then the demo translators (stand-ins), then the rest.
-  const translates = (m) => m.preferred_view === "translate";
-  const rank = (m) => (translates(m) && !m.demo ? 0 : translates(m) ? 1 : 2) + (m.available ? 0 : 3);
-  candidates.sort((a, b) => rank(a) - rank(b));
-  if (select.options.length !== candidates.length) {
-    V.clear(select);
-    for (const m of candidates) V.el("option", { value: m.name, disabled: m.available ? null : "" }, select, modelLabel(m));
-  }
-  const translator = state.models.find((m) => translates(m) && !m.demo);
-  const missing = !translator ? "This installation's catalogue has no “translator” model (the English→Spanish encoder-decoder): update attnlab to get it."
-    : !translator.available ? `The “${translator.name}” model is in the catalogue but its files are missing. Install: ${translator.install_hint}` : "";
-  const usable = candidates.filter((m) => m.available);
-  if (!state.trModel || !usable.some((m) => m.name === state.trModel)) state.trModel = usable[0]?.name || null;
-  $("tr-missing")?.remove();
-  if (missing) {
-    const standIns = usable.filter((m) => rank(m) === 1).map((m) => m.name);
-    const others = standIns.length ? ` Meanwhile you can try the view with ${standIns.join(", ")} (random weights: the “translation” is noise, the alignment is still exactly what that model computes).`
-      : " No stand-in is available either (`attnlab serve --demo` adds a random-weight one).";
-    $("tr-note").after(V.el("p", { id: "tr-missing", class: "note" }, null, missing + others));
-  }
-  if (!state.trModel) { $("tr-run").disabled = true; return null; }
-  $("tr-run").disabled = false;
-  select.value = state.trModel;
-  if (!state.payloads.translate) return runTranslation();
-  return null;
-}
-
-async function runTranslation() {
-  if (!state.trModel) return;
-  const text = $("tr-text").value;
-  if (!text.trim()) return;
-  const current = ticket("translate");
-  const p = await clearingOnError("translate", current, async () => {
-    await needModel(state.trModel);
-    return track("translating…", api.translate(state.trModel, text, Number($("tr-beam").value)));
-  });
-  if (!current()) return;
-  state.payloads.translate = p;
-  $("view-translate").dataset.sentence = text;
-  const layer = state.trLayer === null ? p.n_layers - 1 : Math.min(state.trLayer, p.n_layers - 1);
-  V.fillSelect($("tr-layer"), p.n_layers, layer, "layer");
-  state.trHead = state.trHead === "mean" ? "mean" : Math.min(state.trHead, p.n_heads - 1);
-  V.fillSelect($("tr-head"), p.n_heads, state.trHead, "head", true);
-  state.trLayer = layer;
-  state.trFocus = Math.min(state.trFocus, p.target_tokens.length - 1);
-  drawTranslation();
-}
-
-function drawTranslation() {
-  const p = state.payloads.translate;
-  if (!p) return;
-  const w = state.trHead === "mean" ? p.mean_weights[state.trLayer] : p.weights[state.trLayer][state.trHead];
-  const out = V.clear($("tr-output"));
-  V.el("span", {}, out, p.text || "(empty translation)");
-  V.el("span", { class: "prompt" }, out, `   ${p.model}, ${p.beam_size === 1 ? "greedy" : `beam ${p.beam_size}`}, log-probability ${p.logprob.toFixed(2)}`);
-  setHashFor("translate", { text: $("view-translate").dataset.sentence, layer: state.trLayer, head: state.trHead, query: state.trFocus });
-  $("tr-focus-label").textContent = `target token ${state.trFocus}: “${p.target_tokens[state.trFocus]}”`;
-  const svg = $("tr-lines");
-  svg.dataset.layer = String(state.trLayer); svg.dataset.head = String(state.trHead);
-  V.alignment(svg, p.source_tokens, p.target_tokens, w, state.trFocus, (i) => { state.trFocus = i; drawTranslation(); });
-  V.heatmap($("tr-heatmap"), w, { rows: p.target_tokens, cols: p.source_tokens, min: 0, xLabel: "source", yLabel: "target",
-    cell: Math.max(8, Math.min(22, Math.floor(440 / Math.max(p.source_tokens.length, p.target_tokens.length)))) });
-  V.weightsTable($("tr-table"), p.source_tokens, w[state.trFocus], { layer: state.trLayer, head: state.trHead, focus: state.trFocus });
 }
 
 // --- learn ----------------------------------------------------------------------------------------------------

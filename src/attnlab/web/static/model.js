@@ -149,3 +149,15 @@ export function nextTokenCandidates(data, settings, n = 12) {
   const kept = samplingDistribution(data.logits, settings);
   return { id: null, candidates: ids.map((id) => ({ token: data.labels[id], id, prob: plain[id], kept: kept[id] })) };
 }
+
+// A model's line in the model lists: its name, family, and whether its files are missing.
+export function modelLabel(m) {
+  return `${m.name} (${m.family}${m.available ? "" : ", not installed"})`;
+}
+
+// The sentence a URL names: its text=, else (a deep link that names a selection but no sentence) the view's
+// default sentence, never the previous page's; a bare tab link (no parameters) keeps the current one.
+export function linkedText(params, current, fallback) {
+  if (params.text) return params.text;
+  return Object.keys(params).length ? fallback : current;
+}

@@ -4,10 +4,11 @@
 //     params,               "shared": its URL state is the page's (model, text, layer, head, query, key); "own": its
 //                           readParams(params, ctx) reads it and it calls ctx.setHash(params); null: none
 //     results,              ids of what it draws, cleared when its request fails (null: kept)
-//     fromTour, routeOnly,  optional: first visit starts on the tour's preset; loads on routing only (not on Run)
+//     fromTour, routeOnly,  optional: first visit starts on the tour's preset; loads on routing only (not on Run);
+//     needsModel, cleared   needsModel: false loads without a chosen model; cleared(): more to forget on an error
 //     mount(section, ctx),  its markup and controls, once at start
 //     load(ctx) -> answer,  draw(answer, ctx),  payload(answer) (optional: what its JSON button exports) }
-// with ctx = { state, arg, need(model), track(promise, text), guarded(fn), select(changes), setHash(params), viewDefaults() } (see index.js contextOf).
+// with ctx = { state, arg, forced, reload(), need(model), track(promise, text), guarded(fn), select(changes), setHash(params), viewDefaults() } (see index.js contextOf).
 // Adding a view: a module here, listed below, and a Python module listed in web/registry.py.
 // `wired(id, title)`: a view whose loader is still in index.js and whose section is in index.html.
 
@@ -15,6 +16,7 @@ import experiments from "./experiments.js";
 import order from "./order.js";
 import qkv from "./qkv.js";
 import timeline from "./timeline.js";
+import translate from "./translate.js";
 import why from "./why.js";
 
 const wired = (id, title) => ({ id, title, wired: true });
@@ -27,6 +29,6 @@ export const VIEWS = [
   order,
   wired("generate", "Generate"),
   timeline,
-  wired("translate", "Translate"),
+  translate,
   experiments,
 ];
