@@ -55,9 +55,9 @@ def test_a_listed_module_is_a_served_guarded_documented_route(monkeypatch: pytes
 
 
 def test_the_why_view_registers_itself() -> None:
-    from attnlab.web import experiments, order, qkv, timeline, why
+    from attnlab.web import experiments, generation, order, qkv, timeline, translation, why
 
-    assert {why, qkv, order, experiments, timeline} <= set(registry.VIEWS)
+    assert {why, qkv, order, experiments, timeline, translation, generation} <= set(registry.VIEWS)
     client = TestClient(create_app(), base_url=LOCAL)
     post = client.get("/openapi.json").json()["paths"]["/api/why"]["post"]
     assert post["operationId"] == "why_api_why_post"  # the name it had when app.py declared it
@@ -78,8 +78,30 @@ def _registered_js_views() -> dict[str, str]:
 
 def test_a_registered_view_is_named_nowhere_in_the_page_plumbing() -> None:
     views = _registered_js_views()
-    assert {"why", "qkv", "order", "experiments", "timeline", "translate"} <= set(views)
+    assert {"why", "qkv", "order", "experiments", "timeline", "translate", "generate"} <= set(views)
     index_js, index_html = (STATIC / "index.js").read_text(), (STATIC / "index.html").read_text()
     for view_id, module in views.items():
         assert f'"{view_id}"' not in index_js and f"./{module}" not in index_js, view_id
         assert f"view-{view_id}" not in index_html and f'data-view="{view_id}"' not in index_html, view_id
+
+
+def test_the_long_routes_take_the_long_slot_and_the_short_ones_do_not() -> None:
+    """Why, generation and translation run seconds on a large model: their views register them as long."""
+    app = create_app()
+    queue, seen = app.state.heavy, {}
+    run = queue.run
+
+    async def recording(request, fn, arg, *, long=False):  # noqa: ANN001, ANN202
+        seen[fn.__name__] = long
+        return await run(request, fn, arg, long=long)
+
+    queue.run = recording
+    client = TestClient(app, base_url=LOCAL)
+    for path, body in [("/api/why", {"model": "demo-decoder", "text": "hello", "layer": 0, "head": 0}),
+                       ("/api/generate", {"model": "demo-decoder", "text": "hello", "max_new_tokens": 1}),
+                       ("/api/translate", {"model": "demo-translator", "text": "hello"}),
+                       ("/api/next-token", {"model": "demo-decoder", "text": "hello"}),
+                       ("/api/qkv", {"model": "demo-decoder", "text": "hello"}),
+                       ("/api/attention", {"model": "demo-decoder", "text": "hello"})]:
+        assert client.post(path, json=body).status_code < 500, path
+    assert seen == {"why": True, "generate": True, "translate": True, "next_token": False, "qkv": False, "attention": False}

@@ -49,10 +49,9 @@ from attnlab import catalog as cat
 from attnlab.generate import GenerationError
 from attnlab.models import ConfigError, InputError
 from attnlab.web import ablation as ablation_
-from attnlab.web import content, diagram, experiments, generation, payloads, registry, timeline
+from attnlab.web import content, diagram, experiments, payloads, registry, timeline
 from attnlab.web import finder as finder_
 from attnlab.web import models as web_models
-from attnlab.web import sampling as sampling_
 from attnlab.web import schemas as s
 from attnlab.web import tour as tour_
 from attnlab.web.errors import NotFoundError, PayloadError
@@ -180,10 +179,10 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     _install_error_handlers(app)
     static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in _TYPES}
     app.state.heavy = queue = HeavyQueue(HEAVY_CONCURRENCY, HEAVY_QUEUE)
-    long_routes = {generation.generate}  # seconds on a large model: one slot
 
     async def heavy(request: Request, fn: Callable[[Any], T], arg: Any, *, long: bool = False) -> T:
-        return await queue.run(request, fn, arg, long=long or fn in long_routes)
+        """``long``: seconds on a large model (Why, generation, translation): at most one such runs at a time."""
+        return await queue.run(request, fn, arg, long=long)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -256,17 +255,9 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
         """One head removed and every head removed in turn (attnlab.interpret): the tour's "remove a head"."""
         return await heavy(request, ablation_.ablation, req)
 
-    @app.post("/api/next-token", responses=errors(404, 503))
-    async def next_token(request: Request, req: s.NextTokenRequest) -> s.NextTokenResponse:
-        return await heavy(request, sampling_.next_token, req)
-
     @app.post("/api/part", responses=errors(404, 503))
     async def part(request: Request, req: s.PartRequest) -> s.PartResponse:
         return await heavy(request, payloads.part, req)
-
-    @app.post("/api/generate", responses=errors(404, 503))
-    async def generate(request: Request, req: s.GenerateRequest) -> s.GenerateResponse:
-        return await heavy(request, generation.generate, req)
 
     mount = Mount(heavy=heavy, errors=errors, runs_dir=runs_dir)
     for view in registry.VIEWS:  # the views that register themselves (web/registry.py)

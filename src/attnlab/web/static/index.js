@@ -1,6 +1,6 @@
 // Wiring: reads the controls and the URL hash, asks model.js for data, hands it to views.js.
 
-import { api, currentModel, DEFAULT_SENTENCE, defaultFocus, findToken, formatHash, linkedText, modelLabel, nextTokenCandidates, parseHash, state } from "./model.js";
+import { api, currentModel, DEFAULT_SENTENCE, defaultFocus, findToken, formatHash, linkedText, modelLabel, parseHash, state } from "./model.js";
 import { drawStep } from "./tour.js";
 import { VIEWS } from "./registry.js";
 import * as V from "./views.js";
@@ -34,17 +34,13 @@ async function guarded(fn) {
 const RESULTS = {
   attention: ["att-focus-label", "att-lines", "att-heatmap", "finder-result", "att-grid", "weights-table", "finder-query", "finder-key"],
   finder: ["finder-result"],
-  "next-token": ["gen-next"],
-  generate: ["gen-text", "gen-step-label", "gen-bars", "gen-attn", "gen-cache"],
 };
 
 function clearResults(v) {
   for (const id of RESULTS[v] || REGISTERED[v].results) V.clear($(id));
-  delete state.payloads[v];
+  if (REGISTERED[v]?.payload !== null) delete state.payloads[v];
   if (v === "attention") { delete $("view-attention").dataset.sentence; finder = null; }
   REGISTERED[v]?.cleared?.();
-  if (v === "next-token") nextToken = null;
-  if (v === "generate") $("gen-result").hidden = true;
 }
 
 // Run a view's request; if it fails while it is still the view's latest, clear what the view shows.
@@ -186,20 +182,7 @@ function wire() {
   document.querySelectorAll("button.variant").forEach((b) => b.addEventListener("click", () => { state.variant = b.dataset.variant; state.variantPicked = true; drawArch(); }));
   $("att-layer").addEventListener("change", () => { state.layer = Number($("att-layer").value); pushState(); drawAttention(); });
   $("att-head").addEventListener("change", () => { const v = $("att-head").value; state.head = v === "mean" ? "mean" : Number(v); pushState(); drawAttention(); });
-  $("gen-form").addEventListener("submit", (e) => { e.preventDefault(); guarded(runGeneration); });
-  $("gen-prompt").addEventListener("input", () => { clearTimeout(promptTimer); promptTimer = setTimeout(() => guarded(loadNextToken), 600); });
-  $("gen-step").addEventListener("input", () => { state.genStep = Number($("gen-step").value); drawGenStep(); });
   window.addEventListener("hashchange", () => route());
-}
-
-// The URL state of the views with their own inputs: the translator's sentence and focus, the timeline's
-// snapshot, layer and head, the generation prompt.
-function ownParams(v, params) {
-  const int = (x) => (x !== undefined && /^\d+$/.test(x) ? Number(x) : null);
-  if (v === "generate") {
-    $("gen-prompt").value = linkedText(params, $("gen-prompt").value, $("gen-prompt").defaultValue);
-    if (params.model && state.models.some((m) => m.name === params.model && m.available)) { state.model = params.model; $("model").value = params.model; }
-  }
 }
 
 // The first visit to Attention or Q·K·V without a URL state starts where the tour showed it: the step
@@ -261,7 +244,6 @@ async function route() {
   view = document.getElementById(`view-${v}`) ? v : "tour";
   document.body.dataset.view = view;
   if (REGISTERED[view]?.readParams) REGISTERED[view].readParams(params, contextOf(REGISTERED[view], arg));
-  else if (view === "generate") ownParams(view, params);
   else if (applyParams(params) && view !== "attention") delete state.payloads.attention;
   if ((view === "attention" || REGISTERED[view]?.fromTour) && !Object.keys(params).length && !startedFromTour) await guarded(startFromTour);
   V.hideCard();
@@ -282,7 +264,6 @@ async function refresh() {
     if (REGISTERED[view]) return loadView(REGISTERED[view]);
     if (view === "arch") return drawArch();
     if (view === "attention") return loadAttention();
-    if (view === "generate") return loadNextToken();
     return null;
   });
 }
@@ -304,7 +285,7 @@ async function loadView(v, arg = null, forced = false) {
   const ctx = contextOf(v, arg, forced);
   const p = await (v.results ? clearingOnError(v.id, current, () => v.load(ctx)) : v.load(ctx));
   if (!current() || p === null) return; // null: the view said why it has nothing to show
-  state.payloads[v.id] = v.payload ? v.payload(p, ctx) : p; // what its JSON button exports
+  if (v.payload !== null) state.payloads[v.id] = v.payload ? v.payload(p, ctx) : p; // what its JSON button exports
   if (v.params === "shared") setHashFor(v.id, stateParams());
   await v.draw(p, ctx);
 }
@@ -462,74 +443,6 @@ function drawAttention() {
     masked: p.causal ? (i, j) => j > i : null, xLabel: "keys", yLabel: "queries" });
   V.weightsTable($("weights-table"), p.tokens, w[state.focus], { layer: state.layer, head: state.head, focus: state.focus });
   drawGrid();
-}
-
-// --- generation -------------------------------------------------------------------------------------------
-
-const sampling = { temperature: 0.8, top_k: 0, top_p: 0.95 };
-let nextToken = null;
-let promptTimer = null;
-
-function generationModel() {
-  return currentModel()?.family === "decoder" ? state.model : (viewDefaults.generate || state.model);
-}
-
-// The prompt's next-token logits, fetched once; the sliders then redraw from them without a request.
-async function loadNextToken() {
-  if (!$("gen-sliders").firstChild) V.samplingSliders($("gen-sliders"), sampling, drawNextToken);
-  const model = generationModel();
-  const text = $("gen-prompt").value;
-  if (!text.trim()) return;
-  const current = ticket("next-token");
-  const data = await clearingOnError("next-token", current, async () => {
-    await needModel(model);
-    return track("computing…", api.nextToken(model, text));
-  });
-  if (!current()) return;
-  nextToken = data;
-  setHashFor("generate", { model, text });
-  $("gen-model").textContent = model === state.model ? `(${model})` : `(${model}: ${state.model} cannot write text, so this view uses a decoder)`;
-  drawNextToken();
-}
-
-function drawNextToken() {
-  if (!nextToken) return;
-  V.probabilityBars($("gen-next"), nextTokenCandidates(nextToken, sampling));
-}
-
-async function runGeneration() {
-  const current = ticket("generate");
-  // Generation needs a decoder: the chosen model if it is one, else the word-level default (smollm2).
-  const model = generationModel();
-  const p = await clearingOnError("generate", current, async () => {
-    await needModel(model);
-    return track("generating…", api.generate({
-      model, text: $("gen-prompt").value, max_new_tokens: Number($("gen-n").value),
-      temperature: sampling.temperature, top_k: sampling.top_k, top_p: sampling.top_p, seed: 0,
-    }));
-  });
-  if (!current()) return;
-  state.payloads.generate = p;
-  $("gen-result").hidden = false;
-  $("gen-step").max = String(p.steps.length - 1);
-  $("gen-step").value = "0";
-  state.genStep = 0;
-  drawGenStep();
-}
-
-function drawGenStep() {
-  const p = state.payloads.generate;
-  if (!p) return;
-  const step = p.steps[state.genStep];
-  const text = V.clear($("gen-text"));
-  V.el("span", { class: "prompt" }, text, p.prompt_tokens.join(""));
-  p.steps.forEach((s, i) => V.el("span", { class: i === state.genStep ? "current" : "" }, text, s.token));
-  $("gen-step-label").textContent = `step ${state.genStep + 1} of ${p.steps.length}: chose ${JSON.stringify(step.token)}`;
-  V.probabilityBars($("gen-bars"), step);
-  const last = step.attention[step.attention.length - 1];
-  const keys = [...p.prompt_tokens, ...p.steps.map((s) => s.token)].slice(0, step.cache_length);
-  V.heatmap($("gen-attn"), last, { rows: last.map((_, h) => `H${h}`), cols: keys, xLabel: "cached keys", yLabel: "heads", min: 0, cell: Math.max(6, Math.min(16, Math.floor(440 / keys.length))) });
-  V.kvCache($("gen-cache"), step.cache_length, p.prompt_tokens.length + p.steps.length);
 }
 
 // --- learn ----------------------------------------------------------------------------------------------------

@@ -7,12 +7,14 @@
 //     fromTour, routeOnly,  optional: first visit starts on the tour's preset; loads on routing only (not on Run);
 //     needsModel, cleared   needsModel: false loads without a chosen model; cleared(): more to forget on an error
 //     mount(section, ctx),  its markup and controls, once at start
-//     load(ctx) -> answer,  draw(answer, ctx),  payload(answer) (optional: what its JSON button exports) }
+//     load(ctx) -> answer,  draw(answer, ctx),  payload(answer) (optional: what its JSON button
+//     exports; null: the view keeps state.payloads[id] itself) }
 // with ctx = { state, arg, forced, reload(), need(model), track(promise, text), guarded(fn), select(changes), setHash(params), viewDefaults() } (see index.js contextOf).
 // Adding a view: a module here, listed below, and a Python module listed in web/registry.py.
 // `wired(id, title)`: a view whose loader is still in index.js and whose section is in index.html.
 
 import experiments from "./experiments.js";
+import generate from "./generate.js";
 import order from "./order.js";
 import qkv from "./qkv.js";
 import timeline from "./timeline.js";
@@ -27,7 +29,7 @@ export const VIEWS = [
   qkv,
   why,
   order,
-  wired("generate", "Generate"),
+  generate,
   timeline,
   translate,
   experiments,
