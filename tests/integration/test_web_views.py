@@ -91,7 +91,7 @@ def test_the_long_routes_take_the_long_slot_and_the_short_ones_do_not() -> None:
     queue, seen = app.state.heavy, {}
     run = queue.run
 
-    async def recording(request, fn, arg, *, long=False):  # noqa: ANN001, ANN202
+    async def recording(request, fn, arg, *, long=False):
         seen[fn.__name__] = long
         return await run(request, fn, arg, long=long)
 
