@@ -50,7 +50,6 @@ from attnlab.generate import GenerationError
 from attnlab.models import ConfigError, InputError
 from attnlab.web import ablation as ablation_
 from attnlab.web import content, diagram, experiments, payloads, registry, timeline
-from attnlab.web import finder as finder_
 from attnlab.web import models as web_models
 from attnlab.web import schemas as s
 from attnlab.web import tour as tour_
@@ -233,10 +232,6 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     async def content_page(slug: str) -> s.ContentPage:
         return content.page(slug)
 
-    @app.post("/api/attention", responses=errors(404, 503))
-    async def attention(request: Request, req: s.TextRequest) -> s.AttentionResponse:
-        return await heavy(request, payloads.attention, req)
-
     @app.get("/api/tour")
     async def tour_steps() -> s.TourResponse:
         return await anyio.to_thread.run_sync(tour_.tour)
@@ -245,10 +240,6 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     async def tour_step(request: Request, n: int) -> s.TourStep:
         """Step ``n`` with the numbers and comparisons of its text computed from its widget's payload."""
         return await heavy(request, lambda k: tour_.step(k, runs_dir), n)
-
-    @app.post("/api/heads/rank", responses=errors(404, 503))
-    async def rank_heads(request: Request, req: s.FinderRequest) -> s.FinderResponse:
-        return await heavy(request, finder_.rank_heads, req)
 
     @app.post("/api/ablation", responses=errors(404, 503))
     async def ablation(request: Request, req: ablation_.AblationRequest) -> ablation_.AblationResponse:

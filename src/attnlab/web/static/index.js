@@ -29,23 +29,17 @@ async function guarded(fn) {
   try { showError(""); await fn(); } catch (e) { showError(e.message || String(e)); }
 }
 
-// What a view drew from its last answer: cleared when a request of that view fails, so an error line never
-// stands above the previous sentence's (or model's) results.
-const RESULTS = {
-  attention: ["att-focus-label", "att-lines", "att-heatmap", "finder-result", "att-grid", "weights-table", "finder-query", "finder-key"],
-  finder: ["finder-result"],
-};
-
-function clearResults(v) {
-  for (const id of RESULTS[v] || REGISTERED[v].results) V.clear($(id));
-  if (REGISTERED[v]?.payload !== null) delete state.payloads[v];
-  if (v === "attention") { delete $("view-attention").dataset.sentence; finder = null; }
-  REGISTERED[v]?.cleared?.();
-}
-
-// Run a view's request; if it fails while it is still the view's latest, clear what the view shows.
+// What a view drew from its last answer (its `results`): cleared when its request fails while it is still the
+// view's latest, so an error line never stands above the previous sentence's (or model's) results.
 async function clearingOnError(v, current, fn) {
-  try { return await fn(); } catch (e) { if (current()) clearResults(v); throw e; }
+  try { return await fn(); } catch (e) {
+    if (current()) {
+      for (const id of v.results) V.clear($(id));
+      if (v.payload !== null) delete state.payloads[v.id];
+      v.cleared?.();
+    }
+    throw e;
+  }
 }
 
 // --- what is in flight: "loading model X" while a model loads, "computing…" for slow answers -----------
@@ -176,12 +170,9 @@ async function start() {
 function wire() {
   $("input-form").addEventListener("submit", (e) => { e.preventDefault(); state.text = $("sentence").value; state.focus = null; state.key = null; refresh(); });
   $("model").addEventListener("change", () => { state.model = $("model").value; state.layer = 0; state.head = 0; state.focus = null; state.key = null; refresh(); });
-  $("finder-run").addEventListener("click", () => { state.focus = Number($("finder-query").value); state.key = Number($("finder-key").value); pushState(); guarded(runFinder); });
   $("present").addEventListener("click", togglePresenter);
   document.addEventListener("keydown", onKey);
   document.querySelectorAll("button.variant").forEach((b) => b.addEventListener("click", () => { state.variant = b.dataset.variant; state.variantPicked = true; drawArch(); }));
-  $("att-layer").addEventListener("change", () => { state.layer = Number($("att-layer").value); pushState(); drawAttention(); });
-  $("att-head").addEventListener("change", () => { const v = $("att-head").value; state.head = v === "mean" ? "mean" : Number(v); pushState(); drawAttention(); });
   window.addEventListener("hashchange", () => route());
 }
 
@@ -189,7 +180,6 @@ function wire() {
 // presetting that view for this model and sentence gives the layer, head, focus and key (tour content,
 // not code, decides what a good first picture is).
 let startedFromTour = false;
-let pendingWords = null; // the preset's query/key words, resolved once the sentence's tokens are known
 
 async function startFromTour() {
   startedFromTour = true;
@@ -198,7 +188,7 @@ async function startFromTour() {
     s.preset.layer !== null && s.preset.head !== null);
   if (!step) return;
   state.layer = step.preset.layer; state.head = step.preset.head;
-  pendingWords = { query: step.preset.query, key: step.preset.key };
+  state.pendingWords = { query: step.preset.query, key: step.preset.key }; // resolved once the view has the tokens
 }
 
 // Arrow keys move through the tour (anywhere but in a text field); P toggles presenter mode.
@@ -244,8 +234,8 @@ async function route() {
   view = document.getElementById(`view-${v}`) ? v : "tour";
   document.body.dataset.view = view;
   if (REGISTERED[view]?.readParams) REGISTERED[view].readParams(params, contextOf(REGISTERED[view], arg));
-  else if (applyParams(params) && view !== "attention") delete state.payloads.attention;
-  if ((view === "attention" || REGISTERED[view]?.fromTour) && !Object.keys(params).length && !startedFromTour) await guarded(startFromTour);
+  else if (applyParams(params)) VIEWS.forEach((w) => { if (w.id !== view) w.forget?.(state); });
+  if (REGISTERED[view]?.fromTour && !Object.keys(params).length && !startedFromTour) await guarded(startFromTour);
   V.hideCard();
   document.querySelectorAll(".view").forEach((s) => { s.hidden = s.id !== `view-${view}`; });
   document.querySelectorAll("#tabs a").forEach((a) => a.setAttribute("aria-current", a.dataset.view === view ? "page" : "false"));
@@ -263,7 +253,6 @@ async function refresh() {
     if (!state.model) throw new Error("no model is available: install one (see the README)");
     if (REGISTERED[view]) return loadView(REGISTERED[view]);
     if (view === "arch") return drawArch();
-    if (view === "attention") return loadAttention();
     return null;
   });
 }
@@ -275,7 +264,7 @@ async function refresh() {
 function contextOf(v, arg = null, forced = false) {
   return {
     state, arg, forced, reload: () => guarded(() => loadView(v, arg, true)), viewDefaults: () => viewDefaults, need: needModel, track: (promise, text = "computing…") => track(text, promise), guarded,
-    setHash: (params) => setHashFor(v.id, params),
+    setHash: (params) => setHashFor(v.id, params), pushState, stateParams,
     select: (changes) => { Object.assign(state, changes); pushState(); return guarded(() => loadView(v)); },
   };
 }
@@ -283,11 +272,12 @@ function contextOf(v, arg = null, forced = false) {
 async function loadView(v, arg = null, forced = false) {
   const current = ticket(v.id);
   const ctx = contextOf(v, arg, forced);
-  const p = await (v.results ? clearingOnError(v.id, current, () => v.load(ctx)) : v.load(ctx));
+  const p = await (v.results ? clearingOnError(v, current, () => v.load(ctx)) : v.load(ctx));
   if (!current() || p === null) return; // null: the view said why it has nothing to show
   if (v.payload !== null) state.payloads[v.id] = v.payload ? v.payload(p, ctx) : p; // what its JSON button exports
+  const drawn = v.draw(p, ctx); // its state changes are made before its first await
   if (v.params === "shared") setHashFor(v.id, stateParams());
-  await v.draw(p, ctx);
+  await drawn;
 }
 
 // --- architecture -----------------------------------------------------------------------------------
@@ -371,78 +361,6 @@ async function showPart(box) {
   V.clear(live);
   V.tensorViews(live, part);
   state.payloads.arch = { architecture: state.payloads.arch.architecture, part };
-}
-
-// --- attention explorer -------------------------------------------------------------------------------
-
-async function loadAttention() {
-  const current = ticket("attention");
-  const text = state.text;
-  const p = await clearingOnError("attention", current, async () => {
-    await needModel(state.model);
-    return track("computing…", api.attention(state.model, text));
-  });
-  if (!current()) return;
-  $("view-attention").dataset.sentence = text;
-  state.payloads.attention = p;
-  V.fillSelect($("att-layer"), p.n_layers, state.layer = Math.min(state.layer, p.n_layers - 1), "layer");
-  V.fillSelect($("att-head"), p.n_heads, state.head = state.head === "mean" ? "mean" : Math.min(state.head, p.n_heads - 1), "head", true);
-  if (pendingWords) {
-    state.focus = findToken(p.tokens, pendingWords.query) ?? state.focus;
-    state.key = findToken(p.tokens, pendingWords.key);
-    pendingWords = null;
-  }
-  state.focus = state.focus === null || state.focus >= p.tokens.length ? defaultFocus(p.tokens) : state.focus;
-  setHashFor("attention", stateParams());
-  for (const id of ["finder-query", "finder-key"]) {
-    V.clear($(id));
-    p.tokens.forEach((t, i) => V.el("option", { value: i }, $(id), `${i}: ${t}`));
-  }
-  drawAttention();
-  if (state.key !== null && state.key < p.tokens.length) await runFinder();
-  else { finder = null; V.clear($("finder-result")); drawGrid(); }
-}
-
-let finder = null; // the head finder's last answer (for the grid's outlines)
-
-async function runFinder() {
-  const p = state.payloads.attention;
-  if (!p) return;
-  const current = ticket("finder");
-  const f = await clearingOnError("finder", current, () => track("ranking every head…", api.rankHeads(p.model, $("view-attention").dataset.sentence, state.focus, state.key)));
-  if (!current()) return;
-  finder = f;
-  state.payloads.finder = f;
-  V.headRanking($("finder-result"), f, { limit: 10, onPick: (l, h) => { state.layer = l; state.head = h; pushState(); drawAttention(); } });
-  drawAttention();
-}
-
-function drawGrid() {
-  const p = state.payloads.attention;
-  const highlight = Object.fromEntries((finder?.heads || []).slice(0, 3).map((h, i) => [`${h.layer},${h.head}`, i + 1]));
-  V.headGrid($("att-grid"), p, { layer: state.layer, head: state.head }, (l, h) => { state.layer = l; state.head = h; pushState(); drawAttention(); }, { highlight });
-  V.roleLegend($("role-legend"));
-}
-
-function attentionMatrix(p) {
-  return state.head === "mean" ? p.mean_weights[state.layer] : p.weights[state.layer][state.head];
-}
-
-function drawAttention() {
-  const p = state.payloads.attention;
-  if (!p) return;
-  $("att-layer").value = String(state.layer);
-  $("att-head").value = String(state.head);
-  const w = attentionMatrix(p);
-  const role = state.head === "mean" ? null : p.roles[state.layer][state.head].role;
-  $("att-focus-label").textContent = `focus: “${p.tokens[state.focus]}” (token ${state.focus})` + (role ? ` · role: ${role}` : "");
-  $("finder-query").value = String(state.focus);
-  if (state.key !== null) $("finder-key").value = String(state.key);
-  V.tokenLines($("att-lines"), p.tokens, w, state.focus, (i) => { state.focus = i; pushState(); drawAttention(); });
-  V.heatmap($("att-heatmap"), w, { rows: p.tokens, cols: p.tokens, min: 0, cell: Math.max(12, Math.min(22, Math.floor(420 / p.tokens.length))),
-    masked: p.causal ? (i, j) => j > i : null, xLabel: "keys", yLabel: "queries" });
-  V.weightsTable($("weights-table"), p.tokens, w[state.focus], { layer: state.layer, head: state.head, focus: state.focus });
-  drawGrid();
 }
 
 // --- learn ----------------------------------------------------------------------------------------------------

@@ -5,14 +5,17 @@
 //                           readParams(params, ctx) reads it and it calls ctx.setHash(params); null: none
 //     results,              ids of what it draws, cleared when its request fails (null: kept)
 //     fromTour, routeOnly,  optional: first visit starts on the tour's preset; loads on routing only (not on Run);
-//     needsModel, cleared   needsModel: false loads without a chosen model; cleared(): more to forget on an error
+//     needsModel, cleared,  needsModel: false loads without a chosen model; cleared(): more to forget on an error;
+//     forget(state)         called when another view's URL changes the model or sentence
 //     mount(section, ctx),  its markup and controls, once at start
 //     load(ctx) -> answer,  draw(answer, ctx),  payload(answer) (optional: what its JSON button
 //     exports; null: the view keeps state.payloads[id] itself) }
-// with ctx = { state, arg, forced, reload(), need(model), track(promise, text), guarded(fn), select(changes), setHash(params), viewDefaults() } (see index.js contextOf).
+// with ctx = { state, arg, forced, reload(), need(model), track(promise, text), guarded(fn), select(changes), setHash(params), pushState(),
+//   stateParams(), viewDefaults() } (see index.js contextOf).
 // Adding a view: a module here, listed below, and a Python module listed in web/registry.py.
 // `wired(id, title)`: a view whose loader is still in index.js and whose section is in index.html.
 
+import attention from "./attention.js";
 import experiments from "./experiments.js";
 import generate from "./generate.js";
 import order from "./order.js";
@@ -25,7 +28,7 @@ const wired = (id, title) => ({ id, title, wired: true });
 
 export const VIEWS = [
   wired("arch", "Architecture"),
-  wired("attention", "Attention"),
+  attention,
   qkv,
   why,
   order,
