@@ -78,7 +78,7 @@ def _registered_js_views() -> dict[str, str]:
 
 def test_a_registered_view_is_named_nowhere_in_the_page_plumbing() -> None:
     views = _registered_js_views()
-    assert {"why", "qkv", "order", "experiments", "timeline", "translate", "generate", "attention"} <= set(views)
+    assert {"why", "qkv", "order", "experiments", "timeline", "translate", "generate", "attention", "arch"} <= set(views)
     index_js, index_html = (STATIC / "index.js").read_text(), (STATIC / "index.html").read_text()
     for view_id, module in views.items():
         assert f'"{view_id}"' not in index_js and f"./{module}" not in index_js, view_id

@@ -49,7 +49,7 @@ from attnlab import catalog as cat
 from attnlab.generate import GenerationError
 from attnlab.models import ConfigError, InputError
 from attnlab.web import ablation as ablation_
-from attnlab.web import content, diagram, experiments, payloads, registry, timeline
+from attnlab.web import content, experiments, registry, timeline
 from attnlab.web import models as web_models
 from attnlab.web import schemas as s
 from attnlab.web import tour as tour_
@@ -220,10 +220,6 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
         was_loaded = await anyio.to_thread.run_sync(web_models.unload_model, name)
         return s.ModelUnloadResponse(name=name, loaded=False, was_loaded=was_loaded)
 
-    @app.get("/api/architecture")
-    async def architecture() -> s.ArchitectureResponse:
-        return diagram.architecture()
-
     @app.get("/api/content")
     async def content_index() -> s.ContentIndex:
         return content.index(tour_.learn_order())
@@ -245,10 +241,6 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     async def ablation(request: Request, req: ablation_.AblationRequest) -> ablation_.AblationResponse:
         """One head removed and every head removed in turn (attnlab.interpret): the tour's "remove a head"."""
         return await heavy(request, ablation_.ablation, req)
-
-    @app.post("/api/part", responses=errors(404, 503))
-    async def part(request: Request, req: s.PartRequest) -> s.PartResponse:
-        return await heavy(request, payloads.part, req)
 
     mount = Mount(heavy=heavy, errors=errors, runs_dir=runs_dir)
     for view in registry.VIEWS:  # the views that register themselves (web/registry.py)

@@ -6,7 +6,7 @@ Adding a view: a module here in ``web/`` (schemas, payload builder, ``routes(rou
 
 from __future__ import annotations
 
-from attnlab.web import attention, experiments, generation, order, qkv, timeline, translation, why
+from attnlab.web import arch, attention, experiments, generation, order, qkv, timeline, translation, why
 from attnlab.web.view import ViewModule
 
-VIEWS: tuple[ViewModule, ...] = (attention, experiments, generation, order, qkv, timeline, translation, why)
+VIEWS: tuple[ViewModule, ...] = (arch, attention, experiments, generation, order, qkv, timeline, translation, why)

@@ -6,12 +6,11 @@ import { VIEWS } from "./registry.js";
 import * as V from "./views.js";
 
 const $ = (id) => document.getElementById(id);
-let layout = null;
 let view = "tour";
 let tourData = null;
 let tourStep = 1;
 let viewDefaults = {};
-const REGISTERED = Object.fromEntries(VIEWS.filter((v) => !v.wired).map((v) => [v.id, v])); // registry.js
+const REGISTERED = Object.fromEntries(VIEWS.map((v) => [v.id, v])); // registry.js
 const tickets = {}; // per view: only the answer to the latest request is drawn
 
 function ticket(name) {
@@ -132,12 +131,11 @@ function applyParams(params) {
 
 // --- start-up ---------------------------------------------------------------------------------------
 
-// Each view of registry.js gets its tab (before Learn); a registered view also its section, which it fills.
+// Each view of registry.js gets its tab (before Learn) and its section, which it fills.
 function mountViews() {
   const learn = document.querySelector('#tabs a[data-view="learn"]');
   for (const v of VIEWS) {
     learn.before(V.el("a", { href: `#${v.id}`, "data-view": v.id }, null, v.title));
-    if (v.wired) continue; // its section is in index.html
     const section = V.el("section", { id: `view-${v.id}`, class: "view", hidden: "" }, null);
     $("view-learn").before(section);
     v.mount(section, contextOf(v));
@@ -147,8 +145,7 @@ function mountViews() {
 async function start() {
   mountViews();
   $("sentence").value = DEFAULT_SENTENCE;
-  const [models, arch] = await Promise.all([api.models(), api.architecture()]);
-  layout = arch;
+  const models = await api.models();
   state.models = models.models;
   state.model = models.default;
   viewDefaults = models.views || {};
@@ -172,7 +169,6 @@ function wire() {
   $("model").addEventListener("change", () => { state.model = $("model").value; state.layer = 0; state.head = 0; state.focus = null; state.key = null; refresh(); });
   $("present").addEventListener("click", togglePresenter);
   document.addEventListener("keydown", onKey);
-  document.querySelectorAll("button.variant").forEach((b) => b.addEventListener("click", () => { state.variant = b.dataset.variant; state.variantPicked = true; drawArch(); }));
   window.addEventListener("hashchange", () => route());
 }
 
@@ -240,20 +236,18 @@ async function route() {
   document.querySelectorAll(".view").forEach((s) => { s.hidden = s.id !== `view-${view}`; });
   document.querySelectorAll("#tabs a").forEach((a) => a.setAttribute("aria-current", a.dataset.view === view ? "page" : "false"));
   if (view === "tour") await guarded(() => drawTour(arg));
-  else if (view === "arch") { if (arg) state.part = arg; await guarded(drawArch); }
   else if (view === "learn") await guarded(() => drawLearn(arg));
-  else if (REGISTERED[view]?.routeOnly) await guarded(() => loadView(REGISTERED[view], arg));
-  else await refresh();
+  else await refresh(arg, true);
 }
 
-async function refresh() {
+// Load the view shown (on routing, Run, a new model); the tour and Learn are drawn on routing only, and so is
+// a routeOnly view.
+async function refresh(arg = null, routed = false) {
   await guarded(async () => {
-    if (REGISTERED[view]?.needsModel === false) return loadView(REGISTERED[view]);
-    if (view === "learn" || view === "tour" || REGISTERED[view]?.routeOnly) return null;
-    if (!state.model) throw new Error("no model is available: install one (see the README)");
-    if (REGISTERED[view]) return loadView(REGISTERED[view]);
-    if (view === "arch") return drawArch();
-    return null;
+    const v = REGISTERED[view];
+    if (!v || (v.routeOnly && !routed)) return null;
+    if (v.needsModel !== false && !v.routeOnly && !state.model) throw new Error("no model is available: install one (see the README)");
+    return loadView(v, arg);
   });
 }
 
@@ -264,7 +258,7 @@ async function refresh() {
 function contextOf(v, arg = null, forced = false) {
   return {
     state, arg, forced, reload: () => guarded(() => loadView(v, arg, true)), viewDefaults: () => viewDefaults, need: needModel, track: (promise, text = "computing…") => track(text, promise), guarded,
-    setHash: (params) => setHashFor(v.id, params), pushState, stateParams,
+    setHash: (params) => setHashFor(v.id, params), setArg: (a) => setHash(a), pushState, stateParams,
     select: (changes) => { Object.assign(state, changes); pushState(); return guarded(() => loadView(v)); },
   };
 }
@@ -278,89 +272,6 @@ async function loadView(v, arg = null, forced = false) {
   const drawn = v.draw(p, ctx); // its state changes are made before its first await
   if (v.params === "shared") setHashFor(v.id, stateParams());
   await drawn;
-}
-
-// --- architecture -----------------------------------------------------------------------------------
-
-// The diagram of the current model's family, until the reader picks another with the buttons.
-const FAMILY_VARIANT = { encoder: "encoder-only", decoder: "decoder-only", "encoder-decoder": "encoder-decoder" };
-
-async function drawArch() {
-  const wanted = state.variantPicked ? state.variant : FAMILY_VARIANT[currentModel()?.family] || state.variant;
-  const variant = layout.variants.find((v) => v.id === wanted) || layout.variants[0];
-  if (state.part && !variant.boxes.some((b) => b.id === state.part)) {
-    const other = layout.variants.find((v) => v.boxes.some((b) => b.id === state.part));
-    if (other) return drawArchVariant(other);
-  }
-  return drawArchVariant(variant);
-}
-
-async function drawArchVariant(variant) {
-  state.variant = variant.id;
-  document.querySelectorAll("button.variant").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.variant === variant.id)));
-  $("variant-summary").textContent = variant.summary;
-  V.drawDiagram($("diagram"), layout, variant, state.part, (box) => selectPart(box), liveValues);
-  state.payloads.arch = { architecture: variant };
-  const box = variant.boxes.find((b) => b.id === state.part);
-  if (box) await showPart(box);
-}
-
-// The hover card's live values: the same /api/part answer as the click panel (one forward pass through
-// run_with_cache), without its heatmaps, at the chosen layer and head; the focus token's row of it.
-// Answers are kept per (model, text, part, layer, head), which fixes the request: every focus token is
-// in one answer, and two boxes of the same part (the add & norms) share it.
-const hoverAnswers = new Map();
-const HOVER_KEEP = 64;
-
-// The layer chosen in the Attention view for this model (layer 0 before it has shown this model).
-function chosenLayer() {
-  const seen = state.payloads.attention;
-  return seen && seen.model === state.model && state.layer < seen.n_layers ? state.layer : 0;
-}
-
-async function liveValues(box) {
-  const model = state.model, layer = chosenLayer(), head = state.head === "mean" ? 0 : state.head;
-  const key = JSON.stringify([model, state.text, box.part, layer, head]);
-  if (!hoverAnswers.has(key)) {
-    const answer = needModel(model).then(() => api.part(model, state.text, box.part, layer, { head, tensors: false }));
-    answer.catch(() => hoverAnswers.delete(key)); // a failed request is asked again on the next hover
-    hoverAnswers.set(key, answer);
-    if (hoverAnswers.size > HOVER_KEEP) hoverAnswers.delete(hoverAnswers.keys().next().value);
-  }
-  const part = await hoverAnswers.get(key);
-  const tokens = part.tokens.map((t) => t.token);
-  const focus = state.focus !== null && state.focus < tokens.length ? state.focus : defaultFocus(tokens);
-  return { part, row: part.tokens[focus], model, family: currentModel()?.family, layer, head,
-    headNote: state.head === "mean" ? "Head 0: the Attention tab's average over heads is not summarised here."
-      : "Layer and head as chosen in the Attention tab." };
-}
-
-async function selectPart(box) {
-  state.part = box.id;
-  setHash(box.id);
-  await guarded(() => drawArch());
-  document.querySelector(`[data-box="${box.id}"]`)?.focus();
-}
-
-async function showPart(box) {
-  const panel = V.clear($("part-panel"));
-  panel.dataset.part = box.part;
-  const current = ticket("content");
-  const page = await api.content(box.content); // the box names its explanation page (diagram.CONTENT_OF_PART)
-  if (!current()) return;
-  const article = V.el("div", { class: "explanation", "data-slug": page.slug }, panel);
-  article.innerHTML = page.html; // rendered server-side from our own Markdown, everything else escaped
-  if (box.changed) V.el("p", { class: "note" }, panel, `In this family: ${box.changed}`);
-  const layer = chosenLayer();
-  V.el("h3", {}, panel, `Live values: ${state.model}, “${state.text}”, layer ${layer}`);
-  const live = V.el("div", { id: "part-live" }, panel, "computing…");
-  const currentPart = ticket("part");
-  await needModel(state.model);
-  const part = await track("computing…", api.part(state.model, state.text, box.part, layer));
-  if (!currentPart()) return;
-  V.clear(live);
-  V.tensorViews(live, part);
-  state.payloads.arch = { architecture: state.payloads.arch.architecture, part };
 }
 
 // --- learn ----------------------------------------------------------------------------------------------------

@@ -10,11 +10,11 @@
 //     mount(section, ctx),  its markup and controls, once at start
 //     load(ctx) -> answer,  draw(answer, ctx),  payload(answer) (optional: what its JSON button
 //     exports; null: the view keeps state.payloads[id] itself) }
-// with ctx = { state, arg, forced, reload(), need(model), track(promise, text), guarded(fn), select(changes), setHash(params), pushState(),
+// with ctx = { state, arg, forced, reload(), need(model), track(promise, text), guarded(fn), select(changes), setHash(params), setArg(arg), pushState(),
 //   stateParams(), viewDefaults() } (see index.js contextOf).
 // Adding a view: a module here, listed below, and a Python module listed in web/registry.py.
-// `wired(id, title)`: a view whose loader is still in index.js and whose section is in index.html.
 
+import arch from "./arch.js";
 import attention from "./attention.js";
 import experiments from "./experiments.js";
 import generate from "./generate.js";
@@ -24,10 +24,8 @@ import timeline from "./timeline.js";
 import translate from "./translate.js";
 import why from "./why.js";
 
-const wired = (id, title) => ({ id, title, wired: true });
-
 export const VIEWS = [
-  wired("arch", "Architecture"),
+  arch,
   attention,
   qkv,
   why,
