@@ -1,8 +1,11 @@
-// Wiring: reads the controls and the URL hash, asks model.js for data, hands it to views.js.
+// Plumbing: reads the controls and the URL hash, routes to the views of registry.js (each loads and draws
+// itself), keeps the URL state, the error line and the tour; status.js shows what is in flight.
 
-import { api, currentModel, DEFAULT_SENTENCE, defaultFocus, findToken, formatHash, linkedText, modelLabel, parseHash, state } from "./model.js";
-import { drawStep } from "./tour.js";
+import { api, DEFAULT_SENTENCE, formatHash, linkedText, modelLabel, parseHash, state } from "./model.js";
+import { addExportButtons } from "./export.js";
 import { VIEWS } from "./registry.js";
+import { track } from "./status.js";
+import { drawStep } from "./tour.js";
 import * as V from "./views.js";
 
 const $ = (id) => document.getElementById(id);
@@ -39,39 +42,6 @@ async function clearingOnError(v, current, fn) {
     }
     throw e;
   }
-}
-
-// --- what is in flight: "loading model X" while a model loads, "computing…" for slow answers -----------
-
-const activity = new Map(); // id -> { text, start, shown }
-let activityId = 0;
-let activityTimer = null;
-
-function renderActivity() {
-  const shown = [...activity.values()].filter((a) => a.shown);
-  document.body.setAttribute("aria-busy", String(shown.length > 0));
-  $("status").hidden = !shown.length;
-  if (!shown.length) {
-    clearInterval(activityTimer); activityTimer = null;
-    delete $("status").dataset.loading; document.body.removeAttribute("data-loading-model");
-    return;
-  }
-  const loadingModels = shown.filter((a) => a.model).map((a) => a.model);
-  if (loadingModels.length) $("status").dataset.loading = loadingModels.join(" ");
-  else delete $("status").dataset.loading;
-  document.body.toggleAttribute("data-loading-model", loadingModels.length > 0); // dims the views that wait for it
-  $("status-text").textContent = shown.map((a) => `${a.text} ${Math.floor((performance.now() - a.start) / 1000)} s`).join(" · ");
-  if (!activityTimer) activityTimer = setInterval(renderActivity, 500);
-}
-
-// Show `text` while `promise` runs: at once when `immediate`, else only if it takes longer than 400 ms.
-async function track(text, promise, { immediate = false, model = null } = {}) {
-  const id = (activityId += 1);
-  const entry = { text, start: performance.now(), shown: immediate, model };
-  activity.set(id, entry);
-  const timer = immediate ? null : setTimeout(() => { entry.shown = true; renderActivity(); }, 400);
-  if (immediate) renderActivity();
-  try { return await promise; } finally { clearTimeout(timer); activity.delete(id); renderActivity(); }
 }
 
 const loading = {}; // model name -> the promise of its load request
@@ -157,7 +127,7 @@ async function start() {
   if (state.model) $("model").value = state.model;
   $("model-note").hidden = !models.note;
   $("model-note").textContent = models.note || "";
-  document.querySelectorAll(".export").forEach(addExportButtons);
+  document.querySelectorAll(".export").forEach((span) => addExportButtons(span, guarded));
   wire();
   if (!location.hash) history.replaceState(null, "", "#tour/1"); // the landing page is the guided tour
   await route();
@@ -292,43 +262,6 @@ async function drawLearn(slug) {
     V.el("a", { href: `#tour/${step.n}` }, live, `See it live: tour step ${step.n}, “${step.title}”`);
     if (step.view) { live.append(" · "); V.el("a", { href: `#${step.view}` }, live, "explore it freely"); }
   }
-}
-
-// --- export ------------------------------------------------------------------------------------------------------
-
-function addExportButtons(span) {
-  const name = span.dataset.export;
-  for (const kind of ["SVG", "PNG", "JSON"]) {
-    const b = V.el("button", { type: "button", "data-kind": kind.toLowerCase() }, span, kind);
-    b.addEventListener("click", () => guarded(() => exportView(name, kind.toLowerCase())));
-  }
-}
-
-function download(blob, filename) {
-  const a = V.el("a", { href: URL.createObjectURL(blob), download: filename }, document.body);
-  a.click();
-  setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
-}
-
-async function exportView(name, kind) {
-  if (kind === "json") {
-    const data = state.payloads[name];
-    if (!data) throw new Error("nothing to export yet: run this view first");
-    return download(new Blob([JSON.stringify(data, null, 1)], { type: "application/json" }), `attnlab-${name}.json`);
-  }
-  const svg = document.querySelector(`#view-${name} svg.primary`);
-  if (!svg || !svg.firstChild) throw new Error("nothing drawn yet in this view");
-  const text = new XMLSerializer().serializeToString(svg);
-  if (kind === "svg") return download(new Blob([text], { type: "image/svg+xml" }), `attnlab-${name}.svg`);
-  const image = new Image();
-  const url = URL.createObjectURL(new Blob([text], { type: "image/svg+xml" }));
-  await new Promise((resolve, reject) => { image.onload = resolve; image.onerror = () => reject(new Error("could not draw the SVG")); image.src = url; });
-  const canvas = V.el("canvas", { width: svg.viewBox.baseVal.width * 2, height: svg.viewBox.baseVal.height * 2 });
-  const ctx = canvas.getContext("2d");
-  ctx.scale(2, 2);
-  ctx.drawImage(image, 0, 0);
-  URL.revokeObjectURL(url);
-  canvas.toBlob((blob) => download(blob, `attnlab-${name}.png`), "image/png");
 }
 
 start().catch((e) => showError(e.message || String(e)));
