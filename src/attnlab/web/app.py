@@ -25,6 +25,11 @@ route, keep that true (a new route follows the same pattern and needs nothing el
   route's possible codes (``ERRORS``) into the OpenAPI schema: 400, 403, 413, 415 and 422 for every
   route they apply to, plus the ``responses=errors(404, 503)`` a route declares for what it looks up.
 
+**The views register themselves.** Each walkthrough view's module (listed in ``registry.VIEWS``) adds
+its own routes with ``routes(router, mount)``; ``create_app`` lends it the heavy queue, the error codes
+and the experiments folder (``view.Mount``) and loops over the list. The routes left here are the
+page's plumbing: the models, the tour, the explanations and the static files.
+
 A test runs ``schemathesis`` against the app (tests/integration/test_web_schema.py) to hold all this.
 Tests talk to the app as ``TestClient(app, base_url="http://127.0.0.1")``: the default
 ``testserver`` host is refused like any other foreign name.

@@ -118,7 +118,8 @@ export default {
       ctx.state.variant = b.dataset.variant; ctx.state.variantPicked = true; drawArch(ctx);
     }));
   },
-  // The URL's #arch/PART opens that part; then the diagram (and the part's panel) is drawn.
+  // The URL's #arch/PART opens that part; then the diagram (and the part's panel) is drawn here: its answers
+  // are drawn as they come (the layout, the part's page, its live values), so there is no draw step.
   async load(ctx) {
     if (ctx.arg) ctx.state.part = ctx.arg;
     await drawArch(ctx);

@@ -223,11 +223,13 @@ async function refresh(arg = null, routed = false) {
 
 // --- a registered view (registry.js): load its answer, keep it, put its state in the URL, draw it ----------
 
-// What a registered view's mount, load and draw get: the page state, needModel, the loading notice, and
-// select(changes), which sets state, pushes a history entry and loads the view again.
+// What a view's mount, load and draw get (registry.js lists it): the page state, the URL's argument, needModel,
+// the loading notice, guarded, the URL setters, reload() (load again, forced) and select(changes) (set state,
+// push a history entry, load again).
 function contextOf(v, arg = null, forced = false) {
   return {
-    state, arg, forced, reload: () => guarded(() => loadView(v, arg, true)), viewDefaults: () => viewDefaults, need: needModel, track: (promise, text = "computing…") => track(text, promise), guarded,
+    state, arg, forced, need: needModel, track: (promise, text = "computing…") => track(text, promise), guarded,
+    viewDefaults: () => viewDefaults, reload: () => guarded(() => loadView(v, arg, true)),
     setHash: (params) => setHashFor(v.id, params), setArg: (a) => setHash(a), pushState, stateParams,
     select: (changes) => { Object.assign(state, changes); pushState(); return guarded(() => loadView(v)); },
   };
