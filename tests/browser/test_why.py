@@ -51,3 +51,22 @@ def test_the_tour_step_opens_the_why_view_on_its_preset(ui) -> None:
     page.wait_for_selector("#why-effects rect[data-i]")
     assert page.evaluate("location.hash").startswith("#why")
     assert ui.errors == []
+
+
+def test_the_registered_why_view_keeps_its_tab_url_state_and_clears_on_error(ui) -> None:
+    """The Why view is registered (static/registry.js), not wired in index.js: its tab stays between Q · K · V
+    and Order, its selection goes into the URL, and a failed request clears what it drew."""
+    page = ui.page
+    ui.open("#why", model="demo-decoder")
+    page.wait_for_selector("#why-effects rect[data-i]")
+    tabs = [a.get_attribute("data-view") for a in page.locator("#tabs a").all()]
+    assert tabs == ["tour", "arch", "attention", "qkv", "why", "order", "generate", "timeline", "translate", "experiments", "learn"]
+    assert page.locator("#tabs a[data-view=why]").get_attribute("aria-current") == "page"
+    with page.expect_response(lambda r: _asked(r, "layer", 1)):
+        page.locator("#why-effects rect[data-i='1'][data-j='1']").click()
+    page.locator("#why-root .summary", has_text="layer 1 head 1").wait_for()
+    assert "layer=1" in page.evaluate("location.hash") and "head=1" in page.evaluate("location.hash")
+    page.evaluate("location.hash = '#why?model=demo-decoder&layer=57&head=0'")
+    page.locator("#error").wait_for(state="visible")
+    page.wait_for_function("!document.querySelector('#why-root').firstChild")
+    ui.errors.clear()  # the 422 answer is logged by the browser; it is what this test asked for

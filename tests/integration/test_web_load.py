@@ -29,7 +29,7 @@ from attnlab.inspect import hook_name, hook_points
 from attnlab.models import DecoderLM
 from attnlab.tokenizers import CharTokenizer
 from attnlab.web import models as web_models
-from attnlab.web import payloads, timeline
+from attnlab.web import order, timeline
 from attnlab.web.app import create_app
 from attnlab.web.demo import ALPHABET, _config, register_demo_models
 from attnlab.web.serve import serve_in_thread
@@ -80,11 +80,11 @@ def test_a_view_never_copies_a_model_while_another_request_has_hooks_on_it(base:
                                                                            stack: str) -> None:
     """A request holding the model (as /api/why does, its hooks attached) while the Order or Timeline view
     makes its cached copy: the copy must not carry that hook, now or in any later answer."""
-    payloads._UNPOSITIONED.clear()
+    order._UNPOSITIONED.clear()
     timeline._SNAPSHOT_MODELS.clear()
     alone = _post(base, path, body)
     assert alone.status_code == 200, alone.text
-    payloads._UNPOSITIONED.clear()
+    order._UNPOSITIONED.clear()
     timeline._SNAPSHOT_MODELS.clear()
     loaded = cat.load(body["model"])
     point = hook_points(loaded.model)[hook_name(stack, 0, "hook_resid_post")]
@@ -149,7 +149,7 @@ def test_thirty_mixed_requests_at_once_answer_as_each_does_alone(base: str) -> N
         return httpx.request(method, base + path, json=body, timeout=300)
 
     def fresh() -> None:  # the views' cached copies are made again, during the burst
-        payloads._UNPOSITIONED.clear()
+        order._UNPOSITIONED.clear()
         timeline._SNAPSHOT_MODELS.clear()
 
     fresh()

@@ -25,6 +25,11 @@ route, keep that true (a new route follows the same pattern and needs nothing el
   route's possible codes (``ERRORS``) into the OpenAPI schema: 400, 403, 413, 415 and 422 for every
   route they apply to, plus the ``responses=errors(404, 503)`` a route declares for what it looks up.
 
+**The views register themselves.** Each walkthrough view's module (listed in ``registry.VIEWS``) adds
+its own routes with ``routes(router, mount)``; ``create_app`` lends it the heavy queue, the error codes
+and the experiments folder (``view.Mount``) and loops over the list. The routes left here are the
+page's plumbing: the models, the tour, the explanations and the static files.
+
 A test runs ``schemathesis`` against the app (tests/integration/test_web_schema.py) to hold all this.
 Tests talk to the app as ``TestClient(app, base_url="http://127.0.0.1")``: the default
 ``testserver`` host is refused like any other foreign name.
@@ -38,7 +43,7 @@ from typing import Any, TypeVar
 
 import anyio
 import torch
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -49,19 +54,16 @@ from attnlab import catalog as cat
 from attnlab.generate import GenerationError
 from attnlab.models import ConfigError, InputError
 from attnlab.web import ablation as ablation_
-from attnlab.web import content, diagram, experiments, generation, payloads, timeline, translation
-from attnlab.web import corpus as corpus_
-from attnlab.web import finder as finder_
+from attnlab.web import content, experiments, registry, timeline
 from attnlab.web import models as web_models
-from attnlab.web import sampling as sampling_
 from attnlab.web import schemas as s
 from attnlab.web import tour as tour_
-from attnlab.web import why as why_
 from attnlab.web.errors import NotFoundError, PayloadError
 from attnlab.web.guard import Guard, require_json
 from attnlab.web.heavy import Abandoned, HeavyQueue, QueueFullError
 from attnlab.web.models import default_model, load_model, view_defaults
 from attnlab.web.models import device as serve_device
+from attnlab.web.view import Mount
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 16 * 1024
@@ -181,10 +183,10 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     _install_error_handlers(app)
     static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in _TYPES}
     app.state.heavy = queue = HeavyQueue(HEAVY_CONCURRENCY, HEAVY_QUEUE)
-    long_routes = {why_.why, generation.generate, translation.translate, corpus_.head_contexts}  # seconds on a large model: one slot
 
-    async def heavy(request: Request, fn: Callable[[Any], T], arg: Any) -> T:
-        return await queue.run(request, fn, arg, long=fn in long_routes)
+    async def heavy(request: Request, fn: Callable[[Any], T], arg: Any, *, long: bool = False) -> T:
+        """``long``: seconds on a large model (Why, generation, translation): at most one such runs at a time."""
+        return await queue.run(request, fn, arg, long=long)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -223,10 +225,6 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
         was_loaded = await anyio.to_thread.run_sync(web_models.unload_model, name)
         return s.ModelUnloadResponse(name=name, loaded=False, was_loaded=was_loaded)
 
-    @app.get("/api/architecture")
-    async def architecture() -> s.ArchitectureResponse:
-        return diagram.architecture()
-
     @app.get("/api/content")
     async def content_index() -> s.ContentIndex:
         return content.index(tour_.learn_order())
@@ -234,10 +232,6 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
     @app.get("/api/content/{slug}", responses=errors(404))
     async def content_page(slug: str) -> s.ContentPage:
         return content.page(slug)
-
-    @app.post("/api/attention", responses=errors(404, 503))
-    async def attention(request: Request, req: s.TextRequest) -> s.AttentionResponse:
-        return await heavy(request, payloads.attention, req)
 
     @app.get("/api/tour")
     async def tour_steps() -> s.TourResponse:
@@ -248,66 +242,13 @@ def create_app(*, experiments_dir: str | Path | None = None, allowed_hosts: tupl
         """Step ``n`` with the numbers and comparisons of its text computed from its widget's payload."""
         return await heavy(request, lambda k: tour_.step(k, runs_dir), n)
 
-    @app.post("/api/heads/rank", responses=errors(404, 503))
-    async def rank_heads(request: Request, req: s.FinderRequest) -> s.FinderResponse:
-        return await heavy(request, finder_.rank_heads, req)
-
-    @app.post("/api/heads/contexts", responses=errors(404, 503))
-    async def head_contexts(request: Request, req: corpus_.HeadContextsRequest) -> corpus_.HeadContextsResponse:
-        """What does a head do? Its most specific links over a corpus of sentences and its role scores there."""
-        return await heavy(request, corpus_.head_contexts, req)
-
     @app.post("/api/ablation", responses=errors(404, 503))
     async def ablation(request: Request, req: ablation_.AblationRequest) -> ablation_.AblationResponse:
         """One head removed and every head removed in turn (attnlab.interpret): the tour's "remove a head"."""
         return await heavy(request, ablation_.ablation, req)
 
-    @app.post("/api/why", responses=errors(404, 503))
-    async def why(request: Request, req: why_.WhyRequest) -> why_.WhyResponse:
-        return await heavy(request, why_.why, req)
-
-    @app.post("/api/next-token", responses=errors(404, 503))
-    async def next_token(request: Request, req: s.NextTokenRequest) -> s.NextTokenResponse:
-        return await heavy(request, sampling_.next_token, req)
-
-    @app.post("/api/qkv", responses=errors(404, 503))
-    async def qkv(request: Request, req: s.QKVRequest) -> s.QKVResponse:
-        return await heavy(request, payloads.qkv, req)
-
-    @app.post("/api/part", responses=errors(404, 503))
-    async def part(request: Request, req: s.PartRequest) -> s.PartResponse:
-        return await heavy(request, payloads.part, req)
-
-    @app.post("/api/positions", responses=errors(404, 503))
-    async def positions(request: Request, req: s.OrderRequest) -> s.PositionsResponse:
-        return await heavy(request, payloads.positions, req)
-
-    @app.post("/api/generate", responses=errors(404, 503))
-    async def generate(request: Request, req: s.GenerateRequest) -> s.GenerateResponse:
-        return await heavy(request, generation.generate, req)
-
-    @app.get("/api/timeline", responses=errors(404, 503))
-    async def timeline_index(request: Request, model: str = Query("bible-bpe", min_length=1, max_length=s.MAX_NAME)
-                             ) -> s.TimelineResponse:
-        return await heavy(request, timeline.timeline, model)
-
-    @app.post("/api/timeline/attention", responses=errors(404, 503))
-    async def timeline_attention(request: Request, req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse:
-        return await heavy(request, timeline.attention_at, req)
-
-    @app.post("/api/translate", responses=errors(404, 503))
-    async def translate(request: Request, req: s.TranslateRequest) -> s.TranslateResponse:
-        return await heavy(request, translation.translate, req)
-
-    @app.get("/api/experiments")
-    async def experiments_index() -> s.ExperimentsResponse:
-        return await anyio.to_thread.run_sync(experiments.experiments, runs_dir)
-
-    @app.get("/api/experiments/{source}/{run:path}/{name}", include_in_schema=False)
-    async def experiment_file(source: str, run: str, name: str) -> Response:
-        path = await anyio.to_thread.run_sync(experiments.file_path, runs_dir, source, run, name)
-        kind = _TYPES[".png"] if path.suffix == ".png" else "application/json"
-        return FileResponse(path, media_type=kind, headers={"Cache-Control": "no-cache"})
-
+    mount = Mount(heavy=heavy, errors=errors, runs_dir=runs_dir)
+    for view in registry.VIEWS:  # the views that register themselves (web/registry.py)
+        view.routes(app.router, mount)
     _document_errors(app)
     return app

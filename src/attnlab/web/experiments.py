@@ -32,11 +32,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import anyio
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, Response
+
 from attnlab.experiments import EXPERIMENTS, ResultsFileError, list_results, read_results
 from attnlab.experiments.common import RESULTS_FILE
 from attnlab.web import schemas as s
 from attnlab.web.content import CONTENT_DIR, render
 from attnlab.web.errors import NotFoundError
+from attnlab.web.view import Mount
 
 ENV_DIR = "ATTNLAB_EXPERIMENTS_DIR"
 EXPLANATIONS_DIR = CONTENT_DIR / "experiments"
@@ -237,3 +242,18 @@ def experiments(runs_dir: Path) -> s.ExperimentsResponse:
     if index.skipped:
         note += f"; {len(index.skipped)} result file{'s' if len(index.skipped) != 1 else ''} skipped (listed below)"
     return s.ExperimentsResponse(experiments=out, runs_dir=shown, note=note, skipped=[_scrub(x) for x in index.skipped])
+
+
+def routes(router: APIRouter, mount: Mount) -> None:
+    """``GET /api/experiments`` (every result set in ``mount.runs_dir`` and the references) and
+    ``GET /api/experiments/{source}/{run}/{name}`` (one of their files: a plot or a JSON)."""
+
+    @router.get("/api/experiments", name="experiments_index")
+    async def experiments_index() -> s.ExperimentsResponse:
+        return await anyio.to_thread.run_sync(experiments, mount.runs_dir)
+
+    @router.get("/api/experiments/{source}/{run:path}/{name}", include_in_schema=False, name="experiment_file")
+    async def experiment_file(source: str, run: str, name: str) -> Response:
+        path = await anyio.to_thread.run_sync(file_path, mount.runs_dir, source, run, name)
+        kind = "image/png" if path.suffix == ".png" else "application/json"
+        return FileResponse(path, media_type=kind, headers={"Cache-Control": "no-cache"})

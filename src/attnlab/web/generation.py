@@ -14,15 +14,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fastapi import APIRouter, Request
 from torch import Tensor, nn
 
 from attnlab.generate import GenerationError, Sampling, sampling_distribution, stream_ids, tempered_distribution
 from attnlab.inspect import hook_name, hooks_attached, math_backend
+from attnlab.web import sampling
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
 from attnlab.web.models import get_model, model_lock, tokenize
+from attnlab.web.view import Mount
 
 N_CANDIDATES = 12
+
+
+def routes(router: APIRouter, mount: Mount) -> None:
+    """The Generate view's routes: ``POST /api/next-token`` (``sampling.next_token``: the logits the sliders
+    filter) and ``POST /api/generate`` (``generate``, a long route: one slot), each in a worker."""
+
+    @router.post("/api/next-token", responses=mount.errors(404, 503), name="next_token")
+    async def next_token_route(request: Request, req: s.NextTokenRequest) -> s.NextTokenResponse:
+        return await mount.heavy(request, sampling.next_token, req)
+
+    @router.post("/api/generate", responses=mount.errors(404, 503), name="generate")
+    async def generate_route(request: Request, req: s.GenerateRequest) -> s.GenerateResponse:
+        return await mount.heavy(request, generate, req, long=True)
 
 
 def generate(req: s.GenerateRequest) -> s.GenerateResponse:

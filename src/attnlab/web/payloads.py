@@ -1,30 +1,22 @@
 """Payload builders: turn one forward pass of a real model into the JSON each view draws.
 
 Every number comes from the model's own hook points via ``attnlab.inspect.run_with_cache``; the
-builders select, slice and label, they do not re-derive attention. (The one product computed here,
-q . k before scaling, is reported next to ``hook_scores`` with the difference, so the page shows the
-scaling step and proves it matches the model.)
+builders select, slice and label, they do not re-derive attention. The views that register
+themselves keep their builders in their own modules (``web/registry.py``: e.g. ``qkv.py``, ``why.py``).
 """
 
 from __future__ import annotations
 
-import math
-import threading
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from attnlab import catalog as cat
-from attnlab.generate import model_device
 from attnlab.inspect import hook_name, hook_points, main_stack
 from attnlab.inspect.roles import detect_roles
-from attnlab.models import sinusoidal_table
-from attnlab.models.variants import without_positions
 from attnlab.web import schemas as s
 from attnlab.web.corpus import latest_roles
 from attnlab.web.diagram import model_formula
 from attnlab.web.errors import PayloadError
-from attnlab.web.models import forward, get_model, model_copy, model_input, on_unload, self_attention_stack, tokenize
+from attnlab.web.models import forward, get_model, self_attention_stack, tokenize
 
 MAX_COLUMNS = 64
 
@@ -53,39 +45,6 @@ def attention(req: s.TextRequest) -> s.AttentionResponse:
         tokens=tokens, ids=ids, n_layers=stack.n_layers, n_heads=layers[0].shape[0],
         weights=[_floats(w) for w in layers], mean_weights=[_floats(w.double().mean(dim=0)) for w in layers],
         roles=roles, corpus_roles=latest_roles(loaded.name),
-    )
-
-
-def qkv(req: s.QKVRequest) -> s.QKVResponse:
-    """Q, K, V step by step for one query token and head, from hook_q/k/v/scores/weights/z."""
-    loaded = get_model(req.model)
-    ids, tokens = tokenize(loaded, req.text)
-    stack = self_attention_stack(loaded)
-    _check_index("layer", req.layer, stack.n_layers)
-    # Rotary models: the scores are products of the rotated queries and keys, so those are shown.
-    rot = "rot_" if loaded.config.positions == "rotary" else ""
-    points = {"q": f"{rot}q", "k": f"{rot}k", **{p: p for p in ("v", "scores", "weights", "z")}}
-    names = {p: stack.name(req.layer, f"attn.hook_{point}") for p, point in points.items()}
-    _, cache = forward(loaded, ids, names=list(names.values()))
-    q_all, k_all, v_all = (cache[names[p]][0] for p in "qkv")  # (heads | kv_heads, seq, d_k)
-    n_heads = q_all.shape[0]
-    _check_index("head", req.head, n_heads)
-    _check_index("focus token", req.focus, len(ids))
-    kv_head = req.head // (n_heads // k_all.shape[0])  # grouped-query attention shares K/V heads
-    q, keys, values = q_all[req.head, req.focus], k_all[kv_head], v_all[kv_head]
-    scores = cache[names["scores"]][0, req.head, req.focus]
-    weights = cache[names["weights"]][0, req.head, req.focus]
-    d_k = q.shape[-1]
-    dots = keys.double() @ q.double()
-    masked = torch.isinf(scores) & (scores < 0)
-    visible = ~masked
-    error = (dots[visible] / math.sqrt(d_k) - scores[visible].double()).abs().max().item()
-    return s.QKVResponse(
-        model=loaded.name, tokens=tokens, layer=req.layer, head=req.head, focus=req.focus, d_k=d_k,
-        sqrt_d_k=math.sqrt(d_k), query=_floats(q), keys=_floats(keys), values=_floats(values),
-        dots=_floats(dots), scores=[None if m else float(v) for v, m in zip(_floats(scores), masked.tolist(), strict=True)],
-        masked=masked.tolist(), weights=_floats(weights), output=_floats(cache[names["z"]][0, req.head, req.focus]),
-        max_scale_error=error, hooks=names,
     )
 
 
@@ -217,77 +176,5 @@ def _view(name: str, label: str, t: Tensor, tokens: list[str]) -> s.TensorView:
     return s.TensorView(
         hook=name, label=label, shape=list(t.shape), rows=rows, values=shown.tolist(),
         shown_columns=shown.shape[1], min=float(t.min()), max=float(t.max()),
-    )
-
-
-# --- order matters: positions on and off ----------------------------------------------------------
-
-_UNPOSITIONED: dict[tuple[str, str], nn.Module] = {}  # (name, device) -> the copy
-_UNPOSITIONED_LOCK = threading.Lock()
-
-
-def _forget_unpositioned(name: str) -> None:
-    with _UNPOSITIONED_LOCK:
-        for key in [k for k in _UNPOSITIONED if k[0] == name]:
-            del _UNPOSITIONED[key]
-
-
-on_unload(_forget_unpositioned)  # the copy goes with the model
-
-
-def _without_positions(loaded: cat.LoadedModel) -> nn.Module:
-    """A copy of the model with its positional information removed (absolute table or rotary), on the
-    model's device (kept per device: a copy made for one is never handed to a model on another)."""
-    key = (loaded.name, str(model_device(loaded.model)))
-    with _UNPOSITIONED_LOCK:
-        if key not in _UNPOSITIONED:
-            _UNPOSITIONED[key] = model_copy(loaded, without_positions)
-        return _UNPOSITIONED[key]
-
-
-def _order_model(name: str | None) -> cat.LoadedModel | None:
-    """The model for the order experiment: the chosen one if it is an encoder, else the first available encoder."""
-    if name:
-        chosen = get_model(name)
-        if chosen.config.family == "encoder":
-            return chosen
-    for info in cat.catalog():
-        if info.family == "encoder" and info.available:
-            return get_model(info.name)
-    return None
-
-
-def positions(req: s.OrderRequest) -> s.PositionsResponse:
-    """The sinusoidal table, and two word orders through an encoder with and without positions."""
-    table = _floats(sinusoidal_table(50, 64))
-    loaded = _order_model(req.model)
-    if loaded is None:
-        return s.PositionsResponse(
-            table=table, model=None, model_positions=None, first_tokens=[], second_tokens=[], comparisons=[],
-            note="the order experiment needs an encoder model (bidirectional); none is available",
-        )
-    first_ids, first_tokens = tokenize(loaded, req.first)
-    second_ids, second_tokens = tokenize(loaded, req.second)
-    if sorted(first_ids) != sorted(second_ids):
-        raise PayloadError("the two sentences must hold the same tokens in a different order")
-    from attnlab.inspect import run_with_cache  # the position-free copy is run the same way
-
-    last = hook_name("encoder", loaded.config.n_layers - 1, "hook_resid_post")  # the last block's output
-    comparisons = []
-    for positioned, model in ((True, loaded.model), (False, _without_positions(loaded))):
-        outs = []
-        for ids in (first_ids, second_ids):
-            if positioned:
-                _, cache = forward(loaded, ids, names=last)
-            else:
-                with _UNPOSITIONED_LOCK:
-                    _, cache = run_with_cache(model, model_input(model, ids), names=last, device="cpu")
-            outs.append(cache[last][0].double())
-        dist = torch.cdist(outs[0], outs[1])
-        comparisons.append(s.OrderComparison(positions=positioned, distances=dist.tolist(), nearest=dist.min(dim=1).values.tolist()))
-    note = None if req.model == loaded.name else f"shown with the encoder {loaded.name!r}: a decoder's causal mask already breaks the symmetry"
-    return s.PositionsResponse(
-        table=table, model=loaded.name, model_positions=loaded.config.positions, first_tokens=first_tokens,
-        second_tokens=second_tokens, comparisons=comparisons, note=note,
     )
 

@@ -132,32 +132,6 @@ class AttentionResponse(BaseModel):
         default=None, description="every head's roles over a corpus, once POST /api/heads/contexts has run for this model")
 
 
-class QKVRequest(TextRequest):
-    layer: int = Layer
-    head: int = Head
-    focus: int = Field(default=0, ge=0, le=MAX_TOKENS - 1, description="index of the query token; past the text's tokens: 422")
-
-
-class QKVResponse(BaseModel):
-    model: str
-    tokens: list[str]
-    layer: int
-    head: int
-    focus: int
-    d_k: int
-    sqrt_d_k: float
-    query: list[float] = Field(description="hook_q[focus] (hook_rot_q, after rotation, for rotary models)")
-    keys: list[list[float]] = Field(description="hook_k, one row per key token (hook_rot_k for rotary models)")
-    values: list[list[float]] = Field(description="hook_v, one row per key token")
-    dots: list[float] = Field(description="q . k for every key")
-    scores: list[float | None] = Field(description="hook_scores: scaled and masked (null = masked out)")
-    masked: list[bool]
-    weights: list[float] = Field(description="hook_weights: softmax of the scores")
-    output: list[float] = Field(description="hook_z[focus]: the weighted sum of the values")
-    max_scale_error: float = Field(description="max |q.k / sqrt(d_k) - hook_scores| over visible keys")
-    hooks: dict[str, str]
-
-
 class PartRequest(TextRequest):
     part: str = Field(max_length=MAX_NAME, description="a part of the diagram (GET /api/architecture); unknown: 422")
     layer: int = Layer
@@ -221,28 +195,6 @@ class PartResponse(BaseModel):
     top: list[list[TopToken]] = Field(default=[], description="per position: highest logits or probabilities")
     top_label: str | None = None
     tokens: list[TokenSummary] = Field(default=[], description="per token of the part's stack: its summary")
-
-
-class OrderRequest(Request):
-    model: str = Model
-    first: str = Field(default="Jake learned AI", min_length=1, max_length=MAX_CHARS, description=_TOKENS)
-    second: str = Field(default="AI learned Jake", min_length=1, max_length=MAX_CHARS, description=_TOKENS)
-
-
-class OrderComparison(BaseModel):
-    positions: bool
-    distances: list[list[float]] = Field(description="|out_first[i] - out_second[j]|, from the last hook_resid_post")
-    nearest: list[float] = Field(description="for each token of the first sentence, distance to its closest match")
-
-
-class PositionsResponse(BaseModel):
-    table: list[list[float]] = Field(description="sinusoidal PE(pos, dim), attnlab.nn.positions")
-    model: str | None
-    model_positions: str | None
-    first_tokens: list[str]
-    second_tokens: list[str]
-    comparisons: list[OrderComparison]
-    note: str | None = None
 
 
 class GenerateRequest(Request):

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+from fastapi import APIRouter, Query, Request
 from torch import nn
 
 from attnlab import catalog as cat
@@ -30,6 +31,7 @@ from attnlab.inspect.roles import detect_roles
 from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError, PayloadError
 from attnlab.web.models import get_model, model_copy, model_input, on_unload, self_attention_stack, tokenize
+from attnlab.web.view import Mount
 from attnlab.weights.checkpoint import CheckpointError, load_weights, snapshot_weights
 
 SENTENCE = "ROMEO: But soft, what light through yonder window breaks?"
@@ -198,3 +200,17 @@ def attention_at(req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse
         model=req.model, step=req.step, layer=req.layer, head=req.head, tokens=tokens,
         weights=weights[req.head].double().tolist(), role=s.HeadRoleOut(role=role.role, scores=role.scores),
     )
+
+
+def routes(router: APIRouter, mount: Mount) -> None:
+    """``GET /api/timeline?model=`` (the snapshots and loss curve) and ``POST /api/timeline/attention`` (one
+    head's attention at one snapshot), each in a worker."""
+
+    @router.get("/api/timeline", responses=mount.errors(404, 503), name="timeline_index")
+    async def timeline_index(request: Request, model: str = Query("bible-bpe", min_length=1, max_length=s.MAX_NAME)
+                             ) -> s.TimelineResponse:
+        return await mount.heavy(request, timeline, model)
+
+    @router.post("/api/timeline/attention", responses=mount.errors(404, 503), name="timeline_attention")
+    async def timeline_attention(request: Request, req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse:
+        return await mount.heavy(request, attention_at, req)

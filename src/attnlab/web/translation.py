@@ -11,12 +11,23 @@ RNN; in a Transformer every layer and head has its own).
 
 from __future__ import annotations
 
+from fastapi import APIRouter, Request
+
 from attnlab.generate import GenerationError
 from attnlab.inspect import hook_name, run_with_cache
 from attnlab.translate import translate_text
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
 from attnlab.web.models import MAX_TOKENS, get_model, model_info, model_input, model_lock, tokenize
+from attnlab.web.view import Mount
+
+
+def routes(router: APIRouter, mount: Mount) -> None:
+    """``POST /api/translate``: ``translate(TranslateRequest)`` in a worker, as a long route (one slot)."""
+
+    @router.post("/api/translate", responses=mount.errors(404, 503), name="translate")
+    async def translate_route(request: Request, req: s.TranslateRequest) -> s.TranslateResponse:
+        return await mount.heavy(request, translate, req, long=True)
 
 
 def translate(req: s.TranslateRequest) -> s.TranslateResponse:

@@ -26,6 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, field_validator
 from torch import Tensor, nn
 
@@ -37,6 +38,7 @@ from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
 from attnlab.web.heavy import raise_if_abandoned
 from attnlab.web.models import get_model, is_large, max_tokens, model_input, model_lock, on_unload, tokenize
+from attnlab.web.view import Mount
 
 MAX_WHY_TOKENS_LARGE = 24
 TOP_K = 5
@@ -98,6 +100,14 @@ class WhyResponse(BaseModel):
     logit_lens: WhyLens | None
     score: WhyScore
     saliency: list[float] = Field(description="integrated gradients per token (50 steps); sums to f(x) - f(baseline)")
+
+
+def routes(router: APIRouter, mount: Mount) -> None:
+    """``POST /api/why``: ``why(WhyRequest)`` in a worker, as a long route (one slot: seconds on a large model)."""
+
+    @router.post("/api/why", responses=mount.errors(404, 503), name="why")
+    async def why_route(request: Request, req: WhyRequest) -> WhyResponse:
+        return await mount.heavy(request, why, req, long=True)
 
 
 def _top(logits: Tensor, tokenizer: Tokenizer) -> list[Candidate]:

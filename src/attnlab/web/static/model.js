@@ -2,7 +2,8 @@
 
 export class ApiError extends Error {}
 
-async function call(path, body) {
+// One JSON request: GET without `body`, else POST it; an error answer throws ApiError with its `detail`.
+export async function call(path, body) {
   const init = body === undefined ? {} : {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   };
@@ -38,7 +39,6 @@ export const api = {
   rankHeads: (model, text, query, key) => call("/api/heads/rank", { model, text, query, key }),
   headContexts: (model, layer, head, k = 10) => call("/api/heads/contexts", { model, layer, head, k }),
   ablation: (model, text, layer, head) => call("/api/ablation", { model, text, layer, head }),
-  why: (model, text, layer, head, focus) => call("/api/why", { model, text, layer, head, focus }),
 };
 
 export const DEFAULT_SENTENCE = "John gave the book to Sarah because she liked it.";
@@ -149,4 +149,16 @@ export function nextTokenCandidates(data, settings, n = 12) {
   const plain = softmax(data.logits.map((v) => v / T));
   const kept = samplingDistribution(data.logits, settings);
   return { id: null, candidates: ids.map((id) => ({ token: data.labels[id], id, prob: plain[id], kept: kept[id] })) };
+}
+
+// A model's line in the model lists: its name, family, and whether its files are missing.
+export function modelLabel(m) {
+  return `${m.name} (${m.family}${m.available ? "" : ", not installed"})`;
+}
+
+// The sentence a URL names: its text=, else (a deep link that names a selection but no sentence) the view's
+// default sentence, never the previous page's; a bare tab link (no parameters) keeps the current one.
+export function linkedText(params, current, fallback) {
+  if (params.text) return params.text;
+  return Object.keys(params).length ? fallback : current;
 }

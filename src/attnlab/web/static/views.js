@@ -776,3 +776,11 @@ export function headContexts(container, p) {
     el("td", {}, tr, r.given ? "yes" : "no");
   });
 }
+
+// Fill a <select> with n options "what 0", "what 1", ... (and "average of heads" when withMean); select `value`.
+export function fillSelect(select, n, value, what, withMean = false) {
+  clear(select);
+  for (let i = 0; i < n; i += 1) el("option", { value: i }, select, `${what} ${i}`);
+  if (withMean) el("option", { value: "mean" }, select, "average of heads");
+  select.value = String(value);
+}

@@ -1,8 +1,10 @@
 // The "Why" view: remove a head and see the prediction change; the head-effects map; the logit lens;
 // why the focus token looks where it does (score decomposition); which tokens the prediction rests on.
-// Data from POST /api/why (attnlab.interpret); drawing with views.js; wiring only here.
+// Data from POST /api/why (attnlab.interpret); drawing with views.js. The view (listed in registry.js) is the
+// default export at the end; web/why.py is its server side.
 
 import * as V from "./views.js";
+import { call } from "./model.js";
 
 const { el, clear } = V;
 
@@ -83,3 +85,17 @@ export function drawWhy(root, p, onPick, onFocus) {
     });
   }
 }
+
+// The view: its URL state is the shared one (model, text, layer, head, query), its results are in #why-root.
+export default {
+  id: "why",
+  title: "Why",
+  params: "shared",
+  results: ["why-root"],
+  mount: (section) => el("div", { id: "why-root" }, section),
+  load: ({ state, track }) => track(call("/api/why", {
+    model: state.model, text: state.text, layer: state.layer, head: state.head === "mean" ? 0 : state.head, focus: state.focus,
+  })),
+  draw: (p, ctx) => drawWhy(document.getElementById("why-root"), p, (layer, head) => ctx.select({ layer, head }),
+    (focus) => ctx.select({ focus })),
+};
