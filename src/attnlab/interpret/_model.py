@@ -140,7 +140,9 @@ def _point_names(view: ModelView, sv: StackView, upto: int) -> list[str]:
     if sv.embed.positions is not None:
         names.append(f"{sv.name}.embed.hook_pos_embed")
     for layer in range(upto):
-        names += [f"{sv.name}.blocks.{layer}.attn.hook_z", f"{sv.name}.blocks.{layer}.ff.hook_out"]
+        names.append(f"{sv.name}.blocks.{layer}.attn.hook_z")
+        if sv.stack.blocks[layer].ff is not None:  # attention-only blocks have no MLP
+            names.append(f"{sv.name}.blocks.{layer}.ff.hook_out")
         if sv.stack.blocks[layer].cross_attn is not None:
             names.append(f"{sv.name}.blocks.{layer}.cross_attn.hook_z")
     return names
@@ -193,8 +195,9 @@ def residual_components(view: ModelView, sv: StackView, cache: dict[str, Tensor]
             parts += list(heads)
             if attn.out_proj.bias is not None:
                 bias = bias + attn.out_proj.bias
-        labels.append(f"MLP{layer}")
-        parts.append(cache[f"{s}.blocks.{layer}.ff.hook_out"])
+        if blk.ff is not None:
+            labels.append(f"MLP{layer}")
+            parts.append(cache[f"{s}.blocks.{layer}.ff.hook_out"])
     labels.append("biases")
     parts.append(bias)
     return labels, torch.stack(parts)

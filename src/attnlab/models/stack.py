@@ -154,6 +154,7 @@ class Stack(nn.Module):
                 norm=config.norm, norm_eps=config.norm_eps, norm_placement=config.norm_placement,
                 activation=config.activation, bias=config.bias, norm_bias=config.norm_bias, fused_qkv=config.fused_qkv,
                 dropout=config.dropout, attn_dropout=config.attn_dropout, rotary=rotary,
+                attn_only=config.attn_only,
             )
             for _ in range(n_layers)
         )

@@ -112,7 +112,8 @@ class Block(nn.Module):
 
     Hook points: ``hook_resid_pre`` (input), ``hook_resid_mid`` (after attention, before the
     feed-forward network) and ``hook_resid_post`` (output), each ``(batch, seq, d_model)``, besides
-    those of ``attn``, ``cross_attn`` and ``ff``.
+    those of ``attn``, ``cross_attn`` and ``ff``. ``attn_only=True`` leaves out the feed-forward
+    sub-layer (``ff`` and ``ff_norm`` are ``None``; ``hook_resid_post`` then equals ``hook_resid_mid``).
     """
 
     def __init__(
@@ -134,6 +135,7 @@ class Block(nn.Module):
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
         rotary: RotaryEmbedding | None = None,
+        attn_only: bool = False,
     ) -> None:
         super().__init__()
         if norm_placement not in ("pre", "post"):
@@ -154,8 +156,8 @@ class Block(nn.Module):
             )
             self.cross_norm = make_norm(norm, d_model, norm_eps, norm_bias)
         self.hook_resid_mid = HookPoint()
-        self.ff = FeedForward(d_model, d_ff, activation=activation, bias=bias)
-        self.ff_norm = make_norm(norm, d_model, norm_eps, norm_bias)
+        self.ff: FeedForward | None = None if attn_only else FeedForward(d_model, d_ff, activation=activation, bias=bias)
+        self.ff_norm: nn.Module | None = None if attn_only else make_norm(norm, d_model, norm_eps, norm_bias)
         self.dropout = nn.Dropout(dropout)
         self.hook_resid_post = HookPoint()
 
@@ -199,5 +201,7 @@ class Block(nn.Module):
                                 cache=cache.cross_attn if cache is not None else None),
             )
         x = self.hook_resid_mid(x)
-        x = self._sublayer(x, self.ff_norm, self.ff)
+        if self.ff is not None:
+            assert self.ff_norm is not None
+            x = self._sublayer(x, self.ff_norm, self.ff)
         return self.hook_resid_post(x)
