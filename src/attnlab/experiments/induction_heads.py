@@ -189,17 +189,20 @@ def train_model(kind: str, layers: int, s: dict[str, Any], seed: int, val: tuple
     data = torch.Generator().manual_seed(seed)  # the same batches for every model
     probe_len = sum(s["span"]) // 2  # a span length the models were trained on
     icl_at = (s["length"] // 10, s["length"] - 1 - s["length"] // 10)
-    snapshots, train_losses = [], []
+    snapshots: list[dict[str, Any]] = []
+    train_losses: list[float] = []  # since the last snapshot
     for step in progress(range(s["steps"] + 1), desc=f"{NAME} {model_key(kind, layers)}", enabled=show_progress):
         if step % s["every"] == 0 or step == s["steps"]:
-            snapshots.append({"step": step, **snapshot(model, val, probe_len, seed + 7, icl_at)})
+            mean_train = round(sum(train_losses) / len(train_losses), 5) if train_losses else None
+            snapshots.append({"step": step, "train_loss": mean_train, **snapshot(model, val, probe_len, seed + 7, icl_at)})
+            train_losses = []
         if step == s["steps"]:
             break
         x, y, _ = repeated_span_batch(s["batch"], s["length"], s["vocab"], data, s["span"])
-        loss = train_step(model, opt, lambda x=x, y=y: F.cross_entropy(model(x).reshape(-1, s["vocab"]), y.reshape(-1)))
-        train_losses.append(round(loss, 5))
+        train_losses.append(train_step(model, opt, lambda x=x, y=y: F.cross_entropy(model(x).reshape(-1, s["vocab"]),
+                                                                                      y.reshape(-1))))
     return {"kind": kind, "layers": layers, "params": count_params(model), "config": config.to_dict(),
-            "snapshots": snapshots, "train_loss": train_losses, "phase_change": phase_change(snapshots),
+            "snapshots": snapshots, "phase_change": phase_change(snapshots),
             "steepest_loss_drop": steepest_loss_drop(snapshots),
             "icl_positions": list(icl_at), "probe_len": probe_len}
 
