@@ -161,16 +161,18 @@ def test_scaling_tiny(tmp_path: Path) -> None:
 def test_induction_heads_quick_mode_claims_come_from_its_numbers(tmp_path: Path) -> None:
     """The quick mode itself (fp32, one thread, seeded), its claims asserted from its own results.
 
-    Asserted: every head is scored at every snapshot; the 1-layer control never has a head at the
-    induction bound; where the 2-layer model's best induction score first reaches the bound is
-    recorded exactly when it does, and the summary says so with the recorded numbers (in this short
-    CPU run it does not: see docs/experiments.md); a previous-token head forms; both models learn
-    in context (the repeated tokens' loss and the ICL score fall from their values at step 0).
+    The phase change in the loss: the 2-layer attention-only model's loss on the repeated tokens (the
+    ones only in-context copying can predict) falls to under half the 1-layer control's, most steeply
+    within one snapshot interval that the summary names with its numbers, and its ICL score ends far
+    below the control's. The control never has a head at the induction bound. Whether and where the
+    2-layer model's best head reaches the bound is recorded exactly when it does, and the summary says
+    which with the recorded numbers (docs/experiments.md: in this run the copying is spread over
+    layer 1's heads, none of which reaches the bound alone).
     """
     assert torch.get_default_dtype() == torch.float32
     result = run_experiment("induction-heads", "quick", tmp_path, show_progress=False)
     _check_written(result, tmp_path, mode="quick")
-    data = result["data"]
+    data, summary = result["data"], result["summary"]
     bound, runs = data["bound"], data["runs"]
     assert set(runs) == {"attn-only 2L", "attn-only 1L"}
     two, one = runs["attn-only 2L"], runs["attn-only 1L"]
@@ -182,22 +184,27 @@ def test_induction_heads_quick_mode_claims_come_from_its_numbers(tmp_path: Path)
             for row in snap["induction"] + snap["previous_token"]:
                 assert all(0.0 <= v <= 1.0 for v in row)
             assert snap["best_induction"] == pytest.approx(max(max(r) for r in snap["induction"]), abs=1e-5)
-        first, last = snaps[0], snaps[-1]
-        assert abs(first["icl_score"]) < 0.05 and first["repeat_loss"] == pytest.approx(data["chance_loss"], abs=0.1)
-        assert last["repeat_loss"] < first["repeat_loss"] - 0.3 and last["icl_score"] < -0.1
+        assert abs(snaps[0]["icl_score"]) < 0.05
+        assert snaps[0]["repeat_loss"] == pytest.approx(data["chance_loss"], abs=0.1)
+    end2, end1 = two["snapshots"][-1], one["snapshots"][-1]
+    assert end2["repeat_loss"] < 0.5 * end1["repeat_loss"]
+    assert end2["icl_score"] < end1["icl_score"] - 0.3
+    drop = two["steepest_loss_drop"]
+    assert drop["from_loss"] - drop["to_loss"] > 0.3 and drop["to_icl"] < drop["from_icl"]
+    assert (f"fell fastest between steps {drop['from_step']} and {drop['to_step']} "
+            f"({drop['from_loss']:.2f} -> {drop['to_loss']:.2f} nats") in summary[1]
     best_one = max(x["best_induction"] for x in one["snapshots"])
     assert best_one < bound and one["phase_change"] is None
-    assert f"best induction score at any snapshot {best_one:.2f} (below {bound})" in result["summary"][1]
+    assert any(f"best induction score at any snapshot {best_one:.2f} (below {bound})" in line for line in summary)
     best_two = max(x["best_induction"] for x in two["snapshots"])
     pc = two["phase_change"]
     if best_two >= bound:
         assert pc is not None and pc["before"]["best_induction"] < bound <= pc["after"]["best_induction"]
-        assert f"rose from {pc['before']['best_induction']:.2f} (step {pc['before']['step']})" in result["summary"][0]
+        assert f"rose from {pc['before']['best_induction']:.2f} (step {pc['before']['step']})" in summary[0]
     else:
         assert pc is None
         assert f"no head reached an induction score of {bound} in {data['settings']['steps']} steps " \
-               f"(best {best_two:.2f})" in result["summary"][0]
-    assert max(x["best_previous_token"] for x in two["snapshots"]) >= bound
+               f"(best {best_two:.2f})" in summary[0]
 
 
 def test_repeated_span_batches_repeat_and_mark_what_is_predictable() -> None:
