@@ -382,7 +382,7 @@ _command("train")(_train)
 
 @_command()
 def experiment(
-    name: str = typer.Argument(..., help="context-cost | rnn-vs-transformer | positions | heads-form | scaling"),
+    name: str = typer.Argument(..., help="context-cost | rnn-vs-transformer | positions | heads-form | scaling | induction-heads"),
     quick: bool = typer.Option(False, "--quick", help="The about-a-minute version (default: the full one)."),
     out: str = typer.Option("", help="Output folder for results.json and PNGs (default runs/experiments/NAME)."),
     data: str = typer.Option("", help="UTF-8 text corpus for heads-form, scaling, rnn-vs-transformer (default: synthetic)."),

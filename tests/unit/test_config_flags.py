@@ -159,3 +159,28 @@ def test_an_mlm_head_on_a_swiglu_encoder_is_refused() -> None:
         build_model(swiglu)
     assert isinstance(build_model(swiglu.replace(n_classes=2)), EncoderForClassification)  # no MLM head: fine
     assert isinstance(build_model(config("encoder-decoder", activation="swiglu")), EncoderDecoder)
+
+
+def test_attn_only_blocks_have_no_feed_forward() -> None:
+    """``attn_only=True`` builds the attention-only models of Olsson et al. 2022: no MLP, no MLP norm,
+    the residual stream unchanged after attention, and the interpret tools still decompose it."""
+    from attnlab import interpret
+    from attnlab.inspect import run_with_cache
+
+    config = TransformerConfig(family="decoder", vocab_size=11, d_model=16, n_heads=2, n_layers=2, d_ff=32,
+                               max_len=8, attn_only=True)
+    model, full = DecoderLM(config).eval(), DecoderLM(config.replace(attn_only=False)).eval()
+    assert all(block.ff is None and block.ff_norm is None for block in model.stack.blocks)
+    assert not [name for name, _ in model.named_parameters() if ".ff" in name]
+    ff_params = sum(p.numel() for b in full.stack.blocks for m in (b.ff, b.ff_norm) for p in m.parameters())
+    assert ff_params == 2 * (16 * 32 + 32 + 32 * 16 + 16 + 2 * 16)  # up, down and the norm, per block
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in full.parameters()) - ff_params
+    ids = torch.tensor([[1, 2, 3, 4, 5, 1, 2]])
+    _, cache = run_with_cache(model, ids, names=["*hook_resid_mid", "*hook_resid_post"])
+    for layer in range(2):
+        assert torch.equal(cache[f"decoder.blocks.{layer}.hook_resid_mid"], cache[f"decoder.blocks.{layer}.hook_resid_post"])
+    dla = interpret.direct_logit_attribution(model, ids, token=3)
+    assert dla.labels == ["tok embed", "pos embed", "L0H0", "L0H1", "L1H0", "L1H1", "biases"]
+    assert float(dla.contributions.sum()) + dla.bias_term == pytest.approx(dla.logit, abs=1e-4)
+    with pytest.raises(ConfigError, match="attn_only"):
+        TransformerConfig(family="decoder", vocab_size=11, d_model=16, n_heads=2, n_layers=1, d_ff=32, attn_only=1)

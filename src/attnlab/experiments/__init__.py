@@ -22,6 +22,7 @@ EXPERIMENTS: dict[str, str] = {
     "positions": "attnlab.experiments.positions",
     "heads-form": "attnlab.experiments.heads_form",
     "scaling": "attnlab.experiments.scaling",
+    "induction-heads": "attnlab.experiments.induction_heads",
 }
 
 

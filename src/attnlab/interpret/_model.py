@@ -148,7 +148,7 @@ def _point_names(view: ModelView, sv: StackView, upto: int, within: bool = False
             names.append(f"{sv.name}.blocks.{layer}.{kind}.hook_z")
             if post:
                 names.append(f"{sv.name}.blocks.{layer}.{kind}.hook_out")
-        if not last:
+        if not last and blk.ff is not None:  # attention-only blocks have no MLP
             names.append(f"{sv.name}.blocks.{layer}.ff.hook_out")
         if post:
             names.append(f"{sv.name}.blocks.{layer}.hook_resid_pre")
@@ -216,6 +216,8 @@ def residual_components(
                                                          parts, bias, offsets)
         if last:
             break
+        if blk.ff is None:  # attention-only blocks have no MLP
+            continue
         labels.append(f"MLP{layer}")
         parts.append(cache[f"{s}.blocks.{layer}.ff.hook_out"])
         if post:

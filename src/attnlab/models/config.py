@@ -47,6 +47,9 @@ class TransformerConfig:
     ``"rmsnorm"``, which has no bias (``norm_bias=True`` with it is a ``ConfigError``). Checkpoints
     written before ``norm_bias`` existed had LayerNorm biases whatever ``bias`` said; their
     ``config.json`` is read that way (``attnlab.weights.checkpoint.load_config``).
+
+    ``attn_only``: blocks without the feed-forward sub-layer (no ``ff``, no ``ff_norm``; ``d_ff`` is
+    then unused), the attention-only models of Elhage et al. 2021 and Olsson et al. 2022.
     """
 
     family: Family
@@ -70,6 +73,7 @@ class TransformerConfig:
     bias: bool = True
     norm_bias: bool | None = None
     fused_qkv: bool = False
+    attn_only: bool = False
     dropout: float = 0.0
     attn_dropout: float = 0.0
     tie_embeddings: bool = True
@@ -119,6 +123,8 @@ class TransformerConfig:
             raise ConfigError(f"sinusoidal positions need an even d_model, got {self.d_model}")
         if self.final_norm is None:
             self.final_norm = self.norm_placement == "pre"
+        if not isinstance(self.attn_only, bool):
+            raise ConfigError(f"attn_only must be true or false, got {self.attn_only!r}")
         if not isinstance(self.bias, bool) or not isinstance(self.norm_bias, bool | None):
             raise ConfigError(f"bias and norm_bias must be true or false, got bias={self.bias!r}, "
                               f"norm_bias={self.norm_bias!r}")

@@ -125,7 +125,8 @@ class Block(nn.Module):
 
     Hook points: ``hook_resid_pre`` (input), ``hook_resid_mid`` (after attention, before the
     feed-forward network) and ``hook_resid_post`` (output), each ``(batch, seq, d_model)``, besides
-    those of ``attn``, ``cross_attn`` and ``ff``.
+    those of ``attn``, ``cross_attn`` and ``ff``. ``attn_only=True`` leaves out the feed-forward
+    sub-layer (``ff`` and ``ff_norm`` are ``None``; ``hook_resid_post`` then equals ``hook_resid_mid``).
     """
 
     def __init__(
@@ -141,8 +142,8 @@ class Block(nn.Module):
         self.cross_attn = MultiHeadAttention.from_config(config, cross=True) if cross_attend else None
         self.cross_norm = norm_for(config) if cross_attend else None
         self.hook_resid_mid = HookPoint()
-        self.ff = FeedForward.from_config(config)
-        self.ff_norm = norm_for(config)
+        self.ff = None if config.attn_only else FeedForward.from_config(config)  # attention-only: no MLP
+        self.ff_norm = None if config.attn_only else norm_for(config)
         self.dropout = nn.Dropout(config.dropout)
         self.hook_resid_post = HookPoint()
 
@@ -173,13 +174,15 @@ class Block(nn.Module):
             if self.cross_attn is not None:
                 x = x + self._drop(self.cross_attn(self.cross_norm(x), **attend_memory))
             x = self.hook_resid_mid(x)
-            x = x + self._drop(self.ff(self.ff_norm(x)))
+            if self.ff is not None:
+                x = x + self._drop(self.ff(self.ff_norm(x)))
         else:  # Norm(x + Sublayer(x)): the 2017 paper (section 3.1) and BERT
             x = self.attn_norm(x + self._drop(self.attn(x, **attend)))
             if self.cross_attn is not None:
                 x = self.cross_norm(x + self._drop(self.cross_attn(x, **attend_memory)))
             x = self.hook_resid_mid(x)
-            x = self.ff_norm(x + self._drop(self.ff(x)))
+            if self.ff is not None:
+                x = self.ff_norm(x + self._drop(self.ff(x)))
         return self.hook_resid_post(x)
 
     def _drop(self, out: Tensor) -> Tensor:

@@ -34,3 +34,4 @@ class LayerConfig(Protocol):
     fused_qkv: bool
     dropout: float  # on each sub-layer's output, before the residual addition
     attn_dropout: float  # on the attention weights
+    attn_only: bool  # no feed-forward sub-layer (attention-only models, Elhage et al. 2021)
