@@ -3,7 +3,7 @@
 import { api, currentModel, DEFAULT_SENTENCE, defaultFocus, findToken, formatHash, nextTokenCandidates, parseHash, state } from "./model.js";
 import { drawStep } from "./tour.js";
 import * as V from "./views.js";
-import { drawWhy } from "./why.js";
+import { clearWhyIfOther, drawWhy } from "./why.js";
 
 const $ = (id) => document.getElementById(id);
 let layout = null;
@@ -319,12 +319,13 @@ async function refresh() {
 async function loadWhy() {
   const current = ticket("why");
   const head = state.head === "mean" ? 0 : state.head;
+  clearWhyIfOther($("why-root"), state.model, state.text); // nothing of another model or sentence while this one computes
   const p = await clearingOnError("why", current, () => track("computing…", api.why(state.model, state.text, state.layer, head, state.focus)));
   if (!current()) return;
   state.payloads.why = p;
   setHashFor("why", stateParams());
   drawWhy($("why-root"), p, (l, h) => { state.layer = l; state.head = h; pushState(); guarded(loadWhy); },
-    (i) => { state.focus = i; pushState(); guarded(loadWhy); });
+    (i) => { state.focus = i; pushState(); guarded(loadWhy); }, state.text);
 }
 
 // --- architecture -----------------------------------------------------------------------------------
