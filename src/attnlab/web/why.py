@@ -46,6 +46,7 @@ from attnlab.generate import translate_ids
 from attnlab.inspect import hook_name, run_with_cache
 from attnlab.interpret import metrics
 from attnlab.tokenizers.base import Tokenizer
+from attnlab.translate import special_ids
 from attnlab.web import schemas as s
 from attnlab.web import why_words as words
 from attnlab.web.errors import PayloadError
@@ -153,19 +154,12 @@ class _Input:
     key: tuple  # the sentence cache's key
 
 
-def _specials(tokenizer: Tokenizer) -> tuple[int, int] | None:
-    try:
-        return tokenizer.token_id("<s>"), tokenizer.token_id("</s>")  # type: ignore[attr-defined]
-    except (AttributeError, KeyError):
-        return None
-
-
 def _input(loaded, req: WhyRequest) -> _Input:
     family = loaded.config.family
     limit = min(MAX_WHY_TOKENS_LARGE, max_tokens(loaded)) if is_large(loaded) else None
     ids, tokens = tokenize(loaded, req.text, limit=limit)
     if family == "encoder-decoder":
-        specials = _specials(loaded.tokenizer)
+        specials = special_ids(loaded.tokenizer)
         if specials is not None:
             bos, eos = specials
             src = [*ids, eos][: max_tokens(loaded)]
