@@ -241,6 +241,9 @@ def test_why_ledger_checks_are_computed_from_this_input(client: TestClient) -> N
     sal = interpret.saliency(loaded.model, torch.tensor([loaded.tokenizer.encode(TEXT)]), body["prediction"]["clean_top"][0]["id"])
     assert by["integrated gradients"]["error"] == pytest.approx(abs(sal.completeness_gap) / abs(sal.value - sal.baseline_value),
                                                                 rel=1e-3, abs=1e-7)
+    ig = by["integrated gradients"]["text"]
+    assert f"sum to {sum(body['saliency']):.4g}," in ig and f"is {sal.value - sal.baseline_value:.4g}:" in ig
+    assert f"{by['integrated gradients']['error']:.1e}" in ig
     assert all(c["holds"] for c in body["ledger"])
     _check_sentences(body)
 

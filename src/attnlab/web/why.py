@@ -201,7 +201,7 @@ class _Sentence:
     lens: WhyLens | None
     lens_error: float  # the lens's last read-out against the model's own output (max |p| difference)
     saliency: list[float]
-    saliency_gap: float  # |sum of attributions - (f(x) - f(baseline))| / |f(x) - f(baseline)|
+    saliency_total: tuple[float, float]  # f(x) - f(baseline), and |sum of scores - it| / |it|
 
 
 _SENTENCES: OrderedDict[tuple, _Sentence] = OrderedDict()
@@ -250,9 +250,10 @@ def _sentence(loaded, inp: _Input) -> _Sentence:
         probs = torch.softmax(clean_out[0, -1].cpu().float(), dim=-1)
         lens_error = max(abs(float(probs[c.id]) - c.prob) for c in top[-1])
     sal = interpret.saliency(model, x, target if lm else metric, baseline=baseline)
-    gap = abs(sal.completeness_gap or 0.0) / max(abs(sal.value - (sal.baseline_value or 0.0)), 1e-12)
+    total = sal.value - (sal.baseline_value or 0.0)
+    gap = abs(sal.completeness_gap or 0.0) / max(abs(total), 1e-12)
     kept = _Sentence(model, _weights_version(model), clean_out, metric, what, target,
-                     effects.effects.cpu().tolist(), lens_out, lens_error, sal.scores.cpu().tolist(), gap)
+                     effects.effects.cpu().tolist(), lens_out, lens_error, sal.scores.cpu().tolist(), (total, gap))
     with _SENTENCES_GUARD:
         _SENTENCES[key] = kept
         while len(_SENTENCES) > SENTENCES_KEPT:
@@ -338,8 +339,9 @@ def _ledger(body: WhyResponse, sentence: _Sentence) -> list[Check]:
         total = sum(map(sum, sc.terms))
         checks.append(check(f"score decomposition: its {len(sc.terms) * len(sc.terms[0])} terms sum to the recorded "
                             "score within {e}", abs(total - sc.score), 1e-5))
-    checks.append(check("integrated gradients: the token scores sum to f(sentence) - f(baseline) within {e} of it "
-                        "(relative; 50 steps)", sentence.saliency_gap, 0.05))
+    total, gap = sentence.saliency_total
+    checks.append(check(f"integrated gradients: the token scores sum to {sum(body.saliency):.4g}, f(sentence) - "
+                        f"f(baseline) is {total:.4g}: a relative gap of {{e}} (50 steps; up to 5e-02 holds)", gap, 0.05))
     if sentence.lens is not None:
         checks.append(check("logit lens: its last row equals the model's own prediction within {e}", sentence.lens_error, 1e-4))
     return checks
