@@ -12,6 +12,7 @@ from attnlab import catalog as cat
 from attnlab import interpret
 from attnlab.generate import translate_ids
 from attnlab.interpret import metrics
+from attnlab.web import why_words as words
 from attnlab.web.app import create_app
 from attnlab.web.models import max_tokens
 
@@ -222,6 +223,12 @@ def test_why_sentences_say_only_what_the_numbers_show(demo_client: TestClient, m
                                                   "head": head, "focus": focus}).json()
         assert set(body["sentences"]) >= {"attention", "prediction", "effects", "saliency"}
         _check_sentences(body)
+        jargon = re.compile(r"\bL\d+[HX]\d+\b|\bMLP\d+|q/k|pos embed|tok embed|\benc ")
+        plain = [words.plain_label(label) for label in body["score"]["query_labels"] + body["score"]["key_labels"]]
+        assert not [label for label in plain if jargon.search(label)]
+        assert [list(pair) for pair in body["score"]["top_pairs_plain"]] == [
+            [words.plain_label(q), words.plain_label(k)] for q, k, _ in body["score"]["top_pairs"]]
+        assert not jargon.search(" ".join(body["sentences"].values()))
         if model == "demo-encoder":
             assert "no vocabulary head" in body["unavailable"]["logit_lens"] and body["logit_lens"] is None
 

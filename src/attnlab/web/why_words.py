@@ -13,14 +13,14 @@ import re
 DIGITS = 2  # probabilities and scores in sentences: two decimals
 #: Component labels of ``interpret.score_decomposition`` (``L2H1``, ``MLP0``, ``q/k bias`` ...) in plain words.
 _FIXED = {
-    "embed": "the token's embedding (with its position)",
-    "tok embed": "the token's embedding",
-    "pos embed": "the position embedding",
-    "token type": "the segment embedding",
-    "biases": "the layers' constant biases",
-    "norm offsets": "the layer norms' offsets",
-    "final norm offset": "the final norm's offset",
-    "q/k bias": "the query/key projection bias",
+    "embed": "embedding (token + position)",
+    "tok embed": "token embedding",
+    "pos embed": "position embedding",
+    "token type": "segment embedding",
+    "biases": "constant biases",
+    "norm offsets": "norm offsets",
+    "final norm offset": "final-norm offset",
+    "q/k bias": "query/key bias",
 }
 
 

@@ -43,7 +43,8 @@ function paint(node, background) {
 const INTRO =
   "Pick a head (click a cell of the map) and a focus token (click a token). The page then answers, for that pair: " +
   "where the focus token looks in the head, why it looks there (the attention score split into parts), and what the " +
-  "head does for the prediction after the focus token (the model is run again with the head removed).";
+  "head does for ";
+const INTRO_END = " (the model is run again with the head removed).";
 
 const LEGEND = [
   ["#2456c7", "blue: a negative number. In the head map: removing the head lowers the measure (the head helped it). " +
@@ -79,17 +80,17 @@ function candidates(parent, title, list) {
 
 function bars(svg, labels, values) {
   clear(svg);
-  const rowH = 18, width = 720, height = 10 + labels.length * rowH;
+  const rowH = 18, width = 820, height = 10 + labels.length * rowH;
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("width", width);
   svg.setAttribute("height", height);
   const m = Math.max(...values.map(Math.abs), 1e-12);
   labels.forEach((label, i) => {
-    const y = 4 + i * rowH, v = values[i], w = 110 * Math.abs(v) / m;
-    el("svg:text", { x: 400, y: y + 12, "text-anchor": "end", "font-size": 12, fill: "#1d2330" }, svg, label);
-    el("svg:rect", { x: v >= 0 ? 560 : 560 - w, y: y + 2, width: Math.max(w, 0.5), height: rowH - 5,
+    const y = 4 + i * rowH, v = values[i], w = 100 * Math.abs(v) / m;
+    el("svg:text", { x: 520, y: y + 12, "text-anchor": "end", "font-size": 12, fill: "#1d2330" }, svg, label);
+    el("svg:rect", { x: v >= 0 ? 640 : 640 - w, y: y + 2, width: Math.max(w, 0.5), height: rowH - 5,
       fill: v >= 0 ? "#c81e1e" : "#2456c7", "data-label": label, "data-value": String(v) }, svg);
-    el("svg:text", { x: 720, y: y + 12, "text-anchor": "end", "font-size": 11, fill: "#1d2330" }, svg, V.fmt(v, 3));
+    el("svg:text", { x: 820, y: y + 12, "text-anchor": "end", "font-size": 11, fill: "#1d2330" }, svg, V.fmt(v, 3));
   });
 }
 
@@ -118,7 +119,8 @@ export function drawWhy(root, p, onPick, onFocus, text = "") {
   root.dataset.text = text;
   const kind = p.cross ? "cross-attention head" : "head";
   const queries = p.target_tokens.length ? p.target_tokens : p.tokens;
-  el("p", { class: "intro" }, root, INTRO + (p.cross
+  const measured = p.prediction.target === null ? "the sentence embedding" : "the prediction after the focus token";
+  el("p", { class: "intro" }, root, INTRO + measured + INTRO_END + (p.cross
     ? " This model translates: the focus is a token of its translation (what the decoder has written so far), the " +
       "heads are the decoder's cross-attention heads, and the keys are the tokens of your sentence."
     : ""));
