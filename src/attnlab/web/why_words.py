@@ -84,7 +84,7 @@ def effects_sentence(effects: list[list[float]], what: str, cross: bool) -> str:
     n = len(cells)
     direction = "lowers" if v < 0 else "raises"
     if fmt(abs(v)) == fmt(0.0):
-        return f"No one of the {n} {kind}s changes the {what} by 0.005 or more when removed."
+        return f"None of the {n} {kind}s changes the {what} by 0.005 or more when removed."
     return (f"Of all {n} {kind}s, removing layer {layer} {kind} {head} changes the {what} most: it {direction} "
             f"it by {fmt(abs(v))}.")
 
