@@ -46,7 +46,10 @@ def outputs(nb) -> list[tuple[str, str]]:
             continue
         for o in cell.get("outputs", []):
             if o.get("output_type") == "stream" and o.get("name") == "stdout":
-                seen.append((f"cell {i} stdout", "".join(o["text"])))
+                text = "".join(o["text"])
+                if seen and seen[-1][0] == f"cell {i} stdout":  # one print may arrive in several messages
+                    text = seen.pop()[1] + text
+                seen.append((f"cell {i} stdout", text))
             for kind in ("text/html", "text/plain"):
                 if kind in o.get("data", {}):
                     data = o["data"][kind]

@@ -160,3 +160,21 @@ def test_a_model_without_a_vocabulary_head_says_why_in_one_sentence() -> None:
         show.logit_lens(encoder, "hello")
     show.head_effects(encoder, "hello", metric=interpret.metrics.embedding_similarity(
         interpret.ablate(encoder.model, torch.tensor([encoder.tokenizer.encode("hello")]), [])))
+
+
+def test_each_view_note_carries_its_check(loaded) -> None:
+    """The fidelity ledger in show: each view's caption prints its check, computed on this input."""
+    ids = ids_of(loaded)
+    top = int(interpret.ablate(loaded.model, ids, [])[0, -1].argmax())
+    sal = interpret.saliency(loaded.model, ids, top)
+    total = sal.value - sal.baseline_value
+    note = show.saliency(loaded, TEXT).note
+    assert f"the scores sum to {float(sal.scores.sum()):.4g}, f(input) - f(baseline) is {total:.4g}" in note
+    assert f"relative gap {abs(sal.completeness_gap) / abs(total):.1e}" in note
+    effects = interpret.head_effects(loaded.model, ids, interpret.metrics.token_logprob(top)).effects
+    layer, head = divmod(int(effects.abs().argmax()), effects.shape[1])
+    note = show.head_effects(loaded, TEXT).note
+    gap = float(re.search(r"within (\S+)\.$", note)[1])
+    assert f"(layer {layer} head {head})" in note and gap <= 1e-5
+    note = show.logit_lens(loaded, TEXT).note
+    assert float(re.search(r"logits within (\S+)\.$", note)[1]) <= 1e-5

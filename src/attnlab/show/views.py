@@ -153,8 +153,12 @@ def logit_lens(model: ModelLike, text: TextLike, *, target: int | str | None = N
         labels = _vocab_labels(tok, seen)
         data.update(tokens=targets or tokens, vocab={str(i): s for i, s in labels.items()},
                     target_token=labels.get(target) if target is not None else None)
+        with torch.no_grad(), math_backend(model):
+            out = model(*(ids if isinstance(ids, tuple) else (ids,)))
+        gap = float((lens.logits[-1] - out).abs().max())
         return View("logit_lens", "Logit lens", data,
-                    "Each row reads the residual stream after one layer through the final norm and the output layer.")
+                    "Each row reads the residual stream after one layer through the final norm and the output layer. "
+                    f"Check: the last row equals the model's logits within {gap:.1e}.")
 
 
 def _top_prediction(model: FamilyModel, ids: Inputs) -> int:
@@ -187,8 +191,13 @@ def head_effects(model: ModelLike, text: TextLike, *, metric: Metric | None = No
         if metric is None:
             metric, what = _default_metric(model, ids)
         effects = interpret.head_effects(model, ids, metric, method=method, cross=cross)  # type: ignore[arg-type]
+        layer, head = divmod(int(effects.effects.abs().argmax()), effects.effects.shape[1])
+        alone = interpret.ablate(model, ids, [(layer, head)], method=method, cross=cross)  # type: ignore[arg-type]
+        gap = abs(float(metric(alone)[0]) - effects.baseline - float(effects.effects[layer, head]))
         return View("head_effects", "Head effects", effects.to_dict(),
-                    f"Change of {what} when each head is removed ({method} ablation); blue: the head helped.")
+                    f"Change of {what} when each head is removed ({method} ablation); blue: the head helped. "
+                    f"Check: the largest cell (layer {layer} head {head}) equals that head removed on its own "
+                    f"within {gap:.1e}.")
 
 
 def saliency(model: ModelLike, text: TextLike, *, target: int | Metric | None = None,
@@ -203,4 +212,9 @@ def saliency(model: ModelLike, text: TextLike, *, target: int | Metric | None = 
             target = _top_prediction(model, ids)
         sal = interpret.saliency(model, ids, target, method=method, baseline=baseline)  # type: ignore[arg-type]
         data: dict[str, Any] = {**sal.to_dict(), "tokens": tokens}
-        return View("saliency", "Saliency", data, f"{method.replace('_', ' ')}: red raises the target, blue lowers it.")
+        note = f"{method.replace('_', ' ')}: red raises the target, blue lowers it."
+        if sal.baseline_value is not None:  # integrated gradients: complete, up to its quadrature
+            total = sal.value - sal.baseline_value
+            note += (f" Check: the scores sum to {float(sal.scores.sum()):.4g}, f(input) - f(baseline) is {total:.4g} "
+                     f"(relative gap {abs(sal.completeness_gap or 0.0) / max(abs(total), 1e-12):.1e}).")
+        return View("saliency", "Saliency", data, note)
