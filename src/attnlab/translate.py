@@ -26,6 +26,14 @@ class Translation:
     logprob: float
 
 
+def special_ids(tokenizer: Tokenizer) -> tuple[int, int] | None:
+    """``(<s>, </s>)`` ids of a translation tokenizer, or ``None`` for a tokenizer without them."""
+    try:
+        return tokenizer.token_id("<s>"), tokenizer.token_id("</s>")  # type: ignore[attr-defined]
+    except (AttributeError, KeyError):
+        return None
+
+
 def translate_text(
     model: nn.Module, tokenizer: Tokenizer, text: str, *, beam_size: int = 1, max_new_tokens: int | None = None,
 ) -> Translation:

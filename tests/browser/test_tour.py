@@ -202,9 +202,8 @@ def test_every_view_clears_its_results_after_an_error(ui) -> None:
     page.evaluate("location.hash = '#why?model=demo-decoder&text=the%20cat'")
     page.wait_for_selector("#why-root > *")
     page.wait_for_selector("#error", state="hidden")
-    page.evaluate("location.hash = '#why?model=demo-seq2seq&text=the%20cat'")
+    page.evaluate(f"location.hash = '#why?model=demo-decoder&text={long_}'")  # (every family answers Why now)
     page.wait_for_selector("#error:not([hidden])")
-    assert "encoder-decoder" in page.inner_text("#error")
     assert page.locator("#why-root > *").count() == 0
 
     if _available("translator"):

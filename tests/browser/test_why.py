@@ -23,10 +23,13 @@ def test_why_view_draws_the_api_numbers_and_follows_clicks(ui) -> None:
     with page.expect_response(lambda r: _asked(r, "layer", 1)) as answer:
         page.locator("#why-effects rect[data-i='1'][data-j='1']").click()
     body = answer.value.json()
-    page.locator("#why-root .summary", has_text="layer 1 head 1").wait_for()
+    page.locator("#why-root h4", has_text="remove layer 1 head 1").wait_for()
     assert body["layer"] == 1 and body["head"] == 1
     drawn = [float(b.get_attribute("data-score")) for b in page.locator("#why-root button[data-token]").all()]
     assert drawn == body["saliency"]
+    for key, words in body["sentences"].items():  # the server's sentences, each beside its result
+        assert page.locator(f"#why-root [data-sentence={key}]").inner_text() == words
+    assert page.locator("#why-ledger li").all_inner_texts() == [("✓ " if c["holds"] else "✗ ") + c["text"] for c in body["ledger"]]
     if body["score"]["available"]:
         bars = [float(r.get_attribute("data-value")) for r in page.locator("#why-score rect[data-value]").all()]
         assert bars == [v for _, _, v in body["score"]["top_pairs"]]
@@ -70,3 +73,81 @@ def test_the_registered_why_view_keeps_its_tab_url_state_and_clears_on_error(ui)
     page.locator("#error").wait_for(state="visible")
     page.wait_for_function("!document.querySelector('#why-root').firstChild")
     ui.errors.clear()  # the 422 answer is logged by the browser; it is what this test asked for
+
+
+def _ask(ui, model: str, text: str = "In the beginning") -> dict:
+    page = ui.page
+    with page.expect_response(lambda r: r.url.endswith("/api/why") and json.loads(r.request.post_data or "{}").get("model") == model
+                              and r.status == 200, timeout=120_000) as answer:
+        page.select_option("#model", model)
+    body = answer.value.json()
+    page.locator(f"#why-root[data-model={model}]").wait_for()
+    return body
+
+
+@pytest.mark.parametrize("model", ["demo-decoder", "demo-encoder", "demo-translator"])
+def test_why_view_on_each_family(ui, model: str) -> None:
+    """Every family draws: the encoder-decoder with its translation as the focus row, the encoder saying
+    in one sentence why it has no prediction and no logit lens."""
+    page = ui.page
+    page.set_viewport_size({"width": 1440, "height": 900})
+    ui.open("#why")
+    body = _ask(ui, model)
+    assert page.locator("#why-root [data-sentence=attention]").inner_text() == body["sentences"]["attention"]
+    assert page.locator("#why-effects rect[data-i]").count() == sum(map(len, body["head_effects"]))
+    if model == "demo-translator":
+        assert page.locator("#why-root button[data-target]").all_inner_texts() == body["target_tokens"]
+        with page.expect_response(lambda r: _asked(r, "focus", 1)) as answer:
+            page.locator("#why-root button[data-target='1']").click()
+        assert answer.value.json()["score"]["query"] == 1
+        page.wait_for_selector("#why-root button[data-target='1'][aria-pressed=true]")
+    if model == "demo-encoder":
+        note = page.locator("#why-root [data-unavailable=logit_lens]")
+        assert "no vocabulary head" in note.inner_text() and page.locator("#why-lens").count() == 0
+    else:
+        assert page.locator("#why-lens td").count() == sum(map(len, body["logit_lens"]["top"]))
+    assert ui.errors == []
+    ui.screenshot(f"why-{model}")
+
+
+def test_switching_model_leaves_nothing_of_the_old_results(ui) -> None:
+    """After a result, another model: while it computes and once it has answered, nothing of the old model's
+    answer is on the page (its sentences, its heads, its tokens)."""
+    page = ui.page
+    ui.open("#why")
+    old = _ask(ui, "demo-decoder")
+    held: list = []
+    page.route("**/api/why", lambda route: held.append(route))  # hold the next answer until the page has been looked at
+    page.select_option("#model", "demo-translator")
+    page.wait_for_function("() => true")
+    while not held:
+        page.wait_for_timeout(100)
+    assert page.locator("#why-root [data-sentence]").count() == 0  # cleared at once, before the answer
+    assert page.locator("#why-effects").count() == 0
+    for route in held:
+        route.continue_()
+    page.unroute("**/api/why")
+    page.locator("#why-root[data-model=demo-translator]").wait_for(timeout=120_000)
+    texts = page.locator("#why-root [data-sentence]").all_inner_texts()
+    assert old["sentences"]["attention"] not in texts and page.locator("#why-root button[data-target]").count() > 0
+    assert page.locator("#why-root").count() == 1 and page.locator("#why-root[data-model=demo-decoder]").count() == 0
+    assert ui.errors == []
+
+
+def test_chip_and_lens_text_contrast_meets_wcag_aa(ui) -> None:
+    """The text colour is chosen by the background's luminance: every colour the view paints (the diverging
+    saliency scale and the sequential lens scale, sampled finely, saturated ends included) reads at 4.5:1 or more."""
+    ui.open("#why")
+    worst = ui.page.evaluate("""async () => {
+      const W = await import("/static/why.js"), V = await import("/static/views.js");
+      let worst = Infinity;
+      for (let i = -400; i <= 400; i++) {
+        for (const bg of [V.colour(i / 400, { min: -1, max: 1, diverging: true }), V.colour((i + 400) / 800)]) {
+          worst = Math.min(worst, W.contrast(bg, W.textOn(bg)));
+        }
+      }
+      return worst;
+    }""")
+    assert worst >= 4.5
+    # the same function drawn on the page: a saturated chip has the text colour the function gives
+    assert ui.page.evaluate("""async () => (await import("/static/why.js")).contrast("rgb(255,0,0)", "#1d2330")""") < 4.5

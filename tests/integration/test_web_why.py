@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from fastapi.testclient import TestClient
 
 from attnlab import catalog as cat
 from attnlab import interpret
+from attnlab.generate import translate_ids
 from attnlab.interpret import metrics
+from attnlab.web import why_words as words
 from attnlab.web.app import create_app
+from attnlab.web.models import max_tokens
 
 LOCAL = "http://127.0.0.1"
 TEXT = "ROMEO: But soft"
@@ -127,6 +132,139 @@ def test_why_decomposes_a_post_norm_encoder(client: TestClient) -> None:
     assert sum(map(sum, score["terms"])) == pytest.approx(score["score"], abs=1e-5)
 
 
-def test_why_refuses_an_encoder_decoder(demo_client: TestClient) -> None:
-    r = demo_client.post("/api/why", json={"model": "demo-translator", "text": "In the beginning"})
-    assert r.status_code == 422 and "encoder-decoder" in r.json()["detail"]
+@pytest.mark.parametrize("model", ["demo-translator", "demo-seq2seq"])
+def test_why_on_an_encoder_decoder_reads_cross_attention(demo_client: TestClient, model: str) -> None:
+    """An encoder-decoder answers: the head is a decoder cross-attention head, the focus a target token,
+    the key a source token; its numbers are the library's on (source, target up to the focus)."""
+    r = demo_client.post("/api/why", json={"model": model, "text": "In the beginning", "layer": 1, "head": 2, "focus": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    loaded = cat.load(model)
+    assert body["cross"] and body["score"]["query"] == 3 and body["score"]["available"]
+    src = loaded.tokenizer.encode("In the beginning")
+    if model == "demo-translator":  # its own greedy translation is the target
+        bos, eos = loaded.tokenizer.token_id("<s>"), loaded.tokenizer.token_id("</s>")
+        src = [*src, eos]
+        out, _ = translate_ids(loaded.model, src, bos_id=bos, eos_id=eos, max_new_tokens=max_tokens(loaded) - 1)
+        tgt = [bos, *out]
+    else:  # no <s>/</s>: the sentence itself, as the attention views give it
+        tgt = src
+    assert body["target_tokens"] == loaded.tokenizer.tokens(tgt)
+    src, tgt = torch.tensor([src]), torch.tensor([tgt[:4]])
+    x = (src, tgt)
+    dec = interpret.score_decomposition(loaded.model, x, 1, 2, 3, body["score"]["key"], cross=True)
+    assert body["score"]["score"] == pytest.approx(dec.score, abs=1e-6)
+    assert sum(map(sum, body["score"]["terms"])) == pytest.approx(body["score"]["score"], abs=1e-5)
+    clean = interpret.ablate(loaded.model, x, [])
+    target = int(clean[0, -1].argmax())
+    effects = interpret.head_effects(loaded.model, x, metrics.token_logprob(target), cross=True).effects
+    torch.testing.assert_close(torch.tensor(body["head_effects"]), effects, atol=1e-5, rtol=0)
+    assert len(body["saliency"]) == len(body["tokens"]) == src.shape[1]  # the source tokens are scored
+    assert body["logit_lens"]["top"][-1][0]["id"] == target
+    assert all(c["holds"] for c in body["ledger"]), body["ledger"]
+
+
+_NUMBER = re.compile(r"-?\d+\.\d+|(?<![\w.])\d+(?![\w.])")
+
+
+def _numbers_in(payload: object) -> list[float]:
+    if isinstance(payload, bool):
+        return []
+    if isinstance(payload, int | float):
+        return [float(payload)]
+    if isinstance(payload, dict):
+        return [v for item in payload.values() for v in _numbers_in(item)]
+    if isinstance(payload, list | tuple):
+        return [v for item in payload for v in _numbers_in(item)]
+    return []
+
+
+def _check_sentences(body: dict) -> None:
+    """Every number a sentence prints is a payload number as rounded there (or a count/index of it),
+    and every comparison word agrees with the numbers it compares."""
+    numbers = _numbers_in({k: v for k, v in body.items() if k not in ("sentences", "ledger")})
+    numbers += [len(body["head_effects"]) * len(body["head_effects"][0]), 1.0]
+    for name, sentence in body["sentences"].items():
+        for shown in _NUMBER.findall(sentence):
+            if "." not in shown:  # a layer or head index, or the head count: checked by name below
+                assert 0 <= int(shown) <= numbers[-2], (name, shown, sentence)
+                continue
+            decimals = len(shown.split(".")[1])
+            assert any(f"{abs(v):.{decimals}f}" == shown.lstrip("-") for v in numbers), (name, shown, sentence)
+        for verb, a, b in re.findall(r"(lowers|raises)[^0-9]* from (-?\d+\.\d+) to (-?\d+\.\d+)", sentence):
+            assert (float(b) < float(a)) if verb == "lowers" else (float(b) > float(a)), sentence
+        if m := re.search(r"leaves it at (-?\d+\.\d+)", sentence):
+            p = body["prediction"]
+            assert f"{p['clean_prob']:.2f}" == f"{p['ablated_prob']:.2f}" == m[1]
+    p = body["prediction"]
+    layer, head = body["layer"], body["head"]
+    assert f"layer {layer} " in body["sentences"]["attention"] and f"head {head}," in body["sentences"]["attention"]
+    assert f"{body['score']['weight']:.2f}" in body["sentences"]["attention"]
+    if p["target"] is not None:
+        s = body["sentences"]["prediction"]
+        assert f"layer {layer} " in s and f"head {head} " in s
+        assert f"{p['clean_prob']:.2f}" in s and f"{p['ablated_prob']:.2f}" in s and p["target"] in s
+        verb = "lowers" if round(p["ablated_prob"], 2) < round(p["clean_prob"], 2) else (
+            "raises" if round(p["ablated_prob"], 2) > round(p["clean_prob"], 2) else "leaves")
+        assert verb in s
+    cells = [(abs(v), v, layer, head) for layer, row in enumerate(body["head_effects"]) for head, v in enumerate(row)]
+    _, v, layer, head = max(cells)
+    if round(abs(v), 2) > 0:
+        s = body["sentences"]["effects"]
+        assert f"layer {layer} " in s and f"head {head} " in s and f"{abs(v):.2f}" in s and ("lowers" if v < 0 else "raises") in s
+    i = max(range(len(body["saliency"])), key=lambda j: abs(body["saliency"][j]))
+    assert f"{abs(body['saliency'][i]):.2f}" in body["sentences"]["saliency"]
+
+
+@pytest.mark.parametrize("model", ["demo-decoder", "demo-encoder", "demo-translator"])
+def test_why_sentences_say_only_what_the_numbers_show(demo_client: TestClient, model: str) -> None:
+    for layer, head, focus in [(0, 0, None), (1, 3, 2)]:
+        body = demo_client.post("/api/why", json={"model": model, "text": "In the beginning", "layer": layer,
+                                                  "head": head, "focus": focus}).json()
+        assert set(body["sentences"]) >= {"attention", "prediction", "effects", "saliency"}
+        _check_sentences(body)
+        jargon = re.compile(r"\bL\d+[HX]\d+\b|\bMLP\d+|q/k|pos embed|tok embed|\benc ")
+        plain = [words.plain_label(label) for label in body["score"]["query_labels"] + body["score"]["key_labels"]]
+        assert not [label for label in plain if jargon.search(label)]
+        assert [list(pair) for pair in body["score"]["top_pairs_plain"]] == [
+            [words.plain_label(q), words.plain_label(k)] for q, k, _ in body["score"]["top_pairs"]]
+        assert not jargon.search(" ".join(body["sentences"].values()))
+        if model == "demo-encoder":
+            assert "no vocabulary head" in body["unavailable"]["logit_lens"] and body["logit_lens"] is None
+
+
+def test_why_ledger_checks_are_computed_from_this_input(client: TestClient) -> None:
+    """The ledger's numbers are the errors measured on this input, printed as measured."""
+    body = client.post("/api/why", json={"model": "shakespeare-char", "text": TEXT, "layer": 1, "head": 2}).json()
+    by = {c["text"].split(":")[0]: c for c in body["ledger"]}
+    assert set(by) == {"head effects", "score decomposition", "integrated gradients", "logit lens"}
+    score = body["score"]
+    gap = abs(sum(map(sum, score["terms"])) - score["score"])
+    assert by["score decomposition"]["error"] == pytest.approx(gap, abs=1e-12)
+    assert f"{gap:.1e}" in by["score decomposition"]["text"]
+    effect = body["head_effects"][1][2] - (body["prediction"]["ablated"] - body["prediction"]["clean"])
+    assert by["head effects"]["error"] == pytest.approx(abs(effect), abs=1e-12)
+    loaded = cat.load("shakespeare-char")
+    sal = interpret.saliency(loaded.model, torch.tensor([loaded.tokenizer.encode(TEXT)]), body["prediction"]["clean_top"][0]["id"])
+    assert by["integrated gradients"]["error"] == pytest.approx(abs(sal.completeness_gap) / abs(sal.value - sal.baseline_value),
+                                                                rel=1e-3, abs=1e-7)
+    ig = by["integrated gradients"]["text"]
+    assert f"sum to {sum(body['saliency']):.4g}," in ig and f"is {sal.value - sal.baseline_value:.4g}:" in ig
+    assert f"{by['integrated gradients']['error']:.1e}" in ig
+    assert all(c["holds"] for c in body["ledger"])
+    _check_sentences(body)
+
+
+def test_why_measures_the_prediction_after_the_focus_token(client: TestClient) -> None:
+    """The ablation is about the learner's pair: the prediction after the focus token (a decoder reads up to it)."""
+    body = client.post("/api/why", json={"model": "shakespeare-char", "text": TEXT, "layer": 1, "head": 2, "focus": 4}).json()
+    loaded = cat.load("shakespeare-char")
+    x = torch.tensor([loaded.tokenizer.encode(TEXT)])
+    clean = interpret.ablate(loaded.model, x, [])
+    target = int(clean[0, 4].argmax())
+    assert body["prediction"]["clean_top"][0]["id"] == target
+    ablated = interpret.ablate(loaded.model, x, [(1, 2)])
+    p = torch.softmax(ablated[0, 4].float(), -1)[target]
+    assert body["prediction"]["ablated_prob"] == pytest.approx(float(p), abs=1e-6)
+    assert body["tokens"][4] in body["sentences"]["prediction"]
+    assert body["saliency"][5:] == [0.0] * (len(body["tokens"]) - 5)  # later tokens cannot act on it

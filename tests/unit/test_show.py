@@ -112,3 +112,69 @@ def test_show_errors(loaded) -> None:
         show.attention("no-such-model", TEXT)
     view = show.attention(loaded.model, [1, 2, 3])  # ids without a tokenizer: labelled by id
     assert view.data["tokens"] == ["1", "2", "3"]
+
+
+@pytest.fixture(scope="module")
+def translator():
+    from attnlab.web.demo import register_demo_models
+
+    register_demo_models()
+    return load("demo-translator")
+
+
+def test_every_view_on_an_encoder_decoder(translator) -> None:
+    """An encoder-decoder is drawn, not refused: source ``text </s>``, target ``<s>`` + its own greedy
+    translation; each view's numbers are the library's on that pair."""
+    from attnlab.generate import translate_ids
+
+    tok, model = translator.tokenizer, translator.model
+    bos, eos = tok.token_id("<s>"), tok.token_id("</s>")
+    src = [*tok.encode("In the beginning"), eos]
+    out, _ = translate_ids(model, src, bos_id=bos, eos_id=eos, max_new_tokens=model.config.max_len - 1)
+    x = (torch.tensor([src]), torch.tensor([[bos, *out]]))
+    view = show.attention(translator, "In the beginning", layer=1, head=2)
+    _, cache = run_with_cache(model, *x, names="encoder.blocks.1.attn.hook_weights")
+    assert view.data["weights"][1] == cache["encoder.blocks.1.attn.hook_weights"][0].tolist()
+    assert view.data["tokens"] == tok.tokens(src)
+    lens = show.logit_lens(translator, "In the beginning")
+    assert lens.data["top_ids"] == interpret.logit_lens(model, x).to_dict()["top_ids"]
+    assert lens.data["tokens"] == tok.tokens([bos, *out])
+    top = int(interpret.ablate(model, x, [])[0, -1].argmax())
+    effects = show.head_effects(translator, "In the beginning", cross=True)
+    ref = interpret.head_effects(model, x, interpret.metrics.token_logprob(top), cross=True)
+    assert effects.data["effects"] == ref.effects.tolist() and effects.data["cross"]
+    sal = show.saliency(translator, "In the beginning")
+    assert sal.data["scores"] == interpret.saliency(model, x, top).scores.tolist()
+    assert len(sal.data["scores"]) == len(src)  # the source tokens are scored
+    finder = show.head_finder(translator, "In the beginning")
+    assert len(finder.data["roles"]) == model.config.n_layers
+
+
+def test_a_model_without_a_vocabulary_head_says_why_in_one_sentence() -> None:
+    from attnlab.web.demo import register_demo_models
+
+    register_demo_models()
+    encoder = load("demo-encoder")
+    with pytest.raises(ValueError, match=r"^EncoderModel has no vocabulary head \(it outputs a sentence embedding, "
+                                         r"not a next token\), so it has no logit lens$"):
+        show.logit_lens(encoder, "hello")
+    show.head_effects(encoder, "hello", metric=interpret.metrics.embedding_similarity(
+        interpret.ablate(encoder.model, torch.tensor([encoder.tokenizer.encode("hello")]), [])))
+
+
+def test_each_view_note_carries_its_check(loaded) -> None:
+    """The fidelity ledger in show: each view's caption prints its check, computed on this input."""
+    ids = ids_of(loaded)
+    top = int(interpret.ablate(loaded.model, ids, [])[0, -1].argmax())
+    sal = interpret.saliency(loaded.model, ids, top)
+    total = sal.value - sal.baseline_value
+    note = show.saliency(loaded, TEXT).note
+    assert f"the scores sum to {float(sal.scores.sum()):.4g}, f(input) - f(baseline) is {total:.4g}" in note
+    assert f"relative gap {abs(sal.completeness_gap) / abs(total):.1e}" in note
+    effects = interpret.head_effects(loaded.model, ids, interpret.metrics.token_logprob(top)).effects
+    layer, head = divmod(int(effects.abs().argmax()), effects.shape[1])
+    note = show.head_effects(loaded, TEXT).note
+    gap = float(re.search(r"within (\S+)\.$", note)[1])
+    assert f"(layer {layer} head {head})" in note and gap <= 1e-5
+    note = show.logit_lens(loaded, TEXT).note
+    assert float(re.search(r"logits within (\S+)\.$", note)[1]) <= 1e-5

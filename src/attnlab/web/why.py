@@ -3,20 +3,32 @@
 Every number comes from ``attnlab.interpret`` (itself built on the hook points), run under the
 model's lock, on the model's device (the results come back to the CPU for the page): the tools attach
 hooks, and another request on the same model must not see them.
-What does not depend on the chosen head or focus (the clean run, the head-effects map, the logit lens,
-the saliency) is computed once per sentence and kept for the last ``SENTENCES_KEPT`` sentences (keyed
-by model and text, checked against the model object and its weights' version counters, dropped when
-the model is unloaded), so a click on another head or token costs three forward passes: the ablated
-run, the focus pair's recorded weights and its score decomposition. ``head_effects`` starts each
-ablated copy at its layer (``attnlab.interpret``), float32.
+
+The learner picks a head and a focus token (the query). The answer is about that pair: the focus
+token's attention in the head, the score decomposition of that attention, and the prediction *after the
+focus token* (a decoder reads the sentence up to the focus; the tokens after it cannot change that
+prediction), with and without the head. What does not depend on the chosen head (the clean run, the
+head-effects map, the logit lens, the saliency) is computed once per (sentence, focus) and kept for the
+last ``SENTENCES_KEPT`` of them (keyed by model, text and focus, checked against the model object and
+its weights' version counters, dropped when the model is unloaded), so a click on another head costs
+three forward passes: the ablated run, the focus pair's recorded weights and its score decomposition.
+
+Families: a decoder as above. An encoder-decoder reads the sentence as its source and, as its target,
+its own greedy translation when its tokenizer has ``<s>``/``</s>`` (the translator), else the sentence
+itself; the head is a cross-attention head of the decoder, the focus a target token, the key a source
+token, and the saliency scores the source tokens. An encoder without a vocabulary head (minilm) gets
+the same views measured on its sentence embedding (cosine similarity to the clean one), with no logit
+lens, and says so in one sentence (``unavailable``). Post-norm models get their score decomposition with
+each norm's statistics read off the forward pass.
+
+Each answer carries ``sentences`` (plain words computed from its numbers, ``why_words``) and a
+``ledger``: every number's check, computed on this input (the decomposition against the recorded
+score, the chosen head's effect against its separate ablation, the integrated gradients' completeness,
+the logit lens's last row against the model's output).
+
 Bounded like every route, and tighter for large models, because ``head_effects`` runs one copy of
 the sentence per head: a model of ``LARGE_PARAMS`` parameters or more takes at most
-``MAX_WHY_TOKENS_LARGE`` tokens (SmolLM2: 270 heads x 24 tokens), a small one the usual limit. Decoders get the next-token prediction with and without the
-chosen head, the head-effects map, the logit lens, the score decomposition of the focus pair and the
-saliency of every token. An encoder without a vocabulary head (minilm) gets the same views measured
-on its sentence embedding (cosine similarity to the clean one), with no logit lens; post-norm models
-(BERT, MiniLM) get their score decomposition with each norm's statistics read off the forward pass.
-An encoder-decoder is a 422 for now.
+``MAX_WHY_TOKENS_LARGE`` tokens (SmolLM2: 270 heads x 24 tokens), a small one the usual limit.
 """
 
 from __future__ import annotations
@@ -31,10 +43,13 @@ from pydantic import BaseModel, Field, field_validator
 from torch import Tensor, nn
 
 from attnlab import interpret
-from attnlab.inspect import hook_name, main_stack, run_with_cache
+from attnlab.generate import translate_ids
+from attnlab.inspect import hook_name, run_with_cache
 from attnlab.interpret import metrics
 from attnlab.tokenizers.base import Tokenizer
+from attnlab.translate import special_ids
 from attnlab.web import schemas as s
+from attnlab.web import why_words as words
 from attnlab.web.errors import PayloadError
 from attnlab.web.heavy import raise_if_abandoned
 from attnlab.web.models import get_model, is_large, max_tokens, model_input, model_lock, on_unload, tokenize
@@ -49,7 +64,7 @@ class WhyRequest(s.TextRequest):
     layer: int = s.Layer
     head: int = s.Head
     focus: int | None = Field(default=None, ge=0, le=s.MAX_TOKENS - 1,
-                              description="the query token of the score decomposition (default: the last)")
+                              description="the query token (an encoder-decoder: a target token; default: the last)")
 
     @field_validator("focus", mode="before")
     @classmethod
@@ -68,13 +83,16 @@ class WhyPrediction(BaseModel):
     metric: str = Field(description="what head_effects and saliency measure")
     clean: float = Field(description="the metric on the sentence")
     ablated: float = Field(description="the metric with the chosen head removed (zero ablation)")
-    clean_top: list[Candidate] = Field(default=[], description="next-token candidates (decoders)")
+    target: str | None = Field(default=None, description="the predicted token after the focus (models with a vocabulary head)")
+    clean_prob: float | None = Field(default=None, description="its probability")
+    ablated_prob: float | None = Field(default=None, description="its probability with the chosen head removed")
+    clean_top: list[Candidate] = Field(default=[], description="next-token candidates after the focus token")
     ablated_top: list[Candidate] = Field(default=[], description="the same with the head removed")
 
 
 class WhyLens(BaseModel):
     labels: list[str]
-    top: list[list[Candidate]] = Field(description="(read-out, k): the last position's top tokens after each layer")
+    top: list[list[Candidate]] = Field(description="(read-out, k): the focus position's top tokens after each layer")
 
 
 class WhyScore(BaseModel):
@@ -82,24 +100,41 @@ class WhyScore(BaseModel):
     reason: str = ""
     query: int
     key: int
+    weight: float = Field(description="the focus token's recorded attention weight for the key in the head")
     score: float | None = None
     query_labels: list[str] = []
     key_labels: list[str] = []
     terms: list[list[float]] = Field(default=[], description="(query component, key component); sums to score")
     top_pairs: list[tuple[str, str, float]] = []
+    top_pairs_plain: list[tuple[str, str]] = Field(default=[], description="top_pairs' labels in plain words")
+
+
+class Check(BaseModel):
+    """One line of the fidelity ledger: what was checked, on this input, and by how much it missed."""
+
+    text: str
+    error: float
+    tolerance: float
+    holds: bool
 
 
 class WhyResponse(BaseModel):
     model: str
     family: str
-    tokens: list[str]
+    tokens: list[str] = Field(description="the sentence (an encoder-decoder: its source)")
+    target_tokens: list[str] = Field(default=[], description="an encoder-decoder's target (what the decoder reads)")
+    cross: bool = Field(default=False, description="the head is a cross-attention head")
     layer: int
     head: int
     prediction: WhyPrediction
     head_effects: list[list[float]] = Field(description="(layer, head): metric without the head minus with it")
     logit_lens: WhyLens | None
     score: WhyScore
-    saliency: list[float] = Field(description="integrated gradients per token (50 steps); sums to f(x) - f(baseline)")
+    saliency: list[float] = Field(description="integrated gradients per token (50 steps); sums to f(x) - f(baseline); "
+                                              "a decoder's tokens after the focus are 0 (they cannot act on it)")
+    sentences: dict[str, str] = Field(description="plain-words reading of each result, computed from these numbers")
+    unavailable: dict[str, str] = Field(default={}, description="result -> why this model cannot give it")
+    ledger: list[Check] = Field(description="every number's check on this input")
 
 
 def routes(router: APIRouter, mount: Mount) -> None:
@@ -118,8 +153,53 @@ def _top(logits: Tensor, tokenizer: Tokenizer) -> list[Candidate]:
 
 
 @dataclass
+class _Input:
+    """What the model reads for one request: ``x`` (a decoder: the sentence up to the focus)."""
+
+    x: Tensor | tuple[Tensor, Tensor]
+    tokens: list[str]
+    target_tokens: list[str]
+    focus: int
+    cross: bool
+    key: tuple  # the sentence cache's key
+
+
+def _input(loaded, req: WhyRequest) -> _Input:
+    family = loaded.config.family
+    limit = min(MAX_WHY_TOKENS_LARGE, max_tokens(loaded)) if is_large(loaded) else None
+    ids, tokens = tokenize(loaded, req.text, limit=limit)
+    if family == "encoder-decoder":
+        specials = special_ids(loaded.tokenizer)
+        if specials is not None:
+            bos, eos = specials
+            src = [*ids, eos][: max_tokens(loaded)]
+            with model_lock(loaded.name), torch.no_grad():
+                out, _ = translate_ids(loaded.model, src, bos_id=bos, eos_id=eos,
+                                       max_new_tokens=max_tokens(loaded) - 1)
+            tgt = [bos, *out]
+        else:
+            src, tgt = ids, ids
+        tokens, targets = loaded.tokenizer.tokens(src), loaded.tokenizer.tokens(tgt)
+        focus = _check_focus(req.focus, len(tgt), "target tokens")
+        x = (model_input(loaded, src), model_input(loaded, tgt[: focus + 1]))
+        return _Input(x, tokens, targets, focus, True, (loaded.name, req.text, focus))
+    focus = _check_focus(req.focus, len(ids), "tokens")
+    kept = ids[: focus + 1] if family == "decoder" else ids
+    return _Input(model_input(loaded, kept), tokens, [], focus, False,
+                  (loaded.name, req.text, focus if family == "decoder" else None))
+
+
+def _check_focus(focus: int | None, n: int, what: str) -> int:
+    if focus is None:
+        return n - 1
+    if focus >= n:
+        raise PayloadError(f"focus token {focus} does not exist; the sentence has {n} {what}")
+    return focus
+
+
+@dataclass
 class _Sentence:
-    """What the answer for one sentence holds whatever head and focus are chosen."""
+    """What the answer for one (sentence, focus) holds whatever head is chosen."""
 
     model: nn.Module  # the model object it was computed with (a reload is another object)
     weights: int  # the sum of its parameters' version counters then (in-place training moves it)
@@ -129,10 +209,12 @@ class _Sentence:
     target: int | None
     effects: list[list[float]]
     lens: WhyLens | None
+    lens_error: float  # the lens's last read-out against the model's own output (max |p| difference)
     saliency: list[float]
+    saliency_total: tuple[float, float]  # f(x) - f(baseline), and |sum of scores - it| / |it|
 
 
-_SENTENCES: OrderedDict[tuple[str, str], _Sentence] = OrderedDict()
+_SENTENCES: OrderedDict[tuple, _Sentence] = OrderedDict()
 _SENTENCES_GUARD = threading.Lock()
 
 
@@ -149,36 +231,39 @@ def _forget(name: str) -> None:
 on_unload(_forget)
 
 
-def _sentence(loaded, x: Tensor, text: str) -> _Sentence:
-    """The per-sentence part of the answer, from the cache or computed (under the model's lock)."""
-    model, key = loaded.model, (loaded.name, text)
+def _sentence(loaded, inp: _Input) -> _Sentence:
+    """The per-(sentence, focus) part of the answer, from the cache or computed (under the model's lock)."""
+    model, key, x = loaded.model, inp.key, inp.x
     with _SENTENCES_GUARD:
         kept = _SENTENCES.get(key)
         if kept is not None and kept.model is model and kept.weights == _weights_version(model):
             _SENTENCES.move_to_end(key)
             return kept
-    lm = loaded.config.family == "decoder"
+    lm = model.has_vocab_head and loaded.config.family != "encoder"
     baseline = 0 if loaded.config.positions in ("rotary", "none") else None
     clean_out = interpret.ablate(model, x, [])
-    target = None
+    target, lens_out, lens_error = None, None, 0.0
     if lm:
         target = int(clean_out[0, -1].argmax())
         metric = metrics.token_logprob(target)
-        what = f"log-probability of the predicted next token {loaded.tokenizer.tokens([target])[0]!r}"
+        what = f"log-probability of {words.quote(loaded.tokenizer.tokens([target])[0])} after the focus token"
     else:
         metric = metrics.embedding_similarity(clean_out)
         what = "cosine similarity of the sentence embedding to the clean one"
-    effects = interpret.head_effects(model, x, metric)
-    lens_out = None
+    effects = interpret.head_effects(model, x, metric, cross=inp.cross)
     if lm:
         lens = interpret.logit_lens(model, x, k=TOP_K)
         top = [[Candidate(token=str(loaded.tokenizer.tokens([int(i)])[0]), id=int(i), prob=float(p))
                 for i, p in zip(lens.top_ids[r, 0, -1].cpu().tolist(), lens.top_probs[r, 0, -1].cpu().tolist(), strict=True)]
                for r in range(len(lens.labels))]
         lens_out = WhyLens(labels=lens.labels, top=top)
+        probs = torch.softmax(clean_out[0, -1].cpu().float(), dim=-1)
+        lens_error = max(abs(float(probs[c.id]) - c.prob) for c in top[-1])
     sal = interpret.saliency(model, x, target if lm else metric, baseline=baseline)
+    total = sal.value - (sal.baseline_value or 0.0)
+    gap = abs(sal.completeness_gap or 0.0) / max(abs(total), 1e-12)
     kept = _Sentence(model, _weights_version(model), clean_out, metric, what, target,
-                     effects.effects.cpu().tolist(), lens_out, sal.scores.cpu().tolist())
+                     effects.effects.cpu().tolist(), lens_out, lens_error, sal.scores.cpu().tolist(), (total, gap))
     with _SENTENCES_GUARD:
         _SENTENCES[key] = kept
         while len(_SENTENCES) > SENTENCES_KEPT:
@@ -189,41 +274,94 @@ def _sentence(loaded, x: Tensor, text: str) -> _Sentence:
 def why(req: WhyRequest) -> WhyResponse:
     loaded = get_model(req.model)
     family = loaded.config.family
-    if family == "encoder-decoder":
-        raise PayloadError(f"the Why view reads decoders and encoders; {loaded.name!r} is an encoder-decoder")
-    large = is_large(loaded)
-    ids, tokens = tokenize(loaded, req.text, limit=min(MAX_WHY_TOKENS_LARGE, max_tokens(loaded)) if large else None)
-    n_layers, n_heads = loaded.config.n_layers, loaded.config.n_heads
+    inp = _input(loaded, req)
+    sv = loaded.model.stack_view()  # the output stack: the decoder of an encoder-decoder
+    n_layers, n_heads = sv.n_layers, sv.n_heads
     if req.layer >= n_layers or req.head >= n_heads:
         raise PayloadError(f"model {loaded.name!r} has layers 0-{n_layers - 1} and heads 0-{n_heads - 1}")
-    focus = len(ids) - 1 if req.focus is None else req.focus
-    if focus >= len(ids):
-        raise PayloadError(f"focus token {focus} does not exist; the sentence has {len(ids)} tokens")
-    model, x = loaded.model, model_input(loaded, ids)
+    model, x, focus = loaded.model, inp.x, inp.focus
     with model_lock(loaded.name), torch.no_grad():
-        sentence = _sentence(loaded, x, req.text)
+        sentence = _sentence(loaded, inp)
         raise_if_abandoned()  # the longest step is done: stop here if nobody waits for the answer
-        ablated_out = interpret.ablate(model, x, [(req.layer, req.head)])
-        key = _focus_key(model, x, req.layer, req.head, focus)
+        ablated_out = interpret.ablate(model, x, [(req.layer, req.head)], cross=inp.cross)
+        key, weight = _focus_key(model, x, sv.name, req.layer, req.head, focus, inp.cross)
         try:
-            dec = interpret.score_decomposition(model, x, req.layer, req.head, focus, key)
-            score = WhyScore(available=True, query=focus, key=key, score=dec.score, query_labels=dec.query_labels,
-                             key_labels=dec.key_labels, terms=dec.terms.cpu().tolist(), top_pairs=dec.top_pairs(8))
+            dec = interpret.score_decomposition(model, x, req.layer, req.head, focus, key, cross=inp.cross)
+            pairs = dec.top_pairs(8)
+            score = WhyScore(available=True, query=focus, key=key, weight=weight, score=dec.score,
+                             query_labels=dec.query_labels, key_labels=dec.key_labels, terms=dec.terms.cpu().tolist(),
+                             top_pairs=pairs, top_pairs_plain=[(words.plain_label(q), words.plain_label(k)) for q, k, _ in pairs])
         except ValueError as exc:
-            score = WhyScore(available=False, reason=str(exc), query=focus, key=key)
+            score = WhyScore(available=False, reason=str(exc), query=focus, key=key, weight=weight)
     clean_out, metric = sentence.clean_out, sentence.metric
     prediction = WhyPrediction(metric=sentence.what, clean=float(metric(clean_out)[0]),
                                ablated=float(metric(ablated_out)[0]))
     if sentence.target is not None:
         prediction.clean_top = _top(clean_out[0, -1], loaded.tokenizer)
         prediction.ablated_top = _top(ablated_out[0, -1], loaded.tokenizer)
-    return WhyResponse(model=loaded.name, family=family, tokens=tokens, layer=req.layer, head=req.head,
-                       prediction=prediction, head_effects=sentence.effects, logit_lens=sentence.lens,
-                       score=score, saliency=sentence.saliency)
+        prediction.target = loaded.tokenizer.tokens([sentence.target])[0]
+        prediction.clean_prob = float(torch.softmax(clean_out[0, -1].cpu().float(), -1)[sentence.target])
+        prediction.ablated_prob = float(torch.softmax(ablated_out[0, -1].cpu().float(), -1)[sentence.target])
+    saliency = sentence.saliency + [0.0] * (len(inp.tokens) - len(sentence.saliency))
+    body = WhyResponse(model=loaded.name, family=family, tokens=inp.tokens, target_tokens=inp.target_tokens,
+                       cross=inp.cross, layer=req.layer, head=req.head, prediction=prediction,
+                       head_effects=sentence.effects, logit_lens=sentence.lens, score=score, saliency=saliency,
+                       sentences={}, ledger=[])
+    if sentence.target is None:
+        body.unavailable["prediction"] = body.unavailable["logit_lens"] = words.no_vocabulary_head(loaded.name)
+    body.sentences = _sentences(body, sentence)
+    body.ledger = _ledger(body, sentence)
+    return body
 
 
-def _focus_key(model: nn.Module, x: Tensor, layer: int, head: int, focus: int) -> int:
-    """The key the focus token attends to most in the chosen head (from the recorded weights)."""
-    name = hook_name(main_stack(model), layer, "attn.hook_weights")
-    _, cache = run_with_cache(model, x, names=name, device="cpu")
-    return int(cache[name][0, head, focus].argmax())
+def _sentences(body: WhyResponse, sentence: _Sentence) -> dict[str, str]:
+    """Plain words for each result, every number taken from ``body`` (``why_words``)."""
+    p, sc, queries = body.prediction, body.score, body.target_tokens or body.tokens
+    out = {"attention": words.attention_sentence(body.layer, body.head, queries[sc.query], body.tokens[sc.key],
+                                                 sc.weight, body.cross)}
+    if p.target is not None and p.clean_prob is not None and p.ablated_prob is not None:
+        out["prediction"] = words.prediction_sentence(body.layer, body.head, queries[sc.query], p.target,
+                                                      p.clean_prob, p.ablated_prob, body.cross)
+        effect_what = f"log-probability of {words.quote(p.target)}"
+    else:
+        out["prediction"] = words.embedding_sentence(body.layer, body.head, p.ablated)
+        effect_what = "embedding's cosine similarity"
+    out["effects"] = words.effects_sentence(body.head_effects, effect_what, body.cross)
+    if sc.available and sc.score is not None:
+        out["score"] = words.score_sentence(queries[sc.query], body.tokens[sc.key], sc.score,
+                                            sc.top_pairs[0] if sc.top_pairs else None)
+    saliency_what = (f"the logit of {words.quote(p.target)}" if p.target is not None
+                     else "the embedding's cosine similarity to the original")
+    out["saliency"] = words.saliency_sentence(body.tokens, body.saliency, saliency_what)
+    return out
+
+
+def _ledger(body: WhyResponse, sentence: _Sentence) -> list[Check]:
+    """Each result's check on this input; the text prints the measured error."""
+    def check(text: str, error: float, tolerance: float) -> Check:
+        return Check(text=text.format(e=f"{error:.1e}"), error=error, tolerance=tolerance, holds=error <= tolerance)
+
+    p, sc = body.prediction, body.score
+    kind = "cross-attention head" if body.cross else "head"
+    checks = [check(f"head effects: the map's cell for layer {body.layer} {kind} {body.head} equals its separate "
+                    "ablation within {e}", abs(body.head_effects[body.layer][body.head] - (p.ablated - p.clean)), 1e-4)]
+    if sc.available and sc.score is not None:
+        total = sum(map(sum, sc.terms))
+        checks.append(check(f"score decomposition: its {len(sc.terms) * len(sc.terms[0])} terms sum to the recorded "
+                            "score within {e}", abs(total - sc.score), 1e-5))
+    total, gap = sentence.saliency_total
+    checks.append(check(f"integrated gradients: the token scores sum to {sum(body.saliency):.4g}, f(sentence) - "
+                        f"f(baseline) is {total:.4g}: a relative gap of {{e}} (50 steps; up to 5e-02 holds)", gap, 0.05))
+    if sentence.lens is not None:
+        checks.append(check("logit lens: its last row equals the model's own prediction within {e}", sentence.lens_error, 1e-4))
+    return checks
+
+
+def _focus_key(model: nn.Module, x, stack: str, layer: int, head: int, focus: int, cross: bool) -> tuple[int, float]:
+    """The key the focus token attends to most in the chosen head, and its weight (recorded)."""
+    name = hook_name(stack, layer, "cross_attn.hook_weights" if cross else "attn.hook_weights")
+    args = x if isinstance(x, tuple) else (x,)
+    _, cache = run_with_cache(model, *args, names=name, device="cpu")
+    row = cache[name][0, head, focus]
+    key = int(row.argmax())
+    return key, float(row[key])

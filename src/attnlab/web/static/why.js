@@ -1,12 +1,74 @@
-// The "Why" view: remove a head and see the prediction change; the head-effects map; the logit lens;
-// why the focus token looks where it does (score decomposition); which tokens the prediction rests on.
-// Data from POST /api/why (attnlab.interpret); drawing with views.js. The view (listed in registry.js) is the
-// default export at the end; web/why.py is its server side.
+// The "Why" view: for the head and focus token the learner picks, where the focus token looks, why (the
+// attention score split into parts), what the head does for the prediction after the focus token (remove it
+// and compare), every head removed in turn, the logit lens, and which tokens the prediction rests on.
+// Data from POST /api/why (attnlab.interpret); the sentences and the ledger are the server's, computed from
+// the numbers. Drawing with views.js. The view (listed in registry.js) is the default export at the end;
+// web/why.py is its server side.
 
 import * as V from "./views.js";
 import { call } from "./model.js";
 
 const { el, clear } = V;
+
+// --- colours a reader can read: text chosen by the background's luminance (WCAG 2.x) ----------------------
+
+function channel(c) {
+  const s = c / 255;
+  return s <= 0.04045 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;
+}
+
+// Relative luminance of "rgb(r,g,b)" or "#rrggbb".
+export function luminance(colour) {
+  const m = colour.match(/^rgb\((\d+),\s*(\d+),\s*(\d+)\)$/);
+  const rgb = m ? m.slice(1).map(Number) : [1, 3, 5].map((i) => parseInt(colour.slice(i, i + 2), 16));
+  const [r, g, b] = rgb.map(channel);
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
+
+export function contrast(a, b) {
+  const [x, y] = [luminance(a), luminance(b)].sort((p, q) => q - p);
+  return (x + 0.05) / (y + 0.05);
+}
+
+// Black or white, whichever contrasts more with `background`: at least 4.58 against any colour.
+export function textOn(background) {
+  return contrast(background, "#000000") >= contrast(background, "#ffffff") ? "#000000" : "#ffffff";
+}
+
+function paint(node, background) {
+  node.style.background = background; // CSSOM: allowed by the page's CSP
+  node.style.color = textOn(background);
+}
+
+// --- pieces -----------------------------------------------------------------------------------------------
+
+const INTRO =
+  "Pick a head (click a cell of the map) and a focus token (click a token). The page then answers, for that pair: " +
+  "where the focus token looks in the head, why it looks there (the attention score split into parts), and what the " +
+  "head does for ";
+const INTRO_END = " (the model is run again with the head removed).";
+
+const LEGEND = [
+  ["#2456c7", "blue: a negative number. In the head map: removing the head lowers the measure (the head helped it). " +
+    "On a token: it pushes the prediction down. In the score parts: it lowers the attention score."],
+  ["#c81e1e", "red: a positive number. In the head map: removing the head raises the measure (the head held it back). " +
+    "On a token: it pushes the prediction up. In the score parts: it raises the attention score."],
+  ["#ffffff", "white: about zero. The stronger the colour, the larger the number."],
+];
+
+const TERMS =
+  "Score parts: the attention score is the query vector of the focus token dotted with the key vector of the key token. " +
+  "Each side is a sum of what earlier parts of the model wrote into that token (its embedding, position, each head's " +
+  "output, each feed-forward block's output, constant biases, the norms' offsets), so the score is a sum of " +
+  "(query-side part × key-side part) terms; a bar is one such term.";
+
+function sentence(parent, p, key) {
+  if (p.sentences[key]) el("p", { class: "sentence", "data-sentence": key }, parent, p.sentences[key]);
+}
+
+function unavailable(parent, p, key) {
+  if (p.unavailable[key]) el("p", { class: "note", "data-unavailable": key }, parent, p.unavailable[key]);
+}
 
 function candidates(parent, title, list) {
   const box = el("div", { class: "why-candidates" }, parent);
@@ -20,70 +82,129 @@ function candidates(parent, title, list) {
 
 function bars(svg, labels, values) {
   clear(svg);
-  const rowH = 18, width = 520, height = 10 + labels.length * rowH;
+  const rowH = 18, width = 820, height = 10 + labels.length * rowH;
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("width", width);
   svg.setAttribute("height", height);
   const m = Math.max(...values.map(Math.abs), 1e-12);
   labels.forEach((label, i) => {
-    const y = 4 + i * rowH, v = values[i], w = 180 * Math.abs(v) / m;
-    el("svg:text", { x: 150, y: y + 12, "text-anchor": "end", "font-size": 12, fill: "#1d2330" }, svg, label);
-    el("svg:rect", { x: v >= 0 ? 340 : 340 - w, y: y + 2, width: Math.max(w, 0.5), height: rowH - 5,
-      fill: v >= 0 ? "#d0641c" : "#2456c7", "data-label": label, "data-value": String(v) }, svg);
-    el("svg:text", { x: 520, y: y + 12, "text-anchor": "end", "font-size": 11, fill: "#1d2330" }, svg, V.fmt(v, 3));
+    const y = 4 + i * rowH, v = values[i], w = 100 * Math.abs(v) / m;
+    el("svg:text", { x: 520, y: y + 12, "text-anchor": "end", "font-size": 12, fill: "#1d2330" }, svg, label);
+    el("svg:rect", { x: v >= 0 ? 640 : 640 - w, y: y + 2, width: Math.max(w, 0.5), height: rowH - 5,
+      fill: v >= 0 ? "#c81e1e" : "#2456c7", "data-label": label, "data-value": String(v) }, svg);
+    el("svg:text", { x: 820, y: y + 12, "text-anchor": "end", "font-size": 11, fill: "#1d2330" }, svg, V.fmt(v, 3));
   });
 }
 
-// Draw `p` (a WhyResponse) into `root`; `onPick(layer, head)` and `onFocus(token)` change the selection.
-export function drawWhy(root, p, onPick, onFocus) {
-  clear(root);
-  const pred = el("div", { class: "split" }, root);
-  const info = el("div", {}, pred);
-  el("p", { class: "summary" }, info,
-    `Removing layer ${p.layer} head ${p.head} changes the ${p.prediction.metric} from ${V.fmt(p.prediction.clean, 3)} to ` +
-    `${V.fmt(p.prediction.ablated, 3)}.`);
-  if (p.prediction.clean_top.length) {
-    const lists = el("div", { class: "split" }, info);
-    candidates(lists, "next token", p.prediction.clean_top);
-    candidates(lists, `without L${p.layer} H${p.head}`, p.prediction.ablated_top);
-  }
-  const effects = el("div", {}, pred);
-  el("h4", {}, effects, "every head removed in turn (click one)");
-  const heads = p.head_effects[0].map((_, h) => "H" + h), layers = p.head_effects.map((_, l) => "L" + l);
-  const map = V.heatmap(el("svg:svg", { id: "why-effects" }, effects), p.head_effects, { rows: layers, cols: heads, diverging: true, cell: 26 });
-  map.querySelectorAll("rect[data-i]").forEach((r) => r.addEventListener("click", () => onPick(Number(r.dataset.i), Number(r.dataset.j))));
+function tokenButtons(parent, tokens, attrs, onClick) {
+  return tokens.map((t, i) => {
+    const b = el("button", attrs(i), parent, t);
+    if (onClick) b.addEventListener("click", () => onClick(i));
+    return b;
+  });
+}
 
-  const tokens = el("div", { class: "why-tokens" }, root);
-  el("h4", {}, tokens, "which tokens the prediction rests on (integrated gradients; click one to make it the focus)");
-  const m = Math.max(...p.saliency.map(Math.abs), 1e-12);
-  p.tokens.forEach((t, i) => {
-    const s = el("button", { "data-token": i, "data-score": String(p.saliency[i]), "aria-pressed": String(i === p.score.query) }, tokens, t);
-    s.style.background = V.colour(p.saliency[i], { min: -m, max: m, diverging: true }); // CSSOM: allowed by the page's CSP
-    s.style.color = "#1d2330";
-    if (i === p.score.query) s.style.outline = "3px solid #2456c7";
-    s.addEventListener("click", () => onFocus(i));
+// The results on the page belong to this model and sentence: call before asking for another answer, so that
+// nothing of another model's or sentence's results stays beside the new one while it is computed.
+export function clearWhyIfOther(root, model, text) {
+  if (root.dataset.model !== model || root.dataset.text !== text) {
+    clear(root);
+    delete root.dataset.model;
+    delete root.dataset.text;
+  }
+}
+
+// Draw `p` (a WhyResponse) into `root`; `onPick(layer, head)` and `onFocus(token)` change the selection.
+export function drawWhy(root, p, onPick, onFocus, text = "") {
+  clear(root);
+  root.dataset.model = p.model;
+  root.dataset.text = text;
+  const kind = p.cross ? "cross-attention head" : "head";
+  const queries = p.target_tokens.length ? p.target_tokens : p.tokens;
+  const measured = p.prediction.target === null ? "the sentence embedding" : "the prediction after the focus token";
+  el("p", { class: "intro" }, root, INTRO + measured + INTRO_END + (p.cross
+    ? " This model translates: the focus is a token of its translation (what the decoder has written so far), the " +
+      "heads are the decoder's cross-attention heads, and the keys are the tokens of your sentence."
+    : ""));
+  const legend = el("div", { class: "why-legend", id: "why-legend" }, root);
+  LEGEND.forEach(([colour, words]) => {
+    const item = el("span", { class: "legend-item" }, legend);
+    el("span", { class: "swatch" }, item).style.background = colour;
+    el("span", {}, item, " " + words);
   });
 
-  const score = el("div", {}, root);
-  el("h4", {}, score, `why “${p.tokens[p.score.query]}” looks at “${p.tokens[p.score.key]}” in L${p.layer} H${p.head}`);
-  if (p.score.available) {
-    el("p", { class: "note" }, score, `score ${V.fmt(p.score.score, 4)} = the sum of these query-side × key-side terms (largest shown)`);
-    bars(el("svg:svg", { id: "why-score" }, score), p.score.top_pairs.map(([q, k]) => `${q} × ${k}`), p.score.top_pairs.map((x) => x[2]));
-  } else {
-    el("p", { class: "note" }, score, p.score.reason);
+  // the focus token (query) and the tokens
+  const tokens = el("div", { class: "why-tokens" }, root);
+  if (p.cross) {
+    el("h4", {}, tokens, "the translation so far (click a token to make it the focus)");
+    tokenButtons(el("div", {}, tokens), p.target_tokens, (i) => ({ "data-target": i, "aria-pressed": String(i === p.score.query) }),
+      onFocus).forEach((b, i) => { if (i === p.score.query) b.style.outline = "3px solid #2456c7"; });
   }
+  el("h4", {}, tokens, p.cross
+    ? "which tokens of your sentence the prediction rests on (integrated gradients)"
+    : "which tokens the prediction rests on (integrated gradients; click one to make it the focus)");
+  const m = Math.max(...p.saliency.map(Math.abs), 1e-12);
+  const causal = p.family === "decoder";
+  tokenButtons(el("div", {}, tokens), p.tokens, (i) => ({ "data-token": i, "data-score": String(p.saliency[i]),
+    "aria-pressed": String(!p.cross && i === p.score.query) }), p.cross ? null : onFocus).forEach((b, i) => {
+    if (causal && i > p.score.query) {
+      b.classList.add("after-focus");
+      b.title = "after the focus token: it cannot change the prediction there";
+    }
+    paint(b, V.colour(p.saliency[i], { min: -m, max: m, diverging: true }));
+    if (!p.cross && i === p.score.query) b.style.outline = "3px solid #2456c7";
+  });
+  sentence(tokens, p, "saliency");
+
+  // where the focus looks, and why
+  const score = el("div", { class: "why-score" }, root);
+  el("h4", {}, score, `why “${queries[p.score.query]}” looks at “${p.tokens[p.score.key]}” in layer ${p.layer} ${kind} ${p.head}`);
+  sentence(score, p, "attention");
+  if (p.score.available) {
+    sentence(score, p, "score");
+    el("p", { class: "note" }, score, TERMS);
+    bars(el("svg:svg", { id: "why-score" }, score), p.score.top_pairs_plain.map(([q, k]) => `${q} × ${k}`),
+      p.score.top_pairs.map((x) => x[2]));
+  } else {
+    el("p", { class: "note", "data-unavailable": "score" }, score, p.score.reason);
+  }
+
+  // remove the head
+  const pred = el("div", { class: "split" }, root);
+  const info = el("div", {}, pred);
+  el("h4", {}, info, `remove layer ${p.layer} ${kind} ${p.head}`);
+  sentence(info, p, "prediction");
+  unavailable(info, p, "prediction");
+  if (p.prediction.clean_top.length) {
+    const lists = el("div", { class: "split" }, info);
+    candidates(lists, `after “${queries[p.score.query]}”`, p.prediction.clean_top);
+    candidates(lists, `without layer ${p.layer} ${kind} ${p.head}`, p.prediction.ablated_top);
+  }
+  const effects = el("div", {}, pred);
+  el("h4", {}, effects, `every ${kind} removed in turn (click one)`);
+  sentence(effects, p, "effects");
+  const heads = p.head_effects[0].map((_, h) => "H" + h), layers = p.head_effects.map((_, l) => "L" + l);
+  const map = V.heatmap(el("svg:svg", { id: "why-effects" }, effects), p.head_effects, { rows: layers, cols: heads, diverging: true, cell: 26, yLabel: "layer", xLabel: "head" });
+  map.querySelectorAll("rect[data-i]").forEach((r) => r.addEventListener("click", () => onPick(Number(r.dataset.i), Number(r.dataset.j))));
+
+  // the logit lens
+  const lens = el("div", { class: "why-lens" }, root);
+  el("h4", {}, lens, `the prediction after each layer (logit lens, after “${queries[p.score.query]}”)`);
+  unavailable(lens, p, "logit_lens");
   if (p.logit_lens) {
-    const lens = el("div", {}, root);
-    el("h4", {}, lens, "the prediction after each layer (logit lens, last position)");
     const table = el("table", { class: "numbers", id: "why-lens" }, lens);
     p.logit_lens.labels.forEach((label, i) => {
       const tr = el("tr", {}, table);
       el("th", {}, tr, label);
-      p.logit_lens.top[i].forEach((c) => {
-        el("td", { "data-id": c.id }, tr, `${JSON.stringify(c.token)} ${V.fmt(c.prob, 2)}`).style.background = V.colour(c.prob);
-      });
+      p.logit_lens.top[i].forEach((c) => paint(el("td", { "data-id": c.id }, tr, `${JSON.stringify(c.token)} ${V.fmt(c.prob, 2)}`), V.colour(c.prob)));
     });
   }
+
+  // the fidelity ledger
+  const ledger = el("div", { class: "why-ledger" }, root);
+  el("h4", {}, ledger, "how far to trust these numbers (checked on this sentence)");
+  const list = el("ul", { id: "why-ledger" }, ledger);
+  p.ledger.forEach((c) => el("li", { "data-holds": String(c.holds) }, list, `${c.holds ? "✓" : "✗"} ${c.text}`));
 }
 
 // The view: its URL state is the shared one (model, text, layer, head, query), its results are in #why-root.
@@ -93,9 +214,15 @@ export default {
   params: "shared",
   results: ["why-root"],
   mount: (section) => el("div", { id: "why-root" }, section),
-  load: ({ state, track }) => track(call("/api/why", {
-    model: state.model, text: state.text, layer: state.layer, head: state.head === "mean" ? 0 : state.head, focus: state.focus,
-  })),
-  draw: (p, ctx) => drawWhy(document.getElementById("why-root"), p, (layer, head) => ctx.select({ layer, head }),
-    (focus) => ctx.select({ focus })),
+  async load({ state, track }) {
+    const text = state.text;
+    clearWhyIfOther(document.getElementById("why-root"), state.model, text); // nothing of another model or sentence while this one computes
+    const p = await track(call("/api/why", {
+      model: state.model, text, layer: state.layer, head: state.head === "mean" ? 0 : state.head, focus: state.focus,
+    }));
+    return { p, text };
+  },
+  payload: ({ p }) => p,
+  draw: ({ p, text }, ctx) => drawWhy(document.getElementById("why-root"), p, (layer, head) => ctx.select({ layer, head }),
+    (focus) => ctx.select({ focus }), text),
 };
