@@ -67,7 +67,7 @@ def test_the_registered_why_view_keeps_its_tab_url_state_and_clears_on_error(ui)
     assert page.locator("#tabs a[data-view=why]").get_attribute("aria-current") == "page"
     with page.expect_response(lambda r: _asked(r, "layer", 1)):
         page.locator("#why-effects rect[data-i='1'][data-j='1']").click()
-    page.locator("#why-root .summary", has_text="layer 1 head 1").wait_for()
+    page.locator("#why-root h4", has_text="remove layer 1 head 1").wait_for()
     assert "layer=1" in page.evaluate("location.hash") and "head=1" in page.evaluate("location.hash")
     page.evaluate("location.hash = '#why?model=demo-decoder&layer=57&head=0'")
     page.locator("#error").wait_for(state="visible")
