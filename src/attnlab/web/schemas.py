@@ -271,6 +271,12 @@ class TimelineAttentionResponse(BaseModel):
     tokens: list[str]
     weights: list[list[float]]
     role: HeadRoleOut
+    role_steps: list[int] = Field(description="every snapshot's step, in order: the x axis of role_scores")
+    role_scores: dict[str, list[float | None]] = Field(
+        description="role -> this head's score at each of role_steps (attnlab.interpret.corpus roles on the "
+                    "timeline sentence; induction on repeated random tokens); null: the sentence has no case")
+    role_thresholds: dict[str, float] = Field(description="role -> the score at which a head is given the role")
+    role_summary: str = Field(description="one sentence per role, computed from role_scores and role_thresholds")
 
 
 class ContentPage(BaseModel):

@@ -7,6 +7,12 @@ snapshot's weights are loaded into a copy of the catalogue model (``load_weights
 and shape), on the device the model runs on, and run through ``run_with_cache`` on a fixed sentence,
 so the slider shows what that step's weights actually compute.
 
+Beside the map, the chosen head's role scores at every snapshot (``role_scores``): the corpus roles of
+``attnlab.interpret.corpus`` (``corpus_roles`` with the timeline sentence as its one-sentence corpus:
+previous-token, first-token, duplicate-token and pronoun-noun on that sentence; induction on random
+tokens repeated twice, ``detect_heads``), each with its threshold in ``ROLE_THRESHOLDS``; every head's
+scores are computed once per (model, step) and cached like the snapshot weights.
+
 The view opens on the head that *learned the most*: the one whose attention on the sentence moved
 furthest from its first snapshot by the last (``learning_head``), so the first picture already shows
 noise turning into structure.
@@ -28,6 +34,7 @@ from attnlab import catalog as cat
 from attnlab.generate import model_device
 from attnlab.inspect import run_with_cache
 from attnlab.inspect.roles import detect_roles
+from attnlab.interpret.corpus import ROLE_THRESHOLDS, ROLES, CorpusRoles, corpus_roles
 from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError, PayloadError
 from attnlab.web.models import get_model, model_copy, model_input, on_unload, self_attention_stack, tokenize
@@ -43,6 +50,7 @@ SENTENCES = {  # the fixed sentence of each bundled model's timeline (a model re
 _DIRS: dict[str, Path] = {}
 _SENTENCES: dict[str, str] = {}
 _SNAPSHOT_MODELS: dict[tuple[str, int, str], nn.Module] = {}  # (model, step, device) -> weights of that step
+_ROLE_SCORES: dict[tuple[str, int, str], CorpusRoles] = {}  # (model, step, device) -> every head's role scores
 _LOCK = threading.Lock()
 
 
@@ -173,10 +181,54 @@ def _snapshot_model(loaded: cat.LoadedModel, step: int, path: Path) -> nn.Module
     return _SNAPSHOT_MODELS[key]
 
 
+def _roles_at(loaded: cat.LoadedModel, step: int, path: Path) -> CorpusRoles:
+    """Every head's role scores with the weights of ``step`` (``corpus_roles`` on the timeline sentence,
+    uncached on disk, no progress bar), computed once per (model, step, device) under the timeline's lock."""
+    with _LOCK:
+        model = _snapshot_model(loaded, step, path)
+        key = (loaded.name, step, str(model_device(model)))
+        if key not in _ROLE_SCORES:
+            _ROLE_SCORES[key] = corpus_roles(model, loaded.tokenizer, [_sentence(loaded)], cache=False, progress=False)
+        return _ROLE_SCORES[key]
+
+
+def role_scores(loaded: cat.LoadedModel, steps: dict[int, Path], layer: int, head: int) -> dict[str, list[float | None]]:
+    """Head (``layer``, ``head``)'s score per role at every snapshot of ``steps`` (in step order); ``None``
+    where the sentence has no case for a role (a character model has no whole-word pronoun, say)."""
+    out: dict[str, list[float | None]] = {role: [] for role in ROLES}
+    for step in sorted(steps):
+        roles = _roles_at(loaded, step, steps[step])
+        for item in roles.of_head(layer, head):
+            out[item["role"]].append(item["score"])
+    return out
+
+
+def roles_summary(steps: list[int], scores: dict[str, list[float | None]], thresholds: dict[str, float]) -> str:
+    """One sentence per role computed from ``scores``: the first snapshot step at which the score reaches its
+    threshold and whether it is still there at the last, or its highest score when it never does."""
+    parts = []
+    for role, values in scores.items():
+        known = [(step, v) for step, v in zip(steps, values, strict=True) if v is not None]
+        if not known:
+            parts.append(f"{role}: no case in the sentence")
+            continue
+        bar = thresholds[role]
+        reached = [step for step, v in known if v >= bar]
+        if reached:
+            end = "and stays above it" if known[-1][1] >= bar else f"but ends at {known[-1][1]:.2f}"
+            parts.append(f"{role} reaches its threshold {bar:g} at step {reached[0]} {end}")
+        else:
+            step, top = max(known, key=lambda sv: sv[1])
+            parts.append(f"{role} stays below its threshold {bar:g} (highest {top:.2f}, at step {step})")
+    return "; ".join(parts) + "."
+
+
 def _forget_snapshots(name: str) -> None:
     with _LOCK:
         for key in [k for k in _SNAPSHOT_MODELS if k[0] == name]:
             del _SNAPSHOT_MODELS[key]
+        for key in [k for k in _ROLE_SCORES if k[0] == name]:
+            del _ROLE_SCORES[key]
 
 
 on_unload(_forget_snapshots)  # the snapshot copies go with the model
@@ -196,9 +248,13 @@ def attention_at(req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse
     if not 0 <= req.head < weights.shape[0]:
         raise PayloadError(f"head {req.head} does not exist; this model has {weights.shape[0]}")
     role = detect_roles(weights, causal=stack.causal)[req.head]
+    scores = role_scores(loaded, steps, req.layer, req.head)
+    order = sorted(steps)
     return s.TimelineAttentionResponse(
         model=req.model, step=req.step, layer=req.layer, head=req.head, tokens=tokens,
         weights=weights[req.head].double().tolist(), role=s.HeadRoleOut(role=role.role, scores=role.scores),
+        role_steps=order, role_scores=scores, role_thresholds=dict(ROLE_THRESHOLDS),
+        role_summary=roles_summary(order, scores, ROLE_THRESHOLDS),
     )
 
 
