@@ -1,5 +1,5 @@
 // The Training timeline view: one fixed sentence through the weights saved at each training step
-// (GET /api/timeline, POST /api/timeline/attention; web/timeline.py). Its URL state is its own snapshot, layer
+// (GET /api/timeline, POST /api/timeline/attention; web/timeline.py), with the chosen head's role scores at every snapshot. Its URL state is its own snapshot, layer
 // and head. Drawing with views.js; listed in registry.js.
 
 import { api, currentModel } from "./model.js";
@@ -20,6 +20,9 @@ async function drawStep({ state, track, setHash }) {
   setHash({ layer: state.tlLayer, head: state.tlHead, step: snap.step });
   $("timeline-step").textContent = `step ${snap.step}` + (snap.loss !== null ? ` · loss ${snap.loss.toFixed(3)}` : "") + (p.role.role ? ` · role: ${p.role.role}` : "");
   V.lossCurve($("loss-curve"), timelineData.curve, snap.step);
+  V.roleCurves($("tl-roles"), p.role_steps, p.role_scores, p.role_thresholds, snap.step);
+  $("tl-roles-note").textContent = `Layer ${p.layer} head ${p.head} (dashed: the thresholds at which a head is given a role; ` +
+    `induction on random tokens repeated twice, the others on the sentence): ${p.role_summary}`;
   const svg = $("tl-heatmap");
   svg.dataset.step = String(snap.step);
   svg.dataset.model = p.model;
@@ -42,7 +45,8 @@ export default {
       </div>
       <p id="timeline-note" class="summary"></p>
       <div class="split">
-        <div><h3>Loss</h3><svg id="loss-curve"></svg></div>
+        <div><h3>Loss</h3><svg id="loss-curve"></svg>
+          <h3>This head's role scores at each snapshot</h3><svg id="tl-roles"></svg><p id="tl-roles-note" class="summary"></p></div>
         <div><h3>Attention on a fixed sentence at this step</h3><svg id="tl-heatmap" class="primary"></svg></div>
       </div>`;
     const { state, guarded } = ctx;

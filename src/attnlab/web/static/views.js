@@ -660,6 +660,42 @@ export function lossCurve(svg, curve, step) {
   el("svg:line", { x1: X(step), y1: pad - 10, x2: X(step), y2: height - pad, stroke: "#b3261e", "stroke-width": 2, id: "step-marker" }, svg);
 }
 
+// One head's role scores at each snapshot (x: the snapshots in order, labelled with their steps; y: 0..1),
+// one polyline per role (its points skip the snapshots where the role has no case), a dashed line at each
+// threshold value labelled with its roles, and the current snapshot marked.
+export const ROLE_COLOURS = ["#2456c7", "#d0641c", "#3a8a3a", "#8e3bb5", "#b3261e"];
+export function roleCurves(svg, steps, scores, thresholds, step) {
+  clear(svg);
+  const width = 520, height = 250, pad = 40, right = 170;
+  size(svg, width, height);
+  const X = (k) => pad + (k / Math.max(1, steps.length - 1)) * (width - pad - right);
+  const Y = (v) => height - pad - v * (height - 2 * pad);
+  el("svg:line", { x1: pad, y1: height - pad, x2: width - right, y2: height - pad, stroke: "#5b6475" }, svg);
+  el("svg:line", { x1: pad, y1: pad, x2: pad, y2: height - pad, stroke: "#5b6475" }, svg);
+  el("svg:text", { x: 4, y: pad + 4, "font-size": 11, fill: "#5b6475" }, svg, "1");
+  el("svg:text", { x: 4, y: height - pad + 4, "font-size": 11, fill: "#5b6475" }, svg, "0");
+  steps.forEach((s, k) => el("svg:text", { x: X(k), y: height - pad + 14, "font-size": 9, fill: "#5b6475", "text-anchor": "middle" }, svg, String(s)));
+  el("svg:text", { x: (pad + width - right) / 2, y: height - 8, "font-size": 11, fill: "#5b6475", "text-anchor": "middle" }, svg, "snapshot (training step)");
+  const byValue = {};
+  Object.entries(thresholds).forEach(([role, v]) => { (byValue[v] = byValue[v] || []).push(role); });
+  Object.entries(byValue).forEach(([v, roles]) => {
+    el("svg:line", { x1: pad, y1: Y(Number(v)), x2: width - right, y2: Y(Number(v)), stroke: "#9aa1ad", "stroke-dasharray": "4 3",
+      class: "role-threshold", "data-threshold": v, "data-roles": roles.join(",") }, svg);
+    el("svg:text", { x: pad - 4, y: Y(Number(v)) + 4, "font-size": 10, fill: "#5b6475", "text-anchor": "end" }, svg, String(v));
+  });
+  Object.entries(scores).forEach(([role, values], r) => {
+    const c = ROLE_COLOURS[r % ROLE_COLOURS.length];
+    const pts = values.map((v, k) => (v === null ? null : `${X(k).toFixed(1)},${Y(v).toFixed(1)}`)).filter((p) => p !== null);
+    el("svg:polyline", { points: pts.join(" "), fill: "none", stroke: c, "stroke-width": 1.8, class: "role-line",
+      "data-role": role, "data-values": JSON.stringify(values) }, svg);
+    const known = values.some((v) => v !== null);
+    el("svg:text", { x: width - right + 8, y: pad + 14 * r, "font-size": 11, fill: c }, svg,
+      `${role} (≥ ${thresholds[role]})` + (known ? "" : ": no case"));
+  });
+  const k = steps.indexOf(step);
+  if (k >= 0) el("svg:line", { x1: X(k), y1: pad - 6, x2: X(k), y2: height - pad, stroke: "#b3261e", "stroke-width": 1, "stroke-opacity": 0.5, id: "role-step-marker" }, svg);
+}
+
 // --- translation: cross-attention as an alignment ------------------------------------------------------
 
 // Source tokens on the left, target tokens (as written) on the right. Every target row's weights are
