@@ -184,10 +184,10 @@ def _snapshot_model(loaded: cat.LoadedModel, step: int, path: Path) -> nn.Module
 def _roles_at(loaded: cat.LoadedModel, step: int, path: Path) -> CorpusRoles:
     """Every head's role scores with the weights of ``step`` (``corpus_roles`` on the timeline sentence,
     uncached on disk, no progress bar), computed once per (model, step, device) under the timeline's lock."""
+    key = (loaded.name, step, str(model_device(loaded.model)))  # the snapshot copies' key: they run where the model does
     with _LOCK:
-        model = _snapshot_model(loaded, step, path)
-        key = (loaded.name, step, str(model_device(model)))
-        if key not in _ROLE_SCORES:
+        if key not in _ROLE_SCORES:  # (the snapshot weights are loaded only when the scores are not cached)
+            model = _snapshot_model(loaded, step, path)
             _ROLE_SCORES[key] = corpus_roles(model, loaded.tokenizer, [_sentence(loaded)], cache=False, progress=False)
         return _ROLE_SCORES[key]
 
