@@ -27,6 +27,10 @@ Slots (``Q``, ``K``: token texts; layer and head are the preset's unless ``L``/`
 - ``scaling_trend``, ``scaling_alpha``, ``scaling_sizes``: the scaling experiment's run the figure shows.
 - ``ablation_metric``, ``ablation_clean``, ``ablation_removed``, ``ablation_top``, ``ablation_top_removed``,
   ``ablation_best``: the ablation payload of the preset's head (zero ablation).
+- ``nearest with|without``, ``twins with|without``, ``order_tokens``: the Order view's experiment ("Jake
+  learned AI" vs "AI learned Jake" through the preset's encoder, with and without its positions): the largest
+  distance from a token of the first order to its nearest match in the second, how many tokens have an exact
+  twin (distance under 1e-3, the view's verdict), and how many tokens the sentence has.
 - ``align Q``, ``align_weight Q``, ``translation``: the translator's greedy output and, for target
   token ``Q``, the source token its last layer's cross-attention (mean of heads) weighs most.
 """
@@ -47,7 +51,7 @@ from typing import Any
 from attnlab import catalog as cat
 from attnlab.inspect.roles import PATTERN_THRESHOLD
 from attnlab.web import ablation as ablation_
-from attnlab.web import finder, payloads, timeline, translation
+from attnlab.web import finder, order, payloads, timeline, translation
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
 from attnlab.web.experiments import RUNS, Index, default_runs_dir
@@ -133,6 +137,11 @@ class Step:
         if not p.tensors:
             raise PayloadError(f"the part {self.part!r} shows no tensor")
         return p.tensors[0]
+
+    @cached_property
+    def order(self) -> order.PositionsResponse:
+        """The Order view's experiment ("Jake learned AI" vs "AI learned Jake" through an encoder)."""
+        return order.positions(order.OrderRequest(model=self._need("model")))
 
     @cached_property
     def timeline(self) -> tuple[s.TimelineAttentionResponse, s.TimelineAttentionResponse]:
@@ -260,6 +269,33 @@ def _columns(step: Step, args: list[str]) -> Value:
 
 def _width(step: Step, args: list[str]) -> Value:
     return Value(str(step.part_view.shape[-1]), [step.part_view.shape[-1]])
+
+
+def distance(x: float) -> str:
+    """A distance between two vectors as the tour prints it: two decimals, or two digits in scientific notation
+    below 0.01 (so a near-zero distance is not printed as a bare 0.00)."""
+    return f"{x:.2f}" if x >= 0.01 else f"{x:.1e}"
+
+
+def _comparison(step: Step, args: list[str]) -> Any:
+    want = {"with": True, "without": False}.get(args[0] if args else "")
+    if want is None:
+        raise PayloadError("an order slot names 'with' or 'without' (positions)")
+    return next(c for c in step.order.comparisons if c.positions is want)
+
+
+def _nearest(step: Step, args: list[str]) -> Value:
+    worst = max(_comparison(step, args).nearest)
+    return Value(distance(worst), [worst])
+
+
+def _twins(step: Step, args: list[str]) -> Value:
+    n = sum(d < 1e-3 for d in _comparison(step, args).nearest)
+    return Value(str(n), [n])
+
+
+def _order_tokens(step: Step, args: list[str]) -> Value:
+    return Value(str(len(step.order.first_tokens)), [len(step.order.first_tokens)])
 
 
 def _heads(step: Step, args: list[str]) -> Value:
@@ -403,6 +439,7 @@ SLOTS: dict[str, Callable[[Step, list[str]], Value]] = {
     "scaling_trend": _scaling_trend, "scaling_alpha": _scaling_alpha, "scaling_sizes": _scaling_sizes,
     "ablation_metric": _ablation_metric, "ablation_clean": _ablation_clean, "ablation_removed": _ablation_removed,
     "ablation_top": _ablation_top, "ablation_top_removed": _ablation_top_removed, "ablation_best": _ablation_best,
+    "nearest": _nearest, "twins": _twins, "order_tokens": _order_tokens,
     "align": _align, "align_weight": _align_weight, "translation": _translation,
 }
 

@@ -53,6 +53,22 @@ export const WIDGETS = {
     V.toyAttention(box, ctx.toy);
   },
 
+  // The Order view's experiment (POST /api/positions): two word orders through an encoder, with and without positions.
+  async order(box, pre, ctx) {
+    await ctx.need(pre.model);
+    const p = await ctx.track(api.positions(pre.model));
+    V.el("p", { class: "widget-caption" }, box, `${p.model} · “Jake learned AI” (rows) vs “AI learned Jake” (columns) · distance between final vectors`);
+    const split = V.el("div", { class: "split" }, box);
+    for (const c of [...p.comparisons].sort((a, b) => a.positions - b.positions)) {
+      const fig = V.el("div", { class: "order-fig", "data-positions": String(c.positions) }, split);
+      const worst = Math.max(...c.nearest);
+      V.el("h4", {}, fig, `${c.positions ? "with" : "without"} positions · largest nearest-match distance ${worst >= 0.01 ? worst.toFixed(2) : worst.toExponential(1)}`);
+      V.heatmap(V.el("svg:svg", { "data-positions": String(c.positions) }, fig), c.distances, { rows: p.first_tokens, cols: p.second_tokens,
+        min: 0, cell: 26, xLabel: "AI learned Jake", yLabel: "Jake learned AI" });
+    }
+    return { model: p.model };
+  },
+
   async part(box, pre, ctx) {
     await ctx.need(pre.model);
     const p = await ctx.track(api.part(pre.model, pre.text, pre.part, pre.layer ?? 0));
