@@ -55,7 +55,7 @@ def test_the_toy_carries_every_query_row_and_comes_before_the_model_steps(client
     toy = body["toy"]
     keys, values = (torch.tensor(toy[k], dtype=torch.float64) for k in ("keys", "values"))
     assert len(toy["rows"]) == len(toy["tokens"])
-    for i, row in enumerate(toy["rows"]):
+    for row in toy["rows"]:
         q = torch.tensor(row["q"], dtype=torch.float64)
         w = torch.softmax(keys @ q / math.sqrt(toy["d_k"]), -1)
         torch.testing.assert_close(torch.tensor(row["weights"], dtype=torch.float64), w, rtol=0, atol=1e-12)
