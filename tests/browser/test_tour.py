@@ -97,6 +97,49 @@ def test_the_tour_is_the_landing_page_and_every_step_shows_the_models_numbers(ui
     assert ui.errors == []
 
 
+def test_clicking_a_toy_token_moves_the_focus_and_redraws_its_weights(ui) -> None:
+    """The toy step: each click makes that token the query; the table then shows its row of the payload
+    (softmax of q . K / sqrt(d_k), recomputed here from the hand-set vectors)."""
+    page = ui.page
+    page.set_viewport_size({"width": 1440, "height": 900})
+    tour = page.request.get(f"{ui.base}/api/tour").json()
+    n = next(s["n"] for s in tour["steps"] if s["preset"]["widget"] == "toy")
+    toy = tour["toy"]
+    keys = torch.tensor(toy["keys"], dtype=torch.float64)
+    ui.open(f"#tour/{n}")
+    _wait_step(page, n)
+    assert page.get_attribute("#toy-table", "data-focus") == str(toy["query"])
+    for i in [*(j for j in range(len(toy["tokens"])) if j != toy["query"]), toy["query"]]:
+        page.click(f".toy-tokens button[data-token='{i}']")
+        page.wait_for_selector(f"#toy-table[data-focus='{i}']")
+        assert page.get_attribute(f".toy-tokens button[data-token='{i}']", "aria-pressed") == "true"
+        assert page.inner_text(".toy-query").startswith(f"Query of “{toy['tokens'][i]}”")
+        shown = page.locator("#toy-table td[data-value]").evaluate_all("cs => cs.map(c => Number(c.dataset.value))")
+        q = torch.tensor(toy["rows"][i]["q"], dtype=torch.float64)
+        expected = torch.softmax(keys @ q / math.sqrt(toy["d_k"]), -1)
+        torch.testing.assert_close(torch.tensor(shown, dtype=torch.float64), expected, rtol=0, atol=1e-9)
+        if i != toy["query"]:
+            ui.screenshot(f"tour-toy-focus-{i}")
+    assert ui.errors == []
+
+
+def test_the_order_step_draws_both_grids_with_the_numbers_its_text_quotes(ui) -> None:
+    page = ui.page
+    page.set_viewport_size({"width": 1440, "height": 900})
+    tour = page.request.get(f"{ui.base}/api/tour").json()
+    n = next(s["n"] for s in tour["steps"] if s["preset"]["widget"] == "order")
+    ui.open(f"#tour/{n}")
+    _wait_step(page, n)
+    page.wait_for_selector(f"#view-tour[data-step='{n}'] .tour-text[data-claims=ready]")
+    for positions in ("true", "false"):
+        head = page.inner_text(f".order-fig[data-positions={positions}] h4")
+        slot = page.inner_text(f".tour-text .claim[data-slot='nearest {'with' if positions == 'true' else 'without'}']")
+        assert head.endswith(slot), (head, slot)
+        assert page.locator(f".order-fig[data-positions={positions}] svg rect").count() > 0
+    ui.screenshot("tour-order-1440x900")
+    assert ui.errors == []
+
+
 def test_the_head_finder_ranks_heads_by_specificity_like_run_with_cache(ui) -> None:
     model = "minilm" if _available("minilm") else "demo-encoder"
     loaded = cat.load(model)

@@ -396,7 +396,8 @@ class Widget:
             if fn == "twins":
                 return str(sum(d < 1e-3 for d in nearest)), []
             worst = max(nearest)
-            return (f"{worst:.2f}" if worst >= 0.01 else f"{worst:.1e}"), [worst]
+            mantissa, exp = f"{worst:.1e}".split("e")
+            return (f"{worst:.2f}" if worst >= 0.01 else f"{mantissa}e{int(exp)}"), [worst]
         raise AssertionError(f"the test does not know the slot {fn!r}: add its recomputation here")
 
 

@@ -273,8 +273,9 @@ def _width(step: Step, args: list[str]) -> Value:
 
 def distance(x: float) -> str:
     """A distance between two vectors as the tour prints it: two decimals, or two digits in scientific notation
-    below 0.01 (so a near-zero distance is not printed as a bare 0.00)."""
-    return f"{x:.2f}" if x >= 0.01 else f"{x:.1e}"
+    below 0.01 (so a near-zero distance is not printed as a bare 0.00), written as the page's
+    ``toExponential(1)`` writes it (``1.2e-5``)."""
+    return f"{x:.2f}" if x >= 0.01 else re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{x:.1e}")
 
 
 def _comparison(step: Step, args: list[str]) -> Any:
