@@ -64,7 +64,7 @@ export const WIDGETS = {
       const worst = Math.max(...c.nearest);
       V.el("h4", {}, fig, `${c.positions ? "with" : "without"} positions · largest nearest-match distance ${worst >= 0.01 ? worst.toFixed(2) : worst.toExponential(1)}`);
       V.heatmap(V.el("svg:svg", { "data-positions": String(c.positions) }, fig), c.distances, { rows: p.first_tokens, cols: p.second_tokens,
-        min: 0, cell: 26, xLabel: "AI learned Jake", yLabel: "Jake learned AI" });
+        min: 0, cell: 26 });
     }
     return { model: p.model };
   },
