@@ -123,6 +123,30 @@ def test_clicking_a_toy_token_moves_the_focus_and_redraws_its_weights(ui) -> Non
     assert ui.errors == []
 
 
+def test_the_embedding_step_shows_ids_and_token_plus_position_equals_input(ui) -> None:
+    page = ui.page
+    page.set_viewport_size({"width": 1440, "height": 900})
+    tour = page.request.get(f"{ui.base}/api/tour").json()
+    step = next(s for s in tour["steps"] if s["preset"]["widget"] == "embed")
+    pre = step["preset"]
+    ui.open(f"#tour/{step['n']}")
+    _wait_step(page, step["n"])
+    loaded = cat.load(pre["model"])
+    ids = loaded.tokenizer.encode(pre["text"])
+    shown = page.locator(".embed-ids tbody tr").evaluate_all("rs => rs.map(r => Number(r.dataset.id))")
+    assert shown == ids
+    assert page.locator(".embed-part").count() == 3
+    tables = _check_tables(page)  # token row, position row, input row of the focus token, each from its hook
+    assert [t["hook"].rsplit(".", 1)[-1] for t in tables] == ["hook_tok_embed", "hook_pos_embed", "hook_embed"]
+    for t in tables:
+        expected = _expected(pre["model"], pre["text"], t["hook"], t["index"])
+        torch.testing.assert_close(torch.tensor(t["values"], dtype=torch.float64), expected[: len(t["values"])], rtol=0, atol=1e-6)
+    tok, pos, inp = (torch.tensor(t["values"], dtype=torch.float64) for t in tables)
+    torch.testing.assert_close(tok + pos, inp, rtol=0, atol=1e-6)
+    ui.screenshot("tour-embed-1440x900")
+    assert ui.errors == []
+
+
 def test_the_order_step_draws_both_grids_with_the_numbers_its_text_quotes(ui) -> None:
     page = ui.page
     page.set_viewport_size({"width": 1440, "height": 900})

@@ -385,6 +385,21 @@ class Widget:
             return (_norm(p["source_tokens"][int(row.argmax())]), []) if fn == "align" else f2(float(row.max()))
         if fn == "translation":
             return self.translation["text"], []
+        if fn.startswith("embed_"):
+            body = {"model": self.p["model"], "text": self.p["text"], "layer": 0}
+            part = self.post("/api/part", {**body, "part": self.p["part"]})
+            pos = self.post("/api/part", {**body, "part": "positional-encoding"})["tensors"][0]
+            tok, inp = part["tensors"]
+            if fn == "embed_sum":  # token + position = input, recomputed on every drawn number
+                err = (torch.tensor(tok["values"]) + torch.tensor(pos["values"]) - torch.tensor(inp["values"])).abs().max().item()
+                return ("exactly" if err == 0 else f"to within {err:.1e}"), [err]
+            i = self.tok([t["token"] for t in part["tokens"]], args[0])
+            if fn == "embed_id":
+                return str(part["tokens"][i]["id"]), []
+            if fn == "embed_position":
+                return str(i), []
+            x = {"tok": tok, "pos": pos, "input": inp}[args[1]]["values"][i][int(args[2])]
+            return f"{x:.3f}", [x]
         if fn in ("nearest", "twins", "order_tokens"):
             o = self.post("/api/positions", {"model": self.p["model"]})
             if fn == "order_tokens":

@@ -41,7 +41,7 @@ from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError
 
 TOUR_DIR = content.CONTENT_DIR / "tour"
-WIDGETS = ("attention", "qkv", "toy", "part", "order", "timeline", "heads", "translate", "arch", "generate", "figure", "finder",
+WIDGETS = ("attention", "qkv", "toy", "part", "order", "embed", "timeline", "heads", "translate", "arch", "generate", "figure", "finder",
            "ablation")
 _INT_KEYS = ("layer", "head")
 _KEYS = {"widget", "model", "text", "layer", "head", "query", "key", "learn", "view", "part", "variant",
