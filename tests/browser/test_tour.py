@@ -47,7 +47,7 @@ def test_the_tour_is_the_landing_page_and_every_step_shows_the_models_numbers(ui
     assert page.evaluate("location.hash") == "#tour/1"
     tour = page.evaluate("fetch('/api/tour').then(r => r.json())")
     steps = tour["steps"]
-    assert 10 <= len(steps) <= 16
+    assert 10 <= len(steps) <= 20
     assert "tokens talk to each other through attention" in steps[0]["html"]
     checked = 0
     for n, step in enumerate(steps, start=1):
@@ -285,7 +285,7 @@ def test_every_view_clears_its_results_after_an_error(ui) -> None:
     assert [e for e in ui.errors if "422" not in e] == []
 
 
-CHANGED_STEPS = (1, 5, 7, 8, 9, 10, 11, 15, 16)
+CHANGED_STEPS = (1, 2, 3, 4, 6, 8, 9, 10, 11, 12, 16, 17)  # toy, embedding and word-order steps (2-4) included
 
 
 @pytest.mark.parametrize("viewport", [(1440, 900), (1024, 768)])
@@ -335,7 +335,7 @@ def test_a_deep_link_restores_the_same_numbers(ui) -> None:
     assert ui.errors == []
 
 
-LAYOUT_VIEWS = ["#tour/1", "#tour/2", "#tour/8", "#tour/13", "#attention", "#qkv", "#order", "#generate", "#timeline", "#arch/enc-ff", "#translate"]
+LAYOUT_VIEWS = ["#tour/1", "#tour/2", "#tour/3", "#tour/4", "#tour/9", "#tour/14", "#attention", "#qkv", "#order", "#generate", "#timeline", "#arch/enc-ff", "#translate"]
 
 _OVERLAPS = """() => {
   const out = [];
