@@ -297,6 +297,9 @@ def test_screenshots_of_the_rewritten_steps(make_ui, viewport) -> None:
         _wait_step(ui.page, n)
         ui.page.wait_for_selector(f"#view-tour[data-step='{n}'] .tour-text[data-claims=ready]")
         assert ui.page.locator(".tour-text .claim.pending").count() == 0
+        # the text says "on the right": at both desktop sizes the figure sits beside the text, above the fold
+        text, fig = ui.page.locator(".tour-text").bounding_box(), ui.page.locator(".tour-widget").bounding_box()
+        assert fig["x"] >= text["x"] + text["width"] and fig["y"] < viewport[1], (n, text, fig)
         ui.screenshot(f"tour-step-{n:02d}-{viewport[0]}x{viewport[1]}")
     assert ui.errors == []
 
