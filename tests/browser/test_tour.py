@@ -415,3 +415,17 @@ def test_the_sampling_sliders_redraw_without_a_request(ui) -> None:
     after = page.locator("#gen-next rect").evaluate_all("rs => rs.map(r => r.getAttribute('width'))")
     assert after != before and requests == []
     assert ui.errors == []
+
+
+def test_architecture_fits_a_390_px_phone_without_horizontal_overflow(make_ui) -> None:
+    """The diagram scales by its viewBox on a phone (it was a fixed 600 px, the page 620 px wide)."""
+    ui = make_ui(390, 844)
+    ui.open("#arch")
+    page = ui.page
+    page.wait_for_selector("#diagram text", state="attached")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"#arch is {width} px wide in a 390 px window"
+    box = page.locator("#diagram").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    ui.screenshot("layout-arch-390x844")
+    assert ui.errors == []

@@ -77,7 +77,7 @@ export const WIDGETS = {
     [[tok, "token embedding"], [pos, "+ position vector"], [input, "= input of block 0"]].forEach(([t, label], k) => {
       const fig = V.el("figure", { class: "embed-part", "data-hook": t.hook }, row);
       V.el("figcaption", {}, fig, `${label} (first ${cols} of ${t.shape[t.shape.length - 1]})`);
-      V.heatmap(V.el("svg:svg", {}, fig), cut(t), { diverging: true, min: -lim, max: lim, cell: 11, cellH: 20,
+      V.heatmap(V.el("svg:svg", {}, fig), cut(t), { diverging: true, min: -lim, max: lim, cell: 8, cellH: 20,
         rows: k === 0 ? tok.rows : [], bar: k === 2 });
     });
     if (focus !== null && focus !== undefined) {
