@@ -429,3 +429,24 @@ def test_architecture_fits_a_390_px_phone_without_horizontal_overflow(make_ui) -
     assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
     ui.screenshot("layout-arch-390x844")
     assert ui.errors == []
+
+
+def test_presenter_mode_enlarges_the_figure_not_only_the_text(make_ui) -> None:
+    ui = make_ui(1440, 900)
+    page = ui.page
+    tour = page.request.get(f"{ui.base}/api/tour").json()
+    n = next(s["n"] for s in tour["steps"] if s["preset"]["widget"] == "order")
+    ui.open(f"#tour/{n}")
+    _wait_step(page, n)
+    figure = ".order-fig[data-positions=true] svg"
+    before = page.locator(figure).bounding_box()
+    text_before = page.evaluate("parseFloat(getComputedStyle(document.querySelector('.tour-text p')).fontSize)")
+    page.locator("body").press("p")
+    page.wait_for_selector("body.presenter")
+    after = page.locator(figure).bounding_box()
+    text_after = page.evaluate("parseFloat(getComputedStyle(document.querySelector('.tour-text p')).fontSize)")
+    assert text_after > text_before
+    assert after["width"] >= 1.2 * before["width"] and after["height"] >= 1.2 * before["height"], (before, after)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1440
+    ui.screenshot("tour-presenter-figure-1440x900")
+    assert ui.errors == []
