@@ -392,7 +392,8 @@ class Widget:
             tok, inp = part["tensors"]
             if fn == "embed_sum":  # token + position = input, recomputed on every drawn number
                 err = (torch.tensor(tok["values"]) + torch.tensor(pos["values"]) - torch.tensor(inp["values"])).abs().max().item()
-                return ("exactly" if err == 0 else f"to within {err:.1e}"), [err]
+                mantissa, exp = f"{err:.1e}".split("e")
+                return ("exactly" if err == 0 else f"to within {err:.2f}" if err >= 0.01 else f"to within {mantissa}e{int(exp)}"), [err]
             i = self.tok([t["token"] for t in part["tokens"]], args[0])
             if fn == "embed_id":
                 return str(part["tokens"][i]["id"]), []
