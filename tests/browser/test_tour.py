@@ -47,7 +47,7 @@ def test_the_tour_is_the_landing_page_and_every_step_shows_the_models_numbers(ui
     assert page.evaluate("location.hash") == "#tour/1"
     tour = page.evaluate("fetch('/api/tour').then(r => r.json())")
     steps = tour["steps"]
-    assert 10 <= len(steps) <= 16
+    assert 10 <= len(steps) <= 20
     assert "tokens talk to each other through attention" in steps[0]["html"]
     checked = 0
     for n, step in enumerate(steps, start=1):
@@ -94,6 +94,73 @@ def test_the_tour_is_the_landing_page_and_every_step_shows_the_models_numbers(ui
     _wait_step(page, 5)
     page.locator("body").press("Escape")
     assert page.locator("header").is_visible()
+    assert ui.errors == []
+
+
+def test_clicking_a_toy_token_moves_the_focus_and_redraws_its_weights(ui) -> None:
+    """The toy step: each click makes that token the query; the table then shows its row of the payload
+    (softmax of q . K / sqrt(d_k), recomputed here from the hand-set vectors)."""
+    page = ui.page
+    page.set_viewport_size({"width": 1440, "height": 900})
+    tour = page.request.get(f"{ui.base}/api/tour").json()
+    n = next(s["n"] for s in tour["steps"] if s["preset"]["widget"] == "toy")
+    toy = tour["toy"]
+    keys = torch.tensor(toy["keys"], dtype=torch.float64)
+    ui.open(f"#tour/{n}")
+    _wait_step(page, n)
+    assert page.get_attribute("#toy-table", "data-focus") == str(toy["query"])
+    for i in [*(j for j in range(len(toy["tokens"])) if j != toy["query"]), toy["query"]]:
+        page.click(f".toy-tokens button[data-token='{i}']")
+        page.wait_for_selector(f"#toy-table[data-focus='{i}']")
+        assert page.get_attribute(f".toy-tokens button[data-token='{i}']", "aria-pressed") == "true"
+        assert page.inner_text(".toy-query").startswith(f"Query of “{toy['tokens'][i]}”")
+        shown = page.locator("#toy-table td[data-value]").evaluate_all("cs => cs.map(c => Number(c.dataset.value))")
+        q = torch.tensor(toy["rows"][i]["q"], dtype=torch.float64)
+        expected = torch.softmax(keys @ q / math.sqrt(toy["d_k"]), -1)
+        torch.testing.assert_close(torch.tensor(shown, dtype=torch.float64), expected, rtol=0, atol=1e-9)
+        if i != toy["query"]:
+            ui.screenshot(f"tour-toy-focus-{i}")
+    assert ui.errors == []
+
+
+def test_the_embedding_step_shows_ids_and_token_plus_position_equals_input(ui) -> None:
+    page = ui.page
+    page.set_viewport_size({"width": 1440, "height": 900})
+    tour = page.request.get(f"{ui.base}/api/tour").json()
+    step = next(s for s in tour["steps"] if s["preset"]["widget"] == "embed")
+    pre = step["preset"]
+    ui.open(f"#tour/{step['n']}")
+    _wait_step(page, step["n"])
+    loaded = cat.load(pre["model"])
+    ids = loaded.tokenizer.encode(pre["text"])
+    shown = page.locator(".embed-ids tbody tr").evaluate_all("rs => rs.map(r => Number(r.dataset.id))")
+    assert shown == ids
+    assert page.locator(".embed-part").count() == 3
+    tables = _check_tables(page)  # token row, position row, input row of the focus token, each from its hook
+    assert [t["hook"].rsplit(".", 1)[-1] for t in tables] == ["hook_tok_embed", "hook_pos_embed", "hook_embed"]
+    for t in tables:
+        expected = _expected(pre["model"], pre["text"], t["hook"], t["index"])
+        torch.testing.assert_close(torch.tensor(t["values"], dtype=torch.float64), expected[: len(t["values"])], rtol=0, atol=1e-6)
+    tok, pos, inp = (torch.tensor(t["values"], dtype=torch.float64) for t in tables)
+    torch.testing.assert_close(tok + pos, inp, rtol=0, atol=1e-6)
+    ui.screenshot("tour-embed-1440x900")
+    assert ui.errors == []
+
+
+def test_the_order_step_draws_both_grids_with_the_numbers_its_text_quotes(ui) -> None:
+    page = ui.page
+    page.set_viewport_size({"width": 1440, "height": 900})
+    tour = page.request.get(f"{ui.base}/api/tour").json()
+    n = next(s["n"] for s in tour["steps"] if s["preset"]["widget"] == "order")
+    ui.open(f"#tour/{n}")
+    _wait_step(page, n)
+    page.wait_for_selector(f"#view-tour[data-step='{n}'] .tour-text[data-claims=ready]")
+    for positions in ("true", "false"):
+        head = page.inner_text(f".order-fig[data-positions={positions}] h4")
+        slot = page.inner_text(f".tour-text .claim[data-slot='nearest {'with' if positions == 'true' else 'without'}']")
+        assert head.endswith(slot), (head, slot)
+        assert page.locator(f".order-fig[data-positions={positions}] svg rect").count() > 0
+    ui.screenshot("tour-order-1440x900")
     assert ui.errors == []
 
 
@@ -218,7 +285,7 @@ def test_every_view_clears_its_results_after_an_error(ui) -> None:
     assert [e for e in ui.errors if "422" not in e] == []
 
 
-CHANGED_STEPS = (1, 5, 7, 8, 9, 10, 11, 15, 16)
+CHANGED_STEPS = (1, 2, 3, 4, 6, 8, 9, 10, 11, 12, 16, 17)  # toy, embedding and word-order steps (2-4) included
 
 
 @pytest.mark.parametrize("viewport", [(1440, 900), (1024, 768)])
@@ -230,6 +297,9 @@ def test_screenshots_of_the_rewritten_steps(make_ui, viewport) -> None:
         _wait_step(ui.page, n)
         ui.page.wait_for_selector(f"#view-tour[data-step='{n}'] .tour-text[data-claims=ready]")
         assert ui.page.locator(".tour-text .claim.pending").count() == 0
+        # the text says "on the right": at both desktop sizes the figure sits beside the text, above the fold
+        text, fig = ui.page.locator(".tour-text").bounding_box(), ui.page.locator(".tour-widget").bounding_box()
+        assert fig["x"] >= text["x"] + text["width"] and fig["y"] < viewport[1], (n, text, fig)
         ui.screenshot(f"tour-step-{n:02d}-{viewport[0]}x{viewport[1]}")
     assert ui.errors == []
 
@@ -268,7 +338,7 @@ def test_a_deep_link_restores_the_same_numbers(ui) -> None:
     assert ui.errors == []
 
 
-LAYOUT_VIEWS = ["#tour/1", "#tour/2", "#tour/8", "#tour/13", "#attention", "#qkv", "#order", "#generate", "#timeline", "#arch/enc-ff", "#translate"]
+LAYOUT_VIEWS = ["#tour/1", "#tour/2", "#tour/3", "#tour/4", "#tour/9", "#tour/14", "#attention", "#qkv", "#order", "#generate", "#timeline", "#arch/enc-ff", "#translate"]
 
 _OVERLAPS = """() => {
   const out = [];
@@ -344,4 +414,39 @@ def test_the_sampling_sliders_redraw_without_a_request(ui) -> None:
     page.locator("[data-setting=temperature]").evaluate("e => { e.value = 0.3; e.dispatchEvent(new Event('input')); }")
     after = page.locator("#gen-next rect").evaluate_all("rs => rs.map(r => r.getAttribute('width'))")
     assert after != before and requests == []
+    assert ui.errors == []
+
+
+def test_architecture_fits_a_390_px_phone_without_horizontal_overflow(make_ui) -> None:
+    """The diagram scales by its viewBox on a phone (it was a fixed 600 px, the page 620 px wide)."""
+    ui = make_ui(390, 844)
+    ui.open("#arch")
+    page = ui.page
+    page.wait_for_selector("#diagram text", state="attached")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"#arch is {width} px wide in a 390 px window"
+    box = page.locator("#diagram").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    ui.screenshot("layout-arch-390x844")
+    assert ui.errors == []
+
+
+def test_presenter_mode_enlarges_the_figure_not_only_the_text(make_ui) -> None:
+    ui = make_ui(1440, 900)
+    page = ui.page
+    tour = page.request.get(f"{ui.base}/api/tour").json()
+    n = next(s["n"] for s in tour["steps"] if s["preset"]["widget"] == "order")
+    ui.open(f"#tour/{n}")
+    _wait_step(page, n)
+    figure = ".order-fig[data-positions=true] svg"
+    before = page.locator(figure).bounding_box()
+    text_before = page.evaluate("parseFloat(getComputedStyle(document.querySelector('.tour-text p')).fontSize)")
+    page.locator("body").press("p")
+    page.wait_for_selector("body.presenter")
+    after = page.locator(figure).bounding_box()
+    text_after = page.evaluate("parseFloat(getComputedStyle(document.querySelector('.tour-text p')).fontSize)")
+    assert text_after > text_before
+    assert after["width"] >= 1.2 * before["width"] and after["height"] >= 1.2 * before["height"], (before, after)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1440
+    ui.screenshot("tour-presenter-figure-1440x900")
     assert ui.errors == []

@@ -43,7 +43,7 @@ def test_why_view_draws_the_api_numbers_and_follows_clicks(ui) -> None:
 
 def test_the_tour_step_opens_the_why_view_on_its_preset(ui) -> None:
     page = ui.page
-    ui.open("#tour/9")
+    ui.open("#tour/10")
     page.locator("h1", has_text="remove a head").wait_for()
     explore = page.locator("a.explore")
     page.wait_for_selector(".tour-widget[data-state=ready]", timeout=120_000)  # its URL state is in the link now

@@ -32,7 +32,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
 def test_the_tour_has_ordered_steps_with_known_widgets_and_existing_pages(client: TestClient) -> None:
     body = client.get("/api/tour").json()
     steps = body["steps"]
-    assert 10 <= len(steps) <= 16 and [s["n"] for s in steps] == list(range(1, len(steps) + 1))
+    assert 10 <= len(steps) <= 20 and [s["n"] for s in steps] == list(range(1, len(steps) + 1))
     slugs = {p["slug"] for p in client.get("/api/content").json()["pages"]}
     for step in steps:
         assert step["preset"]["widget"] in tour.WIDGETS
@@ -46,6 +46,25 @@ def test_the_tour_has_ordered_steps_with_known_widgets_and_existing_pages(client
     # The Learn index follows the tour's order.
     order = [p["slug"] for p in client.get("/api/content").json()["pages"]]
     assert order[: len(tour.learn_order())] == tour.learn_order()
+
+
+def test_the_toy_carries_every_query_row_and_comes_before_the_model_steps(client: TestClient) -> None:
+    """Clicking a toy token redraws that token's row: each row is softmax(q . K / sqrt(d_k)) and its mix of V,
+    recomputed here from the hand-set vectors; the toy is the tour's second step, before tokens and Q, K, V."""
+    body = client.get("/api/tour").json()
+    toy = body["toy"]
+    keys, values = (torch.tensor(toy[k], dtype=torch.float64) for k in ("keys", "values"))
+    assert len(toy["rows"]) == len(toy["tokens"])
+    for row in toy["rows"]:
+        q = torch.tensor(row["q"], dtype=torch.float64)
+        w = torch.softmax(keys @ q / math.sqrt(toy["d_k"]), -1)
+        torch.testing.assert_close(torch.tensor(row["weights"], dtype=torch.float64), w, rtol=0, atol=1e-12)
+        torch.testing.assert_close(torch.tensor(row["output"], dtype=torch.float64), w @ values, rtol=0, atol=1e-12)
+        assert row["dots"] == pytest.approx((keys @ q).tolist(), abs=1e-12)
+    assert toy["rows"][toy["query"]]["weights"] == toy["weights"]
+    # the rows differ: moving the focus changes the weights
+    assert len({tuple(r["weights"]) for r in toy["rows"]}) == len(toy["rows"])
+    assert [s["preset"]["widget"] for s in body["steps"]][1] == "toy"
 
 
 def test_a_step_file_with_an_unknown_key_is_refused() -> None:
@@ -366,6 +385,35 @@ class Widget:
             return (_norm(p["source_tokens"][int(row.argmax())]), []) if fn == "align" else f2(float(row.max()))
         if fn == "translation":
             return self.translation["text"], []
+        if fn.startswith("embed_"):
+            body = {"model": self.p["model"], "text": self.p["text"], "layer": 0}
+            part = self.post("/api/part", {**body, "part": self.p["part"]})
+            pos = self.post("/api/part", {**body, "part": "positional-encoding"})["tensors"][0]
+            tok, inp = part["tensors"]
+            if fn == "embed_sum":  # token + position = input, recomputed on every drawn number
+                err = (torch.tensor(tok["values"]) + torch.tensor(pos["values"]) - torch.tensor(inp["values"])).abs().max().item()
+                mantissa, exp = f"{err:.1e}".split("e")
+                return ("exactly" if err == 0 else f"to within {err:.2f}" if err >= 0.01 else f"to within {mantissa}e{int(exp)}"), [err]
+            i = self.tok([t["token"] for t in part["tokens"]], args[0])
+            if fn == "embed_id":
+                return str(part["tokens"][i]["id"]), []
+            if fn == "embed_position":
+                return str(i), []
+            x = {"tok": tok, "pos": pos, "input": inp}[args[1]]["values"][i][int(args[2])]
+            return f"{x:.3f}", [x]
+        if fn in ("nearest", "twins", "order_tokens"):
+            o = self.post("/api/positions", {"model": self.p["model"]})
+            if fn == "order_tokens":
+                return str(len(o["first_tokens"])), []
+            c = next(c for c in o["comparisons"] if c["positions"] is (args[0] == "with"))
+            # every token's nearest match, recomputed from the distance grid the widget draws
+            nearest = [min(row) for row in c["distances"]]
+            assert nearest == pytest.approx(c["nearest"], abs=1e-12)
+            if fn == "twins":
+                return str(sum(d < 1e-3 for d in nearest)), []
+            worst = max(nearest)
+            mantissa, exp = f"{worst:.1e}".split("e")
+            return (f"{worst:.2f}" if worst >= 0.01 else f"{mantissa}e{int(exp)}"), [worst]
         raise AssertionError(f"the test does not know the slot {fn!r}: add its recomputation here")
 
 

@@ -27,6 +27,14 @@ Slots (``Q``, ``K``: token texts; layer and head are the preset's unless ``L``/`
 - ``scaling_trend``, ``scaling_alpha``, ``scaling_sizes``: the scaling experiment's run the figure shows.
 - ``ablation_metric``, ``ablation_clean``, ``ablation_removed``, ``ablation_top``, ``ablation_top_removed``,
   ``ablation_best``: the ablation payload of the preset's head (zero ablation).
+- ``embed_id W``, ``embed_position W``, ``embed_value W tok|pos|input D``, ``embed_sum``: the embedding
+  widget (the preset's ``part`` and ``positional-encoding``): token ``W``'s id and position, dimension ``D`` of its
+  token embedding, position vector or the input of block 0 (three decimals), and whether token + position =
+  input holds on every drawn number ("exactly", or "to within" the largest difference).
+- ``nearest with|without``, ``twins with|without``, ``order_tokens``: the Order view's experiment ("Jake
+  learned AI" vs "AI learned Jake" through the preset's encoder, with and without its positions): the largest
+  distance from a token of the first order to its nearest match in the second, how many tokens have an exact
+  twin (distance under 1e-3, the view's verdict), and how many tokens the sentence has.
 - ``align Q``, ``align_weight Q``, ``translation``: the translator's greedy output and, for target
   token ``Q``, the source token its last layer's cross-attention (mean of heads) weighs most.
 """
@@ -47,7 +55,7 @@ from typing import Any
 from attnlab import catalog as cat
 from attnlab.inspect.roles import PATTERN_THRESHOLD
 from attnlab.web import ablation as ablation_
-from attnlab.web import finder, payloads, timeline, translation
+from attnlab.web import finder, order, payloads, timeline, translation
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
 from attnlab.web.experiments import RUNS, Index, default_runs_dir
@@ -133,6 +141,19 @@ class Step:
         if not p.tensors:
             raise PayloadError(f"the part {self.part!r} shows no tensor")
         return p.tensors[0]
+
+    @cached_property
+    def embed(self) -> tuple[s.PartResponse, s.PartResponse]:
+        """The embedding widget's two parts: the token embeddings with what enters block 0 (``part``), and the
+        position vectors (``positional-encoding``)."""
+        req = {"model": self._need("model"), "text": self._need("text"), "layer": 0}
+        return (payloads.part(s.PartRequest(part=self._need("part"), **req)),
+                payloads.part(s.PartRequest(part="positional-encoding", **req)))
+
+    @cached_property
+    def order(self) -> order.PositionsResponse:
+        """The Order view's experiment ("Jake learned AI" vs "AI learned Jake" through an encoder)."""
+        return order.positions(order.OrderRequest(model=self._need("model")))
 
     @cached_property
     def timeline(self) -> tuple[s.TimelineAttentionResponse, s.TimelineAttentionResponse]:
@@ -260,6 +281,67 @@ def _columns(step: Step, args: list[str]) -> Value:
 
 def _width(step: Step, args: list[str]) -> Value:
     return Value(str(step.part_view.shape[-1]), [step.part_view.shape[-1]])
+
+
+def distance(x: float) -> str:
+    """A distance between two vectors as the tour prints it: two decimals, or two digits in scientific notation
+    below 0.01 (so a near-zero distance is not printed as a bare 0.00), written as the page's
+    ``toExponential(1)`` writes it (``1.2e-5``)."""
+    return f"{x:.2f}" if x >= 0.01 else re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{x:.1e}")
+
+
+def _comparison(step: Step, args: list[str]) -> Any:
+    want = {"with": True, "without": False}.get(args[0] if args else "")
+    if want is None:
+        raise PayloadError("an order slot names 'with' or 'without' (positions)")
+    return next(c for c in step.order.comparisons if c.positions is want)
+
+
+def _nearest(step: Step, args: list[str]) -> Value:
+    worst = max(_comparison(step, args).nearest)
+    return Value(distance(worst), [worst])
+
+
+def _twins(step: Step, args: list[str]) -> Value:
+    n = sum(d < 1e-3 for d in _comparison(step, args).nearest)
+    return Value(str(n), [n])
+
+
+def _order_tokens(step: Step, args: list[str]) -> Value:
+    return Value(str(len(step.order.first_tokens)), [len(step.order.first_tokens)])
+
+
+def _embed_rows(step: Step, word: str) -> tuple[int, s.TokenSummary, dict[str, list[float]]]:
+    part, pos = step.embed
+    if not part.tensors or not pos.tensors:
+        raise PayloadError(f"{part.model!r} records no token or position vectors for {step.part!r}")
+    i = find([t.token for t in part.tokens], word)
+    tok, inp = part.tensors[0], part.tensors[1]
+    return i, part.tokens[i], {"tok": tok.values[i], "input": inp.values[i], "pos": pos.tensors[0].values[i]}
+
+
+def _embed_id(step: Step, args: list[str]) -> Value:
+    _, summary, _ = _embed_rows(step, args[0])
+    return Value(str(summary.id), [summary.id])
+
+
+def _embed_position(step: Step, args: list[str]) -> Value:
+    i, _, _ = _embed_rows(step, args[0])
+    return Value(str(i), [i])
+
+
+def _embed_value(step: Step, args: list[str]) -> Value:
+    """``embed_value W tok|pos|input D``: dimension ``D`` of token ``W``'s vector, three decimals."""
+    x = _embed_rows(step, args[0])[2][args[1]][int(args[2])]
+    return Value(f"{x:.3f}", [x])
+
+
+def _embed_sum(step: Step, args: list[str]) -> Value:
+    """Whether token + position = input holds on every number drawn: "exactly" or "to within E"."""
+    part, pos = step.embed
+    err = max(abs(a + b - c) for ra, rb, rc in zip(part.tensors[0].values, pos.tensors[0].values, part.tensors[1].values,
+                                                   strict=True) for a, b, c in zip(ra, rb, rc, strict=True))
+    return Value("exactly" if err == 0 else f"to within {distance(err)}", [err])
 
 
 def _heads(step: Step, args: list[str]) -> Value:
@@ -403,6 +485,8 @@ SLOTS: dict[str, Callable[[Step, list[str]], Value]] = {
     "scaling_trend": _scaling_trend, "scaling_alpha": _scaling_alpha, "scaling_sizes": _scaling_sizes,
     "ablation_metric": _ablation_metric, "ablation_clean": _ablation_clean, "ablation_removed": _ablation_removed,
     "ablation_top": _ablation_top, "ablation_top_removed": _ablation_top_removed, "ablation_best": _ablation_best,
+    "embed_id": _embed_id, "embed_position": _embed_position, "embed_value": _embed_value, "embed_sum": _embed_sum,
+    "nearest": _nearest, "twins": _twins, "order_tokens": _order_tokens,
     "align": _align, "align_weight": _align_weight, "translation": _translation,
 }
 

@@ -449,6 +449,16 @@ class TourStep(BaseModel):
     view: str | None = Field(default=None, description="the explore-freely view this step opens")
 
 
+class ToyRow(BaseModel):
+    """One query's arithmetic in the toy (the page redraws it when a token is clicked)."""
+
+    q: list[float]
+    dots: list[float]
+    scores: list[float] = Field(description="q . k / sqrt(d_k), recorded by attnlab.nn.attention's score hook")
+    weights: list[float]
+    output: list[float]
+
+
 class ToyAttention(BaseModel):
     tokens: list[str]
     query: int
@@ -460,6 +470,7 @@ class ToyAttention(BaseModel):
     scores: list[float] = Field(description="q . k / sqrt(d_k), recorded by attnlab.nn.attention's score hook")
     weights: list[float]
     output: list[float]
+    rows: list[ToyRow] = Field(description="every query's arithmetic, one per token (rows[query] is the fields above)")
 
 
 class TourResponse(BaseModel):

@@ -41,7 +41,7 @@ from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError
 
 TOUR_DIR = content.CONTENT_DIR / "tour"
-WIDGETS = ("attention", "qkv", "toy", "part", "timeline", "heads", "translate", "arch", "generate", "figure", "finder",
+WIDGETS = ("attention", "qkv", "toy", "part", "order", "embed", "timeline", "heads", "translate", "arch", "generate", "figure", "finder",
            "ablation")
 _INT_KEYS = ("layer", "head")
 _KEYS = {"widget", "model", "text", "layer", "head", "query", "key", "learn", "view", "part", "variant",
@@ -51,7 +51,7 @@ _FILE = re.compile(r"^\d\d-[a-z0-9-]+\.md$")
 # The toy: three tokens, two-number vectors chosen by hand (d_k = 2) so the arithmetic fits on paper.
 TOY_TOKENS = ["the", "cat", "it"]
 TOY_QUERY = 2  # "it" looks for the noun
-TOY_Q = [[0.0, 0.0], [0.0, 0.0], [2.0, 1.0]]
+TOY_Q = [[0.0, 2.0], [0.5, 1.5], [2.0, 1.0]]  # one query per token: clicking a token moves the focus
 TOY_K = [[0.0, 1.0], [2.0, 0.5], [0.5, 0.5]]
 TOY_V = [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]
 
@@ -111,15 +111,17 @@ def learn_order() -> list[str]:
 
 
 def toy() -> s.ToyAttention:
-    """The hand-set toy through the library's attention function (``attnlab.inspect.attention_steps``)."""
+    """The hand-set toy through the library's attention function (``attnlab.inspect.attention_steps``): every
+    query's row (the page's focus moves when a token is clicked), the default focus's row also flat."""
     q, k, v = (torch.tensor(m, dtype=torch.float64)[None, None] for m in (TOY_Q, TOY_K, TOY_V))
     steps = attention_steps(q, k, v)
+    rows = [s.ToyRow(q=TOY_Q[i], dots=[sum(a * b for a, b in zip(TOY_Q[i], key, strict=True)) for key in TOY_K],
+                     scores=steps.scores[0, 0, i].tolist(), weights=steps.weights[0, 0, i].tolist(),
+                     output=steps.out[0, 0, i].tolist())
+            for i in range(len(TOY_TOKENS))]
     i = TOY_QUERY
-    return s.ToyAttention(
-        tokens=TOY_TOKENS, query=i, d_k=2, q=TOY_Q[i], keys=TOY_K, values=TOY_V,
-        dots=[sum(a * b for a, b in zip(TOY_Q[i], key, strict=True)) for key in TOY_K],
-        scores=steps.scores[0, 0, i].tolist(), weights=steps.weights[0, 0, i].tolist(), output=steps.out[0, 0, i].tolist(),
-    )
+    return s.ToyAttention(tokens=TOY_TOKENS, query=i, d_k=2, keys=TOY_K, values=TOY_V, rows=rows,
+                          **rows[i].model_dump())
 
 
 def _step(n: int, slug: str, meta: dict[str, str], title: str, html: str) -> s.TourStep:

@@ -53,6 +53,55 @@ export const WIDGETS = {
     V.toyAttention(box, ctx.toy);
   },
 
+  // Token -> id -> embedding + position = input: the part's token embeddings and block-0 input, and the
+  // positional-encoding part's vectors (POST /api/part twice), drawn side by side with each token's id.
+  async embed(box, pre, ctx) {
+    await ctx.need(pre.model);
+    const [p, q] = await ctx.track(Promise.all([api.part(pre.model, pre.text, pre.part, 0),
+      api.part(pre.model, pre.text, "positional-encoding", 0)]));
+    V.el("p", { class: "widget-caption" }, box, `${p.model} · “${pre.text}”`);
+    if (!p.tensors.length || !q.tensors.length) { V.el("p", { class: "note" }, box, q.reason || p.reason || "no vectors"); return {}; }
+    const [tok, input] = p.tensors, pos = q.tensors[0];
+    const cols = 16, cut = (t) => t.values.map((r) => r.slice(0, cols));
+    const lim = Math.max(...[tok, pos, input].flatMap((t) => cut(t).flat().map(Math.abs)));
+    const row = V.el("div", { class: "embed-sum" }, box);
+    const ids = V.el("table", { class: "numbers embed-ids" }, row);
+    const hr = V.el("tr", {}, V.el("thead", {}, ids));
+    ["pos", "token", "id"].forEach((h) => V.el("th", {}, hr, h));
+    const body = V.el("tbody", {}, ids);
+    const focus = findToken(tok.rows, pre.query);
+    p.tokens.forEach((t, i) => {
+      const tr = V.el("tr", { class: i === focus ? "focus" : "", "data-id": t.id }, body);
+      [String(i), JSON.stringify(t.token), String(t.id)].forEach((x) => V.el("td", {}, tr, x));
+    });
+    [[tok, "token embedding"], [pos, "+ position vector"], [input, "= input of block 0"]].forEach(([t, label], k) => {
+      const fig = V.el("figure", { class: "embed-part", "data-hook": t.hook }, row);
+      V.el("figcaption", {}, fig, `${label} (first ${cols} of ${t.shape[t.shape.length - 1]})`);
+      V.heatmap(V.el("svg:svg", {}, fig), cut(t), { diverging: true, min: -lim, max: lim, cell: 8, cellH: 20,
+        rows: k === 0 ? tok.rows : [], bar: k === 2 });
+    });
+    if (focus !== null && focus !== undefined) {
+      [tok, pos, input].forEach((t) => V.checkTable(box, t.hook, [0, focus], t.values[focus].slice(0, 8).map((_, j) => `dim ${j}`), t.values[focus].slice(0, 8)));
+    }
+    return { model: p.model, text: pre.text, query: focus };
+  },
+
+  // The Order view's experiment (POST /api/positions): two word orders through an encoder, with and without positions.
+  async order(box, pre, ctx) {
+    await ctx.need(pre.model);
+    const p = await ctx.track(api.positions(pre.model));
+    V.el("p", { class: "widget-caption" }, box, `${p.model} · “Jake learned AI” (rows) vs “AI learned Jake” (columns) · distance between final vectors`);
+    const split = V.el("div", { class: "split" }, box);
+    for (const c of [...p.comparisons].sort((a, b) => a.positions - b.positions)) {
+      const fig = V.el("div", { class: "order-fig", "data-positions": String(c.positions) }, split);
+      const worst = Math.max(...c.nearest);
+      V.el("h4", {}, fig, `${c.positions ? "with" : "without"} positions · largest nearest-match distance ${worst >= 0.01 ? worst.toFixed(2) : worst.toExponential(1)}`);
+      V.heatmap(V.el("svg:svg", { "data-positions": String(c.positions) }, fig), c.distances, { rows: p.first_tokens, cols: p.second_tokens,
+        min: 0, cell: 26 });
+    }
+    return { model: p.model };
+  },
+
   async part(box, pre, ctx) {
     await ctx.need(pre.model);
     const p = await ctx.track(api.part(pre.model, pre.text, pre.part, pre.layer ?? 0));

@@ -480,28 +480,36 @@ export function checkTable(parent, hook, index, labels, values) {
   return table;
 }
 
-// The toy: hand-set vectors through attnlab.nn.attention, every step of the arithmetic in a table.
-export function toyAttention(container, toy) {
+// The toy: hand-set vectors through attnlab.nn.attention, every step of the arithmetic in a table, for the
+// focus query (toy.rows[focus]); clicking a token (or Enter on it) moves the focus and redraws its row.
+export function toyAttention(container, toy, focus = toy.query) {
   clear(container);
+  const r = toy.rows[focus];
   el("p", { class: "toy-badge" }, container, "Toy, not a real model: three words, hand-set 2-number vectors");
-  el("p", {}, container, `Query of “${toy.tokens[toy.query]}”: q = [${toy.q.join(", ")}], d_k = ${toy.d_k}, √d_k = ${Math.sqrt(toy.d_k).toFixed(3)}`);
-  const table = el("table", { class: "numbers", id: "toy-table" }, container);
+  const pick = el("p", { class: "toy-tokens" }, container, "Focus (click a word): ");
+  toy.tokens.forEach((tok, i) => {
+    const b = el("button", { type: "button", class: i === focus ? "toy-token focus" : "toy-token", "data-token": i,
+      "aria-pressed": String(i === focus) }, pick, tok);
+    b.addEventListener("click", () => toyAttention(container, toy, i));
+  });
+  el("p", { class: "toy-query" }, container, `Query of “${toy.tokens[focus]}”: q = [${r.q.join(", ")}], d_k = ${toy.d_k}, √d_k = ${Math.sqrt(toy.d_k).toFixed(3)}`);
+  const table = el("table", { class: "numbers", id: "toy-table", "data-focus": focus }, container);
   const hr = el("tr", {}, el("thead", {}, table));
   ["key token", "key k", "q · k", "÷ √d_k (score)", "softmax (weight)", "value v"].forEach((h) => el("th", {}, hr, h));
   const body = el("tbody", {}, table);
   toy.tokens.forEach((tok, j) => {
-    const tr = el("tr", { class: j === toy.query ? "focus" : "" }, body);
+    const tr = el("tr", { class: j === focus ? "focus" : "" }, body);
     el("td", {}, tr, tok);
     el("td", { class: "vec" }, tr, `[${toy.keys[j].join(", ")}]`);
-    el("td", {}, tr, toy.dots[j].toFixed(3));
-    el("td", {}, tr, toy.scores[j].toFixed(3));
-    const w = el("td", { "data-value": String(toy.weights[j]) }, tr);
+    el("td", {}, tr, r.dots[j].toFixed(3));
+    el("td", {}, tr, r.scores[j].toFixed(3));
+    const w = el("td", { "data-value": String(r.weights[j]) }, tr);
     const barBox = el("svg:svg", { width: 80, height: 10 }, w);
-    el("svg:rect", { x: 0, y: 1, width: Math.max(0.5, 80 * toy.weights[j]), height: 8, fill: "#2456c7" }, barBox);
-    w.append(" " + toy.weights[j].toFixed(3));
+    el("svg:rect", { x: 0, y: 1, width: Math.max(0.5, 80 * r.weights[j]), height: 8, fill: "#2456c7" }, barBox);
+    w.append(" " + r.weights[j].toFixed(3));
     el("td", { class: "vec" }, tr, `[${toy.values[j].join(", ")}]`);
   });
-  el("p", {}, container, `Output = Σ weight · v = [${toy.output.map((x) => x.toFixed(3)).join(", ")}]: mostly the value of “${toy.tokens[toy.weights.indexOf(Math.max(...toy.weights))]}”.`);
+  el("p", {}, container, `Output = Σ weight · v = [${r.output.map((x) => x.toFixed(3)).join(", ")}]: mostly the value of “${toy.tokens[r.weights.indexOf(Math.max(...r.weights))]}”.`);
 }
 
 // The softmax of one query row as exp -> sum -> divide, from the recorded scores (hook_scores); the
