@@ -288,9 +288,15 @@ def test_a_full_heavy_queue_is_a_503_with_retry_after(app, base: str, monkeypatc
     body = {"model": "gated-forward", "text": "hi"}
     with ThreadPoolExecutor(5) as pool:
         try:
-            waiting = [pool.submit(_post, base, "/api/attention", body) for _ in range(5)]  # 2 run (held), 3 wait
+            # 2 run (held), then 3 wait: in two rounds, so that a slow machine cannot count a request that is
+            # still on its way to a free slot as waiting (which would refuse one of the five)
+            waiting = [pool.submit(_post, base, "/api/attention", body) for _ in range(2)]
             deadline = time.monotonic() + 60
-            while queue.waiting < 3 or queue.running < 2:
+            while queue.running < 2:
+                assert time.monotonic() < deadline, (queue.waiting, queue.running)
+                time.sleep(0.02)
+            waiting += [pool.submit(_post, base, "/api/attention", body) for _ in range(3)]
+            while queue.waiting < 3:
                 assert time.monotonic() < deadline, (queue.waiting, queue.running)
                 time.sleep(0.02)
             refused = _post(base, "/api/attention", body)
