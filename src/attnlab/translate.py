@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -26,12 +27,27 @@ class Translation:
     logprob: float
 
 
-def special_ids(tokenizer: Tokenizer) -> tuple[int, int] | None:
+def bos_eos_ids(tokenizer: Tokenizer) -> tuple[int, int] | None:
     """``(<s>, </s>)`` ids of a translation tokenizer, or ``None`` for a tokenizer without them."""
     try:
         return tokenizer.token_id("<s>"), tokenizer.token_id("</s>")  # type: ignore[attr-defined]
     except (AttributeError, KeyError):
         return None
+
+
+def source_and_target(
+    model: nn.Module, source: list[int], bos_eos: tuple[int, int] | None, *, max_len: int, add_eos: bool = True,
+) -> tuple[list[int], list[int]]:
+    """What the tools read of an encoder-decoder on ``source`` (token ids): ``(source </s>, <s> + the model's
+    greedy translation)``, each at most ``max_len`` tokens (``add_eos=False``: ``source`` is already the
+    encoder's input). Without ``<s>``/``</s>`` (``bos_eos`` None, an untrained stand-in) both are ``source``."""
+    if bos_eos is None:
+        return source, source
+    bos, eos = bos_eos
+    src = [*source, eos][:max_len] if add_eos else source[:max_len]
+    with torch.no_grad():
+        out, _ = translate_ids(model, src, bos_id=bos, eos_id=eos, max_new_tokens=max_len - 1)
+    return src, [bos, *out][:max_len]
 
 
 def translate_text(

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from attnlab import interpret
 from attnlab.catalog import LoadedModel, load
-from attnlab.generate import model_device, translate_ids
+from attnlab.generate import model_device
 from attnlab.inspect import hook_name, math_backend, run_with_cache
 from attnlab.inspect.roles import detect_roles
 from attnlab.interpret import Inputs, Metric
@@ -35,7 +35,7 @@ from attnlab.models import FamilyModel
 from attnlab.models.mode import eval_mode
 from attnlab.show._html import View
 from attnlab.tokenizers.base import Tokenizer
-from attnlab.translate import special_ids
+from attnlab.translate import bos_eos_ids, source_and_target
 
 ModelLike = str | LoadedModel | nn.Module
 TextLike = str | Tensor | Sequence[int]
@@ -61,15 +61,8 @@ def _source_target(model: FamilyModel, text: TextLike, tokenizer: Tokenizer | No
     """An encoder-decoder's (source, target): ``text </s>`` and ``<s>`` + its greedy translation, or the
     tokens of ``text`` for both with a tokenizer without ``<s>``/``</s>``."""
     max_len = model.config.max_len
-    src = _ids(text, tokenizer)[:max_len]
-    specials = special_ids(tokenizer) if tokenizer is not None else None
-    if specials is None:
-        return src, src
-    bos, eos = specials
-    src = [*src, eos][:max_len] if isinstance(text, str) else src
-    with eval_mode(model), torch.no_grad():
-        out, _ = translate_ids(model, src, bos_id=bos, eos_id=eos, max_new_tokens=max_len - 1)
-    return src, [bos, *out][:max_len]
+    return source_and_target(model, _ids(text, tokenizer)[:max_len], bos_eos_ids(tokenizer) if tokenizer else None,
+                             max_len=max_len, add_eos=isinstance(text, str))
 
 
 def _resolve(model: ModelLike, text: TextLike | tuple, tokenizer: Tokenizer | None

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 
 from attnlab.generate import GenerationError
 from attnlab.inspect import hook_name, run_with_cache
-from attnlab.translate import translate_text
+from attnlab.translate import bos_eos_ids, translate_text
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
 from attnlab.web.models import MAX_TOKENS, get_model, model_info, model_input, model_lock, tokenize
@@ -40,12 +40,12 @@ def translate(req: s.TranslateRequest) -> s.TranslateResponse:
         )
     loaded = get_model(req.model)
     tokenizer = loaded.tokenizer
-    try:
-        bos, eos = tokenizer.token_id("<s>"), tokenizer.token_id("</s>")  # type: ignore[attr-defined]
-    except (AttributeError, KeyError):
+    bos_eos = bos_eos_ids(tokenizer)
+    if bos_eos is None:
         raise PayloadError(
             f"model {req.model!r} has no <s> and </s> tokens: it is an encoder-decoder but not a trained translator"
-        ) from None
+        )
+    bos, eos = bos_eos
     max_len = loaded.config.max_len
     tokenize(loaded, req.text, limit=min(MAX_TOKENS, max_len) - 1)  # the limits, with room for </s>
     with model_lock(loaded.name):

@@ -43,11 +43,10 @@ from pydantic import BaseModel, Field, field_validator
 from torch import Tensor, nn
 
 from attnlab import interpret
-from attnlab.generate import translate_ids
 from attnlab.inspect import hook_name, run_with_cache
 from attnlab.interpret import metrics
 from attnlab.tokenizers.base import Tokenizer
-from attnlab.translate import special_ids
+from attnlab.translate import bos_eos_ids, source_and_target
 from attnlab.web import schemas as s
 from attnlab.web import why_words as words
 from attnlab.web.errors import PayloadError
@@ -169,16 +168,8 @@ def _input(loaded, req: WhyRequest) -> _Input:
     limit = min(MAX_WHY_TOKENS_LARGE, max_tokens(loaded)) if is_large(loaded) else None
     ids, tokens = tokenize(loaded, req.text, limit=limit)
     if family == "encoder-decoder":
-        specials = special_ids(loaded.tokenizer)
-        if specials is not None:
-            bos, eos = specials
-            src = [*ids, eos][: max_tokens(loaded)]
-            with model_lock(loaded.name), torch.no_grad():
-                out, _ = translate_ids(loaded.model, src, bos_id=bos, eos_id=eos,
-                                       max_new_tokens=max_tokens(loaded) - 1)
-            tgt = [bos, *out]
-        else:
-            src, tgt = ids, ids
+        with model_lock(loaded.name):
+            src, tgt = source_and_target(loaded.model, ids, bos_eos_ids(loaded.tokenizer), max_len=max_tokens(loaded))
         tokens, targets = loaded.tokenizer.tokens(src), loaded.tokenizer.tokens(tgt)
         focus = _check_focus(req.focus, len(tgt), "target tokens")
         x = (model_input(loaded, src), model_input(loaded, tgt[: focus + 1]))
