@@ -283,10 +283,17 @@ def _width(step: Step, args: list[str]) -> Value:
     return Value(str(step.part_view.shape[-1]), [step.part_view.shape[-1]])
 
 
+ROUNDING = 1e-4
+"""Below this a distance between float32 vectors is rounding: two runs of the same sum in another order differ by
+about 1e-5, so a smaller number is printed as ``< 1e-4`` rather than as digits that change between runs."""
+
+
 def distance(x: float) -> str:
-    """A distance between two vectors as the tour prints it: two decimals, or two digits in scientific notation
-    below 0.01 (so a near-zero distance is not printed as a bare 0.00), written as the page's
-    ``toExponential(1)`` writes it (``1.2e-5``)."""
+    """A distance between two vectors as the tour prints it: two decimals, two digits in scientific notation below
+    0.01 (so a near-zero distance is not printed as a bare 0.00), written as the page's ``toExponential(1)``
+    writes it (``1.2e-3``), and ``< 1e-4`` below :data:`ROUNDING` (``views.js``' ``distance`` is the same rule)."""
+    if x < ROUNDING:
+        return "< 1e-4"
     return f"{x:.2f}" if x >= 0.01 else re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{x:.1e}")
 
 
@@ -341,7 +348,8 @@ def _embed_sum(step: Step, args: list[str]) -> Value:
     part, pos = step.embed
     err = max(abs(a + b - c) for ra, rb, rc in zip(part.tensors[0].values, pos.tensors[0].values, part.tensors[1].values,
                                                    strict=True) for a, b, c in zip(ra, rb, rc, strict=True))
-    return Value("exactly" if err == 0 else f"to within {distance(err)}", [err])
+    text = "exactly" if err == 0 else "to within float32 rounding (< 1e-4)" if err < ROUNDING else f"to within {distance(err)}"
+    return Value(text, [err])
 
 
 def _heads(step: Step, args: list[str]) -> Value:

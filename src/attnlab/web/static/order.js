@@ -48,7 +48,7 @@ export default {
       "Each cell: distance between a final vector of the first sentence and one of the second. Without positions every token finds an exact twin (a zero in its row): the same set of vectors, just reordered." : "");
     for (const c of pos.comparisons) {
       const box = V.el("div", {}, body);
-      V.el("h4", {}, box, `${c.positions ? "with" : "without"} positional information · largest nearest-match distance ${Math.max(...c.nearest).toExponential(2)}`);
+      V.el("h4", {}, box, `${c.positions ? "with" : "without"} positional information · largest nearest-match distance ${V.distance(Math.max(...c.nearest))}`);
       const same = Math.max(...c.nearest) < 1e-3;
       V.el("p", { class: "verdict", "data-positions": String(c.positions) }, box, same
         ? "Verdict: every token of the first order has an exact twin in the second: the encoder gives the same vectors for both orders, so it cannot tell them apart."

@@ -95,7 +95,7 @@ export const WIDGETS = {
     for (const c of [...p.comparisons].sort((a, b) => a.positions - b.positions)) {
       const fig = V.el("div", { class: "order-fig", "data-positions": String(c.positions) }, split);
       const worst = Math.max(...c.nearest);
-      V.el("h4", {}, fig, `${c.positions ? "with" : "without"} positions · largest nearest-match distance ${worst >= 0.01 ? worst.toFixed(2) : worst.toExponential(1)}`);
+      V.el("h4", {}, fig, `${c.positions ? "with" : "without"} positions · largest nearest-match distance ${V.distance(worst)}`);
       V.heatmap(V.el("svg:svg", { "data-positions": String(c.positions) }, fig), c.distances, { rows: p.first_tokens, cols: p.second_tokens,
         min: 0, cell: 26 });
     }
