@@ -31,6 +31,16 @@ function renderView(kind, root, data, V) {
     return table;
   }
 
+  function shaded(parent, tokens, scores) {
+    const m = Math.max(...scores.map(Math.abs), 1e-12);
+    const line = el("div", { class: "tokens" }, parent);
+    tokens.forEach((t, i) => {
+      const s = el("span", { "data-score": String(scores[i]),
+        style: "background:" + V.colour(scores[i], { min: -m, max: m, diverging: true }) }, line, t);
+      el("title", {}, s, V.fmt(scores[i], 4));
+    });
+  }
+
   const views = {
     attention() {
       const state = { layer: data.layer, head: data.head, focus: data.focus };
@@ -49,14 +59,19 @@ function renderView(kind, root, data, V) {
       draw();
     },
     head_finder() {
+      // the web's head grid (POST /api/attention's payload) and, with key=, its head finder (POST /api/heads/rank)
+      const ranked = data.ranking ? data.ranking.heads : [];
+      const highlight = Object.fromEntries(ranked.slice(0, 3).map((h, i) => [`${h.layer},${h.head}`, i + 1]));
+      const finder = data.ranking ? el("div", { class: "finder" }, root) : null;
       const grid = el("div", { class: "grid" }, root);
       const detail = el("div", { class: "row" }, root);
       const pick = (l, h) => {
-        V.headGrid(grid, data, { layer: l, head: h }, pick);
+        V.headGrid(grid, data, { layer: l, head: h }, pick, { highlight });
         clear(detail);
         V.heatmap(el("svg:svg", {}, detail), data.weights[l][h], { rows: data.tokens, cols: data.tokens, min: 0, max: 1 });
       };
-      pick(0, 0);
+      if (finder) V.headRanking(finder, data.ranking, { limit: 10, onPick: pick });
+      pick(ranked.length ? ranked[0].layer : 0, ranked.length ? ranked[0].head : 0);
       const scores = el("div", { class: "row" }, root);
       const heads = data.weights[0].map((_, h) => "H" + h);
       const layers = data.weights.map((_, l) => "L" + l);
@@ -86,14 +101,45 @@ function renderView(kind, root, data, V) {
       numbers(row, ["layer"].concat(heads), data.effects.map((r, l) => ["L" + l].concat(r.map((v) => ({ text: V.fmt(v, 3), value: v })))));
     },
     saliency() {
-      const m = Math.max(...data.scores.map(Math.abs), 1e-12);
-      const line = el("div", { class: "tokens" }, root);
-      data.tokens.forEach((t, i) => {
-        const s = el("span", { "data-score": String(data.scores[i]),
-          style: "background:" + V.colour(data.scores[i], { min: -m, max: m, diverging: true }) }, line, t);
-        el("title", {}, s, V.fmt(data.scores[i], 4));
-      });
+      shaded(root, data.tokens, data.scores);
       numbers(root, ["token", "score"], data.tokens.map((t, i) => [JSON.stringify(t), { text: V.fmt(data.scores[i], 4), value: data.scores[i] }]));
+    },
+    why() {
+      // POST /api/why's payload (attnlab.web.why.why_of): the sentences and the ledger are the server's
+      const queries = data.target_tokens.length ? data.target_tokens : data.tokens;
+      const sc = data.score;
+      const said = el("div", { class: "sentences" }, root);
+      for (const [what, text] of Object.entries(data.sentences)) el("p", { "data-result": what }, said, text);
+      for (const [what, text] of Object.entries(data.unavailable)) el("p", { class: "note", "data-unavailable": what }, said, text);
+      const p = data.prediction;
+      const head = `L${data.layer} H${data.head}`;
+      el("h4", {}, root, `Prediction after ${JSON.stringify(queries[sc.query])}: ${p.metric}`);
+      numbers(root, ["", "with the head", `without ${head}`], [
+        ["metric", { text: V.fmt(p.clean, 4), value: p.clean }, { text: V.fmt(p.ablated, 4), value: p.ablated }],
+      ].concat(p.clean_top.map((c, i) => [`#${i + 1}`, `${JSON.stringify(c.token)} ${c.prob.toFixed(3)}`,
+        p.ablated_top[i] ? `${JSON.stringify(p.ablated_top[i].token)} ${p.ablated_top[i].prob.toFixed(3)}` : ""])));
+      const row = el("div", { class: "row" }, root);
+      const effects = el("div", {}, row);
+      el("h4", {}, effects, `Every ${data.cross ? "cross-attention " : ""}head removed in turn`);
+      V.heatmap(el("svg:svg", {}, effects), data.head_effects, { rows: data.head_effects.map((_, l) => "L" + l),
+        cols: data.head_effects[0].map((_, h) => "H" + h), diverging: true, cell: 24 });
+      if (sc.available) {
+        const box = el("div", {}, row);
+        el("h4", {}, box, `Why ${JSON.stringify(queries[sc.query])} looks at ${JSON.stringify(data.tokens[sc.key])}: ` +
+          `its score ${V.fmt(sc.score, 3)} split into parts`);
+        V.heatmap(el("svg:svg", {}, box), sc.terms, { rows: sc.query_labels, cols: sc.key_labels, diverging: true, cell: 24 });
+      } else el("p", { class: "note" }, root, sc.reason);
+      if (data.logit_lens) {
+        el("h4", {}, root, "Logit lens at the focus token (top tokens after each layer)");
+        numbers(root, ["read-out"].concat(data.logit_lens.top[0].map((_, i) => "#" + (i + 1))), data.logit_lens.labels.map(
+          (label, r) => [label].concat(data.logit_lens.top[r].map((c) => ({ text: `${JSON.stringify(c.token)} ${c.prob.toFixed(2)}`, value: c.prob })))),
+          { colour: (v) => V.colour(v) });
+      }
+      el("h4", {}, root, "Saliency (integrated gradients)");
+      shaded(root, data.tokens, data.saliency);
+      el("h4", {}, root, "Ledger: every number's check on this input");
+      numbers(root, ["check", "error", "tolerance", "holds"], data.ledger.map((c) => [c.text, c.error.toExponential(1),
+        String(c.tolerance), c.holds ? "yes" : "no"]));
     },
     head_contexts() {
       V.headContexts(root, data);

@@ -96,7 +96,8 @@ def latest_roles(model: str) -> s.CorpusRolesOut | None:
 
 
 def head_contexts(req: HeadContextsRequest) -> HeadContextsResponse:
-    """The head's top contexts and role scores over the corpus (see the module docstring)."""
+    """``POST /api/heads/contexts``: the corpus pass of the request's model (see the module docstring), then
+    ``head_contexts_of``."""
     loaded = get_model(req.model)
     stack = self_attention_stack(loaded)
     n_heads = loaded.config.n_heads
@@ -116,12 +117,23 @@ def head_contexts(req: HeadContextsRequest) -> HeadContextsResponse:
             raise Abandoned("the client disconnected during the corpus pass") from None
     with _SCANS_GUARD:
         _SCANS[loaded.name] = scan
-    found = scan.head_contexts(req.layer, req.head, req.k)
+    return head_contexts_of(loaded.name, scan, req.layer, req.head, req.k, corpus=default_corpus_label(len(corpus)))
+
+
+def default_corpus_label(verses: int) -> str:
+    """How the payload names ``hc.default_corpus(verses)``."""
+    return f"World English Bible (public domain), {verses} verses evenly spread"
+
+
+def head_contexts_of(model: str, scan: hc.CorpusScan, layer: int, head: int, k: int, *, corpus: str) -> HeadContextsResponse:
+    """Head (``layer``, ``head``)'s top ``k`` contexts and role scores in a finished corpus pass ``scan`` of
+    the model named ``model``, whose corpus ``corpus`` names. ``attnlab.show.head_contexts`` draws the same
+    payload. Raises ``ValueError`` for a head the scanned stack does not have or ``k < 1``."""
+    found = scan.head_contexts(layer, head, k)
     return HeadContextsResponse(
-        model=loaded.name, stack=scan.stack, layer=req.layer, head=req.head,
-        corpus=f"World English Bible (public domain), {len(corpus)} verses evenly spread",
+        model=model, stack=scan.stack, layer=layer, head=head, corpus=corpus,
         sentences=len(scan.sentences), skipped=scan.skipped, link_threshold=LINK,
         contexts=[ContextOut(**c.to_dict()) for c in found.contexts],
-        roles=[RoleScoreOut(**r) for r in scan.roles.of_head(req.layer, req.head)],
+        roles=[RoleScoreOut(**r) for r in scan.roles.of_head(layer, head)],
         summary=found.summary(), corpus_roles=corpus_roles_out(scan), from_cache=scan.from_cache,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from attnlab.catalog import LoadedModel
 from attnlab.interpret.links import LINK, special_ids, specificity
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
@@ -42,15 +43,22 @@ def verdict(weight: float, specificity: float) -> str:
 
 
 def rank_heads(req: s.FinderRequest) -> s.FinderResponse:
-    """Every head of the model's self-attention stack, highest specificity first (ties: by layer, head)."""
+    """``POST /api/heads/rank``: ``rank_heads_of`` on the request's model and text (within the web's limits)."""
     loaded = get_model(req.model)
     ids, tokens = tokenize(loaded, req.text)
-    _check("query", req.query, len(ids))
-    _check("key", req.key, len(ids))
+    return rank_heads_of(loaded, ids, tokens, req.query, req.key)
+
+
+def rank_heads_of(loaded: LoadedModel, ids: list[int], tokens: list[str], query: int, key: int) -> s.FinderResponse:
+    """Every head of ``loaded``'s self-attention stack for the pair ``query`` -> ``key`` (indices into ``ids``),
+    highest specificity first (ties: by layer, head). ``attnlab.show.head_finder`` draws the same payload.
+    Raises ``PayloadError`` for a token index past the sentence, or a later key in a causal model."""
+    _check("query", query, len(ids))
+    _check("key", key, len(ids))
     stack = self_attention_stack(loaded)
-    if stack.causal and req.key > req.query:
-        raise PayloadError(f"in the causal model {loaded.name!r} query token {req.query} cannot see the later key "
-                           f"token {req.key}: choose a key at or before the query")
+    if stack.causal and key > query:
+        raise PayloadError(f"in the causal model {loaded.name!r} query token {query} cannot see the later key "
+                           f"token {key}: choose a key at or before the query")
     _, cache = forward(loaded, ids, names=f"{stack.stack}.blocks.*.attn.hook_weights")
     specials = special_ids(loaded.tokenizer)
     real = torch.tensor([i not in specials for i in ids], dtype=torch.bool)
@@ -59,11 +67,11 @@ def rank_heads(req: s.FinderRequest) -> s.FinderResponse:
         weights = cache.attention(layer, stack=stack.stack)[0].double()  # (heads, queries, keys)
         spec, others, count = specificity(weights, real, causal=stack.causal)
         for head in range(spec.shape[0]):
-            weight, sp = float(weights[head, req.query, req.key]), float(spec[head, req.query, req.key])
+            weight, sp = float(weights[head, query, key]), float(spec[head, query, key])
             heads.append(s.RankedHead(layer=layer, head=head, label=f"L{layer} H{head}", weight=weight,
-                                      others=float(others[head, req.query, req.key]), specificity=sp,
+                                      others=float(others[head, query, key]), specificity=sp,
                                       link=sp >= LINK, verdict=verdict(weight, sp)))
     heads.sort(key=lambda h: (-h.specificity, h.layer, h.head))
-    return s.FinderResponse(model=loaded.name, tokens=tokens, query=req.query, key=req.key, causal=stack.causal,
-                            special=[i for i, t in enumerate(ids) if t in specials], others=int(count[req.query, req.key]),
+    return s.FinderResponse(model=loaded.name, tokens=tokens, query=query, key=key, causal=stack.causal,
+                            special=[i for i, t in enumerate(ids) if t in specials], others=int(count[query, key]),
                             threshold=LINK, heads=heads)

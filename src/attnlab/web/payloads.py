@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from attnlab.catalog import LoadedModel
 from attnlab.inspect import hook_name, hook_points, main_stack
 from attnlab.inspect.roles import detect_roles
 from attnlab.web import schemas as s
@@ -31,9 +32,16 @@ def _check_index(what: str, value: int, count: int) -> None:
 
 
 def attention(req: s.TextRequest) -> s.AttentionResponse:
-    """All layers x heads of the self-attention weights (``hook_weights``) with each head's role."""
+    """``POST /api/attention``: ``attention_of`` on the request's model and text (within the web's limits)."""
     loaded = get_model(req.model)
-    ids, tokens = tokenize(loaded, req.text)
+    return attention_of(loaded, *tokenize(loaded, req.text))
+
+
+def attention_of(loaded: LoadedModel, ids: list[int], tokens: list[str]) -> s.AttentionResponse:
+    """All layers x heads of the self-attention weights (``hook_weights``) with each head's role, for the
+    token ``ids`` (labelled ``tokens``) of ``loaded`` (an encoder-decoder: its encoder, read with the same
+    ids as target). Weights as float64 lists ``[layer][head][query][key]``; ``attnlab.show.attention``
+    draws the same payload. Raises ``PayloadError`` for a model without an attention stack."""
     stack = self_attention_stack(loaded)
     _, cache = forward(loaded, ids, names=f"{stack.stack}.blocks.*.attn.hook_weights")
     layers = [cache[stack.name(i, "attn.hook_weights")][0] for i in range(stack.n_layers)]  # (heads, q, k)

@@ -43,6 +43,7 @@ from pydantic import BaseModel, Field, field_validator
 from torch import Tensor, nn
 
 from attnlab import interpret
+from attnlab.catalog import LoadedModel
 from attnlab.inspect import hook_name, run_with_cache
 from attnlab.interpret import metrics
 from attnlab.tokenizers.base import Tokenizer
@@ -263,7 +264,13 @@ def _sentence(loaded, inp: _Input) -> _Sentence:
 
 
 def why(req: WhyRequest) -> WhyResponse:
-    loaded = get_model(req.model)
+    """``POST /api/why``: ``why_of`` on the request's model."""
+    return why_of(get_model(req.model), req)
+
+
+def why_of(loaded: LoadedModel, req: WhyRequest) -> WhyResponse:
+    """The Why view's answer for ``req`` (its ``model`` name is not looked up) on ``loaded``;
+    ``attnlab.show.why`` draws the same payload."""
     family = loaded.config.family
     inp = _input(loaded, req)
     sv = loaded.model.stack_view()  # the output stack: the decoder of an encoder-decoder
