@@ -23,6 +23,8 @@ def views() -> dict[str, show.View]:
         "head_effects": show.head_effects(loaded, TEXT),
         "saliency": show.saliency(loaded, TEXT),
         "head_finder": show.head_finder(loaded, TEXT),
+        "head_finder_ranked": show.head_finder(loaded, TEXT, query=9, key=3),
+        "why": show.why(loaded, TEXT, layer=1, head=2, focus=9),
     }
 
 
@@ -39,7 +41,8 @@ def page(chromium):
     context.close()
 
 
-@pytest.mark.parametrize("kind", ["attention", "logit_lens", "head_effects", "saliency", "head_finder"])
+@pytest.mark.parametrize("kind", ["attention", "logit_lens", "head_effects", "saliency", "head_finder", "head_finder_ranked",
+                                  "why"])
 def test_saved_view_renders_offline(views, page, tmp_path: Path, kind: str) -> None:
     path = views[kind].save(tmp_path / f"{kind}.html")
     page.goto(path.as_uri())
@@ -89,4 +92,23 @@ def test_a_view_shown_twice_draws_both_outputs(views, page, tmp_path: Path) -> N
     assert roots.count() == 2
     counts = [roots.nth(i).locator("svg, table, span").count() for i in range(2)]
     assert counts[0] > 0 and counts[0] == counts[1]
+    assert page.errors == []
+
+
+def test_why_and_finder_pages_print_their_payloads(views, page, tmp_path: Path) -> None:
+    """show.why draws POST /api/why's payload: its sentences, saliency and ledger as the data says; the
+    head finder with key= lists the route's ranking in its order and outlines its best three in the grid."""
+    view = views["why"]
+    page.goto(view.save(tmp_path / "why.html").as_uri())
+    said = {p.get_attribute("data-result"): p.inner_text() for p in page.locator(".sentences p[data-result]").all()}
+    assert said == view.data["sentences"]
+    assert [float(s.get_attribute("data-score")) for s in page.locator(".tokens span").all()] == view.data["saliency"]
+    ledger = [r.locator("th").inner_text() for r in page.locator("table.numbers").last.locator("tbody tr").all()]
+    assert ledger == [c["text"] for c in view.data["ledger"]]
+    view = views["head_finder_ranked"]
+    page.goto(view.save(tmp_path / "finder.html").as_uri())
+    labels = [li.get_attribute("data-label") for li in page.locator("ol.ranking li[data-label]").all()]
+    assert labels == [h["label"] for h in view.data["ranking"]["heads"][:10]]
+    top = [(int(c.get_attribute("data-layer")), int(c.get_attribute("data-head"))) for c in page.locator(".cell.top").all()]
+    assert sorted(top) == sorted((h["layer"], h["head"]) for h in view.data["ranking"]["heads"][:3])
     assert page.errors == []

@@ -31,13 +31,13 @@ _CSS = """
   text-align: center; cursor: pointer; }
 .attnlab-show .cell[aria-pressed=true] { border-color: #2456c7; box-shadow: 0 0 0 2px #2456c7; }
 .attnlab-show .cell .role { color: #2456c7; display: block; min-height: 1.3em; }
-.attnlab-show .grid.head-matrix { display: grid; gap: 3px; align-items: center; max-width: 900px; }
+.attnlab-show .grid.head-matrix { display: grid; gap: 3px; align-items: center; max-width: 640px; }
 .attnlab-show .head-matrix .axis { font-size: 11px; color: #5b6475; text-align: center; }
 .attnlab-show .head-matrix .cell svg { width: 100%; height: auto; display: block; }
 .attnlab-show .head-matrix .cell.top { border-color: #d0641c; box-shadow: 0 0 0 2px #d0641c; }
 .attnlab-show ol.ranking { padding-left: 0; list-style: none; }
 .attnlab-show ol.ranking li { margin: 2px 0; display: grid; grid-template-columns: 5.5em 8.5em 8.5em minmax(0, 1fr); gap: 4px;
-  align-items: center; }
+  align-items: center; white-space: nowrap; }
 .attnlab-show table.numbers { border-collapse: collapse; font: 12px/1.3 ui-monospace, monospace; }
 .attnlab-show table.numbers th, .attnlab-show table.numbers td { border: 1px solid #d8dde6; padding: 2px 5px;
   text-align: center; white-space: nowrap; }

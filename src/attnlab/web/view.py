@@ -1,8 +1,10 @@
 """What a walkthrough view's module gets from ``create_app`` to add its routes (see ``web/registry.py``).
 
 A view module (e.g. ``web/why.py``) holds its schemas, its payload builder and a
-``routes(router: APIRouter, mount: Mount) -> None`` that adds its routes; ``create_app`` calls it once
-for every module listed in ``registry.VIEWS``. The guard, the error answers and the OpenAPI error codes
+``routes(router: APIRouter, mount: Mount) -> None`` that adds its routes. The builder takes a
+``catalog.LoadedModel`` (``why_of(loaded, req)``) and the route's function only looks the request's
+model name up (``get_model``), so ``attnlab.show`` (a floor above) draws the same payload in a notebook.
+``create_app`` calls ``routes`` once for every module listed in ``registry.VIEWS``. The guard, the error answers and the OpenAPI error codes
 are the app's, generic for any route (``attnlab.web.app``), so a view declares only what it looks up
 (``responses=mount.errors(404, 503)``).
 """
