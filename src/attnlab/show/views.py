@@ -13,11 +13,11 @@ the request as the route does); the other builders take token ids, so ``show`` r
 the model's ``max_len``.
 
 ``logit_lens``, ``head_effects`` and ``saliency`` are library-level renderings of ``attnlab.interpret``'s
-result objects (``.to_dict()``), not views of the Why payload: they take what the Why view fixes (any
-metric or target, the ablation or attribution method, every position of the lens, ``k``, a
-cross-attention map) and the Why payload holds one (head, focus) answer with its metric chosen for the
-page. Their numbers are the library's, computed once there; the Why view computes the same results
-with the same library calls and adds its own choices (``show.why`` draws that payload).
+result objects (``.to_dict()``), not views of the Why payload: they take the choices the Why view fixes
+(any metric or target, the ablation or attribution method, every position of the lens, ``k``, a
+cross-attention map), while the Why payload is one (head, focus) answer with the page's metric and
+only the focus position. Their numbers are computed by the library, once; the Why view calls the same
+library functions with its own choices (``show.why`` draws that payload).
 
 Each function takes ``model`` as a catalogue name (``"shakespeare-char"``, ``"minilm"``), a
 ``LoadedModel`` (model + tokenizer), or a bare ``nn.Module`` with ``tokenizer=`` (or token ids as
