@@ -39,6 +39,14 @@ def test_the_contracts_cover_what_the_design_says() -> None:
     assert by_type["acyclic_siblings"]["ancestors"] == ["attnlab"]
 
 
+def test_show_sits_above_web() -> None:
+    """``show`` draws the web's payloads (issue 24 item 2), so it is a floor above ``web``, never beside it."""
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    (layers,) = [c["layers"] for c in contracts if c["type"] == "layers"]
+    floor = {name.strip("() "): i for i, layer in enumerate(layers) for name in layer.split("|")}
+    assert floor["show"] < floor["web"] < floor["catalog"]
+
+
 def test_the_cli_uses_only_typers_public_api() -> None:
     """Typer carries its own click in private modules (``typer._click``); the CLI imports none of them."""
     private = []

@@ -3,6 +3,8 @@
 Every number comes from the model's own hook points via ``attnlab.inspect.run_with_cache``; the
 builders select, slice and label, they do not re-derive attention. The views that register
 themselves keep their builders in their own modules (``web/registry.py``: e.g. ``qkv.py``, ``why.py``).
+A builder that ``attnlab.show`` draws too takes a ``catalog.LoadedModel`` (``attention_of``); the route's
+function only resolves the request (``get_model``, ``tokenize``) and calls it.
 """
 
 from __future__ import annotations
