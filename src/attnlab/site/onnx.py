@@ -59,7 +59,7 @@ POINTS = ("hook_q", "hook_k", "hook_v", "hook_rot_q", "hook_rot_k", "hook_scores
 #: int8 bound on every number in [0, 1] the page shows (attention weights, next-token probabilities).
 INT8_BOUND = 0.05
 #: int8 bound on q, k, v, z, scores and logits, as a fraction of the tensor's largest magnitude.
-INT8_RELATIVE_BOUND = 0.1
+INT8_RELATIVE_BOUND = 0.05
 #: The files of onnxruntime-web's WebAssembly build that a page needs (ES module, its loader, the binary).
 RUNTIME_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 RUNTIME_PACKAGE = "onnxruntime-web"
