@@ -236,6 +236,16 @@ def test_next_token_probabilities_match_the_server(pages, precision: str) -> Non
             assert max(abs(a - b) for a, b in zip(live["logits"], ref["logits"], strict=True)) <= site_onnx.INT8_RELATIVE_BOUND * peak
 
 
+def test_requests_at_once_answer_as_each_alone(pages) -> None:
+    page = pages["pages"]["fp32"]
+    bodies = [("/api/attention", {"model": "minilm", "text": SENTENCES["minilm"][0]}),
+              ("/api/qkv", {"model": "shakespeare-char", "text": SENTENCES["shakespeare-char"][0], "layer": 1, "head": 3, "focus": 4}),
+              ("/api/next-token", {"model": "shakespeare-char", "text": SENTENCES["shakespeare-char"][2]}),
+              ("/api/attention", {"model": "minilm", "text": SENTENCES["minilm"][1]})]
+    together = page.evaluate("(bs) => Promise.all(bs.map(([p, b]) => window.live.liveAnswer(p, b)))", bodies)
+    assert together == [_live(page, path, body) for path, body in bodies]
+
+
 def test_no_request_leaves_the_page(pages) -> None:
     # Runs after the others (file order): every model, the runtime and its wasm have been fetched.
     requests = pages["requests"]

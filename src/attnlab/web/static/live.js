@@ -30,6 +30,7 @@ export class LiveError extends Error {
 const settings = { base: null };
 let runtime = null;
 const models = new Map(); // name -> Promise<model | null>
+let queue = Promise.resolve(); // forward passes run one at a time: one WebAssembly runtime serves every session
 
 /** Where the site's root is (default: the page's own address). */
 export function configureLive({ base } = {}) {
@@ -73,7 +74,7 @@ async function openModel(name) {
   const lib = await ort();
   const session = await lib.InferenceSession.create(new URL("model.onnx", folder).href,
     { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
-  return { name, manifest, tokenizer, session, lib, queue: Promise.resolve() };
+  return { name, manifest, tokenizer, session, lib };
 }
 
 /** The exported model `name` (cached), or null when the site has none. */
@@ -108,7 +109,7 @@ export function tokenizeFor(model, text) {
   return { ids, tokens: model.tokenizer.tokens(ids).map(String) };
 }
 
-/** One forward pass: every output of the graph, by hook name, as {data, dims}. Runs one at a time per model. */
+/** One forward pass: every output of the graph, by hook name, as {data, dims}. One at a time (`queue`). */
 async function run(model, ids) {
   const go = async () => {
     const feeds = { [model.manifest.input.name]: new model.lib.Tensor("int64", BigInt64Array.from(ids, BigInt), [1, ids.length]) };
@@ -117,8 +118,8 @@ async function run(model, ids) {
     for (const o of model.manifest.outputs) byHook[o.hook] = { data: out[o.name].data, dims: out[o.name].dims.map(Number) };
     return byHook;
   };
-  const result = model.queue.then(go, go);
-  model.queue = result.catch(() => {});
+  const result = queue.then(go, go);
+  queue = result.catch(() => {});
   return result;
 }
 
