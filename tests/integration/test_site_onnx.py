@@ -108,6 +108,12 @@ def test_manifest_and_files(exported) -> None:
         assert all(pieces[i] == loaded.tokenizer.tokens([i])[0] for i in (0, 100, 1996, 2023, len(pieces) - 1))
 
 
+def test_manifest_lists_only_this_exports_files(tmp_path) -> None:
+    (tmp_path / "vocab.txt").write_text("left from another export\n")
+    manifest = site_onnx.export_model(cat.load("shakespeare-char"), tmp_path, int8=False)
+    assert set(manifest["files"]) == {"model.onnx", "vocab.json"}
+
+
 def test_export_sizes_within_budget(exported) -> None:
     name, int8, _, info, _ = exported
     budget = SIZE_BUDGET[name][int8]

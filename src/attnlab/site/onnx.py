@@ -231,7 +231,7 @@ def _quantize(src: Path, dst: Path) -> None:
 def export_model(loaded: LoadedModel, out_dir: str | Path, *, int8: bool) -> dict[str, Any]:
     """Write ``model.onnx``, the tokenizer's files and ``manifest.json`` of ``loaded`` into ``out_dir``
     (created; files of an earlier export replaced). Returns the manifest (also written), whose
-    ``files`` gives each file's size in bytes.
+    ``files`` gives the size in bytes of each file written beside it.
 
     Raises ``ExportError`` for a model the browser cannot run: an encoder-decoder (the page would need
     the decoding loop), or a tokenizer without a browser version (``browser_tokenizer``).
@@ -265,7 +265,7 @@ def export_model(loaded: LoadedModel, out_dir: str | Path, *, int8: bool) -> dic
         # attnlab.inspect.roles' rule, which live.js applies to the weights (the attention view's head roles)
         "roles": {"names": list(ROLES), "pattern_threshold": PATTERN_THRESHOLD, "broad_threshold": BROAD_THRESHOLD},
     }
-    manifest["files"] = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.name != "manifest.json"}
+    manifest["files"] = {name: (out / name).stat().st_size for name in sorted(["model.onnx", *tokenizer_files])}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return manifest
 
