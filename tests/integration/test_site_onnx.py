@@ -108,6 +108,21 @@ def test_manifest_and_files(exported) -> None:
         assert all(pieces[i] == loaded.tokenizer.tokens([i])[0] for i in (0, 100, 1996, 2023, len(pieces) - 1))
 
 
+def test_export_leaves_the_shared_model_as_it_was(tmp_path) -> None:
+    from attnlab.inspect import hook_points
+    from attnlab.models.stack import attention_backend
+
+    model = cat.load("shakespeare-char").model
+    backend = attention_backend(model)
+    model.train()
+    try:
+        site_onnx.export_model(cat.load("shakespeare-char"), tmp_path, int8=False)
+        assert model.training and attention_backend(model) == backend
+        assert not any(p._forward_hooks for p in hook_points(model).values())
+    finally:
+        model.eval()
+
+
 def test_manifest_lists_only_this_exports_files(tmp_path) -> None:
     (tmp_path / "vocab.txt").write_text("left from another export\n")
     manifest = site_onnx.export_model(cat.load("shakespeare-char"), tmp_path, int8=False)

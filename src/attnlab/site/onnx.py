@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from attnlab.catalog import LoadedModel
 from attnlab.inspect import hook_name, hook_points, hooks_attached, math_backend
 from attnlab.inspect.roles import BROAD_THRESHOLD, PATTERN_THRESHOLD, ROLES
-from attnlab.web.models import MAX_CHARS, max_tokens, self_attention_stack
+from attnlab.web.models import MAX_CHARS, max_tokens, model_lock, self_attention_stack
 from attnlab.web.sampling import N_LABELLED
 
 __all__ = [
@@ -137,8 +137,11 @@ def _shape(name: str, t: Tensor) -> list[int | str]:
 
 
 def _trace(loaded: LoadedModel, names: list[str], path: Path) -> dict[str, list[int | str]]:
-    """Write the float32 graph of ``loaded`` to ``path``; the output shapes by hook name."""
-    wrapper = _Recorded(loaded.model, names).eval()
+    """Write the float32 graph of ``loaded`` (in eval mode) to ``path``; the output shapes by hook name.
+
+    Holds the model's lock (``attnlab.web.models.model_lock``) while its hooks and backend are switched,
+    and gives the model back in the mode it was in."""
+    wrapper = _Recorded(loaded.model, names)
 
     def record(name: str) -> Callable[[nn.Module, Any, Tensor], None]:
         def hook(_module: nn.Module, _inputs: Any, output: Tensor) -> None:
@@ -148,16 +151,22 @@ def _trace(loaded: LoadedModel, names: list[str], path: Path) -> dict[str, list[
 
     length = min(8, max_tokens(loaded))
     sample = (torch.arange(length) % loaded.config.vocab_size)[None]  # any ids: the graph does not depend on them
-    with torch.no_grad(), math_backend(loaded.model), hooks_attached(loaded.model, {n: record(n) for n in names}), \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the tracer warns about the model's own input checks (constants in the graph)
-        outputs = wrapper(sample)
-        # The TorchScript exporter: it traces the Python checks on the ids (min, max, length) as the
-        # constants they are; torch.export (dynamo=True) refuses them as data-dependent branches.
-        torch.onnx.export(
-            wrapper, (sample,), str(path), input_names=[INPUT], output_names=names,
-            dynamic_axes={INPUT: {1: "seq"}}, opset_version=OPSET, dynamo=False,
-        )
+    with model_lock(loaded.name):
+        was_training = loaded.model.training
+        loaded.model.eval()
+        try:
+            with torch.no_grad(), math_backend(loaded.model), \
+                    hooks_attached(loaded.model, {n: record(n) for n in names}), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer warns about the model's input checks (constants in the graph)
+                outputs = wrapper(sample)
+                # The TorchScript exporter: it traces the Python checks on the ids (min, max, length) as the
+                # constants they are; torch.export (dynamo=True) refuses them as data-dependent branches.
+                torch.onnx.export(
+                    wrapper, (sample,), str(path), input_names=[INPUT], output_names=names,
+                    dynamic_axes={INPUT: {1: "seq"}}, opset_version=OPSET, dynamo=False,
+                )
+        finally:
+            loaded.model.train(was_training)
     return {n: _shape(n, t) for n, t in zip(names, outputs, strict=True)}
 
 
