@@ -168,3 +168,17 @@ def test_vendor_runtime_copies_the_wasm_build(tmp_path) -> None:
     assert got["version"] == json.loads((source.parent / "package.json").read_text())["version"]
     for file in site_onnx.RUNTIME_FILES:
         assert (folder / file).read_bytes() == (source / file).read_bytes()
+
+
+def test_export_for_site_lays_out_what_live_js_loads(tmp_path) -> None:
+    try:
+        site_onnx.runtime_dir()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    got = site_onnx.export_for_site(tmp_path, [cat.load("shakespeare-char")], int8=True)
+    assert (tmp_path / "models" / "shakespeare-char" / "manifest.json").is_file()
+    assert (tmp_path / "vendor" / "onnxruntime-web" / "ort-wasm-simd-threaded.wasm").is_file()
+    on_disk = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file() and p.name != "manifest.json")
+    assert got["bytes"] == on_disk
+    live = (site_onnx.Path(site_onnx.__file__).parents[1] / "web" / "static" / "live.js").read_text()
+    assert 'const RUNTIME = "vendor/onnxruntime-web/"' in live and "`models/${encodeURIComponent(name)}/`" in live

@@ -47,8 +47,17 @@ from attnlab.web.models import MAX_CHARS, max_tokens, model_lock, self_attention
 from attnlab.web.sampling import N_LABELLED
 
 __all__ = [
-    "FORMAT", "INT8_BOUND", "INT8_RELATIVE_BOUND", "RUNTIME_FILES", "ExportError", "browser_tokenizer", "export_model",
-    "exported_hooks", "runtime_dir", "vendor_runtime",
+    "FORMAT",
+    "INT8_BOUND",
+    "INT8_RELATIVE_BOUND",
+    "RUNTIME_FILES",
+    "ExportError",
+    "browser_tokenizer",
+    "export_for_site",
+    "export_model",
+    "exported_hooks",
+    "runtime_dir",
+    "vendor_runtime",
 ]
 
 FORMAT = 1  # the manifest's layout version (live.js refuses others)
@@ -304,3 +313,14 @@ def vendor_runtime(site_dir: str | Path) -> dict[str, Any]:
         shutil.copyfile(src / name, dst / name)
     version = json.loads((src.parent / "package.json").read_text(encoding="utf-8")).get("version", "unknown")
     return {"version": version, "files": {name: (dst / name).stat().st_size for name in RUNTIME_FILES}}
+
+
+def export_for_site(site_dir: str | Path, models: list[LoadedModel], *, int8: bool) -> dict[str, Any]:
+    """Everything ``static/live.js`` needs in a static site at ``site_dir``: the runtime
+    (``vendor_runtime``) and each model under ``models/<name>/`` (``export_model``). Returns
+    ``{"runtime": ..., "models": {name: manifest}, "bytes": total bytes written}``. Raises as those do."""
+    root = Path(site_dir)
+    runtime = vendor_runtime(root)
+    manifests = {m.name: export_model(m, root / "models" / m.name, int8=int8) for m in models}
+    total = sum(runtime["files"].values()) + sum(sum(m["files"].values()) for m in manifests.values())
+    return {"runtime": runtime, "models": manifests, "bytes": total}
