@@ -112,6 +112,7 @@ export const WIDGETS = {
       const row = findToken(t.rows, pre.query) ?? 0;
       V.checkTable(box, t.hook, [0, row], t.values[row].map((_, j) => `dim ${j}`), t.values[row]);
     }
+    return { model: p.model, text: pre.text, layer: pre.layer ?? 0, query: t ? findToken(t.rows, pre.query) : null };
   },
 
   async timeline(box, pre, ctx) {
@@ -191,6 +192,7 @@ export const WIDGETS = {
     V.samplingSliders(box, settings, draw);
     draw();
     V.checkTable(box, data.hook, [0, data.prompt_tokens.length - 1], [], data.logits.slice(0, 50));
+    return { model: data.model, text: pre.text };
   },
 
   async figure(box, pre, ctx) {
@@ -255,7 +257,10 @@ export function drawStep(section, tour, n, ctx) {
   const note = V.el("p", { class: "note", hidden: step.note ? null : "" }, text, step.note || "");
   const links = V.el("p", { class: "tour-links" }, text);
   if (step.learn) V.el("a", { href: `#learn/${step.learn}` }, links, "Read more");
-  const explore = step.view ? V.el("a", { href: `#${step.view}`, class: "explore" }, links, "Explore freely") : null;
+  // "arch/enc-ff": the view and its argument; until the widget answers its state, the link carries the preset's sentence
+  const [view, arg = null] = (step.view || "").split("/");
+  const explore = step.view ? V.el("a", { href: formatHash(view, arg, { model: step.preset.model, text: step.preset.text }), class: "explore" },
+    links, "Explore freely") : null;
   const buttons = V.el("div", { class: "tour-buttons" }, text);
   const back = V.el("a", { class: "button", id: "tour-back", href: `#tour/${Math.max(1, n - 1)}`, "aria-disabled": String(n === 1) }, buttons, "← Back");
   const next = V.el("a", { class: "button primary-button", id: "tour-next", href: `#tour/${Math.min(total, n + 1)}`, "aria-disabled": String(n === total) }, buttons, n === total ? "Done" : "Next →");
@@ -268,7 +273,7 @@ export function drawStep(section, tour, n, ctx) {
   // the view exactly there.
   const figure = async () => {
     const params = await WIDGETS[step.preset.widget](widget, step.preset, ctx);
-    if (params && explore && !step.view.includes("/")) explore.setAttribute("href", formatHash(step.view, null, params));
+    if (params && explore) explore.setAttribute("href", formatHash(view, arg, params));
   };
   const draw = () => (gate ? askFirst(widget, step.preset, ctx, gate, figure) : figure());
   // The text's numbers and comparisons are computed on the server from the widget's payload (GET /api/tour/N).
