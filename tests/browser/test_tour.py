@@ -484,10 +484,9 @@ def test_nothing_overflows_a_390_px_phone(make_ui) -> None:
         ui.open(hash_)
         if hash_.startswith("#tour"):
             _wait_step(page, int(hash_.split("/")[1]))
-        elif hash_ == "#why":
-            page.wait_for_selector("#why-root > *")
-        elif not hash_.startswith("#learn"):
-            page.wait_for_selector("main .view:not([hidden]) svg *, main .view:not([hidden]) table tr", state="attached")
+        else:
+            drawn = {"#why": "#why-root > *", "#experiments": ".experiment figure", "#learn/self-attention": ".learn-live"}
+            page.wait_for_selector(drawn.get(hash_, "main .view:not([hidden]) svg *, main .view:not([hidden]) table tr"), state="attached")
         page.wait_for_selector("#status", state="hidden")
         width = page.evaluate("document.documentElement.scrollWidth")
         if width > 390:
