@@ -74,6 +74,28 @@ def test_a_step_file_with_an_unknown_key_is_refused() -> None:
         tour._front_matter("---\nwidget: hologram\n---\n# x", "99-x.md")
 
 
+def test_predict_steps_ask_on_widgets_that_can_and_keep_the_answer_after_the_reveal_line(client: TestClient) -> None:
+    """``predict: true`` only on the widgets whose question tour.js builds; the text after ``<!-- reveal -->`` is
+    the step's reveal_html (never in its html), and the marker belongs to predict steps only."""
+    with pytest.raises(ValueError, match="only attention, generate, order steps can ask first"):
+        tour._front_matter("---\nwidget: toy\npredict: true\n---\n# x", "99-x.md")
+    with pytest.raises(ValueError, match="predict is 'true' or 'false'"):
+        tour._front_matter("---\nwidget: attention\npredict: yes\n---\n# x", "99-x.md")
+    with pytest.raises(ValueError, match="only ends the question of a step with predict: true"):
+        tour._split_reveal("# x\nq\n<!-- reveal -->\na", {"widget": "attention"}, "99-x.md")
+    with pytest.raises(ValueError, match="exactly one"):
+        tour._split_reveal("# x\nq", {"widget": "attention", "predict": "true"}, "99-x.md")
+    assert tour._split_reveal("# x\nq\n<!-- reveal -->\na", {"predict": "true"}, "99-x.md") == ("# x\nq", "a")
+    steps = client.get("/api/tour").json()["steps"]
+    asking = {s["preset"]["widget"]: s for s in steps if s["preset"]["predict"]}
+    assert set(asking) == set(tour.PREDICT_WIDGETS)  # a step asks about where a word looks, the next token, positions
+    first = next(s for s in steps if s["preset"]["widget"] == "attention")
+    assert first["preset"]["predict"] and first["n"] == 1  # the tour opens with a question
+    rendered = client.get(f"/api/tour/{first['n']}").json()
+    assert "book" not in rendered["html"].lower() and "book" in rendered["reveal_html"]
+    assert {c["slot"] for c in rendered["claims"]} >= {"weight it book", "others it book", "link it book"}
+
+
 def test_a_step_with_an_unknown_slot_is_refused_and_a_missing_step_is_a_404(client: TestClient) -> None:
     from attnlab.web import claims
 
@@ -181,6 +203,7 @@ def test_next_token_logits_are_hook_logits_and_filter_like_the_sampler(client: T
     torch.testing.assert_close(torch.tensor(body["logits"], dtype=torch.float64), logits, rtol=0, atol=0)
     top = logits.topk(5).indices.tolist()
     assert all(str(i) in body["labels"] for i in top)
+    assert body["prompt_ids"] == ids  # the tour's next-token question draws its distractors from them
     assert sampling_distribution(logits, Sampling(temperature=0.5, top_k=3)).count_nonzero() == 3
     r = client.post("/api/next-token", json={"model": "demo-encoder", "text": "the cat"})
     assert r.status_code == 422 and "decoder" in r.text
@@ -425,7 +448,7 @@ def test_every_claim_of_every_tour_step_holds_in_its_widgets_data(client: TestCl
     checked = 0
     for step in listing:
         rendered = client.get(f"/api/tour/{step['n']}").json()
-        assert "{{" not in rendered["html"] and "{{" not in step["html"]
+        assert "{{" not in rendered["html"] + (rendered["reveal_html"] or "") and "{{" not in step["html"] + (step["reveal_html"] or "")
         if step["note"] is None:  # the step's own model is installed: every slot must compute
             assert rendered["note"] is None and "(n/a)" not in rendered["html"], (step["slug"], rendered["note"])
         widget = Widget(client, rendered["preset"])
@@ -446,7 +469,9 @@ def test_every_claim_of_every_tour_step_holds_in_its_widgets_data(client: TestCl
                     assert claim["text"] == text, (step["slug"], slot, claim["text"], text)
             quoted += DECIMAL.findall(claim["text"])
             checked += 1
-        prose = re.sub(r"<[^>]+>", " ", rendered["html"])
+        # a predict step's text after the answer (reveal_html) is held to the same rule
+        assert (rendered["reveal_html"] is None) == (step["reveal_html"] is None) == (not step["preset"]["predict"])
+        prose = re.sub(r"<[^>]+>", " ", rendered["html"] + (rendered["reveal_html"] or ""))
         for number in DECIMAL.findall(prose):  # no number in the text that is not a computed slot
             assert number in quoted, f"{step['slug']}: {number} is written by hand, not computed from the figure"
     assert checked >= 30

@@ -27,5 +27,5 @@ def next_token(req: s.NextTokenRequest) -> s.NextTokenResponse:
     logits = cache[name][0, -1].double()  # (vocab,)
     top = logits.topk(min(N_LABELLED, logits.numel())).indices.tolist()
     labels = loaded.tokenizer.tokens(top)
-    return s.NextTokenResponse(model=loaded.name, prompt_tokens=tokens, hook=name, logits=logits.tolist(),
+    return s.NextTokenResponse(model=loaded.name, prompt_tokens=tokens, prompt_ids=list(ids), hook=name, logits=logits.tolist(),
                                labels={str(i): str(t) for i, t in zip(top, labels, strict=True)})

@@ -428,6 +428,7 @@ class TourPreset(BaseModel):
     variant: str | None = None
     experiment: str | None = None
     softmax: bool = False
+    predict: bool = Field(default=False, description="the page asks the learner first and draws the figure after the answer")
 
 
 class TourClaim(BaseModel):
@@ -444,6 +445,8 @@ class TourStep(BaseModel):
                                   "GET /api/tour/{n} renders them")
     preset: TourPreset
     note: str | None = Field(default=None, description="set when the preset's model is not installed and another stands in")
+    reveal_html: str | None = Field(default=None, description="a predict step's text for after the answer (its slots computed "
+                                                              "as html's are); the page adds it only then")
     claims: list[TourClaim] | None = Field(default=None, description="the computed slots (GET /api/tour/{n} only)")
     learn: str | None = Field(default=None, description="the explanation page of this step")
     view: str | None = Field(default=None, description="the explore-freely view this step opens")
@@ -516,6 +519,8 @@ class NextTokenRequest(Request):
 class NextTokenResponse(BaseModel):
     model: str
     prompt_tokens: list[str]
+    prompt_ids: list[int] = Field(description="the prompt's token ids (the tour's next-token question "
+                                                          "draws distractors from them)")
     hook: str = Field(description="the hook the logits were read from")
     logits: list[float] = Field(description="hook_logits at the last position, one per vocabulary entry")
     labels: dict[str, str] = Field(description="token id -> label, for the highest logits")

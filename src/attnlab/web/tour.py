@@ -20,7 +20,13 @@ a sentence that states a fact about the figure writes its numbers and comparison
 ``{{weight it book}}`` or ``{{cmp weight john sarah ; weight she sarah}}``, computed by
 ``attnlab.web.claims`` from the payload the widget draws (``step(n)``, ``GET /api/tour/{n}``);
 ``learn`` is the explanation page the step links to, ``view`` the explore-freely view it opens. Adding
-a step is adding a file. A preset model that is not installed is replaced by an available model of the
+a step is adding a file.
+
+**Predict, then see**: ``predict: true`` (on an ``attention``, ``generate`` or ``order`` step) makes the page
+ask first and draw the figure only after the learner answers or skips; the question's choices and the
+model's answer are built in the page from the widget's payload. The text after a line ``<!-- reveal -->``
+(``REVEAL``) is the step's ``reveal_html``: the page adds it only after the answer, so the question part must
+not give the answer away. A preset model that is not installed is replaced by an available model of the
 same family (else any available model), and the step says so in one line.
 
 The toy step's numbers come from ``attnlab.inspect.attention_steps`` (the math backend) on hand-set vectors.
@@ -45,7 +51,11 @@ WIDGETS = ("attention", "qkv", "toy", "part", "order", "embed", "timeline", "hea
            "ablation")
 _INT_KEYS = ("layer", "head")
 _KEYS = {"widget", "model", "text", "layer", "head", "query", "key", "learn", "view", "part", "variant",
-         "experiment", "softmax"}
+         "experiment", "softmax", "predict"}
+#: Widgets a step can ask about before drawing (``predict: true``): the page's tour.js ``PREDICTS`` builds each question.
+PREDICT_WIDGETS = ("attention", "generate", "order")
+#: The line that ends a predict step's question text; what follows is shown after the answer.
+REVEAL = "<!-- reveal -->"
 _FILE = re.compile(r"^\d\d-[a-z0-9-]+\.md$")
 
 # The toy: three tokens, two-number vectors chosen by hand (d_k = 2) so the arithmetic fits on paper.
@@ -69,7 +79,25 @@ def _front_matter(text: str, name: str) -> tuple[dict[str, str], str]:
         meta[key.strip()] = value.strip()
     if meta.get("widget") not in WIDGETS:
         raise ValueError(f"tour step {name}: widget must be one of {', '.join(WIDGETS)}")
+    if meta.get("predict", "false") not in ("true", "false"):
+        raise ValueError(f"tour step {name}: predict is 'true' or 'false', not {meta['predict']!r}")
+    if meta.get("predict") == "true" and meta["widget"] not in PREDICT_WIDGETS:
+        raise ValueError(f"tour step {name}: only {', '.join(PREDICT_WIDGETS)} steps can ask first (predict: true)")
     return meta, "\n".join(lines[end + 1 :])
+
+
+def _split_reveal(body: str, meta: dict[str, str], name: str) -> tuple[str, str | None]:
+    """A predict step's question text and the text shown after the answer (split at ``REVEAL``)."""
+    lines = body.split("\n")
+    cuts = [i for i, line in enumerate(lines) if line.strip() == REVEAL]
+    if meta.get("predict") != "true":
+        if cuts:
+            raise ValueError(f"tour step {name}: {REVEAL} only ends the question of a step with predict: true")
+        return body, None
+    if len(cuts) != 1:
+        raise ValueError(f"tour step {name}: a predict step has exactly one {REVEAL} line after its question")
+    cut = cuts[0]
+    return "\n".join(lines[:cut]), "\n".join(lines[cut + 1 :])
 
 
 def _resolve_model(name: str | None) -> tuple[str | None, str | None]:
@@ -89,21 +117,23 @@ def _resolve_model(name: str | None) -> tuple[str | None, str | None]:
 
 
 @lru_cache(maxsize=1)
-def _files() -> tuple[tuple[str, dict[str, str], str, str], ...]:
+def _files() -> tuple[tuple[str, dict[str, str], str, str, str | None], ...]:
+    """(slug, front matter, title, text HTML, reveal HTML or None) per step file, slots not yet computed."""
     steps = []
     for path in sorted(p for p in TOUR_DIR.iterdir() if _FILE.match(p.name)):
         meta, body = _front_matter(path.read_text(encoding="utf-8"), path.name)
         claims.check_slots(body)
         first = body.strip().splitlines()[0] if body.strip() else path.stem
         title = first.lstrip("#").strip()
-        steps.append((path.stem, meta, title, content.render(body)))
+        question, reveal = _split_reveal(body, meta, path.name)
+        steps.append((path.stem, meta, title, content.render(question), None if reveal is None else content.render(reveal)))
     return tuple(steps)
 
 
 def learn_order() -> list[str]:
     """Explanation slugs in the order the tour meets them (then the remaining pages, alphabetically)."""
     seen: list[str] = []
-    for _, meta, _, _ in _files():
+    for _, meta, _, _, _ in _files():
         slug = meta.get("learn")
         if slug and slug not in seen:
             seen.append(slug)
@@ -130,7 +160,7 @@ def _step(n: int, slug: str, meta: dict[str, str], title: str, html: str) -> s.T
         widget=meta["widget"], model=model, text=meta.get("text"),
         layer=int(meta["layer"]) if "layer" in meta else None, head=int(meta["head"]) if "head" in meta else None,
         query=meta.get("query"), key=meta.get("key"), part=meta.get("part"), variant=meta.get("variant"),
-        experiment=meta.get("experiment"), softmax=meta.get("softmax") == "true",
+        experiment=meta.get("experiment"), softmax=meta.get("softmax") == "true", predict=meta.get("predict") == "true",
     )
     if model != meta.get("model") and meta.get("model"):
         preset.layer = preset.head = 0 if preset.layer is not None else None  # the preset's numbers fit the named model only
@@ -142,8 +172,10 @@ def tour() -> s.TourResponse:
     """Every step with its text and resolved preset (models swapped for installed ones); computed slots read
     "…" here (``claims.PENDING``; nothing is computed): ``step(n)`` renders them."""
     steps = []
-    for n, (slug, meta, title, html) in enumerate(_files(), start=1):
-        steps.append(_step(n, slug, meta, title, claims.SLOT.sub(claims.PENDING, html)))
+    for n, (slug, meta, title, html, reveal) in enumerate(_files(), start=1):
+        out = _step(n, slug, meta, title, claims.SLOT.sub(claims.PENDING, html))
+        out.reveal_html = None if reveal is None else claims.SLOT.sub(claims.PENDING, reveal)
+        steps.append(out)
     return s.TourResponse(steps=steps, toy=toy())
 
 
@@ -157,12 +189,16 @@ def step(n: int, runs_dir: Path | None = None) -> s.TourStep:
     files = _files()
     if not 1 <= n <= len(files):
         raise NotFoundError(f"no tour step {n}; the tour has steps 1 to {len(files)}")
-    slug, meta, title, html = files[n - 1]
+    slug, meta, title, html, reveal = files[n - 1]
     out = _step(n, slug, meta, title, html)
     pre = out.preset
     facts = claims.Step(widget=pre.widget, model=pre.model, text=pre.text, layer=pre.layer, head=pre.head,
                         experiment=pre.experiment, part=pre.part, runs_dir=runs_dir)
     out.html, out.claims, failed = claims.render(html, facts)
+    if reveal is not None:
+        out.reveal_html, more, failed_after = claims.render(reveal, facts)
+        out.claims += more
+        failed = failed or failed_after
     if failed:
         out.note = f"{out.note}; {failed}" if out.note else failed
     return out

@@ -84,8 +84,14 @@ async function showPart(box, { state, need, track }) {
   V.el("h3", {}, panel, `Live values: ${state.model}, “${state.text}”, layer ${layer}`);
   const live = V.el("div", { id: "part-live" }, panel, "computing…");
   const mine = (tickets.part += 1);
-  await need(state.model);
-  const part = await track(api.part(state.model, state.text, box.part, layer));
+  let part;
+  try {
+    await need(state.model);
+    part = await track(api.part(state.model, state.text, box.part, layer));
+  } catch (e) {
+    if (mine === tickets.part) V.clear(live); // the error line says why; no "computing…" stays beside it
+    throw e;
+  }
   if (mine !== tickets.part) return;
   V.clear(live);
   V.tensorViews(live, part);

@@ -61,10 +61,12 @@ function drawGrid(ctx) {
   if (contexts.dataset.model && contexts.dataset.model !== p.model) { V.clear(contexts); delete contexts.dataset.model; }
 }
 
+// Draws the payload of the current model and sentence only: while a new one loads (a model or sentence change reset
+// the focus), a click on the previous figure changes the state, which the new payload's draw then uses.
 function drawAttention(ctx) {
   const { state } = ctx;
   const p = state.payloads.attention;
-  if (!p) return;
+  if (!p || p.model !== state.model || $("view-attention").dataset.sentence !== state.text) return;
   $("att-layer").value = String(state.layer);
   $("att-head").value = String(state.head);
   const w = state.head === "mean" ? p.mean_weights[state.layer] : p.weights[state.layer][state.head];

@@ -181,7 +181,7 @@ async function drawTour(arg) {
   if (String(n) !== arg) history.replaceState(null, "", `#tour/${n}`);
   const current = ticket("tour");
   const ctx = {
-    toy: tourData.toy, models: state.models, need: needModel,
+    toy: tourData.toy, models: state.models, need: needModel, guarded,
     track: (promise, message = "computing…") => track(message, promise), go: (hash) => { location.hash = hash; },
   };
   const { widget, draw, fill } = drawStep($("view-tour"), tourData, n, ctx);
@@ -189,7 +189,7 @@ async function drawTour(arg) {
   const text = api.tourStep(n).then((rendered) => { if (current()) fill(rendered); });
   try {
     await Promise.all([draw(), text]);
-    if (current()) widget.dataset.state = "ready";
+    if (current() && widget.dataset.state === "loading") widget.dataset.state = "ready"; // (a predict step: "asking")
   } catch (e) {
     if (current()) { widget.dataset.state = "error"; throw e; }
   }

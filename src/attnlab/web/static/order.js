@@ -49,7 +49,7 @@ export default {
     for (const c of pos.comparisons) {
       const box = V.el("div", {}, body);
       V.el("h4", {}, box, `${c.positions ? "with" : "without"} positional information · largest nearest-match distance ${V.distance(Math.max(...c.nearest))}`);
-      const same = Math.max(...c.nearest) < 1e-3;
+      const same = Math.max(...c.nearest) < V.TWIN;
       V.el("p", { class: "verdict", "data-positions": String(c.positions) }, box, same
         ? "Verdict: every token of the first order has an exact twin in the second: the encoder gives the same vectors for both orders, so it cannot tell them apart."
         : "Verdict: the vectors differ between the two orders: with positions the encoder can tell “who did what to whom”.");

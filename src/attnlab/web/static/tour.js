@@ -1,7 +1,7 @@
 // The guided tour: steps come from /api/tour (Markdown + a preset per step, web/content/tour/); each
 // preset names a widget of WIDGETS below. Adding a step is a Markdown file; adding a widget is one entry.
 
-import { api, findToken, formatHash, nextTokenCandidates } from "./model.js";
+import { api, findToken, formatHash, nextTokenCandidates, softmax } from "./model.js";
 import * as V from "./views.js";
 
 // The hook a layer's weights were read from: "{stack}.blocks.{layer}.attn.hook_weights".
@@ -112,6 +112,7 @@ export const WIDGETS = {
       const row = findToken(t.rows, pre.query) ?? 0;
       V.checkTable(box, t.hook, [0, row], t.values[row].map((_, j) => `dim ${j}`), t.values[row]);
     }
+    return { model: p.model, text: pre.text, layer: pre.layer ?? 0, query: t ? findToken(t.rows, pre.query) : null };
   },
 
   async timeline(box, pre, ctx) {
@@ -191,6 +192,7 @@ export const WIDGETS = {
     V.samplingSliders(box, settings, draw);
     draw();
     V.checkTable(box, data.hook, [0, data.prompt_tokens.length - 1], [], data.logits.slice(0, 50));
+    return { model: data.model, text: pre.text };
   },
 
   async figure(box, pre, ctx) {
@@ -255,7 +257,10 @@ export function drawStep(section, tour, n, ctx) {
   const note = V.el("p", { class: "note", hidden: step.note ? null : "" }, text, step.note || "");
   const links = V.el("p", { class: "tour-links" }, text);
   if (step.learn) V.el("a", { href: `#learn/${step.learn}` }, links, "Read more");
-  const explore = step.view ? V.el("a", { href: `#${step.view}`, class: "explore" }, links, "Explore freely") : null;
+  // "arch/enc-ff": the view and its argument; until the widget answers its state, the link carries the preset's sentence
+  const [view, arg = null] = (step.view || "").split("/");
+  const explore = step.view ? V.el("a", { href: formatHash(view, arg, { model: step.preset.model, text: step.preset.text }), class: "explore" },
+    links, "Explore freely") : null;
   const buttons = V.el("div", { class: "tour-buttons" }, text);
   const back = V.el("a", { class: "button", id: "tour-back", href: `#tour/${Math.max(1, n - 1)}`, "aria-disabled": String(n === 1) }, buttons, "← Back");
   const next = V.el("a", { class: "button primary-button", id: "tour-next", href: `#tour/${Math.min(total, n + 1)}`, "aria-disabled": String(n === total) }, buttons, n === total ? "Done" : "Next →");
@@ -263,18 +268,160 @@ export function drawStep(section, tour, n, ctx) {
   if (n === total) next.setAttribute("href", "#attention");
   V.el("p", { class: "hint" }, text, "Keys: ← → move through the tour · P presents (large type, no chrome)");
   const widget = V.el("div", { class: "tour-widget", "data-widget": step.preset.widget }, body);
+  const gate = step.preset.predict ? revealGate(prose, text) : null; // predict, then see: the answer first
   // A widget may answer its URL state (model, text, layer, head, query, key): "Explore freely" then opens
   // the view exactly there.
-  const draw = async () => {
+  const figure = async () => {
     const params = await WIDGETS[step.preset.widget](widget, step.preset, ctx);
-    if (params && explore && !step.view.includes("/")) explore.setAttribute("href", formatHash(step.view, null, params));
+    if (params && explore) explore.setAttribute("href", formatHash(view, arg, params));
   };
+  const draw = () => (gate ? askFirst(widget, step.preset, ctx, gate, figure) : figure());
   // The text's numbers and comparisons are computed on the server from the widget's payload (GET /api/tour/N).
   const fill = (rendered) => {
     prose.innerHTML = rendered.html; // server-rendered, as above
     note.hidden = !rendered.note;
     note.textContent = rendered.note || "";
     text.dataset.claims = "ready";
+    gate?.fill(rendered);
   };
   return { step, widget, draw, fill };
+}
+
+// --- Predict, then see -----------------------------------------------------------------------------------
+// A step with `predict: true` asks before it draws. PREDICTS[widget] builds the question from the widget's own
+// payload, fetched now from the live model: the choices, the model's answer, and for any pick a sentence with the
+// model's numbers for it. The figure, its check tables and the step's reveal text enter the page only after an
+// answer or "Skip: show me", so neither the eye nor a screen reader meets the answer first.
+
+const argmax = (xs) => xs.reduce((best, x, i) => (x > xs[best] ? i : best), 0);
+const quoted = (t) => `“${t}”`;
+const ordinal = (n) => `${n}${n % 100 >= 11 && n % 100 <= 13 ? "th" : ["th", "st", "nd", "rd"][n % 10] || "th"}`;
+const share = (x) => (x >= 0.005 ? x.toFixed(2) : x.toExponential(1)); // a weight or probability; a small one keeps its digits
+
+export const PREDICTS = {
+  // "Which word will the focus look at most?": every token of the sentence is a choice (a causal model's later
+  // words, which it cannot see, are disabled); the answer is the largest weight of the focus's row.
+  async attention(pre, ctx) {
+    await ctx.need(pre.model);
+    const p = await ctx.track(api.attention(pre.model, pre.text));
+    const q = findToken(p.tokens, pre.query) ?? p.tokens.length - 1;
+    const row = p.weights[pre.layer][pre.head][q];
+    const answer = argmax(row);
+    const runnerUp = argmax(row.map((w, i) => (i === answer ? -Infinity : w)));
+    const who = quoted(p.tokens[q]), word = (i) => quoted(p.tokens[i]);
+    return {
+      question: `Which word will ${who} send the most attention to, in ${p.model}'s layer ${pre.layer}, head ${pre.head}? Click one.`,
+      choices: p.tokens.map((t, i) => ({ value: i, label: t, focus: i === q, disabled: p.causal && i > q })),
+      answer, values: row,
+      right: (i) => row[i] === row[answer],
+      explain: (i) => (row[i] === row[answer]
+        ? `Right: ${word(i)} gets ${share(row[i])} of the attention of ${who} in this head, the most of any word (next: ${word(runnerUp)}, ${share(row[runnerUp])}).`
+        : `You picked ${word(i)}: it gets ${share(row[i])} of the attention of ${who} in this head; ${word(answer)} gets ${share(row[answer])}, the most of any word.`),
+      skipped: () => `The model's answer: ${word(answer)}, with ${share(row[answer])} of the attention of ${who}, the most of any word.`,
+    };
+  },
+
+  // "Which token comes next?": the model's three likeliest next tokens and the two likeliest of the sentence's own
+  // tokens (distractors), in alphabetical order; the answer is the highest logit.
+  async generate(pre, ctx) {
+    await ctx.need(pre.model);
+    const data = await ctx.track(api.nextToken(pre.model, pre.text));
+    const probs = softmax(data.logits);
+    const ranked = Object.keys(data.labels).map(Number).sort((a, b) => data.logits[b] - data.logits[a]);
+    const answer = ranked[0], favourites = ranked.slice(0, 3);
+    const fromSentence = [...new Set(data.prompt_ids)].filter((id) => !favourites.includes(id))
+      .sort((a, b) => probs[b] - probs[a]).slice(0, 2);
+    const label = (id) => data.labels[id] ?? data.prompt_tokens[data.prompt_ids.indexOf(id)];
+    const rank = (id) => 1 + data.logits.filter((x) => x > data.logits[id]).length;
+    const tok = (id) => JSON.stringify(label(id)); // as the bars write tokens (their spaces visible)
+    const choices = [...favourites, ...fromSentence].map((id) => ({ value: id, label: tok(id) }))
+      .sort((a, b) => a.label.localeCompare(b.label));
+    return {
+      question: `Which token will ${data.model} find most likely after “…${data.prompt_tokens.slice(-3).join("")}”? Pick one.`,
+      choices, answer, values: Object.fromEntries(choices.map((c) => [c.value, probs[c.value]])),
+      right: (id) => data.logits[id] === data.logits[answer],
+      explain: (id) => (data.logits[id] === data.logits[answer]
+        ? `Right: ${data.model} gives ${tok(id)} a probability of ${share(probs[id])}, its first choice (next: ${tok(ranked[1])}, ${share(probs[ranked[1]])}).`
+        : `You picked ${tok(id)}: ${data.model} gives it ${share(probs[id])} (its ${ordinal(rank(id))} choice); it gives ${tok(answer)} ${share(probs[answer])}, its first choice.`),
+      skipped: () => `The model's answer: ${tok(answer)}, with a probability of ${share(probs[answer])}, its first choice.`,
+    };
+  },
+
+  // "Without positions, how many tokens come out with an exact twin in the other order?" (all / some / none); the
+  // answer is counted from the Order experiment's nearest-match distances (a twin: under V.TWIN, the view's verdict).
+  async order(pre, ctx) {
+    await ctx.need(pre.model);
+    const p = await ctx.track(api.positions(pre.model));
+    const n = p.first_tokens.length;
+    const of = (positions) => p.comparisons.find((c) => c.positions === positions);
+    const twins = (c) => c.nearest.filter((d) => d < V.TWIN).length;
+    const without = of(false), withPos = of(true);
+    const count = twins(without);
+    const answer = count === n ? "all" : count === 0 ? "none" : "some";
+    const choices = [{ value: "all", label: `all ${n}` }, { value: "some", label: `some, not all ${n}` }, { value: "none", label: "none" }];
+    const label = (v) => quoted(choices.find((c) => c.value === v).label);
+    const facts = `without positions ${count} of the ${n} tokens have an exact twin in the other order (the largest distance to a nearest match is ${V.distance(Math.max(...without.nearest))}); with positions, ${twins(withPos)} do (largest ${V.distance(Math.max(...withPos.nearest))})`;
+    return {
+      question: `${p.model} without its position vectors reads “Jake learned AI” and “AI learned Jake”: how many of the ${n} tokens come out with an exact twin in the other order?`,
+      choices, answer, values: { without: count, with: twins(withPos), tokens: n },
+      right: (v) => v === answer,
+      explain: (v) => (v === answer ? `Right: ${facts}.` : `You picked ${label(v)}: ${facts}.`),
+      skipped: () => `The model's answer: ${label(answer)}: ${facts}.`,
+    };
+  },
+};
+
+// Ask the step's question in `box` (its data-state "asking"); resolves once it is asked. A pick (or a skip) marks the
+// pick and the answer, writes the explanation in a live region, opens the reveal text and draws the figure
+// (`figure`), data-state "ready" once both are in; a failure shows on the page's error line.
+export async function askFirst(box, pre, ctx, gate, figure) {
+  const quiz = await PREDICTS[pre.widget](pre, ctx);
+  const panel = V.el("div", { class: "predict", role: "group", "aria-label": "Predict first" }, box);
+  V.el("p", { class: "predict-question" }, panel, quiz.question);
+  const list = V.el("div", { class: "predict-choices" }, panel);
+  const buttons = quiz.choices.map((c) => V.el("button", { type: "button", class: c.focus ? "choice focus" : "choice", "data-choice": String(c.value),
+    disabled: c.disabled ? "" : null, "aria-pressed": "false" }, list, c.label));
+  const skip = V.el("button", { type: "button", class: "predict-skip" }, panel, "Skip: show me");
+  const result = V.el("p", { class: "predict-result", "aria-live": "polite" }, panel);
+  const answered = (pick) => {
+    skip.remove();
+    buttons.forEach((b, k) => {
+      const v = quiz.choices[k].value;
+      b.disabled = true;
+      b.setAttribute("aria-pressed", String(v === pick));
+      if (v === quiz.answer) b.classList.add("answer");
+    });
+    panel.dataset.picked = pick === null ? "" : String(pick);
+    panel.dataset.answer = String(quiz.answer);
+    panel.dataset.right = pick === null ? "skipped" : String(quiz.right(pick));
+    result.textContent = pick === null ? quiz.skipped() : quiz.explain(pick);
+    box.dataset.state = "loading";
+    gate.open();
+    return ctx.guarded(async () => {
+      try {
+        await Promise.all([figure(), gate.shown]);
+        box.dataset.state = "ready";
+      } catch (e) {
+        if (box.isConnected) { box.dataset.state = "error"; throw e; } // not when the learner has moved on
+      }
+    });
+  };
+  buttons.forEach((b, k) => b.addEventListener("click", () => answered(quiz.choices[k].value)));
+  skip.addEventListener("click", () => answered(null));
+  box.dataset.state = "asking";
+}
+
+// The reveal text of a predict step (GET /api/tour/N's reveal_html): added to `prose` once both the answer is given
+// and the text has come, whichever is last.
+function revealGate(prose, article) {
+  let rendered = null, open = false, done;
+  const shown = new Promise((resolve) => { done = resolve; });
+  article.dataset.reveal = "waiting";
+  const show = () => {
+    if (!open || !rendered || article.dataset.reveal === "shown") return;
+    if (rendered.reveal_html) prose.insertAdjacentHTML("beforeend", rendered.reveal_html); // server-rendered, as step.html
+    article.dataset.reveal = "shown";
+    done();
+  };
+  return { shown, fill: (r) => { rendered = r; show(); }, open: () => { open = true; show(); } };
 }

@@ -41,6 +41,8 @@ export function colour(value, { min = 0, max = 1, diverging = false } = {}) {
 const short = (s, n = 10) => (s.length > n ? s.slice(0, n - 1) + "…" : s).replace(/\n/g, "⏎").replace(/ /g, "␣");
 // A distance as the tour prints it (claims.distance is the same rule): "< 1e-4" below float32 rounding, else two
 // decimals, or two digits in scientific notation below 0.01.
+// A token with an exact twin in the Order experiment: its nearest match is closer than this (claims' twins slot too).
+export const TWIN = 1e-3;
 export const distance = (x) => (x < 1e-4 ? "< 1e-4" : x >= 0.01 ? x.toFixed(2) : x.toExponential(1));
 export const fmt = (v, d = 4) => (v === null || v === undefined ? "−∞" : Number(v).toFixed(d));
 
