@@ -19,7 +19,8 @@ that opens with a small front-matter block naming its live widget and the widget
 a sentence that states a fact about the figure writes its numbers and comparisons as slots,
 ``{{weight it book}}`` or ``{{cmp weight john sarah ; weight she sarah}}``, computed by
 ``attnlab.web.claims`` from the payload the widget draws (``step(n)``, ``GET /api/tour/{n}``);
-``learn`` is the explanation page the step links to, ``view`` the explore-freely view it opens. Adding
+``learn`` is the explanation page the step links to, ``view`` the explore-freely view it opens, ``strip``
+the parts of the model strip it lights (derived from the widget when left out: ``strip_part``). Adding
 a step is adding a file. A preset model that is not installed is replaced by an available model of the
 same family (else any available model), and the step says so in one line.
 
@@ -42,10 +43,10 @@ from attnlab.web.errors import NotFoundError
 
 TOUR_DIR = content.CONTENT_DIR / "tour"
 WIDGETS = ("attention", "qkv", "toy", "part", "order", "embed", "timeline", "heads", "translate", "arch", "generate", "figure", "finder",
-           "ablation")
+           "ablation", "ffn")
 _INT_KEYS = ("layer", "head")
 _KEYS = {"widget", "model", "text", "layer", "head", "query", "key", "learn", "view", "part", "variant",
-         "experiment", "softmax"}
+         "experiment", "softmax", "strip"}
 _FILE = re.compile(r"^\d\d-[a-z0-9-]+\.md$")
 
 # The toy: three tokens, two-number vectors chosen by hand (d_k = 2) so the arithmetic fits on paper.
@@ -94,10 +95,36 @@ def _files() -> tuple[tuple[str, dict[str, str], str, str], ...]:
     for path in sorted(p for p in TOUR_DIR.iterdir() if _FILE.match(p.name)):
         meta, body = _front_matter(path.read_text(encoding="utf-8"), path.name)
         claims.check_slots(body)
+        strip_part(meta)
         first = body.strip().splitlines()[0] if body.strip() else path.stem
         title = first.lstrip("#").strip()
         steps.append((path.stem, meta, title, content.render(body)))
     return tuple(steps)
+
+
+# The model strip's parts (static/strip.js) a widget is about; a widget missing here shows the whole model.
+STRIP_PARTS = ("embed", "position", "attention", "cross", "ffn", "residual", "output")
+_STRIP_OF_WIDGET = {
+    "attention": "attention", "qkv": "attention", "toy": "attention", "heads": "attention", "finder": "attention",
+    "ablation": "attention", "timeline": "attention", "embed": "embed position", "order": "position",
+    "translate": "cross", "generate": "output", "ffn": "ffn residual",
+}
+_STRIP_OF_PART = {
+    "input-embedding": "embed", "output-embedding": "embed", "positional-encoding": "position",
+    "self-attention": "attention", "masked-self-attention": "attention", "cross-attention": "cross",
+    "add-norm": "residual", "feed-forward": "ffn", "linear": "output", "softmax": "output",
+}
+
+
+def strip_part(meta: dict[str, str]) -> str | None:
+    """The strip parts a step lights: its ``strip`` front matter, else its part widget's part, else its widget's
+    (``None``: the whole model, as the families and the scaling steps show it). An unknown name is a ``ValueError``."""
+    named = meta.get("strip") or (_STRIP_OF_PART.get(meta.get("part", "")) if meta.get("widget") == "part" else None) \
+        or _STRIP_OF_WIDGET.get(meta.get("widget", ""))
+    for part in (named or "").split():
+        if part not in STRIP_PARTS:
+            raise ValueError(f"unknown strip part {part!r}; parts: {', '.join(STRIP_PARTS)}")
+    return named
 
 
 def learn_order() -> list[str]:
@@ -135,7 +162,7 @@ def _step(n: int, slug: str, meta: dict[str, str], title: str, html: str) -> s.T
     if model != meta.get("model") and meta.get("model"):
         preset.layer = preset.head = 0 if preset.layer is not None else None  # the preset's numbers fit the named model only
     return s.TourStep(n=n, slug=slug, title=title, html=html, preset=preset, note=note,
-                      learn=meta.get("learn"), view=meta.get("view"))
+                      learn=meta.get("learn"), view=meta.get("view"), strip=strip_part(meta))
 
 
 def tour() -> s.TourResponse:
@@ -161,7 +188,7 @@ def step(n: int, runs_dir: Path | None = None) -> s.TourStep:
     out = _step(n, slug, meta, title, html)
     pre = out.preset
     facts = claims.Step(widget=pre.widget, model=pre.model, text=pre.text, layer=pre.layer, head=pre.head,
-                        experiment=pre.experiment, part=pre.part, runs_dir=runs_dir)
+                        experiment=pre.experiment, part=pre.part, query=pre.query, runs_dir=runs_dir)
     out.html, out.claims, failed = claims.render(html, facts)
     if failed:
         out.note = f"{out.note}; {failed}" if out.note else failed
