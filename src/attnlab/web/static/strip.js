@@ -24,7 +24,8 @@ let ticket = 0;
 
 const $ = (id) => document.getElementById(id);
 
-function shapeOf(name, need) {
+// The model's shape (POST /api/shape), asked once per model; `need` loads the model first.
+export function shapeOf(name, need) {
   if (!shapes.has(name)) {
     const p = need(name).then(() => api.shape(name));
     p.catch(() => shapes.delete(name)); // asked again next time
