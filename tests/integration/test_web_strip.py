@@ -42,6 +42,11 @@ def test_the_shape_is_the_models_own_config(client: TestClient, name: str) -> No
     assert body["n_decoder_layers"] == (c.n_decoder_layers if c.family == "encoder-decoder" else None)
     assert body["variant"]["id"] == {"decoder": "decoder-only", "encoder": "encoder-only", "encoder-decoder": "encoder-decoder"}[c.family]
     assert any(b["part"] == "feed-forward" for b in body["variant"]["boxes"])
+    # the frames count its real blocks; without an output head (the demo encoder) there is no linear or softmax box
+    assert all(f["label"].endswith(f"× {c.n_layers}") for f in body["variant"]["frames"])
+    assert any(b["part"] == "linear" for b in body["variant"]["boxes"]) == (body["output"] is not None)
+    boxes = {b["id"] for b in body["variant"]["boxes"]}
+    assert all(a["from"] in boxes and a["to"] in boxes for a in body["variant"]["arrows"])
 
 
 def test_an_attention_only_model_is_drawn_without_a_feed_forward_network(client: TestClient) -> None:
@@ -55,7 +60,7 @@ def test_an_attention_only_model_is_drawn_without_a_feed_forward_network(client:
     assert not any(b["part"] == "feed-forward" for b in variant["boxes"])
     assert ids == ["dec-embed", "dec-pos", "dec-attn", "dec-norm1", "linear", "softmax"]
     assert [(a["from"], a["to"]) for a in variant["arrows"]] == list(itertools.pairwise(ids))
-    assert "attention only" in variant["frames"][0]["label"]
+    assert variant["frames"][0]["label"] == "Decoder block (attention only) × 2"  # its real depth
     # the textbook diagram (GET /api/architecture) keeps its feed-forward boxes
     textbook = client.get("/api/architecture").json()["variants"]
     assert all(any(b["part"] == "feed-forward" for b in v["boxes"]) for v in textbook)

@@ -130,6 +130,7 @@ export default {
   // are drawn as they come (the layout, the part's page, its live values), so there is no draw step.
   async load(ctx) {
     if (ctx.arg) ctx.state.part = ctx.arg;
+    stripForView("arch", ctx.state, ctx.need); // the strip lights the part the URL opens
     await drawArch(ctx);
     return null;
   },
