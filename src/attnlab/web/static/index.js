@@ -209,7 +209,7 @@ async function route() {
   document.querySelectorAll("#tabs a").forEach((a) => a.setAttribute("aria-current", a.dataset.view === view ? "page" : "false"));
   if (view === "tour") await guarded(() => drawTour(arg));
   else if (view === "learn") { hideStrip(); await guarded(() => drawLearn(arg)); }
-  else { stripForView(view, state, needModel); await refresh(arg, true); }
+  else { stripForView(view, state, needModel, REGISTERED[view]?.stripModel?.(contextOf(REGISTERED[view], arg))); await refresh(arg, true); }
 }
 
 // Load the view shown (on routing, Run, a new model); the tour and Learn are drawn on routing only, and so is
@@ -245,7 +245,7 @@ async function loadView(v, arg = null, forced = false) {
   if (v.payload !== null) state.payloads[v.id] = v.payload ? v.payload(p, ctx) : p; // what its JSON button exports
   const drawn = v.draw(p, ctx); // its state changes are made before its first await
   if (v.params === "shared") setHashFor(v.id, stateParams());
-  if (view === v.id) stripForView(v.id, state, needModel); // the strip follows the model the view drew
+  if (view === v.id) stripForView(v.id, state, needModel, v.stripModel?.(ctx)); // the strip follows the model the view drew
   await drawn;
 }
 

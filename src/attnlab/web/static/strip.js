@@ -48,9 +48,10 @@ export function stripForStep(tour, n, state, need) {
 }
 
 // The strip of explore view `id`: the model it shows (its last answer's, else the page's), the part it is about.
-export function stripForView(id, state, need) {
+// `model`: the one the view says it shows (a view's optional stripModel(ctx), e.g. Generate's decoder).
+export function stripForView(id, state, need, model = null) {
   const drawn = state.payloads[id];
-  const model = (id === "translate" && state.trModel) || (id === "timeline" && state.tlModel) || drawn?.model || state.model;
+  model = model || (id === "translate" && state.trModel) || (id === "timeline" && state.tlModel) || drawn?.model || state.model;
   const part = id === "arch" ? ARCH_PART[(state.part || "").replace(/^(enc|dec)-/, "")] : VIEW_PART[id];
   return showStrip(model, part || null, need, (p) => { location.hash = `#learn/${PAGE[p]}`; }, "this view");
 }
@@ -81,7 +82,7 @@ async function showStrip(model, lit, need, onPick, where) {
 
 // --- drawing ----------------------------------------------------------------------------------------------
 
-const LINE = 56, TOP = 14, BOX_H = 26, MAIN_H = 24, HEIGHT = 90;
+const LINE = 58, TOP = 16, BOX_H = 26, MAIN_H = 24, HEIGHT = 92;
 
 function label(shape) {
   const ff = shape.attn_only ? "no feed-forward (attention only)" : `feed-forward ${shape.d_ff.toLocaleString("en")}`;
@@ -118,12 +119,12 @@ export function drawStrip(box, shape, lit, onPick, where = "") {
   const ends = [];
   const stack = (side) => {
     const start = x;
-    rect(g("embed"), x, LINE - MAIN_H / 2, 58, MAIN_H, side === "decoder" && shape.family === "encoder-decoder" ? "target" : "embed",
+    rect(g("embed"), x, LINE - MAIN_H / 2, 62, MAIN_H, side === "decoder" && shape.family === "encoder-decoder" ? "target" : "embed",
       `${side === "decoder" && shape.family === "encoder-decoder" ? "target tokens → " : "tokens → "}embedding: a learned row of ${shape.d_model} numbers per token`);
-    x += 64;
+    x += 68;
     if (shape.positions === "learned" || shape.positions === "sinusoidal") {
-      rect(g("position"), x, LINE - MAIN_H / 2, 58, MAIN_H, "+ position", `+ a ${shape.positions} position vector per position`);
-      x += 64;
+      rect(g("position"), x, LINE - MAIN_H / 2, 72, MAIN_H, "+ position", `+ a ${shape.positions} position vector per position`);
+      x += 78;
     }
     const frameX = x + 2;
     x += 14;
@@ -143,14 +144,14 @@ export function drawStrip(box, shape, lit, onPick, where = "") {
         rect(nb, bx, TOP + 3, 34, BOX_H - 6, "norm", `${shape.norm} before the sub-layer (pre-norm)`);
         bx += 40;
       }
-      const w = 80;
+      const w = 92;
       const rope = part === "attention" && shape.positions === "rotary" ? " (RoPE)" : "";
       rect(node, bx, TOP, w, BOX_H, text, {
         attention: `${side === "decoder" ? "masked (causal) " : ""}self-attention: ${shape.n_heads} heads of ${shape.d_model / shape.n_heads} numbers${rope ? ", queries and keys rotated by position (RoPE)" : ""}`,
         cross: "cross-attention: the target's queries look at the encoder's output (keys and values)",
         ffn: `feed-forward: ${shape.d_model} → ${shape.d_ff} → ${shape.d_model}, per token (${shape.activation})`,
       }[part]);
-      if (rope) V.el("svg:text", { x: bx + w / 2, y: TOP - 3, "text-anchor": "middle", class: "strip-small" }, node, "rotary positions");
+      if (rope) V.el("svg:text", { x: bx + w / 2, y: TOP - 4, "text-anchor": "middle", class: "strip-small" }, node, "rotary positions");
       if (part === "cross") cross = bx + w / 2;
       const xr = bx + w, cx = xr + 14;
       // the branch: off the stream, through the sub-layer, back onto it at ⊕
@@ -166,8 +167,8 @@ export function drawStrip(box, shape, lit, onPick, where = "") {
       x += 6;
     }
     const frameW = x - frameX;
-    V.el("svg:rect", { x: frameX, y: 4, width: frameW, height: HEIGHT - 12, rx: 8, class: "strip-frame" }, svg);
-    V.el("svg:text", { x: frameX + frameW - 6, y: HEIGHT - 12, "text-anchor": "end", class: "strip-small" }, svg,
+    V.el("svg:rect", { x: frameX, y: 2, width: frameW, height: HEIGHT - 8, rx: 8, class: "strip-frame" }, svg);
+    V.el("svg:text", { x: frameX + frameW - 6, y: HEIGHT - 10, "text-anchor": "end", class: "strip-small" }, svg,
       `${side === "decoder" && shape.family === "encoder-decoder" ? "decoder " : shape.family === "encoder-decoder" ? "encoder " : ""}block × ${n}`);
     x += 8;
     ends.push({ start, end: x, cross });

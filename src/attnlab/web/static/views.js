@@ -53,6 +53,9 @@ export function drawDiagram(svg, layout, variant, selected, onSelect, live = nul
   hideCard(); // the box it described is about to go
   clear(svg);
   size(svg, layout.width, layout.height);
+  // A model's own diagram may have no boxes at the top (no output head): the empty band above them is cut off.
+  const top = Math.min(...variant.boxes.map((b) => b.y), ...variant.frames.map((f) => f.y)) - 20;
+  if (top > 80) { svg.setAttribute("viewBox", `0 ${top} ${layout.width} ${layout.height - top}`); svg.setAttribute("height", layout.height - top); }
   const defs = el("svg:defs", {}, svg);
   const marker = el("svg:marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" }, defs);
   el("svg:path", { d: "M0,0 L10,5 L0,10 z", fill: "#5b6475" }, marker);
@@ -668,7 +671,7 @@ export function ffnStep(container, p) {
   el("svg:line", { x1: X(x0), y1: Y(0), x2: X(x1), y2: Y(0), stroke: "#9aa1ad" }, svg);
   el("svg:line", { x1: X(0), y1: Y(y0), x2: X(0), y2: Y(y1), stroke: "#9aa1ad" }, svg);
   xs.forEach((v, i) => el("svg:circle", { cx: X(v).toFixed(1), cy: Y(ys[i]).toFixed(1), r: 1.6, fill: v < 0 ? "#9aa1ad" : "#2456c7", "fill-opacity": 0.7 }, svg));
-  el("svg:text", { x: W - 8, y: Y(0) + 14, "text-anchor": "end", "font-size": 11, fill: "#5b6475" }, svg, `before → (${x0.toFixed(2)} to ${x1.toFixed(2)})`);
+  el("svg:text", { x: W - 8, y: H - 4, "text-anchor": "end", "font-size": 11, fill: "#5b6475" }, svg, `before → (${x0.toFixed(2)} to ${x1.toFixed(2)})`);
   el("svg:text", { x: X(0) - 4, y: 12, "text-anchor": "end", "font-size": 11, fill: "#5b6475" }, svg, `after ↑ (${y0.toFixed(2)} to ${y1.toFixed(2)})`);
   const counts = el("p", { class: "ffn-counts" }, left);
   counts.append(`negative before: ${p.negative_before.toLocaleString("en")} of ${p.d_ff.toLocaleString("en")} · after: ${p.negative_after.toLocaleString("en")}` +
@@ -682,7 +685,7 @@ export function ffnStep(container, p) {
     [p.result, "output", post ? "the block's output: the layer norm of the sum (hook_resid_post)" : "the block's output (hook_resid_post)"]];
   const lim = Math.max(...rows.flatMap(([v]) => v.slice(0, FFN_DIMS).map(Math.abs)));
   heatmap(el("svg:svg", { "aria-label": "residual stream plus feed-forward output" }, right), rows.map(([v]) => v.slice(0, FFN_DIMS)),
-    { rows: rows.map(([, l]) => l), diverging: true, min: -lim, max: lim, cell: 12, cellH: 22 });
+    { rows: rows.map(([, l]) => l), diverging: true, min: -lim, max: lim, cell: 15, cellH: 24 });
   const list = el("ul", { class: "ffn-lengths" }, right);
   rows.forEach(([v, name, text]) => el("li", {}, list, `${name}: ${text}, length ${length(v)}`));
   el("p", { class: "note" }, right, post
