@@ -137,7 +137,8 @@ def test_the_strip_never_covers_the_content(make_ui, width: int, height: int) ->
                    stripRight: strip.right, figure: r(document.querySelector('#model-strip svg')) }; }""")
         assert boxes["n"] > 0 and boxes["overlaps"] == 0, (target, width, boxes)
         assert boxes["scroll"] <= boxes["inner"] and boxes["stripRight"] <= boxes["inner"], (target, width, boxes)
-        assert boxes["figure"]["height"] >= 60  # drawn at a readable size, not shrunk to a line
+        # drawn at full size on a desktop; on a phone the whole picture shrinks to the width, not to a line
+        assert boxes["figure"]["height"] >= (80 if width >= 1024 else 50), (target, width, boxes)
     ui.screenshot(f"strip-{width}x{height}")
 
 

@@ -176,11 +176,11 @@ def architecture() -> s.ArchitectureResponse:
 FAMILY_VARIANT = {"encoder": "encoder-only", "decoder": "decoder-only", "encoder-decoder": "encoder-decoder"}
 
 
-def variant_of(config: TransformerConfig, *, output_head: bool = True) -> s.Variant:
+def variant_of(config: TransformerConfig) -> s.Variant:
     """The family's variant drawn for the model of ``config``: what the model really has.
 
-    Its frames count its real blocks (``× 6``, not ``× N``); a model without an output head over a vocabulary or
-    classes (``output_head=False``: a sentence-embedding encoder such as MiniLM) loses the linear and softmax boxes.
+    Its frames count its real blocks (``× 6``, not ``× N``). A model without an output head keeps the linear and
+    softmax boxes: their hover card says that the model ends with its vectors (``payloads.part``).
 
     An attention-only model (``config.attn_only``: blocks without a feed-forward sub-layer, Elhage et al.
     2021) loses its feed-forward boxes and the add & norm that follows each; arrows into a removed box go
@@ -189,9 +189,6 @@ def variant_of(config: TransformerConfig, *, output_head: bool = True) -> s.Vari
     variant = next(v for v in _variants() if v.id == FAMILY_VARIANT[config.family])
     depth = {"Encoder": config.n_layers, "Decoder": config.n_decoder_layers if config.family == "encoder-decoder" else config.n_layers}
     variant.frames = [f.model_copy(update={"label": f.label.replace("× N", f"× {depth[f.label.split()[0]]}")}) for f in variant.frames]
-    if not output_head:
-        variant.boxes = [b for b in variant.boxes if b.part not in ("linear", "softmax")]
-        variant.arrows = [a for a in variant.arrows if a.source not in ("linear", "softmax") and a.target not in ("linear", "softmax")]
     if not config.attn_only:
         return variant
     ff_ids = [b.id for b in variant.boxes if b.part == "feed-forward"]

@@ -55,7 +55,7 @@ def shape(req: ShapeRequest) -> ShapeResponse:
         n_decoder_layers=c.n_decoder_layers if c.family == "encoder-decoder" else None, d_model=c.d_model,
         n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, d_ff=c.d_ff, attn_only=c.attn_only, norm=c.norm,
         norm_placement=c.norm_placement, positions=c.positions, activation=c.activation, output=output,
-        variant=diagram.variant_of(c, output_head=output is not None),
+        variant=diagram.variant_of(c),
     )
 
 

@@ -53,9 +53,6 @@ export function drawDiagram(svg, layout, variant, selected, onSelect, live = nul
   hideCard(); // the box it described is about to go
   clear(svg);
   size(svg, layout.width, layout.height);
-  // A model's own diagram may have no boxes at the top (no output head): the empty band above them is cut off.
-  const top = Math.min(...variant.boxes.map((b) => b.y), ...variant.frames.map((f) => f.y)) - 20;
-  if (top > 80) { svg.setAttribute("viewBox", `0 ${top} ${layout.width} ${layout.height - top}`); svg.setAttribute("height", layout.height - top); }
   const defs = el("svg:defs", {}, svg);
   const marker = el("svg:marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" }, defs);
   el("svg:path", { d: "M0,0 L10,5 L0,10 z", fill: "#5b6475" }, marker);
