@@ -34,12 +34,15 @@ export function shapeOf(name, need) {
   return shapes.get(name);
 }
 
-// The strip of the tour's step n: its preset's model (the timeline's model for the timeline widget; the page's
-// model for steps without one), its `strip` parts lit; a click goes to the first step about that part.
+// The strip of the tour's step n: its preset's model (the timeline's model for the timeline widget, a model of the
+// family a diagram step shows; the page's model for steps without one), its `strip` parts lit; a click goes to the first step about that part.
 export function stripForStep(tour, n, state, need) {
   const step = tour.steps[n - 1];
   const pre = step.preset;
-  const model = pre.model || (pre.widget === "timeline" ? state.models.find((m) => m.timeline && m.available)?.name : null) || state.model;
+  // A step that shows a family's diagram (preset `variant`) draws a real model of that family.
+  const family = { "encoder-decoder": "encoder-decoder", "encoder-only": "encoder", "decoder-only": "decoder" }[pre.variant];
+  const model = pre.model || (pre.widget === "timeline" ? state.models.find((m) => m.timeline && m.available)?.name : null) ||
+    (family ? state.models.find((m) => m.family === family && m.available && !m.demo)?.name : null) || state.model;
   const onPick = (part) => {
     const first = tour.steps.find((s) => (s.strip || "").split(" ").includes(part));
     location.hash = first ? `#tour/${first.n}` : `#learn/${PAGE[part]}`;
