@@ -438,6 +438,38 @@ class Widget:
             worst = max(nearest)
             mantissa, exp = f"{worst:.1e}".split("e")  # below 1e-4 a float32 distance is rounding, printed as a bound
             return ("< 1e-4" if worst < 1e-4 else f"{worst:.2f}" if worst >= 0.01 else f"{mantissa}e{int(exp)}"), [worst]
+        if fn.startswith("ffn_"):
+            return self.ffn_value(fn, args)
+        raise AssertionError(f"the test does not know the slot {fn!r}: add its recomputation here")
+
+    def ffn_value(self, fn: str, args: list[str]) -> tuple[str, list[float]]:
+        """A feed-forward slot recomputed from the widget's POST /api/ffn answer, checked against the hooks it names."""
+        body = {"model": self.p["model"], "text": self.p["text"], "layer": self.p["layer"] or 0}
+        att = self.att
+        f = self.post("/api/ffn", {**body, "focus": self.tok(att["tokens"], self.p["query"])})
+        loaded = cat.load(self.p["model"])
+        _, cache = run_with_cache(loaded.model, torch.tensor([att["ids"]]), names=list(f["hooks"].values()))
+        for key, name in f["hooks"].items():  # every drawn vector is the hook's row of the focus token
+            torch.testing.assert_close(torch.tensor(f[key], dtype=torch.float64), cache[name][0, f["focus"]].double(),
+                                       rtol=0, atol=1e-5)
+        before, after = torch.tensor(f["before"]), torch.tensor(f["after"])
+        f2 = lambda x: (f"{x:.2f}", [x])  # noqa: E731
+        if fn == "ffn_units":
+            return f"{after.numel():,}", [after.numel()]
+        if fn == "ffn_width":
+            return str(len(f["out"])), []
+        if fn == "ffn_activation":
+            return {"gelu": "GELU", "relu": "ReLU", "gelu_tanh": "GELU (tanh)", "swiglu": "SwiGLU"}[loaded.config.activation], []
+        if fn == "ffn_negative":
+            n = int(((before if args[0] == "before" else after) < 0).sum())
+            return f"{n:,}", [n]
+        if fn == "ffn_zero":
+            n = int((after == 0).sum())
+            return f"{n:,}", [n]
+        if fn == "ffn_lowest":
+            return f2(float((before if args[0] == "before" else after).min()))
+        if fn == "ffn_length":
+            return f2(float(torch.tensor(f[args[0]]).norm()))
         raise AssertionError(f"the test does not know the slot {fn!r}: add its recomputation here")
 
 

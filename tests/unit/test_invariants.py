@@ -284,7 +284,7 @@ def expected_hook_shapes(case: Case, src_len: int, tgt_len: int) -> dict[str, tu
                 }
                 if c.positions == "rotary" and kind == "attn":
                     shapes |= {at("attn.hook_rot_q"): (BATCH, heads, n, d_k), at("attn.hook_rot_k"): (BATCH, kv, n, d_k)}
-            shapes |= {at("ff.hook_hidden"): (BATCH, n, c.d_ff), at("ff.hook_out"): (BATCH, n, d)}
+            shapes |= {at("ff.hook_pre"): (BATCH, n, c.d_ff), at("ff.hook_hidden"): (BATCH, n, c.d_ff), at("ff.hook_out"): (BATCH, n, d)}
         shapes[hook_name(stack, None, "hook_resid_final")] = (BATCH, n, d)
     out_len = tgt_len if case.family == "encoder-decoder" else src_len
     shapes["hook_logits"] = (BATCH, c.n_classes) if c.n_classes else (BATCH, out_len, c.vocab_size)

@@ -10,7 +10,8 @@ Every family names its hook points after one scheme (whatever its modules are ca
   ``hook_z`` ``(batch, heads, q_len, d_k)``, ``hook_out`` ``(batch, q_len, d_model)``; the same under
   ``cross_attn`` in the decoder of an encoder-decoder. With a KV cache, ``hook_k``, ``hook_v`` and
   ``hook_rot_k`` hold this call's tokens only; ``k_len`` of the scores and weights counts the cached ones.
-- ``{stack}.blocks.{layer}.ff.hook_hidden`` ``(batch, seq, d_ff)``, ``ff.hook_out`` ``(batch, seq, d_model)``
+- ``{stack}.blocks.{layer}.ff.hook_pre`` (before the non-linearity), ``ff.hook_hidden`` (after it)
+  ``(batch, seq, d_ff)``, ``ff.hook_out`` ``(batch, seq, d_model)``
 - ``{stack}.hook_resid_final`` ``(batch, seq, d_model)``: the stack's output after its final norm
 - ``hook_logits``: the output head's logits
 

@@ -72,7 +72,8 @@ class FeedForward(nn.Module):
     """Position-wise feed-forward network (section 3.3): the same two-layer MLP at every position.
 
     ``swiglu`` (Shazeer 2020, used by Llama) gates the hidden layer: ``W2(silu(W1 x) * W3 x)``.
-    Hook points: ``hook_hidden`` (after the non-linearity, ``(batch, seq, d_ff)``) and ``hook_out``.
+    Hook points: ``hook_pre`` (what enters the non-linearity: ``W1 x``, for ``swiglu`` the gate's ``W1 x``,
+    ``(batch, seq, d_ff)``), ``hook_hidden`` (after the non-linearity, ``(batch, seq, d_ff)``) and ``hook_out``.
     """
 
     def __init__(self, d_model: int, d_ff: int, *, activation: Activation = "relu", bias: bool = True, dropout: float = 0.0) -> None:
@@ -84,6 +85,7 @@ class FeedForward(nn.Module):
         self.gate = nn.Linear(d_model, d_ff, bias=bias) if activation == "swiglu" else None
         self.down = nn.Linear(d_ff, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
+        self.hook_pre = HookPoint()
         self.hook_hidden = HookPoint()
         self.hook_out = HookPoint()
 
@@ -96,7 +98,10 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(batch, seq, d_model)`` -> ``(batch, seq, d_model)``, x's dtype, each position alone."""
-        h = F.silu(self.gate(x)) * self.up(x) if self.gate is not None else activate(self.up(x), self.activation)
+        if self.gate is not None:
+            h = F.silu(self.hook_pre(self.gate(x))) * self.up(x)
+        else:
+            h = activate(self.hook_pre(self.up(x)), self.activation)
         h = self.hook_hidden(h)  # (batch, seq, d_ff)
         if self.training:  # dropout is the identity in eval mode; skipping the call is exact
             h = self.dropout(h)

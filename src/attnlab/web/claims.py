@@ -35,6 +35,12 @@ Slots (``Q``, ``K``: token texts; layer and head are the preset's unless ``L``/`
   learned AI" vs "AI learned Jake" through the preset's encoder, with and without its positions): the largest
   distance from a token of the first order to its nearest match in the second, how many tokens have an exact
   twin (distance under 1e-3, the view's verdict), and how many tokens the sentence has.
+- ``ffn_units``, ``ffn_width``, ``ffn_activation``, ``ffn_negative before|after``, ``ffn_lowest before|after``,
+  ``ffn_zero``, ``ffn_length stream|out|result``: the feed-forward widget (``ffn.ffn`` at the preset's layer for
+  the preset's ``query`` token): the hidden layer's size, the model's width, the non-linearity's name, how many
+  hidden units are negative before (``ff.hook_pre``) and after it (``ff.hook_hidden``) and the lowest of them,
+  how many are exactly zero after it, and the length of the residual stream entering the sub-layer
+  (``hook_resid_mid``), of the feed-forward output (``ff.hook_out``) and of the block's output (``hook_resid_post``).
 - ``align Q``, ``align_weight Q``, ``translation``: the translator's greedy output and, for target
   token ``Q``, the source token its last layer's cross-attention (mean of heads) weighs most.
 """
@@ -55,11 +61,12 @@ from typing import Any
 from attnlab import catalog as cat
 from attnlab.inspect.roles import PATTERN_THRESHOLD
 from attnlab.web import ablation as ablation_
+from attnlab.web import ffn as ffn_
 from attnlab.web import finder, order, payloads, timeline, translation
 from attnlab.web import schemas as s
 from attnlab.web.errors import PayloadError
 from attnlab.web.experiments import RUNS, Index, default_runs_dir
-from attnlab.web.models import get_model
+from attnlab.web.models import get_model, tokenize
 
 SLOT = re.compile(r"\{\{\s*(.+?)\s*\}\}")
 #: What a slot reads before it is computed (GET /api/tour lists the steps without computing anything).
@@ -107,6 +114,7 @@ class Step:
     head: int | None
     experiment: str | None = None
     part: str | None = None
+    query: str | None = None
     runs_dir: Path | None = None
 
     def _need(self, what: str) -> Any:
@@ -173,6 +181,13 @@ class Step:
     def ablation(self) -> ablation_.AblationResponse:
         return ablation_.ablation(ablation_.AblationRequest(model=self._need("model"), text=self._need("text"),
                                                             layer=self._need("layer"), head=self._need("head")))
+
+    @cached_property
+    def ffn(self) -> ffn_.FFNResponse:
+        """The feed-forward widget's payload: the preset's ``query`` token through layer ``layer`` (or 0)."""
+        model, text = self._need("model"), self._need("text")
+        focus = find(tokenize(get_model(model), text)[1], self._need("query"))
+        return ffn_.ffn(ffn_.FFNRequest(model=model, text=text, layer=self.layer or 0, focus=focus))
 
     @cached_property
     def translation(self) -> s.TranslateResponse:
@@ -478,6 +493,46 @@ def _align_weight(step: Step, args: list[str]) -> Value:
     return Value(num(max(row)), [max(row)])
 
 
+ACTIVATION_NAMES = {"relu": "ReLU", "gelu": "GELU", "gelu_tanh": "GELU (tanh)", "swiglu": "SwiGLU"}
+
+
+def _ffn_side(args: list[str], sides: tuple[str, ...]) -> str:
+    if not args or args[0] not in sides:
+        raise PayloadError(f"this feed-forward slot names one of {', '.join(sides)}")
+    return args[0]
+
+
+def _ffn_units(step: Step, args: list[str]) -> Value:
+    return Value(f"{step.ffn.d_ff:,}", [step.ffn.d_ff])
+
+
+def _ffn_width(step: Step, args: list[str]) -> Value:
+    return Value(str(step.ffn.d_model), [step.ffn.d_model])
+
+
+def _ffn_activation(step: Step, args: list[str]) -> Value:
+    return Value(ACTIVATION_NAMES[step.ffn.activation])
+
+
+def _ffn_negative(step: Step, args: list[str]) -> Value:
+    n = step.ffn.negative_before if _ffn_side(args, ("before", "after")) == "before" else step.ffn.negative_after
+    return Value(f"{n:,}", [n])
+
+
+def _ffn_lowest(step: Step, args: list[str]) -> Value:
+    x = min(getattr(step.ffn, _ffn_side(args, ("before", "after"))))
+    return Value(num(x), [x])
+
+
+def _ffn_zero(step: Step, args: list[str]) -> Value:
+    return Value(f"{step.ffn.zero_after:,}", [step.ffn.zero_after])
+
+
+def _ffn_length(step: Step, args: list[str]) -> Value:
+    x = math.sqrt(sum(v * v for v in getattr(step.ffn, _ffn_side(args, ("stream", "out", "result")))))
+    return Value(num(x), [x])
+
+
 def _translation(step: Step, args: list[str]) -> Value:
     return Value(step.translation.text)
 
@@ -496,6 +551,8 @@ SLOTS: dict[str, Callable[[Step, list[str]], Value]] = {
     "embed_id": _embed_id, "embed_position": _embed_position, "embed_value": _embed_value, "embed_sum": _embed_sum,
     "nearest": _nearest, "twins": _twins, "order_tokens": _order_tokens,
     "align": _align, "align_weight": _align_weight, "translation": _translation,
+    "ffn_units": _ffn_units, "ffn_width": _ffn_width, "ffn_activation": _ffn_activation, "ffn_negative": _ffn_negative,
+    "ffn_lowest": _ffn_lowest, "ffn_zero": _ffn_zero, "ffn_length": _ffn_length,
 }
 
 

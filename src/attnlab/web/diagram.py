@@ -171,3 +171,50 @@ def _variants() -> list[s.Variant]:
 
 def architecture() -> s.ArchitectureResponse:
     return s.ArchitectureResponse(width=WIDTH, height=HEIGHT, variants=_variants())
+
+
+FAMILY_VARIANT = {"encoder": "encoder-only", "decoder": "decoder-only", "encoder-decoder": "encoder-decoder"}
+
+
+def variant_of(config: TransformerConfig) -> s.Variant:
+    """The family's variant drawn for the model of ``config``: what the model really has.
+
+    Its frames count its real blocks (``× 6``, not ``× N``). A model without an output head keeps the linear and
+    softmax boxes: their hover card says that the model ends with its vectors (``payloads.part``).
+
+    An attention-only model (``config.attn_only``: blocks without a feed-forward sub-layer, Elhage et al.
+    2021) loses its feed-forward boxes and the add & norm that follows each; arrows into a removed box go
+    on to the box it led to, and the block frames say "attention only".
+    """
+    variant = next(v for v in _variants() if v.id == FAMILY_VARIANT[config.family])
+    depth = {"Encoder": config.n_layers, "Decoder": config.n_decoder_layers if config.family == "encoder-decoder" else config.n_layers}
+    variant.frames = [f.model_copy(update={"label": f.label.replace("× N", f"× {depth[f.label.split()[0]]}")}) for f in variant.frames]
+    if not config.attn_only:
+        return variant
+    ff_ids = [b.id for b in variant.boxes if b.part == "feed-forward"]
+    after = {a.source: a.target for a in variant.arrows}
+    gone = set(ff_ids) | {after[i] for i in ff_ids if i in after}  # each feed-forward and its add & norm
+    before = {a.target: a.source for a in variant.arrows if a.target in gone}
+
+    def onward(box_id: str) -> str | None:  # the first kept box after a removed one
+        while box_id in gone:
+            box_id = after.get(box_id)  # type: ignore[assignment]
+            if box_id is None:
+                return None
+        return box_id
+
+    def kept(box_id: str) -> str:  # the last kept box before a removed one
+        while box_id in gone:
+            box_id = before[box_id]
+        return box_id
+
+    arrows = []
+    for a in variant.arrows:
+        source, target = kept(a.source), onward(a.target)
+        if target is not None and source != target and (source, target) not in {(x.source, x.target) for x in arrows}:
+            arrows.append(s.Arrow(source=source, target=target))
+    frames = [f.model_copy(update={"label": f.label.replace("block", "block (attention only)")}) for f in variant.frames]
+    return variant.model_copy(update={
+        "boxes": [b for b in variant.boxes if b.id not in gone], "arrows": arrows, "frames": frames,
+        "summary": variant.summary + " This model is attention-only: its blocks have no feed-forward network.",
+    })

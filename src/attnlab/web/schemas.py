@@ -450,6 +450,9 @@ class TourStep(BaseModel):
     claims: list[TourClaim] | None = Field(default=None, description="the computed slots (GET /api/tour/{n} only)")
     learn: str | None = Field(default=None, description="the explanation page of this step")
     view: str | None = Field(default=None, description="the explore-freely view this step opens")
+    strip: str | None = Field(default=None, description="the parts of the model strip this step is about, space-separated "
+                                                        "(embed, position, attention, cross, ffn, residual, output); null: "
+                                                        "the whole model (attnlab.web.tour.strip_part)")
 
 
 class ToyRow(BaseModel):

@@ -19,7 +19,8 @@ that opens with a small front-matter block naming its live widget and the widget
 a sentence that states a fact about the figure writes its numbers and comparisons as slots,
 ``{{weight it book}}`` or ``{{cmp weight john sarah ; weight she sarah}}``, computed by
 ``attnlab.web.claims`` from the payload the widget draws (``step(n)``, ``GET /api/tour/{n}``);
-``learn`` is the explanation page the step links to, ``view`` the explore-freely view it opens. Adding
+``learn`` is the explanation page the step links to, ``view`` the explore-freely view it opens, ``strip``
+the parts of the model strip it lights (derived from the widget when left out: ``strip_part``). Adding
 a step is adding a file.
 
 **Predict, then see**: ``predict: true`` (on an ``attention``, ``generate`` or ``order`` step) makes the page
@@ -48,10 +49,10 @@ from attnlab.web.errors import NotFoundError
 
 TOUR_DIR = content.CONTENT_DIR / "tour"
 WIDGETS = ("attention", "qkv", "toy", "part", "order", "embed", "timeline", "heads", "translate", "arch", "generate", "figure", "finder",
-           "ablation")
+           "ablation", "ffn")
 _INT_KEYS = ("layer", "head")
 _KEYS = {"widget", "model", "text", "layer", "head", "query", "key", "learn", "view", "part", "variant",
-         "experiment", "softmax", "predict"}
+         "experiment", "softmax", "predict", "strip"}
 #: Widgets a step can ask about before drawing (``predict: true``): the page's tour.js ``PREDICTS`` builds each question.
 PREDICT_WIDGETS = ("attention", "generate", "order")
 #: The line that ends a predict step's question text; what follows is shown after the answer.
@@ -123,11 +124,37 @@ def _files() -> tuple[tuple[str, dict[str, str], str, str, str | None], ...]:
     for path in sorted(p for p in TOUR_DIR.iterdir() if _FILE.match(p.name)):
         meta, body = _front_matter(path.read_text(encoding="utf-8"), path.name)
         claims.check_slots(body)
+        strip_part(meta)
         first = body.strip().splitlines()[0] if body.strip() else path.stem
         title = first.lstrip("#").strip()
         question, reveal = _split_reveal(body, meta, path.name)
         steps.append((path.stem, meta, title, content.render(question), None if reveal is None else content.render(reveal)))
     return tuple(steps)
+
+
+# The model strip's parts (static/strip.js) a widget is about; a widget missing here shows the whole model.
+STRIP_PARTS = ("embed", "position", "attention", "cross", "ffn", "residual", "output")
+_STRIP_OF_WIDGET = {
+    "attention": "attention", "qkv": "attention", "toy": "attention", "heads": "attention", "finder": "attention",
+    "ablation": "attention", "timeline": "attention", "embed": "embed position", "order": "position",
+    "translate": "cross", "generate": "output", "ffn": "ffn residual",
+}
+_STRIP_OF_PART = {
+    "input-embedding": "embed", "output-embedding": "embed", "positional-encoding": "position",
+    "self-attention": "attention", "masked-self-attention": "attention", "cross-attention": "cross",
+    "add-norm": "residual", "feed-forward": "ffn", "linear": "output", "softmax": "output",
+}
+
+
+def strip_part(meta: dict[str, str]) -> str | None:
+    """The strip parts a step lights: its ``strip`` front matter, else its part widget's part, else its widget's
+    (``None``: the whole model, as the families and the scaling steps show it). An unknown name is a ``ValueError``."""
+    named = meta.get("strip") or (_STRIP_OF_PART.get(meta.get("part", "")) if meta.get("widget") == "part" else None) \
+        or _STRIP_OF_WIDGET.get(meta.get("widget", ""))
+    for part in (named or "").split():
+        if part not in STRIP_PARTS:
+            raise ValueError(f"unknown strip part {part!r}; parts: {', '.join(STRIP_PARTS)}")
+    return named
 
 
 def learn_order() -> list[str]:
@@ -165,7 +192,7 @@ def _step(n: int, slug: str, meta: dict[str, str], title: str, html: str) -> s.T
     if model != meta.get("model") and meta.get("model"):
         preset.layer = preset.head = 0 if preset.layer is not None else None  # the preset's numbers fit the named model only
     return s.TourStep(n=n, slug=slug, title=title, html=html, preset=preset, note=note,
-                      learn=meta.get("learn"), view=meta.get("view"))
+                      learn=meta.get("learn"), view=meta.get("view"), strip=strip_part(meta))
 
 
 def tour() -> s.TourResponse:
@@ -193,7 +220,7 @@ def step(n: int, runs_dir: Path | None = None) -> s.TourStep:
     out = _step(n, slug, meta, title, html)
     pre = out.preset
     facts = claims.Step(widget=pre.widget, model=pre.model, text=pre.text, layer=pre.layer, head=pre.head,
-                        experiment=pre.experiment, part=pre.part, runs_dir=runs_dir)
+                        experiment=pre.experiment, part=pre.part, query=pre.query, runs_dir=runs_dir)
     out.html, out.claims, failed = claims.render(html, facts)
     if reveal is not None:
         out.reveal_html, more, failed_after = claims.render(reveal, facts)

@@ -3,6 +3,7 @@
 // #arch/PART opens a part. Drawing with views.js; listed in registry.js.
 
 import { api, currentModel, defaultFocus } from "./model.js";
+import { shapeOf, stripForView } from "./strip.js";
 import * as V from "./views.js";
 
 const $ = (id) => document.getElementById(id);
@@ -15,7 +16,13 @@ const FAMILY_VARIANT = { encoder: "encoder-only", decoder: "decoder-only", "enco
 async function drawArch(ctx) {
   const { state } = ctx;
   const wanted = state.variantPicked ? state.variant : FAMILY_VARIANT[currentModel()?.family] || state.variant;
-  const variant = (await layout).variants.find((v) => v.id === wanted) || (await layout).variants[0];
+  let variant = (await layout).variants.find((v) => v.id === wanted) || (await layout).variants[0];
+  // The current model's own family is drawn as the model has it (POST /api/shape: an attention-only model has no
+  // feed-forward boxes); a family picked with the buttons is the textbook one.
+  const m = currentModel();
+  if (!state.variantPicked && m?.available && variant.id === FAMILY_VARIANT[m.family]) {
+    variant = await shapeOf(m.name, ctx.need).then((shape) => shape.variant, () => variant);
+  }
   if (state.part && !variant.boxes.some((b) => b.id === state.part)) {
     const other = (await layout).variants.find((v) => v.boxes.some((b) => b.id === state.part));
     if (other) return drawArchVariant(other, ctx);
@@ -67,6 +74,7 @@ async function liveValues(box, { state, need }) {
 async function selectPart(box, ctx) {
   ctx.state.part = box.id;
   ctx.setArg(box.id);
+  stripForView("arch", ctx.state, ctx.need); // the strip lights the part opened
   await ctx.guarded(() => drawArch(ctx));
   document.querySelector(`[data-box="${box.id}"]`)?.focus();
 }
@@ -128,6 +136,7 @@ export default {
   // are drawn as they come (the layout, the part's page, its live values), so there is no draw step.
   async load(ctx) {
     if (ctx.arg) ctx.state.part = ctx.arg;
+    stripForView("arch", ctx.state, ctx.need); // the strip lights the part the URL opens
     await drawArch(ctx);
     return null;
   },

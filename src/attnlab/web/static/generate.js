@@ -65,6 +65,7 @@ export default {
   id: "generate",
   title: "Generate",
   params: "own",
+  stripModel: generationModel, // the model strip (strip.js) draws the decoder this view uses
   payload: null, // state.payloads.generate is the last generation (set by runGeneration), not the next-token answer
   results: ["gen-next"], // the next-token answer's; a failed generation clears GENERATED
   cleared: () => { nextToken = null; },

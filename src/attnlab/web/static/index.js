@@ -5,6 +5,7 @@ import { api, DEFAULT_SENTENCE, formatHash, linkedText, modelLabel, parseHash, s
 import { addExportButtons } from "./export.js";
 import { VIEWS } from "./registry.js";
 import { track } from "./status.js";
+import { hideStrip, stripForStep, stripForView } from "./strip.js";
 import { drawStep } from "./tour.js";
 import * as V from "./views.js";
 
@@ -185,6 +186,7 @@ async function drawTour(arg) {
     track: (promise, message = "computing…") => track(message, promise), go: (hash) => { location.hash = hash; },
   };
   const { widget, draw, fill } = drawStep($("view-tour"), tourData, n, ctx);
+  stripForStep(tourData, n, state, needModel); // the model strip (strip.js): this step's model, its part lit
   widget.dataset.state = "loading";
   const text = api.tourStep(n).then((rendered) => { if (current()) fill(rendered); });
   try {
@@ -206,8 +208,8 @@ async function route() {
   document.querySelectorAll(".view").forEach((s) => { s.hidden = s.id !== `view-${view}`; });
   document.querySelectorAll("#tabs a").forEach((a) => a.setAttribute("aria-current", a.dataset.view === view ? "page" : "false"));
   if (view === "tour") await guarded(() => drawTour(arg));
-  else if (view === "learn") await guarded(() => drawLearn(arg));
-  else await refresh(arg, true);
+  else if (view === "learn") { hideStrip(); await guarded(() => drawLearn(arg)); }
+  else { stripForView(view, state, needModel, REGISTERED[view]?.stripModel?.(contextOf(REGISTERED[view], arg))); await refresh(arg, true); }
 }
 
 // Load the view shown (on routing, Run, a new model); the tour and Learn are drawn on routing only, and so is
@@ -243,6 +245,7 @@ async function loadView(v, arg = null, forced = false) {
   if (v.payload !== null) state.payloads[v.id] = v.payload ? v.payload(p, ctx) : p; // what its JSON button exports
   const drawn = v.draw(p, ctx); // its state changes are made before its first await
   if (v.params === "shared") setHashFor(v.id, stateParams());
+  if (view === v.id) stripForView(v.id, state, needModel, v.stripModel?.(ctx)); // the strip follows the model the view drew
   await drawn;
 }
 

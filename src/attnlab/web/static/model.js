@@ -26,6 +26,8 @@ export const api = {
   content: (slug) => call(`/api/content/${encodeURIComponent(slug)}`),
   attention: (model, text) => call("/api/attention", { model, text }),
   qkv: (model, text, layer, head, focus) => call("/api/qkv", { model, text, layer, head, focus }),
+  shape: (model) => call("/api/shape", { model }),
+  ffn: (model, text, layer, focus) => call("/api/ffn", { model, text, layer, focus }),
   part: (model, text, part, layer = 0, { head = 0, tensors = true } = {}) => call("/api/part", { model, text, part, layer, head, tensors }),
   positions: (model) => call("/api/positions", { model }),
   generate: (request) => call("/api/generate", request),

@@ -5,7 +5,7 @@ import { api, defaultFocus } from "./model.js";
 import * as V from "./views.js";
 
 const FORMULA = `<math display="block"><mrow><mi>Attention</mi><mo>(</mo><mi>Q</mi><mo>,</mo><mi>K</mi><mo>,</mo><mi>V</mi><mo>)</mo><mo>=</mo>
-<mi>softmax</mi><mo>(</mo><mfrac><mrow><mi>Q</mi><msup><mi>K</mi><mi>T</mi></msup></mrow><msqrt><msub><mi>d</mi><mi>k</mi></msub></msqrt></mfrac><mo>+</mo><mi>M</mi><mo>)</mo><mi>V</mi></mrow></math>`;
+<mi>softmax</mi><mo>(</mo><mfrac><mrow><mi mathcolor="#d9480f">Q</mi><msup><mi mathcolor="#1971c2">K</mi><mi>T</mi></msup></mrow><msqrt><msub><mi>d</mi><mi>k</mi></msub></msqrt></mfrac><mo>+</mo><mi>M</mi><mo>)</mo><mi mathcolor="#2b8a3e">V</mi></mrow></math>`;
 
 const $ = (id) => document.getElementById(id);
 

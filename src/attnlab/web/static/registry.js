@@ -7,6 +7,7 @@
 //     fromTour, routeOnly,  optional: first visit starts on the tour's preset; loads on routing only (not on Run);
 //     needsModel, cleared,  needsModel: false loads without a chosen model; cleared(): more to forget on an error;
 //     forget(state)         called when another view's URL changes the model or sentence
+//     stripModel(ctx)       optional: the model the view shows when it is not the page's (the model strip draws it)
 //     mount(section, ctx),  its markup and controls, once at start
 //     load(ctx) -> answer,  draw(answer, ctx),  payload(answer) (optional: what its JSON button
 //     exports; null: the view keeps state.payloads[id] itself) }

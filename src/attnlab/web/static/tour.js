@@ -228,6 +228,8 @@ export const WIDGETS = {
     return { model: p.model, text: pre.text, layer: p.layer, head: p.head };
   },
 
+  ffn: (box, pre, ctx) => ffnWidget(box, pre, ctx),
+
   async finder(box, pre, ctx) {
     await ctx.need(pre.model);
     const p = await ctx.track(api.attention(pre.model, pre.text));
@@ -424,4 +426,27 @@ function revealGate(prose, article) {
     done();
   };
   return { shown, fill: (r) => { rendered = r; show(); }, open: () => { open = true; show(); } };
+}
+
+// One token through a feed-forward network (POST /api/ffn, web/ffn.py): the hidden units before and after the
+// non-linearity and the residual addition; the sentence's tokens are buttons that move the focus.
+async function ffnWidget(box, pre, ctx) {
+  await ctx.need(pre.model);
+  const first = await ctx.track(api.attention(pre.model, pre.text));
+  let focus = findToken(first.tokens, pre.query) ?? first.tokens.length - 1;
+  const draw = async () => {
+    const p = await ctx.track(api.ffn(pre.model, pre.text, pre.layer ?? 0, focus));
+    V.clear(box);
+    V.el("p", { class: "widget-caption" }, box, `${p.model} · layer ${p.layer} · token “${p.tokens[p.focus]}” (click another)`);
+    const chips = V.el("p", { class: "qkv-keys" }, box);
+    p.tokens.forEach((t, i) => {
+      const b = V.el("button", { type: "button", class: "chip", "aria-pressed": String(i === p.focus), "data-token": String(i) }, chips, t);
+      b.addEventListener("click", () => { focus = i; draw(); });
+    });
+    V.ffnStep(V.el("div", {}, box), p);
+    V.checkTable(box, p.hooks.after, [0, p.focus], p.after.slice(0, 8).map((_, j) => `unit ${j}`), p.after.slice(0, 8));
+    V.checkTable(box, p.hooks.before, [0, p.focus], p.before.slice(0, 8).map((_, j) => `unit ${j}`), p.before.slice(0, 8));
+  };
+  await draw();
+  return { model: pre.model, text: pre.text, layer: pre.layer, query: focus };
 }

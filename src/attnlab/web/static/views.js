@@ -580,6 +580,7 @@ const vec = (v, n = 6) => "[" + v.slice(0, n).map((x) => x.toFixed(3)).join(", "
 
 export function qkvSteps(container, p, onFocus = null) {
   clear(container);
+  qkvVectors(el("div", { class: "qkv-vectors" }, container), p);
   el("p", {}, container, `Query of “${p.tokens[p.focus]}” (hook_q, d_k = ${p.d_k}): `).appendChild(el("span", { class: "vec" }, null, vec(p.query, 8)));
   const table = el("table", { class: "numbers", id: "qkv-table" }, container);
   const hr = el("tr", {}, el("thead", {}, table));
@@ -602,6 +603,93 @@ export function qkvSteps(container, p, onFocus = null) {
   });
   el("p", {}, container, "Weighted sum of the values, Σ softmax · v (hook_z): ").appendChild(el("span", { class: "vec" }, null, vec(p.output, 8)));
   el("p", { class: "note" }, container, `Check: |q·k/√d_k − hook_scores| ≤ ${p.max_scale_error.toExponential(2)} over the visible keys.`);
+}
+
+// Q, K, V as coloured vectors tied to the formula's terms: the focus's query q, the key k and value v of one key
+// token (the one it weighs most; click another key), their first QKV_DIMS numbers from the payload (hook_q/k/v), each
+// in its term's colour, beside softmax(q·k/√d_k)·v with this key's own numbers filled in.
+const QKV_DIMS = 8;
+const TERM = { q: "#d9480f", k: "#1971c2", v: "#2b8a3e" };
+
+export function qkvVectors(container, p, key = null) {
+  clear(container);
+  const visible = p.weights.map((w, j) => (p.masked[j] ? -1 : w));
+  const j = key ?? visible.indexOf(Math.max(...visible));
+  const dims = Math.min(QKV_DIMS, p.d_k);
+  const term = (name, parent, text = name) => el("span", { class: `term term-${name}` }, parent, text);
+  const formula = el("p", { class: "qkv-formula", "data-key": String(j) }, container);
+  formula.append("softmax( ");
+  term("q", formula); formula.append(" · "); term("k", formula); formula.append(` / √d_k ) · `); term("v", formula);
+  formula.append(`   with d_k = ${p.d_k}, for the query “${p.tokens[p.focus]}” and the key “${p.tokens[j]}”:`);
+  const rows = [["q", p.query, `q: query of “${p.tokens[p.focus]}” (${p.hooks.q.split(".").pop()})`],
+    ["k", p.keys[j], `k: key of “${p.tokens[j]}” (${p.hooks.k.split(".").pop()})`],
+    ["v", p.values[j], `v: value of “${p.tokens[j]}” (${p.hooks.v.split(".").pop()})`]];
+  const lim = Math.max(...rows.flatMap(([, x]) => x.slice(0, dims).map(Math.abs))) || 1;
+  const cw = 46, lw = 230, svg = el("svg:svg", { class: "qkv-vecs", "aria-label": "q, k and v, first numbers" }, container);
+  size(svg, lw + dims * cw + 70, rows.length * 30 + 6);
+  rows.forEach(([name, x, text], r) => {
+    const g = el("svg:g", { "data-term": name }, svg);
+    const y = 4 + r * 30;
+    el("svg:text", { x: lw - 8, y: y + 17, "text-anchor": "end", "font-size": 12, fill: TERM[name], "font-weight": 600 }, g, text);
+    x.slice(0, dims).forEach((value, d) => {
+      el("svg:rect", { x: lw + d * cw, y, width: cw - 2, height: 24, rx: 3, fill: TERM[name], "fill-opacity": (0.08 + 0.6 * Math.abs(value) / lim).toFixed(3),
+        stroke: TERM[name], "data-value": String(value) }, g);
+      el("svg:text", { x: lw + d * cw + (cw - 2) / 2, y: y + 16, "text-anchor": "middle", "font-size": 11, fill: "#1d2330" }, g, value.toFixed(2));
+    });
+    el("svg:text", { x: lw + dims * cw + 4, y: y + 16, "font-size": 11, fill: "#5b6475" }, g, `… ${x.length} in all`);
+  });
+  const sum = el("p", { class: "qkv-sum" }, container);
+  term("q", sum); sum.append(" · "); term("k", sum);
+  sum.append(` = ${fmt(p.dots[j])}, ÷ √${p.d_k} = ${p.masked[j] ? "−∞ (masked)" : fmt(p.scores[j])}; softmax over all keys gives ${fmt(p.weights[j])}, so “${p.tokens[p.focus]}” takes ${fmt(p.weights[j])} × `);
+  term("v", sum); sum.append(` of “${p.tokens[j]}”.`);
+  const keys = el("p", { class: "qkv-keys" }, container, "Other keys: ");
+  p.tokens.forEach((t, i) => {
+    if (p.masked[i]) return;
+    const b = el("button", { type: "button", class: "chip", "aria-pressed": String(i === j), "data-token": String(i) }, keys, short(t, 12));
+    b.addEventListener("click", () => qkvVectors(container, p, i));
+  });
+}
+
+// One token through a feed-forward network (POST /api/ffn): every hidden unit before and after the non-linearity
+// (ff.hook_pre vs ff.hook_hidden, a point per unit, so the curve drawn is the model's own activation), the counts of
+// negative units, then the residual addition: stream (hook_resid_mid) + output (ff.hook_out) = sum, and the block's
+// output (hook_resid_post; after the norm in a post-norm block), their first FFN_DIMS numbers.
+const FFN_DIMS = 24;
+
+export function ffnStep(container, p) {
+  clear(container);
+  const split = el("div", { class: "split ffn-split" }, container);
+  const left = el("figure", { class: "ffn-units" }, split);
+  el("figcaption", {}, left, `All ${p.d_ff.toLocaleString("en")} hidden units of “${p.tokens[p.focus]}”: before (x) and after (y) the non-linearity (${p.activation})`);
+  const svg = el("svg:svg", { "aria-label": "hidden units before and after the non-linearity" }, left);
+  const W = 320, H = 220, pad = 34;
+  size(svg, W, H);
+  const xs = p.before, ys = p.after;
+  const x0 = Math.min(0, ...xs), x1 = Math.max(0, ...xs), y0 = Math.min(0, ...ys), y1 = Math.max(0, ...ys);
+  const X = (v) => pad + (v - x0) / (x1 - x0 || 1) * (W - pad - 8), Y = (v) => H - pad + 8 - (v - y0) / (y1 - y0 || 1) * (H - pad - 8);
+  el("svg:line", { x1: X(x0), y1: Y(0), x2: X(x1), y2: Y(0), stroke: "#9aa1ad" }, svg);
+  el("svg:line", { x1: X(0), y1: Y(y0), x2: X(0), y2: Y(y1), stroke: "#9aa1ad" }, svg);
+  xs.forEach((v, i) => el("svg:circle", { cx: X(v).toFixed(1), cy: Y(ys[i]).toFixed(1), r: 1.6, fill: v < 0 ? "#9aa1ad" : "#2456c7", "fill-opacity": 0.7 }, svg));
+  el("svg:text", { x: W - 8, y: H - 4, "text-anchor": "end", "font-size": 11, fill: "#5b6475" }, svg, `before → (${x0.toFixed(2)} to ${x1.toFixed(2)})`);
+  el("svg:text", { x: X(0) - 4, y: 12, "text-anchor": "end", "font-size": 11, fill: "#5b6475" }, svg, `after ↑ (${y0.toFixed(2)} to ${y1.toFixed(2)})`);
+  const counts = el("p", { class: "ffn-counts" }, left);
+  counts.append(`negative before: ${p.negative_before.toLocaleString("en")} of ${p.d_ff.toLocaleString("en")} · after: ${p.negative_after.toLocaleString("en")}` +
+    ` (lowest ${Math.min(...ys).toFixed(2)}) · exactly 0 after: ${p.zero_after.toLocaleString("en")}`);
+  const right = el("figure", { class: "ffn-residual" }, split);
+  const post = p.norm_placement === "post";
+  el("figcaption", {}, right, `The residual addition (first ${FFN_DIMS} of ${p.d_model} numbers)`);
+  const length = (v) => Math.sqrt(v.reduce((a, b) => a + b * b, 0)).toFixed(2);
+  const rows = [[p.stream, "stream", "the residual stream entering the sub-layer (hook_resid_mid)"],
+    [p.out, "+ ffn out", "what the feed-forward network adds (ff.hook_out)"], [p.added, "= sum", "their sum: the residual addition"],
+    [p.result, "output", post ? "the block's output: the layer norm of the sum (hook_resid_post)" : "the block's output (hook_resid_post)"]];
+  const lim = Math.max(...rows.flatMap(([v]) => v.slice(0, FFN_DIMS).map(Math.abs)));
+  heatmap(el("svg:svg", { "aria-label": "residual stream plus feed-forward output" }, right), rows.map(([v]) => v.slice(0, FFN_DIMS)),
+    { rows: rows.map(([, l]) => l), diverging: true, min: -lim, max: lim, cell: 15, cellH: 24 });
+  const list = el("ul", { class: "ffn-lengths" }, right);
+  rows.forEach(([v, name, text]) => el("li", {}, list, `${name}: ${text}, length ${length(v)}`));
+  el("p", { class: "note" }, right, post
+    ? `A post-norm block: its output is the layer norm of the sum (largest change the norm makes: ${p.max_add_error.toFixed(2)}).`
+    : `A pre-norm block: its output is the sum itself (largest difference ${p.max_add_error.toExponential(1)}, rounding).`);
 }
 
 // --- generation ---------------------------------------------------------------------------------------------
