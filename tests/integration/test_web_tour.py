@@ -340,8 +340,8 @@ class Widget:
         if fn == "role":
             return str(sum(r["role"] == args[0] for layer in self.att["roles"] for r in layer)), []
         if fn == "role_threshold":
-            from attnlab.inspect.roles import PATTERN_THRESHOLD
-            return f"{PATTERN_THRESHOLD:.2f}", []
+            from attnlab.inspect.roles import ROLE_THRESHOLDS
+            return f"{ROLE_THRESHOLDS[args[0] if args else 'first-token']:.2f}", []
         if fn == "favourite":
             a = self.att
             real = [i for i, t in enumerate(a["tokens"]) if not SPECIAL.match(t)]

@@ -20,7 +20,7 @@ Slots (``Q``, ``K``: token texts; layer and head are the preset's unless ``L``/`
 - ``layers``, ``heads_per_layer``: the attention payload's shape; ``columns``, ``width``: how many of the
   part widget's vector numbers are drawn, of how many.
 - ``heads``, ``role ROLE``, ``role_threshold``, ``favourite first|last``: the layers x heads grid: how many
-  heads, how many carry a role label, the labels' threshold, how many heads' most-attended key
+  heads, how many carry a role label, a role's threshold (``role_threshold [ROLE]``, default first-token), how many heads' most-attended key
   (mean over the real queries) is the first or the last token.
 - ``entropy first|last``, ``entropy_max``: the timeline figure: mean entropy (bits) of the attention rows
   of the shown head at the first / last snapshot, and of uniform attention over what each row may see.
@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from attnlab import catalog as cat
-from attnlab.inspect.roles import PATTERN_THRESHOLD
+from attnlab.inspect.roles import ROLE_THRESHOLDS
 from attnlab.web import ablation as ablation_
 from attnlab.web import finder, order, payloads, timeline, translation
 from attnlab.web import schemas as s
@@ -363,7 +363,9 @@ def _role(step: Step, args: list[str]) -> Value:
 
 
 def _role_threshold(step: Step, args: list[str]) -> Value:
-    return Value(num(PATTERN_THRESHOLD), [PATTERN_THRESHOLD])
+    """``role_threshold [ROLE]``: the threshold at which a head is given ``ROLE`` (default ``first-token``)."""
+    bar = ROLE_THRESHOLDS[args[0] if args else "first-token"]
+    return Value(num(bar), [bar])
 
 
 def _favourite(step: Step, args: list[str]) -> Value:
