@@ -42,7 +42,8 @@ from attnlab.experiments.common import (
     save_figure,
     seed_everything,
 )
-from attnlab.interpret import detect_heads
+from attnlab.inspect import run_with_cache
+from attnlab.interpret import detect_heads, repeated_random_tokens
 from attnlab.models import DecoderLM, TransformerConfig
 from attnlab.models.init import init_weights
 from attnlab.models.mode import eval_mode
@@ -130,6 +131,49 @@ def snapshot(model: DecoderLM, val: tuple[Tensor, Tensor, Tensor], probe_len: in
     }
 
 
+def look_profiles(first: Tensor, last: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """``where_heads_look``'s two grids from attention weights ``(batch, heads, 2n, 2n)`` on ``[r, r]`` (halves of
+    ``n``): the last layer's mean attention on the key ``d`` after the token after the earlier occurrence and the
+    first layer's ``d`` back, each ``(heads, n - 2)`` float for ``d = 0 .. n - 3``."""
+    reach = n - 3
+    q = torch.arange(n + 1, 2 * n)
+    shifted = torch.stack([last[:, :, q, q - n + 1 + d].mean(dim=(0, 2)) for d in range(reach + 1)], dim=1)
+    seen = torch.arange(reach, 2 * n)
+    back = torch.stack([first[:, :, seen, seen - d].mean(dim=(0, 2)) for d in range(reach + 1)], dim=1)
+    return shifted, back
+
+
+@torch.no_grad()
+def where_heads_look(model: DecoderLM, probe_len: int, seed: int) -> dict[str, Any]:
+    """Where a 2-layer model's heads look on the induction probe (``detect_heads``' random tokens repeated twice,
+    halves of ``probe_len``, batch 16, ``seed``), to tell an induction circuit from another way to copy.
+
+    ``last_layer``: ``(heads, reach + 1)``: each last-layer head's mean attention, over the second copy's
+    queries from its second token, on the key ``d`` positions after the token after the earlier occurrence
+    (``d = 0``: the key the induction score reads). ``first_layer``: ``(heads, reach + 1)``: each first-layer
+    head's mean attention ``d`` tokens back (``d = 0``: itself; ``d = 1``: the previous-token score's key),
+    over the queries that see that far. ``reach = probe_len - 3`` keeps the shifted key at least two behind the
+    query (``d = probe_len - 2`` would be the previous token). ``best_shift`` / ``best_offset``: the largest
+    entry of each, as ``{"head", "d", "weight"}``. ``ValueError`` for a model of fewer than 2 layers.
+    """
+    layers = model.config.n_layers
+    if layers < 2:
+        raise ValueError("where_heads_look needs 2 layers or more")
+    tokens = repeated_random_tokens(model.config.vocab_size, probe_len, 16, seed=seed)
+    with eval_mode(model):
+        _, cache = run_with_cache(model, tokens, names="*attn.hook_weights")
+    shifted, back = look_profiles(cache.attention(0).float(), cache.attention(layers - 1).float(), probe_len)
+
+    def best(grid: Tensor, layer: int) -> dict[str, Any]:
+        i = int(grid.flatten().argmax())
+        return {"head": f"L{layer}H{i // grid.shape[1]}", "d": i % grid.shape[1], "weight": round(float(grid.flatten()[i]), 5)}
+
+    return {"probe_len": probe_len, "reach": probe_len - 3,
+            "last_layer": [[round(float(v), 5) for v in row] for row in shifted],
+            "first_layer": [[round(float(v), 5) for v in row] for row in back],
+            "best_shift": best(shifted, layers - 1), "best_offset": best(back, 0)}
+
+
 def _argmax_head(scores: Tensor) -> str:
     i = int(scores.flatten().argmax())
     return f"L{i // scores.shape[1]}H{i % scores.shape[1]}"
@@ -147,13 +191,28 @@ def phase_change(snapshots: list[dict[str, Any]], bound: float = BOUND) -> dict[
     return None
 
 
+def _steepest(snapshots: list[dict[str, Any]], key: str, sign: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The two consecutive snapshots between which ``sign * key`` grew fastest per step."""
+    return max(pairwise(snapshots), key=lambda p: sign * (p[1][key] - p[0][key]) / max(1, p[1]["step"] - p[0]["step"]))
+
+
 def steepest_loss_drop(snapshots: list[dict[str, Any]], key: str = "repeat_loss") -> dict[str, Any]:
     """The interval between snapshots where ``key`` (default: the loss on the repeated tokens) fell
     fastest per step: ``from_step``, ``to_step``, ``from_loss``, ``to_loss``, and the ICL score at both."""
-    best = max(pairwise(snapshots), key=lambda p: (p[0][key] - p[1][key]) / max(1, p[1]["step"] - p[0]["step"]))
-    return {"key": key, "from_step": best[0]["step"], "to_step": best[1]["step"],
-            "from_loss": best[0][key], "to_loss": best[1][key],
-            "from_icl": best[0]["icl_score"], "to_icl": best[1]["icl_score"]}
+    a, b = _steepest(snapshots, key, -1.0)
+    return {"key": key, "from_step": a["step"], "to_step": b["step"], "from_loss": a[key], "to_loss": b[key],
+            "from_icl": a["icl_score"], "to_icl": b["icl_score"]}
+
+
+def induction_jump(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """The interval between snapshots where the best induction score rose fastest per step (the head forming):
+    ``from_step``, ``to_step``, the best score at both (``from_score``, ``to_score``) and the head at the second,
+    and the validation loss and the loss on the repeated tokens (nats) at both."""
+    a, b = _steepest(snapshots, "best_induction", 1.0)
+    return {"from_step": a["step"], "to_step": b["step"], "from_score": a["best_induction"],
+            "to_score": b["best_induction"], "head": b["best_induction_head"],
+            "from_val_loss": a["val_loss"], "to_val_loss": b["val_loss"],
+            "from_repeat_loss": a["repeat_loss"], "to_repeat_loss": b["repeat_loss"]}
 
 
 def _settings(mode: Mode) -> dict[str, Any]:
@@ -202,9 +261,10 @@ def train_model(kind: str, layers: int, s: dict[str, Any], seed: int, val: tuple
         x, y, _ = repeated_span_batch(s["batch"], s["length"], s["vocab"], data, s["span"])
         train_losses.append(train_step(model, opt, lambda x=x, y=y: F.cross_entropy(model(x).reshape(-1, s["vocab"]),
                                                                                       y.reshape(-1))))
+    looks = where_heads_look(model, probe_len, seed + 7) if layers >= 2 else None
     return {"kind": kind, "layers": layers, "params": count_params(model), "config": config.to_dict(),
-            "snapshots": snapshots, "phase_change": phase_change(snapshots),
-            "steepest_loss_drop": steepest_loss_drop(snapshots),
+            "snapshots": snapshots, "where_heads_look": looks, "phase_change": phase_change(snapshots),
+            "steepest_loss_drop": steepest_loss_drop(snapshots), "induction_jump": induction_jump(snapshots),
             "icl_positions": list(icl_at), "probe_len": probe_len}
 
 
@@ -247,6 +307,17 @@ def verdict(runs: dict[str, dict[str, Any]], s: dict[str, Any]) -> list[str]:
                 f"{last['best_induction']:.2f}; loss on the repeated tokens {b['repeat_loss']:.2f} -> "
                 f"{a['repeat_loss']:.2f} -> {last['repeat_loss']:.2f} nats; ICL score {first['icl_score']:+.2f} "
                 f"-> {last['icl_score']:+.2f}")
+        look = two["where_heads_look"]
+        shift, off = look["best_shift"], look["best_offset"]
+        how = ("the key the induction score reads" if shift["d"] == 0 else
+               f"the key {shift['d']} after the one the induction score reads (the token after the earlier occurrence)")
+        lines.append(
+            f"{kind}, 2 layers, where its heads look at the end (random tokens repeated twice): the most attention of "
+            f"a last-layer head, {shift['weight']:.2f} ({shift['head']}), is on {how}; the most of a first-layer head, "
+            f"{off['weight']:.2f} ({off['head']}), is {off['d']} token{'s' if off['d'] != 1 else ''} back"
+            + (f" (a shifted circuit: {off['d']} back from that key lies the token after the earlier occurrence, the "
+               f"one to predict, so the two heads in series copy it while the induction score, which reads only the "
+               f"unshifted key, stays low)" if shift["d"] == off["d"] > 0 else ""))
         drop = two["steepest_loss_drop"]
         lines.append(
             f"{kind}, 2 layers: the loss on the repeated tokens fell fastest between steps {drop['from_step']} and "
