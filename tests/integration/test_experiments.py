@@ -211,6 +211,16 @@ def test_induction_heads_quick_mode_claims_come_from_its_numbers(tmp_path: Path)
     assert f"the most attention of a last-layer head, {shift['weight']:.2f} ({shift['head']})" in summary[1]
     assert (f"{off['weight']:.2f} ({off['head']}), is {off['d']} token") in summary[1]
     assert ("shifted circuit" in summary[1]) == (shift["d"] == off["d"] > 0)
+    for run in (two, one):  # every snapshot's best shifted attention is d >= 0 after the induction score's key
+        assert all(max(x["induction"][-1]) - 1e-5 <= x["best_shift"] <= 1.0 for x in run["snapshots"])  # d = 0 included
+    c, d = max(itertools.pairwise(snaps), key=lambda p: (p[1]["best_shift"] - p[0]["best_shift"]) / (p[1]["step"] - p[0]["step"]))
+    sj = two["shift_jump"]
+    assert (sj["from_step"], sj["to_step"], sj["from_score"], sj["to_score"]) == (c["step"], d["step"], c["best_shift"], d["best_shift"])
+    assert f"rose fastest between steps {sj['from_step']} and {sj['to_step']} ({sj['from_score']:.2f} -> {sj['to_score']:.2f}" in summary[1]
+    # a head forms in the 2-layer model, on a key of the earlier copy, and in no 1-layer model: the bound separates them
+    best_shift_one = max(x["best_shift"] for x in one["snapshots"])
+    assert shift["weight"] >= bound > best_shift_one
+    assert f"(any shift) at any snapshot {best_shift_one:.2f}" in summary[3]
     best_one = max(x["best_induction"] for x in one["snapshots"])
     assert best_one < bound and one["phase_change"] is None
     assert any(f"best induction score at any snapshot {best_one:.2f} (below {bound})" in line for line in summary)

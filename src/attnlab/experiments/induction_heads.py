@@ -111,9 +111,11 @@ def icl_score(losses: Tensor, early: int, late: int) -> float:
 def snapshot(model: DecoderLM, val: tuple[Tensor, Tensor, Tensor], probe_len: int, seed: int,
              icl_at: tuple[int, int]) -> dict[str, Any]:
     """Every measured number of one model at one step: per-head induction and previous-token scores
-    (``detect_heads`` on random tokens repeated twice), validation loss overall, on the predictable
+    (``detect_heads`` on random tokens repeated twice), the last layer's best shifted attention
+    (``where_heads_look``'s ``best_shift``: weight, head and ``d``), validation loss overall, on the predictable
     (repeated) and on the other positions, and the in-context-learning score."""
     found = detect_heads(model, seq_len=probe_len, batch=16, seed=seed, threshold=BOUND)
+    shift = where_heads_look(model, probe_len, seed)["best_shift"]
     inputs, targets, repeat = val
     losses = token_losses(model, inputs, targets)
     induction = found.scores["induction"]  # (layers, heads)
@@ -124,6 +126,7 @@ def snapshot(model: DecoderLM, val: tuple[Tensor, Tensor, Tensor], probe_len: in
         "best_induction": round(float(induction.max()), 5),
         "best_induction_head": _argmax_head(induction),
         "best_previous_token": round(float(previous.max()), 5),
+        "best_shift": shift["weight"], "best_shift_head": shift["head"], "best_shift_d": shift["d"],
         "val_loss": round(float(losses.mean()), 5),
         "repeat_loss": round(float(losses[repeat].mean()), 5),
         "other_loss": round(float(losses[~repeat].mean()), 5),
@@ -154,11 +157,9 @@ def where_heads_look(model: DecoderLM, probe_len: int, seed: int) -> dict[str, A
     head's mean attention ``d`` tokens back (``d = 0``: itself; ``d = 1``: the previous-token score's key),
     over the queries that see that far. ``reach = probe_len - 3`` keeps the shifted key at least two behind the
     query (``d = probe_len - 2`` would be the previous token). ``best_shift`` / ``best_offset``: the largest
-    entry of each, as ``{"head", "d", "weight"}``. ``ValueError`` for a model of fewer than 2 layers.
+    entry of each, as ``{"head", "d", "weight"}``. In a 1-layer model the first layer is the last.
     """
     layers = model.config.n_layers
-    if layers < 2:
-        raise ValueError("where_heads_look needs 2 layers or more")
     tokens = repeated_random_tokens(model.config.vocab_size, probe_len, 16, seed=seed)
     with eval_mode(model):
         _, cache = run_with_cache(model, tokens, names="*attn.hook_weights")
@@ -204,13 +205,13 @@ def steepest_loss_drop(snapshots: list[dict[str, Any]], key: str = "repeat_loss"
             "from_icl": a["icl_score"], "to_icl": b["icl_score"]}
 
 
-def induction_jump(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
-    """The interval between snapshots where the best induction score rose fastest per step (the head forming):
-    ``from_step``, ``to_step``, the best score at both (``from_score``, ``to_score``) and the head at the second,
-    and the validation loss and the loss on the repeated tokens (nats) at both."""
-    a, b = _steepest(snapshots, "best_induction", 1.0)
-    return {"from_step": a["step"], "to_step": b["step"], "from_score": a["best_induction"],
-            "to_score": b["best_induction"], "head": b["best_induction_head"],
+def fastest_rise(snapshots: list[dict[str, Any]], key: str = "best_induction") -> dict[str, Any]:
+    """The interval between snapshots where ``key`` (the best induction score, or ``best_shift``) rose fastest per
+    step (a head forming): ``from_step``, ``to_step``, ``key`` at both (``from_score``, ``to_score``) and its head
+    at the second (``key + "_head"``), and the validation loss and the loss on the repeated tokens (nats) at both."""
+    a, b = _steepest(snapshots, key, 1.0)
+    return {"key": key, "from_step": a["step"], "to_step": b["step"], "from_score": a[key],
+            "to_score": b[key], "head": b[f"{key}_head"], "d": b.get(f"{key}_d"),
             "from_val_loss": a["val_loss"], "to_val_loss": b["val_loss"],
             "from_repeat_loss": a["repeat_loss"], "to_repeat_loss": b["repeat_loss"]}
 
@@ -261,10 +262,11 @@ def train_model(kind: str, layers: int, s: dict[str, Any], seed: int, val: tuple
         x, y, _ = repeated_span_batch(s["batch"], s["length"], s["vocab"], data, s["span"])
         train_losses.append(train_step(model, opt, lambda x=x, y=y: F.cross_entropy(model(x).reshape(-1, s["vocab"]),
                                                                                       y.reshape(-1))))
-    looks = where_heads_look(model, probe_len, seed + 7) if layers >= 2 else None
+    looks = where_heads_look(model, probe_len, seed + 7)
     return {"kind": kind, "layers": layers, "params": count_params(model), "config": config.to_dict(),
             "snapshots": snapshots, "where_heads_look": looks, "phase_change": phase_change(snapshots),
-            "steepest_loss_drop": steepest_loss_drop(snapshots), "induction_jump": induction_jump(snapshots),
+            "steepest_loss_drop": steepest_loss_drop(snapshots), "induction_jump": fastest_rise(snapshots),
+            "shift_jump": fastest_rise(snapshots, "best_shift"),
             "icl_positions": list(icl_at), "probe_len": probe_len}
 
 
@@ -307,7 +309,7 @@ def verdict(runs: dict[str, dict[str, Any]], s: dict[str, Any]) -> list[str]:
                 f"{last['best_induction']:.2f}; loss on the repeated tokens {b['repeat_loss']:.2f} -> "
                 f"{a['repeat_loss']:.2f} -> {last['repeat_loss']:.2f} nats; ICL score {first['icl_score']:+.2f} "
                 f"-> {last['icl_score']:+.2f}")
-        look = two["where_heads_look"]
+        look, sj = two["where_heads_look"], two["shift_jump"]
         shift, off = look["best_shift"], look["best_offset"]
         how = ("the key the induction score reads" if shift["d"] == 0 else
                f"the key {shift['d']} after the one the induction score reads (the token after the earlier occurrence)")
@@ -317,7 +319,10 @@ def verdict(runs: dict[str, dict[str, Any]], s: dict[str, Any]) -> list[str]:
             f"{off['weight']:.2f} ({off['head']}), is {off['d']} token{'s' if off['d'] != 1 else ''} back"
             + (f" (a shifted circuit: {off['d']} back from that key lies the token after the earlier occurrence, the "
                f"one to predict, so the two heads in series copy it while the induction score, which reads only the "
-               f"unshifted key, stays low)" if shift["d"] == off["d"] > 0 else ""))
+               f"unshifted key, stays low)" if shift["d"] == off["d"] > 0 else "")
+            + f"; the last layer's best attention on one such key rose fastest between steps {sj['from_step']} and "
+              f"{sj['to_step']} ({sj['from_score']:.2f} -> {sj['to_score']:.2f}, {sj['head']}, {sj['d']} after the "
+              f"induction score's key)")
         drop = two["steepest_loss_drop"]
         lines.append(
             f"{kind}, 2 layers: the loss on the repeated tokens fell fastest between steps {drop['from_step']} and "
@@ -329,7 +334,8 @@ def verdict(runs: dict[str, dict[str, Any]], s: dict[str, Any]) -> list[str]:
             f"{kind}, 1 layer (control): best induction score at any snapshot {best_one:.2f} "
             f"({'below' if best_one < BOUND else 'not below'} {BOUND}); loss on the repeated tokens ended at "
             f"{one['snapshots'][-1]['repeat_loss']:.2f} nats (chance ln {s['vocab']} = {math.log(s['vocab']):.2f}); "
-            f"ICL score {one['snapshots'][-1]['icl_score']:+.2f}")
+            f"ICL score {one['snapshots'][-1]['icl_score']:+.2f}; its head's best attention on a key after the "
+            f"token after the earlier occurrence (any shift) at any snapshot {max(x['best_shift'] for x in one['snapshots']):.2f}")
     return lines
 
 
@@ -338,9 +344,9 @@ _STYLE = {"attn-only 2L": ("tab:red", "-"), "attn-only 1L": ("tab:red", ":"),
 
 
 def _plot_phase_change(runs: dict[str, dict[str, Any]], s: dict[str, Any], out: Path) -> str:
-    fig, axes = new_figure(ncols=1, nrows=3, width=7.0, height=2.4)
-    panels = (("best_induction", "best induction score"), ("val_loss", "validation loss (nats)"),
-              ("icl_score", "ICL score (nats)"))
+    fig, axes = new_figure(ncols=1, nrows=4, width=7.0, height=2.1)
+    panels = (("best_induction", "best induction score"), ("best_shift", "best attention,\nshifted key"),
+              ("val_loss", "validation loss (nats)"), ("icl_score", "ICL score (nats)"))
     for row, (key, label) in enumerate(panels):
         ax = axes[row][0]
         for name, r in runs.items():
@@ -354,8 +360,12 @@ def _plot_phase_change(runs: dict[str, dict[str, Any]], s: dict[str, Any], out: 
             ax.axhline(BOUND, color="grey", linestyle="--", linewidth=0.8, label=f"bound {BOUND}")
             ax.set_ylim(0, 1)
             ax.legend(fontsize=7, ncol=3)
-            ax.set_title("induction heads forming (shaded: the snapshot interval where a 2-layer model first "
-                         f"reaches {BOUND})", fontsize=8)
+            ax.set_title(f"best induction score (dashed: the bound {BOUND}; shaded: where a 2-layer model first "
+                         "reaches it)", fontsize=8)
+        if key == "best_shift":
+            ax.set_ylim(0, 1)
+            ax.set_title("last layer's best attention on the key d after the induction score's key (any d >= 0)",
+                         fontsize=8)
         if key == "val_loss":
             ax.axhline(math.log(s["vocab"]), color="grey", linestyle=":", linewidth=0.8)
         if key == "icl_score":
