@@ -15,7 +15,9 @@ attention-only (``attn_only=True``) and full (with MLPs), each with 2 layers and
 control). At every snapshot the interpretability tools score every head: induction and
 previous-token scores from ``attnlab.interpret.detect_heads`` (attention on random tokens repeated
 twice), the in-context-learning score and the validation loss, overall and on the positions a
-repeat makes predictable.
+repeat makes predictable; and where the heads look instead (``where_heads_look``): in these runs the
+2-layer model copies through a *shifted* circuit (first-layer heads 6-7 tokens back, last-layer heads
+on the key 6 after the one the induction score reads), which the textbook score does not see.
 """
 
 from __future__ import annotations
