@@ -60,7 +60,7 @@ def test_training_on_repeated_tokens_makes_an_induction_head() -> None:
     assert before.heads["induction"] == []
     assert after.heads["induction"], f"no induction head; scores {after.scores['induction']}"
     layer, head = after.heads["induction"][0]
-    assert after.scores["induction"][layer, head] >= interpret.detect.THRESHOLD
+    assert after.scores["induction"][layer, head] >= interpret.detect.THRESHOLDS["induction"]
     assert after.scores["induction"][layer, head] > 3 * before.scores["induction"].max()
     # the same head does not merely look at the earlier copy of the current token
     assert after.scores["duplicate-token"][layer, head] < after.scores["induction"][layer, head]

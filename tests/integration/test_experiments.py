@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -166,8 +167,9 @@ def test_induction_heads_quick_mode_claims_come_from_its_numbers(tmp_path: Path)
     within one snapshot interval that the summary names with its numbers, and its ICL score ends far
     below the control's. The control never has a head at the induction bound. Whether and where the
     2-layer model's best head reaches the bound is recorded exactly when it does, and the summary says
-    which with the recorded numbers (docs/experiments.md: in this run the copying is spread over
-    layer 1's heads, none of which reaches the bound alone).
+    which with the recorded numbers, and where the heads look at the end (docs/experiments.md: in this run
+    the copying is done by a shifted circuit, a first-layer head several tokens back and a last-layer head
+    on the key that many after the induction score's key, so no head reaches the bound).
     """
     assert torch.get_default_dtype() == torch.float32
     result = run_experiment("induction-heads", "quick", tmp_path, show_progress=False)
@@ -192,7 +194,33 @@ def test_induction_heads_quick_mode_claims_come_from_its_numbers(tmp_path: Path)
     drop = two["steepest_loss_drop"]
     assert drop["from_loss"] - drop["to_loss"] > 0.3 and drop["to_icl"] < drop["from_icl"]
     assert (f"fell fastest between steps {drop['from_step']} and {drop['to_step']} "
-            f"({drop['from_loss']:.2f} -> {drop['to_loss']:.2f} nats") in summary[1]
+            f"({drop['from_loss']:.2f} -> {drop['to_loss']:.2f} nats") in summary[2]
+    # the jump of the best induction score (the tour's "a head forms"), recomputed from the snapshots
+    snaps = two["snapshots"]
+    a, b = max(itertools.pairwise(snaps), key=lambda p: (p[1]["best_induction"] - p[0]["best_induction"]) / (p[1]["step"] - p[0]["step"]))
+    jump = two["induction_jump"]
+    assert (jump["from_step"], jump["to_step"], jump["from_score"], jump["to_score"]) == (
+        a["step"], b["step"], a["best_induction"], b["best_induction"])
+    # where the heads look at the end: the grids' largest entries, and the sentence that names them
+    look = two["where_heads_look"]
+    shift, off = look["best_shift"], look["best_offset"]
+    grid = torch.tensor(look["last_layer"])
+    assert shift["weight"] == pytest.approx(float(grid.max()), abs=1e-5) and shift["d"] == int(grid.argmax()) % grid.shape[1]
+    assert off["weight"] == pytest.approx(float(torch.tensor(look["first_layer"]).max()), abs=1e-5)
+    assert float(grid[:, 0].max()) == pytest.approx(end2["induction"][1][int(grid[:, 0].argmax())], abs=1e-4)  # d = 0 is the score
+    assert f"the most attention of a last-layer head, {shift['weight']:.2f} ({shift['head']})" in summary[1]
+    assert (f"{off['weight']:.2f} ({off['head']}), is {off['d']} token") in summary[1]
+    assert ("shifted circuit" in summary[1]) == (shift["d"] == off["d"] > 0)
+    for run in (two, one):  # every snapshot's best shifted attention is d >= 0 after the induction score's key
+        assert all(max(x["induction"][-1]) - 1e-5 <= x["best_shift"] <= 1.0 for x in run["snapshots"])  # d = 0 included
+    c, d = max(itertools.pairwise(snaps), key=lambda p: (p[1]["best_shift"] - p[0]["best_shift"]) / (p[1]["step"] - p[0]["step"]))
+    sj = two["shift_jump"]
+    assert (sj["from_step"], sj["to_step"], sj["from_score"], sj["to_score"]) == (c["step"], d["step"], c["best_shift"], d["best_shift"])
+    assert f"rose fastest between steps {sj['from_step']} and {sj['to_step']} ({sj['from_score']:.2f} -> {sj['to_score']:.2f}" in summary[1]
+    # a head forms in the 2-layer model, on a key of the earlier copy, and in no 1-layer model: the bound separates them
+    best_shift_one = max(x["best_shift"] for x in one["snapshots"])
+    assert shift["weight"] >= bound > best_shift_one
+    assert f"(any shift) at any snapshot {best_shift_one:.2f}" in summary[3]
     best_one = max(x["best_induction"] for x in one["snapshots"])
     assert best_one < bound and one["phase_change"] is None
     assert any(f"best induction score at any snapshot {best_one:.2f} (below {bound})" in line for line in summary)

@@ -82,3 +82,24 @@ def test_roles_summary_reads_the_numbers() -> None:
     assert text == ("induction reaches its threshold 0.4 at step 10 and stays above it; previous-token stays below "
                     "its threshold 0.4 (highest 0.35, at step 10); first-token reaches its threshold 0.5 at step 0 "
                     "but ends at 0.30; pronoun-noun: no case in the sentence.")
+
+
+def test_toolbar_role_label_speaks_the_corpus_roles_vocabulary_and_thresholds(client: TestClient) -> None:
+    """The label beside the step (the toolbar) is the role the curves give the head at that step: the role whose
+    score clears its ``ROLE_THRESHOLDS`` bar by the largest margin, or none; never a name outside ``ROLES``
+    (before, the label came from a second detector with its own names, "broad" and "same-token", and a
+    previous-token bar of 0.5 against the curves' 0.4)."""
+    index = client.get("/api/timeline", params={"model": "demo-decoder"}).json()
+    steps = [s["step"] for s in index["snapshots"]]
+    labels = set()
+    for layer in range(index["n_layers"]):
+        for head in range(index["n_heads"]):
+            for k, step in enumerate(steps):
+                body = client.post("/api/timeline/attention", json={"model": "demo-decoder", "step": step,
+                                                                    "layer": layer, "head": head}).json()
+                at = {r: v[k] for r, v in body["role_scores"].items() if v[k] is not None}
+                given = sorted(((v - ROLE_THRESHOLDS[r], r) for r, v in at.items() if v >= ROLE_THRESHOLDS[r]), reverse=True)
+                assert body["role"]["role"] == (given[0][1] if given else None), (layer, head, step, at)
+                assert body["role"]["scores"] == pytest.approx(at, abs=1e-12)
+                labels.add(body["role"]["role"])
+    assert labels <= set(ROLES) | {None}

@@ -363,8 +363,8 @@ class Widget:
         if fn == "role":
             return str(sum(r["role"] == args[0] for layer in self.att["roles"] for r in layer)), []
         if fn == "role_threshold":
-            from attnlab.inspect.roles import PATTERN_THRESHOLD
-            return f"{PATTERN_THRESHOLD:.2f}", []
+            from attnlab.inspect.roles import ROLE_THRESHOLDS
+            return f"{ROLE_THRESHOLDS[args[0] if args else 'first-token']:.2f}", []
         if fn == "favourite":
             a = self.att
             real = [i for i, t in enumerate(a["tokens"]) if not SPECIAL.match(t)]
@@ -394,6 +394,8 @@ class Widget:
             losses = [r["val_loss"] for r in sorted(self.scaling["runs"], key=lambda r: r["params"])]
             falling = all(b < a for a, b in itertools.pairwise(losses))
             return ("each bigger model reaches a lower loss" if falling else "does not keep falling"), losses
+        if fn.startswith("induction_"):
+            return _induction_slot(fn, self.scaling)
         if fn.startswith("ablation"):
             a = self.ablation
             if fn == "ablation_best":
@@ -543,3 +545,45 @@ def test_ablation_is_interprets_ablation(client: TestClient) -> None:
     assert body["clean_top"][0]["id"] == target
     r = client.post("/api/ablation", json={"model": "demo-decoder", "text": "the cat", "layer": 9, "head": 0})
     assert r.status_code == 422 and "layers 0-" in r.text
+
+
+def _induction_slot(fn: str, data: dict) -> tuple[str, list[float]]:
+    """An induction-heads slot recomputed from the run's snapshots and grids (not from the summaries it recorded)."""
+    two_run = data["runs"]["attn-only 2L"]
+    two, one = two_run["snapshots"], data["runs"]["attn-only 1L"]["snapshots"]
+    rate = lambda a, b, key, sign: sign * (b[key] - a[key]) / max(1, b["step"] - a["step"])  # noqa: E731
+    a, b = max(itertools.pairwise(two), key=lambda p: rate(*p, "best_shift", 1))
+    after = lambda d: "the token after the earlier occurrence" if d == 0 else f"the token {d} after the one after the earlier occurrence"  # noqa: E731
+    if fn == "induction_jump":
+        layer, head = b["best_shift_head"][1:].split("H")
+        return (f"between steps {a['step']} and {b['step']}, head {head} of layer {layer} began to look back into the "
+                f"earlier copy: its attention on one key there, {after(b['best_shift_d'])}, rose from "
+                f"{a['best_shift']:.2f} to {b['best_shift']:.2f}"), []
+    if fn == "induction_loss":
+        return (f"the loss on the repeated tokens went from {a['repeat_loss']:.2f} to {b['repeat_loss']:.2f} nats "
+                f"(on all tokens: {a['val_loss']:.2f} to {b['val_loss']:.2f})"), []
+    if fn == "induction_drop":
+        c, d = max(itertools.pairwise(two), key=lambda p: rate(*p, "repeat_loss", -1))
+        same = ", the same interval" if (c["step"], d["step"]) == (a["step"], b["step"]) else ""
+        return (f"that loss fell fastest between steps {c['step']} and {d['step']} ({c['repeat_loss']:.2f} to "
+                f"{d['repeat_loss']:.2f} nats){same}"), []
+    if fn == "induction_end":
+        last, look = two[-1], two_run["where_heads_look"]
+        grid, back = torch.tensor(look["last_layer"]), torch.tensor(look["first_layer"])
+        shift_d, off_d = int(grid.argmax()) % grid.shape[1], int(back.argmax()) % back.shape[1]
+        side = "above" if last["best_induction"] >= data["bound"] else "below"
+        text = (f"after {last['step']} steps the loss on the repeated tokens is {last['repeat_loss']:.2f} nats; the "
+                f"textbook induction score (attention on exactly the token after the earlier occurrence) is "
+                f"{last['best_induction']:.2f}, {side} the bound of {data['bound']:g}")
+        if shift_d == off_d > 0:
+            text += (f", because this model copies with a shifted pair of heads: a first-layer head looks {off_d} tokens "
+                     f"back ({float(back.max()):.2f} of its attention), and the second-layer head looks {shift_d} tokens "
+                     f"further along the earlier copy ({float(grid.max()):.2f}), where the first head has left the token "
+                     "to predict")
+        return text, []
+    if fn == "induction_control":
+        best = max(x["best_shift"] for x in one)
+        return (f"the one-layer model's best head never put more than {best:.2f} of its attention on any such key, and "
+                f"its loss on the repeated tokens ended at {one[-1]['repeat_loss']:.2f} nats (guessing among "
+                f"{data['settings']['vocab']} tokens: {math.log(data['settings']['vocab']):.2f})"), []
+    raise AssertionError(f"the test does not know the slot {fn!r}")

@@ -85,3 +85,29 @@ def test_detect_roles_over_a_layer_and_bad_shapes() -> None:
 
 def test_single_token_has_no_role() -> None:
     assert detect_role(torch.ones(1, 1), causal=True).role is None
+
+
+def test_one_table_of_role_names_and_thresholds() -> None:
+    """The one-sentence labels, the corpus roles and detect_heads read their bars from ROLE_THRESHOLDS."""
+    from attnlab.inspect.roles import ROLE_THRESHOLDS, ROLES
+    from attnlab.interpret import corpus, detect
+
+    assert set(ROLES) | set(corpus.ROLES) | set(detect.PATTERNS) <= set(ROLE_THRESHOLDS)
+    assert {r: ROLE_THRESHOLDS[r] for r in corpus.ROLES} == corpus.ROLE_THRESHOLDS
+    assert {p: ROLE_THRESHOLDS[p] for p in detect.PATTERNS} == detect.THRESHOLDS
+
+
+def test_previous_token_label_uses_the_shared_threshold() -> None:
+    """A head with 0.45 of its attention on the previous token is a previous-token head in the timeline's
+    curves and the corpus roles (bar 0.4); the one-sentence label says the same (it used a bar of 0.5)."""
+    from attnlab.inspect.roles import ROLE_THRESHOLDS
+
+    n = 12
+    w = torch.zeros(n, n)
+    w[0, 0], w[1, 0], w[1, 1] = 1.0, 0.45, 0.55
+    for i in range(2, n):  # 0.45 on the previous token, the rest spread over the keys before it
+        w[i, i - 1] = 0.45
+        w[i, : i - 1] = 0.55 / (i - 1)
+    role = detect_role(w, causal=True)
+    assert ROLE_THRESHOLDS["previous-token"] <= role.scores["previous-token"] < 0.5
+    assert role.role == "previous-token"

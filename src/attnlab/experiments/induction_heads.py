@@ -15,7 +15,9 @@ attention-only (``attn_only=True``) and full (with MLPs), each with 2 layers and
 control). At every snapshot the interpretability tools score every head: induction and
 previous-token scores from ``attnlab.interpret.detect_heads`` (attention on random tokens repeated
 twice), the in-context-learning score and the validation loss, overall and on the positions a
-repeat makes predictable.
+repeat makes predictable; and where the heads look instead (``where_heads_look``): in these runs the
+2-layer model copies through a *shifted* circuit (first-layer heads 6-7 tokens back, last-layer heads
+on the key 6 after the one the induction score reads), which the textbook score does not see.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from attnlab.experiments.common import (
     save_figure,
     seed_everything,
 )
-from attnlab.interpret import detect_heads
+from attnlab.inspect import run_with_cache
+from attnlab.interpret import detect_heads, repeated_random_tokens
 from attnlab.models import DecoderLM, TransformerConfig
 from attnlab.models.init import init_weights
 from attnlab.models.mode import eval_mode
@@ -110,9 +113,11 @@ def icl_score(losses: Tensor, early: int, late: int) -> float:
 def snapshot(model: DecoderLM, val: tuple[Tensor, Tensor, Tensor], probe_len: int, seed: int,
              icl_at: tuple[int, int]) -> dict[str, Any]:
     """Every measured number of one model at one step: per-head induction and previous-token scores
-    (``detect_heads`` on random tokens repeated twice), validation loss overall, on the predictable
+    (``detect_heads`` on random tokens repeated twice), the last layer's best shifted attention
+    (``where_heads_look``'s ``best_shift``: weight, head and ``d``), validation loss overall, on the predictable
     (repeated) and on the other positions, and the in-context-learning score."""
     found = detect_heads(model, seq_len=probe_len, batch=16, seed=seed, threshold=BOUND)
+    shift = where_heads_look(model, probe_len, seed)["best_shift"]
     inputs, targets, repeat = val
     losses = token_losses(model, inputs, targets)
     induction = found.scores["induction"]  # (layers, heads)
@@ -123,11 +128,53 @@ def snapshot(model: DecoderLM, val: tuple[Tensor, Tensor, Tensor], probe_len: in
         "best_induction": round(float(induction.max()), 5),
         "best_induction_head": _argmax_head(induction),
         "best_previous_token": round(float(previous.max()), 5),
+        "best_shift": shift["weight"], "best_shift_head": shift["head"], "best_shift_d": shift["d"],
         "val_loss": round(float(losses.mean()), 5),
         "repeat_loss": round(float(losses[repeat].mean()), 5),
         "other_loss": round(float(losses[~repeat].mean()), 5),
         "icl_score": round(icl_score(losses, *icl_at), 5),
     }
+
+
+def look_profiles(first: Tensor, last: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """``where_heads_look``'s two grids from attention weights ``(batch, heads, 2n, 2n)`` on ``[r, r]`` (halves of
+    ``n``): the last layer's mean attention on the key ``d`` after the token after the earlier occurrence and the
+    first layer's ``d`` back, each ``(heads, n - 2)`` float for ``d = 0 .. n - 3``."""
+    reach = n - 3
+    q = torch.arange(n + 1, 2 * n)
+    shifted = torch.stack([last[:, :, q, q - n + 1 + d].mean(dim=(0, 2)) for d in range(reach + 1)], dim=1)
+    seen = torch.arange(reach, 2 * n)
+    back = torch.stack([first[:, :, seen, seen - d].mean(dim=(0, 2)) for d in range(reach + 1)], dim=1)
+    return shifted, back
+
+
+@torch.no_grad()
+def where_heads_look(model: DecoderLM, probe_len: int, seed: int) -> dict[str, Any]:
+    """Where a 2-layer model's heads look on the induction probe (``detect_heads``' random tokens repeated twice,
+    halves of ``probe_len``, batch 16, ``seed``), to tell an induction circuit from another way to copy.
+
+    ``last_layer``: ``(heads, reach + 1)``: each last-layer head's mean attention, over the second copy's
+    queries from its second token, on the key ``d`` positions after the token after the earlier occurrence
+    (``d = 0``: the key the induction score reads). ``first_layer``: ``(heads, reach + 1)``: each first-layer
+    head's mean attention ``d`` tokens back (``d = 0``: itself; ``d = 1``: the previous-token score's key),
+    over the queries that see that far. ``reach = probe_len - 3`` keeps the shifted key at least two behind the
+    query (``d = probe_len - 2`` would be the previous token). ``best_shift`` / ``best_offset``: the largest
+    entry of each, as ``{"head", "d", "weight"}``. In a 1-layer model the first layer is the last.
+    """
+    layers = model.config.n_layers
+    tokens = repeated_random_tokens(model.config.vocab_size, probe_len, 16, seed=seed)
+    with eval_mode(model):
+        _, cache = run_with_cache(model, tokens, names="*attn.hook_weights")
+    shifted, back = look_profiles(cache.attention(0).float(), cache.attention(layers - 1).float(), probe_len)
+
+    def best(grid: Tensor, layer: int) -> dict[str, Any]:
+        i = int(grid.flatten().argmax())
+        return {"head": f"L{layer}H{i // grid.shape[1]}", "d": i % grid.shape[1], "weight": round(float(grid.flatten()[i]), 5)}
+
+    return {"probe_len": probe_len, "reach": probe_len - 3,
+            "last_layer": [[round(float(v), 5) for v in row] for row in shifted],
+            "first_layer": [[round(float(v), 5) for v in row] for row in back],
+            "best_shift": best(shifted, layers - 1), "best_offset": best(back, 0)}
 
 
 def _argmax_head(scores: Tensor) -> str:
@@ -147,13 +194,28 @@ def phase_change(snapshots: list[dict[str, Any]], bound: float = BOUND) -> dict[
     return None
 
 
+def _steepest(snapshots: list[dict[str, Any]], key: str, sign: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The two consecutive snapshots between which ``sign * key`` grew fastest per step."""
+    return max(pairwise(snapshots), key=lambda p: sign * (p[1][key] - p[0][key]) / max(1, p[1]["step"] - p[0]["step"]))
+
+
 def steepest_loss_drop(snapshots: list[dict[str, Any]], key: str = "repeat_loss") -> dict[str, Any]:
     """The interval between snapshots where ``key`` (default: the loss on the repeated tokens) fell
     fastest per step: ``from_step``, ``to_step``, ``from_loss``, ``to_loss``, and the ICL score at both."""
-    best = max(pairwise(snapshots), key=lambda p: (p[0][key] - p[1][key]) / max(1, p[1]["step"] - p[0]["step"]))
-    return {"key": key, "from_step": best[0]["step"], "to_step": best[1]["step"],
-            "from_loss": best[0][key], "to_loss": best[1][key],
-            "from_icl": best[0]["icl_score"], "to_icl": best[1]["icl_score"]}
+    a, b = _steepest(snapshots, key, -1.0)
+    return {"key": key, "from_step": a["step"], "to_step": b["step"], "from_loss": a[key], "to_loss": b[key],
+            "from_icl": a["icl_score"], "to_icl": b["icl_score"]}
+
+
+def fastest_rise(snapshots: list[dict[str, Any]], key: str = "best_induction") -> dict[str, Any]:
+    """The interval between snapshots where ``key`` (the best induction score, or ``best_shift``) rose fastest per
+    step (a head forming): ``from_step``, ``to_step``, ``key`` at both (``from_score``, ``to_score``) and its head
+    at the second (``key + "_head"``), and the validation loss and the loss on the repeated tokens (nats) at both."""
+    a, b = _steepest(snapshots, key, 1.0)
+    return {"key": key, "from_step": a["step"], "to_step": b["step"], "from_score": a[key],
+            "to_score": b[key], "head": b[f"{key}_head"], "d": b.get(f"{key}_d"),
+            "from_val_loss": a["val_loss"], "to_val_loss": b["val_loss"],
+            "from_repeat_loss": a["repeat_loss"], "to_repeat_loss": b["repeat_loss"]}
 
 
 def _settings(mode: Mode) -> dict[str, Any]:
@@ -202,9 +264,11 @@ def train_model(kind: str, layers: int, s: dict[str, Any], seed: int, val: tuple
         x, y, _ = repeated_span_batch(s["batch"], s["length"], s["vocab"], data, s["span"])
         train_losses.append(train_step(model, opt, lambda x=x, y=y: F.cross_entropy(model(x).reshape(-1, s["vocab"]),
                                                                                       y.reshape(-1))))
+    looks = where_heads_look(model, probe_len, seed + 7)
     return {"kind": kind, "layers": layers, "params": count_params(model), "config": config.to_dict(),
-            "snapshots": snapshots, "phase_change": phase_change(snapshots),
-            "steepest_loss_drop": steepest_loss_drop(snapshots),
+            "snapshots": snapshots, "where_heads_look": looks, "phase_change": phase_change(snapshots),
+            "steepest_loss_drop": steepest_loss_drop(snapshots), "induction_jump": fastest_rise(snapshots),
+            "shift_jump": fastest_rise(snapshots, "best_shift"),
             "icl_positions": list(icl_at), "probe_len": probe_len}
 
 
@@ -247,6 +311,20 @@ def verdict(runs: dict[str, dict[str, Any]], s: dict[str, Any]) -> list[str]:
                 f"{last['best_induction']:.2f}; loss on the repeated tokens {b['repeat_loss']:.2f} -> "
                 f"{a['repeat_loss']:.2f} -> {last['repeat_loss']:.2f} nats; ICL score {first['icl_score']:+.2f} "
                 f"-> {last['icl_score']:+.2f}")
+        look, sj = two["where_heads_look"], two["shift_jump"]
+        shift, off = look["best_shift"], look["best_offset"]
+        how = ("the key the induction score reads" if shift["d"] == 0 else
+               f"the key {shift['d']} after the one the induction score reads (the token after the earlier occurrence)")
+        lines.append(
+            f"{kind}, 2 layers, where its heads look at the end (random tokens repeated twice): the most attention of "
+            f"a last-layer head, {shift['weight']:.2f} ({shift['head']}), is on {how}; the most of a first-layer head, "
+            f"{off['weight']:.2f} ({off['head']}), is {off['d']} token{'s' if off['d'] != 1 else ''} back"
+            + (f" (a shifted circuit: {off['d']} back from that key lies the token after the earlier occurrence, the "
+               f"one to predict, so the two heads in series copy it while the induction score, which reads only the "
+               f"unshifted key, stays low)" if shift["d"] == off["d"] > 0 else "")
+            + f"; the last layer's best attention on one such key rose fastest between steps {sj['from_step']} and "
+              f"{sj['to_step']} ({sj['from_score']:.2f} -> {sj['to_score']:.2f}, {sj['head']}, {sj['d']} after the "
+              f"induction score's key)")
         drop = two["steepest_loss_drop"]
         lines.append(
             f"{kind}, 2 layers: the loss on the repeated tokens fell fastest between steps {drop['from_step']} and "
@@ -258,7 +336,8 @@ def verdict(runs: dict[str, dict[str, Any]], s: dict[str, Any]) -> list[str]:
             f"{kind}, 1 layer (control): best induction score at any snapshot {best_one:.2f} "
             f"({'below' if best_one < BOUND else 'not below'} {BOUND}); loss on the repeated tokens ended at "
             f"{one['snapshots'][-1]['repeat_loss']:.2f} nats (chance ln {s['vocab']} = {math.log(s['vocab']):.2f}); "
-            f"ICL score {one['snapshots'][-1]['icl_score']:+.2f}")
+            f"ICL score {one['snapshots'][-1]['icl_score']:+.2f}; its head's best attention on a key after the "
+            f"token after the earlier occurrence (any shift) at any snapshot {max(x['best_shift'] for x in one['snapshots']):.2f}")
     return lines
 
 
@@ -267,9 +346,9 @@ _STYLE = {"attn-only 2L": ("tab:red", "-"), "attn-only 1L": ("tab:red", ":"),
 
 
 def _plot_phase_change(runs: dict[str, dict[str, Any]], s: dict[str, Any], out: Path) -> str:
-    fig, axes = new_figure(ncols=1, nrows=3, width=7.0, height=2.4)
-    panels = (("best_induction", "best induction score"), ("val_loss", "validation loss (nats)"),
-              ("icl_score", "ICL score (nats)"))
+    fig, axes = new_figure(ncols=1, nrows=4, width=7.0, height=2.1)
+    panels = (("best_induction", "best induction score"), ("best_shift", "best attention,\nshifted key"),
+              ("val_loss", "validation loss (nats)"), ("icl_score", "ICL score (nats)"))
     for row, (key, label) in enumerate(panels):
         ax = axes[row][0]
         for name, r in runs.items():
@@ -283,8 +362,12 @@ def _plot_phase_change(runs: dict[str, dict[str, Any]], s: dict[str, Any], out: 
             ax.axhline(BOUND, color="grey", linestyle="--", linewidth=0.8, label=f"bound {BOUND}")
             ax.set_ylim(0, 1)
             ax.legend(fontsize=7, ncol=3)
-            ax.set_title("induction heads forming (shaded: the snapshot interval where a 2-layer model first "
-                         f"reaches {BOUND})", fontsize=8)
+            ax.set_title(f"best induction score (dashed: the bound {BOUND}; shaded: where a 2-layer model first "
+                         "reaches it)", fontsize=8)
+        if key == "best_shift":
+            ax.set_ylim(0, 1)
+            ax.set_title("last layer's best attention on the key d after the induction score's key (any d >= 0)",
+                         fontsize=8)
         if key == "val_loss":
             ax.axhline(math.log(s["vocab"]), color="grey", linestyle=":", linewidth=0.8)
         if key == "icl_score":

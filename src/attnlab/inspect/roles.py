@@ -15,12 +15,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+#: Every role attnlab gives a head, in one vocabulary, with the score at which the role is given: a mean share of
+#: attention on the role's pattern in [0, 1] (``broad``: the rows' entropy as a fraction of the largest possible).
+#: The one-sentence labels here (``ROLES``), the corpus roles (``attnlab.interpret.corpus.ROLES``, shown in the
+#: head grid's legend and the training timeline) and ``attnlab.interpret.detect_heads``' default all read it.
+ROLE_THRESHOLDS: dict[str, float] = {
+    "previous-token": 0.4, "first-token": 0.5, "duplicate-token": 0.3, "pronoun-noun": 0.3, "induction": 0.4,
+    "same-token": 0.5, "broad": 0.8,
+}
+#: The roles one sentence's attention map can show on its own (``detect_role``).
 ROLES = ("previous-token", "first-token", "same-token", "broad")
-
-#: A specific role is claimed when the head puts at least this share of its attention on the pattern.
-PATTERN_THRESHOLD = 0.5
-#: A head is "broad" when its rows' entropy is at least this fraction of the maximum possible.
-BROAD_THRESHOLD = 0.8
 
 
 @dataclass(frozen=True)
@@ -61,13 +65,14 @@ def pattern_scores(weights: Tensor, *, causal: bool) -> dict[str, float]:
 
 
 def detect_role(weights: Tensor, *, causal: bool) -> HeadRole:
-    """The clearest role of one head, if any (see module docstring)."""
+    """The clearest role of one head, if any: of the specific patterns that reach their ``ROLE_THRESHOLDS``, the
+    one with the largest margin over its threshold; else ``broad`` when that reaches its threshold."""
     scores = pattern_scores(weights, causal=causal)
-    specific = {k: v for k, v in scores.items() if k != "broad"}
-    best = max(specific, key=lambda k: specific[k])
-    if specific[best] >= PATTERN_THRESHOLD:
+    margins = {k: v - ROLE_THRESHOLDS[k] for k, v in scores.items() if k != "broad"}
+    best = max(margins, key=lambda k: margins[k])
+    if margins[best] >= 0:
         return HeadRole(best, scores)
-    if scores["broad"] >= BROAD_THRESHOLD:
+    if scores["broad"] >= ROLE_THRESHOLDS["broad"]:
         return HeadRole("broad", scores)
     return HeadRole(None, scores)
 

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from attnlab.device import cache_home
 from attnlab.files import replacing
 from attnlab.inspect import run_with_cache
+from attnlab.inspect.roles import ROLE_THRESHOLDS as ALL_THRESHOLDS
 from attnlab.interpret._model import ModelView
 from attnlab.interpret.detect import detect_heads
 from attnlab.interpret.links import LINK, special_ids, specificity
@@ -56,10 +57,9 @@ MAX_TOKENS = 64
 #: Format of the cache files; a change in what a pass records bumps it.
 CACHE_VERSION = 1
 ROLES = ("previous-token", "first-token", "duplicate-token", "pronoun-noun", "induction")
-#: A head is given a role when its score (a mean share of attention, in [0, 1]) is at least this.
-ROLE_THRESHOLDS: dict[str, float] = {
-    "previous-token": 0.4, "first-token": 0.5, "duplicate-token": 0.3, "pronoun-noun": 0.3, "induction": 0.4,
-}
+#: A head is given a role when its score (a mean share of attention, in [0, 1]) is at least this (the thresholds
+#: of ``attnlab.inspect.roles.ROLE_THRESHOLDS``, the one table of role names and thresholds).
+ROLE_THRESHOLDS: dict[str, float] = {role: ALL_THRESHOLDS[role] for role in ROLES}
 PRONOUNS = frozenset(["he", "she", "it", "they", "him", "her", "them", "his", "its", "their", "himself", "herself", "itself", "themselves"])
 DETERMINERS = frozenset(["the", "a", "an", "this", "that", "these", "those", "my", "your", "his", "her", "its", "our", "their"])
 _NOT_NOUN = DETERMINERS | PRONOUNS | frozenset(["and", "or", "but", "of", "to", "in", "on", "at", "by", "for", "with", "from", "not", "no", "all"])

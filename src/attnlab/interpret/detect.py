@@ -16,23 +16,25 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from attnlab.inspect.roles import ROLE_THRESHOLDS
 from attnlab.interpret._model import ModelView
 from attnlab.models.mode import evaluates
 
 PATTERNS = ("induction", "duplicate-token", "previous-token")
-#: A head is reported for a pattern when at least this share of its attention follows it
-#: (TransformerLens's ``detect_head`` examples use 0.3-0.5; uniform attention over 2n keys scores ~1/2n).
-THRESHOLD = 0.4
+#: A head is reported for a pattern when at least this share of its attention follows it: the role's threshold in
+#: ``attnlab.inspect.roles.ROLE_THRESHOLDS`` (TransformerLens's ``detect_head`` examples use 0.3-0.5; uniform
+#: attention over 2n keys scores ~1/2n).
+THRESHOLDS: dict[str, float] = {p: ROLE_THRESHOLDS[p] for p in PATTERNS}
 
 
 @dataclass
 class HeadDetection:
     """``scores[pattern]``: ``(layers, heads)`` float in [0, 1]; ``heads[pattern]``: the ``(layer,
-    head)`` pairs scoring at least ``threshold``, best first."""
+    head)`` pairs scoring at least ``thresholds[pattern]``, best first."""
 
     scores: dict[str, Tensor]
     heads: dict[str, list[tuple[int, int]]]
-    threshold: float
+    thresholds: dict[str, float]
     seq_len: int
     stack: str
     tokens: Tensor = field(repr=False)
@@ -40,7 +42,7 @@ class HeadDetection:
     def to_dict(self) -> dict:
         return {"scores": {k: v.tolist() for k, v in self.scores.items()},
                 "heads": {k: [list(p) for p in v] for k, v in self.heads.items()},
-                "threshold": self.threshold, "seq_len": self.seq_len, "stack": self.stack}
+                "thresholds": self.thresholds, "seq_len": self.seq_len, "stack": self.stack}
 
 
 def repeated_random_tokens(vocab_size: int, seq_len: int, batch: int = 8, *, low: int = 0, seed: int = 0) -> Tensor:
@@ -69,7 +71,7 @@ def detect_heads(
     batch: int = 8,
     low: int = 0,
     seed: int = 0,
-    threshold: float = THRESHOLD,
+    threshold: float | None = None,
     stack: str | None = None,
 ) -> HeadDetection:
     """Score every head of a stack for induction, duplicate-token and previous-token attention.
@@ -78,7 +80,8 @@ def detect_heads(
     ``low``: smallest token id drawn (skip special tokens). For an encoder-decoder the repeated
     tokens are both the source and the target, and ``stack`` (default ``decoder``) picks whose heads
     are scored. Induction is defined for causal stacks; an encoder's heads can see the future copy as
-    well, so its induction score is reported but means less. ``ValueError`` if ``2 * seq_len``
+    well, so its induction score is reported but means less. ``threshold``: one bar for every pattern
+    (default: each pattern's ``THRESHOLDS``). ``ValueError`` if ``2 * seq_len``
     exceeds ``max_len`` or ``low`` leaves no tokens to draw.
     """
     view = ModelView(model)
@@ -96,9 +99,10 @@ def detect_heads(
     _, cache = view.cache(inputs, names)
     per_layer = [pattern_scores(cache[name].float(), n) for name in names]
     scores = {p: torch.stack([s[p] for s in per_layer]) for p in PATTERNS}  # (layers, heads)
+    bars = {p: THRESHOLDS[p] if threshold is None else threshold for p in PATTERNS}
     heads = {}
     for p, s in scores.items():
         found = [(int(i) // s.shape[1], int(i) % s.shape[1]) for i in s.flatten().argsort(descending=True)
-                 if s.flatten()[i] >= threshold]
+                 if s.flatten()[i] >= bars[p]]
         heads[p] = found
-    return HeadDetection(scores, heads, threshold, n, sv.name, tokens)
+    return HeadDetection(scores, heads, bars, n, sv.name, tokens)

@@ -20,11 +20,14 @@ Slots (``Q``, ``K``: token texts; layer and head are the preset's unless ``L``/`
 - ``layers``, ``heads_per_layer``: the attention payload's shape; ``columns``, ``width``: how many of the
   part widget's vector numbers are drawn, of how many.
 - ``heads``, ``role ROLE``, ``role_threshold``, ``favourite first|last``: the layers x heads grid: how many
-  heads, how many carry a role label, the labels' threshold, how many heads' most-attended key
+  heads, how many carry a role label, a role's threshold (``role_threshold [ROLE]``, default first-token), how many heads' most-attended key
   (mean over the real queries) is the first or the last token.
 - ``entropy first|last``, ``entropy_max``: the timeline figure: mean entropy (bits) of the attention rows
   of the shown head at the first / last snapshot, and of uniform attention over what each row may see.
 - ``scaling_trend``, ``scaling_alpha``, ``scaling_sizes``: the scaling experiment's run the figure shows.
+- ``induction_jump``, ``induction_loss``, ``induction_drop``, ``induction_end``, ``induction_control``: the induction-heads
+  experiment's run the figure shows (its 2-layer attention-only model's ``shift_jump``, ``steepest_loss_drop``,
+  last snapshot and ``where_heads_look``, and its 1-layer control).
 - ``ablation_metric``, ``ablation_clean``, ``ablation_removed``, ``ablation_top``, ``ablation_top_removed``,
   ``ablation_best``: the ablation payload of the preset's head (zero ablation).
 - ``embed_id W``, ``embed_position W``, ``embed_value W tok|pos|input D``, ``embed_sum``: the embedding
@@ -59,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from attnlab import catalog as cat
-from attnlab.inspect.roles import PATTERN_THRESHOLD
+from attnlab.inspect.roles import ROLE_THRESHOLDS
 from attnlab.web import ablation as ablation_
 from attnlab.web import ffn as ffn_
 from attnlab.web import finder, order, payloads, timeline, translation
@@ -378,7 +381,9 @@ def _role(step: Step, args: list[str]) -> Value:
 
 
 def _role_threshold(step: Step, args: list[str]) -> Value:
-    return Value(num(PATTERN_THRESHOLD), [PATTERN_THRESHOLD])
+    """``role_threshold [ROLE]``: the threshold at which a head is given ``ROLE`` (default ``first-token``)."""
+    bar = ROLE_THRESHOLDS[args[0] if args else "first-token"]
+    return Value(num(bar), [bar])
 
 
 def _favourite(step: Step, args: list[str]) -> Value:
@@ -445,6 +450,76 @@ def _scaling_alpha(step: Step, args: list[str]) -> Value:
 def _scaling_sizes(step: Step, args: list[str]) -> Value:
     n = len(step.scaling["runs"])
     return Value(str(n), [n])
+
+
+def _induction_runs(step: Step) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The induction-heads run the figure shows: its data, the 2-layer attention-only model and its 1-layer control."""
+    data = step.scaling  # the ``data`` of the front matter's experiment (``experiment_data``)
+    try:
+        return data, data["runs"]["attn-only 2L"], data["runs"]["attn-only 1L"]
+    except KeyError as exc:
+        raise PayloadError(f"the {step.experiment} run has no attention-only 2- and 1-layer models") from exc
+
+
+def _ordinal_key(d: int) -> str:
+    return "the token after the earlier occurrence" if d == 0 else f"the token {d} after the one after the earlier occurrence"
+
+
+def _induction_jump(step: Step, args: list[str]) -> Value:
+    """Where a head formed: the interval in which the 2-layer model's best last-layer attention on one key of the
+    earlier copy (``shift_jump``: any shift ``d``) rose fastest, with the scores before and after and the head."""
+    j = _induction_runs(step)[1]["shift_jump"]
+    layer, head = j["head"].removeprefix("L").split("H")  # "L1H2"
+    text = (f"between steps {j['from_step']} and {j['to_step']}, head {head} of layer {layer} began to look back into "
+            f"the earlier copy: its attention on one key there, {_ordinal_key(j['d'])}, rose from {num(j['from_score'])} "
+            f"to {num(j['to_score'])}")
+    return Value(text, [j["from_score"], j["to_score"]])
+
+
+def _induction_loss(step: Step, args: list[str]) -> Value:
+    """The loss on the repeated tokens (and on all tokens) at both ends of that interval."""
+    j = _induction_runs(step)[1]["shift_jump"]
+    text = (f"the loss on the repeated tokens went from {num(j['from_repeat_loss'])} to {num(j['to_repeat_loss'])} nats "
+            f"(on all tokens: {num(j['from_val_loss'])} to {num(j['to_val_loss'])})")
+    return Value(text, [j["from_repeat_loss"], j["to_repeat_loss"]])
+
+
+def _induction_drop(step: Step, args: list[str]) -> Value:
+    """Where the 2-layer model's loss on the repeated tokens fell fastest, and whether that is the head's interval."""
+    two = _induction_runs(step)[1]
+    d, j = two["steepest_loss_drop"], two["shift_jump"]
+    same = (d["from_step"], d["to_step"]) == (j["from_step"], j["to_step"])
+    text = (f"that loss fell fastest between steps {d['from_step']} and {d['to_step']} ({num(d['from_loss'])} to "
+            f"{num(d['to_loss'])} nats){', the same interval' if same else ''}")
+    return Value(text, [d["from_step"], d["to_step"]])
+
+
+def _induction_end(step: Step, args: list[str]) -> Value:
+    """At the last snapshot: the textbook induction score against the bound, and where the two layers' heads look."""
+    data, two, _ = _induction_runs(step)
+    last, bound = two["snapshots"][-1], data["bound"]
+    shift, off = two["where_heads_look"]["best_shift"], two["where_heads_look"]["best_offset"]
+    side = "above" if last["best_induction"] >= bound else "below"
+    text = (f"after {last['step']} steps the loss on the repeated tokens is {num(last['repeat_loss'])} nats; the textbook "
+            f"induction score (attention on exactly the token after the earlier occurrence) is {num(last['best_induction'])}, "
+            f"{side} the bound of {bound:g}")
+    if shift["d"] == off["d"] > 0:
+        text += (f", because this model copies with a shifted pair of heads: a first-layer head looks {off['d']} tokens "
+                 f"back ({num(off['weight'])} of its attention), and the second-layer head looks {shift['d']} tokens "
+                 f"further along the earlier copy ({num(shift['weight'])}), where the first head has left the token to "
+                 "predict")
+    return Value(text, [last["best_induction"], off["weight"], shift["weight"]])
+
+
+def _induction_control(step: Step, args: list[str]) -> Value:
+    """The 1-layer control: its best attention on any key of the earlier copy and its final repeated-token loss."""
+    data, _, one = _induction_runs(step)
+    best = max(x["best_shift"] for x in one["snapshots"])
+    loss = one["snapshots"][-1]["repeat_loss"]
+    text = (f"the one-layer model's best head never put more than {num(best)} of its attention on any such key, and its "
+            f"loss on the repeated tokens ended at {num(loss)} nats (guessing among {data['settings']['vocab']} tokens: "
+            f"{num(data['chance_loss'])})")
+    return Value(text, [best, loss])
 
 
 def _ablation_metric(step: Step, args: list[str]) -> Value:
@@ -546,6 +621,8 @@ SLOTS: dict[str, Callable[[Step, list[str]], Value]] = {
     "role": _role, "role_threshold": _role_threshold, "favourite": _favourite,
     "entropy": _entropy, "entropy_max": _entropy_max,
     "scaling_trend": _scaling_trend, "scaling_alpha": _scaling_alpha, "scaling_sizes": _scaling_sizes,
+    "induction_jump": _induction_jump, "induction_loss": _induction_loss, "induction_drop": _induction_drop, "induction_end": _induction_end,
+    "induction_control": _induction_control,
     "ablation_metric": _ablation_metric, "ablation_clean": _ablation_clean, "ablation_removed": _ablation_removed,
     "ablation_top": _ablation_top, "ablation_top_removed": _ablation_top_removed, "ablation_best": _ablation_best,
     "embed_id": _embed_id, "embed_position": _embed_position, "embed_value": _embed_value, "embed_sum": _embed_sum,

@@ -11,7 +11,9 @@ Beside the map, the chosen head's role scores at every snapshot (``role_scores``
 ``attnlab.interpret.corpus`` (``corpus_roles`` with the timeline sentence as its one-sentence corpus:
 previous-token, first-token, duplicate-token and pronoun-noun on that sentence; induction on random
 tokens repeated twice, ``detect_heads``), each with its threshold in ``ROLE_THRESHOLDS``; every head's
-scores are computed once per (model, step) and cached like the snapshot weights.
+scores are computed once per (model, step) and cached like the snapshot weights. The toolbar's role label
+at a step (``toolbar_role``) is read from the same scores: one vocabulary and one set of thresholds
+(``attnlab.inspect.roles.ROLE_THRESHOLDS``) for the label, the curves and the head grid's legend.
 
 The view opens on the head that *learned the most*: the one whose attention on the sentence moved
 furthest from its first snapshot by the last (``learning_head``), so the first picture already shows
@@ -33,7 +35,6 @@ from torch import nn
 from attnlab import catalog as cat
 from attnlab.generate import model_device
 from attnlab.inspect import run_with_cache
-from attnlab.inspect.roles import detect_roles
 from attnlab.interpret.corpus import ROLE_THRESHOLDS, ROLES, CorpusRoles, corpus_roles
 from attnlab.web import schemas as s
 from attnlab.web.errors import NotFoundError, PayloadError
@@ -203,6 +204,15 @@ def role_scores(loaded: cat.LoadedModel, steps: dict[int, Path], layer: int, hea
     return out
 
 
+def toolbar_role(roles: CorpusRoles, layer: int, head: int) -> s.HeadRoleOut:
+    """The toolbar's role label of head (``layer``, ``head``) at one snapshot, in the corpus roles' vocabulary and
+    thresholds (the curves beside it): the role given with the largest margin over its threshold, or ``None``;
+    ``scores``: every role's score at that snapshot (roles without a case in the sentence left out)."""
+    given = roles.roles(layer, head)
+    return s.HeadRoleOut(role=given[0] if given else None,
+                         scores={r["role"]: r["score"] for r in roles.of_head(layer, head) if r["score"] is not None})
+
+
 def roles_summary(steps: list[int], scores: dict[str, list[float | None]], thresholds: dict[str, float]) -> str:
     """One sentence per role computed from ``scores``: the first snapshot step at which the score reaches its
     threshold and whether it is still there at the last, or its highest score when it never does."""
@@ -247,12 +257,11 @@ def attention_at(req: s.TimelineAttentionRequest) -> s.TimelineAttentionResponse
     weights = _all_weights(loaded, req.step, steps[req.step])[req.layer]
     if not 0 <= req.head < weights.shape[0]:
         raise PayloadError(f"head {req.head} does not exist; this model has {weights.shape[0]}")
-    role = detect_roles(weights, causal=stack.causal)[req.head]
     scores = role_scores(loaded, steps, req.layer, req.head)
     order = sorted(steps)
     return s.TimelineAttentionResponse(
         model=req.model, step=req.step, layer=req.layer, head=req.head, tokens=tokens,
-        weights=weights[req.head].double().tolist(), role=s.HeadRoleOut(role=role.role, scores=role.scores),
+        weights=weights[req.head].double().tolist(), role=toolbar_role(_roles_at(loaded, req.step, steps[req.step]), req.layer, req.head),
         role_steps=order, role_scores=scores, role_thresholds=dict(ROLE_THRESHOLDS),
         role_summary=roles_summary(order, scores, ROLE_THRESHOLDS),
     )
