@@ -118,7 +118,7 @@ class _Recorder:
         """The app's answer (its JSON), or ``None`` when it answered an error (recorded too: the page shows it)."""
         key = request_key(method, path, body)
         if key not in self.index:
-            if len(self.index) % 50 == 0:
+            if self.index and len(self.index) % 50 == 0:
                 self.progress(f"{len(self.index)} answers recorded; now {key[:90]}")
             answer = self.client.request(method, path, json=body) if body is not None else self.client.request(method, path)
             data = answer.json()
@@ -257,16 +257,17 @@ def _experiment_files(rec: _Recorder, client: Any, out: Path) -> None:
     rec.write(key, data)
 
 
-def _static_files(out: Path, static_dir: Path) -> None:
+def _static_files(out: Path, static_dir: Path, device: str) -> None:
     """The page's own files, and its index.html made relative and marked as a static site."""
     shutil.copytree(static_dir, out / "static", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__", "*.map", "node_modules"))
     html = (static_dir / "index.html").read_text(encoding="utf-8")
     html = html.replace('<html lang="en">', f'<html lang="en" data-site="{SITE_FILE}">', 1)
     html = html.replace('href="/static/', 'href="static/').replace('src="/static/', 'src="static/')
-    html = re.sub(r'API schema: <a href="/openapi.json">/openapi.json</a>\.',
-                  'This copy was written by <code>attnlab site</code>: its answers were computed in advance; '
-                  'views that need the server say so.', html)
+    footer = ("<footer>Every number on this page comes from the model's own forward pass (<code>attnlab.inspect.run_with_cache"
+              f"</code>), computed in advance on a {device} by <code>attnlab site</code>: this copy needs no server, and what it "
+              'holds no answer for says so. <span id="serve-device" hidden></span></footer>')
+    html = re.sub(r"<footer>.*?</footer>", lambda _: footer, html, count=1, flags=re.S)
     if re.search(r'(href|src)="/', html):
         raise SiteError("index.html still names an absolute path; the static site needs relative URLs")
     (out / "index.html").write_text(html, encoding="utf-8")
@@ -369,9 +370,10 @@ def export_site(out: str | Path, *, models: Iterable[str] = (), sentences: Itera
                 _explore(rec, by_name[name], text, shown_heads.get((name, text), set()), parts, catalogue["views"])
         for name in timeline_models:
             _timeline(rec, name)
-    _static_files(out, STATIC_DIR)
+    _static_files(out, STATIC_DIR, catalogue["device"])
     _server_page(out)
-    site = {"format": 1, "models": list(pairs), "sentences": pairs, "answers": rec.index, "server": SERVER_PAGE}
+    site = {"format": 1, "models": list(pairs), "sentences": pairs, "answers": rec.index, "server": SERVER_PAGE,
+            "live": (STATIC_DIR / "live.js").is_file()}  # the in-browser models' module, when this checkout has it
     (out / SITE_FILE).write_text(json.dumps(site, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
     report = SiteReport(out=out, answers=len(rec.index), errors=rec.errors)
     for path in sorted(p for p in out.rglob("*") if p.is_file()):

@@ -26,7 +26,8 @@ export function requestKey(path, body) {
   return body === undefined ? `GET ${path}` : `POST ${path} ${canonical(body)}`;
 }
 
-async function liveModule() {
+async function liveModule(site) {
+  if (!site.live) return null; // exported without static/live.js
   if (live === undefined) {
     try { live = await import("./live.js"); } catch { live = null; }
   }
@@ -44,7 +45,7 @@ export async function staticCall(path, body, makeError) {
     if (entry.status >= 400) throw makeError(typeof data.detail === "string" ? data.detail : `error ${entry.status}`);
     return data;
   }
-  const mod = await liveModule();
+  const mod = await liveModule(site);
   if (mod && typeof mod.liveAnswer === "function") {
     const answer = await mod.liveAnswer(path, body);
     if (answer) return answer;
@@ -59,7 +60,7 @@ function linkServerHelp(errorLine) {
     if (!errorLine.textContent.startsWith(NEEDS_SERVER) || errorLine.querySelector("a")) return;
     errorLine.append(" ");
     const a = document.createElement("a");
-    a.href = "server.html";
+    a.href = "server.html"; // written by attnlab site from the README's Quick start
     a.textContent = "How to run it (make serve)";
     errorLine.append(a);
   };
