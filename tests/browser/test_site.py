@@ -33,6 +33,11 @@ SENTENCE = "John gave the book to Sarah because she liked it."
 ATOL = 1e-4  # float32 answers, written as float32's shortest decimals
 
 
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The default set exported by ``python -m attnlab site OUT`` (the command a teacher runs), and its stdout."""
@@ -45,9 +50,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 @pytest.fixture(scope="module")
 def static_url(site: tuple[Path, str]) -> Iterator[str]:
     """The exported folder behind Python's own static file server (what ``python -m http.server`` runs)."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site[0]))
+    handler = functools.partial(_Quiet, directory=str(site[0]))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.RequestHandlerClass.log_message = lambda *a: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"

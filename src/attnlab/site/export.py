@@ -281,6 +281,9 @@ def _server_page(out: Path) -> None:
     text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
     found = re.search(r"^## Quick start\n(.*?)(?=^## )", text, flags=re.M | re.S)
     body = found.group(1) if found else "In a clone of attnlab, run `make serve` and open http://127.0.0.1:8000."
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in body.splitlines() if line.startswith("|")]
+    listed = "\n".join(f"- {r[0]}: {r[1]}" for r in rows[2:] if len(r) >= 2)  # content.render has no tables
+    body = re.sub(r"(^\|.*\n?)+", lambda _: listed + "\n", body, count=1, flags=re.M)
     html = content.render("# Run the attnlab server\n\nThe static edition holds answers computed in advance. Everything "
                           "else (your own sentences on any model, generation, the Why view, training) needs the server:\n"
                           + body)
