@@ -109,7 +109,7 @@ def test_the_site_command_writes_the_page_and_its_answers_within_the_budget(site
     site_json = json.loads((out / SITE_FILE).read_text(encoding="utf-8"))
     named = {e["file"] for e in site_json["answers"].values()}
     assert named == {f for f in files if re.fullmatch(r"api/[0-9a-f]{20}\.json", f)}
-    assert all(f in named or f.startswith(("api/experiments/", "static/")) or f in ("index.html", SITE_FILE, "server.html")
+    assert all(f in named or f.startswith(("api/experiments/", "static/")) or f in ("index.html", SITE_FILE, "server.html", ".nojekyll")
                for f in files)
     tour = json.loads((out / site_json["answers"]["GET /api/tour"]["file"]).read_text(encoding="utf-8"))
     for step in tour["steps"]:
@@ -128,7 +128,7 @@ def test_every_tour_step_shows_the_models_numbers_and_no_request_leaves_the_orig
     ui.open("index.html#tour/1")
     steps = json.loads(page.evaluate("fetch('site.json').then(r => r.json()).then(s => fetch(s.answers['GET /api/tour'].file))"
                                      ".then(r => r.text())"))["steps"]
-    checked = 0
+    checked, explore = 0, {}
     for n, step in enumerate(steps, start=1):
         page.wait_for_selector(f"#view-tour[data-step='{n}'] .tour-widget[data-state=ready]", timeout=120_000)
         page.wait_for_selector(f"#view-tour[data-step='{n}'] .tour-text[data-claims=ready]")
@@ -147,12 +147,27 @@ def test_every_tour_step_shows_the_models_numbers_and_no_request_leaves_the_orig
             probs = torch.softmax(_hook(pre["model"], pre["text"], "hook_logits", [0, -1]), -1)
             _close([p for _, p in items], probs[[i for i, _ in items]])
             checked += 1
+        if page.locator(".tour-links a.explore").count():
+            explore[n] = page.get_attribute(".tour-links a.explore", "href")
         if n in (1, 9, 13):
             ui.screenshot(f"site-tour-{n:02d}")
         if n < len(steps):
             page.click("#tour-next")
     assert checked >= 9
-    _only_own_origin(requests, ui.base)
+    # Each step's "Explore freely" link opens its view with its state, answered from the site; only the Why
+    # view, which computes attributions on demand, says that it needs the server.
+    for n, href in explore.items():
+        page.goto("about:blank")
+        page.goto(f"{ui.base}/index.html{href}")
+        page.wait_for_selector("body[data-ready=true]")
+        page.wait_for_load_state("networkidle")
+        error = page.inner_text("#error") if page.locator("#error").is_visible() else ""
+        if href.startswith("#why"):
+            assert error.startswith("This needs the attnlab server"), (n, href, error)
+        else:
+            assert error == "", (n, href, error)
+    assert len(explore) >= 12
+    _only_own_origin([u for u in requests if not u.startswith("about:")], ui.base)
     assert ui.errors == []
 
 

@@ -59,7 +59,14 @@ def test_the_copied_page_uses_relative_urls_and_says_it_is_static(tmp_path: Path
     assert not re.search(r'(href|src)="/', html)
     assert 'href="static/style.css"' in html and 'src="static/index.js"' in html
     assert "computed in advance on a cpu" in html and 'id="serve-device"' in html
-    assert sorted(p.name for p in (tmp_path / "static").iterdir()) == sorted(p.name for p in STATIC_DIR.iterdir() if p.is_file())
+    for p in STATIC_DIR.rglob("*"):
+        if p.is_file() and "__pycache__" not in p.parts:
+            assert (tmp_path / "static" / p.relative_to(STATIC_DIR)).read_bytes() == p.read_bytes()
+    assert (tmp_path / ".nojekyll").is_file()
+
+
+def test_the_generate_views_prompt_is_read_from_the_page() -> None:
+    assert ex._generate_prompt(STATIC_DIR) == "John gave the book to Sarah because she"
 
 
 def test_the_command_refuses_an_unknown_model_and_a_file_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,6 +27,7 @@ page shows changes, and the files are about 40 % smaller.
 from __future__ import annotations
 
 import hashlib
+import html as html_
 import json
 import re
 import shutil
@@ -206,9 +207,11 @@ def _widget(rec: _Recorder, pre: dict[str, Any], models: list[dict[str, Any]]) -
 
 
 def _explore(rec: _Recorder, info: dict[str, Any], text: str, heads: Iterable[tuple[int, int]], parts: list[str],
-             views: dict[str, Any]) -> None:
+             views: dict[str, Any], every_part: list[str]) -> None:
     """The explore views' requests for one model and sentence (attention.js, qkv.js, arch.js, generate.js,
-    translate.js, order.js): ``heads`` are the (layer, head) pairs the tour shows on this sentence."""
+    translate.js, order.js): ``heads`` are the (layer, head) pairs the tour shows on this sentence; ``parts`` the
+    model's family's diagram parts (at layer 0 and the tour's layers), ``every_part`` every diagram's (at layer 0:
+    a link such as #arch/dec-embed opens another family's box on the current model)."""
     model, family = info["name"], info["family"]
     att = _attention(rec, model, text)
     if family == "decoder":
@@ -226,6 +229,9 @@ def _explore(rec: _Recorder, info: dict[str, Any], text: str, heads: Iterable[tu
             for focus in sorted({0, default_focus(tokens)}):  # the view asks focus 0, then its default focus
                 _qkv(rec, model, text, layer, head, focus)
     layers = sorted({0} | {layer for layer, _ in shown})
+    for part in every_part:
+        _part(rec, model, text, part, 0)
+        _part(rec, model, text, part, 0, 0, tensors=False)
     for part in parts:
         for layer in layers:
             _part(rec, model, text, part, layer)  # a box clicked
@@ -257,6 +263,12 @@ def _experiment_files(rec: _Recorder, client: Any, out: Path) -> None:
     rec.write(key, data)
 
 
+def _generate_prompt(static_dir: Path) -> str | None:
+    """The prompt the Generate view opens with (its input's value in generate.js), read from the page itself."""
+    found = re.search(r'id="gen-prompt"[^>]*\svalue="([^"]*)"', (static_dir / "generate.js").read_text(encoding="utf-8"))
+    return html_.unescape(found.group(1)) if found else None
+
+
 def _static_files(out: Path, static_dir: Path, device: str) -> None:
     """The page's own files, and its index.html made relative and marked as a static site."""
     shutil.copytree(static_dir, out / "static", dirs_exist_ok=True,
@@ -271,6 +283,7 @@ def _static_files(out: Path, static_dir: Path, device: str) -> None:
     if re.search(r'(href|src)="/', html):
         raise SiteError("index.html still names an absolute path; the static site needs relative URLs")
     (out / "index.html").write_text(html, encoding="utf-8")
+    (out / ".nojekyll").write_text("", encoding="utf-8")  # GitHub Pages: serve the files as they are
 
 
 def _server_page(out: Path) -> None:
@@ -364,13 +377,17 @@ def export_site(out: str | Path, *, models: Iterable[str] = (), sentences: Itera
             pre = step["preset"]
             if pre.get("layer") is not None and pre.get("head") is not None:
                 shown_heads.setdefault((pre["model"], pre["text"]), set()).add((pre["layer"], pre["head"]))
+        every_part = list(dict.fromkeys(b["part"] for v in layout["variants"] for b in v["boxes"]))
+        prompt = _generate_prompt(STATIC_DIR)
         for name, texts in pairs.items():
             variant = next(v for v in layout["variants"] if v["id"] == FAMILY_VARIANT[by_name[name]["family"]])
             parts = list(dict.fromkeys(b["part"] for b in variant["boxes"]))
             if by_name[name]["family"] == "encoder":
                 rec.post("/api/positions", {"model": name})
+            if by_name[name]["family"] == "decoder" and prompt:
+                rec.post("/api/next-token", {"model": name, "text": prompt})  # the Generate view's own prompt
             for text in texts:
-                _explore(rec, by_name[name], text, shown_heads.get((name, text), set()), parts, catalogue["views"])
+                _explore(rec, by_name[name], text, shown_heads.get((name, text), set()), parts, catalogue["views"], every_part)
         for name in timeline_models:
             _timeline(rec, name)
     _static_files(out, STATIC_DIR, catalogue["device"])
