@@ -1,4 +1,4 @@
-"""The ``attnlab`` command: serve | train | generate | translate | bleu | corpus | export | experiment | bench | models.
+"""The ``attnlab`` command: serve | site | train | generate | translate | bleu | corpus | export | experiment | bench | models.
 
 Each subcommand is a thin shell over a library function; no model math lives here. Heavy imports
 happen inside the commands so that ``attnlab --help`` is instant.
@@ -252,6 +252,33 @@ def serve(
     _log(f"device {where}")
     run(host=host, port=port, open_browser=open_browser, demo=demo, threads=threads, allow_host=allow_host or [],
         max_models=max_models, device=where)
+
+
+@_command()
+def site(
+    out: Path = typer.Argument(..., help="Folder to write the static site into (created; its earlier answers are replaced)."),  # noqa: B008
+    model: list[str] = typer.Option(None, "--model", "-m", help="Also export this catalogue model (repeatable); "  # noqa: B008
+                                    "the tour's own models always are."),
+    sentence: list[str] = typer.Option(None, "--sentence", "-s", help="Also export this sentence on every exported "  # noqa: B008
+                                       "model (repeatable); each model always gets its tour sentences and the default one."),
+) -> None:
+    """Write the walkthrough as a static folder (tour + explore views, answers computed in advance by the app).
+
+    Serve it from any static file host (python -m http.server, GitHub Pages); it needs no server and no internet."""
+    if out.exists() and not out.is_dir():
+        raise _usage(f"{out} is a file; give a folder to write the site into")
+    reason = unwritable_reason(out)
+    if reason:
+        raise _usage(reason)
+    from attnlab.site.export import BUDGET_MB, export_site
+
+    report = export_site(out, models=model or [], sentences=sentence or [], progress=lambda line: _log(line))
+    mb = report.total_bytes / 2**20
+    typer.echo(f"wrote {out}: {len(report.files)} files, {mb:.1f} MB ({report.answers} recorded answers; "
+               f"the README's budget for the default set is {BUDGET_MB} MB)")
+    for key, detail in report.errors.items():
+        typer.echo(f"  answered with an error (the page shows it): {key[:80]}: {detail}")
+    typer.echo(f"try it: python -m http.server --directory {out} 8001, then open http://127.0.0.1:8001/")
 
 
 # ------------------------------------------------------------------------------------- train

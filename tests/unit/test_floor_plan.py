@@ -34,7 +34,7 @@ def test_the_contracts_cover_what_the_design_says() -> None:
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
     by_type = {c["type"]: c for c in contracts}
     assert {"layers", "forbidden", "acyclic_siblings", "private_modules"} <= set(by_type)
-    assert {"attnlab.web", "attnlab.show"} <= set(by_type["forbidden"]["source_modules"])
+    assert {"attnlab.web", "attnlab.show", "attnlab.site"} <= set(by_type["forbidden"]["source_modules"])
     assert by_type["forbidden"]["forbidden_modules"] == ["attnlab.nn"]
     assert by_type["acyclic_siblings"]["ancestors"] == ["attnlab"]
 

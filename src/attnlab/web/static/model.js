@@ -1,9 +1,12 @@
 // Data: talks to the JSON API and holds what the page currently shows. No drawing here.
 
+import { SITE, staticCall } from "./site.js";
+
 export class ApiError extends Error {}
 
-// One JSON request: GET without `body`, else POST it; an error answer throws ApiError with its `detail`.
+// One JSON request: GET without `body`, else POST it (the static edition: its recorded answer); an error answer throws ApiError with its `detail`.
 export async function call(path, body) {
+  if (SITE) return staticCall(path, body, (detail) => new ApiError(detail)); // the static edition (site.js)
   const init = body === undefined ? {} : {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   };

@@ -1,0 +1,220 @@
+"""The static classroom edition (``attnlab site OUT``), served by a plain static file server, in Chromium.
+
+One export of the default set (the tour's models and sentences) per module, written by the command
+itself; then the page is opened from ``http.server`` (no attnlab code serves it) and what it shows is
+compared with ``run_with_cache`` on the same model and sentence, to 1e-4 (the site is float32).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import torch
+
+from attnlab import catalog as cat
+from attnlab.inspect import run_with_cache
+from attnlab.site.export import BUDGET_MB, SITE_FILE
+from attnlab.web.app import STATIC_DIR
+from tests.browser.conftest import Page
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SENTENCE = "John gave the book to Sarah because she liked it."
+ATOL = 1e-4  # float32 answers, written as float32's shortest decimals
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The default set exported by ``python -m attnlab site OUT`` (the command a teacher runs), and its stdout."""
+    out = tmp_path_factory.mktemp("site") / "classroom"
+    run = subprocess.run([sys.executable, "-m", "attnlab", "site", str(out)], capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return out, run.stdout
+
+
+@pytest.fixture(scope="module")
+def static_url(site: tuple[Path, str]) -> Iterator[str]:
+    """The exported folder behind Python's own static file server (what ``python -m http.server`` runs)."""
+    handler = functools.partial(_Quiet, directory=str(site[0]))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def sui(chromium: object, static_url: str) -> Iterator[tuple[Page, list[str]]]:
+    """A page on the static site, and every URL it requests (the listener sees each request, fetches and
+    module imports included, before it leaves the browser)."""
+    context = chromium.new_context(viewport={"width": 1440, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    yield Page(page, static_url), requests
+    context.close()
+
+
+def _hook(model: str, text: str, hook: str, index: list[int] | tuple[int, ...]) -> torch.Tensor:
+    torch.set_num_threads(1)
+    loaded = cat.load(model)
+    x = torch.tensor([loaded.tokenizer.encode(text)])
+    args = (x, x) if loaded.config.family == "encoder-decoder" else (x,)
+    _, cache = run_with_cache(loaded.model, *args, names=hook)
+    return cache[hook][tuple(index)].double()
+
+
+def _close(shown: list[float], expected: torch.Tensor) -> None:
+    torch.testing.assert_close(torch.tensor(shown, dtype=torch.float64), expected.reshape(-1)[: len(shown)], rtol=0, atol=ATOL)
+
+
+def _only_own_origin(requests: list[str], base: str) -> None:
+    foreign = [u for u in requests if not (u.startswith(base + "/") or u.startswith("data:") or u.startswith("blob:"))]
+    assert requests and not foreign, f"requests left the page's origin: {foreign[:5]}"
+
+
+def test_the_site_command_writes_the_page_and_its_answers_within_the_budget(site: tuple[Path, str]) -> None:
+    out, stdout = site
+    files = {p.relative_to(out).as_posix(): p.stat().st_size for p in out.rglob("*") if p.is_file()}
+    total = sum(files.values())
+    # It prints its size, and the size is the folder's.
+    said = re.search(r"wrote .*: (\d+) files, ([\d.]+) MB", stdout)
+    assert said and int(said.group(1)) == len(files) and abs(float(said.group(2)) - total / 2**20) < 0.051
+    assert total <= BUDGET_MB * 2**20
+    # The page: index.html marked as a static site with relative URLs only, every front-end file, the run-the-server page.
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert f'data-site="{SITE_FILE}"' in html and not re.search(r'(href|src)="/', html)
+    for p in STATIC_DIR.iterdir():
+        if p.is_file():
+            assert (out / "static" / p.name).read_bytes() == p.read_bytes()
+    assert "make serve" in (out / "server.html").read_text(encoding="utf-8")
+    # The answers: one file per recorded request, each named in site.json, and nothing else under api/ but experiment files.
+    site_json = json.loads((out / SITE_FILE).read_text(encoding="utf-8"))
+    named = {e["file"] for e in site_json["answers"].values()}
+    assert named == {f for f in files if re.fullmatch(r"api/[0-9a-f]{20}\.json", f)}
+    assert all(f in named or f.startswith(("api/experiments/", "static/")) or f in ("index.html", SITE_FILE, "server.html", ".nojekyll")
+               for f in files)
+    tour = json.loads((out / site_json["answers"]["GET /api/tour"]["file"]).read_text(encoding="utf-8"))
+    for step in tour["steps"]:
+        assert f"GET /api/tour/{step['n']}" in site_json["answers"]
+        pre = step["preset"]
+        if pre["model"]:
+            assert pre["model"] in site_json["models"]
+            if pre["text"]:
+                assert pre["text"] in site_json["sentences"][pre["model"]]
+    assert all(e["status"] == 200 for e in site_json["answers"].values())
+
+
+def test_every_tour_step_shows_the_models_numbers_and_no_request_leaves_the_origin(sui) -> None:
+    ui, requests = sui
+    page = ui.page
+    ui.open("index.html#tour/1")
+    steps = json.loads(page.evaluate("fetch('site.json').then(r => r.json()).then(s => fetch(s.answers['GET /api/tour'].file))"
+                                     ".then(r => r.text())"))["steps"]
+    checked, explore = 0, {}
+    for n, step in enumerate(steps, start=1):
+        page.wait_for_selector(f"#view-tour[data-step='{n}'] .tour-widget[data-state=ready]", timeout=120_000)
+        page.wait_for_selector(f"#view-tour[data-step='{n}'] .tour-text[data-claims=ready]")
+        assert page.locator(".tour-text .claim.pending").count() == 0
+        assert page.locator("#error").is_hidden(), f"step {n}: {page.inner_text('#error')}"
+        pre = step["preset"]
+        tables = page.locator(".tour-widget table.check").evaluate_all(
+            "ts => ts.map(t => ({hook: t.dataset.hook, index: t.dataset.index.split(',').map(Number),"
+            " values: [...t.querySelectorAll('td[data-value]')].map(c => Number(c.dataset.value))}))")
+        for t in tables:  # attention weights, Q·K·V's weights, embeddings, logits: each from its hook
+            _close(t["values"], _hook(pre["model"], pre["text"], t["hook"], t["index"]))
+            checked += 1
+        if pre["widget"] == "ablation":  # probabilities: the prediction with every head, softmax of the last logits
+            items = page.locator(".ablation-side").first.locator("li[data-prob]").evaluate_all(
+                "ls => ls.map(l => [Number(l.dataset.id), Number(l.dataset.prob)])")
+            probs = torch.softmax(_hook(pre["model"], pre["text"], "hook_logits", [0, -1]), -1)
+            _close([p for _, p in items], probs[[i for i, _ in items]])
+            checked += 1
+        if page.locator(".tour-links a.explore").count():
+            explore[n] = page.get_attribute(".tour-links a.explore", "href")
+        if n in (1, 9, 13):
+            ui.screenshot(f"site-tour-{n:02d}")
+        if n < len(steps):
+            page.click("#tour-next")
+    assert checked >= 9
+    # Each step's "Explore freely" link opens its view with its state, answered from the site; only the Why
+    # view, which computes attributions on demand, says that it needs the server.
+    for n, href in explore.items():
+        page.goto("about:blank")
+        page.goto(f"{ui.base}/index.html{href}")
+        page.wait_for_selector("body[data-ready=true]")
+        page.wait_for_load_state("networkidle")
+        error = page.inner_text("#error") if page.locator("#error").is_visible() else ""
+        if href.startswith("#why"):
+            assert error.startswith("This needs the attnlab server"), (n, href, error)
+        else:
+            assert error == "", (n, href, error)
+    assert len(explore) >= 12
+    _only_own_origin([u for u in requests if not u.startswith("about:")], ui.base)
+    assert ui.errors == []
+
+
+def test_deep_links_open_the_views_on_their_state_with_the_models_numbers(sui) -> None:
+    ui, requests = sui
+    page = ui.page
+    text = quote(SENTENCE)
+    # #attention?...: the layer, head and focus of the link, the focus row's weights from hook_weights.
+    ui.open(f"index.html#attention?model=minilm&text={text}&layer=5&head=3&query=8")
+    table = page.locator("#weights-table")
+    page.wait_for_selector("#weights-table td[data-value]")
+    assert (table.get_attribute("data-layer"), table.get_attribute("data-head"), table.get_attribute("data-focus")) == ("5", "3", "8")
+    shown = table.locator("td[data-value]").evaluate_all("cs => cs.map(c => Number(c.dataset.value))")
+    _close(shown, _hook("minilm", SENTENCE, "encoder.blocks.5.attn.hook_weights", [0, 3, 8]))
+    ui.screenshot("site-attention")
+    # #qkv?...: Q, K, V, scores and weights as drawn (the view's JSON export is the answer it drew).
+    page.goto(f"{ui.base}/index.html#qkv?model=minilm&text={text}&layer=3&head=1&query=10")
+    page.wait_for_selector("#qkv-table tr.focus")
+    with page.expect_download() as info:
+        page.click('#view-qkv [data-export="qkv"] button[data-kind=json]')
+    p = json.loads(Path(info.value.path()).read_text(encoding="utf-8"))
+    assert (p["layer"], p["head"], p["focus"]) == (3, 1, 10)
+    # hook_q/k/v: (batch, heads, tokens, d_k)
+    _close(p["query"], _hook("minilm", SENTENCE, p["hooks"]["q"], [0, 1, 10]))
+    _close([x for row in p["keys"] for x in row], _hook("minilm", SENTENCE, p["hooks"]["k"], [0, 1]))
+    _close([x for row in p["values"] for x in row], _hook("minilm", SENTENCE, p["hooks"]["v"], [0, 1]))
+    _close(p["weights"], _hook("minilm", SENTENCE, p["hooks"]["weights"], [0, 1, 10]))
+    ui.screenshot("site-qkv")
+    # #tour/N opens that step directly.
+    page.goto(f"{ui.base}/index.html#tour/9")
+    page.wait_for_selector("#view-tour[data-step='9'] .tour-widget[data-state=ready]", timeout=120_000)
+    assert page.inner_text(".tour-count").startswith("Step 9 of")
+    _only_own_origin(requests, ui.base)
+    assert ui.errors == []
+
+
+def test_what_was_not_computed_in_advance_says_in_one_line_that_it_needs_the_server(sui) -> None:
+    ui, requests = sui
+    page = ui.page
+    ui.open(f"index.html#attention?model=minilm&text={quote('A sentence nobody exported.')}")
+    error = page.locator("#error")
+    error.wait_for(state="visible")
+    assert error.inner_text().startswith("This needs the attnlab server")
+    assert "\n" not in error.inner_text().strip()
+    assert error.locator("a").get_attribute("href") == "server.html"
+    page.click("#error a")
+    page.wait_for_load_state()
+    assert "make serve" in page.inner_text("body")
+    ui.screenshot("site-needs-server")
+    _only_own_origin(requests, ui.base)
