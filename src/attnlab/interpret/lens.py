@@ -69,11 +69,14 @@ def accumulated_residual(model: nn.Module, inputs: Inputs) -> tuple[list[str], T
 
 
 @evaluates
-def logit_lens(model: nn.Module, inputs: Inputs, *, target: int | None = None, k: int = 5) -> LogitLens:
+def logit_lens(model: nn.Module, inputs: Inputs, *, target: int | None = None, k: int = 5,
+               position: int | None = None) -> LogitLens:
     """Read the output stack's residual stream after every layer through the model's own read-out.
 
     ``inputs``: token ids ``(batch, seq)`` or ``(seq,)`` (an encoder-decoder: ``(src_ids, tgt_ids)``;
     the lens reads the decoder). ``target``: a token id whose rank and probability to follow.
+    ``position``: read out that position only (negative counts from the end); every tensor's ``seq``
+    dimension is then 1 (a large vocabulary costs one read-out per layer instead of one per token).
     The last read-out equals the model's logits (the tests hold it to 1e-5). Works for decoders,
     encoder-decoders and encoders with an MLM head; an encoder without a vocabulary head, or a
     classifier, raises ``ValueError``.
@@ -82,6 +85,8 @@ def logit_lens(model: nn.Module, inputs: Inputs, *, target: int | None = None, k
     if not view.has_vocab_head:
         raise ValueError(f"the logit lens needs a vocabulary head; {type(model).__name__} has none")
     labels, resid = accumulated_residual(model, inputs)
+    if position is not None:
+        resid = resid.narrow(2, position % resid.shape[2], 1)
     with torch.no_grad():
         logits = view.readout(resid)
     probs = torch.softmax(logits.float(), dim=-1)

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from fastapi import APIRouter, Request
@@ -57,11 +58,19 @@ from attnlab.web.view import Mount
 MAX_WHY_TOKENS_LARGE = 24
 TOP_K = 5
 SENTENCES_KEPT = 8
+#: The ledger's tolerances: attribution patching's estimate of a head's removal against the measured
+#: one (the metric's units: nats of log-probability, or cosine similarity), and the integrated
+#: gradients' relative completeness gap.
+ESTIMATE_TOLERANCE = 0.05
+IG_TOLERANCE = 0.05
 
 
 class WhyRequest(s.TextRequest):
     layer: int = s.Layer
     head: int = s.Head
+    stage: Literal["first", "exact"] = Field(
+        default="exact", description="first: the answer at once, the head-effects map estimated by attribution patching "
+        "and no saliency unless the exact parts are already kept; exact: everything exact (seconds on a large model)")
     focus: int | None = Field(default=None, ge=0, le=s.MAX_TOKENS - 1,
                               description="the query token (an encoder-decoder: a target token; default: the last)")
 
@@ -119,29 +128,38 @@ class Check(BaseModel):
 
 class WhyResponse(BaseModel):
     model: str
+    text: str = Field(description="the sentence asked about, as sent")
     family: str
+    exact: bool = Field(description="head_effects are measured ablations and saliency is computed; false: head_effects "
+                                    "are attribution patching's estimate and saliency is empty (ask again with stage=exact)")
     tokens: list[str] = Field(description="the sentence (an encoder-decoder: its source)")
     target_tokens: list[str] = Field(default=[], description="an encoder-decoder's target (what the decoder reads)")
     cross: bool = Field(default=False, description="the head is a cross-attention head")
     layer: int
     head: int
     prediction: WhyPrediction
-    head_effects: list[list[float]] = Field(description="(layer, head): metric without the head minus with it")
+    head_effects: list[list[float]] = Field(description="(layer, head): metric without the head minus with it "
+                                            "(exact: measured; else attribution patching's estimate)")
+    head_effects_estimate: list[list[float]] = Field(description="(layer, head): attribution patching's estimate of "
+                                                     "head_effects (one forward and one backward pass)")
     logit_lens: WhyLens | None
     score: WhyScore
     saliency: list[float] = Field(description="integrated gradients per token (50 steps); sums to f(x) - f(baseline); "
-                                              "a decoder's tokens after the focus are 0 (they cannot act on it)")
+                                              "a decoder's tokens after the focus are 0 (they cannot act on it); "
+                                              "empty until exact")
     sentences: dict[str, str] = Field(description="plain-words reading of each result, computed from these numbers")
     unavailable: dict[str, str] = Field(default={}, description="result -> why this model cannot give it")
     ledger: list[Check] = Field(description="every number's check on this input")
 
 
 def routes(router: APIRouter, mount: Mount) -> None:
-    """``POST /api/why``: ``why(WhyRequest)`` in a worker, as a long route (one slot: seconds on a large model)."""
+    """``POST /api/why``: ``why(WhyRequest)`` in a worker; its exact stage as a long route (one slot:
+    seconds on a large model), its first stage as a short one (under a second), so a click is not queued
+    behind another sentence's exact stage."""
 
     @router.post("/api/why", responses=mount.errors(404, 503), name="why")
     async def why_route(request: Request, req: WhyRequest) -> WhyResponse:
-        return await mount.heavy(request, why, req, long=True)
+        return await mount.heavy(request, why, req, long=req.stage == "exact")
 
 
 def _top(logits: Tensor, tokenizer: Tokenizer) -> list[Candidate]:
@@ -190,19 +208,24 @@ def _check_focus(focus: int | None, n: int, what: str) -> int:
 
 @dataclass
 class _Sentence:
-    """What the answer for one (sentence, focus) holds whatever head is chosen."""
+    """What the answer for one (sentence, focus) holds whatever head is chosen. The first stage fills
+    everything up to ``lens_error``; the exact stage adds ``effects`` and the saliency."""
 
     model: nn.Module  # the model object it was computed with (a reload is another object)
     weights: int  # the sum of its parameters' version counters then (in-place training moves it)
     clean_out: Tensor
+    resid_pre: list[Tensor]  # the clean run's input of every block of the stack the heads belong to
+    focus_rows: Tensor  # (layers, heads, keys): the focus token's recorded attention weights
     metric: metrics.Metric
     what: str
     target: int | None
-    effects: list[list[float]]
+    estimate: interpret.HeadEffects  # attribution patching's estimate of every head's removal
     lens: WhyLens | None
     lens_error: float  # the lens's last read-out against the model's own output (max |p| difference)
-    saliency: list[float]
-    saliency_total: tuple[float, float]  # f(x) - f(baseline), and |sum of scores - it| / |it|
+    effects: interpret.HeadEffects | None = None
+    saliency: list[float] = field(default_factory=list)
+    saliency_total: tuple[float, float] = (0.0, 0.0)  # f(x) - f(baseline), and |sum of scores - it| / |it|
+    saliency_path: tuple[float, float] = (0.0, 0.0)  # the target's lowest and highest value along the path
 
 
 _SENTENCES: OrderedDict[tuple, _Sentence] = OrderedDict()
@@ -222,17 +245,31 @@ def _forget(name: str) -> None:
 on_unload(_forget)
 
 
-def _sentence(loaded, inp: _Input) -> _Sentence:
-    """The per-(sentence, focus) part of the answer, from the cache or computed (under the model's lock)."""
-    model, key, x = loaded.model, inp.key, inp.x
+def _kept(model: nn.Module, key: tuple) -> _Sentence | None:
     with _SENTENCES_GUARD:
         kept = _SENTENCES.get(key)
         if kept is not None and kept.model is model and kept.weights == _weights_version(model):
             _SENTENCES.move_to_end(key)
             return kept
+    return None
+
+
+def _first(loaded, inp: _Input) -> _Sentence:
+    """The per-(sentence, focus) part of the first stage, from the cache or computed (under the model's
+    lock): one clean run recording every block's input and the focus row of every head, attribution
+    patching (one forward, one backward) and the logit lens at the focus."""
+    model, key, x = loaded.model, inp.key, inp.x
+    kept = _kept(model, key)
+    if kept is not None:
+        return kept
+    sv = model.stack_view()
     lm = model.has_vocab_head and loaded.config.family != "encoder"
-    baseline = 0 if loaded.config.positions in ("rotary", "none") else None
-    clean_out = interpret.ablate(model, x, [])
+    point = "cross_attn.hook_weights" if inp.cross else "attn.hook_weights"
+    pre = [hook_name(sv.name, layer, "hook_resid_pre") for layer in range(sv.n_layers)]
+    rows = [hook_name(sv.name, layer, point) for layer in range(sv.n_layers)]
+    args = x if isinstance(x, tuple) else (x,)
+    clean_out, cache = run_with_cache(model, *args, names=pre + rows)
+    focus_rows = torch.stack([cache[name][0, :, inp.focus].cpu() for name in rows])
     target, lens_out, lens_error = None, None, 0.0
     if lm:
         target = int(clean_out[0, -1].argmax())
@@ -241,20 +278,17 @@ def _sentence(loaded, inp: _Input) -> _Sentence:
     else:
         metric = metrics.embedding_similarity(clean_out)
         what = "cosine similarity of the sentence embedding to the clean one"
-    effects = interpret.head_effects(model, x, metric, cross=inp.cross)
+    estimate = interpret.estimate_head_effects(model, x, metric, cross=inp.cross)
     if lm:
-        lens = interpret.logit_lens(model, x, k=TOP_K)
+        lens = interpret.logit_lens(model, x, k=TOP_K, position=-1)
         top = [[Candidate(token=str(loaded.tokenizer.tokens([int(i)])[0]), id=int(i), prob=float(p))
                 for i, p in zip(lens.top_ids[r, 0, -1].cpu().tolist(), lens.top_probs[r, 0, -1].cpu().tolist(), strict=True)]
                for r in range(len(lens.labels))]
         lens_out = WhyLens(labels=lens.labels, top=top)
         probs = torch.softmax(clean_out[0, -1].cpu().float(), dim=-1)
         lens_error = max(abs(float(probs[c.id]) - c.prob) for c in top[-1])
-    sal = interpret.saliency(model, x, target if lm else metric, baseline=baseline)
-    total = sal.value - (sal.baseline_value or 0.0)
-    gap = abs(sal.completeness_gap or 0.0) / max(abs(total), 1e-12)
-    kept = _Sentence(model, _weights_version(model), clean_out, metric, what, target,
-                     effects.effects.cpu().tolist(), lens_out, lens_error, sal.scores.cpu().tolist(), (total, gap))
+    kept = _Sentence(model, _weights_version(model), clean_out, [cache[name] for name in pre], focus_rows, metric,
+                     what, target, estimate, lens_out, lens_error)
     with _SENTENCES_GUARD:
         _SENTENCES[key] = kept
         while len(_SENTENCES) > SENTENCES_KEPT:
@@ -262,7 +296,28 @@ def _sentence(loaded, inp: _Input) -> _Sentence:
     return kept
 
 
+def _exact(loaded, inp: _Input, sentence: _Sentence) -> None:
+    """Add the exact stage to ``sentence`` (under the model's lock): every head removed in turn, measured,
+    and 50-step integrated gradients; stops between the two when nobody waits for the answer."""
+    model, x = loaded.model, inp.x
+    if sentence.effects is None:
+        sentence.effects = interpret.head_effects(model, x, sentence.metric, cross=inp.cross)
+    if not sentence.saliency:
+        raise_if_abandoned()
+        baseline = 0 if loaded.config.positions in ("rotary", "none") else None
+        sal = interpret.saliency(model, x, sentence.target if sentence.target is not None else sentence.metric,
+                                 baseline=baseline)
+        total = sal.value - (sal.baseline_value or 0.0)
+        gap = abs(sal.completeness_gap or 0.0) / max(abs(total), 1e-12)
+        path = sal.path_values if sal.path_values is not None else torch.zeros(1)
+        sentence.saliency_total = (total, gap)
+        sentence.saliency_path = (float(path.min()), float(path.max()))
+        sentence.saliency = sal.scores.cpu().tolist()
+
+
 def why(req: WhyRequest) -> WhyResponse:
+    """The Why view's answer for ``req`` (``stage``: see ``WhyRequest``); ``PayloadError`` (422) for a
+    layer, head or focus the model does not have, or a sentence over the limit."""
     loaded = get_model(req.model)
     family = loaded.config.family
     inp = _input(loaded, req)
@@ -272,10 +327,15 @@ def why(req: WhyRequest) -> WhyResponse:
         raise PayloadError(f"model {loaded.name!r} has layers 0-{n_layers - 1} and heads 0-{n_heads - 1}")
     model, x, focus = loaded.model, inp.x, inp.focus
     with model_lock(loaded.name), torch.no_grad():
-        sentence = _sentence(loaded, inp)
-        raise_if_abandoned()  # the longest step is done: stop here if nobody waits for the answer
-        ablated_out = interpret.ablate(model, x, [(req.layer, req.head)], cross=inp.cross)
-        key, weight = _focus_key(model, x, sv.name, req.layer, req.head, focus, inp.cross)
+        sentence = _first(loaded, inp)
+        if req.stage == "exact":
+            raise_if_abandoned()
+            _exact(loaded, inp, sentence)
+            raise_if_abandoned()  # the longest steps are done: stop here if nobody waits for the answer
+        ablated_out = interpret.ablate_from(model, x, req.layer, req.head, sentence.resid_pre, cross=inp.cross)
+        row = sentence.focus_rows[req.layer, req.head]
+        key = int(row.argmax())
+        weight = float(row[key])
         try:
             dec = interpret.score_decomposition(model, x, req.layer, req.head, focus, key, cross=inp.cross)
             pairs = dec.top_pairs(8)
@@ -293,10 +353,13 @@ def why(req: WhyRequest) -> WhyResponse:
         prediction.target = loaded.tokenizer.tokens([sentence.target])[0]
         prediction.clean_prob = float(torch.softmax(clean_out[0, -1].cpu().float(), -1)[sentence.target])
         prediction.ablated_prob = float(torch.softmax(ablated_out[0, -1].cpu().float(), -1)[sentence.target])
-    saliency = sentence.saliency + [0.0] * (len(inp.tokens) - len(sentence.saliency))
-    body = WhyResponse(model=loaded.name, family=family, tokens=inp.tokens, target_tokens=inp.target_tokens,
-                       cross=inp.cross, layer=req.layer, head=req.head, prediction=prediction,
-                       head_effects=sentence.effects, logit_lens=sentence.lens, score=score, saliency=saliency,
+    exact = sentence.effects is not None and bool(sentence.saliency)
+    saliency = sentence.saliency + [0.0] * (len(inp.tokens) - len(sentence.saliency)) if exact else []
+    estimate = sentence.estimate.effects.cpu().tolist()
+    body = WhyResponse(model=loaded.name, text=req.text, family=family, exact=exact, tokens=inp.tokens,
+                       target_tokens=inp.target_tokens, cross=inp.cross, layer=req.layer, head=req.head,
+                       prediction=prediction, head_effects=sentence.effects.effects.cpu().tolist() if exact else estimate,
+                       head_effects_estimate=estimate, logit_lens=sentence.lens, score=score, saliency=saliency,
                        sentences={}, ledger=[])
     if sentence.target is None:
         body.unavailable["prediction"] = body.unavailable["logit_lens"] = words.no_vocabulary_head(loaded.name)
@@ -317,13 +380,14 @@ def _sentences(body: WhyResponse, sentence: _Sentence) -> dict[str, str]:
     else:
         out["prediction"] = words.embedding_sentence(body.layer, body.head, p.ablated)
         effect_what = "embedding's cosine similarity"
-    out["effects"] = words.effects_sentence(body.head_effects, effect_what, body.cross)
+    out["effects"] = words.effects_sentence(body.head_effects, effect_what, body.cross, estimated=not body.exact)
     if sc.available and sc.score is not None:
         out["score"] = words.score_sentence(queries[sc.query], body.tokens[sc.key], sc.score,
                                             sc.top_pairs[0] if sc.top_pairs else None)
-    saliency_what = (f"the logit of {words.quote(p.target)}" if p.target is not None
-                     else "the embedding's cosine similarity to the original")
-    out["saliency"] = words.saliency_sentence(body.tokens, body.saliency, saliency_what)
+    if body.saliency:
+        saliency_what = (f"the logit of {words.quote(p.target)}" if p.target is not None
+                         else "the embedding's cosine similarity to the original")
+        out["saliency"] = words.saliency_sentence(body.tokens, body.saliency, saliency_what)
     return out
 
 
@@ -334,25 +398,33 @@ def _ledger(body: WhyResponse, sentence: _Sentence) -> list[Check]:
 
     p, sc = body.prediction, body.score
     kind = "cross-attention head" if body.cross else "head"
-    checks = [check(f"head effects: the map's cell for layer {body.layer} {kind} {body.head} equals its separate "
-                    "ablation within {e}", abs(body.head_effects[body.layer][body.head] - (p.ablated - p.clean)), 1e-4)]
+    measured = p.ablated - p.clean
+    guess = body.head_effects_estimate[body.layer][body.head]
+    checks = [check(f"attribution patching: its estimate for layer {body.layer} {kind} {body.head}, {guess:.4g}, is off "
+                    f"its measured removal, {measured:.4g}, by {{e}} (an estimate; up to 5e-02 holds)",
+                    abs(guess - measured), ESTIMATE_TOLERANCE)]
+    if body.exact and sentence.effects is not None:
+        r, largest, (layer, head) = interpret.effects_agreement(sentence.estimate, sentence.effects)
+        n = len(body.head_effects) * len(body.head_effects[0])
+        checks.append(check(f"attribution patching vs exact removal: r = {r:.3f} over {n} {kind}s; the largest "
+                            f"disagreement, {{e}}, is at layer {layer} {kind} {head} (up to 5e-02 holds)",
+                            largest, ESTIMATE_TOLERANCE))
+        checks.append(check(f"head effects: the map's cell for layer {body.layer} {kind} {body.head} equals its separate "
+                            "ablation within {e}", abs(body.head_effects[body.layer][body.head] - measured), 1e-4))
     if sc.available and sc.score is not None:
         total = sum(map(sum, sc.terms))
         checks.append(check(f"score decomposition: its {len(sc.terms) * len(sc.terms[0])} terms sum to the recorded "
                             "score within {e}", abs(total - sc.score), 1e-5))
-    total, gap = sentence.saliency_total
-    checks.append(check(f"integrated gradients: the token scores sum to {sum(body.saliency):.4g}, f(sentence) - "
-                        f"f(baseline) is {total:.4g}: a relative gap of {{e}} (50 steps; up to 5e-02 holds)", gap, 0.05))
+    if body.saliency:
+        total, gap = sentence.saliency_total
+        low, high = sentence.saliency_path
+        text = (f"integrated gradients: the token scores sum to {sum(body.saliency):.4g}, f(sentence) - "
+                f"f(baseline) is {total:.4g}: a relative gap of {{e}} (50 steps; up to 5e-02 holds)")
+        if gap > IG_TOLERANCE:
+            text += (f". Along the path from the baseline to the sentence f ranges from {low:.4g} to {high:.4g}, far "
+                     f"beyond the {abs(total):.4g} between its ends: 50 steps do not follow its swings, so these token "
+                     "scores are not to be trusted")
+        checks.append(check(text, gap, IG_TOLERANCE))
     if sentence.lens is not None:
         checks.append(check("logit lens: its last row equals the model's own prediction within {e}", sentence.lens_error, 1e-4))
     return checks
-
-
-def _focus_key(model: nn.Module, x, stack: str, layer: int, head: int, focus: int, cross: bool) -> tuple[int, float]:
-    """The key the focus token attends to most in the chosen head, and its weight (recorded)."""
-    name = hook_name(stack, layer, "cross_attn.hook_weights" if cross else "attn.hook_weights")
-    args = x if isinstance(x, tuple) else (x,)
-    _, cache = run_with_cache(model, *args, names=name, device="cpu")
-    row = cache[name][0, head, focus]
-    key = int(row.argmax())
-    return key, float(row[key])
