@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import pytest
 
@@ -177,7 +178,7 @@ def test_the_exact_stage_replaces_the_estimate_only_for_the_selection_it_was_ask
             route.continue_()
 
     page.route("**/api/why", hold_exact)
-    ui.open("#why", model="demo-decoder")
+    ui.open("#why?model=demo-decoder&text=" + quote("In the end, the beginning"))  # a sentence no other test asked
     page.wait_for_selector("#why-root[data-stage=first] #why-effects[data-exact=false]")
     assert "Estimate" in page.locator("#why-stage").inner_text()
     assert page.locator("#why-root button[data-score]").count() == 0  # no saliency drawn before it is computed
@@ -195,7 +196,7 @@ def test_the_exact_stage_replaces_the_estimate_only_for_the_selection_it_was_ask
     olds = [route for route in held if not asked_for(route)]
     assert olds  # the first view's (the page may have loaded twice while it opened)
     for route in olds:  # the old selection's exact answers arrive late
-        with page.expect_response(lambda r: r.request.post_data == route.request.post_data):
+        with page.expect_response(lambda r, sent=route.request.post_data: r.request.post_data == sent):
             route.continue_()
     page.wait_for_timeout(300)
     assert page.locator("#why-root").get_attribute("data-stage") == "first"  # dropped: it is not what is shown
