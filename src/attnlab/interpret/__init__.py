@@ -49,7 +49,7 @@ from attnlab.interpret.corpus import (
     scan_corpus,
 )
 from attnlab.interpret.detect import HeadDetection, detect_heads, repeated_random_tokens
-from attnlab.interpret.lens import LogitLens, accumulated_residual, logit_lens
+from attnlab.interpret.lens import LogitLens, accumulated_names, accumulated_residual, logit_lens
 from attnlab.interpret.links import specificity
 from attnlab.interpret.patching import PatchResult, patch
 from attnlab.interpret.saliency import Saliency, saliency
@@ -70,6 +70,7 @@ __all__ = [
     "ScoreDecomposition",
     "ablate",
     "ablate_from",
+    "accumulated_names",
     "accumulated_residual",
     "agreement",
     "attribution_patch",

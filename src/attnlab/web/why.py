@@ -267,8 +267,9 @@ def _first(loaded, inp: _Input) -> _Sentence:
     point = "cross_attn.hook_weights" if inp.cross else "attn.hook_weights"
     pre = [hook_name(sv.name, layer, "hook_resid_pre") for layer in range(sv.n_layers)]
     rows = [hook_name(sv.name, layer, point) for layer in range(sv.n_layers)]
+    lens_names = interpret.accumulated_names(model)[1] if lm else []
     args = x if isinstance(x, tuple) else (x,)
-    clean_out, cache = run_with_cache(model, *args, names=pre + rows)
+    clean_out, cache = run_with_cache(model, *args, names=list(dict.fromkeys(pre + rows + lens_names)))
     focus_rows = torch.stack([cache[name][0, :, inp.focus].cpu() for name in rows])
     target, lens_out, lens_error = None, None, 0.0
     if lm:
@@ -280,7 +281,7 @@ def _first(loaded, inp: _Input) -> _Sentence:
         what = "cosine similarity of the sentence embedding to the clean one"
     estimate = interpret.estimate_head_effects(model, x, metric, cross=inp.cross)
     if lm:
-        lens = interpret.logit_lens(model, x, k=TOP_K, position=-1)
+        lens = interpret.logit_lens(model, x, k=TOP_K, position=-1, recorded={n: cache[n] for n in lens_names})
         top = [[Candidate(token=str(loaded.tokenizer.tokens([int(i)])[0]), id=int(i), prob=float(p))
                 for i, p in zip(lens.top_ids[r, 0, -1].cpu().tolist(), lens.top_probs[r, 0, -1].cpu().tolist(), strict=True)]
                for r in range(len(lens.labels))]
