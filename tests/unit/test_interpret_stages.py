@@ -111,3 +111,19 @@ def test_integrated_gradients_record_the_path_they_integrate() -> None:
     assert bool((sal.path_alphas.diff() > 0).all())
     assert float(sal.path_values[-1]) == pytest.approx(sal.value, abs=0.05 * abs(sal.value - sal.baseline_value) + 1e-3)
     assert float(sal.path_values[0]) == pytest.approx(sal.baseline_value, abs=0.05 * abs(sal.value - sal.baseline_value) + 1e-3)
+
+
+def test_integrated_gradients_can_keep_positions_of_the_input_in_the_baseline() -> None:
+    """keep=(0,): the baseline is the input at position 0 (its score is 0) and the token baseline
+    elsewhere; completeness still holds (the scores sum to f(input) - f(that baseline))."""
+    model = LM_MODELS["llama-like"]()
+    x = inputs_for(model)
+    target = int(run(model, x)[0, -1].argmax())
+    sal = interpret.saliency(model, x, target, baseline=0, keep=(0,))
+    assert float(sal.scores[0]) == 0.0
+    base = x.clone()
+    base[:, 1:] = 0
+    assert sal.baseline_value == pytest.approx(float(run(model, base)[0, -1, target]), abs=1e-5)
+    assert abs(sal.completeness_gap) <= 0.01 * abs(sal.value - sal.baseline_value)
+    with pytest.raises(IndexError, match="keep positions"):
+        interpret.saliency(model, x, target, baseline=0, keep=(x.shape[1],))

@@ -88,6 +88,7 @@ def saliency(
     position: int = -1,
     stack: str | None = None,
     baseline: int | None = None,
+    keep: tuple[int, ...] = (),
 ) -> Saliency:
     """One score per input token: how much the prediction ``target`` rests on it.
 
@@ -95,7 +96,11 @@ def saliency(
     ``(batch,)``, e.g. for an encoder without a vocabulary head). ``inputs``: one sequence (batch 1).
     ``stack``: whose input tokens to score (default: the encoder of an encoder-decoder, the only stack
     otherwise). ``steps``: Gauss-Legendre nodes for integrated gradients. ``baseline``: ``None`` (zero
-embeddings) or a token id (see the module docstring). Errors: ``ValueError`` for
+embeddings) or a token id (see the module docstring). ``keep``: positions the baseline leaves
+    as they are in the input (their scores are 0), e.g. ``(0,)`` for a decoder whose first token is an
+    attention sink: replacing it moves every later token's attention at once and makes the path too
+    rough to integrate (SmolLM2: completeness fails by 400% at 200 steps without it, holds to 0.3% with
+    it). Errors: ``IndexError`` for a position of ``keep`` outside the sequence; ``ValueError`` for
     an unknown method, ``steps < 1`` or a batch of more than one.
     """
     if method not in ("input_x_gradient", "integrated_gradients"):
@@ -121,6 +126,12 @@ embeddings) or a token id (see the module docstring). Errors: ``ValueError`` for
             (inputs[0], ids) if isinstance(inputs, tuple) else ids)
         _, base_cache = view.cache(base_inputs, [tok])
         base = base_cache[tok]
+    if keep:
+        n = emb.shape[1]
+        if any(not -n <= i < n for i in keep):
+            raise IndexError(f"keep positions {keep} outside the sequence of {n} tokens")
+        base = base.clone()
+        base[:, list(keep)] = emb[:, list(keep)]
     with torch.no_grad():
         value = float(metric(view.run(inputs))[0])
 

@@ -74,6 +74,8 @@ SENTENCES_KEPT = 8
 #: gradients' relative completeness gap.
 ESTIMATE_TOLERANCE = 0.05
 IG_TOLERANCE = 0.05
+#: Integrated gradients' steps: the first count whose completeness holds, else the last.
+IG_STEPS = (50, 200)
 
 
 class WhyRequest(s.TextRequest):
@@ -155,7 +157,8 @@ class WhyResponse(BaseModel):
                                                      "head_effects (one forward and one backward pass)")
     logit_lens: WhyLens | None
     score: WhyScore
-    saliency: list[float] = Field(description="integrated gradients per token (50 steps); sums to f(x) - f(baseline); "
+    saliency: list[float] = Field(description="integrated gradients per token (50 steps, 200 where 50 miss completeness); "
+                                              "sums to f(x) - f(baseline); "
                                               "a decoder's tokens after the focus are 0 (they cannot act on it); "
                                               "empty until exact")
     sentences: dict[str, str] = Field(description="plain-words reading of each result, computed from these numbers")
@@ -237,6 +240,8 @@ class _Sentence:
     saliency: list[float] = field(default_factory=list)
     saliency_total: tuple[float, float] = (0.0, 0.0)  # f(x) - f(baseline), and |sum of scores - it| / |it|
     saliency_path: tuple[float, float] = (0.0, 0.0)  # the target's lowest and highest value along the path
+    saliency_steps: int = 0
+    saliency_kept: tuple[int, ...] = ()  # positions the baseline keeps (their scores are 0)
 
 
 _SENTENCES: OrderedDict[tuple, _Sentence] = OrderedDict()
@@ -310,20 +315,28 @@ def _first(loaded, inp: _Input) -> _Sentence:
 
 def _exact(loaded, inp: _Input, sentence: _Sentence) -> None:
     """Add the exact stage to ``sentence`` (under the model's lock): every head removed in turn, measured,
-    and 50-step integrated gradients; stops between the two when nobody waits for the answer."""
+    and integrated gradients (50 steps, 200 when 50 miss completeness); stops between steps when nobody
+    waits for the answer."""
     model, x = loaded.model, inp.x
     if sentence.effects is None:
         sentence.effects = interpret.head_effects(model, x, sentence.metric, cross=inp.cross)
     if not sentence.saliency:
         raise_if_abandoned()
-        baseline = 0 if loaded.config.positions in ("rotary", "none") else None
-        sal = interpret.saliency(model, x, sentence.target if sentence.target is not None else sentence.metric,
-                                 baseline=baseline)
-        total = sal.value - (sal.baseline_value or 0.0)
-        gap = abs(sal.completeness_gap or 0.0) / max(abs(total), 1e-12)
+        token_baseline = loaded.config.positions in ("rotary", "none")  # zero embeddings: see interpret.saliency
+        # a decoder's first token is its attention sink: the baseline keeps it (see interpret.saliency's keep)
+        keep = (0,) if token_baseline and loaded.config.family == "decoder" else ()
+        target = sentence.target if sentence.target is not None else sentence.metric
+        for steps in IG_STEPS:  # more steps only when completeness fails
+            sal = interpret.saliency(model, x, target, baseline=0 if token_baseline else None, keep=keep, steps=steps)
+            total = sal.value - (sal.baseline_value or 0.0)
+            gap = abs(sal.completeness_gap or 0.0) / max(abs(total), 1e-12)
+            if gap <= IG_TOLERANCE:
+                break
+            raise_if_abandoned()
         path = sal.path_values if sal.path_values is not None else torch.zeros(1)
         sentence.saliency_total = (total, gap)
         sentence.saliency_path = (float(path.min()), float(path.max()))
+        sentence.saliency_steps, sentence.saliency_kept = steps, keep
         sentence.saliency = sal.scores.cpu().tolist()
 
 
@@ -430,12 +443,14 @@ def _ledger(body: WhyResponse, sentence: _Sentence) -> list[Check]:
     if body.saliency:
         total, gap = sentence.saliency_total
         low, high = sentence.saliency_path
-        text = (f"integrated gradients: the token scores sum to {sum(body.saliency):.4g}, f(sentence) - "
-                f"f(baseline) is {total:.4g}: a relative gap of {{e}} (50 steps; up to 5e-02 holds)")
+        kept = (" the baseline keeps the first token, the attention sink every later token leans on (its score is 0);"
+                if sentence.saliency_kept else "")
+        text = (f"integrated gradients:{kept} the token scores sum to {sum(body.saliency):.4g}, f(sentence) - "
+                f"f(baseline) is {total:.4g}: a relative gap of {{e}} ({sentence.saliency_steps} steps; up to 5e-02 holds)")
         if gap > IG_TOLERANCE:
             text += (f". Along the path from the baseline to the sentence f ranges from {low:.4g} to {high:.4g}, far "
-                     f"beyond the {abs(total):.4g} between its ends: 50 steps do not follow its swings, so these token "
-                     "scores are not to be trusted")
+                     f"beyond the {abs(total):.4g} between its ends: {sentence.saliency_steps} steps do not follow its "
+                     "swings, so these token scores are not to be trusted")
         checks.append(check(text, gap, IG_TOLERANCE))
     if sentence.lens is not None:
         checks.append(check("logit lens: its last row equals the model's own prediction within {e}", sentence.lens_error, 1e-4))
