@@ -86,8 +86,8 @@ def effects_sentence(effects: list[list[float]], what: str, cross: bool, estimat
     direction = "lowers" if v < 0 else "raises"
     by = "By the gradient estimate (exact values are being computed), " if estimated else ""
     if fmt(abs(v)) == fmt(0.0):
-        return f"{by}None of the {n} {kind}s changes the {what} by 0.005 or more when removed."
-    return (f"{by}Of all {n} {kind}s, removing layer {layer} {kind} {head} changes the {what} most: it {direction} "
+        return f"{by}{'n' if by else 'N'}one of the {n} {kind}s changes the {what} by 0.005 or more when removed."
+    return (f"{by}{'o' if by else 'O'}f all {n} {kind}s, removing layer {layer} {kind} {head} changes the {what} most: it {direction} "
             f"it by {fmt(abs(v))}.")
 
 
