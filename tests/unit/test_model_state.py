@@ -85,6 +85,9 @@ TOOLS = [
     ("ablate", "ablate", lambda m: interpret.ablate(m, IDS, [(0, 1), (2, 3)])),
     ("ablate-mean", "ablate", lambda m: interpret.ablate(m, IDS, [(1, 0)], method="mean")),
     ("head_effects", "head_effects", lambda m: interpret.head_effects(m, IDS, METRIC)),
+    ("estimate_head_effects", "estimate_head_effects", lambda m: interpret.estimate_head_effects(m, IDS, METRIC)),
+    ("ablate_from", "ablate_from",
+     lambda m: interpret.ablate_from(m, IDS, 1, 2, list(interpret.accumulated_residual(m, IDS)[1][:-1]))),
     ("patch-resid", "patch", lambda m: interpret.patch(m, IDS, IDS.flip(1), METRIC)),
     ("patch-head", "patch", lambda m: interpret.patch(m, IDS, IDS.flip(1), METRIC, where="head")),
     ("logit_lens", "logit_lens", lambda m: interpret.logit_lens(m, IDS, target=3)),
@@ -104,8 +107,10 @@ TOOLS = [
 def test_every_public_tool_that_runs_a_model_is_tested_here() -> None:
     functions = {name for name in interpret.__all__
                  if callable(getattr(interpret, name)) and not isinstance(getattr(interpret, name), type)}
-    # agreement compares two results and runs no model; nor do specificity (weights in) and cached_scan (a file read)
-    assert functions - {"Metric", "Inputs", "repeated_random_tokens", "agreement", "specificity", "cached_scan"} == \
+    # agreement and effects_agreement compare two results and run no model; nor do specificity (weights in),
+    # cached_scan (a file read) and accumulated_names (hook names)
+    assert functions - {"Metric", "Inputs", "repeated_random_tokens", "agreement", "effects_agreement", "specificity",
+                        "cached_scan", "accumulated_names"} == \
         {tool for _, tool, _ in TOOLS}
 
 

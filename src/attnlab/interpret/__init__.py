@@ -4,10 +4,12 @@ A floor above ``attnlab.inspect``: every tool reads or changes the model's activ
 named hook points (``run_with_cache``, ``hooks_attached``) and nothing else.
 
 - ``logit_lens``: the prediction read from the residual stream after every layer
-- ``ablate`` / ``head_effects``: remove heads, measure a metric's change (for every head at once)
+- ``ablate`` / ``head_effects``: remove heads, measure a metric's change (for every head at once);
+  ``ablate_from``: one head removed, run from its layer on a recorded clean run
 - ``patch``: activation patching per layer and position (or head)
 - ``attribution_patch``: the gradient estimate of every patch at once (one backward pass), and its
-  ``agreement`` (Pearson's r) with ``patch``
+  ``agreement`` (Pearson's r) with ``patch``; ``estimate_head_effects``: the same estimate of every
+  head's removal, and its ``effects_agreement`` with ``head_effects``
 - ``direct_logit_attribution``: a logit split into every component's direct contribution
 - ``score_decomposition``: one attention score (self- or cross-attention) split into query-side x
   key-side components; pre- and post-norm (a post-norm model's norms are affine at the recorded input)
@@ -23,14 +25,19 @@ dataclass with ``to_dict()`` for JSON.
 
 from attnlab.interpret import metrics
 from attnlab.interpret._model import Inputs, Metric
-from attnlab.interpret.ablation import HeadEffects, ablate, head_effects
+from attnlab.interpret.ablation import HeadEffects, ablate, ablate_from, head_effects
 from attnlab.interpret.attribution import (
     DirectLogitAttribution,
     ScoreDecomposition,
     direct_logit_attribution,
     score_decomposition,
 )
-from attnlab.interpret.attribution_patching import agreement, attribution_patch
+from attnlab.interpret.attribution_patching import (
+    agreement,
+    attribution_patch,
+    effects_agreement,
+    estimate_head_effects,
+)
 from attnlab.interpret.corpus import (
     CorpusRoles,
     CorpusScan,
@@ -42,7 +49,7 @@ from attnlab.interpret.corpus import (
     scan_corpus,
 )
 from attnlab.interpret.detect import HeadDetection, detect_heads, repeated_random_tokens
-from attnlab.interpret.lens import LogitLens, accumulated_residual, logit_lens
+from attnlab.interpret.lens import LogitLens, accumulated_names, accumulated_residual, logit_lens
 from attnlab.interpret.links import specificity
 from attnlab.interpret.patching import PatchResult, patch
 from attnlab.interpret.saliency import Saliency, saliency
@@ -62,6 +69,8 @@ __all__ = [
     "ScanCancelled",
     "ScoreDecomposition",
     "ablate",
+    "ablate_from",
+    "accumulated_names",
     "accumulated_residual",
     "agreement",
     "attribution_patch",
@@ -69,6 +78,8 @@ __all__ = [
     "corpus_roles",
     "detect_heads",
     "direct_logit_attribution",
+    "effects_agreement",
+    "estimate_head_effects",
     "head_contexts",
     "head_effects",
     "logit_lens",

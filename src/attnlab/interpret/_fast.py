@@ -81,23 +81,27 @@ def staircase(
     edit: Edit,
     *,
     last_only: bool = False,
+    layers: range | None = None,
 ) -> Tensor:
-    """The model's output for ``n`` copies of ``inputs`` per layer of ``sv``, copy ``(l, i)`` edited by
-    ``edit`` at hook point ``{stack}.blocks.{l}.{point}`` and run from block ``l`` on.
+    """The model's output for ``n`` copies of ``inputs`` per layer of ``sv`` (``layers``: only those;
+    default all), copy ``(l, i)`` edited by ``edit`` at hook point ``{stack}.blocks.{l}.{point}`` and
+    run from block ``l`` on.
 
     ``resid_pre[l]``: the clean run's ``hook_resid_pre`` of block ``l`` on ``inputs``, ``(batch, seq,
     d_model)``. Returns the output stacked over copies in the order ``(layer, i, batch row)``:
-    ``(layers * n * batch, ...)``. ``last_only``: the output stack's output keeps only its last
+    ``(layers * n * batch, ...)``; only ``resid_pre[l]`` of the layers run is read (``layers``: a
+    range of step 1). ``last_only``: the output stack's output keeps only its last
     position (for metrics that read only it; the read-out's cost drops by the sequence length).
     """
     model = view.model
     batch = view.batch_size(inputs)
-    tokens = resid_pre[0].shape[0] * resid_pre[0].shape[1]
+    layers = range(sv.n_layers) if layers is None else layers
+    tokens = resid_pre[layers[0]].shape[0] * resid_pre[layers[0]].shape[1]
     group = max(1, ROWS_PER_PASS // max(1, n * tokens))
     is_output = sv.name == view.output_stack
     outs: list[Tensor] = []
-    for first in range(0, sv.n_layers, group):
-        starts = range(first, min(first + group, sv.n_layers))
+    for first in range(layers[0], layers[-1] + 1, group):
+        starts = range(first, min(first + group, layers[-1] + 1))
         copies = len(starts) * n
         # a stack below the output stack (an encoder-decoder's encoder) feeds a decoder that must see
         # every copy: the model then runs on stacked copies; the output stack is fed by the tail alone.
@@ -168,6 +172,20 @@ def ablation_effects(
                     last_only=reads_last_position(metric))
     values = metric_values(metric, out, sv.n_layers, H)
     return values - baseline, baseline
+
+
+def ablated_from(view: ModelView, sv: StackView, inputs: Inputs, resid_pre: list[Tensor], layer: int, head: int,
+                 kind: str, last_only: bool) -> Tensor:
+    """The output with head ``(layer, head)`` of ``sv`` zeroed (``kind``: ``attn`` or ``cross_attn``),
+    run from block ``layer`` on, starting from the clean run's ``resid_pre[layer]``."""
+    mask = torch.zeros(sv.n_heads, dtype=torch.bool, device=view.device)
+    mask[head] = True
+
+    def edit(_layer: int, z: Tensor) -> Tensor:  # z: (1, batch, heads, seq, d_k)
+        return torch.where(mask[None, None, :, None, None], torch.zeros((), dtype=z.dtype, device=z.device), z)
+
+    return staircase(view, sv, inputs, resid_pre, 1, f"{kind}.hook_z", edit, last_only=last_only,
+                     layers=range(layer, layer + 1))
 
 
 def patch_values(

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from attnlab.inspect import hooks_attached
 from attnlab.interpret import _names
-from attnlab.interpret._fast import ablation_effects
+from attnlab.interpret._fast import ablated_from, ablation_effects
 from attnlab.interpret._model import Inputs, Metric, ModelView, StackView
 from attnlab.models.mode import evaluates
 
@@ -28,17 +28,19 @@ Method = Literal["zero", "mean"]
 class HeadEffects:
     """``effects[l, h]``: metric with head ``(l, h)`` removed minus the clean metric, ``(layers, heads)``
     float (a negative effect: the head helped the metric). ``baseline``: the clean metric (mean over
-    the batch)."""
+    the batch). ``estimated``: the values are attribution patching's first-order estimate
+    (``attnlab.interpret.estimate_head_effects``), not measured ablations."""
 
     effects: Tensor
     baseline: float
     method: str
     stack: str
     cross: bool = False
+    estimated: bool = False
 
     def to_dict(self) -> dict:
         return {"effects": self.effects.tolist(), "baseline": self.baseline, "method": self.method,
-                "stack": self.stack, "cross": self.cross}
+                "stack": self.stack, "cross": self.cross, "estimated": self.estimated}
 
 
 def _z_means(view: ModelView, sv: StackView, inputs: Inputs, kind: str) -> dict[int, Tensor]:
@@ -102,6 +104,36 @@ def ablate(
     }
     with torch.no_grad(), hooks_attached(model, hooks):
         return view.run(inputs)
+
+
+@evaluates
+def ablate_from(
+    model: nn.Module,
+    inputs: Inputs,
+    layer: int,
+    head: int,
+    resid_pre: list[Tensor],
+    *,
+    stack: str | None = None,
+    cross: bool = False,
+    last_only: bool = False,
+) -> Tensor:
+    """``ablate(model, inputs, [(layer, head)])`` (zero ablation) run from block ``layer`` on.
+
+    The blocks below ``layer`` do not change when a head of ``layer`` is removed, so the run starts
+    from ``resid_pre[layer]``: the clean run's ``{stack}.blocks.{layer}.hook_resid_pre`` on the same
+    ``inputs`` ``(batch, seq, d_model)`` (a list indexed by layer; only that entry is read). The
+    values equal ``ablate``'s (the tests hold them to 1e-6). ``last_only``: only the last position of
+    the output stack is read out (``(batch, 1, ...)``; a large vocabulary's read-out is then one row).
+    Errors: ``IndexError`` for a layer or head out of range, ``ValueError`` for ``cross=True`` without
+    cross-attention.
+    """
+    view = ModelView(model)
+    inputs = view.prepare(inputs)
+    sv = view.stack(stack)
+    kind = _check_method("zero", sv, cross)
+    view.check_head(sv, layer, head)
+    return ablated_from(view, sv, inputs, resid_pre, layer, head, kind, last_only)
 
 
 @evaluates

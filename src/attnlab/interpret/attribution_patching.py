@@ -21,6 +21,7 @@ from attnlab.inspect import hooks_attached
 from attnlab.interpret import _names
 from attnlab.interpret._fast import last_position_out, reads_last_position
 from attnlab.interpret._model import Inputs, Metric, ModelView
+from attnlab.interpret.ablation import HeadEffects, Method, _check_method
 from attnlab.interpret.patching import _POINT, PatchResult, Where, check_pair
 from attnlab.models.mode import evaluates
 
@@ -78,6 +79,61 @@ def attribution_patch(
     source = float(metric(donor_out).float().mean())
     values = torch.stack(rows).float() + baseline
     return PatchResult(values, where, direction, baseline, source, sv.name, method="attribution")
+
+
+@evaluates
+def estimate_head_effects(
+    model: nn.Module,
+    inputs: Inputs,
+    metric: Metric,
+    *,
+    method: Method = "zero",
+    stack: str | None = None,
+    cross: bool = False,
+) -> HeadEffects:
+    """Attribution patching's estimate of ``head_effects(model, inputs, metric, ...)``: one forward and
+    one backward pass for every head.
+
+    Removing head ``(l, h)`` replaces its ``z`` ``(batch, heads, seq, d_k)`` by zeros (``"zero"``) or
+    by its mean over batch and positions (``"mean"``); the estimate of the metric's change is
+    ``sum((z_removed - z) * dmetric/dz)`` over the batch, the positions and ``d_k`` of that head, the
+    gradient taken on the clean run (of the batch-mean metric). Same arguments and errors as
+    ``head_effects``; the result has ``estimated=True``. ``effects_agreement`` measures it against the
+    exact effects. The model's parameters get no gradient.
+    """
+    view = ModelView(model)
+    inputs = view.prepare(inputs)
+    sv = view.stack(stack)
+    kind = _check_method(method, sv, cross)
+    names = [f"{sv.name}.blocks.{layer}.{kind}.hook_z" for layer in range(sv.n_layers)]
+    last = reads_last_position(metric) and sv.name == view.output_stack
+    acts: dict[str, Tensor] = {}
+    hooks = {_names.resolve(model, name): _recording(acts, name) for name in names}
+    with torch.enable_grad(), last_position_out(view, last), hooks_attached(model, hooks):
+        m = metric(view.run(inputs)).float().mean()
+        grads = torch.autograd.grad(m, [acts[name] for name in names], allow_unused=True)
+    rows = []
+    for name, grad in zip(names, grads, strict=True):
+        z = acts[name].detach()
+        if grad is None:  # the metric does not depend on this layer's heads
+            grad = torch.zeros_like(z)
+        removed = torch.zeros_like(z) if method == "zero" else z.mean(dim=(0, 2), keepdim=True).expand_as(z)
+        rows.append(((removed - z) * grad).sum(dim=(0, 2, 3)))  # (heads,)
+    return HeadEffects(torch.stack(rows).float(), float(m.detach()), method, sv.name, cross, estimated=True)
+
+
+def effects_agreement(estimate: HeadEffects, exact: HeadEffects) -> tuple[float, float, tuple[int, int]]:
+    """How well an estimate of the head effects matches the exact ones: ``(r, largest, (layer, head))``,
+    Pearson's r over every head, the largest absolute difference (the metric's units) and the head
+    where it is. ``ValueError`` when the two are of different shapes. r is NaN when either map is constant."""
+    if estimate.effects.shape != exact.effects.shape:
+        raise ValueError(f"the two maps differ in shape: {tuple(estimate.effects.shape)} and {tuple(exact.effects.shape)}")
+    a, b = estimate.effects.double().flatten(), exact.effects.double().flatten()
+    r = float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+    diff = (a - b).abs()
+    i = int(diff.argmax())
+    heads = estimate.effects.shape[1]
+    return r, float(diff[i]), (i // heads, i % heads)
 
 
 def agreement(estimate: PatchResult, exact: PatchResult) -> float:

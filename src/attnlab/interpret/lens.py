@@ -59,21 +59,32 @@ def accumulated_residual(model: nn.Module, inputs: Inputs) -> tuple[list[str], T
     """
     view = ModelView(model)
     inputs = view.prepare(inputs)
-    sv = view.stack(None)
-    n = sv.n_layers
-    names = [f"{sv.name}.blocks.{layer}.hook_resid_pre" for layer in range(n)]
-    names.append(f"{sv.name}.blocks.{n - 1}.hook_resid_post")
+    labels, names = accumulated_names(model)
     _, cache = view.cache(inputs, names)
-    labels = ["embed"] + [f"block {layer}" for layer in range(n)]
     return labels, torch.stack([cache[name] for name in names])
 
 
+def accumulated_names(model: nn.Module) -> tuple[list[str], list[str]]:
+    """``(labels, hook names)`` of ``accumulated_residual``'s read-outs: the output stack's
+    ``hook_resid_pre`` of every block, then the last block's ``hook_resid_post``."""
+    sv = ModelView(model).stack(None)
+    n = sv.n_layers
+    names = [f"{sv.name}.blocks.{layer}.hook_resid_pre" for layer in range(n)]
+    names.append(f"{sv.name}.blocks.{n - 1}.hook_resid_post")
+    return ["embed"] + [f"block {layer}" for layer in range(n)], names
+
+
 @evaluates
-def logit_lens(model: nn.Module, inputs: Inputs, *, target: int | None = None, k: int = 5) -> LogitLens:
+def logit_lens(model: nn.Module, inputs: Inputs, *, target: int | None = None, k: int = 5,
+               position: int | None = None, recorded: dict[str, Tensor] | None = None) -> LogitLens:
     """Read the output stack's residual stream after every layer through the model's own read-out.
 
     ``inputs``: token ids ``(batch, seq)`` or ``(seq,)`` (an encoder-decoder: ``(src_ids, tgt_ids)``;
     the lens reads the decoder). ``target``: a token id whose rank and probability to follow.
+    ``position``: read out that position only (negative counts from the end); every tensor's ``seq``
+    dimension is then 1 (a large vocabulary costs one read-out per layer instead of one per token).
+    ``recorded``: the activations named by ``accumulated_names(model)`` from a run already made on
+    ``inputs`` (``run_with_cache``), which saves this function its own forward pass.
     The last read-out equals the model's logits (the tests hold it to 1e-5). Works for decoders,
     encoder-decoders and encoders with an MLM head; an encoder without a vocabulary head, or a
     classifier, raises ``ValueError``.
@@ -81,7 +92,13 @@ def logit_lens(model: nn.Module, inputs: Inputs, *, target: int | None = None, k
     view = ModelView(model)
     if not view.has_vocab_head:
         raise ValueError(f"the logit lens needs a vocabulary head; {type(model).__name__} has none")
-    labels, resid = accumulated_residual(model, inputs)
+    if recorded is None:
+        labels, resid = accumulated_residual(model, inputs)
+    else:
+        labels, names = accumulated_names(model)
+        resid = torch.stack([recorded[name] for name in names])
+    if position is not None:
+        resid = resid.narrow(2, position % resid.shape[2], 1)
     with torch.no_grad():
         logits = view.readout(resid)
     probs = torch.softmax(logits.float(), dim=-1)

@@ -35,7 +35,10 @@ STEPS_PER_PASS = 16
 class Saliency:
     """``scores`` ``(seq,)`` float64: one score per input token of ``stack``. For integrated gradients
     ``value - baseline_value`` is what the scores should sum to (``completeness_gap`` measures how far
-    they are); for input x gradient ``baseline_value`` is ``None``."""
+    they are); for input x gradient ``baseline_value`` is ``None``. ``path_alphas`` / ``path_values``
+    ``(steps,)`` float64 (integrated gradients): the quadrature nodes along the path (0 = baseline,
+    1 = input, ascending) and the target's value there: a path whose values swing far beyond the two
+    ends is one the quadrature may not integrate (the reason completeness fails)."""
 
     scores: Tensor
     method: str
@@ -43,6 +46,8 @@ class Saliency:
     baseline_value: float | None
     steps: int | None
     stack: str
+    path_alphas: Tensor | None = None
+    path_values: Tensor | None = None
 
     @property
     def completeness_gap(self) -> float | None:
@@ -83,6 +88,7 @@ def saliency(
     position: int = -1,
     stack: str | None = None,
     baseline: int | None = None,
+    keep: tuple[int, ...] = (),
 ) -> Saliency:
     """One score per input token: how much the prediction ``target`` rests on it.
 
@@ -90,7 +96,11 @@ def saliency(
     ``(batch,)``, e.g. for an encoder without a vocabulary head). ``inputs``: one sequence (batch 1).
     ``stack``: whose input tokens to score (default: the encoder of an encoder-decoder, the only stack
     otherwise). ``steps``: Gauss-Legendre nodes for integrated gradients. ``baseline``: ``None`` (zero
-embeddings) or a token id (see the module docstring). Errors: ``ValueError`` for
+embeddings) or a token id (see the module docstring). ``keep``: positions the baseline leaves
+    as they are in the input (their scores are 0), e.g. ``(0,)`` for a decoder whose first token is an
+    attention sink: replacing it moves every later token's attention at once and makes the path too
+    rough to integrate (SmolLM2: completeness fails by 400% at 200 steps without it, holds to 0.3% with
+    it). Errors: ``IndexError`` for a position of ``keep`` outside the sequence; ``ValueError`` for
     an unknown method, ``steps < 1`` or a batch of more than one.
     """
     if method not in ("input_x_gradient", "integrated_gradients"):
@@ -116,13 +126,22 @@ embeddings) or a token id (see the module docstring). Errors: ``ValueError`` for
             (inputs[0], ids) if isinstance(inputs, tuple) else ids)
         _, base_cache = view.cache(base_inputs, [tok])
         base = base_cache[tok]
+    if keep:
+        n = emb.shape[1]
+        if any(not -n <= i < n for i in keep):
+            raise IndexError(f"keep positions {keep} outside the sequence of {n} tokens")
+        base = base.clone()
+        base[:, list(keep)] = emb[:, list(keep)]
     with torch.no_grad():
         value = float(metric(view.run(inputs))[0])
+
+    values: list[Tensor] = []  # the target along the path, as the passes compute it
 
     def grads(points: Tensor) -> Tensor:
         with torch.enable_grad():  # callers may sit in torch.no_grad()
             points = points.detach().requires_grad_(True)
             f = _f_on_embeddings(view, inputs, sv.name, metric, points)
+            values.append(f.detach().double())
             return torch.autograd.grad(f.sum(), points)[0]
 
     if method == "input_x_gradient":
@@ -139,4 +158,7 @@ embeddings) or a token id (see the module docstring). Errors: ``ValueError`` for
     scores = ((emb - base)[0].double() * total).sum(dim=-1)
     with torch.no_grad():
         baseline_value = float(_f_on_embeddings(view, inputs, sv.name, metric, base)[0])
-    return Saliency(scores, method, value, baseline_value, steps, sv.name)
+    alphas64 = torch.tensor((nodes + 1) / 2, dtype=torch.float64)
+    order = alphas64.argsort()
+    return Saliency(scores, method, value, baseline_value, steps, sv.name,
+                    alphas64[order], torch.cat(values).cpu()[order])

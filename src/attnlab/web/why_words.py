@@ -77,15 +77,17 @@ def embedding_sentence(layer: int, head: int, ablated: float) -> str:
     return f"Removing layer {layer} head {head} {change(what, 1.0, ablated, digits)}."
 
 
-def effects_sentence(effects: list[list[float]], what: str, cross: bool) -> str:
+def effects_sentence(effects: list[list[float]], what: str, cross: bool, estimated: bool = False) -> str:
+    """``estimated``: the map is attribution patching's estimate (the sentence says so)."""
     cells = [(abs(v), v, layer, head) for layer, row in enumerate(effects) for head, v in enumerate(row)]
     _, v, layer, head = max(cells)
     kind = "cross-attention head" if cross else "head"
     n = len(cells)
     direction = "lowers" if v < 0 else "raises"
+    by = "By the gradient estimate (exact values are being computed), " if estimated else ""
     if fmt(abs(v)) == fmt(0.0):
-        return f"None of the {n} {kind}s changes the {what} by 0.005 or more when removed."
-    return (f"Of all {n} {kind}s, removing layer {layer} {kind} {head} changes the {what} most: it {direction} "
+        return f"{by}{'n' if by else 'N'}one of the {n} {kind}s changes the {what} by 0.005 or more when removed."
+    return (f"{by}{'o' if by else 'O'}f all {n} {kind}s, removing layer {layer} {kind} {head} changes the {what} most: it {direction} "
             f"it by {fmt(abs(v))}.")
 
 

@@ -1,8 +1,10 @@
 // The "Why" view: for the head and focus token the learner picks, where the focus token looks, why (the
 // attention score split into parts), what the head does for the prediction after the focus token (remove it
 // and compare), every head removed in turn, the logit lens, and which tokens the prediction rests on.
-// Data from POST /api/why (attnlab.interpret); the sentences and the ledger are the server's, computed from
-// the numbers. Drawing with views.js. The view (listed in registry.js) is the default export at the end;
+// Data from POST /api/why (attnlab.interpret) in two stages: the first answers at once (the head map is attribution
+// patching's gradient estimate, no saliency yet), then the page asks for the exact stage (every head removed in
+// turn, integrated gradients, the estimate's measured agreement) and redraws with it if the selection is still the
+// one it was asked for. The sentences and the ledger are the server's, computed from the numbers. Drawing with views.js. The view (listed in registry.js) is the default export at the end;
 // web/why.py is its server side.
 
 import * as V from "./views.js";
@@ -114,11 +116,26 @@ export function clearWhyIfOther(root, model, text) {
   }
 }
 
+// What a WhyResponse answers: its model, sentence, head and focus (the page compares it with what it shows).
+export function whyKey(p) {
+  return JSON.stringify([p.model, p.text, p.layer, p.head, p.score.query]);
+}
+
+const STAGE = {
+  first: "Estimate: the map of heads is attribution patching's gradient estimate (one forward and one backward pass); " +
+    "the exact map (every head removed in turn) and the token scores (integrated gradients) are being computed…",
+  exact: "Exact: the map of heads is measured (every head removed in turn); the ledger below gives how far attribution " +
+    "patching's instant estimate was from it.",
+};
+
 // Draw `p` (a WhyResponse) into `root`; `onPick(layer, head)` and `onFocus(token)` change the selection.
 export function drawWhy(root, p, onPick, onFocus, text = "") {
   clear(root);
   root.dataset.model = p.model;
   root.dataset.text = text;
+  root.dataset.stage = p.exact ? "exact" : "first";
+  root.dataset.key = whyKey(p);
+  el("p", { class: "note", id: "why-stage", "data-stage": root.dataset.stage }, root, p.exact ? STAGE.exact : STAGE.first);
   const kind = p.cross ? "cross-attention head" : "head";
   const queries = p.target_tokens.length ? p.target_tokens : p.tokens;
   const measured = p.prediction.target === null ? "the sentence embedding" : "the prediction after the focus token";
@@ -140,18 +157,21 @@ export function drawWhy(root, p, onPick, onFocus, text = "") {
     tokenButtons(el("div", {}, tokens), p.target_tokens, (i) => ({ "data-target": i, "aria-pressed": String(i === p.score.query) }),
       onFocus).forEach((b, i) => { if (i === p.score.query) b.style.outline = "3px solid #2456c7"; });
   }
+  const pending = p.saliency.length ? "" : " (computing…)";
   el("h4", {}, tokens, p.cross
-    ? "which tokens of your sentence the prediction rests on (integrated gradients)"
-    : "which tokens the prediction rests on (integrated gradients; click one to make it the focus)");
-  const m = Math.max(...p.saliency.map(Math.abs), 1e-12);
+    ? `which tokens of your sentence the prediction rests on (integrated gradients${pending})`
+    : `which tokens the prediction rests on (integrated gradients${pending}; click one to make it the focus)`);
+  const scores = p.saliency.length ? p.saliency : p.tokens.map(() => 0);
+  const m = Math.max(...scores.map(Math.abs), 1e-12);
   const causal = p.family === "decoder";
-  tokenButtons(el("div", {}, tokens), p.tokens, (i) => ({ "data-token": i, "data-score": String(p.saliency[i]),
+  tokenButtons(el("div", {}, tokens), p.tokens, (i) => ({ "data-token": i,
+    ...(p.saliency.length ? { "data-score": String(p.saliency[i]) } : {}),
     "aria-pressed": String(!p.cross && i === p.score.query) }), p.cross ? null : onFocus).forEach((b, i) => {
     if (causal && i > p.score.query) {
       b.classList.add("after-focus");
       b.title = "after the focus token: it cannot change the prediction there";
     }
-    paint(b, V.colour(p.saliency[i], { min: -m, max: m, diverging: true }));
+    paint(b, V.colour(scores[i], { min: -m, max: m, diverging: true }));
     if (!p.cross && i === p.score.query) b.style.outline = "3px solid #2456c7";
   });
   sentence(tokens, p, "saliency");
@@ -181,10 +201,11 @@ export function drawWhy(root, p, onPick, onFocus, text = "") {
     candidates(lists, `without layer ${p.layer} ${kind} ${p.head}`, p.prediction.ablated_top);
   }
   const effects = el("div", {}, pred);
-  el("h4", {}, effects, `every ${kind} removed in turn (click one)`);
+  el("h4", {}, effects, p.exact ? `every ${kind} removed in turn, measured (click one)`
+    : `every ${kind} removed in turn, estimated by attribution patching (click one)`);
   sentence(effects, p, "effects");
   const heads = p.head_effects[0].map((_, h) => "H" + h), layers = p.head_effects.map((_, l) => "L" + l);
-  const map = V.heatmap(el("svg:svg", { id: "why-effects" }, effects), p.head_effects, { rows: layers, cols: heads, diverging: true, cell: 26, yLabel: "layer", xLabel: "head" });
+  const map = V.heatmap(el("svg:svg", { id: "why-effects", "data-exact": String(p.exact) }, effects), p.head_effects, { rows: layers, cols: heads, diverging: true, cell: 26, yLabel: "layer", xLabel: "head" });
   map.querySelectorAll("rect[data-i]").forEach((r) => r.addEventListener("click", () => onPick(Number(r.dataset.i), Number(r.dataset.j))));
 
   // the logit lens
@@ -207,6 +228,24 @@ export function drawWhy(root, p, onPick, onFocus, text = "") {
   p.ledger.forEach((c) => el("li", { "data-holds": String(c.holds) }, list, `${c.holds ? "✓" : "✗"} ${c.text}`));
 }
 
+// Each load is numbered: an exact answer arriving after another load began (a click, another model or sentence) is
+// dropped, and so is one whose (model, sentence, head, focus) is not what the page shows.
+let asked = 0;
+
+async function exactStage(root, first, request, mine, redraw) {
+  let p;
+  try {
+    p = await call("/api/why", { ...request, stage: "exact" });
+  } catch (e) {
+    if (mine === asked && root.dataset.key === whyKey(first)) {
+      el("p", { class: "note", id: "why-exact-error" }, root, `The exact stage failed: ${e.message}`);
+    }
+    return;
+  }
+  if (mine !== asked || root.dataset.key !== whyKey(first) || whyKey(p) !== whyKey(first)) return; // stale: drop it
+  redraw(p);
+}
+
 // The view: its URL state is the shared one (model, text, layer, head, query), its results are in #why-root.
 export default {
   id: "why",
@@ -216,13 +255,21 @@ export default {
   mount: (section) => el("div", { id: "why-root" }, section),
   async load({ state, track }) {
     const text = state.text;
+    const mine = ++asked;
     clearWhyIfOther(document.getElementById("why-root"), state.model, text); // nothing of another model or sentence while this one computes
-    const p = await track(call("/api/why", {
+    const request = {
       model: state.model, text, layer: state.layer, head: state.head === "mean" ? 0 : state.head, focus: state.focus,
-    }));
-    return { p, text };
+    };
+    const p = await track(call("/api/why", { ...request, stage: "first" }));
+    return { p, text, request, mine };
   },
   payload: ({ p }) => p,
-  draw: ({ p, text }, ctx) => drawWhy(document.getElementById("why-root"), p, (layer, head) => ctx.select({ layer, head }),
-    (focus) => ctx.select({ focus }), text),
+  draw: ({ p, text, request, mine }, ctx) => {
+    const root = document.getElementById("why-root");
+    const redraw = (q) => drawWhy(root, q, (layer, head) => ctx.select({ layer, head }), (focus) => ctx.select({ focus }), text);
+    redraw(p);
+    if (!p.exact && mine === asked) {
+      exactStage(root, p, request, mine, (q) => { ctx.state.payloads.why = q; redraw(q); }); // not awaited: the page is usable meanwhile
+    }
+  },
 };
