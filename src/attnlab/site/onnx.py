@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from attnlab.catalog import LoadedModel
 from attnlab.inspect import hook_name, hook_points, hooks_attached, math_backend
-from attnlab.inspect.roles import BROAD_THRESHOLD, PATTERN_THRESHOLD, ROLES
+from attnlab.inspect.roles import ROLE_THRESHOLDS, ROLES
 from attnlab.web.models import MAX_CHARS, max_tokens, model_lock, self_attention_stack
 from attnlab.web.sampling import N_LABELLED
 
@@ -281,7 +281,7 @@ def export_model(loaded: LoadedModel, out_dir: str | Path, *, int8: bool) -> dic
         "outputs": [{"name": n, "hook": n, "dtype": "float32", "shape": shapes[n]} for n in names],
         "tokenizer": tokenizer,
         # attnlab.inspect.roles' rule, which live.js applies to the weights (the attention view's head roles)
-        "roles": {"names": list(ROLES), "pattern_threshold": PATTERN_THRESHOLD, "broad_threshold": BROAD_THRESHOLD},
+        "roles": {"names": list(ROLES), "thresholds": {role: ROLE_THRESHOLDS[role] for role in ROLES}},
     }
     manifest["files"] = {name: (out / name).stat().st_size for name in sorted(["model.onnx", *tokenizer_files])}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")

@@ -169,11 +169,12 @@ function headRole(w, causal, rule) {
     }));
     scores[broadName] = Math.min(Math.max(broad, 0), 1);
   }
-  const specific = [previousName, firstName, sameName];
-  const best = specific.reduce((a, b) => (scores[b] > scores[a] ? b : a));
+  // the specific pattern with the largest margin over its own threshold; else broad at its threshold
+  const margin = (r) => scores[r] - rule.thresholds[r];
+  const best = [previousName, firstName, sameName].reduce((a, b) => (margin(b) > margin(a) ? b : a));
   let role = null;
-  if (scores[best] >= rule.pattern_threshold) role = best;
-  else if (scores[broadName] >= rule.broad_threshold) role = broadName;
+  if (margin(best) >= 0) role = best;
+  else if (scores[broadName] >= rule.thresholds[broadName]) role = broadName;
   return { role, scores };
 }
 
@@ -237,7 +238,7 @@ async function nextToken(model, body) {
     .slice(0, Math.min(m.limits.next_token_labels, logits.length)).map(([, i]) => i);
   const labels = model.tokenizer.tokens(top);
   return {
-    model: m.model, prompt_tokens: tokens, hook: "hook_logits", logits,
+    model: m.model, prompt_tokens: tokens, prompt_ids: ids, hook: "hook_logits", logits,
     labels: Object.fromEntries(top.map((i, k) => [String(i), String(labels[k])])),
   };
 }
