@@ -63,11 +63,7 @@ def attribution_patch(
     last = reads_last_position(metric) and sv.name == view.output_stack
     with last_position_out(view, last):
         donor_out, donor_acts = view.cache(donor, names)
-    acts: dict[str, Tensor] = {}
-    hooks = {_names.resolve(model, name): _recording(acts, name) for name in names}
-    with torch.enable_grad(), last_position_out(view, last), hooks_attached(model, hooks):
-        m = metric(view.run(receiver)).float().mean()
-        grads = torch.autograd.grad(m, [acts[name] for name in names], allow_unused=True)
+    m, acts, grads = _metric_gradients(view, model, receiver, metric, names, last)
     rows = []
     for name, grad in zip(names, grads, strict=True):
         if grad is None:  # the metric does not depend on this activation
@@ -79,6 +75,18 @@ def attribution_patch(
     source = float(metric(donor_out).float().mean())
     values = torch.stack(rows).float() + baseline
     return PatchResult(values, where, direction, baseline, source, sv.name, method="attribution")
+
+
+def _metric_gradients(view: ModelView, model: nn.Module, inputs: Inputs, metric: Metric, names: list[str],
+                      last: bool) -> tuple[Tensor, dict[str, Tensor], tuple[Tensor | None, ...]]:
+    """One forward and one backward pass: the batch-mean metric, the activations at ``names`` and the
+    metric's gradient with respect to each (``None`` where the metric does not depend on it)."""
+    acts: dict[str, Tensor] = {}
+    hooks = {_names.resolve(model, name): _recording(acts, name) for name in names}
+    with torch.enable_grad(), last_position_out(view, last), hooks_attached(model, hooks):
+        m = metric(view.run(inputs)).float().mean()
+        grads = torch.autograd.grad(m, [acts[name] for name in names], allow_unused=True)
+    return m, acts, grads
 
 
 @evaluates
@@ -107,11 +115,7 @@ def estimate_head_effects(
     kind = _check_method(method, sv, cross)
     names = [f"{sv.name}.blocks.{layer}.{kind}.hook_z" for layer in range(sv.n_layers)]
     last = reads_last_position(metric) and sv.name == view.output_stack
-    acts: dict[str, Tensor] = {}
-    hooks = {_names.resolve(model, name): _recording(acts, name) for name in names}
-    with torch.enable_grad(), last_position_out(view, last), hooks_attached(model, hooks):
-        m = metric(view.run(inputs)).float().mean()
-        grads = torch.autograd.grad(m, [acts[name] for name in names], allow_unused=True)
+    m, acts, grads = _metric_gradients(view, model, inputs, metric, names, last)
     rows = []
     for name, grad in zip(names, grads, strict=True):
         z = acts[name].detach()
