@@ -299,6 +299,34 @@ def test_every_view_clears_its_results_after_an_error(ui) -> None:
     assert [e for e in ui.errors if "422" not in e] == []
 
 
+_WIDER_THAN_THE_FIGURE = """() => {
+  const box = document.querySelector('.tour-widget').getBoundingClientRect();
+  return [...document.querySelectorAll('.tour-widget *')].map(e => [e, e.getBoundingClientRect()])
+    .filter(([, r]) => r.width > 0 && r.right > box.right + 1)
+    .map(([e, r]) => `${e.tagName}#${e.id} ${Math.round(r.right - box.right)} px`).slice(0, 5);
+}"""
+
+
+@pytest.mark.parametrize("viewport", [(1440, 900), (1024, 768)])
+def test_the_qkv_table_fits_its_box_in_the_tour_and_the_view(make_ui, viewport) -> None:
+    """All seven columns of the Q·K·V table, value v included, lie inside the figure's box (it was 1,125 px wide in a
+    996 px box at 1440x900, 638 px at 1024x768) and inside the Q·K·V view's panel."""
+    ui = make_ui(*viewport)
+    ui.open("#tour/1")
+    steps = ui.page.request.get(f"{ui.base}/api/tour").json()["steps"]
+    n = next(s["n"] for s in steps if s["preset"]["widget"] == "qkv")
+    ui.page.evaluate(f"location.hash = '#tour/{n}'")
+    _wait_step(ui.page, n)
+    ui.page.wait_for_selector("#qkv-table tbody tr")
+    assert ui.page.evaluate(_WIDER_THAN_THE_FIGURE) == []
+    ui.page.evaluate("location.hash = '#qkv'")
+    ui.page.wait_for_selector("#view-qkv #qkv-table tbody tr")
+    table, panel = ui.page.evaluate("""() => { const t = document.querySelector('#view-qkv #qkv-table');
+      return [t.getBoundingClientRect().right, t.parentElement.getBoundingClientRect().right]; }""")
+    assert table <= panel + 1
+    assert ui.errors == []
+
+
 @pytest.mark.parametrize("viewport", [(1440, 900), (1024, 768)])
 def test_screenshots_of_every_step_with_the_figure_beside_the_text(make_ui, viewport) -> None:
     ui = make_ui(*viewport)
@@ -312,6 +340,8 @@ def test_screenshots_of_every_step_with_the_figure_beside_the_text(make_ui, view
         # the text says "on the right": at both desktop sizes the figure sits beside the text, above the fold
         text, fig = ui.page.locator(".tour-text").bounding_box(), ui.page.locator(".tour-widget").bounding_box()
         assert fig["x"] >= text["x"] + text["width"] and fig["y"] < viewport[1], (n, text, fig)
+        # nothing in the figure reaches past its box (step 5's table once hid its value column off to the right)
+        assert ui.page.evaluate(_WIDER_THAN_THE_FIGURE) == [], n
         ui.screenshot(f"tour-step-{n:02d}-{viewport[0]}x{viewport[1]}")
     assert ui.errors == []
 
