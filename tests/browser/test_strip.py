@@ -193,6 +193,9 @@ def test_the_feed_forward_step_draws_the_hooks_numbers_and_says_only_computed_nu
         torch.testing.assert_close(torch.tensor(t["values"], dtype=torch.float64), want, rtol=0, atol=1e-5)
     # the text's numbers are all computed slots (test_web_tour recomputes each)
     assert page.locator(".tour-text .claim[data-slot^=ffn_]").count() >= 8
+    # the residual map's rows are named in plain words, not drawn as tokens ("+␣ffn␣out")
+    labels = page.locator(".ffn-residual svg text.label").evaluate_all("ts => ts.map(t => t.textContent.replace(/\\u00a0/g, ' '))")
+    assert labels[:4] == ["stream", "+ ffn out", "= sum", "output"], labels  # then the colour bar's two ends
     # and a click on another token redraws the step for it
     page.click(".tour-widget .chip[data-token='1']")
     page.wait_for_selector(".tour-widget .chip[data-token='1'][aria-pressed=true]")

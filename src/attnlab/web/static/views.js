@@ -684,7 +684,7 @@ export function ffnStep(container, p) {
     [p.result, "output", post ? "the block's output: the layer norm of the sum (hook_resid_post)" : "the block's output (hook_resid_post)"]];
   const lim = Math.max(...rows.flatMap(([v]) => v.slice(0, FFN_DIMS).map(Math.abs)));
   heatmap(el("svg:svg", { "aria-label": "residual stream plus feed-forward output" }, right), rows.map(([v]) => v.slice(0, FFN_DIMS)),
-    { rows: rows.map(([, l]) => l), diverging: true, min: -lim, max: lim, cell: 15, cellH: 24 });
+    { rows: rows.map(([, l]) => l.replace(/ /g, "\u00a0")), diverging: true, min: -lim, max: lim, cell: 15, cellH: 24 }); // no-break spaces: these labels are names, not tokens (a token's space is drawn ␣)
   const list = el("ul", { class: "ffn-lengths" }, right);
   rows.forEach(([v, name, text]) => el("li", {}, list, `${name}: ${text}, length ${length(v)}`));
   el("p", { class: "note" }, right, post
