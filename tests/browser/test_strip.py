@@ -142,6 +142,28 @@ def test_the_strip_never_covers_the_content(make_ui, width: int, height: int) ->
     ui.screenshot(f"strip-{width}x{height}")
 
 
+def test_no_line_of_the_strip_runs_through_its_labels(ui) -> None:
+    """The residual stream ends before the "→ vectors" label of an encoder-only model (it once struck the label
+    through); every text of the strip (box names, "block × N", "rotary positions") is clear of the stream lines.
+    The boxes are drawn over the line on purpose (the stream passes through them), so only free text is checked."""
+    ui.open("#tour/1")
+    page = ui.page
+    for target in ("#attention?model=demo-encoder", "#attention?model=demo-decoder", "#tour/1"):
+        page.evaluate(f"location.hash = '{target}'")
+        page.wait_for_timeout(300)
+        shape = _strip(page)
+        crossed = page.evaluate("""() => {
+          const s = document.getElementById('model-strip'), out = [];
+          const lines = [...s.querySelectorAll('line.strip-stream')].map((l) => l.getBoundingClientRect());
+          for (const t of s.querySelectorAll('svg > text')) {
+            const r = t.getBoundingClientRect();
+            for (const l of lines) if (l.left < r.right - 1 && l.right > r.left + 1 && l.top >= r.top && l.top <= r.bottom) out.push(t.textContent);
+          }
+          return out; }""")
+        assert crossed == [], (target, shape["model"], crossed)
+    assert ui.errors == []
+
+
 def test_qkv_vectors_are_the_models_numbers_in_the_colours_of_the_formulas_terms(ui) -> None:
     name = "demo-encoder"
     text = "the cat sat on the mat."
