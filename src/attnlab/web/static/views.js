@@ -93,6 +93,14 @@ export function drawDiagram(svg, layout, variant, selected, onSelect, live = nul
     g.addEventListener("focus", () => { if (g.matches(":focus-visible")) openCard(g, b, live, label); });
     g.addEventListener("blur", hideCard);
   }
+  // The orange outline and dot mean "changed in this family": say so on the figure, in its empty top corner.
+  if (variant.boxes.some((b) => b.changed)) {
+    const top = Math.min(...variant.boxes.map((b) => b.y), ...variant.frames.map((f) => f.y));
+    const key = el("svg:g", { class: "diagram-legend" }, svg);
+    el("svg:circle", { cx: 14, cy: Math.min(18, top - 10), r: 4, fill: "#d0641c" }, key);
+    el("svg:text", { x: 24, y: Math.min(18, top - 10) + 4, "font-size": 12, fill: "#5b6475" }, key,
+      "orange outline: changed from the 2017 Transformer (click the box: how)");
+  }
 }
 
 // --- the diagram's hover card ---------------------------------------------------------------------------
