@@ -346,6 +346,29 @@ def test_screenshots_of_every_step_with_the_figure_beside_the_text(make_ui, view
     assert ui.errors == []
 
 
+def test_a_model_loading_for_another_step_dims_only_what_waits_for_it(ui) -> None:
+    """Stepping on while a model an earlier step asked for still loads (smollm2 takes seconds the first time), the
+    finished step was drawn at 45 % opacity, as if switched off, and the strip went on showing the previous step's
+    model as current. Now only a tour figure still loading is dimmed, and a strip that is loading is shown faded."""
+    ui.open("#tour/2")
+    page = ui.page
+    _wait_step(page, 2)
+    page.wait_for_selector("#model-strip[data-state=ready]", timeout=120_000)
+    opacity = """() => { const o = (sel) => { let e = document.querySelector(sel), x = 1;
+        for (; e; e = e.parentElement) x *= Number(getComputedStyle(e).opacity); return x; };
+      return { text: o('.tour-text'), widget: o('.tour-widget'), strip: o('#model-strip .strip-figure') }; }"""
+    page.evaluate("document.body.setAttribute('data-loading-model', '')")
+    page.wait_for_timeout(400)  # past the 0.2 s fade
+    got = page.evaluate(opacity)
+    assert got["text"] == 1 and got["widget"] == 1, got  # a finished step stays fully drawn
+    page.evaluate("document.querySelector('.tour-widget').dataset.state = 'loading';"
+                  "document.getElementById('model-strip').dataset.state = 'loading'")
+    page.wait_for_timeout(400)
+    got = page.evaluate(opacity)
+    assert got["widget"] < 0.5 and got["text"] == 1 and got["strip"] < 0.5, got
+    assert ui.errors == []
+
+
 def test_a_deep_link_restores_the_same_numbers(ui) -> None:
     ui.open("#attention", model="demo-encoder")
     page = ui.page
