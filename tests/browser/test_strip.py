@@ -142,6 +142,22 @@ def test_the_strip_never_covers_the_content(make_ui, width: int, height: int) ->
     ui.screenshot(f"strip-{width}x{height}")
 
 
+@pytest.mark.parametrize("viewport", [(1440, 900), (1024, 768)])
+def test_the_feed_forward_figures_are_drawn_at_full_size(make_ui, viewport) -> None:
+    """At 1024x768 the residual map was squeezed beside the plot to about half its size (labels 6 px high)."""
+    ui = make_ui(*viewport)
+    ui.open("#tour/1")
+    page = ui.page
+    steps = page.evaluate("fetch('/api/tour').then(r => r.json())")["steps"]
+    n = next(s["n"] for s in steps if s["preset"]["widget"] == "ffn")
+    page.evaluate(f"location.hash = '#tour/{n}'")
+    page.wait_for_selector(f"#view-tour[data-step='{n}'] .tour-widget[data-state=ready]", timeout=120_000)
+    scales = page.locator(".ffn-split figure > svg").evaluate_all(
+        "ss => ss.map(s => s.getBoundingClientRect().width / Number(s.getAttribute('width')))")
+    assert len(scales) == 2 and min(scales) >= 0.99, scales
+    assert ui.errors == []
+
+
 def test_no_line_of_the_strip_runs_through_its_labels(ui) -> None:
     """The residual stream ends before the "→ vectors" label of an encoder-only model (it once struck the label
     through); every text of the strip (box names, "block × N", "rotary positions") is clear of the stream lines.
