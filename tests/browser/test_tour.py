@@ -369,6 +369,26 @@ def test_a_model_loading_for_another_step_dims_only_what_waits_for_it(ui) -> Non
     assert ui.errors == []
 
 
+def test_a_plot_shrunk_into_a_step_opens_full_size(make_ui) -> None:
+    """The experiment plots (steps "A head forms", "Why it scales") are drawn for a wide page; at 1024x768 they were
+    shrunk to about half (axis labels ~5 px) with no way to see them whole. Each is now a link to itself, full size."""
+    ui = make_ui(1024, 768)
+    ui.open("#tour/1")
+    page = ui.page
+    steps = page.request.get(f"{ui.base}/api/tour").json()["steps"]
+    figures = [s["n"] for s in steps if s["preset"]["widget"] == "figure"]
+    assert figures
+    for n in figures:
+        page.evaluate(f"location.hash = '#tour/{n}'")
+        _wait_step(page, n)
+        page.wait_for_selector(".tour-widget figure img")
+        got = page.evaluate("""() => { const img = document.querySelector('.tour-widget figure img'), a = img.closest('a');
+          return { href: a && a.href, src: img.src, shrunk: img.getBoundingClientRect().width < img.naturalWidth }; }""")
+        assert got["href"] == got["src"], (n, got)
+        assert page.request.get(got["href"]).status == 200
+    assert ui.errors == []
+
+
 def test_a_deep_link_restores_the_same_numbers(ui) -> None:
     ui.open("#attention", model="demo-encoder")
     page = ui.page

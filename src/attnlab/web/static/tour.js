@@ -201,7 +201,10 @@ export const WIDGETS = {
     const fig = exp?.results[0]?.figures[0];
     if (!fig) { V.el("p", { class: "note" }, box, `No results for the ${pre.experiment} experiment yet: run attnlab experiment ${pre.experiment}`); return; }
     const f = V.el("figure", { "data-figure": fig.file }, box);
-    V.el("img", { src: fig.url, alt: fig.title, class: "tour-figure" }, f);
+    // a plot drawn for a wide page is shrunk to the figure's box (at 1024 px its labels are ~5 px): a click opens it full size
+    const full = V.el("a", { href: fig.url, target: "_blank", rel: "noopener", title: "open the plot full size" }, f);
+    V.el("img", { src: fig.url, alt: fig.title, class: "tour-figure" }, full);
+    V.el("p", { class: "note" }, f, "Click the plot to open it full size.");
     const cap = V.el("figcaption", {}, f);
     V.el("h4", {}, cap, fig.title);
     V.el("div", {}, cap).innerHTML = fig.caption_html; // server-rendered from our Markdown
