@@ -166,6 +166,9 @@ def test_the_order_step_draws_both_grids_with_the_numbers_its_text_quotes(ui) ->
         slot = page.inner_text(f".tour-text .claim[data-slot='nearest {'with' if positions == 'true' else 'without'}']")
         assert head.endswith(slot), (head, slot)
         assert page.locator(f".order-fig[data-positions={positions}] svg rect").count() > 0
+    # the two grids are compared, so they share one colour scale (they had 0-10.97 and 0-15.69: one shade, two distances)
+    scales = page.locator(".order-fig svg[data-positions]").evaluate_all("ss => ss.map(s => [s.dataset.lo, s.dataset.hi])")
+    assert len(scales) == 2 and scales[0] == scales[1], scales
     ui.screenshot("tour-order-1440x900")
     assert ui.errors == []
 

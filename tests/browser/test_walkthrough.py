@@ -157,6 +157,8 @@ def test_qkv_generation_and_order_views_render(ui) -> None:
     page.goto(f"{ui.base}/#order")
     page.wait_for_selector("#order-body svg[data-positions=false]")
     page.wait_for_selector("#heads-row .cell svg rect")
+    scales = page.locator("#order-body svg[data-positions]").evaluate_all("ss => ss.map(s => [s.dataset.lo, s.dataset.hi])")
+    assert len(scales) == 2 and scales[0] == scales[1], scales  # the compared grids share one colour scale
     # each head's caption sits on its own line above its map, not inline beside the map's foot (which left a blank
     # band the caption's width to the left of every map)
     cells = page.locator("#heads-row .cell").evaluate_all("""cs => cs.map(c => { const r = (e) => e.getBoundingClientRect();

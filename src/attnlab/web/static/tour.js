@@ -92,12 +92,13 @@ export const WIDGETS = {
     const p = await ctx.track(api.positions(pre.model));
     V.el("p", { class: "widget-caption" }, box, `${p.model} · “Jake learned AI” (rows) vs “AI learned Jake” (columns) · distance between final vectors`);
     const split = V.el("div", { class: "split" }, box);
+    const top = Math.max(...p.comparisons.flatMap((c) => c.distances.flat())); // one colour scale: the grids compare
     for (const c of [...p.comparisons].sort((a, b) => a.positions - b.positions)) {
       const fig = V.el("div", { class: "order-fig", "data-positions": String(c.positions) }, split);
       const worst = Math.max(...c.nearest);
       V.el("h4", {}, fig, `${c.positions ? "with" : "without"} positions · largest nearest-match distance ${V.distance(worst)}`);
       V.heatmap(V.el("svg:svg", { "data-positions": String(c.positions) }, fig), c.distances, { rows: p.first_tokens, cols: p.second_tokens,
-        min: 0, cell: 26 });
+        min: 0, max: top, cell: 26 });
     }
     return { model: p.model };
   },
