@@ -496,6 +496,8 @@ def test_the_sampling_sliders_redraw_without_a_request(ui) -> None:
     page = ui.page
     page.fill("#gen-prompt", "the cat")
     page.locator("#gen-next rect").nth(10).wait_for(state="attached")  # the page's CSP forbids wait_for_function's eval
+    # the model strip asks for the new model's shape on its own; on a loaded machine that request came in the window below
+    page.wait_for_selector("#model-strip[data-state=ready][data-model=demo-decoder]")
     before = page.locator("#gen-next rect").evaluate_all("rs => rs.map(r => r.getAttribute('width'))")
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
