@@ -210,3 +210,29 @@ def test_card_and_panel_follow_the_layer_chosen_in_the_attention_view(make_ui) -
     expect(page.locator("#part-panel > h3")).to_contain_text("layer 2")
     expect(page.locator("#part-live .tensor").first).to_be_visible()
     assert ui.errors == []
+
+
+def test_the_orange_outline_is_explained_on_the_figure_when_a_family_has_one(make_ui) -> None:
+    """A box the family changed from 2017 is outlined in orange with a dot; the figure says what that means (it did
+    not: nothing on the Architecture view or the tour's diagram named the colour), clear of every box and frame."""
+    ui = make_ui(1440, 900)
+    ui.open("#arch")
+    page = ui.page
+    seen = set()
+    for variant in ("encoder-decoder", "encoder-only", "decoder-only"):
+        page.click(f"button.variant[data-variant={variant}]")
+        page.wait_for_selector(f"button.variant[data-variant={variant}][aria-pressed=true]")
+        got = page.evaluate("""() => { const d = document.getElementById('diagram');
+          const r = (e) => e.getBoundingClientRect();
+          const legend = d.querySelector('.diagram-legend');
+          const boxes = [...d.querySelectorAll('.box, rect[stroke-dasharray]')].map(r);
+          const hit = legend ? boxes.filter((b) => { const l = r(legend);
+            return l.left < b.right && l.right > b.left && l.top < b.bottom && l.bottom > b.top; }).length : 0;
+          return { changed: d.querySelectorAll('.box circle').length, legend: legend ? legend.textContent : null, hit }; }""")
+        assert (got["legend"] is not None) == (got["changed"] > 0), (variant, got)
+        assert got["hit"] == 0, (variant, got)
+        if got["legend"]:
+            assert "orange" in got["legend"] and "changed" in got["legend"]
+            seen.add(variant)
+    assert seen == {"encoder-only", "decoder-only"}
+    assert ui.errors == []

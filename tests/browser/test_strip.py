@@ -142,6 +142,44 @@ def test_the_strip_never_covers_the_content(make_ui, width: int, height: int) ->
     ui.screenshot(f"strip-{width}x{height}")
 
 
+@pytest.mark.parametrize("viewport", [(1440, 900), (1024, 768)])
+def test_the_feed_forward_figures_are_drawn_at_full_size(make_ui, viewport) -> None:
+    """At 1024x768 the residual map was squeezed beside the plot to about half its size (labels 6 px high)."""
+    ui = make_ui(*viewport)
+    ui.open("#tour/1")
+    page = ui.page
+    steps = page.evaluate("fetch('/api/tour').then(r => r.json())")["steps"]
+    n = next(s["n"] for s in steps if s["preset"]["widget"] == "ffn")
+    page.evaluate(f"location.hash = '#tour/{n}'")
+    page.wait_for_selector(f"#view-tour[data-step='{n}'] .tour-widget[data-state=ready]", timeout=120_000)
+    scales = page.locator(".ffn-split figure > svg").evaluate_all(
+        "ss => ss.map(s => s.getBoundingClientRect().width / Number(s.getAttribute('width')))")
+    assert len(scales) == 2 and min(scales) >= 0.99, scales
+    assert ui.errors == []
+
+
+def test_no_line_of_the_strip_runs_through_its_labels(ui) -> None:
+    """The residual stream ends before the "→ vectors" label of an encoder-only model (it once struck the label
+    through); every text of the strip (box names, "block × N", "rotary positions") is clear of the stream lines.
+    The boxes are drawn over the line on purpose (the stream passes through them), so only free text is checked."""
+    ui.open("#tour/1")
+    page = ui.page
+    for target in ("#attention?model=demo-encoder", "#attention?model=demo-decoder", "#tour/1"):
+        page.evaluate(f"location.hash = '{target}'")
+        page.wait_for_timeout(300)
+        shape = _strip(page)
+        crossed = page.evaluate("""() => {
+          const s = document.getElementById('model-strip'), out = [];
+          const lines = [...s.querySelectorAll('line.strip-stream')].map((l) => l.getBoundingClientRect());
+          for (const t of s.querySelectorAll('svg > text')) {
+            const r = t.getBoundingClientRect();
+            for (const l of lines) if (l.left < r.right - 1 && l.right > r.left + 1 && l.top >= r.top && l.top <= r.bottom) out.push(t.textContent);
+          }
+          return out; }""")
+        assert crossed == [], (target, shape["model"], crossed)
+    assert ui.errors == []
+
+
 def test_qkv_vectors_are_the_models_numbers_in_the_colours_of_the_formulas_terms(ui) -> None:
     name = "demo-encoder"
     text = "the cat sat on the mat."
@@ -193,6 +231,9 @@ def test_the_feed_forward_step_draws_the_hooks_numbers_and_says_only_computed_nu
         torch.testing.assert_close(torch.tensor(t["values"], dtype=torch.float64), want, rtol=0, atol=1e-5)
     # the text's numbers are all computed slots (test_web_tour recomputes each)
     assert page.locator(".tour-text .claim[data-slot^=ffn_]").count() >= 8
+    # the residual map's rows are named in plain words, not drawn as tokens ("+␣ffn␣out")
+    labels = page.locator(".ffn-residual svg text.label").evaluate_all("ts => ts.map(t => t.textContent.replace(/\\u00a0/g, ' '))")
+    assert labels[:4] == ["stream", "+ ffn out", "= sum", "output"], labels  # then the colour bar's two ends
     # and a click on another token redraws the step for it
     page.click(".tour-widget .chip[data-token='1']")
     page.wait_for_selector(".tour-widget .chip[data-token='1'][aria-pressed=true]")

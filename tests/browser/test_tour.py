@@ -166,6 +166,9 @@ def test_the_order_step_draws_both_grids_with_the_numbers_its_text_quotes(ui) ->
         slot = page.inner_text(f".tour-text .claim[data-slot='nearest {'with' if positions == 'true' else 'without'}']")
         assert head.endswith(slot), (head, slot)
         assert page.locator(f".order-fig[data-positions={positions}] svg rect").count() > 0
+    # the two grids are compared, so they share one colour scale (they had 0-10.97 and 0-15.69: one shade, two distances)
+    scales = page.locator(".order-fig svg[data-positions]").evaluate_all("ss => ss.map(s => [s.dataset.lo, s.dataset.hi])")
+    assert len(scales) == 2 and scales[0] == scales[1], scales
     ui.screenshot("tour-order-1440x900")
     assert ui.errors == []
 
@@ -299,6 +302,34 @@ def test_every_view_clears_its_results_after_an_error(ui) -> None:
     assert [e for e in ui.errors if "422" not in e] == []
 
 
+_WIDER_THAN_THE_FIGURE = """() => {
+  const box = document.querySelector('.tour-widget').getBoundingClientRect();
+  return [...document.querySelectorAll('.tour-widget *')].map(e => [e, e.getBoundingClientRect()])
+    .filter(([, r]) => r.width > 0 && r.right > box.right + 1)
+    .map(([e, r]) => `${e.tagName}#${e.id} ${Math.round(r.right - box.right)} px`).slice(0, 5);
+}"""
+
+
+@pytest.mark.parametrize("viewport", [(1440, 900), (1024, 768)])
+def test_the_qkv_table_fits_its_box_in_the_tour_and_the_view(make_ui, viewport) -> None:
+    """All seven columns of the Q·K·V table, value v included, lie inside the figure's box (it was 1,125 px wide in a
+    996 px box at 1440x900, 638 px at 1024x768) and inside the Q·K·V view's panel."""
+    ui = make_ui(*viewport)
+    ui.open("#tour/1")
+    steps = ui.page.request.get(f"{ui.base}/api/tour").json()["steps"]
+    n = next(s["n"] for s in steps if s["preset"]["widget"] == "qkv")
+    ui.page.evaluate(f"location.hash = '#tour/{n}'")
+    _wait_step(ui.page, n)
+    ui.page.wait_for_selector("#qkv-table tbody tr")
+    assert ui.page.evaluate(_WIDER_THAN_THE_FIGURE) == []
+    ui.page.evaluate("location.hash = '#qkv'")
+    ui.page.wait_for_selector("#view-qkv #qkv-table tbody tr")
+    table, panel = ui.page.evaluate("""() => { const t = document.querySelector('#view-qkv #qkv-table');
+      return [t.getBoundingClientRect().right, t.parentElement.getBoundingClientRect().right]; }""")
+    assert table <= panel + 1
+    assert ui.errors == []
+
+
 @pytest.mark.parametrize("viewport", [(1440, 900), (1024, 768)])
 def test_screenshots_of_every_step_with_the_figure_beside_the_text(make_ui, viewport) -> None:
     ui = make_ui(*viewport)
@@ -312,7 +343,52 @@ def test_screenshots_of_every_step_with_the_figure_beside_the_text(make_ui, view
         # the text says "on the right": at both desktop sizes the figure sits beside the text, above the fold
         text, fig = ui.page.locator(".tour-text").bounding_box(), ui.page.locator(".tour-widget").bounding_box()
         assert fig["x"] >= text["x"] + text["width"] and fig["y"] < viewport[1], (n, text, fig)
+        # nothing in the figure reaches past its box (step 5's table once hid its value column off to the right)
+        assert ui.page.evaluate(_WIDER_THAN_THE_FIGURE) == [], n
         ui.screenshot(f"tour-step-{n:02d}-{viewport[0]}x{viewport[1]}")
+    assert ui.errors == []
+
+
+def test_a_model_loading_for_another_step_dims_only_what_waits_for_it(ui) -> None:
+    """Stepping on while a model an earlier step asked for still loads (smollm2 takes seconds the first time), the
+    finished step was drawn at 45 % opacity, as if switched off, and the strip went on showing the previous step's
+    model as current. Now only a tour figure still loading is dimmed, and a strip that is loading is shown faded."""
+    ui.open("#tour/2")
+    page = ui.page
+    _wait_step(page, 2)
+    page.wait_for_selector("#model-strip[data-state=ready]", timeout=120_000)
+    opacity = """() => { const o = (sel) => { let e = document.querySelector(sel), x = 1;
+        for (; e; e = e.parentElement) x *= Number(getComputedStyle(e).opacity); return x; };
+      return { text: o('.tour-text'), widget: o('.tour-widget'), strip: o('#model-strip .strip-figure') }; }"""
+    page.evaluate("document.body.setAttribute('data-loading-model', '')")
+    page.wait_for_timeout(400)  # past the 0.2 s fade
+    got = page.evaluate(opacity)
+    assert got["text"] == 1 and got["widget"] == 1, got  # a finished step stays fully drawn
+    page.evaluate("document.querySelector('.tour-widget').dataset.state = 'loading';"
+                  "document.getElementById('model-strip').dataset.state = 'loading'")
+    page.wait_for_timeout(400)
+    got = page.evaluate(opacity)
+    assert got["widget"] < 0.5 and got["text"] == 1 and got["strip"] < 0.5, got
+    assert ui.errors == []
+
+
+def test_a_plot_shrunk_into_a_step_opens_full_size(make_ui) -> None:
+    """The experiment plots (steps "A head forms", "Why it scales") are drawn for a wide page; at 1024x768 they were
+    shrunk to about half (axis labels ~5 px) with no way to see them whole. Each is now a link to itself, full size."""
+    ui = make_ui(1024, 768)
+    ui.open("#tour/1")
+    page = ui.page
+    steps = page.request.get(f"{ui.base}/api/tour").json()["steps"]
+    figures = [s["n"] for s in steps if s["preset"]["widget"] == "figure"]
+    assert figures
+    for n in figures:
+        page.evaluate(f"location.hash = '#tour/{n}'")
+        _wait_step(page, n)
+        page.wait_for_selector(".tour-widget figure img")
+        got = page.evaluate("""() => { const img = document.querySelector('.tour-widget figure img'), a = img.closest('a');
+          return { href: a && a.href, src: img.src, shrunk: img.getBoundingClientRect().width < img.naturalWidth }; }""")
+        assert got["href"] == got["src"], (n, got)
+        assert page.request.get(got["href"]).status == 200
     assert ui.errors == []
 
 
@@ -420,6 +496,8 @@ def test_the_sampling_sliders_redraw_without_a_request(ui) -> None:
     page = ui.page
     page.fill("#gen-prompt", "the cat")
     page.locator("#gen-next rect").nth(10).wait_for(state="attached")  # the page's CSP forbids wait_for_function's eval
+    # the model strip asks for the new model's shape on its own; on a loaded machine that request came in the window below
+    page.wait_for_selector("#model-strip[data-state=ready][data-model=demo-decoder]")
     before = page.locator("#gen-next rect").evaluate_all("rs => rs.map(r => r.getAttribute('width'))")
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))

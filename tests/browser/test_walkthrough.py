@@ -156,5 +156,14 @@ def test_qkv_generation_and_order_views_render(ui) -> None:
     ui.screenshot("walkthrough-generate")
     page.goto(f"{ui.base}/#order")
     page.wait_for_selector("#order-body svg[data-positions=false]")
+    page.wait_for_selector("#heads-row .cell svg rect")
+    scales = page.locator("#order-body svg[data-positions]").evaluate_all("ss => ss.map(s => [s.dataset.lo, s.dataset.hi])")
+    assert len(scales) == 2 and scales[0] == scales[1], scales  # the compared grids share one colour scale
+    # each head's caption sits on its own line above its map, not inline beside the map's foot (which left a blank
+    # band the caption's width to the left of every map)
+    cells = page.locator("#heads-row .cell").evaluate_all("""cs => cs.map(c => { const r = (e) => e.getBoundingClientRect();
+      const t = r(c.querySelector('span')), m = r(c.querySelector('svg'));
+      return { above: t.bottom <= m.top + 0.5, left: Math.round(m.left - r(c).left) }; })""")
+    assert cells and all(c["above"] and c["left"] <= 8 for c in cells), cells
     ui.screenshot("walkthrough-order")
     assert ui.errors == []

@@ -48,6 +48,18 @@ def test_the_tour_has_ordered_steps_with_known_widgets_and_existing_pages(client
     assert order[: len(tour.learn_order())] == tour.learn_order()
 
 
+def test_a_step_refers_by_number_only_to_steps_before_it(client: TestClient) -> None:
+    """"(step N)" or "step N's" in a step's text names a step the learner has already seen: a forward reference by
+    number goes stale when a step is inserted (step 1 once sent the reader to "step 17" for the finder, which had
+    become step 18)."""
+    steps = client.get("/api/tour").json()["steps"]
+    for step in steps:
+        text = step["html"] + (step["reveal_html"] or "")
+        for ref in re.findall(r"\(step (\d+)\)|\bstep (\d+)'s\b", re.sub(r"<[^>]+>", "", text)):
+            n = int(ref[0] or ref[1])
+            assert 1 <= n < step["n"], (step["n"], step["title"], f"refers to step {n}")
+
+
 def test_the_toy_carries_every_query_row_and_comes_before_the_model_steps(client: TestClient) -> None:
     """Clicking a toy token redraws that token's row: each row is softmax(q . K / sqrt(d_k)) and its mix of V,
     recomputed here from the hand-set vectors; the toy is the tour's second step, before tokens and Q, K, V."""

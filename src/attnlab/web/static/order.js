@@ -46,6 +46,7 @@ export default {
     const body = V.clear($("order-body"));
     $("order-note").textContent = pos.note || (pos.model ? `Model ${pos.model} (${pos.model_positions} positions). ` +
       "Each cell: distance between a final vector of the first sentence and one of the second. Without positions every token finds an exact twin (a zero in its row): the same set of vectors, just reordered." : "");
+    const top = Math.max(...pos.comparisons.flatMap((c) => c.distances.flat())); // one colour scale for both grids
     for (const c of pos.comparisons) {
       const box = V.el("div", {}, body);
       V.el("h4", {}, box, `${c.positions ? "with" : "without"} positional information · largest nearest-match distance ${V.distance(Math.max(...c.nearest))}`);
@@ -54,7 +55,7 @@ export default {
         ? "Verdict: every token of the first order has an exact twin in the second: the encoder gives the same vectors for both orders, so it cannot tell them apart."
         : "Verdict: the vectors differ between the two orders: with positions the encoder can tell “who did what to whom”.");
       V.heatmap(V.el("svg:svg", { "data-positions": String(c.positions) }, box), c.distances, { rows: pos.first_tokens, cols: pos.second_tokens, cell: 18,
-        xLabel: "2nd order", yLabel: "1st order" });
+        xLabel: "2nd order", yLabel: "1st order", min: 0, max: top });
     }
     const row = V.clear($("heads-row"));
     att.weights[state.layer].forEach((w, h) => {

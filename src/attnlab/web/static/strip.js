@@ -199,12 +199,14 @@ export function drawStrip(box, shape, lit, onPick, where = "") {
     rect(out, x, LINE - MAIN_H / 2, 54, MAIN_H, words ? "linear" : "classifier", words ? "linear: a score (logit) for every token of the vocabulary" : "a score per class");
     x += 60;
     if (words) { rect(out, x, LINE - MAIN_H / 2, 58, MAIN_H, "softmax", "softmax: the scores become probabilities for the next (or masked) token"); x += 64; }
-  } else {
+  }
+  const tail = x - 4; // where the stream ends: at the output layer's last box, or just before the "→ vectors" label
+  if (!shape.output) {
     V.el("svg:text", { x: x + 2, y: LINE + 4, class: "strip-small" }, svg, "→ vectors");
     x += 58;
   }
-  for (const { start, end } of ends) V.el("svg:line", { x1: start + 58, y1: LINE, x2: Math.min(end, x), y2: LINE, class: "strip-stream" }, base);
-  V.el("svg:line", { x1: ends[ends.length - 1].end - 8, y1: LINE, x2: x - 4, y2: LINE, class: "strip-stream" }, base);
+  for (const { start, end } of ends) V.el("svg:line", { x1: start + 58, y1: LINE, x2: Math.min(end, tail), y2: LINE, class: "strip-stream" }, base);
+  V.el("svg:line", { x1: ends[ends.length - 1].end - 8, y1: LINE, x2: tail, y2: LINE, class: "strip-stream" }, base);
   svg.setAttribute("viewBox", `0 0 ${x} ${HEIGHT}`);
   svg.setAttribute("width", String(x));
   svg.setAttribute("height", String(HEIGHT));

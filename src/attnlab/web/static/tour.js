@@ -92,12 +92,13 @@ export const WIDGETS = {
     const p = await ctx.track(api.positions(pre.model));
     V.el("p", { class: "widget-caption" }, box, `${p.model} · “Jake learned AI” (rows) vs “AI learned Jake” (columns) · distance between final vectors`);
     const split = V.el("div", { class: "split" }, box);
+    const top = Math.max(...p.comparisons.flatMap((c) => c.distances.flat())); // one colour scale: the grids compare
     for (const c of [...p.comparisons].sort((a, b) => a.positions - b.positions)) {
       const fig = V.el("div", { class: "order-fig", "data-positions": String(c.positions) }, split);
       const worst = Math.max(...c.nearest);
       V.el("h4", {}, fig, `${c.positions ? "with" : "without"} positions · largest nearest-match distance ${V.distance(worst)}`);
       V.heatmap(V.el("svg:svg", { "data-positions": String(c.positions) }, fig), c.distances, { rows: p.first_tokens, cols: p.second_tokens,
-        min: 0, cell: 26 });
+        min: 0, max: top, cell: 26 });
     }
     return { model: p.model };
   },
@@ -201,7 +202,10 @@ export const WIDGETS = {
     const fig = exp?.results[0]?.figures[0];
     if (!fig) { V.el("p", { class: "note" }, box, `No results for the ${pre.experiment} experiment yet: run attnlab experiment ${pre.experiment}`); return; }
     const f = V.el("figure", { "data-figure": fig.file }, box);
-    V.el("img", { src: fig.url, alt: fig.title, class: "tour-figure" }, f);
+    // a plot drawn for a wide page is shrunk to the figure's box (at 1024 px its labels are ~5 px): a click opens it full size
+    const full = V.el("a", { href: fig.url, target: "_blank", rel: "noopener", title: "open the plot full size" }, f);
+    V.el("img", { src: fig.url, alt: fig.title, class: "tour-figure" }, full);
+    V.el("p", { class: "note" }, f, "Click the plot to open it full size.");
     const cap = V.el("figcaption", {}, f);
     V.el("h4", {}, cap, fig.title);
     V.el("div", {}, cap).innerHTML = fig.caption_html; // server-rendered from our Markdown

@@ -93,6 +93,14 @@ export function drawDiagram(svg, layout, variant, selected, onSelect, live = nul
     g.addEventListener("focus", () => { if (g.matches(":focus-visible")) openCard(g, b, live, label); });
     g.addEventListener("blur", hideCard);
   }
+  // The orange outline and dot mean "changed in this family": say so on the figure, in its empty top corner.
+  if (variant.boxes.some((b) => b.changed)) {
+    const top = Math.min(...variant.boxes.map((b) => b.y), ...variant.frames.map((f) => f.y));
+    const key = el("svg:g", { class: "diagram-legend" }, svg);
+    el("svg:circle", { cx: 14, cy: Math.min(18, top - 10), r: 4, fill: "#d0641c" }, key);
+    el("svg:text", { x: 24, y: Math.min(18, top - 10) + 4, "font-size": 12, fill: "#5b6475" }, key,
+      "orange outline: changed from the 2017 Transformer (click the box: how)");
+  }
 }
 
 // --- the diagram's hover card ---------------------------------------------------------------------------
@@ -684,7 +692,7 @@ export function ffnStep(container, p) {
     [p.result, "output", post ? "the block's output: the layer norm of the sum (hook_resid_post)" : "the block's output (hook_resid_post)"]];
   const lim = Math.max(...rows.flatMap(([v]) => v.slice(0, FFN_DIMS).map(Math.abs)));
   heatmap(el("svg:svg", { "aria-label": "residual stream plus feed-forward output" }, right), rows.map(([v]) => v.slice(0, FFN_DIMS)),
-    { rows: rows.map(([, l]) => l), diverging: true, min: -lim, max: lim, cell: 15, cellH: 24 });
+    { rows: rows.map(([, l]) => l.replace(/ /g, "\u00a0")), diverging: true, min: -lim, max: lim, cell: 15, cellH: 24 }); // no-break spaces: these labels are names, not tokens (a token's space is drawn ␣)
   const list = el("ul", { class: "ffn-lengths" }, right);
   rows.forEach(([v, name, text]) => el("li", {}, list, `${name}: ${text}, length ${length(v)}`));
   el("p", { class: "note" }, right, post
