@@ -276,8 +276,9 @@ def _static_files(out: Path, static_dir: Path, device: str) -> None:
     html = (static_dir / "index.html").read_text(encoding="utf-8")
     html = html.replace('<html lang="en">', f'<html lang="en" data-site="{SITE_FILE}">', 1)
     html = html.replace('href="/static/', 'href="static/').replace('src="/static/', 'src="static/')
-    footer = ("<footer>Every number on this page comes from the model's own forward pass (<code>attnlab.inspect.run_with_cache"
-              f"</code>), computed in advance on a {device} by <code>attnlab site</code>: this copy needs no server, and what it "
+    footer = ("<footer>Every number drawn from a model comes from that model's own forward pass (<code>attnlab.inspect.run_with_cache"
+              "</code>; the toy step's from its hand-set toy, the experiment plots from the experiments' recorded runs), computed in advance"
+              f" on a {device} by <code>attnlab site</code>: this copy needs no server, and what it "
               'holds no answer for says so. <span id="serve-device" hidden></span></footer>')
     html = re.sub(r"<footer>.*?</footer>", lambda _: footer, html, count=1, flags=re.S)
     if re.search(r'(href|src)="/', html):
