@@ -442,9 +442,14 @@ def export_site(out: str | Path, *, models: Iterable[str] = (), sentences: Itera
         for name in pairs:
             rec.post(f"/api/models/{quote(name, safe='')}/load", {})
         # The models answer as the static site has them: the others say they need the server.
+        # Each view's and the page's default model is one the site holds (an exported model of the same family).
+        held = lambda name: name if name in pairs else next(  # noqa: E731
+            (n for n in pairs if name in by_name and by_name[n]["family"] == by_name[name]["family"]), None)
         shown = dict(catalogue, models=[m if m["name"] in pairs else dict(
             m, available=False, install_hint="not in this static site: run the server (make serve, see the README)")
-            for m in catalogue["models"]])
+            for m in catalogue["models"]], views={k: held(v) for k, v in catalogue["views"].items()})
+        if shown.get("default") not in pairs:
+            shown["default"] = held(shown.get("default")) or next(iter(pairs), None)
         rec.write(request_key("GET", "/api/models"), shown)
         for step in tour["steps"]:
             if step["preset"].get("model") and step["preset"]["model"] not in pairs:
@@ -472,7 +477,7 @@ def export_site(out: str | Path, *, models: Iterable[str] = (), sentences: Itera
             if by_name[name]["family"] == "decoder" and prompt:
                 rec.post("/api/next-token", {"model": name, "text": prompt})  # the Generate view's own prompt
             for text in texts:
-                _explore(rec, by_name[name], text, shown_heads.get((name, text), set()), parts, catalogue["views"], every_part)
+                _explore(rec, by_name[name], text, shown_heads.get((name, text), set()), parts, shown["views"], every_part)
         for name in timeline_models:
             _timeline(rec, name)
     report = SiteReport(out=out, answers=len(rec.index), errors=rec.errors)
