@@ -273,13 +273,10 @@ def site(
     reason = unwritable_reason(out)
     if reason:
         raise _usage(reason)
-    from attnlab.site.export import BUDGET_MB, SiteError, export_site
+    from attnlab.site.export import BUDGET_MB, export_site
 
-    try:
-        report = export_site(out, models=model or [], sentences=sentence or [], only=only or None, live=not no_live,
-                             progress=lambda line: _log(line))
-    except SiteError as exc:
-        raise _usage(str(exc)) from None
+    report = export_site(out, models=model or [], sentences=sentence or [], only=only or None, live=not no_live,
+                         progress=lambda line: _log(line))
     mb = report.total_bytes / 2**20
     typer.echo(f"wrote {out}: {len(report.files)} files, {mb:.1f} MB ({report.answers} recorded answers; "
                f"the README's budget for the default set is {BUDGET_MB} MB)")

@@ -176,6 +176,7 @@ def test_every_tour_step_shows_the_models_numbers_and_no_request_leaves_the_orig
             page.click(".predict-skip")
             page.wait_for_selector(f"#view-tour[data-step='{n}'] .tour-widget[data-state=ready]", timeout=120_000)
         page.wait_for_selector(f"#view-tour[data-step='{n}'] .tour-text[data-claims=ready]")
+        page.wait_for_selector("#model-strip[data-state=ready]")  # the model strip's POST /api/shape, recorded
         assert page.locator(".tour-text .claim.pending").count() == 0
         assert page.locator("#error").is_hidden(), f"step {n}: {page.inner_text('#error')}"
         tables = page.locator(".tour-widget table.check").evaluate_all(
