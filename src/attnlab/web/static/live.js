@@ -238,7 +238,7 @@ async function nextToken(model, body) {
     .slice(0, Math.min(m.limits.next_token_labels, logits.length)).map(([, i]) => i);
   const labels = model.tokenizer.tokens(top);
   return {
-    model: m.model, prompt_tokens: tokens, hook: "hook_logits", logits,
+    model: m.model, prompt_tokens: tokens, prompt_ids: ids, hook: "hook_logits", logits,
     labels: Object.fromEntries(top.map((i, k) => [String(i), String(labels[k])])),
   };
 }
