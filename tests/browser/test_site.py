@@ -312,6 +312,24 @@ def test_a_sentence_typed_in_the_static_site_is_computed_in_the_browser(site: tu
     torch.testing.assert_close(torch.tensor(p["weights"], dtype=torch.float64),
                                _hook("minilm", text, p["hooks"]["weights"], [0, 2, 3]), rtol=0, atol=bound)
     assert page.locator("#error").is_hidden(), page.inner_text("#error")
+    # The character model's next token after a typed prompt (the Generate view's bars: token, probability to 3 digits).
+    prompt = "KING LEAR: Why weep you, daught"
+    page.goto(f"{ui.base}/index.html#generate?model=shakespeare-char&text={quote(prompt)}")
+    page.wait_for_selector("#gen-next text[x='420']")
+    page.evaluate("""() => { for (const [k, v] of [["temperature", 1], ["top_k", 0], ["top_p", 1]]) {  // plain softmax
+        const input = document.querySelector(`#gen-sliders input[data-setting=${k}]`);
+        input.value = String(v); input.dispatchEvent(new Event("input", { bubbles: true })); } }""")
+    bars = page.locator("#gen-next").evaluate(
+        "svg => [...svg.querySelectorAll('text[x=\"100\"]')].map((t, i) => [JSON.parse(t.textContent),"
+        " Number(svg.querySelectorAll('text[x=\"420\"]')[i].textContent)])")
+    bound = json.loads((out / "models/shakespeare-char/manifest.json").read_text(encoding="utf-8"))["tolerance"]["unit_interval"]
+    probs = torch.softmax(_hook("shakespeare-char", prompt, "hook_logits", [0, -1]), -1)
+    tok = cat.load("shakespeare-char").tokenizer
+    assert len(bars) >= 5 and tok.encode(bars[0][0]) == [int(probs.argmax())]  # the model's first choice on top
+    for token, shown in bars:
+        assert abs(shown - probs[tok.encode(token)[0]].item()) <= bound + 5e-4, (token, shown)  # 3 digits shown
+    assert page.locator("#error").is_hidden(), page.inner_text("#error")
     _only_own_origin(requests, ui.base)
+    assert any("/models/shakespeare-char/model.onnx" in u for u in requests)
     assert any("/models/minilm/model.onnx" in u for u in requests) and any("/vendor/onnxruntime-web/" in u for u in requests)
     assert ui.errors == []
