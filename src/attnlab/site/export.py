@@ -15,9 +15,11 @@ with computed numbers, and its widget's requests), the Attention view (every lay
 answer), Q·K·V at layer 0 head 0 and at each head a tour step shows on that sentence, at the focus
 the view opens on (and every focus of the heads the tour shows), the architecture parts at layer 0 and the
 tour's layers, next-token logits (decoders), the greedy translation (encoder-decoders), the order
-experiment, the training timeline's snapshots at the head that learned most, the explanations and the
-experiment figures. Generation, the Why view, corpus contexts, beam search and training are not
-recorded: they need the server.
+experiment, the training timeline's snapshots at the head that learned most, the model strip's shape,
+the feed-forward step at every token the tour's widget offers, the explanations and the experiment
+figures. Generation, the Why view, corpus contexts, beam search and training are not recorded: they
+need the server. Beside the answers, the character model and MiniLM (``LIVE_MODELS``) are written for
+onnxruntime-web (``_live_models``), so the page computes a sentence nobody recorded.
 
 Numbers are written as the app wrote them, except that a float that is exactly a float32 value is
 written with the shortest decimal that reads back to that float32 (``_compact``): no number the
@@ -399,6 +401,9 @@ def _live_models(rec: _Recorder, out: Path, pairs: dict[str, list[str]], progres
             onnx.export_model(model, out / "models" / model.name, int8=False)
             report.live[model.name] = "float32"
         else:
+            if worst is not None:
+                progress(f"{model.name}: int8 moves its attention weights and probabilities by at most {worst:.3g} "
+                         f"on the site's sentences (bound {onnx.INT8_BOUND})")
             report.live[model.name] = "int8"
 
 
