@@ -261,6 +261,9 @@ def site(
                                     "the tour's own models always are."),
     sentence: list[str] = typer.Option(None, "--sentence", "-s", help="Also export this sentence on every exported "  # noqa: B008
                                        "model (repeatable); each model always gets its tour sentences and the default one."),
+    only: list[str] = typer.Option(None, "--only", help="Export just this model (repeatable), with its tour steps; "  # noqa: B008
+                                   "the tour's steps on other models say they need the server."),
+    no_live: bool = typer.Option(False, "--no-live", help="Leave out the in-browser models (onnxruntime-web)."),
 ) -> None:
     """Write the walkthrough as a static folder (tour + explore views, answers computed in advance by the app).
 
@@ -272,10 +275,17 @@ def site(
         raise _usage(reason)
     from attnlab.site.export import BUDGET_MB, export_site
 
-    report = export_site(out, models=model or [], sentences=sentence or [], progress=lambda line: _log(line))
+    report = export_site(out, models=model or [], sentences=sentence or [], only=only or None, live=not no_live,
+                         progress=lambda line: _log(line))
     mb = report.total_bytes / 2**20
     typer.echo(f"wrote {out}: {len(report.files)} files, {mb:.1f} MB ({report.answers} recorded answers; "
                f"the README's budget for the default set is {BUDGET_MB} MB)")
+    if report.live:
+        live_mb = sum(b for f, b in report.files.items() if f.startswith(("models/", "vendor/"))) / 2**20
+        typer.echo("in the browser (type your own sentence): " + ", ".join(f"{n} ({p})" for n, p in report.live.items())
+                   + f", with onnxruntime-web: {live_mb:.1f} MB of the total")
+    if report.live_note:
+        typer.echo(report.live_note)
     for key, detail in report.errors.items():
         typer.echo(f"  answered with an error (the page shows it): {key[:80]}: {detail}")
     typer.echo(f"try it: python -m http.server --directory {out} 8001, then open http://127.0.0.1:8001/")

@@ -15,9 +15,11 @@ with computed numbers, and its widget's requests), the Attention view (every lay
 answer), Q·K·V at layer 0 head 0 and at each head a tour step shows on that sentence, at the focus
 the view opens on (and every focus of the heads the tour shows), the architecture parts at layer 0 and the
 tour's layers, next-token logits (decoders), the greedy translation (encoder-decoders), the order
-experiment, the training timeline's snapshots at the head that learned most, the explanations and the
-experiment figures. Generation, the Why view, corpus contexts, beam search and training are not
-recorded: they need the server.
+experiment, the training timeline's snapshots at the head that learned most, the model strip's shape,
+the feed-forward step at every token the tour's widget offers, the explanations and the experiment
+figures. Generation, the Why view, corpus contexts, beam search and training are not recorded: they
+need the server. Beside the answers, the character model and MiniLM (``LIVE_MODELS``) are written for
+onnxruntime-web (``_live_models``), so the page computes a sentence nobody recorded.
 
 Numbers are written as the app wrote them, except that a float that is exactly a float32 value is
 written with the shortest decimal that reads back to that float32 (``_compact``): no number the
@@ -41,7 +43,10 @@ import numpy as np
 
 SITE_FILE = "site.json"
 SERVER_PAGE = "server.html"
-BUDGET_MB = 40  # the default set's size stays under this (README "A static classroom edition"; tested)
+BUDGET_MB = 60  # the default set (answers + in-browser models + runtime) stays under this (README "A static classroom edition"; tested)
+#: The models the static site also runs in the browser (``attnlab.site.onnx``), when exported: a student's own sentence
+#: in Attention, Q·K·V and (decoders) next-token is computed by onnxruntime-web from these.
+LIVE_MODELS = ("shakespeare-char", "minilm")
 DEFAULT_SENTENCE = "John gave the book to Sarah because she liked it."  # web/static/model.js DEFAULT_SENTENCE
 FAMILY_VARIANT = {"encoder": "encoder-only", "decoder": "decoder-only", "encoder-decoder": "encoder-decoder"}
 
@@ -94,12 +99,17 @@ def default_focus(tokens: list[str]) -> int:
 @dataclass
 class SiteReport:
     """What ``export_site`` wrote: the folder, each file's size in bytes (relative POSIX path -> bytes),
-    the number of recorded answers, and the requests that answered with an error (key -> detail)."""
+    the number of recorded answers, the requests that answered with an error (key -> detail), and the
+    in-browser models (``live``) or why there are none (``live_note``)."""
 
     out: Path
     files: dict[str, int] = field(default_factory=dict)
     answers: int = 0
     errors: dict[str, str] = field(default_factory=dict)
+    #: model -> "int8" | "float32" for each model the page runs in the browser; empty when none was written
+    live: dict[str, str] = field(default_factory=dict)
+    #: one line saying why no in-browser model was written (no onnxruntime-web), else None
+    live_note: str | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -204,6 +214,10 @@ def _widget(rec: _Recorder, pre: dict[str, Any], models: list[dict[str, Any]]) -
         rec.get("/api/experiments")
     elif w == "ablation":
         rec.post("/api/ablation", {"model": model, "text": text, "layer": layer, "head": head})
+    elif w == "ffn":  # tour.js ffnWidget: the sentence's tokens are buttons that move the focus
+        att = _attention(rec, model, text)
+        for focus in range(len(att["tokens"]) if att else 0):
+            rec.post("/api/ffn", {"model": model, "text": text, "layer": layer or 0, "focus": focus})
 
 
 def _explore(rec: _Recorder, info: dict[str, Any], text: str, heads: Iterable[tuple[int, int]], parts: list[str],
@@ -213,6 +227,7 @@ def _explore(rec: _Recorder, info: dict[str, Any], text: str, heads: Iterable[tu
     model's family's diagram parts (at layer 0 and the tour's layers), ``every_part`` every diagram's (at layer 0:
     a link such as #arch/dec-embed opens another family's box on the current model)."""
     model, family = info["name"], info["family"]
+    rec.post("/api/shape", {"model": model})  # the model strip (strip.js) and the diagram of its own family (arch.js)
     att = _attention(rec, model, text)
     if family == "decoder":
         rec.post("/api/next-token", {"model": model, "text": text})
@@ -307,14 +322,15 @@ def _server_page(out: Path) -> None:
         f'{html}<p><a href="index.html">Back to the walkthrough</a></p></main></body></html>', encoding="utf-8")
 
 
-def plan_pairs(tour: dict[str, Any], available: set[str], models: Iterable[str], sentences: Iterable[str]
-               ) -> dict[str, list[str]]:
+def plan_pairs(tour: dict[str, Any], available: set[str], models: Iterable[str], sentences: Iterable[str],
+               only: set[str] | None = None) -> dict[str, list[str]]:
     """Model -> the sentences exported for it: the tour's own (each step's model and sentence; models of
-    sentence-less steps with the default sentence), the default sentence, and the added ones; ``models`` adds models."""
+    sentence-less steps with the default sentence), the default sentence, and the added ones; ``models`` adds models.
+    ``only``: keep just these models (and their tour steps)."""
     pairs: dict[str, list[str]] = {}
     for step in tour["steps"]:
         pre = step["preset"]
-        if pre.get("model") in available:
+        if pre.get("model") in available and (only is None or pre["model"] in only):
             pairs.setdefault(pre["model"], [])
             if pre.get("text"):
                 pairs[pre["model"]].append(pre["text"])
@@ -325,13 +341,84 @@ def plan_pairs(tour: dict[str, Any], available: set[str], models: Iterable[str],
     return pairs
 
 
+def _onnx_deviation(model_file: Path, manifest: dict[str, Any], answers: list[tuple[Any, Any]]) -> float | None:
+    """The largest difference between what the graph at ``model_file`` gives and the app's recorded answers
+    (``(attention answer, next-token answer or None)`` per sentence): every attention weight, and every
+    next-token probability (softmax of the last position's logits). ``None`` when Python's onnxruntime is
+    not installed (then the int8 bound rests on ``tests/integration/test_site_onnx.py``)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+
+    def softmax(x: np.ndarray) -> np.ndarray:
+        e = np.exp(x - x.max())
+        return e / e.sum()
+
+    session = onnxruntime.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    names = [o["name"] for o in manifest["outputs"]]
+    worst = 0.0
+    for att, nxt in answers:
+        out = dict(zip(names, session.run(names, {manifest["input"]["name"]: np.array([att["ids"]], dtype=np.int64)}),
+                       strict=True))
+        for layer, heads in enumerate(att["weights"]):
+            got = out[f"{manifest['stack']}.blocks.{layer}.attn.hook_weights"][0]
+            worst = max(worst, float(np.abs(got - np.array(heads, dtype=np.float64)).max()))
+        if nxt is not None and "hook_logits" in out:
+            probs = softmax(out["hook_logits"][0, -1].astype(np.float64))
+            worst = max(worst, float(np.abs(probs - softmax(np.array(nxt["logits"], dtype=np.float64))).max()))
+    return worst
+
+
+def _live_models(rec: _Recorder, out: Path, pairs: dict[str, list[str]], progress: Callable[[str], None],
+                 report: SiteReport) -> None:
+    """The in-browser models (``LIVE_MODELS`` among the exported ones) and onnxruntime-web, under ``out``:
+    int8 where the graph's attention weights and probabilities stay within ``onnx.INT8_BOUND`` of the app's
+    recorded answers on every exported sentence of that model, else float32. Fills ``report.live``, or
+    ``report.live_note`` when onnxruntime-web is not installed (then the site has no in-browser models)."""
+    from attnlab import catalog as cat
+    from attnlab.site import onnx
+
+    names = [n for n in LIVE_MODELS if n in pairs]
+    for old in ("models", "vendor"):
+        shutil.rmtree(out / old, ignore_errors=True)  # an earlier export's, which site.json would no longer name
+    if not names:
+        return
+    try:
+        onnx.runtime_dir()
+    except FileNotFoundError as exc:
+        report.live_note = f"no in-browser models: {exc}"
+        return
+    loaded = [cat.load(n) for n in names]
+    progress(f"exporting {', '.join(names)} for the browser (onnxruntime-web)")
+    written = onnx.export_for_site(out, loaded, int8=True)
+    for model in loaded:
+        answers = [(rec.data.get(request_key("POST", "/api/attention", {"model": model.name, "text": t})),
+                    rec.data.get(request_key("POST", "/api/next-token", {"model": model.name, "text": t}))) for t in pairs[model.name]]
+        answers = [a for a in answers if a[0] is not None]
+        worst = _onnx_deviation(out / "models" / model.name / "model.onnx", written["models"][model.name], answers)
+        if worst is not None and worst > onnx.INT8_BOUND:
+            progress(f"{model.name}: int8 moves a number by {worst:.3g} > {onnx.INT8_BOUND}: exported in float32")
+            onnx.export_model(model, out / "models" / model.name, int8=False)
+            report.live[model.name] = "float32"
+        else:
+            if worst is not None:
+                progress(f"{model.name}: int8 moves its attention weights and probabilities by at most {worst:.3g} "
+                         f"on the site's sentences (bound {onnx.INT8_BOUND})")
+            report.live[model.name] = "int8"
+
+
 def export_site(out: str | Path, *, models: Iterable[str] = (), sentences: Iterable[str] = (),
+                only: Iterable[str] | None = None, live: bool = True,
                 progress: Callable[[str], None] = lambda _: None) -> SiteReport:
     """Write the static walkthrough to ``out`` (created; files it holds from an earlier export are replaced).
 
     ``models``: catalogue names to add to the tour's; ``sentences``: sentences to add for every exported
-    model. Returns a ``SiteReport``. Raises ``SiteError`` for an unknown or uninstalled model or an
-    ``out`` that is a file. Runs every forward pass on the CPU in float32 (``create_app``'s default).
+    model; ``only``: export just these models (the tour's steps on other models then say they need the
+    server); ``live``: also write the in-browser models (``LIVE_MODELS``, see ``_live_models``) when
+    onnxruntime-web is installed. Returns a ``SiteReport``. Raises ``SiteError`` for an unknown or
+    uninstalled model or an ``out`` that is a file. Runs every forward pass on the CPU in float32
+    (``create_app``'s default).
     """
     from fastapi.testclient import TestClient
 
@@ -341,6 +428,7 @@ def export_site(out: str | Path, *, models: Iterable[str] = (), sentences: Itera
     if out.exists() and not out.is_dir():
         raise SiteError(f"{out} is a file; give a folder to write the site into")
     models, sentences = list(models), list(sentences)
+    only = None if only is None else set(only)
     (out / "api").mkdir(parents=True, exist_ok=True)
     for old in (out / "api").glob("*.json"):
         old.unlink()
@@ -348,23 +436,30 @@ def export_site(out: str | Path, *, models: Iterable[str] = (), sentences: Itera
         rec = _Recorder(client, out, progress)
         catalogue = rec.get("/api/models")
         by_name = {m["name"]: m for m in catalogue["models"]}
-        for name in models:
+        for name in [*models, *(only or ())]:
             if name not in by_name:
                 raise SiteError(f"no model {name!r}; models: {', '.join(by_name)}")
             if not by_name[name]["available"]:
                 raise SiteError(f"model {name!r} is not installed: {by_name[name]['install_hint']}")
         available = {n for n, m in by_name.items() if m["available"]}
         tour = rec.get("/api/tour")
-        pairs = plan_pairs(tour, available, models, sentences)
+        pairs = plan_pairs(tour, available, [*models, *sorted(only or ())], sentences, only)
         timeline_models = [n for n in pairs if by_name[n]["timeline"]]
         for name in pairs:
             rec.post(f"/api/models/{quote(name, safe='')}/load", {})
         # The models answer as the static site has them: the others say they need the server.
+        # Each view's and the page's default model is one the site holds (an exported model of the same family).
+        held = lambda name: name if name in pairs else next(  # noqa: E731
+            (n for n in pairs if name in by_name and by_name[n]["family"] == by_name[name]["family"]), None)
         shown = dict(catalogue, models=[m if m["name"] in pairs else dict(
             m, available=False, install_hint="not in this static site: run the server (make serve, see the README)")
-            for m in catalogue["models"]])
+            for m in catalogue["models"]], views={k: held(v) for k, v in catalogue["views"].items()})
+        if shown.get("default") not in pairs:
+            shown["default"] = held(shown.get("default")) or next(iter(pairs), None)
         rec.write(request_key("GET", "/api/models"), shown)
         for step in tour["steps"]:
+            if step["preset"].get("model") and step["preset"]["model"] not in pairs:
+                continue  # a step on a model this site does not hold: it says that it needs the server
             rec.get(f"/api/tour/{step['n']}")
             _widget(rec, step["preset"], shown["models"])
         index = rec.get("/api/content")
@@ -388,15 +483,17 @@ def export_site(out: str | Path, *, models: Iterable[str] = (), sentences: Itera
             if by_name[name]["family"] == "decoder" and prompt:
                 rec.post("/api/next-token", {"model": name, "text": prompt})  # the Generate view's own prompt
             for text in texts:
-                _explore(rec, by_name[name], text, shown_heads.get((name, text), set()), parts, catalogue["views"], every_part)
+                _explore(rec, by_name[name], text, shown_heads.get((name, text), set()), parts, shown["views"], every_part)
         for name in timeline_models:
             _timeline(rec, name)
+    report = SiteReport(out=out, answers=len(rec.index), errors=rec.errors)
+    if live:
+        _live_models(rec, out, pairs, progress, report)
     _static_files(out, STATIC_DIR, catalogue["device"])
     _server_page(out)
     site = {"format": 1, "models": list(pairs), "sentences": pairs, "answers": rec.index, "server": SERVER_PAGE,
-            "live": (STATIC_DIR / "live.js").is_file()}  # the in-browser models' module, when this checkout has it
+            "live": bool(report.live), "live_models": report.live}  # site.js asks static/live.js only when true
     (out / SITE_FILE).write_text(json.dumps(site, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
-    report = SiteReport(out=out, answers=len(rec.index), errors=rec.errors)
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         report.files[path.relative_to(out).as_posix()] = path.stat().st_size
     return report

@@ -60,7 +60,7 @@ __all__ = [
     "vendor_runtime",
 ]
 
-FORMAT = 1  # the manifest's layout version (live.js refuses others)
+FORMAT = 2  # the manifest's layout version (live.js refuses others); 2: a threshold per role
 OPSET = 17
 INPUT = "ids"
 #: The attention hook points exported for every layer of the stack the views show.
@@ -281,7 +281,7 @@ def export_model(loaded: LoadedModel, out_dir: str | Path, *, int8: bool) -> dic
         "outputs": [{"name": n, "hook": n, "dtype": "float32", "shape": shapes[n]} for n in names],
         "tokenizer": tokenizer,
         # attnlab.inspect.roles' rule, which live.js applies to the weights (the attention view's head roles)
-        "roles": {"names": list(ROLES), "thresholds": {role: ROLE_THRESHOLDS[role] for role in ROLES}},
+        "roles": {"names": list(ROLES), "thresholds": {r: ROLE_THRESHOLDS[r] for r in ROLES}},
     }
     manifest["files"] = {name: (out / name).stat().st_size for name in sorted(["model.onnx", *tokenizer_files])}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")

@@ -15,7 +15,7 @@
 
 import { TokenizeError, makeTokenizer, pyRepr } from "./live-tokenizers.js";
 
-const FORMAT = 1;
+const FORMAT = 2;
 const RUNTIME = "vendor/onnxruntime-web/";
 const MAX_INDEX = 255; // schemas.MAX_LAYER / MAX_HEAD
 
@@ -153,7 +153,8 @@ function hook(manifest, layer, point) {
 
 const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
-/** attnlab.inspect.roles.pattern_scores + detect_role on one head's (q, k) weights. */
+/** attnlab.inspect.roles.pattern_scores + detect_role on one head's (q, k) weights: of the specific patterns that
+ * reach their threshold, the one with the largest margin over it; else broad when that reaches its threshold. */
 function headRole(w, causal, rule) {
   const n = w.length;
   const [previousName, firstName, sameName, broadName] = rule.names;
@@ -169,7 +170,6 @@ function headRole(w, causal, rule) {
     }));
     scores[broadName] = Math.min(Math.max(broad, 0), 1);
   }
-  // the specific pattern with the largest margin over its own threshold; else broad at its threshold
   const margin = (r) => scores[r] - rule.thresholds[r];
   const best = [previousName, firstName, sameName].reduce((a, b) => (margin(b) > margin(a) ? b : a));
   let role = null;
