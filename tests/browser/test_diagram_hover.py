@@ -181,6 +181,7 @@ def test_the_tours_diagram_shows_the_formula_card(make_ui) -> None:
     page = ui.page
     ui.open(f"#tour/{step.n}")
     page.wait_for_selector(".tour-widget[data-state=ready]")
+    page.wait_for_selector("#model-strip[data-state=ready]")  # the translator's strip is taller: wait for it to be drawn
     page.hover('#tour-diagram [data-box="dec-cross"]')
     card = page.locator('#diagram-card[data-box="dec-cross"][data-state=formula]')  # no model in this step: the formula only
     expect(card).to_be_visible()

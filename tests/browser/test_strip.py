@@ -237,3 +237,16 @@ def test_the_feed_forward_step_draws_the_hooks_numbers_and_says_only_computed_nu
     # and a click on another token redraws the step for it
     page.click(".tour-widget .chip[data-token='1']")
     page.wait_for_selector(".tour-widget .chip[data-token='1'][aria-pressed=true]")
+
+
+def test_the_content_does_not_jump_when_the_strip_arrives(ui) -> None:
+    """The strip keeps its drawn height while its model's shape loads (a one-stack model), so what a learner is about
+    to click does not move under the mouse; it was 9 px high while loading and 99 px once drawn."""
+    page = ui.page
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.route("**/api/shape", lambda route: (page.wait_for_timeout(1500), route.continue_()))  # hold the shape back
+    ui.open("#tour/1")
+    loading = page.evaluate("document.getElementById('model-strip').getBoundingClientRect().height")
+    page.wait_for_selector("#model-strip[data-state=ready]", timeout=120_000)
+    drawn = page.evaluate("document.getElementById('model-strip').getBoundingClientRect().height")
+    assert drawn == loading, (loading, drawn)

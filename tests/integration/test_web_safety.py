@@ -40,11 +40,13 @@ VALID = {
     "/api/why": {"model": "demo-decoder", "text": "hello", "layer": 1, "head": 1, "focus": 2},
     "/api/ablation": {"model": "demo-decoder", "text": "hello", "layer": 1, "head": 1},
     "/api/heads/contexts": {"model": "demo-decoder", "layer": 1, "head": 1, "k": 3, "sentences": 20},
+    "/api/shape": {"model": "demo-decoder"},
+    "/api/ffn": {"model": "demo-decoder", "text": "hello", "layer": 1, "focus": 2},
 }
 TEXT_FIELDS = {"/api/attention": ["text"], "/api/qkv": ["text"], "/api/part": ["text"],
                "/api/positions": ["first", "second"], "/api/generate": ["text"], "/api/translate": ["text"],
                "/api/heads/rank": ["text"], "/api/next-token": ["text"], "/api/why": ["text"],
-               "/api/ablation": ["text"]}
+               "/api/ablation": ["text"], "/api/ffn": ["text"]}
 NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e309", "-1e309"]
 
 

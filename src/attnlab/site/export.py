@@ -341,15 +341,12 @@ def plan_pairs(tour: dict[str, Any], available: set[str], models: Iterable[str],
     return pairs
 
 
-def _onnx_deviation(model_file: Path, manifest: dict[str, Any], answers: list[tuple[Any, Any]]) -> float | None:
+def _onnx_deviation(model_file: Path, manifest: dict[str, Any], answers: list[tuple[Any, Any]]) -> float:
     """The largest difference between what the graph at ``model_file`` gives and the app's recorded answers
     (``(attention answer, next-token answer or None)`` per sentence): every attention weight, and every
-    next-token probability (softmax of the last position's logits). ``None`` when Python's onnxruntime is
-    not installed (then the int8 bound rests on ``tests/integration/test_site_onnx.py``)."""
-    try:
-        import onnxruntime
-    except ImportError:
-        return None
+    next-token probability (softmax of the last position's logits), run by Python's onnxruntime (a dependency:
+    an int8 model never ships unchecked)."""
+    import onnxruntime
 
     def softmax(x: np.ndarray) -> np.ndarray:
         e = np.exp(x - x.max())
@@ -397,14 +394,13 @@ def _live_models(rec: _Recorder, out: Path, pairs: dict[str, list[str]], progres
                     rec.data.get(request_key("POST", "/api/next-token", {"model": model.name, "text": t}))) for t in pairs[model.name]]
         answers = [a for a in answers if a[0] is not None]
         worst = _onnx_deviation(out / "models" / model.name / "model.onnx", written["models"][model.name], answers)
-        if worst is not None and worst > onnx.INT8_BOUND:
+        if worst > onnx.INT8_BOUND:
             progress(f"{model.name}: int8 moves a number by {worst:.3g} > {onnx.INT8_BOUND}: exported in float32")
             onnx.export_model(model, out / "models" / model.name, int8=False)
             report.live[model.name] = "float32"
         else:
-            if worst is not None:
-                progress(f"{model.name}: int8 moves its attention weights and probabilities by at most {worst:.3g} "
-                         f"on the site's sentences (bound {onnx.INT8_BOUND})")
+            progress(f"{model.name}: int8 moves its attention weights and probabilities by at most {worst:.3g} "
+                     f"on the site's sentences (bound {onnx.INT8_BOUND})")
             report.live[model.name] = "int8"
 
 

@@ -23,7 +23,7 @@ from attnlab.web.payloads import _check_index, _floats
 from attnlab.web.view import Mount
 
 
-class ShapeRequest(BaseModel):
+class ShapeRequest(s.Request):
     model: str = s.Model
 
 
