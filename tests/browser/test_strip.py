@@ -250,3 +250,23 @@ def test_the_content_does_not_jump_when_the_strip_arrives(ui) -> None:
     page.wait_for_selector("#model-strip[data-state=ready]", timeout=120_000)
     drawn = page.evaluate("document.getElementById('model-strip').getBoundingClientRect().height")
     assert drawn == loading, (loading, drawn)
+
+
+def test_a_step_whose_figure_is_not_from_a_model_says_so_on_the_strip(ui) -> None:
+    """The toy and experiment-plot steps show the page's model in the strip; the strip says their figure is not its."""
+    ui.open("#tour/1")
+    page = ui.page
+    steps = page.evaluate("fetch('/api/tour').then(r => r.json())")["steps"]
+    checked = 0
+    for step in steps:
+        pre = step["preset"]
+        page.evaluate(f"location.hash = '#tour/{step['n']}'")
+        page.wait_for_selector(f"#view-tour[data-step='{step['n']}']")
+        n = step["n"]
+        _until(page, "(() => { const s = document.getElementById('model-strip'); return s.dataset.state === 'ready' && "
+                     f"(s.innerText.includes('step {n}:') || s.innerText.includes('step {n} (')); }})()")
+        here = _strip(page)["text"]
+        says = "not this model" in here
+        assert says == (pre["widget"] in ("toy", "figure") and not pre["model"]), (step["n"], pre["widget"], here)
+        checked += says
+    assert checked >= 2  # the toy step and at least one experiment plot

@@ -47,7 +47,9 @@ export function stripForStep(tour, n, state, need) {
     const first = tour.steps.find((s) => (s.strip || "").split(" ").includes(part));
     location.hash = first ? `#tour/${first.n}` : `#learn/${PAGE[part]}`;
   };
-  return showStrip(model, step.strip, need, onPick, `step ${n}`);
+  // A step whose figure is not computed from a model says so beside the model the strip shows.
+  const apart = { toy: "its figure is a hand-set toy, not this model", figure: "its figure is an experiment's plot, not this model" }[pre.widget];
+  return showStrip(model, step.strip, need, onPick, apart && !pre.model ? `step ${n} (${apart})` : `step ${n}`);
 }
 
 // The strip of explore view `id`: the model it shows (its last answer's, else the page's), the part it is about.
