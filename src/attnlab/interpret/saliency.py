@@ -55,6 +55,13 @@ class Saliency:
             return None
         return float(self.scores.sum()) - (self.value - self.baseline_value)
 
+    @property
+    def relative_gap(self) -> float | None:
+        """``|completeness_gap|`` as a share of ``|value - baseline_value|`` (``None`` without a baseline)."""
+        if self.baseline_value is None:
+            return None
+        return abs(self.completeness_gap or 0.0) / max(abs(self.value - self.baseline_value), 1e-12)
+
     def to_dict(self) -> dict:
         return {"scores": self.scores.tolist(), "method": self.method, "value": self.value,
                 "baseline_value": self.baseline_value, "steps": self.steps, "stack": self.stack}

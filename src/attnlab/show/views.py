@@ -290,5 +290,5 @@ def saliency(model: ModelLike, text: TextLike, *, target: int | Metric | None = 
         if sal.baseline_value is not None:  # integrated gradients: complete, up to its quadrature
             total = sal.value - sal.baseline_value
             note += (f" Check: the scores sum to {float(sal.scores.sum()):.4g}, f(input) - f(baseline) is {total:.4g} "
-                     f"(relative gap {abs(sal.completeness_gap or 0.0) / max(abs(total), 1e-12):.1e}).")
+                     f"(relative gap {sal.relative_gap:.1e}).")
         return View("saliency", "Saliency", data, note)

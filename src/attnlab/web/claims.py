@@ -302,6 +302,8 @@ def _width(step: Step, args: list[str]) -> Value:
 
 
 ROUNDING = 1e-4
+#: Below this two final vectors are "exact twins" (the Order view's verdict; ``views.js``' ``TWIN`` is the same).
+TWIN = 1e-3
 """Below this a distance between float32 vectors is rounding: two runs of the same sum in another order differ by
 about 1e-5, so a smaller number is printed as ``< 1e-4`` rather than as digits that change between runs."""
 
@@ -328,7 +330,7 @@ def _nearest(step: Step, args: list[str]) -> Value:
 
 
 def _twins(step: Step, args: list[str]) -> Value:
-    n = sum(d < 1e-3 for d in _comparison(step, args).nearest)
+    n = sum(d < TWIN for d in _comparison(step, args).nearest)
     return Value(str(n), [n])
 
 

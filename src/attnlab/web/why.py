@@ -330,7 +330,7 @@ def _exact(loaded, inp: _Input, sentence: _Sentence) -> None:
         for steps in IG_STEPS:  # more steps only when completeness fails
             sal = interpret.saliency(model, x, target, baseline=0 if token_baseline else None, keep=keep, steps=steps)
             total = sal.value - (sal.baseline_value or 0.0)
-            gap = abs(sal.completeness_gap or 0.0) / max(abs(total), 1e-12)
+            gap = sal.relative_gap or 0.0
             if gap <= IG_TOLERANCE:
                 break
             raise_if_abandoned()
